@@ -1,0 +1,58 @@
+"""The FastAPI application: GraphQL at /graphql, health and readiness probes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from strawberry.fastapi import GraphQLRouter
+
+from lineagegraph.graph.store import GraphStore
+
+from .graphql_schema import Context, build_schema
+from .settings import Settings
+
+
+def create_app(settings: Settings | None = None, store: GraphStore | None = None) -> FastAPI:
+    """Build the app. A given ``store`` is used as is (and left open); otherwise the app
+    opens the configured one at start-up and closes it at shutdown."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = store is None
+        app.state.store = store if store is not None else await run_in_threadpool(
+            settings.open_store)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.store.close()
+
+    app = FastAPI(title="Lineage Graph", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+
+    async def get_context(request: Request) -> Context:
+        return Context(store=request.app.state.store, settings=settings)
+
+    app.include_router(GraphQLRouter(build_schema(settings), context_getter=get_context),
+                       prefix="/graphql")
+
+    @app.get("/healthz", tags=["probes"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["probes"])
+    async def readyz(request: Request) -> JSONResponse:
+        """The store answers a query."""
+        ok = await run_in_threadpool(request.app.state.store.ready)
+        return JSONResponse(
+            {"status": "ready" if ok else "unavailable", "store": request.app.state.store.name},
+            status_code=200 if ok else 503,
+        )
+
+    return app

@@ -1,0 +1,85 @@
+"""The ``lineagegraph`` command."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from .settings import Settings
+
+app = typer.Typer(help="Lineage Graph: lineage and impact analysis for production AI.",
+                  no_args_is_help=True)
+console = Console(stderr=True)
+
+# --flag twins of the settings; None means "not given": the environment (or default) holds.
+NeoUri = Annotated[str | None, typer.Option("--neo4j-uri", help="Neo4j Bolt URI (NEO4J_URI)")]
+NeoUser = Annotated[str | None, typer.Option("--neo4j-user", help="NEO4J_USER")]
+NeoPassword = Annotated[str | None, typer.Option("--neo4j-password", help="NEO4J_PASSWORD")]
+NeoDatabase = Annotated[str | None, typer.Option("--neo4j-database", help="NEO4J_DATABASE")]
+DbPath = Annotated[str | None, typer.Option("--db", help="embedded store file (LINEAGEGRAPH_DB)")]
+
+
+def load_settings(**flags: Any) -> Settings:
+    return Settings(**{key: value for key, value in flags.items() if value is not None})
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address (LINEAGEGRAPH_HOST)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (LINEAGEGRAPH_PORT)")] = None,
+    neo4j_uri: NeoUri = None,
+    neo4j_user: NeoUser = None,
+    neo4j_password: NeoPassword = None,
+    neo4j_database: NeoDatabase = None,
+    db: DbPath = None,
+    max_depth: Annotated[int | None, typer.Option(help="LINEAGEGRAPH_MAX_DEPTH")] = None,
+    max_nodes: Annotated[int | None, typer.Option(help="LINEAGEGRAPH_MAX_NODES")] = None,
+    allow_open_bind: Annotated[bool, typer.Option(
+        help="bind a non-loopback address with no tokens (only inside a container whose "
+             "port is published on loopback)")] = False,
+) -> None:
+    """Serve GraphQL at /graphql, /healthz, /readyz and OpenAPI at /docs."""
+    import uvicorn
+
+    from .app import create_app
+
+    settings = load_settings(host=host, port=port, neo4j_uri=neo4j_uri, neo4j_user=neo4j_user,
+                             neo4j_password=neo4j_password, neo4j_database=neo4j_database,
+                             db=db, max_depth=max_depth, max_nodes=max_nodes)
+    if not is_loopback(settings.host) and not allow_open_bind:
+        # Until scoped tokens exist, the server is open: never expose it beyond loopback.
+        console.print(f"[red]refusing to bind {settings.host}: no tokens are configured, "
+                      "so the server is open and may only listen on loopback[/red]")
+        raise typer.Exit(2)
+    console.print(f"[yellow]open mode[/yellow]: no tokens configured; listening on "
+                  f"{settings.host}:{settings.port} only; store: {settings.store_label}")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+@app.command("export-schema")
+def export_schema(
+    output: Annotated[Path, typer.Option(help="where to write the SDL")] = Path(
+        "schema/schema.graphql"),
+) -> None:
+    """Write the GraphQL SDL that clients build against."""
+    from .graphql_schema import schema_sdl
+
+    output.write_text(schema_sdl())
+    console.print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    app()

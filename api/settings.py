@@ -1,0 +1,56 @@
+"""All configuration, in one place: environment variables, each with a ``--flag`` twin on
+the CLI (``lineagegraph serve --neo4j-uri …`` overrides ``NEO4J_URI``)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.walk import WalkLimits
+
+
+def _env(name: str) -> AliasChoices:
+    # Accept the field name itself too, so CLI flags can pass overrides by field name.
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LINEAGEGRAPH_", populate_by_name=True,
+                                      extra="ignore")
+
+    # The store: Neo4j when a URI is set, else the embedded SQLite file.
+    neo4j_uri: str | None = Field(None, validation_alias=_env("NEO4J_URI"))
+    neo4j_user: str = Field("neo4j", validation_alias=_env("NEO4J_USER"))
+    neo4j_password: str | None = Field(None, validation_alias=_env("NEO4J_PASSWORD"))
+    neo4j_database: str = Field("neo4j", validation_alias=_env("NEO4J_DATABASE"))
+    db: str = Field("./lineagegraph.db", validation_alias=_env("LINEAGEGRAPH_DB"))
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Bounds on every walk and query.
+    max_depth: int = Field(20, ge=1, description="cap on lineage depth")
+    max_nodes: int = Field(10_000, ge=1, description="cap on nodes one walk returns")
+    query_timeout_s: float = Field(10.0, gt=0, description="per-query time limit")
+    graphql_max_depth: int = Field(12, ge=1, description="GraphQL query depth limit")
+    graphql_max_tokens: int = Field(5_000, ge=10, description="GraphQL document token limit")
+    graphql_max_aliases: int = Field(50, ge=1, description="GraphQL aliases per document")
+
+    @property
+    def store_label(self) -> str:
+        return f"neo4j at {self.neo4j_uri}" if self.neo4j_uri else f"embedded at {self.db}"
+
+    @property
+    def walk_limits(self) -> WalkLimits:
+        return WalkLimits(max_depth=self.max_depth, max_nodes=self.max_nodes)
+
+    def open_store(self) -> GraphStore:
+        if self.neo4j_uri:
+            from lineagegraph.graph.neo4j_store import Neo4jStore
+
+            return Neo4jStore(self.neo4j_uri, self.neo4j_user, self.neo4j_password,
+                              self.neo4j_database, query_timeout_s=self.query_timeout_s)
+        from lineagegraph.graph.embedded import EmbeddedStore
+
+        return EmbeddedStore(self.db)

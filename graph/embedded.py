@@ -1,0 +1,392 @@
+"""The embedded store: one SQLite file, durable across restarts, no server to run."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from lineagegraph.schema import (
+    LINEAGE_EDGE_TYPES,
+    AuditEntry,
+    Edge,
+    Node,
+    StageMove,
+)
+from lineagegraph.schema.models import canonical_json, utc
+
+from .store import Direction, GraphStore, Hop, WriteCounts, check_filters
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS nodes (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version TEXT,
+    created_at TEXT NOT NULL,
+    props TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS nodes_kind_created ON nodes (kind, created_at);
+CREATE TABLE IF NOT EXISTS edges (
+    source TEXT NOT NULL REFERENCES nodes (id),
+    type TEXT NOT NULL,
+    target TEXT NOT NULL REFERENCES nodes (id),
+    props TEXT NOT NULL,
+    PRIMARY KEY (source, type, target)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS edges_target ON edges (target, type, source);
+CREATE TABLE IF NOT EXISTS stage_moves (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    from_version TEXT,
+    to_version TEXT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS stage_moves_key ON stage_moves (name, environment, at);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before TEXT,
+    after TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+-- The logs are append-only: the database itself refuses to rewrite them.
+CREATE TRIGGER IF NOT EXISTS stage_moves_append_only BEFORE UPDATE ON stage_moves
+BEGIN SELECT RAISE(ABORT, 'stage history is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS stage_moves_no_delete BEFORE DELETE ON stage_moves
+WHEN (SELECT count(*) FROM _wipe) = 0
+BEGIN SELECT RAISE(ABORT, 'stage history is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+WHEN (SELECT count(*) FROM _wipe) = 0
+BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"""
+# A marker table that only ``wipe`` fills, inside its own transaction.
+_WIPE_MARKER = "CREATE TABLE IF NOT EXISTS _wipe (x INTEGER);"
+
+# Fixed-width UTC text sorts in time order, so range filters are plain string compares.
+_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else utc(value).strftime(_TIME_FORMAT)
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _json_list(values: Sequence[str]) -> str:
+    return json.dumps(list(values))
+
+
+def _node(row: sqlite3.Row, prefix: str = "") -> Node:
+    return Node.model_construct(
+        kind=row[prefix + "kind"],
+        name=row[prefix + "name"],
+        version=row[prefix + "version"],
+        created_at=_dt(row[prefix + "created_at"]),
+        properties=json.loads(row[prefix + "props"]),
+    )
+
+
+class _SqliteTransaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def kinds(self, ids: Sequence[str]) -> dict[str, str]:
+        rows = self.conn.execute(
+            "SELECT id, kind FROM nodes WHERE id IN (SELECT value FROM json_each(?))",
+            (_json_list(ids),),
+        )
+        return {row["id"]: row["kind"] for row in rows}
+
+    def _existing_props(self, table: str, key_sql: str, keys: list[Any]) -> dict[Any, str]:
+        rows = self.conn.execute(
+            f"SELECT {key_sql} AS k, props FROM {table} "
+            f"WHERE {key_sql} IN (SELECT value FROM json_each(?))",
+            (json.dumps(keys),),
+        )
+        return {row["k"]: row["props"] for row in rows}
+
+    def write_nodes(self, nodes: Sequence[Node]) -> WriteCounts:
+        before = self._existing_props("nodes", "id", [n.id for n in nodes])
+        counts = WriteCounts()
+        rows = []
+        for node in nodes:
+            old = before.get(node.id)
+            if old is None:
+                counts.created += 1
+            elif old != node.props_json:
+                counts.updated += 1
+            else:
+                counts.unchanged += 1
+                continue
+            rows.append((node.id, node.kind, node.name, node.version,
+                         _ts(node.created_at), node.props_json))
+        # created_at is kept from the first write (ON CONFLICT leaves it alone).
+        self.conn.executemany(
+            "INSERT INTO nodes (id, kind, name, version, created_at, props) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET props = excluded.props",
+            rows,
+        )
+        return counts
+
+    def write_edges(self, edges: Sequence[Edge]) -> WriteCounts:
+        key_sql = "source || char(31) || type || char(31) || target"
+        before = self._existing_props("edges", key_sql, ["\x1f".join(e.key) for e in edges])
+        counts = WriteCounts()
+        rows = []
+        for edge in edges:
+            old = before.get("\x1f".join(edge.key))
+            if old is None:
+                counts.created += 1
+            elif old != edge.props_json:
+                counts.updated += 1
+            else:
+                counts.unchanged += 1
+                continue
+            rows.append((edge.source, edge.type, edge.target, edge.props_json))
+        self.conn.executemany(
+            "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (source, type, target) DO UPDATE SET props = excluded.props",
+            rows,
+        )
+        return counts
+
+    def append_stage_move(self, move: StageMove) -> StageMove:
+        cursor = self.conn.execute(
+            "INSERT INTO stage_moves (name, environment, from_version, to_version, at, actor,"
+            " reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (move.name, move.environment, move.from_version, move.to_version, _ts(move.at),
+             move.actor, move.reason),
+        )
+        return move.model_copy(update={"seq": cursor.lastrowid})
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        self.conn.execute(
+            "INSERT INTO audit (at, actor, action, target, before, after)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (_ts(entry.at), entry.actor, entry.action, entry.target,
+             canonical_json(entry.before), canonical_json(entry.after)),
+        )
+
+
+class EmbeddedStore(GraphStore):
+    name = "embedded"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection shared by the server's worker threads, serialised by a lock:
+        # SQLite allows one writer anyway, and reads are short.
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.executescript(_WIPE_MARKER + _SCHEMA)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _write(self, work: Callable[[_SqliteTransaction], T]) -> T:
+        with self._transaction() as conn:
+            return work(_SqliteTransaction(conn))
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[str]) -> dict[str, Node]:
+        rows = self._query(
+            "SELECT * FROM nodes WHERE id IN (SELECT value FROM json_each(?))",
+            (_json_list(ids),),
+        )
+        return {row["id"]: _node(row) for row in rows}
+
+    @staticmethod
+    def _hop_sql(
+        direction: Direction,
+        select: str,
+        frontier: Sequence[str],
+        edge_types: Sequence[str] | None,
+        node_kinds: Sequence[str] | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> tuple[str, list[Any]]:
+        """SQL over (frontier, edge, neighbour) rows in one or both directions.
+
+        ``select`` may name the frontier end as ``{origin}``."""
+        types = list(edge_types) if edge_types is not None else list(LINEAGE_EDGE_TYPES)
+        directions = (
+            (Direction.UPSTREAM, Direction.DOWNSTREAM) if direction is Direction.BOTH
+            else (direction,)
+        )
+        parts: list[str] = []
+        params: list[Any] = []
+        for one in directions:
+            origin, far = ("source", "target") if one is Direction.UPSTREAM else (
+                "target", "source")
+            sql = (
+                f"SELECT {select.format(origin='e.' + origin)} "
+                f"FROM edges e JOIN nodes n ON n.id = e.{far} "
+                f"WHERE e.{origin} IN (SELECT value FROM json_each(?)) "
+                "AND e.type IN (SELECT value FROM json_each(?))"
+            )
+            params += [_json_list(frontier), _json_list(types)]
+            if node_kinds:
+                sql += " AND n.kind IN (SELECT value FROM json_each(?))"
+                params.append(_json_list(node_kinds))
+            if since is not None:
+                sql += " AND n.created_at >= ?"
+                params.append(_ts(since))
+            if until is not None:
+                sql += " AND n.created_at <= ?"
+                params.append(_ts(until))
+            parts.append(sql)
+        return " UNION ALL ".join(parts), params
+
+    def expand(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        *,
+        edge_types: Sequence[str] | None = None,
+        node_kinds: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Hop]:
+        check_filters(edge_types, node_kinds)
+        sql, params = self._hop_sql(
+            direction,
+            "{origin} AS origin, e.source, e.type, e.target, e.props AS eprops, "
+            "n.kind, n.name, n.version, n.created_at, n.props",
+            frontier, edge_types, node_kinds, since, until,
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [
+            Hop(
+                origin=row["origin"],
+                edge=Edge.model_construct(source=row["source"], type=row["type"],
+                                          target=row["target"],
+                                          properties=json.loads(row["eprops"])),
+                node=_node(row),
+            )
+            for row in self._query(sql, params)
+        ]
+
+    def count_neighbours(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        *,
+        kind: str,
+        edge_types: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: str | None = None,
+    ) -> dict[str | None, int]:
+        check_filters(edge_types, [kind], (kind, group_by))
+        sql, params = self._hop_sql(direction, "n.id AS id, n.props AS props", frontier,
+                                    edge_types, [kind], since, until)
+        key = "json_extract(props, ?)" if group_by else "NULL"
+        rows = self._query(
+            f"SELECT {key} AS key, count(DISTINCT id) AS n FROM ({sql}) GROUP BY key",
+            ([f"$.{group_by}"] if group_by else []) + params,
+        )
+        return {row["key"]: row["n"] for row in rows}
+
+    def stage_history(
+        self,
+        name: str | None = None,
+        environment: str | None = None,
+        until: datetime | None = None,
+    ) -> list[StageMove]:
+        sql, params = "SELECT * FROM stage_moves WHERE 1 = 1", []
+        for column, value in (("name", name), ("environment", environment)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        if until is not None:
+            sql += " AND at <= ?"
+            params.append(_ts(until))
+        rows = self._query(sql + " ORDER BY at, seq", params)
+        return [
+            StageMove(name=r["name"], environment=r["environment"],
+                      from_version=r["from_version"], to_version=r["to_version"],
+                      at=_dt(r["at"]), actor=r["actor"], reason=r["reason"], seq=r["seq"])
+            for r in rows
+        ]
+
+    def audit_log(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEntry]:
+        sql, params = "SELECT * FROM audit WHERE 1 = 1", []
+        for clause, value in (("at >= ?", _ts(since)), ("at <= ?", _ts(until)),
+                              ("actor = ?", actor), ("target = ?", target)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        rows = self._query(sql + " ORDER BY seq LIMIT ?", [*params, limit])
+        return [
+            AuditEntry(at=_dt(r["at"]), actor=r["actor"], action=r["action"],
+                       target=r["target"], before=json.loads(r["before"]),
+                       after=json.loads(r["after"]), seq=r["seq"])
+            for r in rows
+        ]
+
+    def ready(self) -> bool:
+        try:
+            self._query("SELECT 1")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def wipe(self) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO _wipe VALUES (1)")
+            for table in ("edges", "nodes", "stage_moves", "audit"):
+                conn.execute(f"DELETE FROM {table}")
+            conn.execute("DELETE FROM _wipe")
+

@@ -1,0 +1,349 @@
+"""The Neo4j store: the official driver, ``UNWIND`` batches, managed transactions.
+
+The only module with Cypher in it. Labels and relationship types are interpolated only
+after ``check_filters`` or from the schema's own tables; every value is a parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import neo4j
+from neo4j import GraphDatabase, ManagedTransaction, NotificationMinimumSeverity, RoutingControl
+
+from lineagegraph.schema import (
+    EDGE_KINDS_BY_TYPE,
+    LINEAGE_EDGE_TYPES,
+    NODE_KINDS_BY_LABEL,
+    AuditEntry,
+    Edge,
+    Node,
+    StageMove,
+)
+from lineagegraph.schema.constraints import indexes, uniqueness_constraints
+from lineagegraph.schema.kinds import NODE_LABEL
+from lineagegraph.schema.models import canonical_json
+
+from .store import Direction, GraphStore, Hop, WriteCounts, check_filters
+
+T = TypeVar("T")
+
+# Rows per UNWIND round trip: cartography-sized batches; one transaction still covers the
+# whole upsert call.
+CHUNK_ROWS = 5000
+
+_NODE_FIELDS = "n.id AS id, n.kind AS kind, n.name AS name, n.version AS version, " \
+               "n.created_at AS created_at, n.props AS props"
+
+
+def _native(value: Any) -> Any:
+    return value.to_native() if isinstance(value, neo4j.time.DateTime) else value
+
+
+def _node(record: dict[str, Any]) -> Node:
+    return Node.model_construct(
+        kind=record["kind"],
+        name=record["name"],
+        version=record["version"],
+        created_at=_native(record["created_at"]).astimezone(UTC),
+        properties=json.loads(record["props"]),
+    )
+
+
+def _chunks(rows: list[T], size: int = CHUNK_ROWS) -> list[list[T]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
+def _rel_pattern(edge_types: Sequence[str] | None) -> str:
+    types = list(edge_types) if edge_types is not None else list(LINEAGE_EDGE_TYPES)
+    for edge_type in types:  # whitelist: never interpolate a name the schema lacks
+        assert edge_type in EDGE_KINDS_BY_TYPE, edge_type
+    return "|".join(types)
+
+
+def _counts(record: dict[str, Any], total: int) -> WriteCounts:
+    created, updated = record["created"], record["updated"]
+    return WriteCounts(created=created, updated=updated, unchanged=total - created - updated)
+
+
+class _Neo4jTransaction:
+    def __init__(self, tx: ManagedTransaction) -> None:
+        self.tx = tx
+
+    def kinds(self, ids: Sequence[str]) -> dict[str, str]:
+        result = self.tx.run(
+            f"UNWIND $ids AS id MATCH (n:{NODE_LABEL} {{id: id}}) "
+            "RETURN n.id AS id, n.kind AS kind",
+            ids=list(ids),
+        )
+        return {r["id"]: r["kind"] for r in result}
+
+    def write_nodes(self, nodes: Sequence[Node]) -> WriteCounts:
+        by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for node in nodes:
+            by_label[node.kind].append({
+                "id": node.id, "kind": node.kind, "name": node.name, "version": node.version,
+                "created_at": node.created_at, "props": node.props_json,
+                "indexed": node.indexed(),
+            })
+        counts = WriteCounts()
+        for label, rows in by_label.items():
+            assert label in NODE_KINDS_BY_LABEL, label
+            for chunk in _chunks(rows):
+                # created_at is set on create only: the first write's time is kept.
+                record = self.tx.run(
+                    f"""
+                    UNWIND $rows AS row
+                    OPTIONAL MATCH (old:{NODE_LABEL} {{id: row.id}})
+                    WITH row, old IS NULL AS is_new, old.props AS before
+                    MERGE (n:{NODE_LABEL} {{id: row.id}})
+                    ON CREATE SET n:{label}, n.kind = row.kind, n.name = row.name,
+                                  n.version = row.version, n.created_at = row.created_at
+                    SET n.props = row.props, n += row.indexed
+                    RETURN count(CASE WHEN is_new THEN 1 END) AS created,
+                           count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END)
+                             AS updated
+                    """,
+                    rows=chunk,
+                ).single(strict=True)
+                counts += _counts(record, len(chunk))
+        return counts
+
+    def write_edges(self, edges: Sequence[Edge]) -> WriteCounts:
+        by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for edge in edges:
+            by_type[edge.type].append(
+                {"source": edge.source, "target": edge.target, "props": edge.props_json})
+        counts = WriteCounts()
+        for edge_type, rows in by_type.items():
+            for chunk in _chunks(rows):
+                record = self.tx.run(
+                    f"""
+                    UNWIND $rows AS row
+                    MATCH (a:{NODE_LABEL} {{id: row.source}})
+                    MATCH (b:{NODE_LABEL} {{id: row.target}})
+                    OPTIONAL MATCH (a)-[old:{_rel_pattern([edge_type])}]->(b)
+                    WITH a, b, row, old IS NULL AS is_new, old.props AS before
+                    MERGE (a)-[r:{_rel_pattern([edge_type])}]->(b)
+                    SET r.props = row.props
+                    RETURN count(CASE WHEN is_new THEN 1 END) AS created,
+                           count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END)
+                             AS updated
+                    """,
+                    rows=chunk,
+                ).single(strict=True)
+                counts += _counts(record, len(chunk))
+        return counts
+
+    def _next_seq(self, counter: str) -> int:
+        # A counter node serialises appends (its write lock), so sequence numbers are
+        # gap-free and ordered even under concurrent writers.
+        record = self.tx.run(
+            "MERGE (c:LineagegraphCounter {name: $name}) "
+            "SET c.value = coalesce(c.value, 0) + 1 RETURN c.value AS seq",
+            name=counter,
+        ).single(strict=True)
+        return int(record["seq"])
+
+    def append_stage_move(self, move: StageMove) -> StageMove:
+        seq = self._next_seq("StageMove")
+        self.tx.run(
+            "CREATE (m:StageMove {id: $seq, seq: $seq, name: $name, environment: $env, "
+            "from_version: $from_version, to_version: $to_version, at: $at, actor: $actor, "
+            "reason: $reason})",
+            seq=seq, name=move.name, env=move.environment, from_version=move.from_version,
+            to_version=move.to_version, at=move.at, actor=move.actor, reason=move.reason,
+        )
+        return move.model_copy(update={"seq": seq})
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        seq = self._next_seq("AuditEntry")
+        self.tx.run(
+            "CREATE (a:AuditEntry {id: $seq, seq: $seq, at: $at, actor: $actor, "
+            "action: $action, target: $target, before: $before, after: $after})",
+            seq=seq, at=entry.at, actor=entry.actor, action=entry.action, target=entry.target,
+            before=canonical_json(entry.before), after=canonical_json(entry.after),
+        )
+
+
+class Neo4jStore(GraphStore):
+    name = "neo4j"
+
+    def __init__(
+        self,
+        uri: str,
+        user: str | None = None,
+        password: str | None = None,
+        database: str = "neo4j",
+        *,
+        query_timeout_s: float | None = None,
+    ) -> None:
+        auth = (user or "neo4j", password) if password else None
+        # Schema notifications (e.g. "relationship type does not exist yet" on an empty
+        # graph) are noise for a service whose queries are generated from the schema.
+        self._driver = GraphDatabase.driver(
+            uri, auth=auth, notifications_min_severity=NotificationMinimumSeverity.OFF)
+        self._database = database
+        self._timeout = query_timeout_s
+        self._driver.verify_connectivity()
+        for statement in [*uniqueness_constraints(), *indexes()]:
+            self._driver.execute_query(statement, database_=database)
+
+    def _write(self, work: Callable[[_Neo4jTransaction], T]) -> T:
+        with self._driver.session(database=self._database) as session:
+            return session.execute_write(lambda tx: work(_Neo4jTransaction(tx)))
+
+    def _read(self, query: str, **params: Any) -> list[neo4j.Record]:
+        records, _, _ = self._driver.execute_query(
+            neo4j.Query(query, timeout=self._timeout), params,
+            routing_=RoutingControl.READ, database_=self._database,
+        )
+        return records
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[str]) -> dict[str, Node]:
+        records = self._read(
+            f"UNWIND $ids AS id MATCH (n:{NODE_LABEL} {{id: id}}) RETURN {_NODE_FIELDS}",
+            ids=list(ids),
+        )
+        return {r["id"]: _node(r) for r in records}
+
+    @staticmethod
+    def _hop_match(direction: Direction, rel: str) -> str:
+        """``MATCH`` of frontier node ``f``, edge ``r`` and neighbour ``n``."""
+        pattern = {
+            Direction.UPSTREAM: f"(f)-[r:{rel}]->(n:{NODE_LABEL})",
+            Direction.DOWNSTREAM: f"(f)<-[r:{rel}]-(n:{NODE_LABEL})",
+            Direction.BOTH: f"(f)-[r:{rel}]-(n:{NODE_LABEL})",
+        }[direction]
+        return (
+            f"UNWIND $frontier AS fid MATCH (f:{NODE_LABEL} {{id: fid}}) MATCH {pattern} "
+            "WHERE ($kinds IS NULL OR n.kind IN $kinds) "
+            "AND ($since IS NULL OR n.created_at >= $since) "
+            "AND ($until IS NULL OR n.created_at <= $until) "
+        )
+
+    def expand(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        *,
+        edge_types: Sequence[str] | None = None,
+        node_kinds: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Hop]:
+        check_filters(edge_types, node_kinds)
+        query = (
+            self._hop_match(direction, _rel_pattern(edge_types))
+            + "RETURN fid AS origin, startNode(r).id AS source, type(r) AS type, "
+            f"endNode(r).id AS target, r.props AS eprops, {_NODE_FIELDS}"
+            + (" LIMIT $limit" if limit is not None else "")
+        )
+        records = self._read(query, frontier=list(frontier),
+                             kinds=list(node_kinds) if node_kinds else None,
+                             since=since, until=until, limit=limit)
+        return [
+            Hop(
+                origin=r["origin"],
+                edge=Edge.model_construct(source=r["source"], type=r["type"],
+                                          target=r["target"],
+                                          properties=json.loads(r["eprops"] or "{}")),
+                node=_node(r),
+            )
+            for r in records
+        ]
+
+    def count_neighbours(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        *,
+        kind: str,
+        edge_types: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: str | None = None,
+    ) -> dict[str | None, int]:
+        check_filters(edge_types, [kind], (kind, group_by))
+        key = f"n.{group_by}" if group_by else "null"
+        query = (
+            self._hop_match(direction, _rel_pattern(edge_types))
+            + f"RETURN {key} AS key, count(DISTINCT n) AS n"
+        )
+        records = self._read(query, frontier=list(frontier), kinds=[kind], since=since,
+                             until=until)
+        return {r["key"]: r["n"] for r in records}
+
+    def stage_history(
+        self,
+        name: str | None = None,
+        environment: str | None = None,
+        until: datetime | None = None,
+    ) -> list[StageMove]:
+        records = self._read(
+            "MATCH (m:StageMove) WHERE ($name IS NULL OR m.name = $name) "
+            "AND ($env IS NULL OR m.environment = $env) AND ($until IS NULL OR m.at <= $until) "
+            "RETURN m ORDER BY m.at, m.seq",
+            name=name, env=environment, until=until,
+        )
+        moves = []
+        for r in records:
+            props = dict(r["m"])  # Neo4j stores no nulls: absent means None
+            moves.append(StageMove(
+                name=props["name"], environment=props["environment"],
+                from_version=props.get("from_version"), to_version=props.get("to_version"),
+                at=_native(props["at"]), actor=props["actor"], reason=props.get("reason"),
+                seq=props["seq"]))
+        return moves
+
+    def audit_log(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEntry]:
+        records = self._read(
+            "MATCH (a:AuditEntry) WHERE ($since IS NULL OR a.at >= $since) "
+            "AND ($until IS NULL OR a.at <= $until) AND ($actor IS NULL OR a.actor = $actor) "
+            "AND ($target IS NULL OR a.target = $target) "
+            "RETURN a ORDER BY a.seq LIMIT $limit",
+            since=since, until=until, actor=actor, target=target, limit=limit,
+        )
+        entries = []
+        for r in records:
+            props = dict(r["a"])
+            entries.append(AuditEntry(
+                at=_native(props["at"]), actor=props["actor"], action=props["action"],
+                target=props["target"], before=json.loads(props["before"]),
+                after=json.loads(props["after"]), seq=props["seq"]))
+        return entries
+
+    def ready(self) -> bool:
+        try:
+            self._read("RETURN 1 AS ok")
+        except neo4j.exceptions.Neo4jError:
+            return False
+        except neo4j.exceptions.DriverError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._driver.close()
+
+    def wipe(self) -> None:
+        # Batched delete: one huge DETACH DELETE can exhaust transaction memory. CALL … IN
+        # TRANSACTIONS needs an auto-commit transaction, hence session.run.
+        with self._driver.session(database=self._database) as session:
+            session.run(
+                "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+            ).consume()

@@ -1,0 +1,271 @@
+"""The ``GraphStore`` port: the one interface analyses are written against.
+
+Adapters implement a handful of primitives (``_write`` running a function in one
+transaction, the ``StoreTransaction`` writes, ``expand``, ``count_neighbours``, the log
+reads); validation, de-duplication and the derived lookups (stage as-of, live
+environments) are written once here, so both stores behave the same by construction.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol, TypeVar
+
+from lineagegraph.schema import (
+    EDGE_KINDS_BY_TYPE,
+    NODE_KINDS_BY_LABEL,
+    AuditEntry,
+    Edge,
+    Node,
+    SchemaError,
+    StageMove,
+    check_edge_endpoints,
+)
+
+T = TypeVar("T")
+
+
+class Direction(StrEnum):
+    UPSTREAM = "UPSTREAM"  # follow out-edges: towards what a node depends on
+    DOWNSTREAM = "DOWNSTREAM"  # follow in-edges: towards what depends on it
+    BOTH = "BOTH"
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One row of a one-hop expansion: from ``origin`` over ``edge`` to ``node``."""
+
+    origin: str
+    edge: Edge
+    node: Node
+
+
+@dataclass(slots=True)
+class WriteCounts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __iadd__(self, other: WriteCounts) -> WriteCounts:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+
+@dataclass(slots=True)
+class UpsertResult:
+    nodes: WriteCounts = field(default_factory=WriteCounts)
+    edges: WriteCounts = field(default_factory=WriteCounts)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.nodes.created or self.nodes.updated or self.edges.created
+                    or self.edges.updated)
+
+
+class StoreTransaction(Protocol):
+    """What an adapter does inside one write transaction."""
+
+    def kinds(self, ids: Sequence[str]) -> dict[str, str]: ...
+    def write_nodes(self, nodes: Sequence[Node]) -> WriteCounts: ...
+    def write_edges(self, edges: Sequence[Edge]) -> WriteCounts: ...
+    def append_stage_move(self, move: StageMove) -> StageMove: ...
+    def append_audit(self, entry: AuditEntry) -> None: ...
+
+
+def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
+    by_id: dict[str, Node] = {}
+    for node in nodes:
+        by_id[node.id] = node  # the last record of an ID in a batch wins
+    return list(by_id.values())
+
+
+def _dedupe_edges(edges: Iterable[Edge]) -> list[Edge]:
+    return list({edge.key: edge for edge in edges}.values())
+
+
+def _check_edge_kinds(edges: Sequence[Edge], kinds: dict[str, str]) -> None:
+    for edge in edges:
+        for end in (edge.source, edge.target):
+            if end not in kinds:
+                raise SchemaError(
+                    f"{end} is neither in the graph nor in this batch",
+                    where=f"edge {edge.source} -[{edge.type}]-> {edge.target}",
+                )
+        check_edge_endpoints(edge, kinds[edge.source], kinds[edge.target])
+
+
+def _check_kind_conflicts(nodes: Sequence[Node], existing: dict[str, str]) -> None:
+    for node in nodes:
+        kind = existing.get(node.id)
+        if kind is not None and kind != node.kind:
+            raise SchemaError(f"already exists as a {kind}, cannot become a {node.kind}",
+                              where=node.id)
+
+
+class GraphStore(ABC):
+    """A property graph of lineage plus two append-only logs (stage moves, audit)."""
+
+    name: str
+
+    # -- writes -------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        nodes: Iterable[Node] = (),
+        edges: Iterable[Edge] = (),
+        audit: Iterable[AuditEntry] = (),
+    ) -> UpsertResult:
+        """Write one batch in one transaction: all of it or nothing.
+
+        Upserts on natural keys: re-sending the same batch changes nothing. A node's
+        ``created_at`` is kept from its first write. Edges are checked against the schema's
+        endpoint table, with endpoint kinds read *inside* the transaction after the batch's
+        nodes are written, so a bad edge rolls back the nodes written before it.
+        """
+        node_list = _dedupe_nodes(nodes)
+        edge_list = _dedupe_edges(edges)
+        audit_list = list(audit)
+
+        def work(tx: StoreTransaction) -> UpsertResult:
+            result = UpsertResult()
+            if node_list:
+                _check_kind_conflicts(node_list, tx.kinds([n.id for n in node_list]))
+                result.nodes = tx.write_nodes(node_list)
+            if edge_list:
+                ends = sorted({e for edge in edge_list for e in (edge.source, edge.target)})
+                _check_edge_kinds(edge_list, tx.kinds(ends))
+                result.edges = tx.write_edges(edge_list)
+            for entry in audit_list:
+                tx.append_audit(entry)
+            return result
+
+        return self._write(work)
+
+    def record_stage_move(self, move: StageMove, audit: AuditEntry | None = None) -> StageMove:
+        """Append a stage move (and its audit entry) in one transaction."""
+
+        def work(tx: StoreTransaction) -> StageMove:
+            stored = tx.append_stage_move(move)
+            if audit is not None:
+                tx.append_audit(audit)
+            return stored
+
+        return self._write(work)
+
+    def append_audit(self, entry: AuditEntry) -> None:
+        self._write(lambda tx: tx.append_audit(entry))
+
+    @abstractmethod
+    def _write(self, work: Callable[[StoreTransaction], T]) -> T:
+        """Run ``work`` in one write transaction (retried on transient errors where the
+        adapter supports it, so ``work`` must be idempotent); roll back if it raises."""
+
+    # -- reads --------------------------------------------------------------------------
+
+    @abstractmethod
+    def get(self, ids: Sequence[str]) -> dict[str, Node]:
+        """The nodes with these IDs; unknown IDs are absent from the result."""
+
+    @abstractmethod
+    def expand(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        *,
+        edge_types: Sequence[str] | None = None,
+        node_kinds: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[Hop]:
+        """Neighbours one hop from the frontier: out-edges for UPSTREAM, in-edges for
+        DOWNSTREAM, both for BOTH. Filters apply to the neighbour node (kind, and
+        ``since <= created_at <= until``) and to the edge type. At most ``limit`` rows."""
+
+    @abstractmethod
+    def count_neighbours(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        *,
+        kind: str,
+        edge_types: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: str | None = None,
+    ) -> dict[str | None, int]:
+        """Count distinct neighbours of ``kind`` one hop from the frontier, in the time
+        window, grouped by one of the kind's indexed properties (or all under ``None``).
+        Counting happens in the store: fan-outs of millions never leave it."""
+
+    @abstractmethod
+    def stage_history(
+        self,
+        name: str | None = None,
+        environment: str | None = None,
+        until: datetime | None = None,
+    ) -> list[StageMove]:
+        """Stage moves, oldest first (by ``at``, then append order)."""
+
+    @abstractmethod
+    def audit_log(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        actor: str | None = None,
+        target: str | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEntry]:
+        """Audit entries, oldest first."""
+
+    @abstractmethod
+    def ready(self) -> bool:
+        """True when the store answers a trivial query."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def wipe(self) -> None:
+        """Delete everything. For tests and ``demo --reset``; not reachable from the API."""
+
+    # -- derived lookups, written once over the primitives --------------------------------
+
+    def stage_at(self, name: str, environment: str, at: datetime | None = None) -> str | None:
+        """The version of ``name`` in effect in ``environment`` at ``at`` (default: now);
+        None before the first move or after a move to nothing."""
+        history = self.stage_history(name=name, environment=environment, until=at)
+        return history[-1].to_version if history else None
+
+    def live_environments(self, name: str, at: datetime | None = None) -> dict[str, str]:
+        """environment → version of ``name`` live there at ``at`` (default: now)."""
+        live: dict[str, str | None] = {}
+        for move in self.stage_history(name=name, until=at):
+            live[move.environment] = move.to_version
+        return {env: version for env, version in live.items() if version is not None}
+
+
+def check_filters(
+    edge_types: Sequence[str] | None,
+    node_kinds: Sequence[str] | None,
+    group_by: tuple[str, str | None] | None = None,
+) -> None:
+    """Reject names outside the schema's whitelist before any adapter builds a query."""
+    for edge_type in edge_types or ():
+        if edge_type not in EDGE_KINDS_BY_TYPE:
+            raise SchemaError(f"unknown edge type {edge_type!r}")
+    for kind in node_kinds or ():
+        if kind not in NODE_KINDS_BY_LABEL:
+            raise SchemaError(f"unknown kind {kind!r}")
+    if group_by is not None:
+        kind, prop = group_by
+        if prop is not None and prop not in NODE_KINDS_BY_LABEL[kind].indexed:
+            raise SchemaError(f"{kind} cannot be grouped by {prop!r}")
+

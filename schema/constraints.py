@@ -1,0 +1,35 @@
+"""Cypher uniqueness constraints, derived from the declared kinds."""
+
+from __future__ import annotations
+
+from .kinds import LOG_LABELS, NODE_KINDS, NODE_LABEL
+
+
+def constraint_name(label: str) -> str:
+    return f"lineagegraph_{label.lower()}_id"
+
+
+def uniqueness_constraints() -> list[str]:
+    labels = [NODE_LABEL, *(k.label for k in NODE_KINDS), *LOG_LABELS]
+    return [
+        f"CREATE CONSTRAINT {constraint_name(label)} IF NOT EXISTS "
+        f"FOR (n:{label}) REQUIRE n.id IS UNIQUE"
+        for label in labels
+    ]
+
+
+def indexes() -> list[str]:
+    """Range indexes for the time and grouping filters walks use."""
+    statements = [
+        f"CREATE INDEX lineagegraph_node_created IF NOT EXISTS FOR (n:{NODE_LABEL}) "
+        "ON (n.created_at)",
+        "CREATE INDEX lineagegraph_stagemove_key IF NOT EXISTS FOR (m:StageMove) "
+        "ON (m.name, m.environment)",
+    ]
+    for kind in NODE_KINDS:
+        for prop in kind.indexed:
+            statements.append(
+                f"CREATE INDEX lineagegraph_{kind.label.lower()}_{prop} IF NOT EXISTS "
+                f"FOR (n:{kind.label}) ON (n.{prop})"
+            )
+    return statements

@@ -1,0 +1,82 @@
+"""Canonical node IDs: ``kind:name`` or ``kind:name@version``.
+
+Investigators paste these into queries, so parsing is forgiving (``@v7`` is read as ``@7``)
+and formatting is canonical. Names may hold colons, slashes and ``@`` (``source:postgres://
+u@wh/public.x``): the prefix ends at the first colon, and only prefixes of kinds that carry
+versions split a version off at the *last* ``@``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_V_NUMBER = re.compile(r"^[vV](\d+)$")
+
+
+class InvalidId(ValueError):
+    """An ID that cannot be parsed; the message names the offending text."""
+
+
+def normalize_version(version: str | int | None) -> str | None:
+    """``v7``/``V7``/``7``/7 → ``"7"``; other strings (dates, tags) are kept as written."""
+    if version is None:
+        return None
+    text = str(version).strip()
+    if not text:
+        return None
+    match = _V_NUMBER.match(text)
+    return match.group(1) if match else text
+
+
+@dataclass(frozen=True, slots=True)
+class NodeId:
+    prefix: str
+    name: str
+    version: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.prefix}:{self.name}" if self.version is None else (
+            f"{self.prefix}:{self.name}@{self.version}"
+        )
+
+    def unversioned(self) -> NodeId:
+        return NodeId(self.prefix, self.name)
+
+
+def parse_id(text: str, *, versioned_prefixes: frozenset[str] | None = None) -> NodeId:
+    """Parse ``kind:name[@version]``.
+
+    ``versioned_prefixes`` says which prefixes may carry a version; by default the ones the
+    schema declares (see ``lineagegraph.schema.kinds``).
+    """
+    if versioned_prefixes is None:
+        from .kinds import VERSIONED_PREFIXES, known_prefixes
+
+        versioned_prefixes = VERSIONED_PREFIXES
+        prefixes: frozenset[str] | None = known_prefixes()
+    else:
+        prefixes = None
+    if not isinstance(text, str) or ":" not in text:
+        raise InvalidId(f"{text!r} is not an ID of the form kind:name[@version]")
+    prefix, rest = text.strip().split(":", 1)
+    if prefixes is not None and prefix not in prefixes:
+        raise InvalidId(f"{text!r}: unknown kind prefix {prefix!r} (known: {sorted(prefixes)})")
+    if not rest:
+        raise InvalidId(f"{text!r}: empty name")
+    version = None
+    if prefix in versioned_prefixes and "@" in rest:
+        rest, version = rest.rsplit("@", 1)
+        version = normalize_version(version)
+        if not rest or version is None:
+            raise InvalidId(f"{text!r}: empty name or version around '@'")
+    return NodeId(prefix, rest, version)
+
+
+def format_id(prefix: str, name: str, version: str | int | None = None) -> str:
+    return str(NodeId(prefix, name, normalize_version(version)))
+
+
+def canonical_id(text: str) -> str:
+    """The canonical spelling of an ID given in any accepted form."""
+    return str(parse_id(text))

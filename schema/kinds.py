@@ -1,0 +1,251 @@
+"""The graph vocabulary, declared once.
+
+Every node kind and edge kind of the design lives here as a frozen declaration. The Neo4j
+adapter (labels, relationship types, constraints), validation of writes, the GraphQL types
+and the schema docs are all derived from these tables: add a kind here and nothing else
+needs a second copy of it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Properties(BaseModel):
+    """Kind-specific properties. Unknown fields are kept (design §4: they go into
+    ``properties``); declared ones are type-checked."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class DataSourceProps(Properties):
+    owner: str | None = None
+    uri: str | None = None
+    residency: str | None = None
+
+
+class DatasetVersionProps(Properties):
+    schema_hash: str | None = None
+    row_count: int | None = None
+
+
+class FeatureProps(Properties):
+    description: str | None = None
+
+
+class JobProps(Properties):
+    namespace: str | None = None
+    job_type: str | None = None
+
+
+class TrainingRunProps(Properties):
+    status: str | None = None
+    code_commit: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class ModelProps(Properties):
+    provider: str | None = None
+
+
+class ModelVersionProps(Properties):
+    provider: str | None = None
+    pinned_snapshot: str | None = None
+    artifact_uri: str | None = None
+    context_window: int | None = None
+    region: str | None = None
+    registered: bool = True
+
+
+class PromptProps(Properties):
+    description: str | None = None
+
+
+class PromptVersionProps(Properties):
+    template: str | None = None
+    system: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    constraints: list[str] = Field(default_factory=list)
+    guardrails: list[str] = Field(default_factory=list)
+
+
+class ToolsetProps(Properties):
+    tools: list[Any] = Field(default_factory=list)
+    scope: str | None = None
+
+
+class PolicyPackProps(Properties):
+    risk_tier: str = "production"
+    residency: list[str] = Field(default_factory=list)
+    required_approvals: int | None = None
+    allowed_tools: list[str] = Field(default_factory=list)
+    intended_uses: list[str] = Field(default_factory=list)
+    disallowed_uses: list[str] = Field(default_factory=list)
+
+
+class BundleProps(Properties):
+    model: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvaluationProps(Properties):
+    suite: str
+    run: str
+    score: float | None = None
+    threshold: float | None = None
+    target: str | None = None
+
+
+class ApprovalProps(Properties):
+    approved_by: str
+    target: str | None = None
+    gate: str | None = None
+    at: datetime | None = None
+    comment: str | None = None
+
+
+class InferenceOutcomeProps(Properties):
+    environment: str
+    latency_ms: float | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    cost_usd: float | None = None
+    status: str | None = None
+    quality: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeKind:
+    label: str
+    prefix: str
+    versioned: bool
+    props: type[Properties]
+    description: str
+    # Properties copied out of the JSON blob into real store fields, so they can be filtered
+    # and grouped on (e.g. traffic counts by environment).
+    indexed: tuple[str, ...] = ()
+
+
+NODE_KINDS: tuple[NodeKind, ...] = (
+    NodeKind("DataSource", "source", False, DataSourceProps,
+             "A table, topic or bucket; OpenLineage namespace/name."),
+    NodeKind("DatasetVersion", "dataset", True, DatasetVersionProps,
+             "One version of a data source, as read or written by a run."),
+    NodeKind("Feature", "feature", True, FeatureProps, "A feature definition."),
+    NodeKind("Job", "job", False, JobProps, "An OpenLineage job (namespace/name)."),
+    NodeKind("TrainingRun", "run", False, TrainingRunProps, "One run of a job."),
+    NodeKind("Model", "model", False, ModelProps, "A model family."),
+    NodeKind("ModelVersion", "model", True, ModelVersionProps,
+             "A model version, or a provider's pinned snapshot (no version part)."),
+    NodeKind("Prompt", "prompt", False, PromptProps, "A prompt family."),
+    NodeKind("PromptVersion", "prompt", True, PromptVersionProps, "One version of a prompt."),
+    NodeKind("Toolset", "tools", True, ToolsetProps, "Tool schemas and authorisation scope."),
+    NodeKind("PolicyPack", "policy", True, PolicyPackProps,
+             "Residency, safety requirements, tool permissions, risk tier."),
+    NodeKind("Bundle", "bundle", True, BundleProps,
+             "The registry entry: model + prompt + params + tools + policy."),
+    NodeKind("Evaluation", "eval", False, EvaluationProps, "An evaluation run of a suite."),
+    NodeKind("Approval", "approval", False, ApprovalProps, "A sign-off on a target."),
+    NodeKind("InferenceOutcome", "outcome", False, InferenceOutcomeProps,
+             "One served request.", indexed=("environment", "status")),
+)
+
+NODE_KINDS_BY_LABEL: dict[str, NodeKind] = {k.label: k for k in NODE_KINDS}
+VERSIONED_PREFIXES: frozenset[str] = frozenset(k.prefix for k in NODE_KINDS if k.versioned)
+
+@cache
+def known_prefixes() -> frozenset[str]:
+    return frozenset(k.prefix for k in NODE_KINDS)
+
+
+def kinds_for_prefix(prefix: str) -> tuple[NodeKind, ...]:
+    return tuple(k for k in NODE_KINDS if k.prefix == prefix)
+
+
+def default_kind_for(prefix: str, has_version: bool) -> NodeKind:
+    """The kind an ID names when nothing else says: ``model:x@7`` is a ModelVersion,
+    ``model:x`` a Model. (A pinned snapshot is created explicitly as a ModelVersion.)"""
+    candidates = kinds_for_prefix(prefix)
+    if not candidates:
+        raise KeyError(prefix)
+    for kind in candidates:
+        if kind.versioned == has_version or len(candidates) == 1:
+            return kind
+    return candidates[0]
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeKind:
+    type: str
+    endpoints: frozenset[tuple[str, str]]
+    description: str
+    # Walks (lineage, trace, blast radius, drift) follow lineage edges only; the others
+    # annotate: the data behind model version 7 is not the data behind version 6.
+    lineage: bool = True
+
+
+def _pairs(sources: tuple[str, ...], targets: tuple[str, ...]) -> frozenset[tuple[str, str]]:
+    return frozenset((s, t) for s in sources for t in targets)
+
+
+_VERSIONED_LABELS = tuple(k.label for k in NODE_KINDS if k.versioned)
+
+EDGE_KINDS: tuple[EdgeKind, ...] = (
+    EdgeKind("VERSION_OF", frozenset({("DatasetVersion", "DataSource"),
+                                      ("ModelVersion", "Model"),
+                                      ("PromptVersion", "Prompt")}),
+             "A version → its family."),
+    EdgeKind("SUPERSEDES", frozenset((label, label) for label in _VERSIONED_LABELS),
+             "A version → the previous version.", lineage=False),
+    EdgeKind("DERIVED_FROM",
+             _pairs(("Feature",), ("DatasetVersion", "DataSource", "Feature"))
+             | frozenset({("DatasetVersion", "DatasetVersion"), ("DataSource", "DataSource")}),
+             "A feature or dataset → what it was computed from (column lineage)."),
+    EdgeKind("CONSUMED", _pairs(("TrainingRun",), ("Feature", "DatasetVersion")),
+             "A run → the inputs it read."),
+    EdgeKind("PRODUCED_BY", _pairs(("ModelVersion", "DatasetVersion"), ("TrainingRun",)),
+             "An output → the run that wrote it."),
+    EdgeKind("RUN_OF", frozenset({("TrainingRun", "Job")}), "A run → its job."),
+    EdgeKind("FINE_TUNED_FROM", frozenset({("ModelVersion", "ModelVersion")}),
+             "A model version → its base model version."),
+    EdgeKind("DESIGNED_FOR", frozenset({("PromptVersion", "ModelVersion")}),
+             "A prompt version → the model versions it was written for."),
+    EdgeKind("USES_MODEL", frozenset({("Bundle", "ModelVersion")}), "A bundle → its model."),
+    EdgeKind("USES_PROMPT", frozenset({("Bundle", "PromptVersion")}), "A bundle → its prompt."),
+    EdgeKind("USES_TOOLS", frozenset({("Bundle", "Toolset")}), "A bundle → its tool set."),
+    EdgeKind("GOVERNED_BY", frozenset({("Bundle", "PolicyPack")}),
+             "A bundle → its policy pack."),
+    EdgeKind("RETRIEVES_FROM", frozenset({("Bundle", "DataSource")}),
+             "A bundle → a data source it retrieves from at inference time."),
+    EdgeKind("SERVED_BY", frozenset({("InferenceOutcome", "Bundle")}),
+             "A request → the bundle that served it."),
+    EdgeKind("USED_MODEL", frozenset({("InferenceOutcome", "ModelVersion")}),
+             "A request with no bundle → the model it named."),
+    EdgeKind("USED_PROMPT", frozenset({("InferenceOutcome", "PromptVersion")}),
+             "A request with no bundle → the prompt it named."),
+    EdgeKind("USED_POLICY", frozenset({("InferenceOutcome", "PolicyPack")}),
+             "A request with no bundle → the policy it named."),
+    EdgeKind("USED_FEATURE", frozenset({("InferenceOutcome", "Feature")}),
+             "A request → the features it read."),
+    EdgeKind("EVALUATES", _pairs(("Evaluation",), ("ModelVersion", "PromptVersion", "Bundle")),
+             "An evaluation → what it evaluated.", lineage=False),
+    EdgeKind("APPROVES", _pairs(("Approval",), ("Bundle", "ModelVersion", "PromptVersion")),
+             "An approval → what it approved.", lineage=False),
+)
+
+EDGE_KINDS_BY_TYPE: dict[str, EdgeKind] = {e.type: e for e in EDGE_KINDS}
+LINEAGE_EDGE_TYPES: tuple[str, ...] = tuple(e.type for e in EDGE_KINDS if e.lineage)
+
+# Non-graph records the stores keep beside the graph (append-only logs); their labels are
+# whitelisted like the node kinds so the Neo4j adapter can create constraints for them.
+LOG_LABELS: tuple[str, ...] = ("StageMove", "AuditEntry")
+# A label every node carries, so a lookup by ID alone uses one uniqueness index.
+NODE_LABEL = "Node"

@@ -1,0 +1,187 @@
+"""The records stores keep: nodes, edges, stage moves and audit entries."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .ids import InvalidId, NodeId, normalize_version, parse_id
+from .kinds import EDGE_KINDS_BY_TYPE, NODE_KINDS_BY_LABEL, default_kind_for
+
+
+class SchemaError(ValueError):
+    """A record that breaks the graph schema. ``where`` names the record/field."""
+
+    def __init__(self, message: str, where: str | None = None) -> None:
+        super().__init__(message if where is None else f"{where}: {message}")
+        self.message = message
+        self.where = where
+
+
+def utc(value: datetime) -> datetime:
+    """Timestamps are kept in UTC; a naive one is read as UTC (as Marquez does)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON, so that re-sending the same properties compares equal."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+class Node(BaseModel):
+    """A node of any kind. ``id`` is derived from kind, name and version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    name: str
+    version: str | None = None
+    created_at: datetime = Field(default_factory=now)
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in NODE_KINDS_BY_LABEL:
+            raise ValueError(f"unknown kind {kind!r} (known: {sorted(NODE_KINDS_BY_LABEL)})")
+        return kind
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _normalize_version(cls, version: Any) -> str | None:
+        return normalize_version(version)
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return utc(value)
+
+    @model_validator(mode="after")
+    def _check_properties(self) -> Node:
+        spec = NODE_KINDS_BY_LABEL[self.kind]
+        if self.version is not None and not spec.versioned:
+            raise ValueError(f"{self.kind} has no versions (got version {self.version!r})")
+        # Validate (and coerce) the declared properties; keep undeclared ones as given.
+        checked = spec.props.model_validate(self.properties)
+        object.__setattr__(self, "properties", checked.model_dump(mode="json", exclude_none=True))
+        return self
+
+    @property
+    def id(self) -> str:
+        return str(NodeId(NODE_KINDS_BY_LABEL[self.kind].prefix, self.name, self.version))
+
+    @property
+    def props_json(self) -> str:
+        return canonical_json(self.properties)
+
+    def indexed(self) -> dict[str, Any]:
+        return {key: self.properties.get(key) for key in NODE_KINDS_BY_LABEL[self.kind].indexed}
+
+    @classmethod
+    def from_id(cls, node_id: str, kind: str | None = None, **fields: Any) -> Node:
+        """Build a node from its ID; ``kind`` disambiguates (a pinned model snapshot is a
+        ``ModelVersion`` with no version part)."""
+        parsed = parse_id(node_id)
+        label = kind or default_kind_for(parsed.prefix, parsed.version is not None).label
+        if NODE_KINDS_BY_LABEL[label].prefix != parsed.prefix:
+            raise InvalidId(f"{node_id!r} is not an ID of a {label}")
+        return cls(kind=label, name=parsed.name, version=parsed.version, **fields)
+
+
+class Edge(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    type: str
+    target: str
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, edge_type: str) -> str:
+        if edge_type not in EDGE_KINDS_BY_TYPE:
+            raise ValueError(f"unknown edge type {edge_type!r}")
+        return edge_type
+
+    @field_validator("source", "target")
+    @classmethod
+    def _canonical(cls, node_id: str) -> str:
+        return str(parse_id(node_id))
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.source, self.type, self.target)
+
+    @property
+    def props_json(self) -> str:
+        return canonical_json(self.properties)
+
+
+def check_edge_endpoints(edge: Edge, source_kind: str, target_kind: str) -> None:
+    spec = EDGE_KINDS_BY_TYPE[edge.type]
+    if (source_kind, target_kind) not in spec.endpoints:
+        allowed = ", ".join(f"{s}→{t}" for s, t in sorted(spec.endpoints))
+        raise SchemaError(
+            f"{edge.type} cannot go from a {source_kind} to a {target_kind} (allowed: {allowed})",
+            where=f"edge {edge.source} -[{edge.type}]-> {edge.target}",
+        )
+
+
+class StageMove(BaseModel):
+    """One recorded move of a bundle name in an environment: ``to_version`` None means the
+    environment no longer serves that name (retired). The history is append-only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    environment: str
+    to_version: str | None
+    from_version: str | None = None
+    at: datetime = Field(default_factory=now)
+    actor: str = "system"
+    reason: str | None = None
+    seq: int | None = None  # assigned by the store, in append order
+
+    @field_validator("to_version", "from_version", mode="before")
+    @classmethod
+    def _normalize(cls, version: Any) -> str | None:
+        return normalize_version(version)
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return utc(value)
+
+
+class AuditEntry(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    action: str
+    target: str
+    actor: str = "system"
+    at: datetime = Field(default_factory=now)
+    before: Any = None
+    after: Any = None
+    seq: int | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return utc(value)
+
+
+def describe_validation_error(error: ValidationError, where: str | None = None) -> str:
+    """One line per problem, each with its field path."""
+    parts = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "(record)"
+        parts.append(f"{path}: {item['msg']}")
+    text = "; ".join(parts)
+    return f"{where}: {text}" if where else text

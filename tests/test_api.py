@@ -1,0 +1,139 @@
+"""The HTTP app over both stores: probes, and GraphQL ``node`` and ``lineage``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lineagegraph.api.app import create_app
+from lineagegraph.api.graphql_schema import schema_sdl
+from lineagegraph.api.settings import Settings
+from lineagegraph.graph.store import GraphStore
+from lineagegraph.schema import Edge, Node
+
+SDL_FILE = Path(__file__).resolve().parents[1] / "schema" / "schema.graphql"
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+LINEAGE = """
+query ($id: ID!, $direction: Direction, $depth: Int, $kinds: [String!], $first: Int,
+       $after: String) {
+  lineage(id: $id, direction: $direction, depth: $depth, kinds: $kinds, first: $first,
+          after: $after) {
+    nodes { degree node { id kind name version createdAt properties } }
+    edges { source target type }
+    truncated
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+
+@pytest.fixture
+def client(store: GraphStore) -> Iterator[TestClient]:
+    ids = ["source:wh.payments", "dataset:wh.payments@2026-11-15", "feature:txn_amount_7d@2",
+           "run:r-fraud-7", "model:fraud-detector@7"]
+    store.upsert(
+        [Node.from_id(i, created_at=T0) for i in ids],
+        [Edge(source=ids[1], type="VERSION_OF", target=ids[0]),
+         Edge(source=ids[2], type="DERIVED_FROM", target=ids[1]),
+         Edge(source=ids[3], type="CONSUMED", target=ids[2]),
+         Edge(source=ids[4], type="PRODUCED_BY", target=ids[3])],
+    )
+    settings = Settings(max_depth=3, neo4j_uri=None)
+    with TestClient(create_app(settings, store=store)) as test_client:
+        yield test_client
+
+
+def gql(client: TestClient, query: str, **variables: Any) -> dict[str, Any]:
+    response = client.post("/graphql", json={"query": query, "variables": variables})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_health_and_readiness_answer(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+
+
+def test_node_by_id_accepts_v_versions_and_gives_the_design_fields(client: TestClient) -> None:
+    body = gql(client, "query ($id: ID!) { node(id: $id) { id kind name version createdAt "
+               "... on ModelVersion { properties } } }", id="model:fraud-detector@v7")
+
+    assert body["data"]["node"] == {
+        "id": "model:fraud-detector@7", "kind": "ModelVersion", "name": "fraud-detector",
+        "version": "7", "createdAt": "2026-11-01T00:00:00+00:00",
+        "properties": {"registered": True}}
+
+
+def test_node_of_an_unknown_id_is_null_and_a_malformed_id_is_an_error(
+    client: TestClient,
+) -> None:
+    assert gql(client, '{ node(id: "model:nope@1") { id } }')["data"]["node"] is None
+    body = gql(client, '{ node(id: "nonsense") { id } }')
+    assert "not an ID" in body["errors"][0]["message"]
+
+
+def test_lineage_upstream_returns_degrees_and_edges(client: TestClient) -> None:
+    body = gql(client, LINEAGE, id="model:fraud-detector@7", direction="UPSTREAM", depth=3)
+    lineage = body["data"]["lineage"]
+
+    assert {(n["node"]["id"], n["degree"]) for n in lineage["nodes"]} == {
+        ("model:fraud-detector@7", 0), ("run:r-fraud-7", 1), ("feature:txn_amount_7d@2", 2),
+        ("dataset:wh.payments@2026-11-15", 3)}
+    assert {(e["source"], e["type"], e["target"]) for e in lineage["edges"]} == {
+        ("model:fraud-detector@7", "PRODUCED_BY", "run:r-fraud-7"),
+        ("run:r-fraud-7", "CONSUMED", "feature:txn_amount_7d@2"),
+        ("feature:txn_amount_7d@2", "DERIVED_FROM", "dataset:wh.payments@2026-11-15")}
+    assert lineage["truncated"] is False
+
+
+def test_lineage_deeper_than_the_cap_is_cut_and_flagged(client: TestClient) -> None:
+    lineage = gql(client, LINEAGE, id="model:fraud-detector@7", depth=50)["data"]["lineage"]
+
+    assert lineage["truncated"] is True
+    assert max(n["degree"] for n in lineage["nodes"]) == 3
+
+
+def test_lineage_pages_with_first_and_after(client: TestClient) -> None:
+    first = gql(client, LINEAGE, id="source:wh.payments", direction="DOWNSTREAM", depth=4,
+                first=2)["data"]["lineage"]
+    rest = gql(client, LINEAGE, id="source:wh.payments", direction="DOWNSTREAM", depth=4,
+               first=10, after=first["pageInfo"]["endCursor"])["data"]["lineage"]
+
+    assert [n["node"]["id"] for n in first["nodes"]] == [
+        "source:wh.payments", "dataset:wh.payments@2026-11-15"]
+    assert first["pageInfo"]["hasNextPage"] is True
+    assert [n["node"]["id"] for n in rest["nodes"]] == [
+        "feature:txn_amount_7d@2", "run:r-fraud-7"]
+    assert rest["pageInfo"]["hasNextPage"] is False
+
+
+def test_lineage_of_unknown_id_or_kind_is_a_clear_error(client: TestClient) -> None:
+    missing = gql(client, LINEAGE, id="model:nope@1")
+    bad_kind = gql(client, LINEAGE, id="model:fraud-detector@7", kinds=["Widget"])
+
+    assert "no node model:nope@1" in missing["errors"][0]["message"]
+    assert "Widget" in bad_kind["errors"][0]["message"]
+
+
+def test_graphql_depth_limit_refuses_documents_nested_deeper_than_configured(
+    store: GraphStore,
+) -> None:
+    settings = Settings(graphql_max_depth=2, neo4j_uri=None)
+    with TestClient(create_app(settings, store=store)) as shallow:
+        refused = gql(shallow, '{ lineage(id: "run:r") { nodes { node { id } } } }')
+        allowed = gql(shallow, '{ node(id: "run:r") { id } }')
+
+    assert "exceeds maximum operation depth" in refused["errors"][0]["message"]
+    assert allowed == {"data": {"node": None}}
+
+
+def test_exported_sdl_matches_the_code() -> None:
+    assert SDL_FILE.read_text() == schema_sdl(), (
+        "schema/schema.graphql is stale: run `lineagegraph export-schema`")

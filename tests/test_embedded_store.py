@@ -1,0 +1,46 @@
+"""What only the embedded store has to show: a real file that survives a restart, and logs
+the database itself keeps append-only."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from lineagegraph.graph.embedded import EmbeddedStore
+from lineagegraph.graph.store import Direction
+from lineagegraph.graph.walk import walk
+from lineagegraph.schema import AuditEntry, Edge, Node, StageMove
+
+
+def test_data_survives_closing_and_reopening_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "graph.db"
+    store = EmbeddedStore(path)
+    store.upsert([Node.from_id("source:wh.a"), Node.from_id("dataset:wh.a@1")],
+                 [Edge(source="dataset:wh.a@1", type="VERSION_OF", target="source:wh.a")],
+                 audit=[AuditEntry(action="upsert", target="source:wh.a")])
+    store.record_stage_move(StageMove(name="b", environment="production", to_version="3"))
+    store.close()
+
+    reopened = EmbeddedStore(path)
+
+    assert set(walk(reopened, "dataset:wh.a@1", Direction.UPSTREAM, 3).nodes) == {
+        "dataset:wh.a@1", "source:wh.a"}
+    assert reopened.stage_at("b", "production") == "3"
+    assert [e.action for e in reopened.audit_log()] == ["upsert"]
+
+
+def test_the_logs_cannot_be_rewritten_even_with_sql(tmp_path: Path) -> None:
+    path = tmp_path / "graph.db"
+    store = EmbeddedStore(path)
+    store.record_stage_move(StageMove(name="b", environment="production", to_version="3"))
+    store.append_audit(AuditEntry(action="promote", target="bundle:b@3"))
+    store.close()
+
+    raw = sqlite3.connect(path)
+    for statement in ("UPDATE stage_moves SET to_version = '9'", "DELETE FROM stage_moves",
+                      "UPDATE audit SET actor = 'mallory'", "DELETE FROM audit"):
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            raw.execute(statement)
+    raw.close()

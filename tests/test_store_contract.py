@@ -1,0 +1,379 @@
+"""The GraphStore contract: the same tests, unchanged, against the embedded store and a
+real Neo4j (see ``conftest.store``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from lineagegraph.graph.store import Direction, GraphStore
+from lineagegraph.graph.walk import WalkLimits, walk
+from lineagegraph.schema import AuditEntry, Edge, Node, SchemaError, StageMove
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def node(node_id: str, kind: str | None = None, at: datetime = T0, **props: object) -> Node:
+    return Node.from_id(node_id, kind=kind, created_at=at, properties=props)
+
+
+def edge(source: str, edge_type: str, target: str, **props: object) -> Edge:
+    return Edge(source=source, type=edge_type, target=target, properties=props)
+
+
+def all_ids(store: GraphStore, start: str) -> set[str]:
+    return set(walk(store, start, Direction.BOTH, 20).nodes)
+
+
+# -- upsert ---------------------------------------------------------------------------------
+
+
+def test_upserting_the_same_batch_twice_changes_nothing(store: GraphStore) -> None:
+    nodes = [node("source:wh.payments", owner="data-eng"),
+             node("dataset:wh.payments@2026-11-15", row_count=10)]
+    edges = [edge("dataset:wh.payments@2026-11-15", "VERSION_OF", "source:wh.payments")]
+
+    first = store.upsert(nodes, edges)
+    second = store.upsert(nodes, edges)
+
+    assert (first.nodes.created, first.edges.created) == (2, 1)
+    assert (second.nodes.created, second.nodes.updated, second.nodes.unchanged) == (0, 0, 2)
+    assert (second.edges.created, second.edges.updated, second.edges.unchanged) == (0, 0, 1)
+    assert not second.changed
+    assert store.get(["source:wh.payments"])["source:wh.payments"].properties == {
+        "owner": "data-eng"}
+
+
+def test_changed_properties_count_as_updated_and_keep_created_at(store: GraphStore) -> None:
+    store.upsert([node("source:wh.payments", owner="a")])
+    later = T0 + timedelta(days=3)
+    result = store.upsert([node("source:wh.payments", at=later, owner="b")])
+
+    stored = store.get(["source:wh.payments"])["source:wh.payments"]
+    assert (result.nodes.created, result.nodes.updated) == (0, 1)
+    assert stored.properties == {"owner": "b"}
+    assert stored.created_at == T0
+
+
+def test_get_returns_only_known_ids_with_kind_and_version(store: GraphStore) -> None:
+    store.upsert([node("model:fraud-detector@7", region="eu"),
+                  node("model:gpt-5-mini-2026-08", kind="ModelVersion")])
+
+    found = store.get(["model:fraud-detector@7", "model:gpt-5-mini-2026-08", "model:nope@1"])
+
+    assert set(found) == {"model:fraud-detector@7", "model:gpt-5-mini-2026-08"}
+    assert found["model:fraud-detector@7"].kind == "ModelVersion"
+    assert found["model:fraud-detector@7"].version == "7"
+    assert found["model:gpt-5-mini-2026-08"].kind == "ModelVersion"
+    assert found["model:gpt-5-mini-2026-08"].version is None
+
+
+def test_edge_between_kinds_the_schema_forbids_is_rejected(store: GraphStore) -> None:
+    with pytest.raises(SchemaError, match="USES_MODEL cannot go from a Feature"):
+        store.upsert([node("feature:txn_amount_7d@2"), node("model:fraud-detector@7")],
+                     [edge("feature:txn_amount_7d@2", "USES_MODEL", "model:fraud-detector@7")])
+
+    assert store.get(["feature:txn_amount_7d@2", "model:fraud-detector@7"]) == {}
+
+
+def test_edge_to_an_unknown_node_names_it_and_writes_nothing(store: GraphStore) -> None:
+    with pytest.raises(SchemaError, match="prompt:triage@9 is neither in the graph"):
+        store.upsert([node("bundle:support-triage@14")],
+                     [edge("bundle:support-triage@14", "USES_PROMPT", "prompt:triage@9")])
+
+    assert store.get(["bundle:support-triage@14"]) == {}
+
+
+def test_a_batch_failing_after_thousands_of_node_rows_leaves_nothing_written(
+    store: GraphStore,
+) -> None:
+    # More rows than one UNWIND chunk, so the failure comes after several round trips of
+    # writes inside the transaction.
+    outcomes = [node(f"outcome:req-{i}", environment="production") for i in range(6000)]
+    bundle = node("bundle:support-triage@14")
+    bad = [edge(f"outcome:req-{i}", "SERVED_BY", bundle.id) for i in range(10)]
+    bad.append(edge("outcome:req-1", "SERVED_BY", "bundle:missing@1"))
+
+    with pytest.raises(SchemaError, match="bundle:missing@1"):
+        store.upsert([bundle, *outcomes], bad)
+
+    assert store.get([bundle.id, "outcome:req-0", "outcome:req-5999"]) == {}
+
+
+def test_an_id_cannot_change_kind(store: GraphStore) -> None:
+    store.upsert([node("model:gpt-5-mini", kind="Model")])
+    with pytest.raises(SchemaError, match="already exists as a Model"):
+        store.upsert([node("model:gpt-5-mini", kind="ModelVersion")])
+
+
+# -- expansion and walks ----------------------------------------------------------------------
+
+
+def _diamond(store: GraphStore) -> None:
+    """feature:f@1 is derived from two datasets, both versions of one source."""
+    store.upsert(
+        [node("source:wh.a"), node("dataset:wh.a@1"), node("dataset:wh.a@2"),
+         node("feature:f@1"), node("run:r1"), node("model:m@1")],
+        [edge("dataset:wh.a@1", "VERSION_OF", "source:wh.a"),
+         edge("dataset:wh.a@2", "VERSION_OF", "source:wh.a"),
+         edge("feature:f@1", "DERIVED_FROM", "dataset:wh.a@1"),
+         edge("feature:f@1", "DERIVED_FROM", "dataset:wh.a@2"),
+         edge("run:r1", "CONSUMED", "feature:f@1"),
+         edge("model:m@1", "PRODUCED_BY", "run:r1")],
+    )
+
+
+def test_expand_follows_out_edges_upstream_and_in_edges_downstream(store: GraphStore) -> None:
+    _diamond(store)
+
+    up = store.expand(["feature:f@1"], Direction.UPSTREAM)
+    down = store.expand(["feature:f@1"], Direction.DOWNSTREAM)
+    both = store.expand(["feature:f@1"], Direction.BOTH)
+
+    assert {h.node.id for h in up} == {"dataset:wh.a@1", "dataset:wh.a@2"}
+    assert {h.node.id for h in down} == {"run:r1"}
+    assert {h.node.id for h in both} == {"dataset:wh.a@1", "dataset:wh.a@2", "run:r1"}
+    assert all(h.origin == "feature:f@1" for h in both)
+    assert {h.edge.key for h in down} == {("run:r1", "CONSUMED", "feature:f@1")}
+
+
+def test_expand_filters_by_edge_type_kind_and_time(store: GraphStore) -> None:
+    store.upsert(
+        [node("bundle:b@1"), *[node(f"outcome:r{i}", at=T0 + timedelta(hours=i),
+                                    environment="production") for i in range(5)],
+         node("approval:a1", approved_by="zyql")],
+        [*[edge(f"outcome:r{i}", "SERVED_BY", "bundle:b@1") for i in range(5)],
+         edge("approval:a1", "APPROVES", "bundle:b@1")],
+    )
+
+    windowed = store.expand(["bundle:b@1"], Direction.DOWNSTREAM,
+                            since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=3))
+    approvals = store.expand(["bundle:b@1"], Direction.DOWNSTREAM, edge_types=["APPROVES"])
+    by_kind = store.expand(["bundle:b@1"], Direction.DOWNSTREAM,
+                           edge_types=["APPROVES", "SERVED_BY"], node_kinds=["Approval"])
+    limited = store.expand(["bundle:b@1"], Direction.DOWNSTREAM, limit=2)
+
+    assert {h.node.id for h in windowed} == {"outcome:r1", "outcome:r2", "outcome:r3"}
+    assert [h.node.id for h in approvals] == ["approval:a1"]
+    assert [h.node.id for h in by_kind] == ["approval:a1"]
+    assert len(limited) == 2
+
+
+def test_walk_on_a_diamond_gives_fewest_hops_and_every_edge(store: GraphStore) -> None:
+    _diamond(store)
+
+    result = walk(store, "model:m@1", Direction.UPSTREAM, 10)
+
+    assert result.degrees == {"model:m@1": 0, "run:r1": 1, "feature:f@1": 2,
+                              "dataset:wh.a@1": 3, "dataset:wh.a@2": 3, "source:wh.a": 4}
+    assert len(result.edges) == 6
+    assert not result.truncated
+
+
+def test_walk_downstream_from_a_source_reaches_the_model(store: GraphStore) -> None:
+    _diamond(store)
+
+    result = walk(store, "source:wh.a", Direction.DOWNSTREAM, 10)
+
+    assert result.degrees["model:m@1"] == 4
+    assert result.degrees["feature:f@1"] == 2
+
+
+def test_walk_terminates_on_a_cycle(store: GraphStore) -> None:
+    store.upsert(
+        [node("feature:a@1"), node("feature:b@1"), node("feature:c@1")],
+        [edge("feature:a@1", "DERIVED_FROM", "feature:b@1"),
+         edge("feature:b@1", "DERIVED_FROM", "feature:c@1"),
+         edge("feature:c@1", "DERIVED_FROM", "feature:a@1")],
+    )
+
+    result = walk(store, "feature:a@1", Direction.UPSTREAM, 20)
+
+    assert result.degrees == {"feature:a@1": 0, "feature:b@1": 1, "feature:c@1": 2}
+    assert len(result.edges) == 3
+
+
+def test_walk_both_is_the_union_of_upstream_and_downstream(store: GraphStore) -> None:
+    _diamond(store)
+    store.upsert([node("feature:other@1"), node("run:r2")],
+                 [edge("feature:other@1", "DERIVED_FROM", "dataset:wh.a@1"),
+                  edge("run:r2", "CONSUMED", "feature:other@1")])
+
+    result = walk(store, "feature:f@1", Direction.BOTH, 5)
+
+    # Upstream to the datasets and source, downstream to the run and model — but not
+    # sideways into the other feature that shares a dataset.
+    assert set(result.nodes) == {"feature:f@1", "dataset:wh.a@1", "dataset:wh.a@2",
+                                 "source:wh.a", "run:r1", "model:m@1"}
+
+
+def test_walk_on_fan_out_returns_every_neighbour_at_degree_one(store: GraphStore) -> None:
+    outcomes = [node(f"outcome:r{i}", environment="production") for i in range(300)]
+    store.upsert([node("bundle:b@1"), *outcomes],
+                 [edge(o.id, "SERVED_BY", "bundle:b@1") for o in outcomes])
+
+    result = walk(store, "bundle:b@1", Direction.DOWNSTREAM, 3)
+
+    assert len(result.nodes) == 301
+    assert {d for i, d in result.degrees.items() if i != "bundle:b@1"} == {1}
+    assert not result.truncated
+
+
+def test_node_cap_stops_the_walk_and_says_truncated(store: GraphStore) -> None:
+    outcomes = [node(f"outcome:r{i}", environment="production") for i in range(300)]
+    store.upsert([node("bundle:b@1"), *outcomes],
+                 [edge(o.id, "SERVED_BY", "bundle:b@1") for o in outcomes])
+
+    result = walk(store, "bundle:b@1", Direction.DOWNSTREAM, 3,
+                  limits=WalkLimits(max_depth=20, max_nodes=50))
+
+    assert len(result.nodes) == 50
+    assert result.truncated
+    assert all(e.source in result.nodes and e.target in result.nodes
+               for e in result.edges.values())
+
+
+def test_depth_cap_cuts_a_deeper_request_and_says_truncated(store: GraphStore) -> None:
+    chain = [node(f"feature:f{i}@1") for i in range(8)]
+    store.upsert(chain, [edge(chain[i].id, "DERIVED_FROM", chain[i + 1].id) for i in range(7)])
+
+    capped = walk(store, "feature:f0@1", Direction.UPSTREAM, 100,
+                  limits=WalkLimits(max_depth=3, max_nodes=100))
+    asked = walk(store, "feature:f0@1", Direction.UPSTREAM, 2)
+
+    assert max(capped.degrees.values()) == 3 and capped.truncated
+    assert set(asked.nodes) == {"feature:f0@1", "feature:f1@1", "feature:f2@1"}
+    assert not asked.truncated
+
+
+def test_walks_do_not_follow_supersedes_evaluates_or_approves(store: GraphStore) -> None:
+    store.upsert(
+        [node("model:m@6"), node("model:m@7"), node("run:r6"), node("run:r7"),
+         node("dataset:wh.old@1"), node("eval:suite/run1", suite="suite", run="run1"),
+         node("approval:a1", approved_by="zyql")],
+        [edge("model:m@7", "SUPERSEDES", "model:m@6"),
+         edge("model:m@6", "PRODUCED_BY", "run:r6"),
+         edge("run:r6", "CONSUMED", "dataset:wh.old@1"),
+         edge("model:m@7", "PRODUCED_BY", "run:r7"),
+         edge("eval:suite/run1", "EVALUATES", "model:m@7"),
+         edge("approval:a1", "APPROVES", "model:m@7")],
+    )
+
+    up = walk(store, "model:m@7", Direction.UPSTREAM, 10)
+    down = walk(store, "model:m@7", Direction.DOWNSTREAM, 10)
+
+    assert set(up.nodes) == {"model:m@7", "run:r7"}  # not the data behind version 6
+    assert set(down.nodes) == {"model:m@7"}  # evaluations and approvals annotate
+
+
+def test_walk_kinds_filter_keeps_the_walk_but_returns_only_those_kinds(
+    store: GraphStore,
+) -> None:
+    _diamond(store)
+
+    result = walk(store, "model:m@1", Direction.UPSTREAM, 10, kinds=["DataSource"])
+
+    assert set(result.nodes) == {"model:m@1", "source:wh.a"}
+    assert result.degrees["source:wh.a"] == 4
+
+
+def test_walk_from_an_unknown_id_is_empty(store: GraphStore) -> None:
+    assert walk(store, "model:nope@1", Direction.UPSTREAM, 3).nodes == {}
+
+
+# -- counts -----------------------------------------------------------------------------------
+
+
+def test_counts_downstream_by_environment_in_a_time_window(store: GraphStore) -> None:
+    rows = [("production", 0), ("production", 5), ("canary", 6), ("production", 30),
+            ("canary", 49)]
+    outcomes = [node(f"outcome:r{i}", at=T0 + timedelta(hours=h), environment=env)
+                for i, (env, h) in enumerate(rows)]
+    store.upsert([node("model:m@1"), node("bundle:b@1"), node("bundle:b@2"), *outcomes],
+                 [edge("bundle:b@1", "USES_MODEL", "model:m@1"),
+                  edge("bundle:b@2", "USES_MODEL", "model:m@1"),
+                  *[edge(o.id, "SERVED_BY", "bundle:b@1" if i % 2 else "bundle:b@2")
+                    for i, o in enumerate(outcomes)]])
+
+    window = store.count_neighbours(
+        ["bundle:b@1", "bundle:b@2"], Direction.DOWNSTREAM, kind="InferenceOutcome",
+        since=T0 + timedelta(hours=1), until=T0 + timedelta(hours=48), group_by="environment")
+    total = store.count_neighbours(["bundle:b@1", "bundle:b@2"], Direction.DOWNSTREAM,
+                                   kind="InferenceOutcome")
+    bundles = store.count_neighbours(["model:m@1"], Direction.DOWNSTREAM, kind="Bundle")
+
+    assert window == {"production": 2, "canary": 1}
+    assert total == {None: 5}
+    assert bundles == {None: 2}
+
+
+def test_counts_reject_grouping_by_an_unindexed_property(store: GraphStore) -> None:
+    with pytest.raises(SchemaError, match="cannot be grouped by"):
+        store.count_neighbours(["bundle:b@1"], Direction.DOWNSTREAM, kind="InferenceOutcome",
+                               group_by="latency_ms")
+
+
+# -- logs -------------------------------------------------------------------------------------
+
+
+def test_stage_history_answers_as_of_and_what_is_live(store: GraphStore) -> None:
+    day = timedelta(days=1)
+    for to_version, env, at in [("13", "production", T0), ("14", "staging", T0 + day),
+                                ("14", "production", T0 + 2 * day),
+                                ("13", "production", T0 + 3 * day)]:
+        store.record_stage_move(StageMove(name="support-triage", environment=env,
+                                          to_version=to_version, at=at, actor="ci"))
+    store.record_stage_move(StageMove(name="other", environment="production", to_version="1",
+                                      at=T0))
+
+    assert store.stage_at("support-triage", "production", T0 - day) is None
+    assert store.stage_at("support-triage", "production", T0 + day) == "13"
+    assert store.stage_at("support-triage", "production", T0 + 2 * day) == "14"
+    assert store.stage_at("support-triage", "production", T0 + 10 * day) == "13"
+    assert store.live_environments("support-triage") == {"production": "13", "staging": "14"}
+    history = store.stage_history(name="support-triage")
+    assert [m.to_version for m in history] == ["13", "14", "14", "13"]
+    assert [m.seq for m in history] == sorted(m.seq for m in history)
+
+
+def test_a_move_to_nothing_retires_the_name_in_that_environment(store: GraphStore) -> None:
+    store.record_stage_move(StageMove(name="b", environment="production", to_version="1",
+                                      at=T0))
+    store.record_stage_move(StageMove(name="b", environment="production", to_version=None,
+                                      from_version="1", at=T0 + timedelta(hours=1)))
+
+    assert store.stage_at("b", "production", T0 + timedelta(minutes=30)) == "1"
+    assert store.stage_at("b", "production") is None
+    assert store.live_environments("b") == {}
+
+
+def test_audit_log_records_writes_in_order_and_filters(store: GraphStore) -> None:
+    store.upsert([node("source:wh.a")], audit=[
+        AuditEntry(action="upsert", target="source:wh.a", actor="alice", at=T0,
+                   after={"owner": "x"})])
+    store.record_stage_move(
+        StageMove(name="b", environment="production", to_version="1", at=T0),
+        audit=AuditEntry(action="promote", target="bundle:b@1", actor="bob",
+                         at=T0 + timedelta(hours=1), before=None, after={"version": "1"}))
+
+    entries = store.audit_log()
+    by_bob = store.audit_log(actor="bob")
+    late = store.audit_log(since=T0 + timedelta(minutes=30))
+
+    assert [(e.action, e.actor) for e in entries] == [("upsert", "alice"), ("promote", "bob")]
+    assert entries[0].after == {"owner": "x"}
+    assert [e.target for e in by_bob] == ["bundle:b@1"]
+    assert [e.action for e in late] == ["promote"]
+
+
+def test_a_failed_batch_leaves_no_audit_entry(store: GraphStore) -> None:
+    with pytest.raises(SchemaError):
+        store.upsert([node("bundle:b@1")], [edge("bundle:b@1", "USES_MODEL", "model:x@1")],
+                     audit=[AuditEntry(action="upsert", target="bundle:b@1")])
+
+    assert store.audit_log() == []
+
+
+def test_ready_answers_true_on_a_working_store(store: GraphStore) -> None:
+    assert store.ready()
