@@ -16,6 +16,7 @@ from lineagegraph.schema import (
     AuditEntry,
     Edge,
     Node,
+    Record,
     StageMove,
 )
 from lineagegraph.schema.models import canonical_json, utc
@@ -63,6 +64,14 @@ CREATE TABLE IF NOT EXISTS audit (
     after TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE TABLE IF NOT EXISTS records (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    UNIQUE (collection, key)
+);
 -- The logs are append-only: the database itself refuses to rewrite them.
 CREATE TRIGGER IF NOT EXISTS stage_moves_append_only BEFORE UPDATE ON stage_moves
 BEGIN SELECT RAISE(ABORT, 'stage history is append-only'); END;
@@ -184,6 +193,14 @@ class _SqliteTransaction:
             (_ts(entry.at), entry.actor, entry.action, entry.target,
              canonical_json(entry.before), canonical_json(entry.after)),
         )
+
+    def append_record(self, record: Record) -> bool:
+        cursor = self.conn.execute(
+            "INSERT INTO records (collection, key, at, payload) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (collection, key) DO NOTHING",
+            (record.collection, record.key, _ts(record.at), canonical_json(record.payload)),
+        )
+        return cursor.rowcount == 1
 
 
 class EmbeddedStore(GraphStore):
@@ -372,6 +389,29 @@ class EmbeddedStore(GraphStore):
             for r in rows
         ]
 
+    def records(
+        self,
+        collection: str,
+        *,
+        key: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: int | None = None,
+        limit: int = 1000,
+    ) -> list[Record]:
+        sql, params = "SELECT * FROM records WHERE collection = ?", [collection]
+        for clause, value in (("key = ?", key), ("at >= ?", _ts(since)), ("at <= ?", _ts(until)),
+                              ("seq > ?", after_seq)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        rows = self._query(sql + " ORDER BY seq LIMIT ?", [*params, limit])
+        return [
+            Record(collection=r["collection"], key=r["key"], at=_dt(r["at"]),
+                   payload=json.loads(r["payload"]), seq=r["seq"])
+            for r in rows
+        ]
+
     def ready(self) -> bool:
         try:
             self._query("SELECT 1")
@@ -386,7 +426,7 @@ class EmbeddedStore(GraphStore):
     def wipe(self) -> None:
         with self._transaction() as conn:
             conn.execute("INSERT INTO _wipe VALUES (1)")
-            for table in ("edges", "nodes", "stage_moves", "audit"):
+            for table in ("edges", "nodes", "stage_moves", "audit", "records"):
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("DELETE FROM _wipe")
 

@@ -22,6 +22,7 @@ from lineagegraph.schema import (
     AuditEntry,
     Edge,
     Node,
+    Record,
     StageMove,
 )
 from lineagegraph.schema.constraints import indexes, uniqueness_constraints
@@ -168,6 +169,23 @@ class _Neo4jTransaction:
             seq=seq, at=entry.at, actor=entry.actor, action=entry.action, target=entry.target,
             before=canonical_json(entry.before), after=canonical_json(entry.after),
         )
+
+    def append_record(self, record: Record) -> bool:
+        # Insert if absent; the uniqueness constraint on Record.id rejects a concurrent twin.
+        found = self.tx.run(
+            "MATCH (r:Record {id: $id}) RETURN r.seq AS seq",
+            id=f"{record.collection}\x1f{record.key}",
+        ).single()
+        if found is not None:
+            return False
+        seq = self._next_seq("Record")
+        self.tx.run(
+            "CREATE (r:Record {id: $id, seq: $seq, collection: $collection, key: $key, "
+            "at: $at, payload: $payload})",
+            id=f"{record.collection}\x1f{record.key}", seq=seq, collection=record.collection,
+            key=record.key, at=record.at, payload=canonical_json(record.payload),
+        )
+        return True
 
 
 class Neo4jStore(GraphStore):
@@ -327,6 +345,31 @@ class Neo4jStore(GraphStore):
                 target=props["target"], before=json.loads(props["before"]),
                 after=json.loads(props["after"]), seq=props["seq"]))
         return entries
+
+    def records(
+        self,
+        collection: str,
+        *,
+        key: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: int | None = None,
+        limit: int = 1000,
+    ) -> list[Record]:
+        rows = self._read(
+            "MATCH (r:Record {collection: $collection}) WHERE ($key IS NULL OR r.key = $key) "
+            "AND ($since IS NULL OR r.at >= $since) AND ($until IS NULL OR r.at <= $until) "
+            "AND ($after IS NULL OR r.seq > $after) RETURN r ORDER BY r.seq LIMIT $limit",
+            collection=collection, key=key, since=since, until=until, after=after_seq,
+            limit=limit,
+        )
+        records = []
+        for row in rows:
+            props = dict(row["r"])
+            records.append(Record(collection=props["collection"], key=props["key"],
+                                  at=_native(props["at"]), payload=json.loads(props["payload"]),
+                                  seq=props["seq"]))
+        return records
 
     def ready(self) -> bool:
         try:

@@ -21,6 +21,7 @@ from lineagegraph.schema import (
     AuditEntry,
     Edge,
     Node,
+    Record,
     SchemaError,
     StageMove,
     check_edge_endpoints,
@@ -61,11 +62,13 @@ class WriteCounts:
 class UpsertResult:
     nodes: WriteCounts = field(default_factory=WriteCounts)
     edges: WriteCounts = field(default_factory=WriteCounts)
+    stage_moves: int = 0
+    records_added: int = 0
 
     @property
     def changed(self) -> bool:
         return bool(self.nodes.created or self.nodes.updated or self.edges.created
-                    or self.edges.updated)
+                    or self.edges.updated or self.stage_moves or self.records_added)
 
 
 class StoreTransaction(Protocol):
@@ -76,6 +79,7 @@ class StoreTransaction(Protocol):
     def write_edges(self, edges: Sequence[Edge]) -> WriteCounts: ...
     def append_stage_move(self, move: StageMove) -> StageMove: ...
     def append_audit(self, entry: AuditEntry) -> None: ...
+    def append_record(self, record: Record) -> bool: ...
 
 
 def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
@@ -120,17 +124,24 @@ class GraphStore(ABC):
         nodes: Iterable[Node] = (),
         edges: Iterable[Edge] = (),
         audit: Iterable[AuditEntry] = (),
+        *,
+        stage_moves: Iterable[StageMove] = (),
+        records: Iterable[Record] = (),
     ) -> UpsertResult:
         """Write one batch in one transaction: all of it or nothing.
 
         Upserts on natural keys: re-sending the same batch changes nothing. A node's
         ``created_at`` is kept from its first write. Edges are checked against the schema's
         endpoint table, with endpoint kinds read *inside* the transaction after the batch's
-        nodes are written, so a bad edge rolls back the nodes written before it.
+        nodes are written, so a bad edge rolls back the nodes written before it. Stage
+        moves and audit entries are appended as given (the caller decides whether a move is
+        new); records are appended unless their (collection, key) is already kept.
         """
         node_list = _dedupe_nodes(nodes)
         edge_list = _dedupe_edges(edges)
         audit_list = list(audit)
+        move_list = list(stage_moves)
+        record_list = list({(r.collection, r.key): r for r in records}.values())
 
         def work(tx: StoreTransaction) -> UpsertResult:
             result = UpsertResult()
@@ -141,6 +152,10 @@ class GraphStore(ABC):
                 ends = sorted({e for edge in edge_list for e in (edge.source, edge.target)})
                 _check_edge_kinds(edge_list, tx.kinds(ends))
                 result.edges = tx.write_edges(edge_list)
+            for move in move_list:
+                tx.append_stage_move(move)
+            result.stage_moves = len(move_list)
+            result.records_added = sum(tx.append_record(record) for record in record_list)
             for entry in audit_list:
                 tx.append_audit(entry)
             return result
@@ -224,6 +239,19 @@ class GraphStore(ABC):
         limit: int = 1000,
     ) -> list[AuditEntry]:
         """Audit entries, oldest first."""
+
+    @abstractmethod
+    def records(
+        self,
+        collection: str,
+        *,
+        key: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_seq: int | None = None,
+        limit: int = 1000,
+    ) -> list[Record]:
+        """Records of a collection in append order, from ``after_seq`` on (keyset pages)."""
 
     @abstractmethod
     def ready(self) -> bool:

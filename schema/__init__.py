@@ -10,7 +10,15 @@ from .kinds import (
     EdgeKind,
     NodeKind,
 )
-from .models import AuditEntry, Edge, Node, SchemaError, StageMove, check_edge_endpoints
+from .models import (
+    AuditEntry,
+    Edge,
+    Node,
+    Record,
+    SchemaError,
+    StageMove,
+    check_edge_endpoints,
+)
 
 __all__ = [
     "EDGE_KINDS",
@@ -25,6 +33,7 @@ __all__ = [
     "Node",
     "NodeId",
     "NodeKind",
+    "Record",
     "SchemaError",
     "StageMove",
     "canonical_id",

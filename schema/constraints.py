@@ -25,6 +25,8 @@ def indexes() -> list[str]:
         "ON (n.created_at)",
         "CREATE INDEX lineagegraph_stagemove_key IF NOT EXISTS FOR (m:StageMove) "
         "ON (m.name, m.environment)",
+        "CREATE INDEX lineagegraph_record_collection IF NOT EXISTS FOR (r:Record) "
+        "ON (r.collection, r.seq)",
     ]
     for kind in NODE_KINDS:
         for prop in kind.indexed:

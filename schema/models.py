@@ -177,6 +177,24 @@ class AuditEntry(BaseModel):
         return utc(value)
 
 
+class Record(BaseModel):
+    """A document kept beside the graph (a raw OpenLineage event, a dead-lettered record),
+    unique on (collection, key): appending the same key again is a no-op."""
+
+    model_config = ConfigDict(frozen=True)
+
+    collection: str
+    key: str
+    payload: Any = None
+    at: datetime = Field(default_factory=now)
+    seq: int | None = None
+
+    @field_validator("at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return utc(value)
+
+
 def describe_validation_error(error: ValidationError, where: str | None = None) -> str:
     """One line per problem, each with its field path."""
     parts = []

@@ -9,7 +9,7 @@ import pytest
 
 from lineagegraph.graph.store import Direction, GraphStore
 from lineagegraph.graph.walk import WalkLimits, walk
-from lineagegraph.schema import AuditEntry, Edge, Node, SchemaError, StageMove
+from lineagegraph.schema import AuditEntry, Edge, Node, Record, SchemaError, StageMove
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -377,3 +377,31 @@ def test_a_failed_batch_leaves_no_audit_entry(store: GraphStore) -> None:
 
 def test_ready_answers_true_on_a_working_store(store: GraphStore) -> None:
     assert store.ready()
+
+
+def test_records_are_kept_once_per_key_and_paged_in_append_order(store: GraphStore) -> None:
+    events = [Record(collection="openlineage.event", key=f"run-1/{i}", payload={"i": i},
+                     at=T0 + timedelta(minutes=i)) for i in range(5)]
+
+    first = store.upsert(records=events)
+    again = store.upsert(records=events)
+    page1 = store.records("openlineage.event", limit=2)
+    page2 = store.records("openlineage.event", after_seq=page1[-1].seq, limit=10)
+    one = store.records("openlineage.event", key="run-1/3")
+
+    assert (first.records_added, again.records_added) == (5, 0)
+    assert not again.changed
+    assert [r.payload["i"] for r in page1 + page2] == [0, 1, 2, 3, 4]
+    assert [r.payload for r in one] == [{"i": 3}]
+    assert store.records("deadletter") == []
+
+
+def test_stage_moves_and_records_roll_back_with_a_failed_batch(store: GraphStore) -> None:
+    with pytest.raises(SchemaError):
+        store.upsert([node("bundle:b@1")], [edge("bundle:b@1", "USES_MODEL", "model:x@1")],
+                     stage_moves=[StageMove(name="b", environment="production",
+                                            to_version="1", at=T0)],
+                     records=[Record(collection="raw", key="k")])
+
+    assert store.stage_history() == []
+    assert store.records("raw") == []
