@@ -12,6 +12,8 @@ from strawberry.fastapi import GraphQLRouter
 
 from lineagegraph.graph.store import GraphStore
 
+from . import routes_openlineage, routes_registry
+from .errors import install_error_handlers
 from .graphql_schema import Context, build_schema
 from .settings import Settings
 
@@ -40,6 +42,9 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
 
     app.include_router(GraphQLRouter(build_schema(settings), context_getter=get_context),
                        prefix="/graphql")
+    app.include_router(routes_openlineage.router)
+    app.include_router(routes_registry.router)
+    install_error_handlers(app)
 
     @app.get("/healthz", tags=["probes"])
     async def healthz() -> dict[str, str]:

@@ -9,10 +9,13 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from .cli_ingest import deadletter_app, ingest_app
 from .settings import Settings
 
 app = typer.Typer(help="Lineage Graph: lineage and impact analysis for production AI.",
                   no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+app.add_typer(deadletter_app, name="deadletter")
 console = Console(stderr=True)
 
 # --flag twins of the settings; None means "not given": the environment (or default) holds.

@@ -1,0 +1,107 @@
+"""What every mapper produces and how it is written: a ``Batch`` per transaction, errors
+that name the record and field, and a summary of what a load did."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lineagegraph.graph.store import GraphStore, UpsertResult
+from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the input: which record (1-based line or document number, or
+    array index), which field (dotted path), and what."""
+
+    message: str
+    record: int | str | None = None
+    field: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in (("record", self.record), ("field", self.field),
+                                  ("message", self.message)) if v is not None}
+
+    def __str__(self) -> str:
+        where = ", ".join(str(p) for p in (
+            f"record {self.record}" if self.record is not None else None,
+            f"field {self.field}" if self.field else None) if p)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class IngestError(Exception):
+    """Input that cannot be loaded. Nothing of it was written."""
+
+    def __init__(self, problems: list[Problem] | Problem) -> None:
+        self.problems = problems if isinstance(problems, list) else [problems]
+        super().__init__("; ".join(str(p) for p in self.problems))
+
+
+@dataclass(slots=True)
+class Batch:
+    """Everything one transaction writes. ``size`` counts input records, for progress."""
+
+    nodes: list[Node] = field(default_factory=list)
+    edges: list[Edge] = field(default_factory=list)
+    stage_moves: list[StageMove] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+    size: int = 0
+
+    def extend(self, other: Batch) -> None:
+        self.nodes += other.nodes
+        self.edges += other.edges
+        self.stage_moves += other.stage_moves
+        self.records += other.records
+        self.audit += other.audit
+        self.size += other.size
+
+    def write(self, store: GraphStore) -> UpsertResult:
+        return store.upsert(self.nodes, self.edges, self.audit, stage_moves=self.stage_moves,
+                            records=self.records)
+
+
+@dataclass(slots=True)
+class LoadSummary:
+    records: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    stage_moves: int = 0
+    seconds: float = 0.0
+
+    def add(self, result: UpsertResult, size: int) -> None:
+        self.records += size
+        self.created += result.nodes.created + result.edges.created
+        self.updated += result.nodes.updated + result.edges.updated
+        self.unchanged += result.nodes.unchanged + result.edges.unchanged
+        self.stage_moves += result.stage_moves
+
+    @property
+    def per_second(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"records": self.records, "created": self.created, "updated": self.updated,
+                "unchanged": self.unchanged, "rejected": self.rejected,
+                "stage_moves": self.stage_moves, "seconds": round(self.seconds, 3)}
+
+
+def load_batches(
+    store: GraphStore,
+    batches: Iterable[Batch],
+    on_progress: Callable[[int], None] | None = None,
+) -> LoadSummary:
+    """Write batches one transaction each, adding up what they did."""
+    summary = LoadSummary()
+    started = time.perf_counter()
+    for batch in batches:
+        summary.add(batch.write(store), batch.size)
+        if on_progress is not None:
+            on_progress(batch.size)
+    summary.seconds = time.perf_counter() - started
+    return summary
