@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     props TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS nodes_kind_created ON nodes (kind, created_at);
+CREATE INDEX IF NOT EXISTS nodes_name ON nodes (name, kind);
 CREATE TABLE IF NOT EXISTS edges (
     source TEXT NOT NULL REFERENCES nodes (id),
     type TEXT NOT NULL,
@@ -248,6 +249,34 @@ class EmbeddedStore(GraphStore):
             (_json_list(ids),),
         )
         return {row["id"]: _node(row) for row in rows}
+
+    def find(
+        self,
+        *,
+        kinds: Sequence[str] | None = None,
+        name: str | None = None,
+        text: str | None = None,
+        where: dict[str, Any] | None = None,
+        first: int = 100,
+        after: str | None = None,
+    ) -> list[Node]:
+        check_filters(None, kinds, where=where)
+        sql, params = "SELECT * FROM nodes WHERE 1 = 1", []
+        if kinds:
+            sql += " AND kind IN (SELECT value FROM json_each(?))"
+            params.append(_json_list(kinds))
+        for clause, value in (("name = ?", name), ("id > ?", after)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        if text:
+            sql += " AND instr(lower(id), ?) > 0"
+            params.append(text.lower())
+        for prop, value in (where or {}).items():
+            sql += " AND json_extract(props, ?) = ?"
+            params += [f"$.{prop}", value]
+        rows = self._query(sql + " ORDER BY id LIMIT ?", [*params, first])
+        return [_node(row) for row in rows]
 
     @staticmethod
     def _hop_sql(

@@ -231,6 +231,29 @@ class Neo4jStore(GraphStore):
         )
         return {r["id"]: _node(r) for r in records}
 
+    def find(
+        self,
+        *,
+        kinds: Sequence[str] | None = None,
+        name: str | None = None,
+        text: str | None = None,
+        where: dict[str, Any] | None = None,
+        first: int = 100,
+        after: str | None = None,
+    ) -> list[Node]:
+        check_filters(None, kinds, where=where)
+        # Property names in `where` passed the whitelist above; values stay parameters.
+        conditions = "".join(f" AND n.{prop} = $where.{prop}" for prop in where or {})
+        records = self._read(
+            f"MATCH (n:{NODE_LABEL}) WHERE ($kinds IS NULL OR n.kind IN $kinds) "
+            "AND ($name IS NULL OR n.name = $name) AND ($after IS NULL OR n.id > $after) "
+            f"AND ($text IS NULL OR toLower(n.id) CONTAINS $text){conditions} "
+            f"RETURN {_NODE_FIELDS} ORDER BY n.id LIMIT $first",
+            kinds=list(kinds) if kinds else None, name=name, after=after,
+            text=text.lower() if text else None, where=where or {}, first=first,
+        )
+        return [_node(r) for r in records]
+
     @staticmethod
     def _hop_match(direction: Direction, rel: str) -> str:
         """``MATCH`` of frontier node ``f``, edge ``r`` and neighbour ``n``."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from lineagegraph.schema import (
     EDGE_KINDS_BY_TYPE,
@@ -188,6 +188,21 @@ class GraphStore(ABC):
         """The nodes with these IDs; unknown IDs are absent from the result."""
 
     @abstractmethod
+    def find(
+        self,
+        *,
+        kinds: Sequence[str] | None = None,
+        name: str | None = None,
+        text: str | None = None,
+        where: dict[str, Any] | None = None,
+        first: int = 100,
+        after: str | None = None,
+    ) -> list[Node]:
+        """Nodes by ID order, keyset-paged (IDs greater than ``after``): of ``kinds``, with
+        exactly this ``name``, whose ID contains ``text`` (case-insensitive), and whose
+        indexed properties equal ``where``."""
+
+    @abstractmethod
     def expand(
         self,
         frontier: Sequence[str],
@@ -272,6 +287,12 @@ class GraphStore(ABC):
         history = self.stage_history(name=name, environment=environment, until=at)
         return history[-1].to_version if history else None
 
+    def versions(self, kind: str, name: str) -> list[Node]:
+        """Every version of ``name`` of a versioned kind, oldest first (numeric versions
+        in numeric order, others by creation time)."""
+        found = self.find(kinds=[kind], name=name, first=100_000)
+        return sorted(found, key=version_order)
+
     def live_environments(self, name: str, at: datetime | None = None) -> dict[str, str]:
         """environment → version of ``name`` live there at ``at`` (default: now)."""
         live: dict[str, str | None] = {}
@@ -280,10 +301,19 @@ class GraphStore(ABC):
         return {env: version for env, version in live.items() if version is not None}
 
 
+def version_order(node: Node) -> tuple[int, float, str]:
+    """Sort key: integer versions numerically, then the rest by creation time."""
+    version = node.version or ""
+    if version.isdigit():
+        return (0, float(version), version)
+    return (1, node.created_at.timestamp(), version)
+
+
 def check_filters(
     edge_types: Sequence[str] | None,
     node_kinds: Sequence[str] | None,
     group_by: tuple[str, str | None] | None = None,
+    where: dict[str, Any] | None = None,
 ) -> None:
     """Reject names outside the schema's whitelist before any adapter builds a query."""
     for edge_type in edge_types or ():
@@ -296,4 +326,8 @@ def check_filters(
         kind, prop = group_by
         if prop is not None and prop not in NODE_KINDS_BY_LABEL[kind].indexed:
             raise SchemaError(f"{kind} cannot be grouped by {prop!r}")
+    indexed = {p for k in NODE_KINDS_BY_LABEL.values() for p in k.indexed}
+    for prop in where or {}:
+        if prop not in indexed:
+            raise SchemaError(f"cannot filter on {prop!r} (indexed: {sorted(indexed)})")
 

@@ -23,6 +23,7 @@ def indexes() -> list[str]:
     statements = [
         f"CREATE INDEX lineagegraph_node_created IF NOT EXISTS FOR (n:{NODE_LABEL}) "
         "ON (n.created_at)",
+        f"CREATE INDEX lineagegraph_node_name IF NOT EXISTS FOR (n:{NODE_LABEL}) ON (n.name)",
         "CREATE INDEX lineagegraph_stagemove_key IF NOT EXISTS FOR (m:StageMove) "
         "ON (m.name, m.environment)",
         "CREATE INDEX lineagegraph_record_collection IF NOT EXISTS FOR (r:Record) "

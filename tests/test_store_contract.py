@@ -405,3 +405,25 @@ def test_stage_moves_and_records_roll_back_with_a_failed_batch(store: GraphStore
 
     assert store.stage_history() == []
     assert store.records("raw") == []
+
+
+def test_find_filters_by_kind_name_text_and_indexed_property_with_keyset_pages(
+    store: GraphStore,
+) -> None:
+    store.upsert([node("model:fraud-detector@6"), node("model:fraud-detector@7"),
+                  node("model:fraud-detector@10"), node("model:fraud-detector"),
+                  node("model:shadow-llm", kind="ModelVersion", registered=False),
+                  node("prompt:fraud-explainer@1")])
+
+    versions = store.versions("ModelVersion", "fraud-detector")
+    fraud = store.find(text="FRAUD", first=2)
+    rest = store.find(text="fraud", first=10, after=fraud[-1].id)
+    unregistered = store.find(kinds=["ModelVersion"], where={"registered": False})
+
+    assert [n.version for n in versions] == ["6", "7", "10"]
+    assert [n.id for n in fraud + rest] == sorted(
+        ["model:fraud-detector", "model:fraud-detector@10", "model:fraud-detector@6",
+         "model:fraud-detector@7", "prompt:fraud-explainer@1"])
+    assert [n.id for n in unregistered] == ["model:shadow-llm"]
+    with pytest.raises(SchemaError, match="cannot filter on"):
+        store.find(where={"owner": "x"})
