@@ -21,7 +21,7 @@ from lineagegraph.schema import (
 )
 from lineagegraph.schema.models import canonical_json, utc
 
-from .store import Direction, GraphStore, Hop, WriteCounts, check_filters
+from .store import ORIGIN, Direction, GraphStore, Hop, Tally, WriteCounts, check_filters
 
 T = TypeVar("T")
 
@@ -352,7 +352,7 @@ class EmbeddedStore(GraphStore):
             for row in self._query(sql, params)
         ]
 
-    def count_neighbours(
+    def tally_neighbours(
         self,
         frontier: Sequence[str],
         direction: Direction,
@@ -362,16 +362,25 @@ class EmbeddedStore(GraphStore):
         since: datetime | None = None,
         until: datetime | None = None,
         group_by: str | None = None,
-    ) -> dict[str | None, int]:
+    ) -> dict[str | None, Tally]:
         check_filters(edge_types, [kind], (kind, group_by))
-        sql, params = self._hop_sql(direction, "n.id AS id, n.props AS props", frontier,
-                                    edge_types, [kind], since, until)
-        key = "json_extract(props, ?)" if group_by else "NULL"
+        sql, params = self._hop_sql(
+            direction, "{origin} AS origin, n.id AS id, n.props AS props, "
+            "n.created_at AS created_at", frontier, edge_types, [kind], since, until)
+        key_params: list[Any] = []
+        if group_by == ORIGIN:
+            key = "origin"
+        elif group_by:
+            key, key_params = "json_extract(props, ?)", [f"$.{group_by}"]
+        else:
+            key = "NULL"
         rows = self._query(
-            f"SELECT {key} AS key, count(DISTINCT id) AS n FROM ({sql}) GROUP BY key",
-            ([f"$.{group_by}"] if group_by else []) + params,
+            f"SELECT {key} AS key, count(DISTINCT id) AS n, min(created_at) AS first, "
+            f"max(created_at) AS last FROM ({sql}) GROUP BY key",
+            key_params + params,
         )
-        return {row["key"]: row["n"] for row in rows}
+        return {row["key"]: Tally(row["n"], _dt(row["first"]), _dt(row["last"]))
+                for row in rows}
 
     def stage_history(
         self,

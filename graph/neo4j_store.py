@@ -29,7 +29,7 @@ from lineagegraph.schema.constraints import indexes, uniqueness_constraints
 from lineagegraph.schema.kinds import NODE_LABEL
 from lineagegraph.schema.models import canonical_json
 
-from .store import Direction, GraphStore, Hop, WriteCounts, check_filters
+from .store import ORIGIN, Direction, GraphStore, Hop, Tally, WriteCounts, check_filters
 
 T = TypeVar("T")
 
@@ -301,7 +301,7 @@ class Neo4jStore(GraphStore):
             for r in records
         ]
 
-    def count_neighbours(
+    def tally_neighbours(
         self,
         frontier: Sequence[str],
         direction: Direction,
@@ -311,16 +311,21 @@ class Neo4jStore(GraphStore):
         since: datetime | None = None,
         until: datetime | None = None,
         group_by: str | None = None,
-    ) -> dict[str | None, int]:
+    ) -> dict[str | None, Tally]:
         check_filters(edge_types, [kind], (kind, group_by))
-        key = f"n.{group_by}" if group_by else "null"
+        key = "fid" if group_by == ORIGIN else f"n.{group_by}" if group_by else "null"
         query = (
             self._hop_match(direction, _rel_pattern(edge_types))
-            + f"RETURN {key} AS key, count(DISTINCT n) AS n"
+            + f"RETURN {key} AS key, count(DISTINCT n) AS n, min(n.created_at) AS first, "
+            "max(n.created_at) AS last"
         )
         records = self._read(query, frontier=list(frontier), kinds=[kind], since=since,
                              until=until)
-        return {r["key"]: r["n"] for r in records}
+        return {
+            r["key"]: Tally(r["n"], _native(r["first"]) if r["first"] else None,
+                            _native(r["last"]) if r["last"] else None)
+            for r in records
+        }
 
     def stage_history(
         self,

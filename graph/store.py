@@ -1,7 +1,7 @@
 """The ``GraphStore`` port: the one interface analyses are written against.
 
 Adapters implement a handful of primitives (``_write`` running a function in one
-transaction, the ``StoreTransaction`` writes, ``expand``, ``count_neighbours``, the log
+transaction, the ``StoreTransaction`` writes, ``expand``, ``tally_neighbours``, the log
 reads); validation, de-duplication and the derived lookups (stage as-of, live
 environments) are written once here, so both stores behave the same by construction.
 """
@@ -43,6 +43,17 @@ class Hop:
     origin: str
     edge: Edge
     node: Node
+
+
+# ``group_by`` value for tallies keyed by the frontier node each neighbour was reached from.
+ORIGIN = "@origin"
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    count: int
+    first: datetime | None = None
+    last: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -219,6 +230,22 @@ class GraphStore(ABC):
         ``since <= created_at <= until``) and to the edge type. At most ``limit`` rows."""
 
     @abstractmethod
+    def tally_neighbours(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        *,
+        kind: str,
+        edge_types: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        group_by: str | None = None,
+    ) -> dict[str | None, Tally]:
+        """Count distinct neighbours of ``kind`` one hop from the frontier in the time
+        window, with their first and last ``created_at``, grouped by one of the kind's
+        indexed properties, by ``ORIGIN`` (the frontier node reached from), or all under
+        ``None``. Counting happens in the store: fan-outs of millions never leave it."""
+
     def count_neighbours(
         self,
         frontier: Sequence[str],
@@ -230,9 +257,9 @@ class GraphStore(ABC):
         until: datetime | None = None,
         group_by: str | None = None,
     ) -> dict[str | None, int]:
-        """Count distinct neighbours of ``kind`` one hop from the frontier, in the time
-        window, grouped by one of the kind's indexed properties (or all under ``None``).
-        Counting happens in the store: fan-outs of millions never leave it."""
+        tallies = self.tally_neighbours(frontier, direction, kind=kind, edge_types=edge_types,
+                                        since=since, until=until, group_by=group_by)
+        return {key: tally.count for key, tally in tallies.items()}
 
     @abstractmethod
     def stage_history(
@@ -324,7 +351,7 @@ def check_filters(
             raise SchemaError(f"unknown kind {kind!r}")
     if group_by is not None:
         kind, prop = group_by
-        if prop is not None and prop not in NODE_KINDS_BY_LABEL[kind].indexed:
+        if prop not in (None, ORIGIN) and prop not in NODE_KINDS_BY_LABEL[kind].indexed:
             raise SchemaError(f"{kind} cannot be grouped by {prop!r}")
     indexed = {p for k in NODE_KINDS_BY_LABEL.values() for p in k.indexed}
     for prop in where or {}:

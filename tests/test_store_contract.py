@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lineagegraph.graph.store import Direction, GraphStore
+from lineagegraph.graph.store import ORIGIN, Direction, GraphStore, Tally
 from lineagegraph.graph.walk import WalkLimits, walk
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, SchemaError, StageMove
 
@@ -427,3 +427,21 @@ def test_find_filters_by_kind_name_text_and_indexed_property_with_keyset_pages(
     assert [n.id for n in unregistered] == ["model:shadow-llm"]
     with pytest.raises(SchemaError, match="cannot filter on"):
         store.find(where={"owner": "x"})
+
+
+def test_tallies_by_origin_give_counts_and_first_and_last_seen(store: GraphStore) -> None:
+    store.upsert(
+        [node("model:shadow-a", kind="ModelVersion", registered=False),
+         node("model:shadow-b", kind="ModelVersion", registered=False),
+         *[node(f"outcome:r{i}", at=T0 + timedelta(hours=i), environment="production")
+           for i in range(5)]],
+        [edge(f"outcome:r{i}", "USED_MODEL", "model:shadow-a" if i < 3 else "model:shadow-b")
+         for i in range(5)],
+    )
+
+    tallies = store.tally_neighbours(["model:shadow-a", "model:shadow-b"], Direction.DOWNSTREAM,
+                                     kind="InferenceOutcome", group_by=ORIGIN)
+
+    assert tallies["model:shadow-a"] == Tally(3, T0, T0 + timedelta(hours=2))
+    assert tallies["model:shadow-b"] == Tally(2, T0 + timedelta(hours=3),
+                                              T0 + timedelta(hours=4))
