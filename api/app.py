@@ -14,7 +14,8 @@ from lineagegraph.graph.store import GraphStore
 
 from . import routes_openlineage, routes_registry
 from .errors import install_error_handlers
-from .graphql_schema import Context, build_schema
+from .graphql_schema import build_schema
+from .graphql_types import Context
 from .settings import Settings
 
 

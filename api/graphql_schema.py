@@ -1,169 +1,75 @@
-"""The GraphQL schema: types derived from ``schema/`` declarations, resolvers over the
-graph analyses. Resolvers are ``async`` and run store work in a worker thread, so one slow
-walk never blocks the event loop."""
+"""The GraphQL schema: queries over the graph analyses. Resolvers are ``async`` and run
+store work in a worker thread under the per-query timeout, so one slow walk never blocks
+the event loop."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-from collections.abc import Callable
 from datetime import datetime
-from enum import Enum
-from typing import TypeVar
 
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
-from strawberry.fastapi import BaseContext
-from strawberry.scalars import JSON
 from strawberry.types import Info
 
+from lineagegraph.graph import impact, registry
+from lineagegraph.graph.drift import drift_sources, parse_duration
 from lineagegraph.graph.store import Direction as StoreDirection
-from lineagegraph.graph.store import GraphStore
-from lineagegraph.graph.walk import Subgraph as WalkResult
+from lineagegraph.graph.trace import trace as run_trace
 from lineagegraph.graph.walk import walk
-from lineagegraph.schema import NODE_KINDS, InvalidId, SchemaError, canonical_id
-from lineagegraph.schema import Node as NodeRecord
+from lineagegraph.schema import InvalidId, canonical_id
+from lineagegraph.schema.models import utc
 
+from .graphql_types import (
+    NODE_TYPES,
+    Action,
+    BlastRadius,
+    Context,
+    Direction,
+    DriftCandidate,
+    History,
+    NodeConnection,
+    NodeType,
+    PageInfo,
+    Subgraph,
+    Trace,
+    UnregisteredModel,
+    UserError,
+    blast_radius_type,
+    decode_cursor,
+    drift_type,
+    encode_cursor,
+    maybe,
+    stage_move_type,
+    subgraph_page,
+    to_gql,
+)
 from .settings import Settings
 
-T = TypeVar("T")
+MAX_PAGE = 1000
 
 
-class UserError(Exception):
-    """An error the caller caused and can fix; shown unmasked with its message."""
-
-
-class QueryTimeout(UserError):
-    """A query ran past the configured time limit."""
-
-
-class Context(BaseContext):
-    """Per-request context: the store and settings, injected by the app."""
-
-    def __init__(self, store: GraphStore, settings: Settings) -> None:
-        super().__init__()
-        self.store = store
-        self.settings = settings
-
-
-async def run_bounded(info: Info, work: Callable[[], T]) -> T:
-    """Run store work in a thread, bounded by the configured per-query timeout."""
-    context: Context = info.context
-    timeout = context.settings.query_timeout_s
-    try:
-        return await asyncio.wait_for(asyncio.to_thread(work), timeout)
-    except TimeoutError:
-        raise QueryTimeout(f"query timed out after {timeout:g}s (query_timeout_s)") from None
-    except (InvalidId, SchemaError) as error:
-        raise UserError(str(error)) from error
-
-
-@strawberry.interface(name="Node", description="Any node of the lineage graph.")
-class NodeType:
-    id: strawberry.ID
-    kind: str
-    name: str
-    version: str | None
-    created_at: datetime | None
-    properties: JSON | None
-
-
-def _kind_type(label: str, description: str) -> type:
-    cls = type(label, (NodeType,), {"__module__": __name__})
-    return strawberry.type(cls, name=label, description=description)
-
-
-# One object type per declared kind, so clients can write `... on ModelVersion`.
-NODE_TYPES: dict[str, type] = {k.label: _kind_type(k.label, k.description) for k in NODE_KINDS}
-
-
-def to_gql(node: NodeRecord) -> NodeType:
-    return NODE_TYPES[node.kind](
-        id=strawberry.ID(node.id), kind=node.kind, name=node.name, version=node.version,
-        created_at=node.created_at, properties=node.properties,
-    )
-
-
-@strawberry.enum(description="UPSTREAM follows what a node depends on; DOWNSTREAM what "
-                 "depends on it; BOTH is the union of the two walks.")
-class Direction(Enum):
-    UPSTREAM = "UPSTREAM"
-    DOWNSTREAM = "DOWNSTREAM"
-    BOTH = "BOTH"
-
-
-@strawberry.type
-class Edge:
-    source: strawberry.ID
-    target: strawberry.ID
-    type: str
-    properties: JSON | None = None
-
-
-@strawberry.type
-class NodeAtDegree:
-    node: NodeType
-    degree: int
-
-
-@strawberry.type
-class PageInfo:
-    has_next_page: bool
-    end_cursor: str | None
-
-
-@strawberry.type
-class Subgraph:
-    nodes: list[NodeAtDegree]
-    edges: list[Edge]
-    truncated: bool
-    page_info: PageInfo | None = None
-
-
-def _cursor(position: int) -> str:
-    return base64.urlsafe_b64encode(f"pos:{position}".encode()).decode()
-
-
-def _position(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    try:
-        return int(base64.urlsafe_b64decode(cursor.encode()).decode().removeprefix("pos:")) + 1
-    except (ValueError, UnicodeDecodeError):
-        raise UserError(f"after: {cursor!r} is not a cursor from this API") from None
-
-
-def subgraph_page(result: WalkResult, first: int | None, after: str | None) -> Subgraph:
-    """A page of a walk's nodes (by degree, then ID) and the edges among the page's nodes
-    and the nodes before it."""
-    ordered = result.ordered()
-    start = _position(after)
-    end = len(ordered) if first is None else min(len(ordered), start + max(first, 0))
-    page = ordered[start:end]
-    shown = {node.id for node, _ in ordered[:end]}
-    page_ids = {node.id for node, _ in page}
-    edges = [
-        Edge(source=strawberry.ID(e.source), target=strawberry.ID(e.target), type=e.type,
-             properties=e.properties or None)
-        for e in result.edges.values()
-        if (e.source in page_ids or e.target in page_ids) and e.source in shown
-        and e.target in shown
-    ]
-    return Subgraph(
-        nodes=[NodeAtDegree(node=to_gql(node), degree=degree) for node, degree in page],
-        edges=sorted(edges, key=lambda e: (e.source, e.type, e.target)),
-        truncated=result.truncated,
-        page_info=PageInfo(has_next_page=end < len(ordered),
-                           end_cursor=_cursor(end - 1) if page else after),
-    )
-
-
-def _parse(node_id: str) -> str:
+def _parse(node_id: str, field: str = "id") -> str:
     try:
         return canonical_id(node_id)
     except InvalidId as error:
-        raise UserError(f"id: {error}") from None
+        raise UserError(f"{field}: {error}") from None
+
+
+def _check_kinds(kinds: list[str] | None) -> None:
+    unknown = sorted(set(kinds or ()) - set(NODE_TYPES))
+    if unknown:
+        raise UserError(f"kinds: unknown {unknown} (known: {sorted(NODE_TYPES)})")
+
+
+def _page_size(first: int | None, field: str = "first") -> int:
+    size = MAX_PAGE if first is None else first
+    if not 0 <= size <= MAX_PAGE:
+        raise UserError(f"{field}: must be between 0 and {MAX_PAGE}")
+    return size
+
+
+def _when(value: datetime | None) -> datetime | None:
+    return utc(value) if value is not None else None
 
 
 @strawberry.type
@@ -173,14 +79,42 @@ class Query:
     async def node(self, info: Info, id: strawberry.ID) -> NodeType | None:
         node_id = _parse(id)
         context: Context = info.context
-        found = await run_bounded(info, lambda: context.store.get([node_id]))
-        return to_gql(found[node_id]) if node_id in found else None
+        found = await context.run(lambda: context.store.get([node_id]))
+        return maybe(found.get(node_id))
+
+    @strawberry.field(description="Nodes whose ID contains `text` (case-insensitive), of "
+                      "`kinds`, in ID order; keyset pages with `first`/`after`.")
+    async def search(self, info: Info, text: str | None = None,
+                     kinds: list[str] | None = None, first: int | None = 50,
+                     after: str | None = None) -> NodeConnection:
+        _check_kinds(kinds)
+        size = _page_size(first)
+        after_id = decode_cursor(after)
+        context: Context = info.context
+        found = await context.run(lambda: context.store.find(
+            kinds=kinds, text=text, first=size + 1, after=after_id))
+        page = found[:size]
+        return NodeConnection(
+            nodes=[to_gql(n) for n in page],
+            page_info=PageInfo(has_next_page=len(found) > size,
+                               end_cursor=encode_cursor(page[-1].id) if page else after))
+
+    @strawberry.field(description="A node's versions (every version of its name) and, for "
+                      "a bundle, its stage moves, oldest first.")
+    async def history(self, info: Info, id: strawberry.ID) -> History | None:
+        node_id = _parse(id)
+        context: Context = info.context
+        result = await context.run(lambda: registry.history(context.store, node_id))
+        if result is None:
+            return None
+        return History(node=to_gql(result.node), versions=[to_gql(v) for v in result.versions],
+                       stage_moves=[stage_move_type(m) for m in result.stage_moves])
 
     @strawberry.field(description="Nodes up to `depth` hops from `id`, each with its degree "
                       "(fewest hops). Walks follow lineage edges only (not SUPERSEDES, "
                       "EVALUATES, APPROVES). `kinds` filters the nodes returned, not the "
                       "walk. Depth is capped by configuration; `truncated` says a cap cut "
-                      "the walk.")
+                      "the walk. Pages are keyset pages ordered by (degree, id).")
     async def lineage(
         self,
         info: Info,
@@ -192,21 +126,95 @@ class Query:
         after: str | None = None,
     ) -> Subgraph:
         node_id = _parse(id)
-        context: Context = info.context
         if depth < 0:
             raise UserError("depth: must be ≥ 0")
-        unknown = sorted(set(kinds or ()) - set(NODE_TYPES))
-        if unknown:
-            raise UserError(f"kinds: unknown {unknown} (known: {sorted(NODE_TYPES)})")
-
-        def work() -> WalkResult:
-            return walk(context.store, node_id, StoreDirection(direction.value), depth,
-                        limits=context.settings.walk_limits, kinds=kinds)
-
-        result = await run_bounded(info, work)
+        _check_kinds(kinds)
+        context: Context = info.context
+        result = await context.run(lambda: walk(
+            context.store, node_id, StoreDirection(direction.value), depth,
+            limits=context.settings.walk_limits, kinds=kinds))
         if not result.nodes:
             raise UserError(f"id: no node {node_id}")
         return subgraph_page(result, first, after)
+
+    @strawberry.field(description="A request traced back to its data: the bundle that "
+                      "served it and what it pins, approvals and evaluations then, the "
+                      "environment and what else was live there, the upstream lineage.")
+    async def trace(self, info: Info, request_id: str) -> Trace | None:
+        context: Context = info.context
+        result = await context.run(lambda: run_trace(context.store, request_id,
+                                                     context.settings.walk_limits))
+        if result is None:
+            return None
+        parts = result.parts
+        return Trace(
+            outcome=to_gql(result.outcome), bundle=maybe(result.bundle),
+            model_version=maybe(parts.model), prompt_version=maybe(parts.prompt),
+            toolset=maybe(parts.toolset), policy_pack=maybe(parts.policy),
+            environment=result.environment,
+            approvals=[to_gql(a) for a in result.approvals],
+            evaluations=[to_gql(e) for e in result.evaluations],
+            bundle_live_at_request=result.bundle_live_at_request,
+            live_in_environment=[to_gql(n) for n in result.live_then],
+            _upstream=result.upstream,
+        )
+
+    @strawberry.field(description="What rolling back, retiring or changing `id` hits: "
+                      "everything downstream with degrees, affected bundles and where they "
+                      "are live, request traffic in [since, until] by environment, and "
+                      "what a rollback returns to, with compatibility warnings.")
+    async def blast_radius(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        action: Action = Action.ROLLBACK,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> BlastRadius | None:
+        node_id = _parse(id)
+        context: Context = info.context
+        result = await context.run(lambda: impact.blast_radius(
+            context.store, node_id, impact.Action(action.value), _when(since), _when(until),
+            context.settings.walk_limits))
+        return blast_radius_type(result) if result is not None else None
+
+    @strawberry.field(description="Upstream changes in [onset - lookback, onset] that "
+                      "could explain a quality drop at `id`, best first. score = (1 + "
+                      "recency) / (2 (1 + hops)), recency = 1 - (onset - changedAt) / "
+                      "lookback.")
+    async def drift_sources(self, info: Info, id: strawberry.ID, onset: datetime,
+                            lookback: str = "P7D") -> list[DriftCandidate]:
+        node_id = _parse(id)
+        try:
+            window = parse_duration(lookback)
+        except ValueError as error:
+            raise UserError(f"lookback: {error}") from None
+        context: Context = info.context
+        result = await context.run(lambda: drift_sources(
+            context.store, node_id, utc(onset), window, context.settings.walk_limits))
+        if result is None:
+            raise UserError(f"id: no node {node_id}")
+        return [drift_type(c) for c in result]
+
+    @strawberry.field(description="The bundle version in effect for `name` in "
+                      "`environment` at `asOf` (default now); null before the first move.")
+    async def resolve(self, info: Info, name: str, environment: str,
+                      as_of: datetime | None = None) -> NodeType | None:
+        context: Context = info.context
+        found = await context.run(lambda: registry.resolve(context.store, name, environment,
+                                                           _when(as_of)))
+        return maybe(found)
+
+    @strawberry.field(description="Models seen in inference outcomes that no manifest or "
+                      "import registered, with their request counts in [since, until].")
+    async def unregistered(self, info: Info, since: datetime | None = None,
+                           until: datetime | None = None) -> list[UnregisteredModel]:
+        context: Context = info.context
+        found = await context.run(lambda: registry.unregistered(
+            context.store, _when(since), _when(until)))
+        return [UnregisteredModel(node=to_gql(u.node), requests=u.requests,
+                                  first_seen=u.first_seen, last_seen=u.last_seen)
+                for u in found]
 
 
 def _should_mask(error: GraphQLError) -> bool:
@@ -231,4 +239,3 @@ def build_schema(settings: Settings) -> strawberry.Schema:
 def schema_sdl() -> str:
     """The SDL clients build against (kept in ``schema/schema.graphql``)."""
     return build_schema(Settings()).as_str() + "\n"
-

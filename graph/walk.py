@@ -38,13 +38,16 @@ class WalkLimits:
     max_nodes: int = 10_000
 
 
+DEFAULT_LIMITS = WalkLimits()
+
+
 def walk(
     store: GraphStore,
     start: str,
     direction: Direction,
     depth: int,
     *,
-    limits: WalkLimits = WalkLimits(),
+    limits: WalkLimits = DEFAULT_LIMITS,
     kinds: Sequence[str] | None = None,
     edge_types: Sequence[str] = LINEAGE_EDGE_TYPES,
 ) -> Subgraph:

@@ -1,0 +1,376 @@
+"""GraphQL object types. Node types are derived from the kinds declared in ``schema/``;
+result types mirror the analyses in ``graph/``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import strawberry
+from strawberry.dataloader import DataLoader
+from strawberry.fastapi import BaseContext
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from lineagegraph.graph import impact, registry
+from lineagegraph.graph.drift import DriftCandidate as DriftResult
+from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.walk import Subgraph as WalkResult
+from lineagegraph.schema import NODE_KINDS, InvalidId, SchemaError
+from lineagegraph.schema import Node as NodeRecord
+from lineagegraph.schema import StageMove as StageMoveRecord
+
+if TYPE_CHECKING:
+    from .settings import Settings
+
+T = TypeVar("T")
+
+
+class UserError(Exception):
+    """An error the caller caused and can fix; shown unmasked with its message."""
+
+
+class QueryTimeout(UserError):
+    """A query ran past the configured time limit."""
+
+
+class Context(BaseContext):
+    """Per request: the store, the settings, and DataLoaders (new each request, so nothing
+    is cached across requests) that batch nested lookups into one store call."""
+
+    def __init__(self, store: GraphStore, settings: Settings) -> None:
+        super().__init__()
+        self.store = store
+        self.settings = settings
+        self.bundle_parts = DataLoader(load_fn=self._load_bundle_parts)
+
+    async def _load_bundle_parts(self, ids: list[str]) -> list[registry.BundleParts]:
+        parts = await self.run(lambda: registry.bundle_parts(self.store, ids))
+        return [parts[i] for i in ids]
+
+    async def run(self, work: Callable[[], T]) -> T:
+        """Run store work in a thread, bounded by the per-query timeout."""
+        timeout = self.settings.query_timeout_s
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(work), timeout)
+        except TimeoutError:
+            raise QueryTimeout(
+                f"query timed out after {timeout:g}s (LINEAGEGRAPH_QUERY_TIMEOUT_S)") from None
+        except (InvalidId, SchemaError, ValueError) as error:
+            raise UserError(str(error)) from error
+
+
+# -- nodes ----------------------------------------------------------------------------------
+
+
+@strawberry.interface(name="Node", description="Any node of the lineage graph.")
+class NodeType:
+    id: strawberry.ID
+    kind: str
+    name: str
+    version: str | None
+    created_at: datetime | None
+    properties: JSON | None
+
+
+async def _part(info: Info, bundle_id: str, attr: str) -> NodeType | None:
+    parts = await info.context.bundle_parts.load(bundle_id)
+    node = getattr(parts, attr)
+    return to_gql(node) if node is not None else None
+
+
+def _bundle_fields() -> dict[str, Any]:
+    """What a bundle pins, resolved through the per-request DataLoader: a page of bundles
+    costs one store round trip, not one per bundle."""
+
+    def pinned(attr: str, doc: str) -> Any:
+        async def resolve(self: NodeType, info: Info) -> NodeType | None:
+            return await _part(info, str(self.id), attr)
+
+        return strawberry.field(resolve, description=doc)
+
+    async def retrieves_from(self: NodeType, info: Info) -> list[NodeType]:
+        parts = await info.context.bundle_parts.load(str(self.id))
+        return [to_gql(n) for n in parts.retrieves_from]
+
+    return {
+        "model_version": pinned("model", "The model version it pins (USES_MODEL)."),
+        "prompt_version": pinned("prompt", "The prompt version it pins (USES_PROMPT)."),
+        "toolset": pinned("toolset", "Its tool set (USES_TOOLS)."),
+        "policy_pack": pinned("policy", "Its policy pack (GOVERNED_BY)."),
+        "retrieves_from": strawberry.field(retrieves_from,
+                                           description="Data sources it retrieves from."),
+    }
+
+
+_EXTRA_FIELDS: dict[str, Callable[[], dict[str, Any]]] = {"Bundle": _bundle_fields}
+
+
+def _kind_type(label: str, description: str) -> type:
+    namespace = {"__module__": __name__, **_EXTRA_FIELDS.get(label, dict)()}
+    return strawberry.type(type(label, (NodeType,), namespace), name=label,
+                           description=description)
+
+
+# One object type per declared kind, so clients can write `... on ModelVersion`.
+NODE_TYPES: dict[str, type] = {k.label: _kind_type(k.label, k.description) for k in NODE_KINDS}
+
+
+def to_gql(node: NodeRecord) -> NodeType:
+    return NODE_TYPES[node.kind](
+        id=strawberry.ID(node.id), kind=node.kind, name=node.name, version=node.version,
+        created_at=node.created_at, properties=node.properties,
+    )
+
+
+def maybe(node: NodeRecord | None) -> NodeType | None:
+    return to_gql(node) if node is not None else None
+
+
+# -- subgraphs and pages ----------------------------------------------------------------------
+
+
+@strawberry.enum(description="UPSTREAM follows what a node depends on; DOWNSTREAM what "
+                 "depends on it; BOTH is the union of the two walks.")
+class Direction(Enum):
+    UPSTREAM = "UPSTREAM"
+    DOWNSTREAM = "DOWNSTREAM"
+    BOTH = "BOTH"
+
+
+@strawberry.type
+class Edge:
+    source: strawberry.ID
+    target: strawberry.ID
+    type: str
+    properties: JSON | None = None
+
+
+@strawberry.type
+class NodeAtDegree:
+    node: NodeType
+    degree: int
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class Subgraph:
+    nodes: list[NodeAtDegree]
+    edges: list[Edge]
+    truncated: bool
+    page_info: PageInfo | None = None
+
+
+def encode_cursor(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode()).decode()
+
+
+def decode_cursor(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    try:
+        return base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"after: {cursor!r} is not a cursor from this API") from None
+
+
+def subgraph_cursor(node: NodeRecord, degree: int) -> str:
+    return encode_cursor(f"{degree:08d}|{node.id}")
+
+
+def subgraph_page(result: WalkResult, first: int | None = None,
+                  after: str | None = None) -> Subgraph:
+    """A keyset page of a walk's nodes, ordered by (degree, ID), with the edges among the
+    nodes shown so far."""
+    if first is not None and first < 0:
+        raise UserError("first: must be ≥ 0")
+    ordered = result.ordered()
+    position = decode_cursor(after)
+    start = 0
+    if position is not None:
+        start = next((i + 1 for i, (n, d) in enumerate(ordered)
+                      if f"{d:08d}|{n.id}" == position), None)  # type: ignore[assignment]
+        if start is None:
+            raise UserError(f"after: {after!r} does not point into this result")
+    end = len(ordered) if first is None else min(len(ordered), start + first)
+    page = ordered[start:end]
+    shown = {node.id for node, _ in ordered[:end]}
+    page_ids = {node.id for node, _ in page}
+    edges = [
+        Edge(source=strawberry.ID(e.source), target=strawberry.ID(e.target), type=e.type,
+             properties=e.properties or None)
+        for e in result.edges.values()
+        if (e.source in page_ids or e.target in page_ids) and e.source in shown
+        and e.target in shown
+    ]
+    return Subgraph(
+        nodes=[NodeAtDegree(node=to_gql(node), degree=degree) for node, degree in page],
+        edges=sorted(edges, key=lambda e: (e.source, e.type, e.target)),
+        truncated=result.truncated,
+        page_info=PageInfo(has_next_page=end < len(ordered),
+                           end_cursor=subgraph_cursor(*page[-1]) if page else after),
+    )
+
+
+@strawberry.type
+class NodeConnection:
+    nodes: list[NodeType]
+    page_info: PageInfo
+
+
+# -- analyses ---------------------------------------------------------------------------------
+
+
+@strawberry.type
+class Trace:
+    outcome: NodeType
+    bundle: NodeType | None
+    model_version: NodeType | None
+    prompt_version: NodeType | None
+    toolset: NodeType | None
+    policy_pack: NodeType | None
+    environment: str | None
+    approvals: list[NodeType]
+    evaluations: list[NodeType]
+    bundle_live_at_request: bool | None = strawberry.field(
+        description="Whether the serving bundle version was the one in effect in the "
+                    "request's environment at the request's time.")
+    live_in_environment: list[NodeType] = strawberry.field(
+        description="Every bundle version in effect in that environment at that time.")
+    _upstream: strawberry.Private[WalkResult]
+
+    @strawberry.field(description="Lineage upstream of the request, down to data sources.")
+    def upstream(self, first: int | None = None, after: str | None = None) -> Subgraph:
+        return subgraph_page(self._upstream, first, after)
+
+
+@strawberry.type
+class TrafficCount:
+    environment: str
+    count: int
+
+
+@strawberry.type
+class KindCount:
+    kind: str
+    count: int
+
+
+@strawberry.type
+class AffectedBundle:
+    bundle: NodeType
+    environments: list[str]
+
+
+@strawberry.type
+class RollbackPlan:
+    environment: str
+    current: NodeType
+    target: NodeType | None
+    warnings: list[str]
+
+
+@strawberry.enum
+class Action(Enum):
+    ROLLBACK = "ROLLBACK"
+    RETIRE = "RETIRE"
+    CHANGE = "CHANGE"
+
+
+@strawberry.type
+class BlastRadius:
+    root: NodeType
+    action: Action
+    by_kind: list[KindCount]
+    bundles: list[AffectedBundle]
+    traffic: list[TrafficCount]
+    total_traffic: int
+    rollback_target: NodeType | None = strawberry.field(
+        description="What a rollback returns to: in production if the root is live there, "
+                    "else in the first environment where it is.")
+    rollbacks: list[RollbackPlan]
+    warnings: list[str]
+    _downstream: strawberry.Private[WalkResult]
+
+    @strawberry.field(description="Everything downstream (request traffic is counted in "
+                      "`traffic`, not listed), each with its degree.")
+    def downstream(self, first: int | None = None, after: str | None = None) -> Subgraph:
+        return subgraph_page(self._downstream, first, after)
+
+
+def blast_radius_type(result: impact.BlastRadius) -> BlastRadius:
+    kinds: dict[str, int] = {}
+    for node_id, node in result.downstream.nodes.items():
+        if node_id != result.root.id:
+            kinds[node.kind] = kinds.get(node.kind, 0) + 1
+    return BlastRadius(
+        root=to_gql(result.root), action=Action(result.action.value),
+        by_kind=[KindCount(kind=k, count=c) for k, c in sorted(kinds.items())],
+        bundles=[AffectedBundle(bundle=to_gql(b.bundle), environments=b.environments)
+                 for b in result.bundles],
+        traffic=[TrafficCount(environment=e, count=c) for e, c in result.traffic.items()],
+        total_traffic=sum(result.traffic.values()),
+        rollback_target=maybe(result.rollback_target),
+        rollbacks=[RollbackPlan(environment=r.environment, current=to_gql(r.current),
+                                target=maybe(r.target), warnings=r.warnings)
+                   for r in result.rollbacks],
+        warnings=result.warnings, _downstream=result.downstream,
+    )
+
+
+@strawberry.type
+class DriftCandidate:
+    node: NodeType
+    change: str
+    changed_at: datetime
+    hops: int
+    score: float
+    path: list[strawberry.ID]
+
+
+def drift_type(candidate: DriftResult) -> DriftCandidate:
+    return DriftCandidate(node=to_gql(candidate.node), change=candidate.change,
+                          changed_at=candidate.changed_at, hops=candidate.hops,
+                          score=round(candidate.score, 6),
+                          path=[strawberry.ID(p) for p in candidate.path])
+
+
+@strawberry.type
+class StageMove:
+    name: str
+    environment: str
+    from_version: str | None
+    to_version: str | None
+    at: datetime
+    actor: str
+    reason: str | None
+
+
+def stage_move_type(move: StageMoveRecord) -> StageMove:
+    return StageMove(name=move.name, environment=move.environment,
+                     from_version=move.from_version, to_version=move.to_version, at=move.at,
+                     actor=move.actor, reason=move.reason)
+
+
+@strawberry.type
+class History:
+    node: NodeType
+    versions: list[NodeType]
+    stage_moves: list[StageMove]
+
+
+@strawberry.type
+class UnregisteredModel:
+    node: NodeType
+    requests: int
+    first_seen: datetime | None
+    last_seen: datetime | None

@@ -1,0 +1,135 @@
+"""``driftSources``: upstream changes in the window before a quality drop, ranked.
+
+A candidate is a node upstream of the target (lineage edges only) that changed in
+``[onset - lookback, onset]``:
+
+- it was created in the window (a new version, dataset version, feature or run);
+- it is a new dataset version of an upstream data source (a sibling the walk does not
+  reach by itself: a bundle retrieving from a source sees every new version of it);
+- it is a bundle upstream of (or equal to) the target with a stage move in the window.
+
+Score, in (0, 1], prefers closer-in-time and fewer-hops changes::
+
+    recency = 1 - (onset - changed_at) / lookback        # 1 at onset, 0 at the window start
+    score   = (1 + recency) / (2 * (1 + hops))
+
+so a change on the target itself at onset scores 1, a change one hop up at onset 0.5, and
+time breaks ties between equal hop counts. Ties on score go to the later change, then ID.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import networkx as nx
+
+from lineagegraph.schema import Node
+
+from .store import Direction, GraphStore
+from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
+
+_DURATION = re.compile(
+    r"^P(?:(?P<weeks>\d+(?:\.\d+)?)W)?(?:(?P<days>\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
+)
+
+CHANGE_BY_KIND = {
+    "DatasetVersion": "new dataset version",
+    "TrainingRun": "new run",
+    "Feature": "new feature version",
+    "ModelVersion": "new model version",
+    "PromptVersion": "new prompt version",
+    "Toolset": "new tool set version",
+    "PolicyPack": "new policy pack version",
+    "Bundle": "new bundle version",
+}
+
+
+def parse_duration(text: str) -> timedelta:
+    """ISO 8601 durations of weeks, days, hours, minutes, seconds (``P7D``, ``PT36H``)."""
+    match = _DURATION.match(text.strip().upper())
+    if not match or text.strip().upper() in ("P", "PT"):
+        raise ValueError(f"{text!r} is not an ISO 8601 duration such as P7D or PT12H")
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    return timedelta(**parts)
+
+
+@dataclass(slots=True)
+class DriftCandidate:
+    node: Node
+    change: str
+    changed_at: datetime
+    hops: int
+    score: float
+    path: list[str]  # from the candidate to the target
+
+
+def score(changed_at: datetime, onset: datetime, lookback: timedelta, hops: int) -> float:
+    recency = 1 - (onset - changed_at) / lookback if lookback else 1.0
+    return (1 + recency) / (2 * (1 + hops))
+
+
+def drift_sources(
+    store: GraphStore,
+    node_id: str,
+    onset: datetime,
+    lookback: timedelta = timedelta(days=7),
+    limits: WalkLimits = DEFAULT_LIMITS,
+) -> list[DriftCandidate] | None:
+    """Ranked upstream changes in the window; None if ``node_id`` is unknown."""
+    since = onset - lookback
+    upstream = walk(store, node_id, Direction.UPSTREAM, limits.max_depth, limits=limits)
+    if node_id not in upstream.nodes:
+        return None
+    graph = _digraph(upstream)
+    found: dict[tuple[str, str], DriftCandidate] = {}
+
+    def add(node: Node, change: str, at: datetime, hops: int, path: list[str]) -> None:
+        candidate = DriftCandidate(node, change, at, hops, score(at, onset, lookback, hops),
+                                   path)
+        key = (node.id, change)
+        if key not in found or found[key].score < candidate.score:
+            found[key] = candidate
+
+    for nid, node in upstream.nodes.items():
+        if since <= node.created_at <= onset and node.kind in CHANGE_BY_KIND:
+            add(node, CHANGE_BY_KIND[node.kind], node.created_at, upstream.degrees[nid],
+                _path(graph, nid, node_id))
+
+    sources = [nid for nid, n in upstream.nodes.items() if n.kind == "DataSource"]
+    for hop in store.expand(sources, Direction.DOWNSTREAM, edge_types=["VERSION_OF"],
+                            node_kinds=["DatasetVersion"], since=since, until=onset):
+        if hop.node.id not in upstream.nodes:
+            hops = upstream.degrees[hop.origin] + 1
+            add(hop.node, "new dataset version", hop.node.created_at, hops,
+                [hop.node.id, *_path(graph, hop.origin, node_id)])
+
+    for nid, node in upstream.nodes.items():
+        if node.kind != "Bundle":
+            continue
+        for move in store.stage_history(name=node.name, until=onset):
+            if move.at >= since and node.version in (move.to_version, move.from_version):
+                change = (f"stage move {move.environment}: {move.from_version or '-'} → "
+                          f"{move.to_version or '-'}")
+                add(node, change, move.at, upstream.degrees[nid], _path(graph, nid, node_id))
+
+    return sorted(found.values(), key=lambda c: (-c.score, -c.changed_at.timestamp(),
+                                                 c.node.id))
+
+
+def _digraph(subgraph: Subgraph) -> nx.DiGraph:
+    graph = nx.DiGraph()
+    graph.add_nodes_from(subgraph.nodes)
+    graph.add_edges_from((e.source, e.target) for e in subgraph.edges.values())
+    return graph
+
+
+def _path(graph: nx.DiGraph, candidate: str, target: str) -> list[str]:
+    """Fewest-hop path from the candidate down to the target (edges point upstream, so it
+    runs against them)."""
+    if candidate == target:
+        return [target]
+    return list(reversed(nx.shortest_path(graph, target, candidate)))

@@ -1,0 +1,137 @@
+"""Registry lookups over the port: what a bundle pins, which version is in effect where,
+a node's versions and stage moves, and models seen in traffic that nobody registered."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from lineagegraph.schema import NODE_KINDS_BY_LABEL, Node, StageMove, format_id, parse_id
+
+from .store import ORIGIN, Direction, GraphStore
+
+# What a bundle pins, by the edge that pins it.
+PIN_EDGES = ("USES_MODEL", "USES_PROMPT", "USES_TOOLS", "GOVERNED_BY", "RETRIEVES_FROM")
+# Edges from a request to what served it (a bundle, or a model/prompt/policy directly).
+OUTCOME_EDGES = ("SERVED_BY", "USED_MODEL", "USED_PROMPT", "USED_POLICY", "USED_FEATURE")
+
+
+@dataclass(slots=True)
+class BundleParts:
+    model: Node | None = None
+    prompt: Node | None = None
+    toolset: Node | None = None
+    policy: Node | None = None
+    retrieves_from: list[Node] = field(default_factory=list)
+
+
+def bundle_parts(store: GraphStore, bundle_ids: Sequence[str]) -> dict[str, BundleParts]:
+    """What each bundle pins — one store round trip for all of them."""
+    parts: dict[str, BundleParts] = {bundle_id: BundleParts() for bundle_id in bundle_ids}
+    if not bundle_ids:
+        return parts
+    for hop in store.expand(list(bundle_ids), Direction.UPSTREAM, edge_types=PIN_EDGES):
+        entry = parts[hop.origin]
+        match hop.edge.type:
+            case "USES_MODEL":
+                entry.model = hop.node
+            case "USES_PROMPT":
+                entry.prompt = hop.node
+            case "USES_TOOLS":
+                entry.toolset = hop.node
+            case "GOVERNED_BY":
+                entry.policy = hop.node
+            case "RETRIEVES_FROM":
+                entry.retrieves_from.append(hop.node)
+    for entry in parts.values():
+        entry.retrieves_from.sort(key=lambda n: n.id)
+    return parts
+
+
+def bundle_id(name: str, version: str) -> str:
+    return format_id("bundle", name, version)
+
+
+def resolve(store: GraphStore, name: str, environment: str,
+            as_of: datetime | None = None) -> Node | None:
+    """The bundle version in effect for ``name`` in ``environment`` at ``as_of`` (default
+    now), from the stage-move history; None before the first move."""
+    version = store.stage_at(name, environment, as_of)
+    if version is None:
+        return None
+    return store.get([bundle_id(name, version)]).get(bundle_id(name, version))
+
+
+def live_at(store: GraphStore, environment: str, at: datetime | None = None) -> list[Node]:
+    """Every bundle version in effect in ``environment`` at ``at``."""
+    current: dict[str, str | None] = {}
+    for move in store.stage_history(environment=environment, until=at):
+        current[move.name] = move.to_version
+    ids = [bundle_id(name, version) for name, version in sorted(current.items()) if version]
+    found = store.get(ids)
+    return [found[i] for i in ids if i in found]
+
+
+@dataclass(slots=True)
+class History:
+    node: Node
+    versions: list[Node]
+    stage_moves: list[StageMove]
+
+
+def history(store: GraphStore, node_id: str) -> History | None:
+    """All versions of the node's name (of its kind) and, for bundles, its stage moves."""
+    node = store.get([node_id]).get(node_id)
+    if node is None:
+        return None
+    if NODE_KINDS_BY_LABEL[node.kind].versioned:
+        versions = store.versions(node.kind, node.name)
+    else:
+        # A family node (Model, Prompt): its versions are the versioned kind of its prefix.
+        prefix = parse_id(node_id).prefix
+        versioned = [k.label for k in NODE_KINDS_BY_LABEL.values()
+                     if k.prefix == prefix and k.versioned]
+        versions = [v for label in versioned for v in store.versions(label, node.name)]
+    moves = store.stage_history(name=node.name) if node.kind == "Bundle" else []
+    return History(node=node, versions=versions, stage_moves=moves)
+
+
+@dataclass(slots=True)
+class UnregisteredModel:
+    node: Node
+    requests: int
+    first_seen: datetime | None
+    last_seen: datetime | None
+
+
+def unregistered(store: GraphStore, since: datetime | None = None,
+                 until: datetime | None = None, page: int = 1000) -> list[UnregisteredModel]:
+    """Models seen in inference outcomes that no manifest or import registered, with how
+    many requests in the window used them; busiest first."""
+    models: list[Node] = []
+    after: str | None = None
+    while True:  # keyset pages through every flagged model
+        chunk = store.find(kinds=["ModelVersion"], where={"registered": False}, first=page,
+                           after=after)
+        models += chunk
+        if len(chunk) < page:
+            break
+        after = chunk[-1].id
+    tallies = store.tally_neighbours([m.id for m in models], Direction.DOWNSTREAM,
+                                     kind="InferenceOutcome", edge_types=OUTCOME_EDGES,
+                                     since=since, until=until, group_by=ORIGIN)
+    found = [
+        UnregisteredModel(node=m, requests=tallies[m.id].count, first_seen=tallies[m.id].first,
+                          last_seen=tallies[m.id].last)
+        for m in models if m.id in tallies
+    ]
+    return sorted(found, key=lambda u: (-u.requests, u.node.id))
+
+
+def nodes_by_kind(nodes: Sequence[Node]) -> dict[str, list[Node]]:
+    grouped: dict[str, list[Node]] = defaultdict(list)
+    for node in nodes:
+        grouped[node.kind].append(node)
+    return dict(grouped)
