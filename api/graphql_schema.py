@@ -9,7 +9,7 @@ from datetime import datetime
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
-from strawberry.types import Info
+from strawberry.types import ExecutionContext, Info
 
 from lineagegraph.graph import impact, registry
 from lineagegraph.graph.drift import drift_sources, parse_duration
@@ -39,6 +39,7 @@ from .graphql_types import (
     drift_type,
     encode_cursor,
     maybe,
+    page_reached,
     stage_move_type,
     subgraph_page,
     to_gql,
@@ -132,7 +133,8 @@ class Query:
         context: Context = info.context
         result = await context.run(lambda: walk(
             context.store, node_id, StoreDirection(direction.value), depth,
-            limits=context.settings.walk_limits, kinds=kinds))
+            limits=context.settings.walk_limits, kinds=kinds,
+            enough=page_reached(first, after)))
         if not result.nodes:
             raise UserError(f"id: no node {node_id}")
         return subgraph_page(result, first, after)
@@ -222,8 +224,17 @@ def _should_mask(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, UserError)
 
 
+class LineageSchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError],
+                       execution_context: ExecutionContext | None = None) -> None:
+        # Log only what went wrong on our side; a caller's mistake is answered, not logged.
+        unexpected = [e for e in errors if _should_mask(e)]
+        if unexpected:
+            super().process_errors(unexpected, execution_context)
+
+
 def build_schema(settings: Settings) -> strawberry.Schema:
-    return strawberry.Schema(
+    return LineageSchema(
         query=Query,
         types=list(NODE_TYPES.values()),
         extensions=[

@@ -31,11 +31,16 @@ T = TypeVar("T")
 
 
 class UserError(Exception):
-    """An error the caller caused and can fix; shown unmasked with its message."""
+    """An error the caller caused and can fix; shown unmasked with its message. graphql-core
+    copies ``extensions`` into the error, so clients can branch on the code."""
+
+    extensions = {"code": "BAD_USER_INPUT"}
 
 
 class QueryTimeout(UserError):
     """A query ran past the configured time limit."""
+
+    extensions = {"code": "QUERY_TIMEOUT"}
 
 
 class Context(BaseContext):
@@ -183,8 +188,27 @@ def decode_cursor(cursor: str | None) -> str | None:
         raise UserError(f"after: {cursor!r} is not a cursor from this API") from None
 
 
+def _position(node: NodeRecord, degree: int) -> str:
+    return f"{degree:08d}|{node.id}"
+
+
 def subgraph_cursor(node: NodeRecord, degree: int) -> str:
-    return encode_cursor(f"{degree:08d}|{node.id}")
+    return encode_cursor(_position(node, degree))
+
+
+def page_reached(first: int | None, after: str | None) -> Callable[[WalkResult], bool] | None:
+    """For a walk serving one page: true once it holds the page and one node more (so the
+    page knows it has a next one). Walks go by degree, so deeper hops cannot change it."""
+    if first is None:
+        return None
+    position = decode_cursor(after) or ""
+
+    def reached(result: WalkResult) -> bool:
+        beyond = sum(1 for node_id, degree in result.degrees.items()
+                     if _position(result.nodes[node_id], degree) > position)
+        return beyond > first
+
+    return reached
 
 
 def subgraph_page(result: WalkResult, first: int | None = None,
@@ -198,7 +222,7 @@ def subgraph_page(result: WalkResult, first: int | None = None,
     start = 0
     if position is not None:
         start = next((i + 1 for i, (n, d) in enumerate(ordered)
-                      if f"{d:08d}|{n.id}" == position), None)  # type: ignore[assignment]
+                      if _position(n, d) == position), None)  # type: ignore[assignment]
         if start is None:
             raise UserError(f"after: {after!r} does not point into this result")
     end = len(ordered) if first is None else min(len(ordered), start + first)

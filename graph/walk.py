@@ -8,7 +8,7 @@ dense fan-out. It stops at the depth cap or the node cap and then says ``truncat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from lineagegraph.schema import LINEAGE_EDGE_TYPES, Edge, Node
@@ -50,8 +50,13 @@ def walk(
     limits: WalkLimits = DEFAULT_LIMITS,
     kinds: Sequence[str] | None = None,
     edge_types: Sequence[str] = LINEAGE_EDGE_TYPES,
+    enough: Callable[[Subgraph], bool] | None = None,
 ) -> Subgraph:
     """Walk from ``start`` up to ``depth`` hops.
+
+    ``enough`` is asked after each complete hop of a one-direction walk whether the nodes
+    so far suffice (a page needs no deeper hops): a paged query walks only as far as its
+    page reaches.
 
     ``BOTH`` is the union of an upstream and a downstream walk (as DataHub and Marquez
     show lineage), not an undirected walk that would wander from a model's inputs into
@@ -101,6 +106,8 @@ def walk(
                     seen.add(node_id)
                     next_frontier.append(node_id)
             frontier = next_frontier
+            if enough is not None and direction is not Direction.BOTH and enough(result):
+                break
 
     if kinds:
         keep = {i for i, node in result.nodes.items() if node.kind in kinds or i == start}

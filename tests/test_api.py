@@ -137,3 +137,19 @@ def test_graphql_depth_limit_refuses_documents_nested_deeper_than_configured(
 def test_exported_sdl_matches_the_code() -> None:
     assert SDL_FILE.read_text() == schema_sdl(), (
         "schema/schema.graphql is stale: run `lineagegraph export-schema`")
+
+
+def test_a_paged_lineage_walks_only_as_deep_as_its_page(store: GraphStore) -> None:
+    chain = [f"feature:f{i}@1" for i in range(30)]
+    store.upsert([Node.from_id(i) for i in chain],
+                 [Edge(source=chain[i], type="DERIVED_FROM", target=chain[i + 1])
+                  for i in range(29)])
+    from .test_query_limits import CountingStore
+
+    counting = CountingStore(store)
+    with TestClient(create_app(Settings(neo4j_uri=None), store=counting)) as client:  # type: ignore[arg-type]
+        page = gql(client, LINEAGE, id=chain[0], depth=15, first=3)["data"]["lineage"]
+
+    assert [n["degree"] for n in page["nodes"]] == [0, 1, 2]
+    assert page["pageInfo"]["hasNextPage"] is True and page["truncated"] is False
+    assert counting.calls["expand"] == 3  # hops 1..3, not 15

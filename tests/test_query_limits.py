@@ -1,0 +1,105 @@
+"""Every query is bounded: walk caps, document limits, a timeout with its own error, masked
+internal errors, and batched nested lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lineagegraph.api.app import create_app
+from lineagegraph.api.settings import Settings
+from lineagegraph.graph.store import GraphStore
+
+from .story import load_story
+
+
+def post(client: TestClient, query: str, **variables: Any) -> dict[str, Any]:
+    response = client.post("/graphql", json={"query": query, "variables": variables})
+    assert response.status_code == 200, response.text  # limits answer as GraphQL errors
+    return response.json()
+
+
+@pytest.fixture
+def client(store: GraphStore) -> Iterator[TestClient]:
+    load_story(store)
+    with TestClient(create_app(Settings(neo4j_uri=None, max_depth=4), store=store)) as c:
+        yield c
+
+
+def test_a_depth_of_ten_to_the_fifth_is_cut_to_the_cap(client: TestClient) -> None:
+    body = post(client, """{ lineage(id: "outcome:req-3001", depth: 100000) {
+        nodes { degree } truncated } }""")
+
+    lineage = body["data"]["lineage"]
+    assert lineage["truncated"] is True
+    assert max(n["degree"] for n in lineage["nodes"]) == 4
+
+
+def test_two_thousand_aliases_are_refused_before_execution(client: TestClient) -> None:
+    fields = " ".join(f'a{i}: node(id: "run:r-fraud-7") {{ id }}' for i in range(2000))
+    body = post(client, "{ " + fields + " }")
+
+    assert body["data"] is None
+    assert any("aliases" in e["message"] or "token" in e["message"]
+               for e in body["errors"]), body["errors"][:1]
+
+
+def test_a_query_past_the_timeout_gets_its_own_error(store: GraphStore) -> None:
+    load_story(store)
+    settings = Settings(neo4j_uri=None, query_timeout_s=1e-6)
+    with TestClient(create_app(settings, store=store)) as slow:
+        body = post(slow, '{ blastRadius(id: "source:warehouse.payments") { totalTraffic } }')
+
+    assert body["data"] == {"blastRadius": None}
+    assert "timed out" in body["errors"][0]["message"]
+    assert body["errors"][0]["extensions"] == {"code": "QUERY_TIMEOUT"}
+
+
+def test_unexpected_failures_are_masked_not_leaked(tmp_path: Any) -> None:
+    from lineagegraph.graph.embedded import EmbeddedStore
+
+    broken = EmbeddedStore(tmp_path / "x.db")
+    broken.close()  # every query now fails inside sqlite3
+    with TestClient(create_app(Settings(neo4j_uri=None), store=broken)) as client:
+        body = post(client, '{ node(id: "run:x") { id } }')
+
+    assert body["errors"][0]["message"] == "Unexpected error."
+    assert "sqlite" not in str(body).lower()
+
+
+class CountingStore:
+    """The real store, with a count of its calls: to see how many round trips a query
+    makes."""
+
+    def __init__(self, inner: GraphStore) -> None:
+        self._inner = inner
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+def test_nested_bundle_fields_are_loaded_in_one_batch(store: GraphStore) -> None:
+    load_story(store)
+    counting = CountingStore(store)
+    with TestClient(create_app(Settings(neo4j_uri=None), store=counting)) as client:  # type: ignore[arg-type]
+        body = post(client, """{ search(kinds: ["Bundle"]) { nodes { id
+            ... on Bundle { modelVersion { id } promptVersion { id } policyPack { id }
+                            toolset { id } retrievesFrom { id } } } } }""")
+
+    bundles = body["data"]["search"]["nodes"]
+    assert len(bundles) == 3
+    assert {b["id"]: b["modelVersion"]["id"] for b in bundles}["bundle:fraud-scoring@2"] == (
+        "model:fraud-detector@7")
+    assert counting.calls == {"find": 1, "expand": 1}  # not one expand per bundle per field
