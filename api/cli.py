@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from . import cli_queries
 from .cli_ingest import deadletter_app, ingest_app
 from .settings import Settings
 
@@ -16,6 +17,7 @@ app = typer.Typer(help="Lineage Graph: lineage and impact analysis for productio
                   no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(deadletter_app, name="deadletter")
+cli_queries.register(app)
 console = Console(stderr=True)
 
 # --flag twins of the settings; None means "not given": the environment (or default) holds.

@@ -1,0 +1,64 @@
+"""The CLI twins run the API's own GraphQL documents against the configured store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from lineagegraph.api.cli import app
+from lineagegraph.graph.embedded import EmbeddedStore
+
+from .story import at, load_story
+
+runner = CliRunner()
+
+
+def story_db(tmp_path: Path) -> str:
+    path = tmp_path / "story.db"
+    store = EmbeddedStore(path)
+    load_story(store)
+    store.close()
+    return str(path)
+
+
+def test_trace_prints_the_serving_bundle_and_its_upstream(tmp_path: Path) -> None:
+    db = story_db(tmp_path)
+
+    table = runner.invoke(app, ["trace", "req-2002", "--db", db])
+    as_json = runner.invoke(app, ["trace", "req-2002", "--db", db, "--json"])
+
+    assert table.exit_code == 0, table.output
+    assert "bundle:support-triage@15" in table.output
+    assert "source:kb.articles" in table.output
+    data = json.loads(as_json.output)
+    assert data["policyPack"]["id"] == "policy:support-safety@7"
+
+
+def test_blast_radius_prints_traffic_and_the_rollback_with_warnings(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["blast-radius", "model:gpt-5-mini-2026-08", "--db",
+                                 story_db(tmp_path), "--json"])
+
+    data = json.loads(result.output)
+    assert data["rollbackTarget"]["id"] == "bundle:support-triage@15"
+    assert data["traffic"] == [{"environment": "production", "count": 1}]
+
+
+def test_drift_sources_and_resolve_answer_like_the_api(tmp_path: Path) -> None:
+    db = story_db(tmp_path)
+
+    drift = runner.invoke(app, ["drift-sources", "bundle:support-triage@15", "--onset",
+                                at(8).isoformat(), "--db", db, "--json"])
+    resolved = runner.invoke(app, ["resolve", "support-triage", "production", "--as-of",
+                                   at(10).isoformat(), "--db", db, "--json"])
+
+    assert json.loads(drift.output)[0]["change"] == "stage move production: 14 → 15"
+    assert json.loads(resolved.output)["id"] == "bundle:support-triage@14"
+
+
+def test_an_unknown_request_exits_non_zero_with_a_message(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["trace", "req-nope", "--db", story_db(tmp_path)])
+
+    assert result.exit_code == 1
+    assert "no request req-nope" in result.output
