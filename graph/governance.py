@@ -1,0 +1,317 @@
+"""Promotion gates, the promotion report, and the stage moves that promote and roll back.
+
+Each gate is a small function of a ``GateInput`` returning a ``Gate`` with a reason when it
+fails; ``promotion_report`` runs them all and diffs the candidate against what is live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from fnmatch import fnmatchcase
+from typing import Any
+
+from lineagegraph.schema import AuditEntry, Edge, Node, StageMove
+
+from .impact import Action, BlastRadius, blast_radius, previous_live
+from .registry import BundleParts, bundle_id, bundle_parts
+from .store import Direction, GraphStore
+from .walk import DEFAULT_LIMITS, WalkLimits
+
+# Approvals a risk tier needs unless its policy pack says otherwise.
+APPROVALS_BY_TIER = {"sandbox": 0, "production": 1, "regulated": 2}
+TIERS_NEEDING_EVAL = {"production", "regulated"}
+
+
+@dataclass(frozen=True, slots=True)
+class GatePolicy:
+    """Settings that shape the gates."""
+
+    production_environments: frozenset[str] = frozenset({"production"})
+    floating_model_patterns: tuple[str, ...] = ("latest", "*-latest", "*:latest", "*@latest")
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    name: str
+    passed: bool
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class GateInput:
+    candidate: Node
+    parts: BundleParts
+    environment: str
+    evaluations: list[Node]
+    approvals: list[Node]
+    policy: GatePolicy
+
+    @property
+    def tier(self) -> str:
+        if self.parts.policy is None:
+            return "production"  # no pack: judge as the common case, not as a sandbox
+        return str(self.parts.policy.properties.get("risk_tier", "production"))
+
+    @property
+    def production_like(self) -> bool:
+        return (self.environment in self.policy.production_environments
+                or self.tier == "regulated")
+
+
+def eval_gate(g: GateInput) -> Gate:
+    """The latest evaluation's score reaches its threshold; with none, only sandbox-tier
+    bundles pass."""
+    if not g.evaluations:
+        if g.tier in TIERS_NEEDING_EVAL:
+            return Gate("eval", False, f"no evaluation of {g.candidate.id} "
+                        f"(required for the {g.tier} tier)")
+        return Gate("eval", True, f"no evaluation; not required for the {g.tier} tier")
+    latest = max(g.evaluations, key=lambda e: (e.created_at, e.id))
+    score, threshold = latest.properties.get("score"), latest.properties.get("threshold")
+    if score is None or threshold is None:
+        return Gate("eval", False, f"{latest.id} has no score or threshold")
+    if score < threshold:
+        return Gate("eval", False, f"{latest.id} scored {score} < threshold {threshold}")
+    return Gate("eval", True, f"{latest.id} scored {score} ≥ threshold {threshold}")
+
+
+def approvals_gate(g: GateInput) -> Gate:
+    """Enough distinct approvers for the policy's risk tier."""
+    required = None
+    if g.parts.policy is not None:
+        required = g.parts.policy.properties.get("required_approvals")
+    if required is None:
+        required = APPROVALS_BY_TIER.get(g.tier, 1)
+    approvers = sorted({str(a.properties.get("approved_by")) for a in g.approvals})
+    if len(approvers) < required:
+        return Gate("approvals", False, f"{len(approvers)} of {required} required approvals "
+                    f"({g.tier} tier){': ' + ', '.join(approvers) if approvers else ''}")
+    return Gate("approvals", True, f"{len(approvers)} of {required} required: "
+                f"{', '.join(approvers) or 'none needed'}")
+
+
+def pinned_model_gate(g: GateInput) -> Gate:
+    """No floating model alias in a production-like environment."""
+    if not g.production_like:
+        return Gate("pinned_model", True, f"{g.environment} is not a production environment")
+    names = [str(g.candidate.properties.get("model") or "")]
+    if g.parts.model is not None:
+        names += [g.parts.model.id, g.parts.model.name]
+    for name in filter(None, names):
+        bare = name.split(":", 1)[1] if name.startswith("model:") else name
+        for pattern in g.policy.floating_model_patterns:
+            if fnmatchcase(bare, pattern) or fnmatchcase(bare.rsplit("@", 1)[-1], pattern):
+                return Gate("pinned_model", False,
+                            f"model {name!r} is a floating alias (matches {pattern!r})")
+    if g.parts.model is None:
+        return Gate("pinned_model", False, f"{g.candidate.id} pins no model")
+    return Gate("pinned_model", True, f"{g.parts.model.id} is pinned")
+
+
+def residency_gate(g: GateInput) -> Gate:
+    """Retrieved data sources' residency and the model's region are allowed by the pack."""
+    if g.parts.policy is None:
+        return Gate("residency", True, "no policy pack: nothing to check against")
+    allowed = set(g.parts.policy.properties.get("residency") or [])
+    if not allowed:
+        return Gate("residency", True, f"{g.parts.policy.id} sets no residency")
+    problems = []
+    for source in g.parts.retrieves_from:
+        where = source.properties.get("residency")
+        if where not in allowed:
+            problems.append(f"{source.id} resides in {where or 'an unknown region'}")
+    if g.parts.model is not None:
+        region = g.parts.model.properties.get("region")
+        if region not in allowed:
+            problems.append(f"{g.parts.model.id} runs in {region or 'an unknown region'}")
+    if problems:
+        return Gate("residency", False, f"{g.parts.policy.id} allows {sorted(allowed)}; "
+                    + "; ".join(problems))
+    return Gate("residency", True, f"all within {sorted(allowed)}")
+
+
+def policy_present_gate(g: GateInput) -> Gate:
+    """A bundle entering a production environment has a policy pack."""
+    if g.parts.policy is not None:
+        return Gate("policy_present", True, f"governed by {g.parts.policy.id}")
+    if g.environment in g.policy.production_environments:
+        return Gate("policy_present", False,
+                    f"{g.candidate.id} has no policy pack and is entering {g.environment}")
+    return Gate("policy_present", True, f"no policy pack; {g.environment} does not need one")
+
+
+GATES: tuple[Callable[[GateInput], Gate], ...] = (
+    eval_gate, approvals_gate, pinned_model_gate, residency_gate, policy_present_gate)
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    field: str
+    current: Any
+    candidate: Any
+
+
+@dataclass(slots=True)
+class PromotionReport:
+    candidate: Node
+    environment: str
+    current: Node | None
+    gates: list[Gate]
+    diff: list[Difference]
+    blast_radius: BlastRadius | None
+    parts: BundleParts = field(default_factory=BundleParts)
+
+    @property
+    def verdict(self) -> str:
+        return "ALLOW" if all(g.passed for g in self.gates) else "BLOCK"
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{g.name}: {g.reason}" for g in self.gates if not g.passed]
+
+
+class GovernanceError(ValueError):
+    """A request the registry refuses (unknown bundle, nothing to roll back to, …)."""
+
+
+def _annotations(store: GraphStore, node_id: str) -> tuple[list[Node], list[Node]]:
+    evaluations, approvals = [], []
+    for hop in store.expand([node_id], Direction.DOWNSTREAM,
+                            edge_types=["EVALUATES", "APPROVES"]):
+        (evaluations if hop.edge.type == "EVALUATES" else approvals).append(hop.node)
+    return evaluations, approvals
+
+
+def _diff(current: Node | None, candidate: Node, parts: dict[str, BundleParts]) -> list[Difference]:
+    if current is None:
+        return [Difference("bundle", None, candidate.id)]
+    now, new = parts[current.id], parts[candidate.id]
+    fields = (("model", now.model, new.model), ("prompt", now.prompt, new.prompt),
+              ("tools", now.toolset, new.toolset), ("policy", now.policy, new.policy))
+    diff = [Difference(name, a.id if a else None, b.id if b else None)
+            for name, a, b in fields if (a and a.id) != (b and b.id)]
+    sources_now = [n.id for n in now.retrieves_from]
+    sources_new = [n.id for n in new.retrieves_from]
+    if sources_now != sources_new:
+        diff.append(Difference("retrieves_from", sources_now, sources_new))
+    params_now = current.properties.get("params", {})
+    params_new = candidate.properties.get("params", {})
+    for key in sorted(set(params_now) | set(params_new)):
+        if params_now.get(key) != params_new.get(key):
+            diff.append(Difference(f"params.{key}", params_now.get(key), params_new.get(key)))
+    return diff
+
+
+def promotion_report(
+    store: GraphStore,
+    name: str,
+    version: str,
+    environment: str,
+    policy: GatePolicy = GatePolicy(),
+    limits: WalkLimits = DEFAULT_LIMITS,
+) -> PromotionReport:
+    candidate_id = bundle_id(name, version)
+    candidate = store.get([candidate_id]).get(candidate_id)
+    if candidate is None:
+        raise GovernanceError(f"no bundle {candidate_id}")
+    live = store.stage_at(name, environment)
+    current = store.get([bundle_id(name, live)]).get(bundle_id(name, live)) if live else None
+    parts = bundle_parts(store, [candidate.id] + ([current.id] if current else []))
+    evaluations, approvals = _annotations(store, candidate.id)
+    gate_input = GateInput(candidate, parts[candidate.id], environment, evaluations, approvals,
+                           policy)
+    impact_root = current.id if current is not None else candidate.id
+    return PromotionReport(
+        candidate=candidate, environment=environment, current=current,
+        gates=[gate(gate_input) for gate in GATES],
+        diff=_diff(current, candidate, parts),
+        blast_radius=blast_radius(store, impact_root, Action.CHANGE, limits=limits),
+        parts=parts[candidate.id],
+    )
+
+
+def promote(
+    store: GraphStore,
+    name: str,
+    version: str,
+    environment: str,
+    actor: str,
+    *,
+    override_reason: str | None = None,
+    policy: GatePolicy = GatePolicy(),
+    at: datetime | None = None,
+) -> tuple[PromotionReport, StageMove | None]:
+    """Move ``name@version`` into ``environment`` if every gate passes, or if an admin
+    overrides with a reason (recorded in the move and the audit log). Returns the report and
+    the recorded move (None when refused)."""
+    report = promotion_report(store, name, version, environment, policy)
+    if report.verdict == "BLOCK" and not override_reason:
+        return report, None
+    current = report.current.version if report.current else None
+    if current == report.candidate.version:
+        raise GovernanceError(f"{report.candidate.id} is already live in {environment}")
+    reason = (f"override: {override_reason}; blocked by "
+              + "; ".join(report.reasons)) if report.verdict == "BLOCK" else "gates passed"
+    move = StageMove(name=name, environment=environment, from_version=current,
+                     to_version=report.candidate.version, actor=actor, reason=reason,
+                     **({"at": at} if at else {}))
+    audit = AuditEntry(
+        action="promote.override" if report.verdict == "BLOCK" else "promote",
+        target=report.candidate.id, actor=actor,
+        before={"environment": environment, "version": current},
+        after={"environment": environment, "version": report.candidate.version,
+               "gates": {g.name: g.passed for g in report.gates}, "reason": reason})
+    return report, store.record_stage_move(move, audit)
+
+
+@dataclass(slots=True)
+class Rollback:
+    move: StageMove
+    warnings: list[str]
+
+
+def rollback(store: GraphStore, name: str, environment: str, actor: str,
+             reason: str | None = None, at: datetime | None = None) -> Rollback:
+    """Record a move back to the version live in ``environment`` before the current one,
+    with the compatibility warnings a release engineer should read."""
+    moves = store.stage_history(name=name, environment=environment)
+    current = moves[-1].to_version if moves else None
+    if current is None:
+        raise GovernanceError(f"nothing of {name} is live in {environment}")
+    target = previous_live(moves, current)
+    if target is None:
+        raise GovernanceError(f"no earlier version of {name} was live in {environment}")
+    radius = blast_radius(store, bundle_id(name, current), Action.ROLLBACK)
+    warnings = [] if radius is None else [
+        w for plan in radius.rollbacks if plan.environment == environment
+        for w in plan.warnings]
+    move = StageMove(name=name, environment=environment, from_version=current,
+                     to_version=target, actor=actor, reason=reason or "rollback",
+                     **({"at": at} if at else {}))
+    audit = AuditEntry(action="rollback", target=bundle_id(name, current), actor=actor,
+                       before={"environment": environment, "version": current},
+                       after={"environment": environment, "version": target,
+                              "warnings": warnings})
+    return Rollback(store.record_stage_move(move, audit), warnings)
+
+
+def approve(store: GraphStore, target: str, actor: str, gate: str | None = None,
+            comment: str | None = None, at: datetime | None = None) -> Node:
+    """Record ``actor``'s approval of ``target`` (one per approver and gate: approving
+    twice changes nothing)."""
+    approval_id = f"approval:{target.split(':', 1)[1]}/{actor}" + (f"/{gate}" if gate else "")
+    found = store.get([target, approval_id])
+    if target not in found:
+        raise GovernanceError(f"no node {target}")
+    if approval_id in found:
+        return found[approval_id]
+    props = {"approved_by": actor, "target": target, "gate": gate, "comment": comment}
+    approval = Node.from_id(approval_id, properties={k: v for k, v in props.items() if v},
+                            **({"created_at": at} if at else {}))
+    store.upsert([approval], [Edge(source=approval.id, type="APPROVES", target=target)],
+                 [AuditEntry(action="approve", target=target, actor=actor,
+                             after={"gate": gate, "comment": comment})])
+    return store.get([approval.id])[approval.id]
+
