@@ -6,6 +6,7 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lineagegraph.graph.governance import GatePolicy
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.graph.walk import WalkLimits
 
@@ -36,6 +37,19 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(12, ge=1, description="GraphQL query depth limit")
     graphql_max_tokens: int = Field(5_000, ge=10, description="GraphQL document token limit")
     graphql_max_aliases: int = Field(50, ge=1, description="GraphQL aliases per document")
+
+    # Promotion gates.
+    production_environments: list[str] = Field(
+        default_factory=lambda: ["production"],
+        description="environments where the pinned-model and policy gates apply")
+    floating_model_patterns: list[str] = Field(
+        default_factory=lambda: ["latest", "*-latest", "*:latest", "*@latest"],
+        description="model names that are floating aliases (fnmatch patterns)")
+
+    @property
+    def gate_policy(self) -> GatePolicy:
+        return GatePolicy(production_environments=frozenset(self.production_environments),
+                          floating_model_patterns=tuple(self.floating_model_patterns))
 
     @property
     def store_label(self) -> str:
