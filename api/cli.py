@@ -11,12 +11,14 @@ from rich.console import Console
 
 from . import cli_queries
 from .cli_ingest import deadletter_app, ingest_app
+from .cli_reports import report_app
 from .settings import Settings
 
 app = typer.Typer(help="Lineage Graph: lineage and impact analysis for production AI.",
                   no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(deadletter_app, name="deadletter")
+app.add_typer(report_app, name="report")
 cli_queries.register(app)
 console = Console(stderr=True)
 

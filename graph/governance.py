@@ -14,10 +14,10 @@ from typing import Any
 
 from lineagegraph.schema import AuditEntry, Edge, Node, StageMove
 
-from .impact import Action, BlastRadius, blast_radius, previous_live
+from .impact import STRUCTURE_EDGES, Action, BlastRadius, blast_radius, previous_live
 from .registry import BundleParts, bundle_id, bundle_parts
 from .store import Direction, GraphStore
-from .walk import DEFAULT_LIMITS, WalkLimits
+from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
 # Approvals a risk tier needs unless its policy pack says otherwise.
 APPROVALS_BY_TIER = {"sandbox": 0, "production": 1, "regulated": 2}
@@ -315,3 +315,51 @@ def approve(store: GraphStore, target: str, actor: str, gate: str | None = None,
                              after={"gate": gate, "comment": comment})])
     return store.get([approval.id])[approval.id]
 
+
+
+@dataclass(slots=True)
+class EvidencePack:
+    """What an auditor of a regulated release asks for, in one place."""
+
+    bundle: Node
+    parts: BundleParts
+    upstream: Subgraph
+    evaluations: list[Node]
+    approvals: list[Node]
+    stage_moves: list[StageMove]
+    audit: list[AuditEntry]
+
+
+def evidence_pack(store: GraphStore, name: str, version: str,
+                  limits: WalkLimits = DEFAULT_LIMITS) -> EvidencePack:
+    """The bundle and what it pins, its upstream lineage to data, evaluations, approvals,
+    stage history and every audit entry that touched the bundle or its annotations."""
+    target = bundle_id(name, version)
+    bundle = store.get([target]).get(target)
+    if bundle is None:
+        raise GovernanceError(f"no bundle {target}")
+    evaluations, approvals = _annotations(store, target)
+    touched = [target, *(n.id for n in evaluations + approvals)]
+    audit = sorted((e for node_id in touched for e in store.audit_log(target=node_id)),
+                   key=lambda e: (e.at, e.seq or 0))
+    return EvidencePack(
+        bundle=bundle, parts=bundle_parts(store, [target])[target],
+        upstream=walk(store, target, Direction.UPSTREAM, limits.max_depth, limits=limits),
+        evaluations=sorted(evaluations, key=lambda n: (n.created_at, n.id)),
+        approvals=sorted(approvals, key=lambda n: (n.created_at, n.id)),
+        stage_moves=store.stage_history(name=name), audit=audit)
+
+
+def report_picture(store: GraphStore, report: PromotionReport, depth: int = 4) -> Subgraph:
+    """The subgraph a promotion touches: what the candidate brings (upstream and what
+    depends on it) and the blast radius of what it replaces."""
+    picture = walk(store, report.candidate.id, Direction.BOTH, depth,
+                   edge_types=STRUCTURE_EDGES)  # requests are counted, never drawn
+    if report.blast_radius is not None:
+        radius = report.blast_radius.downstream
+        for node_id, node in radius.nodes.items():
+            picture.nodes.setdefault(node_id, node)
+            picture.degrees[node_id] = min(picture.degrees.get(node_id, 1 << 30),
+                                           radius.degrees[node_id])
+        picture.edges.update(radius.edges)
+    return picture
