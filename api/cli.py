@@ -10,15 +10,20 @@ import typer
 from rich.console import Console
 
 from . import cli_queries
+from .auth import list_tokens
 from .cli_ingest import deadletter_app, ingest_app
 from .cli_reports import report_app
+from .cli_retention import retention_app
+from .cli_tokens import token_app
 from .settings import Settings
 
 app = typer.Typer(help="Lineage Graph: lineage and impact analysis for production AI.",
                   no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(deadletter_app, name="deadletter")
+app.add_typer(token_app, name="token")
 app.add_typer(report_app, name="report")
+app.add_typer(retention_app, name="retention")
 cli_queries.register(app)
 console = Console(stderr=True)
 
@@ -66,14 +71,36 @@ def serve(
     settings = load_settings(host=host, port=port, neo4j_uri=neo4j_uri, neo4j_user=neo4j_user,
                              neo4j_password=neo4j_password, neo4j_database=neo4j_database,
                              db=db, max_depth=max_depth, max_nodes=max_nodes)
-    if not is_loopback(settings.host) and not allow_open_bind:
-        # Until scoped tokens exist, the server is open: never expose it beyond loopback.
+    where = f"{settings.host}:{settings.port}; store: {settings.store_label}"
+    configured, active = token_state(settings)
+    if configured or settings.require_auth:
+        # Every route but /healthz needs a token, so any address will do; require_auth
+        # keeps this process from ever serving open, even if the store is wiped under it.
+        settings = settings.model_copy(update={"require_auth": True})
+        console.print(f"auth: {active} active token{'' if active == 1 else 's'}; "
+                      f"listening on {where}")
+        if not active:
+            console.print("[yellow]no active token: every request but /healthz is refused "
+                          "until `lineagegraph token create`[/yellow]")
+    elif not is_loopback(settings.host) and not allow_open_bind:
         console.print(f"[red]refusing to bind {settings.host}: no tokens are configured, "
-                      "so the server is open and may only listen on loopback[/red]")
+                      "so the server is open and may only listen on loopback (create one: "
+                      "lineagegraph token create NAME --scopes read)[/red]")
         raise typer.Exit(2)
-    console.print(f"[yellow]open mode[/yellow]: no tokens configured; listening on "
-                  f"{settings.host}:{settings.port} only; store: {settings.store_label}")
+    else:
+        console.print(f"[yellow]open mode[/yellow]: no tokens configured, every request "
+                      f"is 'anonymous' with every scope; listening on {where}")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+
+
+def token_state(settings: Settings) -> tuple[bool, int]:
+    """(a token was ever created, how many are active) in the configured store."""
+    store = settings.open_store()
+    try:
+        tokens = list_tokens(store)
+    finally:
+        store.close()
+    return bool(tokens), sum(token.active for token in tokens)
 
 
 @app.command("export-schema")

@@ -29,8 +29,7 @@ NODE = "id kind name version createdAt"
 
 def run_query(query: str, variables: dict[str, Any], db: str | None,
               neo4j_uri: str | None) -> dict[str, Any]:
-    settings = Settings(**{k: v for k, v in (("db", db), ("neo4j_uri", neo4j_uri))
-                           if v is not None})
+    settings = Settings.for_cli(db, neo4j_uri)
     store = settings.open_store()
     try:
         result = asyncio.run(build_schema(settings).execute(

@@ -35,10 +35,6 @@ Format = Annotated[str, typer.Option("--format", help="md or html")]
 Output = Annotated[Path | None, typer.Option("--output", "-o", help="file to write")]
 
 
-def _settings(db: str | None, neo4j_uri: str | None) -> Settings:
-    return Settings(**{k: v for k, v in (("db", db), ("neo4j_uri", neo4j_uri)) if v})
-
-
 def _write(output: Path, text: str) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
@@ -51,7 +47,7 @@ def promotion(bundle: str, version: str, environment: str, fmt: Format = "html",
     """What a release engineer reads before promoting BUNDLE VERSION into ENVIRONMENT."""
     if fmt not in ("md", "html"):
         raise typer.BadParameter("md or html", param_hint="--format")
-    settings = _settings(db, neo4j_uri)
+    settings = Settings.for_cli(db, neo4j_uri)
     store = settings.open_store()
     try:
         report = promotion_report(store, bundle, version, environment, settings.gate_policy,
@@ -80,7 +76,7 @@ def evidence(bundle: str, version: str, fmt: Format = "html", output: Output = N
     """The audit evidence pack of BUNDLE VERSION for a regulated release."""
     if fmt not in ("md", "html"):
         raise typer.BadParameter("md or html", param_hint="--format")
-    settings = _settings(db, neo4j_uri)
+    settings = Settings.for_cli(db, neo4j_uri)
     store = settings.open_store()
     try:
         pack = evidence_pack(store, bundle, version, settings.walk_limits)

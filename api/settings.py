@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     graphql_max_tokens: int = Field(5_000, ge=10, description="GraphQL document token limit")
     graphql_max_aliases: int = Field(50, ge=1, description="GraphQL aliases per document")
 
+    # Access (api/auth.py): tokens live in the store; these bound what a caller may send
+    # and how long a token revoked by another process may still be accepted.
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="largest request body")
+    token_cache_s: float = Field(5.0, ge=0, description="how long token lookups are cached")
+    require_auth: bool = Field(False, description="never serve open, even with no token")
+
     # Promotion gates.
     production_environments: list[str] = Field(
         default_factory=lambda: ["production"],
@@ -45,6 +51,20 @@ class Settings(BaseSettings):
     floating_model_patterns: list[str] = Field(
         default_factory=lambda: ["latest", "*-latest", "*:latest", "*@latest"],
         description="model names that are floating aliases (fnmatch patterns)")
+
+    @classmethod
+    def for_cli(cls, db: str | None = None, neo4j_uri: str | None = None,
+                **flags: object) -> Settings:
+        """Settings with CLI flags over the environment. An explicit ``--db`` means the
+        embedded store even when NEO4J_URI is set in the environment."""
+        overrides = {k: v for k, v in flags.items() if v is not None}
+        if neo4j_uri:
+            overrides["neo4j_uri"] = neo4j_uri
+        elif db:
+            overrides["neo4j_uri"] = None
+        if db:
+            overrides["db"] = db
+        return cls(**overrides)
 
     @property
     def gate_policy(self) -> GatePolicy:

@@ -51,6 +51,7 @@ def walk(
     kinds: Sequence[str] | None = None,
     edge_types: Sequence[str] = LINEAGE_EDGE_TYPES,
     enough: Callable[[Subgraph], bool] | None = None,
+    include_archived: bool = False,
 ) -> Subgraph:
     """Walk from ``start`` up to ``depth`` hops.
 
@@ -61,7 +62,8 @@ def walk(
     ``BOTH`` is the union of an upstream and a downstream walk (as DataHub and Marquez
     show lineage), not an undirected walk that would wander from a model's inputs into
     their other consumers. ``kinds`` filters the nodes returned, not the ones walked
-    through: a trace still reaches data sources through runs and features.
+    through: a trace still reaches data sources through runs and features. Archived nodes
+    (retention) are neither returned nor walked through unless ``include_archived``.
 
     ``truncated`` says a limit cut the walk: the requested depth was over the cap, the node
     cap stopped it, or a hop had more edge rows than the walk reads at once (``max_nodes``
@@ -93,6 +95,8 @@ def walk(
             next_frontier: list[str] = []
             for row in rows:
                 node_id = row.node.id
+                if not include_archived and row.node.properties.get("archived"):
+                    continue
                 if node_id not in result.nodes:
                     if len(result.nodes) >= limits.max_nodes:
                         result.truncated = True

@@ -1,0 +1,76 @@
+"""Retention: archive bundle versions that never went past staging and are older than a
+limit. Production versions are kept forever; archiving is a recorded property change
+(``archived: true``), never a delete, and walks skip archived nodes unless asked."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from lineagegraph.schema import AuditEntry, Node
+from lineagegraph.schema.models import now as utc_now
+
+from .drift import parse_duration
+from .store import GraphStore
+
+# Environments a version may have visited and still be archived.
+PRE_RELEASE = frozenset({"draft", "staging"})
+_SHORT = re.compile(r"^(\d+(?:\.\d+)?)\s*([wdhm])$")
+_UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_age(text: str) -> timedelta:
+    """``90d``, ``12h``, ``2w`` or an ISO 8601 duration (``P90D``)."""
+    match = _SHORT.match(text.strip().lower())
+    if match:
+        return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    return parse_duration(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    node: Node
+    environments: tuple[str, ...]  # where it ever was (all pre-release)
+
+
+def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
+         page: int = 1000) -> list[Candidate]:
+    """Bundle versions created before ``at - older_than``, not archived, never moved into
+    an environment past staging."""
+    cutoff = (at or utc_now()) - older_than
+    candidates: list[Candidate] = []
+    visits: dict[str, dict[str, set[str]]] = {}  # name → version → environments
+    after: str | None = None
+    while True:
+        bundles = store.find(kinds=["Bundle"], first=page, after=after)
+        for bundle in bundles:
+            if bundle.created_at >= cutoff or bundle.properties.get("archived"):
+                continue
+            if bundle.name not in visits:
+                by_version: dict[str, set[str]] = {}
+                for move in store.stage_history(name=bundle.name):
+                    if move.to_version is not None:
+                        by_version.setdefault(move.to_version, set()).add(move.environment)
+                visits[bundle.name] = by_version
+            visited = visits[bundle.name].get(bundle.version or "", set())
+            if visited <= PRE_RELEASE:
+                candidates.append(Candidate(bundle, tuple(sorted(visited))))
+        if len(bundles) < page:
+            return candidates
+        after = bundles[-1].id
+
+
+def apply(store: GraphStore, candidates: list[Candidate], actor: str,
+          at: datetime | None = None) -> int:
+    """Mark the candidates archived, with an audit entry each, in one transaction."""
+    when = at or utc_now()
+    archived = [
+        c.node.model_copy(update={"properties": {**c.node.properties, "archived": True,
+                                                 "archived_at": when.isoformat()}})
+        for c in candidates
+    ]
+    audit = [AuditEntry(action="retention.archive", target=n.id, actor=actor, at=when,
+                        before={"archived": False}, after={"archived": True})
+             for n in archived]
+    return store.upsert(archived, audit=audit).nodes.updated
