@@ -432,6 +432,7 @@ class EmbeddedStore(GraphStore):
         collection: str,
         *,
         key: str | None = None,
+        key_prefix: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         after_seq: int | None = None,
@@ -443,6 +444,10 @@ class EmbeddedStore(GraphStore):
             if value is not None:
                 sql += f" AND {clause}"
                 params.append(value)
+        if key_prefix is not None:
+            # substr, not LIKE: a prefix holding % or _ must match literally.
+            sql += " AND substr(key, 1, length(?)) = ?"
+            params += [key_prefix, key_prefix]
         rows = self._query(sql + " ORDER BY seq LIMIT ?", [*params, limit])
         return [
             Record(collection=r["collection"], key=r["key"], at=_dt(r["at"]),

@@ -379,6 +379,7 @@ class Neo4jStore(GraphStore):
         collection: str,
         *,
         key: str | None = None,
+        key_prefix: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         after_seq: int | None = None,
@@ -386,10 +387,11 @@ class Neo4jStore(GraphStore):
     ) -> list[Record]:
         rows = self._read(
             "MATCH (r:Record {collection: $collection}) WHERE ($key IS NULL OR r.key = $key) "
+            "AND ($prefix IS NULL OR r.key STARTS WITH $prefix) "
             "AND ($since IS NULL OR r.at >= $since) AND ($until IS NULL OR r.at <= $until) "
             "AND ($after IS NULL OR r.seq > $after) RETURN r ORDER BY r.seq LIMIT $limit",
-            collection=collection, key=key, since=since, until=until, after=after_seq,
-            limit=limit,
+            collection=collection, key=key, prefix=key_prefix, since=since, until=until,
+            after=after_seq, limit=limit,
         )
         records = []
         for row in rows:

@@ -288,12 +288,14 @@ class GraphStore(ABC):
         collection: str,
         *,
         key: str | None = None,
+        key_prefix: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         after_seq: int | None = None,
         limit: int = 1000,
     ) -> list[Record]:
-        """Records of a collection in append order, from ``after_seq`` on (keyset pages)."""
+        """Records of a collection in append order, from ``after_seq`` on (keyset pages);
+        ``key_prefix`` keeps those whose key starts with it (e.g. one run's events)."""
 
     @abstractmethod
     def ready(self) -> bool:

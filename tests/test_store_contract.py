@@ -445,3 +445,20 @@ def test_tallies_by_origin_give_counts_and_first_and_last_seen(store: GraphStore
     assert tallies["model:shadow-a"] == Tally(3, T0, T0 + timedelta(hours=2))
     assert tallies["model:shadow-b"] == Tally(2, T0 + timedelta(hours=3),
                                               T0 + timedelta(hours=4))
+
+
+def test_records_filtered_by_key_prefix_match_it_literally_and_page(store: GraphStore) -> None:
+    keys = ["run:a\x1f1", "run:a\x1f2", "run:ab\x1f1", "run:a%\x1f1", "run:a_\x1f1", "run:a\x1f3"]
+    store.upsert(records=[Record(collection="openlineage.event", key=k, payload={"k": k}, at=T0)
+                          for k in keys])
+    store.upsert(records=[Record(collection="deadletter", key="run:a\x1f9", payload={}, at=T0)])
+
+    page1 = store.records("openlineage.event", key_prefix="run:a\x1f", limit=2)
+    page2 = store.records("openlineage.event", key_prefix="run:a\x1f", after_seq=page1[-1].seq)
+
+    assert [r.key for r in page1 + page2] == ["run:a\x1f1", "run:a\x1f2", "run:a\x1f3"]
+    assert [r.key for r in store.records("openlineage.event", key_prefix="run:a%")] == [
+        "run:a%\x1f1"]
+    assert [r.key for r in store.records("openlineage.event", key_prefix="run:a_")] == [
+        "run:a_\x1f1"]
+    assert store.records("openlineage.event", key_prefix="run:zz") == []

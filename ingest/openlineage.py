@@ -1,0 +1,886 @@
+"""OpenLineage events → the lineage graph (design §4, "OpenLineage mapping").
+
+Typed events (``RunEvent``, ``DatasetEvent``, ``JobEvent``; facets kept as dicts) and one
+mapper, ``event_to_batch(event, store) -> Batch``: it reads what the graph already holds and
+returns what one transaction writes. Routes and the CLI do the writing (``ingest_event``).
+
+Mapping of a RunEvent:
+
+- job ``{namespace, name}`` → ``Job`` ``job:{namespace}/{name}``; the run → ``TrainingRun``
+  ``run:{runId}`` ``RUN_OF`` the job. A runId is an opaque string (not only a UUID).
+- dataset ``{namespace, name}`` → ``DataSource`` ``source:{namespace}/{name}``; the version a
+  run wrote or read → ``DatasetVersion`` ``dataset:{namespace}/{name}@{version}`` ``VERSION_OF``
+  it. The run ``CONSUMED`` its inputs; its outputs are ``PRODUCED_BY`` it.
+- Versions: the ``version`` dataset facet (``datasetVersion``) when present. Otherwise an
+  output is the writing run's ID. An input without the facet is the version the graph says
+  the reader saw: the one this run already consumed (events of one run agree), else the
+  newest version of that source created at or before the event time and not written by
+  this run (Marquez links inputs to a dataset's current version), else the reading run's ID
+  (``before-{runId}`` when the run also writes that dataset, so it never reads its own
+  output). ``@`` in a version or model name is written ``%40``: IDs split the version at the
+  last ``@``.
+- Models: a dataset whose ``datasetType`` facet (the spec's DatasetTypeDatasetFacet) says
+  ``MODEL`` is a ``ModelVersion`` ``model:{name}@{version}`` (dataset name; version as above)
+  ``VERSION_OF`` ``model:{name}``. A model output is ``PRODUCED_BY`` the run; a model input
+  (``CONSUMED`` cannot point at a model) is listed in the run's ``model_inputs`` and, when
+  its version is known, each model output is ``FINE_TUNED_FROM`` it.
+- Column lineage (the ``columnLineage`` facet of a dataset output) → ``DERIVED_FROM`` from
+  the output version to the version of each input dataset it names, with the field detail
+  as edge properties: ``{"fields": {out_field: [{"field", "transformations", ...}]},
+  "dataset": [...]}``. A dataset named only there counts as an input of the run.
+  Malformed entries (no namespace/name) are skipped.
+
+Accumulation, in any arrival order: the run's ``status`` is the state of its latest event
+by ``eventTime``, except that a terminal state (COMPLETE/FAIL/ABORT, as Marquez treats them)
+is never replaced by a non-terminal one, whatever a skewed clock says; ``started_at`` is the
+earliest START, ``ended_at`` the latest terminal event; events without ``eventType`` (or
+``OTHER``) add facets but change no state. Facet names and column-lineage entries
+accumulate as sets. Other properties: a newer event overrides the keys it states, an older
+one only fills gaps (``observed_at`` is the newest event time seen); data sources, model
+nodes (which manifests also write) and the versions a run read are only gap-filled. The one
+thing arrival order does change is ``created_at``: the store keeps the first write's, so a
+node's is the time of the first event about it to arrive.
+
+Raw events are kept as ``Record``s in ``openlineage.event`` keyed ``{subject}\\x1f{sha256}``
+(subject ``run:{runId}``, ``job:…`` or ``source:…``): an event already kept maps to nothing
+new, so a re-send changes nothing.
+
+Lenient like Marquez: ``schemaURL``, ``eventType`` and ``producer`` may be missing, and a
+timestamp without a zone is UTC. ``schemaURL`` ending in ``DatasetEvent``/``JobEvent``
+selects those kinds; anything else is a RunEvent, which needs ``run.runId``,
+``job.namespace`` and ``job.name``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+
+from lineagegraph.graph.store import Direction, GraphStore, UpsertResult
+from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, Record, SchemaError, format_id
+from lineagegraph.schema.models import canonical_json, describe_validation_error, utc
+
+from .batch import Batch, IngestError, Problem
+from .deadletter import dead_letter, register_mapper
+
+COLLECTION = "openlineage.event"
+SOURCE = "openlineage"
+SEPARATOR = "\x1f"  # between a raw event's subject and its hash in the record key
+
+STATES = ("START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER")
+TERMINAL = frozenset({"COMPLETE", "ABORT", "FAIL"})
+_STATE_RANK = {"START": 0, "RUNNING": 1, "COMPLETE": 2, "ABORT": 2, "FAIL": 2}
+_UNION_KEYS = frozenset({"facets", "symlinks", "model_inputs", "inputs", "outputs"})
+OBSERVED = "observed_at"
+
+
+# -- typed events -------------------------------------------------------------------------
+
+def _empty_dict_if_none(value: Any) -> Any:
+    return {} if value is None else value
+
+
+def _empty_list_if_none(value: Any) -> Any:
+    return [] if value is None else value
+
+
+Facets = Annotated[dict[str, Any], BeforeValidator(_empty_dict_if_none)]
+# Stripped: IDs are parsed stripped, so a padded name would not match its own edges.
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class _Spec(BaseModel):
+    # Producers add fields of their own; the raw event is kept whole anyway.
+    model_config = ConfigDict(extra="allow")
+
+
+class _Named(_Spec):
+    """A dataset or job: unique by name within a namespace."""
+
+    namespace: Text
+    name: Text
+    facets: Facets = Field(default_factory=dict)
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class Dataset(_Named):
+    @property
+    def source_id(self) -> str:
+        return format_id("source", self.qualified)
+
+    def all_facets(self) -> dict[str, Any]:
+        return dict(self.facets)
+
+
+class InputDataset(Dataset):
+    inputFacets: Facets = Field(default_factory=dict)  # noqa: N815 (the spec's name)
+
+    def all_facets(self) -> dict[str, Any]:
+        return {**self.facets, **self.inputFacets}
+
+
+class OutputDataset(Dataset):
+    outputFacets: Facets = Field(default_factory=dict)  # noqa: N815
+
+    def all_facets(self) -> dict[str, Any]:
+        return {**self.facets, **self.outputFacets}
+
+
+class Job(_Named):
+    @property
+    def id(self) -> str:
+        return format_id("job", self.qualified)
+
+
+class Run(_Spec):
+    runId: Text  # noqa: N815
+    facets: Facets = Field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return format_id("run", self.runId)
+
+
+Inputs = Annotated[list[InputDataset], BeforeValidator(_empty_list_if_none)]
+Outputs = Annotated[list[OutputDataset], BeforeValidator(_empty_list_if_none)]
+
+
+class BaseEvent(_Spec):
+    eventTime: datetime  # noqa: N815
+    producer: str = ""  # required by the spec; Marquez does not insist
+    schemaURL: str | None = None  # noqa: N815
+
+    @field_validator("eventTime")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return utc(value)
+
+
+class RunEvent(BaseEvent):
+    eventType: str | None = None  # noqa: N815
+    run: Run
+    job: Job
+    inputs: Inputs = Field(default_factory=list)
+    outputs: Outputs = Field(default_factory=list)
+
+    @field_validator("eventType", mode="before")
+    @classmethod
+    def _state(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or value.upper() not in STATES:
+            raise ValueError(f"must be one of {', '.join(STATES)} (got {value!r})")
+        return value.upper()
+
+    @property
+    def subject(self) -> str:
+        return self.run.id
+
+
+class DatasetEvent(BaseEvent):
+    dataset: Dataset
+
+    @property
+    def subject(self) -> str:
+        return self.dataset.source_id
+
+
+class JobEvent(BaseEvent):
+    job: Job
+    inputs: Inputs = Field(default_factory=list)
+    outputs: Outputs = Field(default_factory=list)
+
+    @property
+    def subject(self) -> str:
+        return self.job.id
+
+
+Event = RunEvent | DatasetEvent | JobEvent
+_REQUIRED_IN_RUN_EVENT = ("run.runId", "job.namespace", "job.name")
+
+
+def _event_class(raw: Mapping[str, Any]) -> type[Event]:
+    # As Marquez: schemaURL says which event it is; without one it is a RunEvent.
+    url = raw.get("schemaURL")
+    kind = url.rsplit("/", 1)[-1] if isinstance(url, str) else ""
+    return {"DatasetEvent": DatasetEvent, "JobEvent": JobEvent}.get(kind, RunEvent)
+
+
+def _missing(raw: Mapping[str, Any], path: str) -> bool:
+    value: Any = raw
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or value.get(part) in (None, ""):
+            return True
+        value = value[part]
+    return False
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
+
+
+def parse_event(raw: Any, record: int | str | None = None) -> Event:
+    """The typed event, or an ``IngestError`` naming each bad field (``run.runId``, …)."""
+    if not isinstance(raw, Mapping):
+        raise IngestError(Problem("an OpenLineage event must be a JSON object", record))
+    cls = _event_class(raw)
+    if cls is RunEvent:
+        missing = [p for p in _REQUIRED_IN_RUN_EVENT if _missing(raw, p)]
+        if missing:
+            hint = "required in a RunEvent (a DatasetEvent or JobEvent says so in schemaURL)"
+            raise IngestError([Problem(hint, record, path) for path in missing])
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as error:
+        raise IngestError([Problem(item["msg"], record, _field_path(item["loc"]))
+                           for item in error.errors()]) from None
+
+
+def event_key(event: Event, raw: Any) -> str:
+    digest = hashlib.sha256(canonical_json(raw).encode()).hexdigest()
+    return f"{event.subject}{SEPARATOR}{digest}"
+
+
+def run_key_prefix(run_id: str) -> str:
+    """The key prefix of every kept event of one run (``run_id`` as sent, not the node ID)."""
+    return f"{format_id('run', run_id)}{SEPARATOR}"
+
+
+# -- property folding ---------------------------------------------------------------------
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return utc(value)
+    try:
+        return utc(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return None
+
+
+def merge_props(existing: Mapping[str, Any] | None, new: Mapping[str, Any],
+                at: datetime | None) -> dict[str, Any]:
+    """Fold one event's view of a node into what the graph holds.
+
+    List-valued keys in ``_UNION_KEYS`` accumulate as sorted sets. Other keys: a value is
+    set where none is; with ``at`` given, an event at least as new as ``observed_at``
+    overrides (ties broken by the larger value, so arrival order never matters). With
+    ``at`` None, values are only gap-filled (the node may be a manifest's).
+    """
+    merged = dict(existing or {})
+    seen = _time(merged.get(OBSERVED))
+    newer = at is not None and seen is not None and at >= seen
+    for key, value in new.items():
+        if value is None or value == [] or value == {}:
+            continue
+        old = merged.get(key)
+        if key in _UNION_KEYS:
+            merged[key] = _union(old, value)
+        elif old is None or newer and (at > seen or canonical_json(value) > canonical_json(old)):
+            merged[key] = value
+    if at is not None:
+        merged[OBSERVED] = max(at, seen) if seen is not None else at
+    return merged
+
+
+def _union(old: Any, new: list[Any]) -> list[Any]:
+    """A sorted set of JSON values; what another writer left there may be any shape."""
+    items = [*(old if isinstance(old, list) else [] if old is None else [old]), *new]
+    by_json = {canonical_json(item): item for item in items}
+    return [by_json[k] for k in sorted(by_json)]
+
+
+def _state_key(state: str, at: datetime) -> tuple[bool, datetime, int, str]:
+    return (state in TERMINAL, at, _STATE_RANK[state], state)
+
+
+def fold_run(existing: Mapping[str, Any] | None, event: RunEvent) -> dict[str, Any]:
+    """The run's properties after one more event (see the module docstring)."""
+    at = event.eventTime
+    facets = event.run.facets
+    new: dict[str, Any] = {
+        "job": event.job.id,
+        "producer": event.producer or None,
+        "facets": sorted(facets),
+        **_run_facet_props(facets),
+    }
+    merged = merge_props(existing, new, at)
+    state = event.eventType
+    if state in _STATE_RANK:
+        current, current_at = merged.get("status"), _time(merged.get("status_time"))
+        if (current not in _STATE_RANK or current_at is None
+                or _state_key(state, at) > _state_key(current, current_at)):
+            merged["status"], merged["status_time"] = state, at
+        if state == "START":
+            started = _time(merged.get("started_at"))
+            merged["started_at"] = at if started is None else min(started, at)
+        if state in TERMINAL:
+            ended = _time(merged.get("ended_at"))
+            merged["ended_at"] = at if ended is None else max(ended, at)
+    return merged
+
+
+def _get(facets: Mapping[str, Any], name: str, *path: str) -> Any:
+    value: Any = facets.get(name)
+    for part in path:
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _text(value: Any) -> str | None:
+    """Facets are free-form: keep a value only where it is the string the field needs."""
+    return value if isinstance(value, str) and value else None
+
+
+def _run_facet_props(facets: Mapping[str, Any]) -> dict[str, Any]:
+    parent_run = _get(facets, "parent", "run", "runId")
+    parent_ns, parent_name = _get(facets, "parent", "job", "namespace"), _get(
+        facets, "parent", "job", "name")
+    engine = " ".join(str(v) for v in (_get(facets, "processing_engine", "name"),
+                                       _get(facets, "processing_engine", "version")) if v)
+    return {
+        "nominal_start_time": _get(facets, "nominalTime", "nominalStartTime"),
+        "nominal_end_time": _get(facets, "nominalTime", "nominalEndTime"),
+        "parent_run": format_id("run", parent_run) if isinstance(parent_run, str) else None,
+        "parent_job": (format_id("job", f"{parent_ns}/{parent_name}")
+                       if isinstance(parent_ns, str) and isinstance(parent_name, str) else None),
+        "error_message": _get(facets, "errorMessage", "message"),
+        "processing_engine": engine or None,
+    }
+
+
+def _job_props(job: Job) -> dict[str, Any]:
+    facets = job.facets
+    return {
+        "namespace": job.namespace,
+        "job_type": _text(_get(facets, "jobType", "jobType")),
+        "processing_type": _get(facets, "jobType", "processingType"),
+        "integration": _get(facets, "jobType", "integration"),
+        "description": _get(facets, "documentation", "description"),
+        "sql": _get(facets, "sql", "query"),
+        "source_code_url": _get(facets, "sourceCodeLocation", "url"),
+        "facets": sorted(facets),
+    }
+
+
+def _source_props(dataset: Dataset) -> dict[str, Any]:
+    facets = dataset.facets
+    owners = _get(facets, "ownership", "owners")
+    owner = owners[0].get("name") if isinstance(owners, list) and owners and isinstance(
+        owners[0], Mapping) else None
+    identifiers = _get(facets, "symlinks", "identifiers")
+    symlinks = [f"{i.get('namespace')}/{i.get('name')}" for i in identifiers or []
+                if isinstance(i, Mapping)] if isinstance(identifiers, list) else []
+    return {
+        "namespace": dataset.namespace,
+        "uri": _text(_get(facets, "dataSource", "uri")),
+        "owner": _text(owner),
+        "description": _text(_get(facets, "documentation", "description")),
+        "symlinks": symlinks,
+        "facets": sorted(facets),
+    }
+
+
+def _version_props(dataset: Dataset) -> dict[str, Any]:
+    facets = dataset.all_facets()
+    fields = _get(facets, "schema", "fields")
+    columns = [{"name": f.get("name"), "type": f.get("type")} for f in fields
+               if isinstance(f, Mapping)] if isinstance(fields, list) else []
+    row_count = _get(facets, "outputStatistics", "rowCount")
+    return {
+        "namespace": dataset.namespace,
+        "columns": columns or None,
+        "schema_hash": hashlib.sha256(canonical_json(columns).encode()).hexdigest()[:16]
+        if columns else None,
+        "row_count": row_count if isinstance(row_count, int) else None,
+        "size_bytes": _get(facets, "outputStatistics", "size"),
+        "lifecycle_state": _get(facets, "lifecycleStateChange", "lifecycleStateChange"),
+        "facets": sorted(facets),
+    }
+
+
+# -- versions and IDs ---------------------------------------------------------------------
+
+def _escape(text: str) -> str:
+    return text.replace("@", "%40")
+
+
+def _version_facet(dataset: Dataset) -> str | None:
+    version = _get(dataset.all_facets(), "version", "datasetVersion")
+    if isinstance(version, int | float):
+        version = str(version)
+    return version if isinstance(version, str) and version.strip() else None
+
+
+def dataset_version_id(dataset: Dataset, version: str) -> str:
+    return format_id("dataset", dataset.qualified, _escape(version))
+
+
+def is_model(dataset: Dataset) -> bool:
+    kind = _get(dataset.facets, "datasetType", "datasetType")
+    return isinstance(kind, str) and kind.upper() == "MODEL"
+
+
+def _model_family(dataset: Dataset) -> str:
+    return format_id("model", _escape(dataset.name))
+
+
+def _model_version_id(dataset: Dataset, version: str) -> str:
+    return format_id("model", _escape(dataset.name), _escape(version))
+
+
+def _column_lineage(output: Dataset) -> dict[tuple[str, str], dict[str, Any]]:
+    """(namespace, name) of each input → the edge properties of its DERIVED_FROM."""
+    facet = output.facets.get("columnLineage")
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    if not isinstance(facet, Mapping):
+        return found
+
+    def entry(item: Any, extra: Mapping[str, Any]) -> tuple[tuple[str, str], dict] | None:
+        if not isinstance(item, Mapping):
+            return None
+        namespace, name = item.get("namespace"), item.get("name")
+        if not (isinstance(namespace, str) and namespace and isinstance(name, str) and name):
+            return None
+        detail = {"field": item.get("field"), "transformations": item.get("transformations"),
+                  **extra}
+        return (namespace, name), {k: v for k, v in detail.items() if v not in (None, [], "")}
+
+    fields = facet.get("fields")
+    for out_field, spec in (fields.items() if isinstance(fields, Mapping) else ()):
+        if not isinstance(spec, Mapping):
+            continue
+        extra = {k: spec[k] for k in ("transformationType", "transformationDescription")
+                 if spec.get(k)}
+        for item in spec.get("inputFields") or []:
+            made = entry(item, extra)
+            if made:
+                props = found.setdefault(made[0], {"fields": {}, "dataset": []})
+                props["fields"].setdefault(out_field, []).append(made[1])
+    dataset_level = facet.get("dataset")
+    for item in dataset_level if isinstance(dataset_level, list) else []:
+        made = entry(item, {})
+        if made:
+            found.setdefault(made[0], {"fields": {}, "dataset": []})["dataset"].append(made[1])
+    return found
+
+
+def merge_column_props(*props: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Column-lineage edge properties as sets: the union, sorted, whatever the order."""
+    fields: dict[str, dict[str, Any]] = {}
+    dataset: dict[str, Any] = {}
+    for one in props:
+        for out_field, entries in ((one or {}).get("fields") or {}).items():
+            for item in entries:
+                fields.setdefault(out_field, {})[canonical_json(item)] = item
+        for item in (one or {}).get("dataset") or []:
+            dataset[canonical_json(item)] = item
+    merged: dict[str, Any] = {"fields": {f: [e[k] for k in sorted(e)]
+                                         for f, e in sorted(fields.items())}}
+    if dataset:
+        merged["dataset"] = [dataset[k] for k in sorted(dataset)]
+    return merged
+
+
+# -- the mapper ---------------------------------------------------------------------------
+
+def _props(existing: Mapping[str, Node], node_id: str) -> dict[str, Any] | None:
+    node = existing.get(node_id)
+    return None if node is None else node.properties
+
+
+@dataclass(slots=True)
+class _RunMapping:
+    """Everything one RunEvent writes, built from one event and one read of the graph."""
+
+    event: RunEvent
+    store: GraphStore
+    batch: Batch = field(default_factory=Batch)
+
+    def node(self, kind: str, node_id: str, props: dict[str, Any]) -> None:
+        self.batch.nodes.append(Node.from_id(node_id, kind=kind, created_at=self.event.eventTime,
+                                             properties=props))
+
+    def edge(self, source: str, edge_type: str, target: str, **props: Any) -> None:
+        self.batch.edges.append(Edge(source=source, type=edge_type, target=target,
+                                     properties=props))
+
+    def build(self) -> Batch:
+        event, at = self.event, self.event.eventTime
+        run_id, job_id = event.run.id, event.job.id
+        outputs = list({d.qualified: d for d in event.outputs}.values())
+        data_outputs = [d for d in outputs if not is_model(d)]
+        model_outputs = [d for d in outputs if is_model(d)]
+        lineage = {d.qualified: _column_lineage(d) for d in data_outputs}
+        inputs = self._inputs(lineage)
+        data_inputs = [d for d in inputs if not is_model(d)]
+        model_inputs = [d for d in inputs if is_model(d)]
+
+        out_ids = {d.qualified: dataset_version_id(d, _version_facet(d) or event.run.runId)
+                   for d in data_outputs}
+        model_ids = {d.qualified: _model_version_id(d, _version_facet(d) or event.run.runId)
+                     for d in model_outputs}
+        families = {_model_family(d) for d in model_outputs + model_inputs}
+        wanted = [job_id, run_id, *{d.source_id for d in data_inputs + data_outputs},
+                  *out_ids.values(), *model_ids.values(), *families]
+        existing = self.store.get(wanted)
+        consumed, written = self._run_neighbours(run_id in existing)
+        written |= set(out_ids.values())
+        in_ids, owned = self._resolve_inputs(data_inputs, consumed, written, set(out_ids))
+        read_models = self._resolve_models(model_inputs)
+
+        self.node("Job", job_id, merge_props(_props(existing, job_id), _job_props(event.job),
+                                             at))
+        run_props = fold_run(_props(existing, run_id), event)
+        run_props = merge_props(run_props, {"model_inputs": sorted(read_models.values())}, None)
+        self.node("TrainingRun", run_id, run_props)
+        self.edge(run_id, "RUN_OF", job_id)
+
+        for dataset in {d.qualified: d for d in data_inputs + data_outputs}.values():
+            self.node("DataSource", dataset.source_id, merge_props(
+                _props(existing, dataset.source_id), _source_props(dataset), None))
+        for dataset in data_inputs:
+            version_id = in_ids[dataset.qualified]
+            if version_id in written:
+                continue  # a facet naming the version this run writes: not a read
+            if version_id in owned:
+                # Gap-filled, with no time: the reader's view never overrides a writer's.
+                self.node("DatasetVersion", version_id, merge_props(
+                    _props(existing, version_id), _version_props(dataset), None))
+            self.edge(version_id, "VERSION_OF", dataset.source_id)
+            self.edge(run_id, "CONSUMED", version_id)
+        for dataset in data_outputs:
+            version_id = out_ids[dataset.qualified]
+            self.node("DatasetVersion", version_id, merge_props(
+                _props(existing, version_id), _version_props(dataset), at))
+            self.edge(version_id, "VERSION_OF", dataset.source_id)
+            self.edge(version_id, "PRODUCED_BY", run_id)
+        self._derived_from(data_outputs, out_ids, in_ids, lineage, existing)
+        self._models(model_outputs, model_ids, model_inputs, read_models, existing)
+        return self.batch
+
+    def _inputs(self, lineage: dict[str, dict[tuple[str, str], Any]]) -> list[Dataset]:
+        inputs: dict[str, Dataset] = {d.qualified: d for d in self.event.inputs}
+        for per_input in lineage.values():
+            for namespace, name in per_input:
+                inputs.setdefault(f"{namespace}/{name}", Dataset(namespace=namespace, name=name))
+        return list(inputs.values())
+
+    def _run_neighbours(self, run_exists: bool) -> tuple[dict[str, str], set[str]]:
+        """What this run already read (source name → version ID) and wrote (IDs)."""
+        consumed: dict[str, str] = {}
+        written: set[str] = set()
+        if not run_exists:
+            return consumed, written
+        for hop in self.store.expand([self.event.run.id], Direction.BOTH,
+                                     edge_types=["CONSUMED", "PRODUCED_BY"]):
+            if hop.edge.type == "PRODUCED_BY":
+                written.add(hop.node.id)
+            elif hop.node.kind == "DatasetVersion":
+                consumed[hop.node.name] = hop.node.id
+        return consumed, written
+
+    def _resolve_inputs(self, inputs: list[Dataset], consumed: dict[str, str],
+                        written: set[str], written_names: set[str],
+                        ) -> tuple[dict[str, str], set[str]]:
+        """Input name → version ID, and the IDs this read names itself (a version facet, or
+        the run's own fallback): only those may take the reader's view of the dataset; a
+        version found in the graph is another run's and is left as it is."""
+        resolved: dict[str, str] = {}
+        owned: set[str] = set()
+        pending: list[Dataset] = []
+        for dataset in inputs:
+            version = _version_facet(dataset)
+            if version is not None:
+                resolved[dataset.qualified] = dataset_version_id(dataset, version)
+                owned.add(resolved[dataset.qualified])
+            elif dataset.qualified in consumed:
+                resolved[dataset.qualified] = consumed[dataset.qualified]
+            else:
+                pending.append(dataset)
+        if not pending:
+            return resolved, owned | self._fallbacks(inputs)
+        newest: dict[str, tuple[datetime, str]] = {}
+        for hop in self.store.expand([d.source_id for d in pending], Direction.DOWNSTREAM,
+                                     edge_types=["VERSION_OF"], node_kinds=["DatasetVersion"],
+                                     until=self.event.eventTime):
+            if hop.node.id in written:
+                continue
+            candidate = (hop.node.created_at, hop.node.id)
+            if hop.origin not in newest or candidate > newest[hop.origin]:
+                newest[hop.origin] = candidate
+        run_id = self.event.run.runId
+        for dataset in pending:
+            fallback = f"before-{run_id}" if dataset.qualified in written_names else run_id
+            found = newest.get(dataset.source_id)
+            resolved[dataset.qualified] = found[1] if found else dataset_version_id(
+                dataset, fallback)
+        return resolved, owned | self._fallbacks(inputs)
+
+    def _fallbacks(self, inputs: list[Dataset]) -> set[str]:
+        run_id = self.event.run.runId
+        return {dataset_version_id(d, v) for d in inputs for v in (run_id, f"before-{run_id}")}
+
+    def _resolve_models(self, inputs: list[Dataset]) -> dict[str, str]:
+        """Model inputs: name → the version read (from its facet, else the newest known),
+        or the family ID when no version is known."""
+        resolved: dict[str, str] = {}
+        for dataset in inputs:
+            version = _version_facet(dataset)
+            if version is not None:
+                resolved[dataset.qualified] = _model_version_id(dataset, version)
+                continue
+            known = self.store.versions("ModelVersion", _escape(dataset.name))
+            resolved[dataset.qualified] = known[-1].id if known else _model_family(dataset)
+        return resolved
+
+    def _derived_from(self, outputs: list[Dataset], out_ids: dict[str, str],
+                      in_ids: dict[str, str], lineage: dict[str, dict[tuple[str, str], Any]],
+                      existing: Mapping[str, Node]) -> None:
+        kept_ids = [out_ids[d.qualified] for d in outputs
+                    if lineage[d.qualified] and out_ids[d.qualified] in existing]
+        before = {(hop.origin, hop.node.id): hop.edge.properties
+                  for hop in self.store.expand(kept_ids, Direction.UPSTREAM,
+                                               edge_types=["DERIVED_FROM"])} if kept_ids else {}
+        for dataset in outputs:
+            source = out_ids[dataset.qualified]
+            for (namespace, name), props in lineage[dataset.qualified].items():
+                target = in_ids.get(f"{namespace}/{name}")  # None: a model, not data
+                if target is None or target == source:
+                    continue
+                merged = merge_column_props(before.get((source, target)), props)
+                self.edge(source, "DERIVED_FROM", target, **merged)
+
+    def _models(self, outputs: list[Dataset], model_ids: dict[str, str], inputs: list[Dataset],
+                read_models: dict[str, str], existing: Mapping[str, Node]) -> None:
+        run_id = self.event.run.id
+        read_versions = [m for m in read_models.values() if "@" in m.partition(":")[2]]
+        for dataset in outputs:
+            version_id = model_ids[dataset.qualified]
+            props = {"namespace": dataset.namespace,
+                     "artifact_uri": _text(_get(dataset.facets, "dataSource", "uri")),
+                     "facets": sorted(dataset.all_facets())}
+            self.node("ModelVersion", version_id, merge_props(_props(existing, version_id),
+                                                              props, None))
+            self.edge(version_id, "PRODUCED_BY", run_id)
+            self._family(dataset, version_id, existing)
+            for base in read_versions:
+                if base != version_id:
+                    self.edge(version_id, "FINE_TUNED_FROM", base)
+        if outputs:
+            for dataset in inputs:
+                base = read_models[dataset.qualified]
+                if base in read_versions and base not in existing:
+                    self.node("ModelVersion", base, {"namespace": dataset.namespace})
+                    self._family(dataset, base, existing)
+
+    def _family(self, dataset: Dataset, version_id: str, existing: Mapping[str, Node]) -> None:
+        family = _model_family(dataset)
+        # A provider's pinned snapshot is a ModelVersion with no version part: no family.
+        if family in existing and existing[family].kind != "Model":
+            return
+        if family not in existing:
+            self.node("Model", family, {})
+        self.edge(version_id, "VERSION_OF", family)
+
+
+def _static_batch(event: DatasetEvent | JobEvent, store: GraphStore) -> Batch:
+    """A DatasetEvent or JobEvent: metadata only, no run and so no versions or edges."""
+    batch = Batch()
+    datasets = [event.dataset] if isinstance(event, DatasetEvent) else [
+        *event.inputs, *event.outputs]
+    ids = [d.source_id for d in datasets]
+    job_id = event.job.id if isinstance(event, JobEvent) else None
+    existing = store.get(ids + ([job_id] if job_id else []))
+    for dataset in {d.qualified: d for d in datasets}.values():
+        batch.nodes.append(Node(kind="DataSource", name=dataset.qualified,
+                                created_at=event.eventTime, properties=merge_props(
+                                    _props(existing, dataset.source_id), _source_props(dataset),
+                                    None)))
+    if isinstance(event, JobEvent):
+        props = {**_job_props(event.job), "inputs": [d.source_id for d in event.inputs],
+                 "outputs": [d.source_id for d in event.outputs]}
+        batch.nodes.append(Node(kind="Job", name=event.job.qualified,
+                                created_at=event.eventTime, properties=merge_props(
+                                    _props(existing, event.job.id), props, event.eventTime)))
+    return batch
+
+
+def event_to_batch(event: Any, store: GraphStore, *, actor: str = SOURCE,
+                   record: int | str | None = None) -> Batch:
+    """Map one raw event (a parsed JSON object) to the batch that writes it; pure
+    get → transform, nothing is written here. Raises ``IngestError`` naming bad fields."""
+    parsed = parse_event(event, record)
+    kept = Record(collection=COLLECTION, key=event_key(parsed, event), payload=event,
+                  at=parsed.eventTime)
+    batch = Batch(records=[kept], size=1)
+    if store.records(COLLECTION, key=kept.key, limit=1):
+        return batch  # already kept: a re-send changes nothing
+    try:
+        mapped = (_RunMapping(parsed, store).build() if isinstance(parsed, RunEvent)
+                  else _static_batch(parsed, store))
+    except ValidationError as error:  # a name or version the graph's IDs cannot hold
+        raise IngestError(Problem(describe_validation_error(error), record)) from None
+    batch.extend(mapped)
+    batch.audit.append(AuditEntry(
+        action="ingest.openlineage", target=parsed.subject, actor=actor,
+        after={"key": kept.key, "kind": type(parsed).__name__,
+               "eventType": getattr(parsed, "eventType", None)}))
+    return batch
+
+
+register_mapper(SOURCE, event_to_batch)
+
+
+# -- loading ------------------------------------------------------------------------------
+
+# One writer at a time per process: the mapper reads the graph before the write, so two
+# events of one run mapped concurrently would each fold the run without the other.
+_WRITE_LOCK = threading.Lock()
+
+
+def problems_of(error: Exception, record: int | str | None = None) -> list[Problem]:
+    if isinstance(error, IngestError):
+        return error.problems
+    if isinstance(error, SchemaError):
+        return [Problem(error.message, record, error.where)]
+    return [Problem(str(error), record)]
+
+
+def ingest_event(store: GraphStore, event: Any, *, actor: str = SOURCE,
+                 record: int | str | None = None) -> UpsertResult:
+    """Map and write one event in one transaction. A rejected event is dead-lettered (so
+    ``deadletter replay`` can retry it) and the error re-raised."""
+    try:
+        with _WRITE_LOCK:
+            return event_to_batch(event, store, actor=actor, record=record).write(store)
+    except (IngestError, SchemaError, InvalidId) as error:
+        store.upsert(records=[dead_letter(SOURCE, event, problems_of(error, record))])
+        raise
+
+
+@dataclass(slots=True)
+class Failure:
+    index: int
+    problems: list[Problem]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "reason": "; ".join(str(p) for p in self.problems),
+                "problems": [p.to_json() for p in self.problems]}
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    received: int = 0
+    succeeded: int = 0
+    failures: list[Failure] = field(default_factory=list)
+
+
+def ingest_events(store: GraphStore, events: Iterable[Any], *,
+                  actor: str = SOURCE) -> BatchOutcome:
+    """Each event in its own transaction (the OpenLineage batch rule): failures are
+    dead-lettered and reported by index; the rest are written."""
+    outcome = BatchOutcome()
+    for index, event in enumerate(events):
+        outcome.received += 1
+        try:
+            ingest_event(store, event, actor=actor, record=index)
+        except (IngestError, SchemaError, InvalidId) as error:
+            outcome.failures.append(Failure(index, problems_of(error, index)))
+            continue
+        outcome.succeeded += 1
+    return outcome
+
+
+@dataclass(slots=True)
+class _EventBatch(Batch):
+    """One event's batch for a file load: if the store still refuses it at write time, the
+    event is dead-lettered instead of stopping the load."""
+
+    event: Any = None
+    number: int = 0
+    where: int | str | None = None
+    rejected: list[Failure] = field(default_factory=list)
+
+    def write(self, store: GraphStore) -> UpsertResult:
+        try:
+            return Batch.write(self, store)
+        except SchemaError as error:
+            problems = problems_of(error, self.where)
+            self.rejected.append(Failure(self.number, problems))
+            return store.upsert(records=[dead_letter(SOURCE, self.event, problems)])
+
+
+@dataclass(frozen=True, slots=True)
+class FileEvent:
+    """One event read from a file; ``where`` names it (``file.json``, ``f.json[3]``,
+    ``f.ndjson:7``); ``problem`` says why a line is not JSON at all."""
+
+    where: str
+    payload: Any
+    problem: str | None = None
+
+
+def read_events(path: Path) -> list[FileEvent]:
+    """A file holding one JSON event, a JSON array of events, or NDJSON (one per line)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        if len(lines) < 2:  # not JSON, and not JSON lines either
+            return [FileEvent(path.name, text, "malformed JSON")]
+        events = []
+        for number, line in lines:
+            try:
+                events.append(FileEvent(f"{path.name}:{number}", json.loads(line)))
+            except json.JSONDecodeError as error:
+                events.append(FileEvent(f"{path.name}:{number}", line, f"malformed JSON: {error}"))
+        return events
+    if isinstance(whole, list):
+        return [FileEvent(f"{path.name}[{i}]", event) for i, event in enumerate(whole)]
+    return [FileEvent(path.name, whole)]
+
+
+def iter_batches(store: GraphStore, events: Iterable[FileEvent],
+                 rejected: list[Failure]) -> Iterator[Batch]:
+    """Batches for a file load, one per event, mapped as the load reaches them (so each
+    sees the ones before it). A bad event yields the batch that keeps its dead letter (so
+    progress still counts it) and is added to ``rejected``."""
+    for number, item in enumerate(events):
+        where, event = item.where, item.payload
+        try:
+            if item.problem is not None:
+                raise IngestError(Problem(item.problem, where))
+            batch = event_to_batch(event, store, record=where)
+        except IngestError as error:
+            rejected.append(Failure(number, error.problems))
+            yield Batch(records=[dead_letter(SOURCE, event, error.problems)], size=1)
+            continue
+        yield _EventBatch(batch.nodes, batch.edges, batch.stage_moves, batch.records,
+                          batch.audit, batch.size, event=event, number=number, where=where,
+                          rejected=rejected)
