@@ -13,6 +13,7 @@ from strawberry.fastapi import GraphQLRouter
 from lineagegraph.graph.store import GraphStore
 
 from . import routes_openlineage, routes_registry
+from .auth import install_auth
 from .errors import install_error_handlers
 from .graphql_schema import build_schema
 from .graphql_types import Context
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
     app.include_router(routes_openlineage.router)
     app.include_router(routes_registry.router)
     install_error_handlers(app)
+    install_auth(app, settings)  # bearer tokens on every route but /healthz; body limit
 
     @app.get("/healthz", tags=["probes"])
     async def healthz() -> dict[str, str]:

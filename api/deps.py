@@ -11,7 +11,7 @@ from lineagegraph.graph.store import GraphStore
 
 from .settings import Settings
 
-# Until scoped tokens exist (governance issue), writes are recorded under this actor.
+# With no token configured (open mode), writes are recorded under this actor.
 OPEN_MODE_ACTOR = "anonymous"
 
 
@@ -24,7 +24,9 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_actor(request: Request) -> str:
-    return getattr(request.state, "actor", OPEN_MODE_ACTOR)
+    """The authenticated token's name (api/auth.py sets the principal), the audit actor."""
+    principal = getattr(request.state, "principal", None)
+    return principal.name if principal is not None else OPEN_MODE_ACTOR
 
 
 StoreDep = Annotated[GraphStore, Depends(get_store)]

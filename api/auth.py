@@ -1,0 +1,552 @@
+"""Who may call the API, with what scope, and how much they may send.
+
+Scopes are hierarchical: ``admin`` ⊇ ``write`` ⊇ ``read``. A token granted ``write`` may
+also read; ``admin`` may do everything. Reads (GET routes, ``POST /graphql``) need
+``read``; any other REST method needs ``write``; a GraphQL mutation field needs what its
+permission class says (``NeedsWrite``, ``NeedsAdmin``); a REST route may ask for more with
+``Depends(require_scope("admin"))``.
+
+Tokens are append-only records in the graph store itself: collection ``token`` (key
+``NAME/ID``, payload: name, id, scopes, SHA-256 of the secret, created_at) and
+``token.revoked`` (same key). The secret is never stored. Revoking then re-creating a name
+gives a new ID, hence a new key. Open mode — every request is ``anonymous`` with every
+scope — holds only while no token record has ever existed (and ``require_auth`` is off);
+once one has, every route but ``/healthz`` needs a valid token, even after all are
+revoked, so revoking the last token locks the server rather than opening it.
+
+Lookups are cached per process for ``token_cache_s`` seconds (default 5): a token revoked
+by another process (the CLI) stops working within that time plus one store read; one
+created or revoked through this process takes effect at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from graphql import ExecutionResult, GraphQLError
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocketClose
+from strawberry.extensions import SchemaExtension
+from strawberry.permission import BasePermission
+from strawberry.types import Info
+from strawberry.types.graphql import OperationType
+
+from lineagegraph.graph.store import GraphStore
+from lineagegraph.schema import AuditEntry, Record
+
+from .graphql_types import UserError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# -- scopes and principals ----------------------------------------------------------------
+
+SCOPES = ("read", "write", "admin")  # each implies the ones before it
+READ, WRITE, ADMIN = SCOPES
+
+
+def implied(scopes: Iterable[str]) -> frozenset[str]:
+    """The scopes a grant carries: ``{"write"}`` → ``{"read", "write"}``."""
+    granted = set(scopes)
+    top = max((SCOPES.index(s) for s in granted if s in SCOPES), default=-1)
+    return frozenset(SCOPES[: top + 1])
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a token's name (the audit actor) and its effective scopes, the
+    hierarchy already applied (``Principal("ci", {"write"}).scopes`` holds ``read``)."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scopes", implied(self.scopes))
+
+
+ANONYMOUS = Principal("anonymous", frozenset(SCOPES))
+
+
+def principal_of(request: Any) -> Principal | None:
+    """The principal the middleware set on this request (or websocket), if any."""
+    state = getattr(request, "state", None)
+    return getattr(state, "principal", None) if state is not None else None
+
+
+# -- tokens in the store ----------------------------------------------------------------
+
+TOKENS = "token"
+REVOKED = "token.revoked"
+SECRET_PREFIX = "lg_"
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+# Actors the service writes itself: a token with one of these names would blur the audit log.
+RESERVED_NAMES = frozenset({ANONYMOUS.name, "cli", "system"})
+_PAGE = 1000
+
+
+class TokenError(ValueError):
+    """A token operation that cannot be done as asked (bad name or scope, name taken…)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    name: str
+    token_id: str
+    scopes: tuple[str, ...]  # as granted; effective scopes follow the hierarchy
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.token_id}"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def describe(self) -> dict[str, Any]:
+        """For audit entries and listings: everything but the hash."""
+        return {"name": self.name, "id": self.token_id, "scopes": list(self.scopes)}
+
+
+def hash_secret(secret: str) -> str:
+    # A fast hash is enough: the secret is 256 random bits, not a password, so there is
+    # nothing to guess; a slow salted hash would cost every request without adding safety.
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def parse_scopes(text: str | Iterable[str]) -> tuple[str, ...]:
+    """``"read,write"`` → ``("read", "write")``, in hierarchy order; unknown scopes fail."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    scopes = {s.strip().lower() for s in items if s.strip()}
+    unknown = sorted(scopes - set(SCOPES))
+    if unknown or not scopes:
+        raise TokenError(f"scopes: expected some of {', '.join(SCOPES)}; got {text!r}")
+    return tuple(s for s in SCOPES if s in scopes)
+
+
+def _all_records(store: GraphStore, collection: str) -> list[Record]:
+    found: list[Record] = []
+    after: int | None = None
+    while True:
+        page = store.records(collection, after_seq=after, limit=_PAGE)
+        found += page
+        if len(page) < _PAGE:
+            return found
+        after = page[-1].seq
+
+
+def _read_tokens(store: GraphStore) -> list[tuple[TokenInfo, str]]:
+    """Every token ever created, oldest first, with its revocation time and hash."""
+    revoked = {r.key: r.at for r in _all_records(store, REVOKED)}
+    return [
+        (TokenInfo(name=r.payload["name"], token_id=r.payload["id"],
+                   scopes=tuple(r.payload["scopes"]),
+                   created_at=datetime.fromisoformat(r.payload["created_at"]),
+                   revoked_at=revoked.get(r.key)), r.payload["hash"])
+        for r in _all_records(store, TOKENS)
+    ]
+
+
+def list_tokens(store: GraphStore) -> list[TokenInfo]:
+    """Every token ever created, oldest first, with when it was revoked."""
+    return [info for info, _ in _read_tokens(store)]
+
+
+def create_token(store: GraphStore, name: str, scopes: str | Iterable[str], *,
+                 actor: str) -> tuple[TokenInfo, str]:
+    """Issue a token: its record and audit entry in one transaction. Returns the secret,
+    which exists nowhere else — the caller shows it once."""
+    if not NAME_PATTERN.fullmatch(name) or name in RESERVED_NAMES:
+        raise TokenError(f"name: {name!r} must be 1-64 of letters, digits, '.', '_', '@', "
+                         f"'-' (starting with a letter or digit) and not one of "
+                         f"{', '.join(sorted(RESERVED_NAMES))}")
+    granted = parse_scopes(scopes)
+    if any(t.name == name and t.active for t in list_tokens(store)):
+        raise TokenError(f"an active token named {name!r} exists; revoke it first")
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    info = TokenInfo(name=name, token_id=secrets.token_hex(6), scopes=granted,
+                     created_at=datetime.now(UTC))
+    record = Record(collection=TOKENS, key=info.key, at=info.created_at, payload={
+        **info.describe(), "hash": hash_secret(secret), "hash_alg": "sha256",
+        "created_at": info.created_at.isoformat()})
+    result = store.upsert(records=[record], audit=[AuditEntry(
+        action="token.create", target=f"token:{name}", actor=actor, at=info.created_at,
+        after=info.describe())])
+    if result.records_added != 1:  # a random ID already taken: never hand out a dud
+        raise TokenError(f"token ID collision for {name!r}; try again")
+    _changed()
+    return info, secret
+
+
+def revoke_token(store: GraphStore, name: str, *, actor: str) -> list[TokenInfo]:
+    """Revoke the active token(s) named ``name``; returns what was revoked."""
+    active = [t for t in list_tokens(store) if t.name == name and t.active]
+    if not active:
+        raise TokenError(f"no active token named {name!r}")
+    at = datetime.now(UTC)
+    store.upsert(
+        records=[Record(collection=REVOKED, key=t.key, at=at,
+                        payload={"name": t.name, "id": t.token_id, "actor": actor})
+                 for t in active],
+        audit=[AuditEntry(action="token.revoke", target=f"token:{name}", actor=actor, at=at,
+                          before=t.describe(), after={"revoked_at": at.isoformat()})
+               for t in active])
+    _changed()
+    return active
+
+
+# -- the per-process cache ---------------------------------------------------------------
+
+_generation = 0  # bumped by create/revoke in this process: caches reload at once
+_generation_lock = threading.Lock()
+
+
+def _changed() -> None:
+    global _generation
+    with _generation_lock:
+        _generation += 1
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSet:
+    """A snapshot: the active tokens' hashes with their principals."""
+
+    active: tuple[tuple[str, Principal], ...]
+    configured: bool  # a token has existed: open mode is over
+
+    def authenticate(self, secret: str) -> Principal | None:
+        digest = hash_secret(secret)
+        found = None
+        for known, principal in self.active:  # no early exit: the time says nothing
+            if hmac.compare_digest(known, digest):
+                found = principal
+        return found
+
+
+class TokenCache:
+    """Active tokens, re-read from the store at most every ``ttl_s`` seconds (at once
+    after a create/revoke in this process). Once it has seen a token it never reports
+    open mode again, even if the store is wiped under a running server."""
+
+    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._loaded: tuple[float, int, TokenSet] | None = None
+        self._seen_tokens = False
+
+    def fresh(self) -> TokenSet | None:
+        """The snapshot if still valid, without touching the store."""
+        if self._loaded is None:
+            return None
+        at, generation, tokens = self._loaded
+        if generation != _generation or self._clock() - at >= self._ttl:
+            return None
+        return tokens
+
+    def load(self, store: GraphStore) -> TokenSet:
+        with self._lock:  # one reader refreshes; the others wait and reuse its snapshot
+            tokens = self.fresh()
+            if tokens is None:
+                # Stamped before reading, so the bound counts from the read's start.
+                at, generation = self._clock(), _generation
+                found = _read_tokens(store)
+                self._seen_tokens |= bool(found)
+                tokens = TokenSet(
+                    active=tuple((digest, Principal(t.name, frozenset(t.scopes)))
+                                 for t, digest in found if t.active),
+                    configured=self._seen_tokens)
+                self._loaded = (at, generation, tokens)
+            return tokens
+
+
+# -- answers ----------------------------------------------------------------------------
+
+REALM = 'Bearer realm="lineagegraph"'
+
+
+class AuthError(Exception):
+    status = 401
+    code = "UNAUTHENTICATED"
+
+    def __init__(self, message: str, challenge: str = REALM,
+                 required_scope: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.challenge = challenge
+        self.required_scope = required_scope
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"error": self.message, "code": self.code}
+        if self.required_scope is not None:
+            body["required_scope"] = self.required_scope
+        return JSONResponse(body, status_code=self.status,
+                            headers={"WWW-Authenticate": self.challenge})
+
+
+class MissingScope(AuthError):
+    status = 403
+    code = "FORBIDDEN"
+
+    def __init__(self, principal: Principal, needed: str) -> None:
+        have = ", ".join(s for s in SCOPES if s in principal.scopes) or "none"
+        super().__init__(f"this needs the {needed!r} scope; token {principal.name!r} has: "
+                         f"{have}", f'{REALM}, error="insufficient_scope", scope="{needed}"',
+                         required_scope=needed)
+
+
+class StoreUnavailable(AuthError):
+    status = 503
+    code = "UNAVAILABLE"
+
+
+def bearer_secret(headers: Headers) -> str:
+    value = headers.get("authorization", "")
+    scheme, _, secret = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise AuthError("this route needs a bearer token: Authorization: Bearer <token>")
+    return secret.strip()
+
+
+# -- which scope a route needs -----------------------------------------------------------
+
+OPEN_PATHS = frozenset({"/healthz"})
+GRAPHQL_PATH = "/graphql"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def required_scope(method: str, path: str) -> str:
+    """The baseline scope of a request. GraphQL is read at the door; its mutation fields
+    check their own scope. Any other method that is not a read is a write (fail safe)."""
+    if method in SAFE_METHODS or path.rstrip("/") == GRAPHQL_PATH:
+        return READ
+    return WRITE
+
+
+def require_scope(scope: str) -> Callable[[Request], Principal]:
+    """A dependency for routes needing more than their method's baseline:
+    ``@router.post("/promote", dependencies=[Depends(require_scope(ADMIN))])``."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}")
+
+    def dependency(request: Request) -> Principal:
+        principal = principal_of(request)
+        if principal is None:  # no middleware ran: refuse rather than guess
+            raise AuthError("no authenticated principal on this request")
+        if scope not in principal.scopes:
+            raise MissingScope(principal, scope)
+        return principal
+
+    return dependency
+
+
+# -- middleware -------------------------------------------------------------------------
+
+
+class BearerAuth:
+    """Authenticates every HTTP and websocket request but ``/healthz`` and sets
+    ``request.state.principal``; answers 401/403/503 itself, before any body is read."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.require_auth = settings.require_auth
+        self.cache = TokenCache(settings.token_cache_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self._principal(scope)
+            needed = required_scope(scope.get("method", "GET"), scope["path"])
+            if needed not in principal.scopes:
+                raise MissingScope(principal, needed)
+        except AuthError as error:
+            refusal = (error.response() if scope["type"] == "http"
+                       else WebSocketClose(code=1008, reason=error.code))
+            await refusal(scope, receive, send)
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    async def _principal(self, scope: Scope) -> Principal:
+        tokens = self.cache.fresh()
+        if tokens is None:
+            try:
+                tokens = await run_in_threadpool(self.cache.load, scope["app"].state.store)
+            except Exception as error:  # fail closed: no token check, no access
+                log.warning("cannot read tokens from the store: %s", type(error).__name__)
+                raise StoreUnavailable("cannot check the bearer token: the store is "
+                                       "unavailable") from None
+        if not tokens.configured and not self.require_auth:
+            return ANONYMOUS
+        principal = tokens.authenticate(bearer_secret(Headers(scope=scope)))
+        if principal is None:
+            raise AuthError("the bearer token is not valid (unknown or revoked)",
+                            f'{REALM}, error="invalid_token"')
+        return principal
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body larger than {limit} bytes")
+
+
+class BodySizeLimit:
+    """413 for bodies over ``max_bytes``: at once when Content-Length says so, else as
+    soon as the streamed chunks pass it — the body is never buffered here."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _refusal(self) -> JSONResponse:
+        return JSONResponse({"error": f"request body larger than {self.max_bytes} bytes "
+                             "(LINEAGEGRAPH_MAX_BODY_BYTES)", "code": "PAYLOAD_TOO_LARGE"},
+                            status_code=413)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refusal()(scope, receive, send)
+            return
+        received = 0
+        exceeded = started = replaced = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise BodyTooLarge(self.max_bytes)
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal started, replaced
+            if exceeded and not started:
+                # Whatever the app made of the error (a 400, a 500), the answer is 413.
+                started = replaced = True
+                await self._refusal()(scope, receive, send)
+            if replaced:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        # The error is answered just below, unless a response was already under way.
+        with contextlib.suppress(BodyTooLarge):
+            await self.app(scope, limited_receive, guarded_send)
+        if exceeded and not started:
+            await self._refusal()(scope, receive, send)
+
+
+# -- installing -------------------------------------------------------------------------
+
+
+def install_auth(app: FastAPI, settings: Settings) -> None:
+    """Bearer auth outermost (a caller without a token never gets a body read), then the
+    body size limit; 401/403 from ``require_scope``; the scheme in OpenAPI."""
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BearerAuth, settings=settings)
+
+    async def auth_error(_: Request, error: Exception) -> JSONResponse:
+        assert isinstance(error, AuthError)
+        return error.response()
+
+    app.add_exception_handler(AuthError, auth_error)
+    _document_bearer(app)
+
+
+def _document_bearer(app: FastAPI) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()  # cached by FastAPI as app.openapi_schema; amended in place
+        schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http", "scheme": "bearer",
+            "description": "lineagegraph token create NAME --scopes read,write,admin"}
+        schema["security"] = [{"bearer": []}]
+        for path in OPEN_PATHS:
+            for operation in schema.get("paths", {}).get(path, {}).values():
+                operation["security"] = []
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+# -- GraphQL ----------------------------------------------------------------------------
+
+
+class Forbidden(UserError):
+    """Shown unmasked (a ``UserError``), with ``extensions.code`` FORBIDDEN."""
+
+    extensions = {"code": "FORBIDDEN"}
+
+
+class _NeedsScope(BasePermission):
+    scope: ClassVar[str]
+    error_extensions = {"code": "FORBIDDEN"}
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        principal = principal_of(getattr(info.context, "request", None))
+        return principal is not None and self.scope in principal.scopes
+
+    def on_unauthorized(self) -> None:
+        raise Forbidden(self.message or "")
+
+
+class NeedsWrite(_NeedsScope):
+    """``@strawberry.mutation(permission_classes=[NeedsWrite])``: ingest and upserts."""
+
+    scope = WRITE
+    message = "this field needs the 'write' scope"
+
+
+class NeedsAdmin(_NeedsScope):
+    """``@strawberry.mutation(permission_classes=[NeedsAdmin])``: promote, rollback,
+    approve and overrides."""
+
+    scope = ADMIN
+    message = "this field needs the 'admin' scope"
+
+
+class MutationsNeedWrite(SchemaExtension):
+    """A schema-wide floor under the field permissions: a mutation operation from a
+    principal without ``write`` is refused whole, before any resolver runs — a mutation
+    field that forgot its permission class still cannot be reached with a read token."""
+
+    def on_execute(self) -> Any:
+        context = self.execution_context
+        try:
+            is_mutation = context.operation_type is OperationType.MUTATION
+        except Exception:  # no such operation: graphql-core reports it as it executes
+            is_mutation = False
+        if is_mutation:
+            principal = principal_of(getattr(context.context, "request", None))
+            if principal is None or WRITE not in principal.scopes:
+                context.result = ExecutionResult(data=None, errors=[GraphQLError(
+                    "mutations need the 'write' scope", extensions={"code": "FORBIDDEN"})])
+        yield
