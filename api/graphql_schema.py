@@ -19,6 +19,8 @@ from lineagegraph.graph.walk import walk
 from lineagegraph.schema import InvalidId, canonical_id
 from lineagegraph.schema.models import utc
 
+from .auth import MutationsNeedWrite
+from .graphql_governance import GovernanceQuery, Mutation
 from .graphql_types import (
     NODE_TYPES,
     Action,
@@ -74,7 +76,7 @@ def _when(value: datetime | None) -> datetime | None:
 
 
 @strawberry.type
-class Query:
+class Query(GovernanceQuery):
     @strawberry.field(description="One node by its ID (`model:fraud-detector@7`; `@v7` "
                       "is accepted too).")
     async def node(self, info: Info, id: strawberry.ID) -> NodeType | None:
@@ -236,6 +238,7 @@ class LineageSchema(strawberry.Schema):
 def build_schema(settings: Settings) -> strawberry.Schema:
     return LineageSchema(
         query=Query,
+        mutation=Mutation,
         types=list(NODE_TYPES.values()),
         extensions=[
             # Factories: strawberry builds fresh extension instances per request.
@@ -243,6 +246,9 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
             lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
             lambda: MaskErrors(should_mask_error=_should_mask),
+            # Defence in depth: a mutation field that forgot its permission class still
+            # needs `write`.
+            MutationsNeedWrite,
         ],
     )
 

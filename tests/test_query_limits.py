@@ -62,8 +62,9 @@ def test_unexpected_failures_are_masked_not_leaked(tmp_path: Any) -> None:
     from lineagegraph.graph.embedded import EmbeddedStore
 
     broken = EmbeddedStore(tmp_path / "x.db")
-    broken.close()  # every query now fails inside sqlite3
     with TestClient(create_app(Settings(neo4j_uri=None), store=broken)) as client:
+        client.get("/readyz")  # auth has read the (empty) token set: open mode
+        broken.close()  # every query now fails inside sqlite3
         body = post(client, '{ node(id: "run:x") { id } }')
 
     assert body["errors"][0]["message"] == "Unexpected error."
@@ -94,6 +95,8 @@ def test_nested_bundle_fields_are_loaded_in_one_batch(store: GraphStore) -> None
     load_story(store)
     counting = CountingStore(store)
     with TestClient(create_app(Settings(neo4j_uri=None), store=counting)) as client:  # type: ignore[arg-type]
+        client.get("/readyz")  # auth reads the token set once; count only the query's calls
+        counting.calls.clear()
         body = post(client, """{ search(kinds: ["Bundle"]) { nodes { id
             ... on Bundle { modelVersion { id } promptVersion { id } policyPack { id }
                             toolset { id } retrievesFrom { id } } } } }""")

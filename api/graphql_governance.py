@@ -1,0 +1,237 @@
+"""Governance over GraphQL: the promotion report, the audit log, and the mutations that
+register, promote, roll back and approve. Every mutation is recorded in the audit log
+under the caller's token name."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from lineagegraph.graph import governance
+from lineagegraph.schema import AuditEntry as AuditRecord
+from lineagegraph.schema import Edge as EdgeRecord
+from lineagegraph.schema import Node as NodeRecord
+from lineagegraph.schema import canonical_id, parse_id
+
+from .auth import NeedsAdmin, NeedsWrite, principal_of
+from .graphql_types import (
+    BlastRadius,
+    Context,
+    NodeType,
+    StageMove,
+    UserError,
+    blast_radius_type,
+    maybe,
+    stage_move_type,
+    to_gql,
+)
+
+
+def actor_of(info: Info) -> str:
+    principal = principal_of(info.context.request)
+    return principal.name if principal is not None else "anonymous"
+
+
+@strawberry.type
+class Gate:
+    name: str
+    passed: bool
+    reason: str | None
+
+
+@strawberry.type
+class Difference:
+    field: str
+    current: JSON | None
+    candidate: JSON | None
+
+
+@strawberry.type
+class PromotionReport:
+    verdict: str
+    reasons: list[str]
+    environment: str
+    gates: list[Gate]
+    current: NodeType | None
+    candidate: NodeType
+    diff: list[Difference]
+    blast_radius: BlastRadius | None
+
+
+def report_type(report: governance.PromotionReport) -> PromotionReport:
+    return PromotionReport(
+        verdict=report.verdict, reasons=report.reasons, environment=report.environment,
+        gates=[Gate(name=g.name, passed=g.passed, reason=g.reason) for g in report.gates],
+        current=maybe(report.current), candidate=to_gql(report.candidate),
+        diff=[Difference(field=d.field, current=d.current, candidate=d.candidate)
+              for d in report.diff],
+        blast_radius=(blast_radius_type(report.blast_radius)
+                      if report.blast_radius is not None else None),
+    )
+
+
+@strawberry.type
+class AuditEntry:
+    seq: int | None
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    before: JSON | None
+    after: JSON | None
+
+
+@strawberry.type
+class PromotionResult:
+    promoted: bool
+    report: PromotionReport
+    move: StageMove | None
+
+
+@strawberry.type
+class RollbackResult:
+    move: StageMove
+    warnings: list[str]
+
+
+@strawberry.type
+class UpsertCounts:
+    created: int
+    updated: int
+    unchanged: int
+
+
+@strawberry.type
+class UpsertResult:
+    nodes: UpsertCounts
+    edges: UpsertCounts
+
+
+@strawberry.input
+class NodeInput:
+    id: strawberry.ID
+    kind: str | None = strawberry.field(
+        default=None, description="Needed only where the ID alone is ambiguous (a pinned "
+                                  "model snapshot without @version is a ModelVersion).")
+    created_at: datetime | None = None
+    properties: JSON | None = None
+
+
+@strawberry.input
+class EdgeInput:
+    source: strawberry.ID
+    type: str
+    target: strawberry.ID
+    properties: JSON | None = None
+
+
+def _policy(info: Info) -> governance.GatePolicy:
+    return info.context.settings.gate_policy
+
+
+@strawberry.type
+class GovernanceQuery:
+    @strawberry.field(description="The report a release engineer reads before promoting "
+                      "`bundle@version` into `environment`: gates, diff against what is "
+                      "live, blast radius, verdict.")
+    async def promotion_impact(self, info: Info, bundle: str, version: str,
+                               environment: str) -> PromotionReport:
+        context: Context = info.context
+        try:
+            report = await context.run(lambda: governance.promotion_report(
+                context.store, bundle, version, environment, _policy(info),
+                context.settings.walk_limits))
+        except governance.GovernanceError as error:
+            raise UserError(str(error)) from None
+        return report_type(report)
+
+    @strawberry.field(description="The append-only audit log, oldest first.")
+    async def audit_log(self, info: Info, since: datetime | None = None,
+                        until: datetime | None = None, actor: str | None = None,
+                        target: str | None = None, first: int = 500) -> list[AuditEntry]:
+        context: Context = info.context
+        entries = await context.run(lambda: context.store.audit_log(
+            since=since, until=until, actor=actor,
+            target=canonical_id(target) if target else None, limit=min(first, 5000)))
+        return [AuditEntry(seq=e.seq, at=e.at, actor=e.actor, action=e.action, target=e.target,
+                           before=e.before, after=e.after) for e in entries]
+
+
+async def _governed(info: Info, work: Any) -> Any:
+    context: Context = info.context
+    try:
+        return await context.run(work)
+    except governance.GovernanceError as error:
+        raise UserError(str(error)) from None
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(permission_classes=[NeedsWrite],
+                         description="Register or update nodes and edges in one "
+                         "transaction (all or nothing; re-sending changes nothing).")
+    async def upsert(self, info: Info, nodes: list[NodeInput],
+                     edges: list[EdgeInput] | None = None) -> UpsertResult:
+        actor = actor_of(info)
+        try:
+            records = [NodeRecord.from_id(canonical_id(n.id), kind=n.kind,
+                                          properties=n.properties or {},
+                                          **({"created_at": n.created_at}
+                                             if n.created_at else {})) for n in nodes]
+            links = [EdgeRecord(source=e.source, type=e.type, target=e.target,
+                                properties=e.properties or {}) for e in edges or []]
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        audit = [AuditRecord(action="upsert", target=r.id, actor=actor,
+                             after={"kind": r.kind, "properties": r.properties})
+                 for r in records]
+        context: Context = info.context
+        result = await context.run(lambda: context.store.upsert(records, links, audit))
+        return UpsertResult(
+            nodes=UpsertCounts(created=result.nodes.created, updated=result.nodes.updated,
+                               unchanged=result.nodes.unchanged),
+            edges=UpsertCounts(created=result.edges.created, updated=result.edges.updated,
+                               unchanged=result.edges.unchanged))
+
+    @strawberry.mutation(permission_classes=[NeedsAdmin],
+                         description="Move `bundle@version` into `environment` when every "
+                         "gate passes; refused with the failed gates otherwise. An admin "
+                         "may override with a reason, recorded in the move and the audit "
+                         "log.")
+    async def promote(self, info: Info, bundle: str, version: str, environment: str,
+                      override_reason: str | None = None) -> PromotionResult:
+        if override_reason is not None and not override_reason.strip():
+            raise UserError("overrideReason: must say why")
+        context: Context = info.context
+        report, move = await _governed(info, lambda: governance.promote(
+            context.store, bundle, version, environment, actor_of(info),
+            override_reason=override_reason, policy=_policy(info)))
+        return PromotionResult(promoted=move is not None, report=report_type(report),
+                               move=stage_move_type(move) if move else None)
+
+    @strawberry.mutation(permission_classes=[NeedsAdmin],
+                         description="Move `name` in `environment` back to the version live "
+                         "there before the current one.")
+    async def rollback(self, info: Info, name: str, environment: str,
+                       reason: str | None = None) -> RollbackResult:
+        context: Context = info.context
+        result = await _governed(info, lambda: governance.rollback(
+            context.store, name, environment, actor_of(info), reason))
+        return RollbackResult(move=stage_move_type(result.move), warnings=result.warnings)
+
+    @strawberry.mutation(permission_classes=[NeedsAdmin],
+                         description="Approve `target` (a bundle, model or prompt version) "
+                         "as the caller, optionally for a named gate.")
+    async def approve(self, info: Info, target: strawberry.ID, gate: str | None = None,
+                      comment: str | None = None) -> NodeType:
+        context: Context = info.context
+        target_id = canonical_id(target)
+        if parse_id(target_id).prefix not in ("bundle", "model", "prompt"):
+            raise UserError("target: only bundles, model and prompt versions are approved")
+        node = await _governed(info, lambda: governance.approve(
+            context.store, target_id, actor_of(info), gate, comment))
+        return to_gql(node)

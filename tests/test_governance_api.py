@@ -1,0 +1,150 @@
+"""Governance over GraphQL with real tokens: the promotion report, promote/rollback/approve
+and upsert mutations, their scopes, and the audit entries they leave under the token's
+name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lineagegraph.api.app import create_app
+from lineagegraph.api.auth import create_token
+from lineagegraph.api.settings import Settings
+from lineagegraph.graph.store import GraphStore
+
+from .story import load_story
+
+
+class Caller:
+    def __init__(self, client: TestClient, secret: str) -> None:
+        self.client, self.headers = client, {"Authorization": f"Bearer {secret}"}
+
+    def gql(self, query: str, **variables: Any) -> dict[str, Any]:
+        response = self.client.post("/graphql", json={"query": query, "variables": variables},
+                                    headers=self.headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+@pytest.fixture
+def callers(store: GraphStore) -> Iterator[dict[str, Caller]]:
+    load_story(store)
+    secrets = {name: create_token(store, name, scope, actor="test")[1]
+               for name, scope in (("reader", "read"), ("ci-bot", "write"),
+                                   ("release-eng", "admin"))}
+    with TestClient(create_app(Settings(neo4j_uri=None), store=store)) as client:
+        yield {name: Caller(client, secret) for name, secret in secrets.items()}
+
+
+IMPACT = """query ($b: String!, $v: String!, $env: String!) {
+  promotionImpact(bundle: $b, version: $v, environment: $env) {
+    verdict reasons gates { name passed reason } current { id } candidate { id }
+    diff { field current candidate }
+    blastRadius { root { id } traffic { environment count } }
+  }
+}"""
+
+PROMOTE = """mutation ($b: String!, $v: String!, $env: String!, $why: String) {
+  promote(bundle: $b, version: $v, environment: $env, overrideReason: $why) {
+    promoted report { verdict reasons } move { environment fromVersion toVersion actor reason }
+  }
+}"""
+
+
+def test_a_reader_sees_the_promotion_report(callers: dict[str, Caller]) -> None:
+    report = callers["reader"].gql(IMPACT, b="support-triage", v="15",
+                                   env="production")["data"]["promotionImpact"]
+
+    assert report["verdict"] == "ALLOW"
+    assert report["current"]["id"] == "bundle:support-triage@14"
+    assert {d["field"] for d in report["diff"]} == {"model", "prompt", "policy",
+                                                    "params.max_tokens"}
+    assert report["blastRadius"]["root"]["id"] == "bundle:support-triage@14"
+
+
+def test_promote_needs_admin_even_next_to_a_read(callers: dict[str, Caller]) -> None:
+    document = "query R { node(id: \"bundle:support-triage@15\") { id } } " + PROMOTE.replace(
+        "mutation (", "mutation M (")
+    writer = callers["ci-bot"].client.post(
+        "/graphql", headers=callers["ci-bot"].headers,
+        json={"query": document, "operationName": "M",
+              "variables": {"b": "support-triage", "v": "15", "env": "production"}}).json()
+    read = callers["reader"].client.post(
+        "/graphql", headers=callers["reader"].headers,
+        json={"query": document, "operationName": "R"}).json()
+
+    assert writer["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert "admin" in writer["errors"][0]["message"]
+    assert read["data"]["node"]["id"] == "bundle:support-triage@15"
+
+
+def test_admin_promotes_then_rolls_back_with_audit_entries_under_its_name(
+    callers: dict[str, Caller], store: GraphStore,
+) -> None:
+    admin = callers["release-eng"]
+
+    promoted = admin.gql(PROMOTE, b="support-triage", v="15", env="production")["data"]
+    rolled = admin.gql("""mutation { rollback(name: "support-triage", environment:
+        "production", reason: "quality") { move { fromVersion toVersion } warnings } }""")
+
+    assert promoted["promote"]["promoted"] is True
+    assert promoted["promote"]["move"] == {
+        "environment": "production", "fromVersion": "14", "toVersion": "15",
+        "actor": "release-eng", "reason": "gates passed"}
+    assert rolled["data"]["rollback"]["move"] == {"fromVersion": "15", "toVersion": "14"}
+    assert any("policy pack differs" in w for w in rolled["data"]["rollback"]["warnings"])
+    log = admin.gql("""{ auditLog(actor: "release-eng") { action target actor } }""")
+    assert [(e["action"], e["target"]) for e in log["data"]["auditLog"]] == [
+        ("promote", "bundle:support-triage@15"), ("rollback", "bundle:support-triage@15")]
+    assert store.stage_at("support-triage", "production") == "14"
+
+
+def test_a_blocked_promotion_is_refused_unless_overridden_with_a_reason(
+    callers: dict[str, Caller],
+) -> None:
+    admin = callers["release-eng"]
+
+    refused = admin.gql(PROMOTE, b="fraud-scoring", v="2", env="staging")["data"]["promote"]
+    empty = admin.gql(PROMOTE, b="fraud-scoring", v="2", env="staging", why="  ")
+    forced = admin.gql(PROMOTE, b="fraud-scoring", v="2", env="staging",
+                       why="incident 42")["data"]["promote"]
+
+    assert refused["promoted"] is False and refused["move"] is None
+    assert refused["report"]["verdict"] == "BLOCK"
+    assert any(r.startswith("eval:") for r in refused["report"]["reasons"])
+    assert "must say why" in empty["errors"][0]["message"]
+    assert forced["promoted"] is True
+    assert forced["move"]["reason"].startswith("override: incident 42")
+
+
+def test_approve_records_the_caller_as_approver(callers: dict[str, Caller]) -> None:
+    approval = callers["release-eng"].gql("""mutation { approve(target:
+        "bundle:fraud-scoring@2", gate: "production", comment: "looks fine") {
+        id properties } }""")["data"]["approve"]
+
+    assert approval["id"] == "approval:fraud-scoring@2/release-eng/production"
+    assert approval["properties"]["approved_by"] == "release-eng"
+
+
+def test_upsert_needs_write_and_is_idempotent(callers: dict[str, Caller]) -> None:
+    mutation = """mutation { upsert(nodes: [{id: "source:crm.accounts", properties:
+        {residency: "eu"}}, {id: "dataset:crm.accounts@2026-11-20"}], edges: [{source:
+        "dataset:crm.accounts@2026-11-20", type: "VERSION_OF", target: "source:crm.accounts"}])
+        { nodes { created unchanged } edges { created unchanged } } }"""
+
+    refused = callers["reader"].gql(mutation)
+    first = callers["ci-bot"].gql(mutation)["data"]["upsert"]
+    again = callers["ci-bot"].gql(mutation)["data"]["upsert"]
+    bad = callers["ci-bot"].gql("""mutation { upsert(nodes: [{id: "feature:f@1"}], edges:
+        [{source: "feature:f@1", type: "USES_MODEL", target: "source:crm.accounts"}])
+        { nodes { created } } }""")
+
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert first == {"nodes": {"created": 2, "unchanged": 0},
+                     "edges": {"created": 1, "unchanged": 0}}
+    assert again == {"nodes": {"created": 0, "unchanged": 2},
+                     "edges": {"created": 0, "unchanged": 1}}
+    assert "USES_MODEL cannot go from a Feature" in bad["errors"][0]["message"]
