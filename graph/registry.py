@@ -82,19 +82,22 @@ class History:
 
 
 def history(store: GraphStore, node_id: str) -> History | None:
-    """All versions of the node's name (of its kind) and, for bundles, its stage moves."""
+    """All versions of the node's name (of its kind) and its stage moves: a bundle's under
+    its bare name, a model's or prompt's under its family ID (``model:{name}``), as the
+    importers log them."""
     node = store.get([node_id]).get(node_id)
     if node is None:
         return None
+    prefix = parse_id(node_id).prefix
     if NODE_KINDS_BY_LABEL[node.kind].versioned:
         versions = store.versions(node.kind, node.name)
     else:
         # A family node (Model, Prompt): its versions are the versioned kind of its prefix.
-        prefix = parse_id(node_id).prefix
         versioned = [k.label for k in NODE_KINDS_BY_LABEL.values()
                      if k.prefix == prefix and k.versioned]
         versions = [v for label in versioned for v in store.versions(label, node.name)]
-    moves = store.stage_history(name=node.name) if node.kind == "Bundle" else []
+    stage_name = node.name if node.kind == "Bundle" else format_id(prefix, node.name)
+    moves = store.stage_history(name=stage_name)
     return History(node=node, versions=versions, stage_moves=moves)
 
 

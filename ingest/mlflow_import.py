@@ -437,29 +437,32 @@ def alias_moves(
 ) -> list[StageMove]:
     """Stage moves for aliases that changed since the stage log last saw them.
 
-    ``history(name)`` is the stage log of one registered model name, oldest first. An
-    alias is an environment; a move is appended only when the version in effect there
-    differs, so a re-import appends none. A stage this importer set whose alias has since
-    been deleted in MLflow moves to nothing; stages set by others are left alone.
+    ``history(name)`` is the stage log of one name, oldest first. A model's stages are
+    logged under its family ID (``model:{name}``), so they never mix with a bundle of the
+    same name (bundles log under their bare name). An alias is an environment; a move is
+    appended only when the version in effect there differs, so a re-import appends none.
+    A stage this importer set whose alias has since been deleted in MLflow moves to
+    nothing; stages set by others are left alone.
     """
     moves = []
     for model in snap.models:
+        stage_name = format_id("model", model.name)
         current: dict[str, StageMove] = {}
-        for move in history(model.name):
+        for move in history(stage_name):
             current[move.environment] = move
         aliases = {alias: str(version) for alias, version in model.aliases.items()}
         for environment, version in sorted(aliases.items()):
             before = current.get(environment)
             if before is None or before.to_version != version:
                 moves.append(StageMove(
-                    name=model.name, environment=environment, to_version=version,
+                    name=stage_name, environment=environment, to_version=version,
                     from_version=before.to_version if before else None, at=at, actor=ACTOR,
                     reason=f"MLflow alias {environment!r} points at version {version}"))
         for environment, before in sorted(current.items()):
             if (environment not in aliases and before.actor == ACTOR
                     and before.to_version is not None):
                 moves.append(StageMove(
-                    name=model.name, environment=environment, to_version=None,
+                    name=stage_name, environment=environment, to_version=None,
                     from_version=before.to_version, at=at, actor=ACTOR,
                     reason=f"MLflow alias {environment!r} was removed"))
     return moves

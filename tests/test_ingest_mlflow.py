@@ -276,8 +276,9 @@ def test_aliases_become_stage_moves_of_the_model_name(store: GraphStore,
     result = import_mlflow(store, tracking.uri).result
 
     assert result.stage_moves == 2
-    assert store.live_environments(MODEL) == {"staging": "1", "production": "2"}
-    assert {(m.environment, m.from_version, m.actor) for m in store.stage_history(MODEL)} == {
+    assert store.live_environments(f"model:{MODEL}") == {"staging": "1", "production": "2"}
+    moves = store.stage_history(f"model:{MODEL}")
+    assert {(m.environment, m.from_version, m.actor) for m in moves} == {
         ("staging", None, ACTOR), ("production", None, ACTOR)}
 
 
@@ -290,7 +291,7 @@ def test_reimporting_the_same_mlflow_state_changes_nothing(store: GraphStore,
     assert not second.changed
     assert (second.nodes.created, second.nodes.updated, second.edges.created,
             second.edges.updated, second.stage_moves) == (0, 0, 0, 0, 0)
-    assert len(store.stage_history(MODEL)) == 2
+    assert len(store.stage_history(f"model:{MODEL}")) == 2
 
 
 def test_a_moved_alias_appends_one_move_and_a_deleted_alias_retires_its_stage(
@@ -311,8 +312,9 @@ def test_a_moved_alias_appends_one_move_and_a_deleted_alias_retires_its_stage(
     assert [(m.environment, m.from_version, m.to_version)
             for m in retired.batch.stage_moves] == [("staging", "2", None)]
     assert again.result.stage_moves == 0 and not again.result.changed
-    assert store.live_environments(MODEL) == {"production": "2"}
-    assert [m.to_version for m in store.stage_history(MODEL, "staging")] == ["1", "2", None]
+    assert store.live_environments(f"model:{MODEL}") == {"production": "2"}
+    staging = store.stage_history(f"model:{MODEL}", "staging")
+    assert [m.to_version for m in staging] == ["1", "2", None]
 
 
 def test_a_version_whose_run_was_deleted_keeps_its_lineage(
@@ -334,12 +336,12 @@ def test_stages_set_by_others_are_not_retired_by_the_import(store: GraphStore,
                                                            tracking: Tracking) -> None:
     from lineagegraph.schema import StageMove
 
-    store.record_stage_move(StageMove(name=MODEL, environment="canary", to_version="1",
-                                      actor="release-bot"))
+    store.record_stage_move(StageMove(name=f"model:{MODEL}", environment="canary",
+                                      to_version="1", actor="release-bot"))
     import_mlflow(store, tracking.uri)
 
-    assert store.live_environments(MODEL) == {"canary": "1", "staging": "1",
-                                              "production": "2"}
+    assert store.live_environments(f"model:{MODEL}") == {
+        "canary": "1", "staging": "1", "production": "2"}
 
 
 def test_the_import_is_audited_and_a_reimport_audits_only_the_load(
@@ -383,7 +385,7 @@ def test_cli_imports_into_the_embedded_store_and_reimports_nothing(
     store = EmbeddedStore(db)
     try:
         assert f"model:{MODEL}@2" in store.get([f"model:{MODEL}@2"])
-        assert store.live_environments(MODEL) == {"staging": "1", "production": "2"}
+        assert store.live_environments(f"model:{MODEL}") == {"staging": "1", "production": "2"}
     finally:
         store.close()
 
