@@ -35,8 +35,7 @@ NeoUri = Annotated[str | None, typer.Option("--neo4j-uri", help="Neo4j Bolt URI 
 
 
 def open_store(db: str | None, neo4j_uri: str | None) -> GraphStore:
-    overrides = {k: v for k, v in (("db", db), ("neo4j_uri", neo4j_uri)) if v is not None}
-    return Settings(**overrides).open_store()
+    return Settings.for_cli(db, neo4j_uri).open_store()
 
 
 class RecordsPerSecond(ProgressColumn):
@@ -70,8 +69,229 @@ def print_summary(summary: LoadSummary) -> None:
 
 # --- OpenLineage (ingest/openlineage.py) -------------------------------------------------
 
+@ingest_app.command("openlineage")
+def ingest_openlineage(
+    files: Annotated[list[str], typer.Argument(
+        metavar="FILE...",
+        help="files holding one JSON event, a JSON array of events, or NDJSON lines")],
+    db: DbPath = None,
+    neo4j_uri: NeoUri = None,
+) -> None:
+    """Load OpenLineage events, each in its own transaction, in file order. Bad events are
+    dead-lettered (see `lineagegraph deadletter`) and counted as rejected; the exit code
+    is 1 when any was."""
+    from pathlib import Path
+
+    from rich.markup import escape
+
+    from lineagegraph.ingest import openlineage
+
+    paths = [Path(file) for file in files]
+    for path in paths:
+        if not path.is_file():
+            console.print(f"[red]no such file: {escape(str(path))}[/red]")
+            raise typer.Exit(2)
+    events = [event for path in paths for event in openlineage.read_events(path)]
+    rejected: list[openlineage.Failure] = []
+    store = open_store(db, neo4j_uri)
+    try:
+        summary = load_with_progress(store, openlineage.iter_batches(store, events, rejected),
+                                     "OpenLineage", total=len(events))
+    finally:
+        store.close()
+    # load_with_progress prints its table before the rejections are known: say them here.
+    summary.rejected = len(rejected)
+    for failure in rejected:
+        console.print(f"[red]rejected[/red] {escape(failure.to_json()['reason'])}")
+    if rejected:
+        console.print(f"{len(rejected)} of {len(events)} event(s) rejected and dead-lettered: "
+                      "`lineagegraph deadletter list`, fix the cause, then `replay`")
+        raise typer.Exit(1)
+
 
 # --- registry manifests, inference outcomes, dead letters ---------------------------------
 
+def _cli_actor() -> str:
+    import os
+
+    return os.environ.get("USER") or "cli"
+
+
+def _must_exist(name: str) -> None:
+    """Exit 2 saying so when there is no such file or directory."""
+    import os
+
+    if not os.path.exists(name):
+        console.print(f"[red]no such file or directory: {name}[/red]")
+        raise typer.Exit(2)
+
+
+def _refuse(what: str, error: Exception) -> None:
+    """Print every problem and exit 1."""
+    from rich.markup import escape
+
+    from lineagegraph.ingest.batch import IngestError
+
+    console.print(f"[red]{what} refused, nothing was written:[/red]")
+    for problem in error.problems if isinstance(error, IngestError) else [error]:
+        console.print(f"  {escape(str(problem))}")
+    raise typer.Exit(1) from error
+
+
+@ingest_app.command("manifests")
+def ingest_manifests(
+    directory: Annotated[str, typer.Argument(
+        metavar="DIR", help="registry directory (every *.yaml/*.yml below it) or one file")],
+    db: DbPath = None,
+    neo4j_uri: NeoUri = None,
+) -> None:
+    """Load registry manifests (multi-document YAML) in one transaction: all of them, or
+    nothing and every problem listed by file#document and field."""
+    from pathlib import Path
+
+    from lineagegraph.ingest.batch import IngestError
+    from lineagegraph.ingest.manifest_formats import read_directory
+    from lineagegraph.ingest.manifests import map_manifests
+    from lineagegraph.schema import SchemaError
+
+    _must_exist(directory)
+    root = Path(directory)
+    store = open_store(db, neo4j_uri)
+    try:
+        batch = map_manifests(read_directory(root), store, actor=_cli_actor(),
+                              source=str(root))
+        load_with_progress(store, [batch], "manifests", total=batch.size)
+    except (IngestError, SchemaError) as error:
+        _refuse("manifests", error)
+    finally:
+        store.close()
+
+
+@ingest_app.command("outcomes")
+def ingest_outcomes(
+    file: Annotated[str, typer.Argument(metavar="FILE", help="NDJSON, optionally gzipped")],
+    batch_size: Annotated[int, typer.Option(min=1, help="records per transaction")] = 5000,
+    db: DbPath = None,
+    neo4j_uri: NeoUri = None,
+) -> None:
+    """Load inference outcome records in batches (one transaction each). A bad record is
+    dead-lettered with its reasons and counted as rejected, the rest are written; the exit
+    code is 1 when any was rejected."""
+    from pathlib import Path
+
+    from lineagegraph.ingest.outcomes import DeadLetteringLoad, count_records, read_file
+    from lineagegraph.schema import SchemaError
+
+    _must_exist(file)
+    path = Path(file)
+    store = open_store(db, neo4j_uri)
+    try:
+        load = DeadLetteringLoad(store, actor=_cli_actor(), source=str(path), size=batch_size)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      RecordsPerSecond(), TimeElapsedColumn(), console=console) as progress:
+            task = progress.add_task("outcomes", total=count_records(path))
+            summary = load_batches(store, load.batches(read_file(path)),
+                                   on_progress=lambda n: progress.advance(task, n))
+        # The rejected count is known only after the load, so the summary is printed here
+        # rather than by load_with_progress.
+        summary.rejected = load.rejected
+        print_summary(summary)
+    except SchemaError as error:  # the store refused a whole batch: earlier ones stand
+        console.print(f"[red]a batch was refused, nothing of it was written:[/red] {error}; "
+                      "earlier batches were; re-running the file is safe (idempotent)")
+        raise typer.Exit(1) from error
+    finally:
+        store.close()
+    if load.rejected:  # exit 1, as the OpenLineage load does
+        console.print(f"[yellow]{load.rejected:,} record(s) dead-lettered:[/yellow] "
+                      "`lineagegraph deadletter list`, fix the cause, then `replay`")
+        raise typer.Exit(1)
+
+
+@deadletter_app.command("list")
+def deadletter_list(
+    source: Annotated[str | None, typer.Option(help="only letters of this source")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 100,
+    db: DbPath = None,
+    neo4j_uri: NeoUri = None,
+) -> None:
+    """Rejected records not yet replayed: key (a prefix is enough for replay), source,
+    reason, when."""
+    from rich.markup import escape
+
+    from lineagegraph.ingest.deadletter import describe, pending
+
+    store = open_store(db, neo4j_uri)
+    try:
+        letters = [describe(letter) for letter in pending(store, limit, source)]
+    finally:
+        store.close()
+    table = Table(title=f"dead letters ({len(letters)})")
+    for column in ("key", "source", "reason", "when"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        table.add_row(letter["key"][:12], letter["source"], escape(letter["reason"] or ""),
+                      letter["at"][:19])
+    Console().print(table)
+
+
+@deadletter_app.command("replay")
+def deadletter_replay(
+    keys: Annotated[list[str] | None, typer.Argument(
+        metavar="[KEY]...", help="keys or key prefixes; none: every pending letter")] = None,
+    db: DbPath = None,
+    neo4j_uri: NeoUri = None,
+) -> None:
+    """Map dead letters again and write those that now pass (one transaction each)."""
+    from rich.markup import escape
+
+    from lineagegraph.ingest.deadletter import replay
+
+    store = open_store(db, neo4j_uri)
+    try:
+        result = replay(store, keys or None)
+    finally:
+        store.close()
+    console.print(f"replayed {len(result.replayed)} letter(s)")
+    for key, reason in result.still_failing.items():
+        console.print(f"[red]still failing[/red] {key[:12]}: {escape(reason)}")
+    for key in result.unknown:
+        console.print(f"[red]no pending letter with key[/red] {escape(key)}")
+    if result.still_failing or result.unknown:
+        raise typer.Exit(1)
+
+
 
 # --- MLflow (ingest/mlflow_import.py) -----------------------------------------------------
+
+@ingest_app.command("mlflow")
+def ingest_mlflow(
+    tracking_uri: Annotated[str, typer.Option(
+        "--tracking-uri", envvar="MLFLOW_TRACKING_URI",
+        help="MLflow tracking store or server: sqlite:///path/mlflow.db, http://host:5000")],
+    registry_uri: Annotated[str | None, typer.Option(
+        "--registry-uri", envvar="MLFLOW_REGISTRY_URI",
+        help="model and prompt registry, when not the tracking URI")] = None,
+    db: DbPath = None,
+    neo4j_uri: NeoUri = None,
+) -> None:
+    """Import experiments, runs, datasets, registered models, aliases and prompts from
+    MLflow, in one transaction; re-importing the same state changes nothing."""
+    from rich.markup import escape
+
+    from lineagegraph.ingest.batch import IngestError
+    from lineagegraph.ingest.mlflow_import import read_batch, redact
+    from lineagegraph.schema import SchemaError
+
+    store = open_store(db, neo4j_uri)
+    try:
+        with console.status(f"reading MLflow at {escape(redact(tracking_uri))}"):
+            batch, warnings = read_batch(store, tracking_uri, registry_uri, _cli_actor())
+        for warning in warnings:
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        load_with_progress(store, [batch], "MLflow", total=batch.size)
+        console.print(f"{len(batch.stage_moves)} alias move(s) recorded")
+    except (IngestError, SchemaError) as error:
+        _refuse("MLflow import", error)
+    finally:
+        store.close()

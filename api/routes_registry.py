@@ -1,8 +1,102 @@
-"""Registry manifests, inference outcomes and the dead-letter store (filled in by the ingest
-work)."""
+"""Registry manifests, inference outcomes and the dead-letter store over REST.
+
+Both ingest routes are all-or-nothing per request: one transaction, or a 400 listing every
+problem by record (document number, or NDJSON line / array index) and field, with nothing
+written — not even dead letters. The CLI's file loads are the ones that dead-letter.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from lineagegraph.ingest import deadletter, outcomes
+from lineagegraph.ingest.batch import Batch, load_batches
+from lineagegraph.ingest.bodies import decode
+from lineagegraph.ingest.manifest_formats import read_json, read_yaml
+from lineagegraph.ingest.manifests import map_manifests
+
+from .deps import ActorDep, StoreDep
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl",
+                "application/json-lines", "text/plain")
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _unsupported(media_type: str, accepted: tuple[str, ...]) -> JSONResponse:
+    return JSONResponse(
+        {"error": f"unsupported content type {media_type!r}",
+         "problems": [{"message": f"send one of: {', '.join(accepted)}"}]},
+        status_code=415)
+
+
+def _body_schema(*types: str) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {
+        t: {"schema": {"type": "string" if "json" not in t else "array"}} for t in types}}}
+
+
+def _write(store: Any, batch: Batch) -> dict[str, Any]:
+    return load_batches(store, [batch]).to_json()
+
+
+@router.post("/manifests", openapi_extra=_body_schema(*YAML_TYPES, "application/json"),
+             summary="Load registry manifest documents (YAML or JSON, one or many)")
+async def post_manifests(request: Request, store: StoreDep, actor: ActorDep) -> Any:
+    media_type = _media_type(request) or "application/yaml"
+    if media_type not in (*YAML_TYPES, "application/json"):
+        return _unsupported(media_type, (*YAML_TYPES, "application/json"))
+    body = await request.body()
+
+    def load() -> dict[str, Any]:
+        text = decode(body)
+        docs = read_json(text) if media_type == "application/json" else read_yaml(text)
+        return _write(store, map_manifests(docs, store, actor=actor, source="api"))
+
+    return await run_in_threadpool(load)
+
+
+@router.post("/outcomes", openapi_extra=_body_schema("application/json", *NDJSON_TYPES),
+             summary="Load inference outcome records (NDJSON or a JSON array)")
+async def post_outcomes(request: Request, store: StoreDep, actor: ActorDep) -> Any:
+    media_type = _media_type(request)
+    body = await request.body()
+    if media_type and media_type not in ("application/json", *NDJSON_TYPES):
+        return _unsupported(media_type, ("application/json", *NDJSON_TYPES))
+    # With no content type, a body that opens with '[' is a JSON array.
+    json_array = media_type == "application/json" or (
+        not media_type and body.lstrip().startswith(b"["))
+
+    def load() -> dict[str, Any]:
+        items = outcomes.read_body(body, json_array)
+        return _write(store, outcomes.strict_batch(items, store, actor=actor, source="api"))
+
+    return await run_in_threadpool(load)
+
+
+class Replay(BaseModel):
+    keys: list[str] | None = Field(
+        None, description="keys or unique key prefixes to replay; none: every pending letter")
+
+
+@router.get("/deadletter", tags=["dead letters"], summary="Rejected records not yet replayed")
+async def list_dead_letters(store: StoreDep, source: str | None = None,
+                            limit: int = 100) -> dict[str, Any]:
+    letters = await run_in_threadpool(deadletter.pending, store, limit, source)
+    return {"items": [deadletter.describe(letter) for letter in letters]}
+
+
+@router.post("/deadletter/replay", tags=["dead letters"],
+             summary="Map rejected records again and write those that now pass")
+async def replay_dead_letters(store: StoreDep, body: Replay | None = None) -> dict[str, Any]:
+    result = await run_in_threadpool(deadletter.replay, store, body.keys if body else None)
+    return result.to_json()

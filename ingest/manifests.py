@@ -1,0 +1,399 @@
+"""Registry manifests → one ``Batch``: the whole load is one transaction, or, when any
+document is wrong, an ``IngestError`` listing every problem (record and field) and nothing
+written.
+
+Rules beyond the document formats (see ``manifest_formats``):
+
+- A reference resolves against the graph and the same load. Missing targets are errors,
+  except those no document kind can declare: a provider's pinned model snapshot (a model
+  written without ``@version``: ``ModelVersion`` ``model:gpt-5-mini-2026-08``, no family,
+  ``registered: true`` — naming it in a manifest registers it, also when inference traffic
+  created it first as unregistered) and a training run's job. Model and prompt families
+  (``model:fraud-detector``) are created with their first version.
+- Nodes that exist and that the load only references are never rewritten (a family or a
+  job may carry properties from another import).
+- A versioned document without ``version`` gets the previous version + 1 — unless it says
+  exactly what the latest version says (same ``manifest_digest`` property), which makes it a
+  re-send of that version. ``status``, ``eval`` and ``approved_by`` annotate a version and
+  are not part of the digest: promoting an entry by editing its status is no new version.
+- A new version ``SUPERSEDES`` the one before it (in version order) unless ``supersedes:``
+  says ``false`` or names another version.
+- ``approved_by`` becomes ``approval:{bundle id}/{who}`` and ``eval`` becomes
+  ``eval:{suite}/{run}`` (run default: ``name@version``): deterministic IDs, so re-sends
+  are no-ops. Stage moves follow ``manifest_stages``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from lineagegraph.graph.store import GraphStore, version_order
+from lineagegraph.schema import NODE_KINDS_BY_LABEL, AuditEntry, Edge, Node, format_id, parse_id
+
+from .batch import Batch, IngestError, Problem
+from .manifest_formats import (
+    BundleDoc,
+    Doc,
+    ModelVersionDoc,
+    RawDoc,
+    Ref,
+    StageMoveDoc,
+    parse_document,
+)
+from .manifest_stages import StagePlanner
+from .refs import ref_id
+
+DIGEST = "manifest_digest"
+FAMILIES = {"ModelVersion": "Model", "PromptVersion": "Prompt"}
+
+
+@dataclass(frozen=True, slots=True)
+class _RefUse:
+    """One reference of a document, read: its target and kind, or why it cannot be read."""
+
+    path: str
+    ref: Ref
+    target: str | None = None
+    kind: str | None = None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Entry:
+    record: int | str
+    doc: Doc
+    version: str | None = None
+    failed: bool = False  # no version could be given: no node
+    node: Node | None = None
+    refs: list[_RefUse] = field(default_factory=list)
+
+
+def map_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
+                  now: datetime | None = None, source: str = "api") -> Batch:
+    """Every document of one load as one batch (``IngestError`` with every problem)."""
+    return _ManifestLoad(store, actor, now or datetime.now(UTC)).run(raws, source)
+
+
+class _ManifestLoad:
+    def __init__(self, store: GraphStore, actor: str, now: datetime) -> None:
+        self.store = store
+        self.actor = actor
+        self.now = now
+        self.problems: list[Problem] = []
+        self.batch = Batch()
+        self.nodes: dict[str, Node] = {}  # what this load writes
+        self.origin: dict[str, int | str] = {}  # node ID → the record that defines it
+        self.existing: dict[str, Node] = {}  # the graph's nodes this load touches
+        self._fetched: set[str] = set()
+        self._versions: dict[tuple[str, str], list[Node]] = {}
+
+    def problem(self, record: int | str, path: str | None, message: str) -> None:
+        self.problems.append(Problem(message, record=record, field=path))
+
+    # -- the load -------------------------------------------------------------------------
+
+    def run(self, raws: Sequence[RawDoc], source: str) -> Batch:
+        entries: list[_Entry] = []
+        moves: list[tuple[int | str, StageMoveDoc]] = []
+        for raw in raws:
+            try:
+                doc = parse_document(raw)
+            except IngestError as error:
+                self.problems += error.problems
+                continue
+            if isinstance(doc, StageMoveDoc):
+                moves.append((raw.record, doc))
+            else:
+                entries.append(_Entry(raw.record, doc))
+        self._assign_versions(entries)
+        self._lookup(entries, moves)
+        for entry in entries:
+            self._build(entry)
+        for entry in entries:
+            if entry.node is not None and entry.node.id in self.nodes:
+                self._link(entry)
+        if not self.problems:
+            self._stage_moves(entries, moves)
+        if self.problems:
+            raise IngestError(self.problems)
+        self.batch.nodes = list(self.nodes.values())
+        self.batch.size = len(raws)
+        self._audit(source, len(raws))
+        return self.batch
+
+    def _lookup(self, entries: list[_Entry], moves: list[tuple[int | str, StageMoveDoc]]) -> None:
+        """One store round trip for every ID the load may define or reference."""
+        ids: set[str] = set()
+        for entry in entries:
+            label, name = entry.doc.LABEL, entry.doc.node_name()
+            ids.add(format_id(NODE_KINDS_BY_LABEL[label].prefix, name, entry.version))
+            if label in FAMILIES:
+                ids.add(format_id(NODE_KINDS_BY_LABEL[label].prefix, name))
+            entry.refs = _refs(entry.doc)
+            ids.update(use.target for use in entry.refs if use.target)
+        ids.update(format_id("bundle", doc.bundle.removeprefix("bundle:"), doc.version)
+                   for _, doc in moves if doc.version is not None)
+        self.fetch(ids)
+
+    def fetch(self, ids: set[str]) -> None:
+        """Read from the graph the nodes of ``ids`` not read yet."""
+        wanted = sorted(ids - self._fetched)
+        if wanted:
+            self.existing.update(self.store.get(wanted))
+            self._fetched.update(wanted)
+
+    # -- versions -------------------------------------------------------------------------
+
+    def versions(self, label: str, name: str) -> list[Node]:
+        key = (label, name)
+        if key not in self._versions:
+            self._versions[key] = self.store.versions(label, name)
+        return self._versions[key]
+
+    def _assign_versions(self, entries: list[_Entry]) -> None:
+        in_load: dict[tuple[str, str], list[Node]] = defaultdict(list)
+        defaults: list[_Entry] = []
+        for entry in entries:
+            doc = entry.doc
+            if not NODE_KINDS_BY_LABEL[doc.LABEL].versioned:
+                continue
+            entry.version = doc.node_version()
+            if entry.version is not None:
+                in_load[(doc.LABEL, doc.node_name())].append(self._probe(entry))
+            elif not (isinstance(doc, ModelVersionDoc) and self._is_snapshot(doc)):
+                defaults.append(entry)
+        for entry in defaults:
+            key = (entry.doc.LABEL, entry.doc.node_name())
+            known = [*self.versions(*key), *in_load[key]]
+            latest = max(known, key=version_order, default=None)
+            if latest is not None and latest.properties.get(DIGEST) == entry.doc.digest():
+                entry.version = latest.version  # a re-send of the latest version
+            else:
+                numbers = [int(n.version) for n in known if n.version and n.version.isdigit()]
+                if known and not numbers:
+                    self.problem(entry.record, "version", f"required: the versions of "
+                                 f"{key[1]} are not numbers, so there is no previous + 1")
+                    entry.failed = True
+                    continue
+                entry.version = str(max(numbers, default=0) + 1)
+            in_load[key].append(self._probe(entry))
+
+    def _is_snapshot(self, doc: ModelVersionDoc) -> bool:
+        if doc.snapshot:
+            return True
+        found = self.store.get([format_id("model", doc.name)]).get(format_id("model", doc.name))
+        return found is not None and found.kind == "ModelVersion"
+
+    def _probe(self, entry: _Entry) -> Node:
+        """A stand-in for ordering versions of the load among the graph's."""
+        return Node.model_construct(kind=entry.doc.LABEL, name=entry.doc.node_name(),
+                                    version=entry.version,
+                                    created_at=entry.doc.created_at or self.now,
+                                    properties={DIGEST: entry.doc.digest()})
+
+    # -- nodes ----------------------------------------------------------------------------
+
+    def _build(self, entry: _Entry) -> None:
+        doc = entry.doc
+        if entry.failed:
+            return
+        props = doc.properties() | {DIGEST: doc.digest()}
+        props_model = NODE_KINDS_BY_LABEL[doc.LABEL].props.model_fields
+        for use in entry.refs:
+            if use.path in props_model and use.target:  # e.g. an evaluation's target
+                props[use.path] = use.target
+        try:
+            entry.node = Node(kind=doc.LABEL, name=doc.node_name(), version=entry.version,
+                              created_at=doc.created_at or self.now, properties=props)
+        except ValidationError as error:
+            for item in error.errors():
+                self.problem(entry.record, ".".join(str(p) for p in item["loc"]) or None,
+                             item["msg"])
+            return
+        self.add(entry.node, entry.record, document=True)
+
+    def add(self, node: Node, record: int | str, *, document: bool = False) -> bool:
+        """Write ``node`` with this load unless it clashes with another of the load (same
+        ID, other content) or with the graph (same ID, other kind)."""
+        other = self.nodes.get(node.id) or self.existing.get(node.id)
+        if other is not None and other.kind != node.kind:
+            self.problem(record, None, f"{node.id} already exists as a {other.kind}, "
+                                       f"cannot also be a {node.kind}")
+            return False
+        if node.id in self.nodes:
+            if self.nodes[node.id].properties != node.properties:
+                self.problem(record, None, f"{node.id} is also defined, differently, by "
+                                           f"record {self.origin[node.id]}")
+                return False
+            return True
+        if not document and node.id in self.existing:
+            return True  # referenced, not redefined: leave the graph's copy alone
+        self.nodes[node.id] = node
+        self.origin[node.id] = record
+        return True
+
+    def kind_of(self, node_id: str) -> str | None:
+        self.fetch({node_id})  # a no-op for what the load's first lookup read
+        found = self.nodes.get(node_id) or self.existing.get(node_id)
+        return found.kind if found is not None else None
+
+    def edge(self, source: str, edge_type: str, target: str) -> None:
+        self.batch.edges.append(Edge(source=source, type=edge_type, target=target))
+
+    # -- edges ----------------------------------------------------------------------------
+
+    def _link(self, entry: _Entry) -> None:
+        node = entry.node
+        assert node is not None
+        for use in entry.refs:
+            target = self._resolve(entry.record, use)
+            if target is not None:
+                self.edge(node.id, use.ref.edge, target)
+        family = FAMILIES.get(node.kind)
+        if family is not None and node.version is not None:
+            family_node = Node(kind=family, name=node.name, created_at=node.created_at)
+            if self.add(family_node, entry.record):
+                self.edge(node.id, "VERSION_OF", family_node.id)
+        self._supersede(entry)
+        if isinstance(entry.doc, BundleDoc):
+            self._bundle_annotations(entry, entry.doc)
+
+    def _resolve(self, record: int | str, use: _RefUse) -> str | None:
+        path, ref, target, kind = use.path, use.ref, use.target, use.kind
+        if target is None or kind is None:
+            self.problem(record, path, use.error or "unreadable reference")
+            return None
+        found = self.kind_of(target)
+        if found is None and ref.create and parse_id(target).version is None:
+            return target if self._create(target, kind, record) else None
+        if found is None:
+            self.problem(record, path, f"{target} is neither in the graph nor in this load")
+            return None
+        if found != kind:
+            self.problem(record, path, f"{target} is a {found}, not a {kind}")
+            return None
+        if ref.create and kind == "ModelVersion" and target not in self.nodes:
+            self._register_snapshot(self.existing[target], record)
+        return target
+
+    def _create(self, target: str, kind: str, record: int | str) -> bool:
+        props = {"pinned_snapshot": target.split(":", 1)[1]} if kind == "ModelVersion" else {}
+        return self.add(Node.from_id(target, kind=kind, created_at=self.now, properties=props),
+                        record)
+
+    def _register_snapshot(self, node: Node, record: int | str) -> None:
+        """A manifest naming a snapshot that traffic created as unregistered registers it."""
+        if node.properties.get("registered", True) is False:
+            self.add(node.model_copy(update={
+                "properties": node.properties | {"registered": True}}), record, document=True)
+
+    def _supersede(self, entry: _Entry) -> None:
+        node, doc = entry.node, entry.doc
+        assert node is not None
+        wanted = getattr(doc, "supersedes", None)
+        if node.version is None or wanted is False:
+            return
+        if isinstance(wanted, str):
+            text = wanted if ":" in wanted else f"{node.name}@{wanted}"
+            ref = Ref("SUPERSEDES", (node.kind,), NODE_KINDS_BY_LABEL[node.kind].prefix)
+            target = self._resolve(entry.record, _read_ref("supersedes", text, ref))
+        else:
+            target = self._previous(node)
+        if target is not None:
+            self.edge(node.id, "SUPERSEDES", target)
+
+    def _previous(self, node: Node) -> str | None:
+        own = [n for n in self.nodes.values() if n.kind == node.kind and n.name == node.name]
+        known = {n.id: n for n in [*self.versions(node.kind, node.name), *own]}
+        ordered = sorted(known.values(), key=version_order)
+        index = [n.id for n in ordered].index(node.id)
+        return ordered[index - 1].id if index > 0 else None
+
+    def _bundle_annotations(self, entry: _Entry, doc: BundleDoc) -> None:
+        bundle = entry.node
+        assert bundle is not None
+        at = {"at": doc.created_at} if doc.created_at else {}
+        for who in doc.approved_by:
+            approval = Node(kind="Approval", name=f"{bundle.id}/{who}",
+                            created_at=doc.created_at or self.now,
+                            properties={"approved_by": who, "target": bundle.id, **at})
+            if self.add(approval, entry.record):
+                self.edge(approval.id, "APPROVES", bundle.id)
+        if doc.eval is not None:
+            run = doc.eval.run or f"{bundle.name}@{bundle.version}"
+            props = doc.eval.model_dump(mode="json", exclude_none=True)
+            evaluation = Node(kind="Evaluation", name=f"{doc.eval.suite}/{run}",
+                              created_at=doc.created_at or self.now,
+                              properties=props | {"run": run, "target": bundle.id})
+            if self.add(evaluation, entry.record):
+                self.edge(evaluation.id, "EVALUATES", bundle.id)
+
+    # -- stage moves and audit ------------------------------------------------------------
+
+    def _stage_moves(self, entries: list[_Entry],
+                     moves: list[tuple[int | str, StageMoveDoc]]) -> None:
+        planner = StagePlanner(self.store, self.actor, self.now)
+        statuses = []
+        for entry in entries:
+            if isinstance(entry.doc, BundleDoc) and entry.doc.status and entry.node:
+                # the move happens when the version was created: its first write's time
+                stored = self.existing.get(entry.node.id)
+                created = stored.created_at if stored else entry.node.created_at
+                statuses.append((entry.node, created, entry.doc.status))
+        planner.apply_statuses(statuses)
+        for record, doc in moves:
+            name = doc.bundle.removeprefix("bundle:")
+            bundle_id = format_id("bundle", name, doc.version)
+            if doc.version is not None and self.kind_of(bundle_id) != "Bundle":
+                self.problem(record, "bundle",
+                             f"{bundle_id} is neither in the graph nor in this load")
+                continue
+            planner.apply_move(name, doc)
+        self.batch.stage_moves = planner.planned
+
+    def _audit(self, source: str, documents: int) -> None:
+        at, actor = self.now, self.actor
+        entries = [AuditEntry(action="ingest.manifests", target=source, actor=actor, at=at,
+                              after={"documents": documents})]
+        for node in self.nodes.values():
+            before = self.existing.get(node.id)
+            if before is None or before.properties != node.properties:
+                entries.append(AuditEntry(
+                    action="upsert", target=node.id, actor=actor, at=at,
+                    before=before.properties if before else None, after=node.properties))
+        for move in self.batch.stage_moves:
+            entries.append(AuditEntry(
+                action="stage_move", actor=actor, at=at,
+                target=format_id("bundle", move.name, move.to_version or move.from_version),
+                before={"environment": move.environment, "version": move.from_version},
+                after={"environment": move.environment, "version": move.to_version,
+                       "at": move.at.isoformat(), "actor": move.actor}))
+        self.batch.audit = entries
+
+
+def _read_ref(path: str, text: str, ref: Ref) -> _RefUse:
+    try:
+        target, kind = ref_id(text, ref.kinds, ref.prefix)
+    except ValueError as error:
+        return _RefUse(path, ref, error=str(error))
+    return _RefUse(path, ref, target, kind)
+
+
+def _refs(doc: Doc) -> list[_RefUse]:
+    """Every reference the document makes, with its field path."""
+    found = []
+    for name, ref in doc.REFS.items():
+        value: Any = getattr(doc, name)
+        if value is None:
+            continue
+        if ref.many:
+            found += [_read_ref(f"{name}.{i}", text, ref) for i, text in enumerate(value)]
+        else:
+            found.append(_read_ref(name, value, ref))
+    return found

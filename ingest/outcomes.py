@@ -1,0 +1,307 @@
+"""Inference outcome records → ``InferenceOutcome`` nodes, in batches of ~5,000 records
+written with one upsert each.
+
+A record names a bundle (``support-triage@14``; a bare name means the version in effect
+in the record's environment at its timestamp) or, without one, a ``model`` and optionally a
+``prompt`` and ``policy``; ``features`` lists the feature IDs the request read. A model the
+graph does not know is kept, not refused: its ``ModelVersion`` is created with
+``registered: false`` (shadow-AI discovery). Any other unknown reference, a missing field
+or a bad value rejects the record.
+
+What happens to a rejected record is the caller's choice: ``strict_batch`` (the REST
+route) refuses the whole request listing every problem by record and field; the file
+loader dead-letters each bad line with its reasons (``deadletter list``/``replay``) and
+writes the rest. Either way nothing is dropped silently or half-written: a batch is one
+transaction, its dead letters included.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from bisect import bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, Field, ValidationError
+
+from lineagegraph.graph.store import GraphStore
+from lineagegraph.schema import AuditEntry, Edge, Node, NodeId, StageMove, format_id, parse_id
+from lineagegraph.schema.kinds import InferenceOutcomeProps
+from lineagegraph.schema.models import utc
+
+from .batch import Batch, IngestError, Problem
+from .bodies import decode, parse_json
+from .deadletter import dead_letter, register_mapper
+from .refs import ref_id
+
+SOURCE = "outcomes"
+BATCH_SIZE = 5000
+
+Item = tuple[int | str, Any]  # (record: line number or index, payload: a JSON text or value)
+
+
+class OutcomeRecord(InferenceOutcomeProps):
+    """One inference outcome as logged; fields beyond these are kept as properties."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+    REFERENCES: ClassVar[frozenset[str]] = frozenset(
+        {"request_id", "timestamp", "bundle", "model", "prompt", "policy", "features"})
+
+    request_id: str = Field(min_length=1)
+    timestamp: datetime
+    bundle: str | None = None
+    model: str | None = None
+    prompt: str | None = None
+    policy: str | None = None
+    features: list[str] = Field(default_factory=list)
+
+    def properties(self) -> dict[str, Any]:
+        # With a bundle, a model/prompt/policy also given is kept as written, not linked.
+        skip = self.REFERENCES if self.bundle is None else self.REFERENCES - {
+            "model", "prompt", "policy"}
+        return self.model_dump(mode="json", exclude=set(skip), exclude_none=True)
+
+
+@dataclass(slots=True)
+class Mapped:
+    batch: Batch
+    rejected: list[tuple[int | str, Any, list[Problem]]] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [p for _, _, problems in self.rejected for p in problems]
+
+
+def _validate(record: int | str, payload: Any) -> tuple[Any, OutcomeRecord]:
+    """(the parsed value, the record); ``IngestError`` with (parsed value or text, problems)."""
+    if isinstance(payload, str):
+        try:
+            payload = json.loads(payload)
+        except json.JSONDecodeError as error:
+            raise IngestError(Problem(f"not JSON: {error.msg} at column {error.colno}",
+                                      record=record)) from None
+    if not isinstance(payload, dict):
+        raise IngestError(Problem(f"a record must be a JSON object, got "
+                                  f"{type(payload).__name__}", record=record))
+    try:
+        outcome = OutcomeRecord.model_validate(payload)
+    except ValidationError as error:
+        raise IngestError([
+            Problem(item["msg"], record=record,
+                    field=".".join(str(p) for p in item["loc"]) or None)
+            for item in error.errors()]) from None
+    if outcome.bundle is None and outcome.model is None:
+        raise IngestError(Problem("names neither a bundle nor a model", record=record,
+                                  field="bundle"))
+    return payload, outcome
+
+
+class OutcomeMapper:
+    """Maps chunks of records, remembering across chunks what it found in the graph (one
+    lookup per bundle or model, not per record)."""
+
+    def __init__(self, store: GraphStore, actor: str = "system") -> None:
+        self.store = store
+        self.actor = actor
+        self._known: dict[str, str] = {}  # ID → kind of nodes found in the graph
+        self._stages: dict[tuple[str, str], list[StageMove]] = {}
+
+    def map(self, items: Sequence[Item], source: str = SOURCE) -> Mapped:
+        mapped = Mapped(Batch(size=len(items)))
+        valid: list[tuple[int | str, Any, OutcomeRecord, dict[str, tuple[str, str]]]] = []
+        for record, payload in items:
+            try:
+                payload, outcome = _validate(record, payload)
+                valid.append((record, payload, outcome, self._references(record, outcome)))
+            except IngestError as error:
+                mapped.rejected.append((record, payload, error.problems))
+        self._lookup({target for *_, refs in valid for target, _ in refs.values()})
+        shadows: dict[str, Node] = {}
+        for record, payload, outcome, refs in valid:
+            problems = self._check(record, refs)
+            if problems:
+                mapped.rejected.append((record, payload, problems))
+                continue
+            self._write(mapped.batch, outcome, refs, shadows)
+        mapped.batch.nodes += shadows.values()
+        mapped.batch.audit.append(AuditEntry(
+            action="ingest.outcomes", target=source, actor=self.actor,
+            after={"records": len(items) - len(mapped.rejected),
+                   "rejected": len(mapped.rejected)}))
+        return mapped
+
+    # -- references -----------------------------------------------------------------------
+
+    def _references(self, record: int | str, outcome: OutcomeRecord) -> dict[str, tuple[str, str]]:
+        """field path → (target ID, kind) of the edges the record asks for."""
+        wanted: list[tuple[str, str, tuple[str, str]]] = []
+        if outcome.bundle is not None:
+            wanted.append(("bundle", outcome.bundle, ("Bundle", "bundle")))
+        else:
+            wanted += [(name, text, spec) for name, text, spec in (
+                ("model", outcome.model, ("ModelVersion", "model")),
+                ("prompt", outcome.prompt, ("PromptVersion", "prompt")),
+                ("policy", outcome.policy, ("PolicyPack", "policy"))) if text is not None]
+        wanted += [(f"features.{i}", text, ("Feature", "feature"))
+                   for i, text in enumerate(outcome.features)]
+        refs: dict[str, tuple[str, str]] = {}
+        problems = []
+        for path, text, (kind, prefix) in wanted:
+            try:
+                refs[path] = (self._bundle_id(text, outcome) if kind == "Bundle"
+                              else _ref_id(text, kind, prefix), kind)
+            except ValueError as error:
+                problems.append(Problem(str(error), record=record, field=path))
+        if problems:
+            raise IngestError(problems)
+        return refs
+
+    def _bundle_id(self, text: str, outcome: OutcomeRecord) -> str:
+        """A bundle with a version, or the version live in the record's environment then."""
+        parsed = _parse(text if text.startswith("bundle:") else f"bundle:{text}")
+        if parsed.version is not None:
+            return str(parsed)
+        key = (parsed.name, outcome.environment)
+        if key not in self._stages:
+            self._stages[key] = self.store.stage_history(name=key[0], environment=key[1])
+        moves = self._stages[key]
+        index = bisect_right([m.at for m in moves], outcome.timestamp)
+        version = moves[index - 1].to_version if index else None
+        if version is None:
+            raise ValueError(f"no version of bundle {parsed.name} was live in "
+                             f"{outcome.environment} at {outcome.timestamp.isoformat()}")
+        return format_id("bundle", parsed.name, version)
+
+    def _lookup(self, ids: Iterable[str]) -> None:
+        unknown = sorted(set(ids) - self._known.keys())
+        if unknown:
+            self._known.update({i: n.kind for i, n in self.store.get(unknown).items()})
+
+    def _check(self, record: int | str, refs: dict[str, tuple[str, str]]) -> list[Problem]:
+        problems = []
+        for path, (target, kind) in refs.items():
+            found = self._known.get(target)
+            if found is None and kind == "ModelVersion":
+                continue  # an unregistered model: created below
+            if found is None:
+                problems.append(Problem(f"unknown {kind} {target}", record=record, field=path))
+            elif found != kind:
+                problems.append(Problem(f"{target} is a {found}, not a {kind}", record=record,
+                                        field=path))
+        return problems
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _write(self, batch: Batch, outcome: OutcomeRecord, refs: dict[str, tuple[str, str]],
+               shadows: dict[str, Node]) -> None:
+        # Built without re-validation: the record was validated by the outcome's own
+        # property model and the targets are canonical IDs (at 100k records a second pass
+        # through Node and Edge validation costs more than the store's write).
+        node = Node.model_construct(kind="InferenceOutcome", name=outcome.request_id,
+                                    version=None, created_at=utc(outcome.timestamp),
+                                    properties=outcome.properties())
+        batch.nodes.append(node)
+        for target, kind in refs.values():
+            batch.edges.append(Edge.model_construct(source=node.id, type=EDGE_FOR[kind],
+                                                    target=target, properties={}))
+            if target in self._known or kind != "ModelVersion":
+                continue
+            seen = shadows.get(target)
+            if seen is None or node.created_at < seen.created_at:  # first seen
+                shadows[target] = Node.from_id(target, kind="ModelVersion",
+                                               created_at=node.created_at,
+                                               properties={"registered": False})
+
+
+# Logs name the same few bundles and models millions of times: read each spelling once.
+@cache
+def _ref_id(text: str, kind: str, prefix: str) -> str:
+    return ref_id(text, (kind,), prefix)[0]
+
+
+@cache
+def _parse(text: str) -> NodeId:
+    return parse_id(text)
+
+
+EDGE_FOR = {"Bundle": "SERVED_BY", "ModelVersion": "USED_MODEL", "PromptVersion": "USED_PROMPT",
+            "PolicyPack": "USED_POLICY", "Feature": "USED_FEATURE"}
+
+
+def strict_batch(items: Sequence[Item], store: GraphStore, *, actor: str,
+                 source: str = SOURCE) -> Batch:
+    """All records as one batch, or ``IngestError`` listing every problem of every record."""
+    mapped = OutcomeMapper(store, actor).map(items, source)
+    if mapped.rejected:
+        raise IngestError(mapped.problems)
+    return mapped.batch
+
+
+class DeadLetteringLoad:
+    """A file load: batches of ``size`` records, each bad record a dead letter written in
+    its batch's transaction and counted in ``rejected``."""
+
+    def __init__(self, store: GraphStore, *, actor: str, source: str,
+                 size: int = BATCH_SIZE) -> None:
+        self.mapper = OutcomeMapper(store, actor)
+        self.source = source
+        self.size = size
+        self.rejected = 0
+
+    def batches(self, items: Iterable[Item]) -> Iterator[Batch]:
+        for chunk in _chunks(items, self.size):
+            mapped = self.mapper.map(chunk, self.source)
+            mapped.batch.records += [dead_letter(SOURCE, payload, problems)
+                                     for _, payload, problems in mapped.rejected]
+            self.rejected += len(mapped.rejected)
+            yield mapped.batch
+
+
+def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    chunk: list[Item] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def read_file(path: Path) -> Iterator[Item]:
+    """(``file:line``, text) of each non-blank line of an NDJSON file, gzipped or not."""
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gzipped else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            if line.strip():
+                yield f"{path.name}:{number}", line
+
+
+def count_records(path: Path) -> int:
+    return sum(1 for _ in read_file(path))
+
+
+def read_body(body: bytes, json_array: bool) -> list[Item]:
+    """Records of a request body: a JSON array (numbered from 1) or NDJSON (by line)."""
+    text = decode(body)
+    if not json_array:
+        return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    data = parse_json(text)
+    return list(enumerate(data if isinstance(data, list) else [data], 1))
+
+
+def _replay(payload: Any, store: GraphStore) -> Batch:
+    return strict_batch([("dead letter", payload)], store, actor="deadletter.replay")
+
+
+register_mapper(SOURCE, _replay)

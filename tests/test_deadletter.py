@@ -1,0 +1,120 @@
+"""The dead-letter store through the CLI and REST: list, replay once the cause is fixed, and
+report what is still failing — on both stores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lineagegraph.graph.store import GraphStore
+from lineagegraph.ingest.batch import Problem
+from lineagegraph.ingest.deadletter import dead_letter, pending
+from lineagegraph.ingest.manifest_formats import read_directory, read_yaml
+from lineagegraph.ingest.manifests import map_manifests
+from lineagegraph.schema import Record
+
+from .ingest_support import MANIFESTS, cli_args, client_for, edges_of, run_cli
+
+GOOD = {"request_id": "req-1", "timestamp": "2026-11-20T10:00:00Z",
+        "environment": "production", "bundle": "support-triage@14"}
+UNKNOWN_BUNDLE = GOOD | {"request_id": "req-2", "bundle": "support-triage@16"}
+
+
+@pytest.fixture
+def letters(store: GraphStore, request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    """A CLI load with one line naming a bundle not registered yet; its letter's key."""
+    map_manifests(read_directory(MANIFESTS), store, actor="test").write(store)
+    path = tmp_path / "outcomes.ndjson"
+    path.write_text("\n".join(json.dumps(r) for r in (GOOD, UNKNOWN_BUNDLE)) + "\n")
+    assert run_cli("ingest", "outcomes", str(path), *cli_args(store, request)).exit_code == 1
+    return [letter.key for letter in pending(store)]
+
+
+def register_v16(store: GraphStore) -> None:
+    map_manifests(read_yaml("name: support-triage\nversion: 16\nmodel: gpt-5-mini-2026-08\n"),
+                  store, actor="test").write(store)
+
+
+def test_list_shows_key_source_reason_and_when(
+    store: GraphStore, request: pytest.FixtureRequest, letters: list[str],
+) -> None:
+    result = run_cli("deadletter", "list", *cli_args(store, request))
+    with client_for(store) as client:
+        listed = client.get("/api/v1/deadletter").json()["items"]
+
+    assert result.exit_code == 0
+    assert letters[0][:12] in result.output and "outcomes" in result.output
+    assert "bundle:support-triage@16" in result.output
+    [item] = listed
+    assert (item["key"], item["source"], item["record"]) == (letters[0], "outcomes",
+                                                             UNKNOWN_BUNDLE)
+    assert item["problems"] == [{"record": "outcomes.ndjson:2", "field": "bundle",
+                                 "message": "unknown Bundle bundle:support-triage@16"}]
+    assert item["at"]
+
+
+def test_replay_writes_a_letter_once_its_cause_is_fixed(
+    store: GraphStore, request: pytest.FixtureRequest, letters: list[str],
+) -> None:
+    register_v16(store)
+
+    result = run_cli("deadletter", "replay", letters[0][:12], *cli_args(store, request))
+    again = run_cli("deadletter", "replay", *cli_args(store, request))
+
+    assert result.exit_code == 0, result.output
+    assert "replayed 1 letter(s)" in result.output
+    assert edges_of(store, "outcome:req-2") == {("SERVED_BY", "bundle:support-triage@16")}
+    assert pending(store) == []
+    assert "replayed 0 letter(s)" in again.output
+
+
+def test_a_letter_still_failing_stays_pending_with_its_reason(
+    store: GraphStore, letters: list[str],
+) -> None:
+    with client_for(store) as client:
+        response = client.post("/api/v1/deadletter/replay", json={"keys": letters})
+        everything = client.post("/api/v1/deadletter/replay")
+
+    body = response.json()
+    assert body["replayed"] == [] and body["unknown"] == []
+    assert "unknown Bundle bundle:support-triage@16" in body["still_failing"][letters[0]]
+    assert list(everything.json()["still_failing"]) == letters
+    assert [letter.key for letter in pending(store)] == letters
+    assert store.get(["outcome:req-2"]) == {}
+
+
+def test_replaying_an_unknown_key_says_so(
+    store: GraphStore, request: pytest.FixtureRequest, letters: list[str],
+) -> None:
+    result = run_cli("deadletter", "replay", "feedbeef", *cli_args(store, request))
+
+    assert result.exit_code == 1
+    assert "no pending letter with key feedbeef" in result.output
+    assert [letter.key for letter in pending(store)] == letters
+
+
+def test_a_letter_of_a_source_without_a_mapper_is_reported_not_lost(store: GraphStore) -> None:
+    letter = dead_letter("carrier-pigeon", {"x": 1}, [Problem("lost", record=1)])
+    store.upsert(records=[letter])
+
+    with client_for(store) as client:
+        body = client.post("/api/v1/deadletter/replay").json()
+        listed = client.get("/api/v1/deadletter", params={"source": "carrier-pigeon"}).json()
+
+    assert body["still_failing"] == {
+        letter.key: "no mapper registered for source 'carrier-pigeon'"}
+    assert [item["key"] for item in listed["items"]] == [letter.key]
+
+
+def test_listing_pages_past_a_thousand_letters_and_skips_replayed_ones(
+    store: GraphStore,
+) -> None:
+    letters = [dead_letter("outcomes", {"n": n}, [Problem("bad")]) for n in range(1005)]
+    store.upsert(records=[*letters, Record(collection="deadletter.replayed",
+                                           key=letters[0].key)])
+
+    found = pending(store, limit=10_000)
+
+    assert len(found) == 1004 and found[0].key == letters[1].key

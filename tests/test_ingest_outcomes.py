@@ -1,0 +1,240 @@
+"""Inference outcomes over REST (all-or-nothing per request) and the CLI (batches of ~5,000,
+bad lines dead-lettered), on both stores."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lineagegraph.graph.store import Direction, GraphStore
+from lineagegraph.ingest.deadletter import pending
+from lineagegraph.ingest.manifest_formats import read_directory
+from lineagegraph.ingest.manifests import map_manifests
+from lineagegraph.schema import StageMove
+
+from .ingest_support import MANIFESTS, cli_args, client_for, edges_of, run_cli, snapshot
+
+T0 = datetime(2026, 11, 20, 10, tzinfo=UTC)
+
+
+@pytest.fixture
+def registry(store: GraphStore) -> GraphStore:
+    """The test registry, and support-triage 14 then 15 in ``eu-prod`` at known times."""
+    map_manifests(read_directory(MANIFESTS), store, actor="test").write(store)
+    for version, at in (("14", T0), ("15", T0 + timedelta(days=1))):
+        store.record_stage_move(StageMove(name="support-triage", environment="eu-prod",
+                                          to_version=version, at=at))
+    return store
+
+
+def outcome(request_id: str, at: datetime = T0, **fields: Any) -> dict[str, Any]:
+    fields.setdefault("bundle", "support-triage@14")
+    return {"request_id": request_id, "timestamp": at.isoformat(), "environment": "production",
+            **fields}
+
+
+def ndjson(*records: dict[str, Any] | str) -> str:
+    return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n"
+
+
+def post(client: TestClient, body: str, content_type: str = "application/x-ndjson") -> Any:
+    return client.post("/api/v1/outcomes", content=body, headers={"content-type": content_type})
+
+
+# -- REST ---------------------------------------------------------------------------------------
+
+
+def test_an_outcome_links_the_bundle_that_served_it_and_the_features_it_read(
+    registry: GraphStore,
+) -> None:
+    record = outcome("req-2002", latency_ms=812.5, tokens_in=950, tokens_out=210,
+                     cost_usd=0.0031, status="error", quality=0.2, customer_tier="gold",
+                     features=["feature:txn_amount_7d@2"])
+    with client_for(registry) as client:
+        response = post(client, ndjson(record))
+
+    assert response.status_code == 200, response.text
+    node = registry.get(["outcome:req-2002"])["outcome:req-2002"]
+    assert node.kind == "InferenceOutcome" and node.created_at == T0
+    assert node.properties == {"environment": "production", "latency_ms": 812.5,
+                               "tokens_in": 950, "tokens_out": 210, "cost_usd": 0.0031,
+                               "status": "error", "quality": 0.2, "customer_tier": "gold"}
+    assert edges_of(registry, "outcome:req-2002") == {
+        ("SERVED_BY", "bundle:support-triage@14"), ("USED_FEATURE", "feature:txn_amount_7d@2")}
+
+
+def test_without_a_bundle_an_outcome_links_model_prompt_and_policy(registry: GraphStore) -> None:
+    record = outcome("req-1", bundle=None, model="fraud-detector@v7",
+                     prompt="prompt:triage-prompt@9", policy="support-safety@6")
+    with client_for(registry) as client:
+        response = client.post("/api/v1/outcomes", json=[record])
+
+    assert response.status_code == 200, response.text
+    assert edges_of(registry, "outcome:req-1") == {
+        ("USED_MODEL", "model:fraud-detector@7"), ("USED_PROMPT", "prompt:triage-prompt@9"),
+        ("USED_POLICY", "policy:support-safety@6")}
+
+
+def test_a_model_nobody_registered_is_kept_as_an_unregistered_model_version(
+    registry: GraphStore,
+) -> None:
+    records = [outcome("req-1", T0 + timedelta(minutes=5), bundle=None, model="shadow-llm-9"),
+               outcome("req-2", T0, bundle=None, model="shadow-llm-9"),
+               outcome("req-3", T0, bundle=None, model="gpt-5-mini-2026-08")]
+    with client_for(registry) as client:
+        assert post(client, ndjson(*records)).status_code == 200
+
+    shadow = registry.get(["model:shadow-llm-9"])["model:shadow-llm-9"]
+    assert (shadow.kind, shadow.version, shadow.created_at) == ("ModelVersion", None, T0)
+    assert [n.id for n in registry.find(kinds=["ModelVersion"], where={"registered": False})] == [
+        "model:shadow-llm-9"]
+    users = registry.expand(["model:shadow-llm-9"], Direction.DOWNSTREAM,
+                            edge_types=["USED_MODEL"])
+    assert sorted(h.node.id for h in users) == ["outcome:req-1", "outcome:req-2"]
+    # A registered model is linked, never rewritten.
+    assert registry.get(["model:gpt-5-mini-2026-08"])[
+        "model:gpt-5-mini-2026-08"].properties["registered"] is True
+
+
+def test_a_bundle_named_without_version_is_the_one_live_then_in_that_environment(
+    registry: GraphStore,
+) -> None:
+    records = [outcome("req-a", T0 + timedelta(hours=1), bundle="support-triage",
+                       environment="eu-prod"),
+               outcome("req-b", T0 + timedelta(days=2), bundle="support-triage",
+                       environment="eu-prod")]
+    with client_for(registry) as client:
+        assert post(client, ndjson(*records)).status_code == 200
+
+    assert edges_of(registry, "outcome:req-a") == {("SERVED_BY", "bundle:support-triage@14")}
+    assert edges_of(registry, "outcome:req-b") == {("SERVED_BY", "bundle:support-triage@15")}
+
+
+def test_re_sending_outcomes_changes_nothing(registry: GraphStore) -> None:
+    body = ndjson(*[outcome(f"req-{i}", T0 + timedelta(seconds=i)) for i in range(50)],
+                  outcome("req-shadow", bundle=None, model="shadow-llm-9"))
+    with client_for(registry) as client:
+        first = post(client, body)
+        before = snapshot(registry)
+        again = post(client, body)
+
+    assert first.json()["created"] == 50 * 2 + 2 + 1  # nodes and edges, the shadow model
+    assert again.json() | {"seconds": 0} == {"records": 51, "created": 0, "updated": 0,
+                                             "unchanged": 102, "rejected": 0,
+                                             "stage_moves": 0, "seconds": 0}
+    assert snapshot(registry) == before
+
+
+# -- REST bad input: 400 naming record and field, nothing written --------------------------------
+
+
+@pytest.mark.parametrize(("bad", "field", "message"), [
+    ({"timestamp": T0.isoformat(), "environment": "production", "bundle": "support-triage@14"},
+     "request_id", "Field required"),
+    (outcome("req-x") | {"timestamp": "last tuesday"}, "timestamp", "valid datetime"),
+    (outcome("req-x", bundle="nope@1"), "bundle", "unknown Bundle bundle:nope@1"),
+    (outcome("req-x", bundle=None, model="m@1", prompt="unknown-prompt@2"), "prompt",
+     "unknown PromptVersion prompt:unknown-prompt@2"),
+    (outcome("req-x", features=["txn_amount_7d"]), "features.0", "names no version"),
+    (outcome("req-x", bundle=None), "bundle", "names neither a bundle nor a model"),
+    (outcome("req-x", bundle="support-triage", environment="eu-prod",
+             timestamp=(T0 - timedelta(hours=1)).isoformat()), "bundle", "no version of"),
+])
+def test_a_bad_record_rejects_its_request_naming_line_and_field(
+    registry: GraphStore, bad: dict[str, Any], field: str, message: str,
+) -> None:
+    before = snapshot(registry)
+    with client_for(registry) as client:
+        response = post(client, ndjson(outcome("req-good"), bad))
+
+    assert response.status_code == 400
+    [problem] = response.json()["problems"]
+    assert (problem["record"], problem["field"]) == (2, field)
+    assert message in problem["message"]
+    assert snapshot(registry) == before  # not even the good line
+
+
+def test_every_bad_record_of_a_request_is_listed(registry: GraphStore) -> None:
+    body = [outcome("req-1"), {"request_id": "req-2"}, "not json at all", outcome("req-4")]
+    with client_for(registry) as client:
+        response = client.post("/api/v1/outcomes", content=json.dumps(body[:2]),
+                               headers={"content-type": "application/json"})
+        lines = post(client, ndjson(*body))
+
+    assert {(p["record"], p.get("field")) for p in response.json()["problems"]} == {
+        (2, "timestamp"), (2, "environment")}
+    assert {(p["record"], p.get("field")) for p in lines.json()["problems"]} == {
+        (2, "timestamp"), (2, "environment"), (3, None)}
+    assert registry.get(["outcome:req-1", "outcome:req-4"]) == {}
+    assert pending(registry) == []  # a refused request leaves no dead letter either
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+
+
+def write_lines(path: Path, lines: list[str], gzipped: bool = False) -> Path:
+    text = "\n".join(lines) + "\n"
+    if gzipped:
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def test_the_cli_writes_good_lines_and_dead_letters_bad_ones(
+    registry: GraphStore, request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
+    lines = [json.dumps(outcome(f"req-{i}")) for i in range(5)]
+    lines.insert(2, json.dumps(outcome("req-bad") | {"timestamp": "yesterday"}))
+    lines.insert(4, "{truncated")
+    path = write_lines(tmp_path / "outcomes.ndjson", lines)
+
+    result = run_cli("ingest", "outcomes", str(path), *cli_args(registry, request))
+
+    assert result.exit_code == 1, result.output
+    assert "ingest summary" in result.output and "records/s" in result.output
+    assert "2 record(s) dead-lettered" in result.output
+    assert set(registry.get([f"outcome:req-{i}" for i in range(5)])) == {
+        f"outcome:req-{i}" for i in range(5)}
+    reasons = sorted(letter.payload["reason"] for letter in pending(registry))
+    assert reasons[0].startswith("record outcomes.ndjson:3, field timestamp:")
+    assert reasons[1].startswith("record outcomes.ndjson:5: not JSON")
+
+
+def test_the_cli_summary_counts_rejected_and_a_rerun_changes_nothing(
+    registry: GraphStore, request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
+    lines = [json.dumps(outcome(f"req-{i}")) for i in range(3)] + ['{"request_id": "x"}']
+    path = write_lines(tmp_path / "o.ndjson.gz", lines, gzipped=True)
+
+    first = run_cli("ingest", "outcomes", str(path), *cli_args(registry, request))
+    before = snapshot(registry)
+    again = run_cli("ingest", "outcomes", str(path), *cli_args(registry, request))
+
+    summary_row = [line for line in again.output.splitlines() if line.count("│") == 7][0]
+    assert [cell.strip() for cell in summary_row.split("│")[1:6]] == ["4", "0", "0", "6", "1"]
+    assert first.exit_code == again.exit_code == 1
+    assert snapshot(registry) == before
+    assert len(pending(registry)) == 1  # the same bad line is kept once
+
+
+def test_the_cli_writes_one_transaction_per_batch_of_records(
+    registry: GraphStore, request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
+    lines = [json.dumps(outcome(f"req-{i}", T0 + timedelta(milliseconds=i)))
+             for i in range(12_001)]
+    path = write_lines(tmp_path / "big.ndjson", lines)
+
+    result = run_cli("ingest", "outcomes", str(path), *cli_args(registry, request))
+
+    assert result.exit_code == 0, result.output
+    batches = [a for a in registry.audit_log(limit=100_000) if a.action == "ingest.outcomes"]
+    assert [a.after["records"] for a in batches] == [5000, 5000, 2001]
+    assert registry.count_neighbours(["bundle:support-triage@14"], Direction.DOWNSTREAM,
+                                     kind="InferenceOutcome") == {None: 12_001}
