@@ -3,7 +3,7 @@ bar (records/s) and a closing summary."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 import typer
@@ -45,14 +45,18 @@ class RecordsPerSecond(ProgressColumn):
 
 
 def load_with_progress(store: GraphStore, batches: Iterable[Batch], label: str,
-                       total: int | None = None) -> LoadSummary:
-    """Write batches with a rich progress bar, then print the summary table."""
+                       total: int | None = None,
+                       rejected: Callable[[], int] | None = None) -> LoadSummary:
+    """Write batches with a rich progress bar, then print the summary table. ``rejected``
+    is asked once the batches are exhausted: mappers count dead letters as they go."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   RecordsPerSecond(), TimeElapsedColumn(), console=console,
                   transient=False) as progress:
         task = progress.add_task(label, total=total)
         summary = load_batches(store, batches,
                                on_progress=lambda n: progress.advance(task, n))
+    if rejected is not None:
+        summary.rejected = rejected()
     print_summary(summary)
     return summary
 
@@ -95,12 +99,10 @@ def ingest_openlineage(
     rejected: list[openlineage.Failure] = []
     store = open_store(db, neo4j_uri)
     try:
-        summary = load_with_progress(store, openlineage.iter_batches(store, events, rejected),
-                                     "OpenLineage", total=len(events))
+        load_with_progress(store, openlineage.iter_batches(store, events, rejected),
+                           "OpenLineage", total=len(events), rejected=lambda: len(rejected))
     finally:
         store.close()
-    # load_with_progress prints its table before the rejections are known: say them here.
-    summary.rejected = len(rejected)
     for failure in rejected:
         console.print(f"[red]rejected[/red] {escape(failure.to_json()['reason'])}")
     if rejected:
@@ -187,15 +189,8 @@ def ingest_outcomes(
     store = open_store(db, neo4j_uri)
     try:
         load = DeadLetteringLoad(store, actor=_cli_actor(), source=str(path), size=batch_size)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      RecordsPerSecond(), TimeElapsedColumn(), console=console) as progress:
-            task = progress.add_task("outcomes", total=count_records(path))
-            summary = load_batches(store, load.batches(read_file(path)),
-                                   on_progress=lambda n: progress.advance(task, n))
-        # The rejected count is known only after the load, so the summary is printed here
-        # rather than by load_with_progress.
-        summary.rejected = load.rejected
-        print_summary(summary)
+        load_with_progress(store, load.batches(read_file(path)), "outcomes",
+                           total=count_records(path), rejected=lambda: load.rejected)
     except SchemaError as error:  # the store refused a whole batch: earlier ones stand
         console.print(f"[red]a batch was refused, nothing of it was written:[/red] {error}; "
                       "earlier batches were; re-running the file is safe (idempotent)")

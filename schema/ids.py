@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .kinds import VERSIONED_PREFIXES, known_prefixes
+
 _V_NUMBER = re.compile(r"^[vV](\d+)$")
 
 
@@ -48,11 +50,9 @@ def parse_id(text: str, *, versioned_prefixes: frozenset[str] | None = None) -> 
     """Parse ``kind:name[@version]``.
 
     ``versioned_prefixes`` says which prefixes may carry a version; by default the ones the
-    schema declares (see ``lineagegraph.schema.kinds``).
+    schema declares (see ``lineagegraph.schema.kinds``). Hot in bulk loads: keep it lean.
     """
     if versioned_prefixes is None:
-        from .kinds import VERSIONED_PREFIXES, known_prefixes
-
         versioned_prefixes = VERSIONED_PREFIXES
         prefixes: frozenset[str] | None = known_prefixes()
     else:
