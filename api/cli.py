@@ -11,6 +11,7 @@ from rich.console import Console
 
 from . import cli_queries
 from .auth import list_tokens
+from .cli_demo import demo_command
 from .cli_ingest import deadletter_app, ingest_app
 from .cli_reports import report_app
 from .cli_retention import retention_app
@@ -25,6 +26,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(report_app, name="report")
 app.add_typer(retention_app, name="retention")
 cli_queries.register(app)
+app.command("demo")(demo_command)
 console = Console(stderr=True)
 
 # --flag twins of the settings; None means "not given": the environment (or default) holds.

@@ -12,7 +12,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
-from lineagegraph.schema import AuditEntry, Edge, Node, StageMove
+from lineagegraph.schema import AuditEntry, Edge, Node, StageMove, approval_name, format_id
 
 from .impact import STRUCTURE_EDGES, Action, BlastRadius, blast_radius, previous_live
 from .registry import BundleParts, bundle_id, bundle_parts
@@ -301,7 +301,7 @@ def approve(store: GraphStore, target: str, actor: str, gate: str | None = None,
             comment: str | None = None, at: datetime | None = None) -> Node:
     """Record ``actor``'s approval of ``target`` (one per approver and gate: approving
     twice changes nothing)."""
-    approval_id = f"approval:{target.split(':', 1)[1]}/{actor}" + (f"/{gate}" if gate else "")
+    approval_id = format_id("approval", approval_name(target, actor, gate))
     found = store.get([target, approval_id])
     if target not in found:
         raise GovernanceError(f"no node {target}")

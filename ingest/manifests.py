@@ -34,7 +34,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from lineagegraph.graph.store import GraphStore, version_order
-from lineagegraph.schema import NODE_KINDS_BY_LABEL, AuditEntry, Edge, Node, format_id, parse_id
+from lineagegraph.schema import (
+    NODE_KINDS_BY_LABEL,
+    AuditEntry,
+    Edge,
+    Node,
+    approval_name,
+    format_id,
+    parse_id,
+)
 
 from .batch import Batch, IngestError, Problem
 from .manifest_formats import (
@@ -320,7 +328,7 @@ class _ManifestLoad:
         assert bundle is not None
         at = {"at": doc.created_at} if doc.created_at else {}
         for who in doc.approved_by:
-            approval = Node(kind="Approval", name=f"{bundle.id}/{who}",
+            approval = Node(kind="Approval", name=approval_name(bundle.id, who),
                             created_at=doc.created_at or self.now,
                             properties={"approved_by": who, "target": bundle.id, **at})
             if self.add(approval, entry.record):

@@ -1,6 +1,14 @@
 """The graph vocabulary: kinds, IDs, records, constraints. Imports nothing of the project."""
 
-from .ids import InvalidId, NodeId, canonical_id, format_id, normalize_version, parse_id
+from .ids import (
+    InvalidId,
+    NodeId,
+    approval_name,
+    canonical_id,
+    format_id,
+    normalize_version,
+    parse_id,
+)
 from .kinds import (
     EDGE_KINDS,
     EDGE_KINDS_BY_TYPE,
@@ -36,6 +44,7 @@ __all__ = [
     "Record",
     "SchemaError",
     "StageMove",
+    "approval_name",
     "canonical_id",
     "check_edge_endpoints",
     "format_id",

@@ -80,3 +80,10 @@ def format_id(prefix: str, name: str, version: str | int | None = None) -> str:
 def canonical_id(text: str) -> str:
     """The canonical spelling of an ID given in any accepted form."""
     return str(parse_id(text))
+
+
+def approval_name(target: str, approver: str, gate: str | None = None) -> str:
+    """The name of ``approver``'s approval of ``target`` (for ``gate``): one per approver,
+    target and gate, so approving again is a no-op. The target keeps its kind prefix, so a
+    bundle and a model of one name never share approvals."""
+    return f"{target}/{approver}" + (f"/{gate}" if gate else "")

@@ -238,5 +238,5 @@ def test_approving_twice_changes_nothing(store: GraphStore) -> None:
     first = approve(store, "bundle:b@1", "carol", gate="production")
     again = approve(store, "bundle:b@1", "carol", gate="production")
 
-    assert first.id == again.id == "approval:b@1/carol/production"
+    assert first.id == again.id == "approval:bundle:b@1/carol/production"
     assert [e.action for e in store.audit_log()] == ["approve"]

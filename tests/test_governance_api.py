@@ -125,7 +125,7 @@ def test_approve_records_the_caller_as_approver(callers: dict[str, Caller]) -> N
         "bundle:fraud-scoring@2", gate: "production", comment: "looks fine") {
         id properties } }""")["data"]["approve"]
 
-    assert approval["id"] == "approval:fraud-scoring@2/release-eng/production"
+    assert approval["id"] == "approval:bundle:fraud-scoring@2/release-eng/production"
     assert approval["properties"]["approved_by"] == "release-eng"
 
 

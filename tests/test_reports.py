@@ -106,7 +106,7 @@ def test_evidence_pack_holds_pins_lineage_evaluations_approvals_moves_and_audit(
     assert [e.id for e in pack.evaluations] == ["eval:triage-eval-v4/r14"]
     # oldest first: the auditor's approval is made now, after the story's T+12d
     assert [a.id for a in pack.approvals] == [
-        "approval:a14", "approval:a14-late", "approval:support-triage@14/auditor/regulated"]
+        "approval:a14", "approval:a14-late", "approval:bundle:support-triage@14/auditor/regulated"]
     assert len(pack.stage_moves) == 5
     assert [(e.action, e.actor) for e in pack.audit] == [("approve", "auditor")]
 

@@ -1,0 +1,47 @@
+"""The demo loads through the real ingest path, is idempotent, and answers the README's
+walkthrough as the README says."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from lineagegraph.graph import impact, registry
+from lineagegraph.graph.drift import drift_sources
+from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.trace import trace
+from lineagegraph.ingest import demo
+from lineagegraph.ingest.batch import load_batches
+
+
+def test_the_demo_loads_once_and_answers_the_readme_walkthrough(store: GraphStore) -> None:
+    first = load_batches(store, demo.load_demo(store))
+    again = load_batches(store, demo.load_demo(store))
+
+    assert first.records == demo.total_records() and first.created > 5000
+    assert (again.created, again.updated) == (0, 0)
+
+    served = trace(store, "req-suppo-prod-07004")
+    assert served is not None and served.bundle is not None
+    assert served.bundle.id == "bundle:support-triage@15"
+    assert served.parts.model is not None and served.parts.model.id == "model:gpt-5-mini-2026-11"
+    assert "source:kb.articles" in served.upstream.nodes
+
+    in_force = registry.resolve(store, "support-triage", "production",
+                                datetime(2026, 11, 8, tzinfo=UTC))
+    assert in_force is not None and in_force.version == "15"
+    now = registry.resolve(store, "support-triage", "production")
+    assert now is not None and now.version == "14"  # rolled back on the 10th
+
+    radius = impact.blast_radius(store, "model:gpt-5-mini-2026-11")
+    assert radius is not None
+    assert [b.bundle.id for b in radius.bundles] == ["bundle:support-triage@15"]
+    assert sum(radius.traffic.values()) > 500
+
+    ranked = drift_sources(store, "bundle:support-triage@15",
+                           datetime(2026, 11, 8, tzinfo=UTC))
+    assert ranked is not None
+    assert ranked[0].change == "stage move production: 14 → 15"
+
+    shadow = registry.unregistered(store)
+    assert [(u.node.id, u.requests) for u in shadow] == [
+        ("model:gpt-4o-mini-unvetted", 42)]  # 6 a day, the 8th to the 14th
