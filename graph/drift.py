@@ -14,7 +14,8 @@ Score, in (0, 1], prefers closer-in-time and fewer-hops changes::
     score   = (1 + recency) / (2 * (1 + hops))
 
 so a change on the target itself at onset scores 1, a change one hop up at onset 0.5, and
-time breaks ties between equal hop counts. Ties on score go to the later change, then ID.
+time breaks ties between equal hop counts. Ties on score go to the later change, then
+ID, then the kind of change.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def drift_sources(
                 add(node, change, move.at, upstream.degrees[nid], _path(graph, nid, node_id))
 
     return sorted(found.values(), key=lambda c: (-c.score, -c.changed_at.timestamp(),
-                                                 c.node.id))
+                                                 c.node.id, c.change))
 
 
 def _digraph(subgraph: Subgraph) -> nx.DiGraph:
