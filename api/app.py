@@ -1,4 +1,5 @@
-"""The FastAPI application: GraphQL at /graphql, health and readiness probes."""
+"""The FastAPI application: GraphQL at /graphql, REST ingest under /api/v1, health and
+readiness probes, Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .auth import install_auth
 from .errors import install_error_handlers
 from .graphql_schema import build_schema
 from .graphql_types import Context
+from .metrics import install_metrics
 from .settings import Settings
 
 
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
     app.include_router(routes_openlineage.router)
     app.include_router(routes_registry.router)
     install_error_handlers(app)
+    install_metrics(app)
     install_auth(app, settings)  # bearer tokens on every route but /healthz; body limit
 
     @app.get("/healthz", tags=["probes"])

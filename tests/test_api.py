@@ -153,3 +153,21 @@ def test_a_paged_lineage_walks_only_as_deep_as_its_page(store: GraphStore) -> No
     assert [n["degree"] for n in page["nodes"]] == [0, 1, 2]
     assert page["pageInfo"]["hasNextPage"] is True and page["truncated"] is False
     assert counting.calls["expand"] == 3  # hops 1..3, not 15
+
+
+def test_metrics_count_requests_by_route_template(client: TestClient) -> None:
+    gql(client, '{ node(id: "run:r-fraud-7") { id } }')
+    client.get("/healthz")
+    text = client.get("/metrics").text
+
+    assert 'lineagegraph_requests_total{method="POST",route="/graphql",status="200"} 1' in text
+    assert 'lineagegraph_requests_total{method="GET",route="/healthz",status="200"} 1' in text
+    assert 'lineagegraph_request_seconds_count{method="POST",route="/graphql"} 1' in text
+    assert "lineagegraph_store_ready 1.0" in text
+
+
+def test_graphiql_answers_a_browser_at_graphql(client: TestClient) -> None:
+    page = client.get("/graphql", headers={"Accept": "text/html"})
+
+    assert page.status_code == 200
+    assert "graphiql" in page.text.lower()
