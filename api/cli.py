@@ -109,12 +109,18 @@ def token_state(settings: Settings) -> tuple[bool, int]:
 def export_schema(
     output: Annotated[Path, typer.Option(help="where to write the SDL")] = Path(
         "schema/schema.graphql"),
+    docs: Annotated[Path, typer.Option(help="where to write the schema reference")] = Path(
+        "schema/SCHEMA.md"),
 ) -> None:
-    """Write the GraphQL SDL that clients build against."""
+    """Write the GraphQL SDL clients build against and the schema reference, both derived
+    from the declarations in schema/kinds.py."""
+    from lineagegraph.schema.docs import schema_markdown
+
     from .graphql_schema import schema_sdl
 
     output.write_text(schema_sdl())
-    console.print(f"wrote {output}")
+    docs.write_text(schema_markdown())
+    console.print(f"wrote {output} and {docs}")
 
 
 if __name__ == "__main__":

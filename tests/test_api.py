@@ -139,6 +139,13 @@ def test_exported_sdl_matches_the_code() -> None:
         "schema/schema.graphql is stale: run `lineagegraph export-schema`")
 
 
+def test_schema_reference_matches_the_declarations() -> None:
+    from lineagegraph.schema.docs import schema_markdown
+
+    assert (SDL_FILE.parent / "SCHEMA.md").read_text() == schema_markdown(), (
+        "schema/SCHEMA.md is stale: run `lineagegraph export-schema`")
+
+
 def test_a_paged_lineage_walks_only_as_deep_as_its_page(store: GraphStore) -> None:
     chain = [f"feature:f{i}@1" for i in range(30)]
     store.upsert([Node.from_id(i) for i in chain],
