@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,7 +31,7 @@ from lineagegraph.schema.kinds import (
     ToolsetProps,
     TrainingRunProps,
 )
-from lineagegraph.schema.models import canonical_json, utc
+from lineagegraph.schema.models import UtcDatetime, canonical_json
 
 from .batch import IngestError, Problem
 from .bodies import parse_json
@@ -65,12 +64,7 @@ class Doc(BaseModel):
     ANNOTATIONS: ClassVar[frozenset[str]] = frozenset()
 
     kind: str | None = None
-    created_at: datetime | None = None
-
-    @field_validator("created_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else utc(value)
+    created_at: UtcDatetime | None = None
 
     def node_name(self) -> str:
         return self.name  # type: ignore[attr-defined]
@@ -238,7 +232,7 @@ class StageMoveDoc(BaseModel):
     bundle: str
     version: str | None
     environment: str
-    at: datetime | None = None
+    at: UtcDatetime | None = None
     actor: str | None = None
     reason: str | None = None
 
@@ -246,11 +240,6 @@ class StageMoveDoc(BaseModel):
     @classmethod
     def _version(cls, value: Any) -> str | None:
         return normalize_version(value)
-
-    @field_validator("at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else utc(value)
 
 
 NODE_DOCS: dict[str, type[Doc]] = {doc.LABEL: doc for doc in (

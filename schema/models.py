@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .ids import InvalidId, NodeId, normalize_version, parse_id
 from .kinds import EDGE_KINDS_BY_TYPE, NODE_KINDS_BY_LABEL, default_kind_for
@@ -30,6 +38,10 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+# A timestamp kept in UTC: every record's time fields use it.
+UtcDatetime = Annotated[datetime, AfterValidator(utc)]
+
+
 def canonical_json(value: Any) -> str:
     """Deterministic JSON, so that re-sending the same properties compares equal."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
@@ -43,7 +55,7 @@ class Node(BaseModel):
     kind: str
     name: str
     version: str | None = None
-    created_at: datetime = Field(default_factory=now)
+    created_at: UtcDatetime = Field(default_factory=now)
     properties: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("kind")
@@ -58,10 +70,6 @@ class Node(BaseModel):
     def _normalize_version(cls, version: Any) -> str | None:
         return normalize_version(version)
 
-    @field_validator("created_at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return utc(value)
 
     @model_validator(mode="after")
     def _check_properties(self) -> Node:
@@ -144,7 +152,7 @@ class StageMove(BaseModel):
     environment: str
     to_version: str | None
     from_version: str | None = None
-    at: datetime = Field(default_factory=now)
+    at: UtcDatetime = Field(default_factory=now)
     actor: str = "system"
     reason: str | None = None
     seq: int | None = None  # assigned by the store, in append order
@@ -154,10 +162,6 @@ class StageMove(BaseModel):
     def _normalize(cls, version: Any) -> str | None:
         return normalize_version(version)
 
-    @field_validator("at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return utc(value)
 
 
 class AuditEntry(BaseModel):
@@ -166,15 +170,11 @@ class AuditEntry(BaseModel):
     action: str
     target: str
     actor: str = "system"
-    at: datetime = Field(default_factory=now)
+    at: UtcDatetime = Field(default_factory=now)
     before: Any = None
     after: Any = None
     seq: int | None = None
 
-    @field_validator("at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return utc(value)
 
 
 class Record(BaseModel):
@@ -186,13 +186,9 @@ class Record(BaseModel):
     collection: str
     key: str
     payload: Any = None
-    at: datetime = Field(default_factory=now)
+    at: UtcDatetime = Field(default_factory=now)
     seq: int | None = None
 
-    @field_validator("at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return utc(value)
 
 
 def describe_validation_error(error: ValidationError, where: str | None = None) -> str:

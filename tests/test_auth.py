@@ -52,7 +52,8 @@ from lineagegraph.graph.store import GraphStore
 from lineagegraph.schema import Record
 
 from .ingest_support import cli_args, run_cli
-from .test_serve import _cli, _free_port
+from .servers import cli
+from .servers import serving as serve_process
 
 OPEN = Settings(neo4j_uri=None)
 NOT_LET_IN = (401, 403)
@@ -551,7 +552,7 @@ EMBEDDED_ENV = {k: v for k, v in os.environ.items() if k != "NEO4J_URI"}
 
 
 def test_serve_in_open_mode_refuses_a_non_loopback_address(tmp_path: Path) -> None:
-    result = subprocess.run(_cli("serve", "--host", "0.0.0.0", "--db", str(tmp_path / "x.db")),
+    result = subprocess.run(cli("serve", "--host", "0.0.0.0", "--db", str(tmp_path / "x.db")),
                             capture_output=True, text=True, timeout=60, env=EMBEDDED_ENV)
 
     assert result.returncode == 2
@@ -564,26 +565,11 @@ def test_serve_binds_any_address_once_a_token_exists_and_asks_for_it(tmp_path: P
     store = EmbeddedStore(db)
     _, secret = create_token(store, "ops", "read", actor="test")
     store.close()
-    port = _free_port()
-    command = _cli("serve", "--host", "0.0.0.0", "--port", str(port), "--db", str(db))
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=EMBEDDED_ENV)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = httpx.get(f"{base}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert process.poll() is None, process.stdout.read()
-                assert time.monotonic() < deadline, "server did not come up in 60s"
-                time.sleep(0.2)
-        anonymous = httpx.get(f"{base}/readyz")
-        with_token = httpx.get(f"{base}/readyz", headers=bearer(secret))
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=30)
+    with serve_process("--host", "0.0.0.0", "--db", str(db)) as served:
+        health = httpx.get(f"{served.base}/healthz")
+        anonymous = httpx.get(f"{served.base}/readyz")
+        with_token = httpx.get(f"{served.base}/readyz", headers=bearer(secret))
+    output = served.output
 
     assert health.status_code == 200
     assert anonymous.status_code == 401
