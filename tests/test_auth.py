@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
 import subprocess
 import time
@@ -52,7 +51,7 @@ from lineagegraph.graph.store import GraphStore
 from lineagegraph.schema import Record
 
 from .ingest_support import cli_args, run_cli
-from .servers import cli
+from .servers import EMBEDDED_ENV, cli
 from .servers import serving as serve_process
 
 OPEN = Settings(neo4j_uri=None)
@@ -548,7 +547,6 @@ def test_the_cli_names_what_is_wrong_and_exits_1(
 
 
 # The served store is the --db file given, never a Neo4j the test run points at.
-EMBEDDED_ENV = {k: v for k, v in os.environ.items() if k != "NEO4J_URI"}
 
 
 def test_serve_in_open_mode_refuses_a_non_loopback_address(tmp_path: Path) -> None:
