@@ -3,7 +3,6 @@ a node's versions and stage moves, and models seen in traffic that nobody regist
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -132,9 +131,3 @@ def unregistered(store: GraphStore, since: datetime | None = None,
     ]
     return sorted(found, key=lambda u: (-u.requests, u.node.id))
 
-
-def nodes_by_kind(nodes: Sequence[Node]) -> dict[str, list[Node]]:
-    grouped: dict[str, list[Node]] = defaultdict(list)
-    for node in nodes:
-        grouped[node.kind].append(node)
-    return dict(grouped)
