@@ -1,0 +1,668 @@
+"""Benchmarks of Lineage Graph on a generated platform graph (design §9).
+
+    python bench/run.py --scale small --store embedded --out bench/results/small-embedded.json
+    NEO4J_URI=bolt://127.0.0.1:7795 python bench/run.py --scale medium --store neo4j \
+        --out bench/results/medium-neo4j.json
+
+Loads the graph of ``bench/generate.py`` through the project's own ingest path (registry
+manifests with ``map_manifests``, outcome NDJSON with ``DeadLetteringLoad`` +
+``load_batches``, as ``lineagegraph ingest`` does), starts a real ``lineagegraph serve`` on a
+free loopback port, and measures, each figure a median over repeated runs in this process
+with its spread (min-max) printed:
+
+- ingest: the ingest path vs the raw driver running the same UNWIND statements on
+  pre-built rows (the ceiling) and vs one MERGE per record in its own transaction (naive);
+- trace over GraphQL (HTTP) on random requests vs the same Cypher/SQL statements the
+  service issues, replayed with the raw driver;
+- blastRadius of the hottest model version vs a variable-length-path formulation (with a
+  time limit); driftSources and resolve over GraphQL; the server's peak RSS.
+
+Ratios and what they mean: see bench/README.md. ``--store neo4j`` wipes the database at
+NEO4J_URI (default bolt://127.0.0.1:7687): point it at a Neo4j of your own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform as pyplatform
+import random
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from generate import SCALES, START, Platform, generate  # noqa: E402
+
+from lineagegraph.graph.store import GraphStore  # noqa: E402
+from lineagegraph.graph.trace import trace as run_trace  # noqa: E402
+from lineagegraph.ingest.batch import load_batches  # noqa: E402
+from lineagegraph.ingest.manifest_formats import RawDoc  # noqa: E402
+from lineagegraph.ingest.manifests import map_manifests  # noqa: E402
+from lineagegraph.ingest.outcomes import BATCH_SIZE, DeadLetteringLoad, read_file  # noqa: E402
+from lineagegraph.schema import LINEAGE_EDGE_TYPES  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ACTOR = "bench"
+
+TRACE_QUERY = """query($r: String!) { trace(requestId: $r) {
+  outcome { id } bundle { id } modelVersion { id } promptVersion { id } toolset { id }
+  policyPack { id } environment approvals { id } evaluations { id }
+  upstream { nodes { node { id kind } degree } edges { source target type } truncated } } }"""
+BLAST_QUERY = """query($id: ID!) { blastRadius(id: $id) {
+  root { id } bundles { bundle { id } environments } traffic { environment count }
+  rollbackTarget { id } warnings downstream { truncated nodes { node { id } degree } } } }"""
+DRIFT_QUERY = """query($id: ID!, $onset: DateTime!) {
+  driftSources(id: $id, onset: $onset, lookback: "P14D") {
+    node { id } change changedAt hops score path } }"""
+RESOLVE_QUERY = """query($name: String!, $env: String!, $at: DateTime) {
+  resolve(name: $name, environment: $env, asOf: $at) { id properties } }"""
+
+
+# -- statistics ---------------------------------------------------------------------------
+
+
+def pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Figures:
+    """Named figures, each a list of repeated measurements; reported as median + spread."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, list[float]] = {}
+        self.notes: dict[str, str] = {}
+
+    def add(self, key: str, value: float) -> None:
+        self.runs.setdefault(key, []).append(value)
+
+    def median(self, key: str) -> float | None:
+        values = self.runs.get(key)
+        return statistics.median(values) if values else None
+
+    def spread(self, key: str) -> list[float] | None:
+        values = self.runs.get(key)
+        return [min(values), max(values)] if values else None
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+# -- the stores, raw -----------------------------------------------------------------------
+
+
+class RawNeo4j:
+    """The raw driver, no service: the same UNWIND statements as ``Neo4jStore.write_nodes``
+    / ``write_edges`` (kept in step by hand), and replay of captured read statements."""
+
+    NODES = """
+        UNWIND $rows AS row
+        OPTIONAL MATCH (old:Node {id: row.id})
+        WITH row, old IS NULL AS is_new, old.props AS before
+        MERGE (n:Node {id: row.id})
+        ON CREATE SET n:InferenceOutcome, n.kind = row.kind, n.name = row.name,
+                      n.version = row.version, n.created_at = row.created_at
+        SET n.props = row.props, n += row.indexed
+        RETURN count(CASE WHEN is_new THEN 1 END) AS created,
+               count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END) AS updated
+    """
+    EDGES = """
+        UNWIND $rows AS row
+        MATCH (a:Node {id: row.source})
+        MATCH (b:Node {id: row.target})
+        OPTIONAL MATCH (a)-[old:SERVED_BY]->(b)
+        WITH a, b, row, old IS NULL AS is_new, old.props AS before
+        MERGE (a)-[r:SERVED_BY]->(b)
+        SET r.props = row.props
+        RETURN count(CASE WHEN is_new THEN 1 END) AS created,
+               count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END) AS updated
+    """
+    NAIVE = """
+        MERGE (n:Node {id: $id})
+        ON CREATE SET n:InferenceOutcome, n.kind = $kind, n.name = $name,
+                      n.created_at = $created_at
+        SET n.props = $props, n.environment = $environment, n.status = $status
+        WITH n MATCH (b:Node {id: $bundle}) MERGE (n)-[r:SERVED_BY]->(b) SET r.props = '{}'
+    """
+
+    def __init__(self, uri: str, user: str | None, password: str | None, database: str):
+        import neo4j
+
+        self.neo4j = neo4j
+        auth = (user or "neo4j", password) if password else None
+        self.driver = neo4j.GraphDatabase.driver(
+            uri, auth=auth,
+            notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF)
+        self.database = database
+
+    def bulk(self, batches: list[tuple[list[dict], list[dict]]]) -> None:
+        for node_rows, edge_rows in batches:
+            def work(tx: Any, node_rows: list = node_rows, edge_rows: list = edge_rows) -> None:
+                tx.run(self.NODES, rows=node_rows).consume()
+                tx.run(self.EDGES, rows=edge_rows).consume()
+
+            with self.driver.session(database=self.database) as session:
+                session.execute_write(work)
+
+    def naive(self, rows: list[dict]) -> None:
+        # py2neo-style: one MERGE statement per record, each in its own transaction (written
+        # with the official driver: py2neo is end-of-life and does not support Neo4j 5).
+        with self.driver.session(database=self.database) as session:
+            for row in rows:
+                session.execute_write(lambda tx, row=row: tx.run(self.NAIVE, **row).consume())
+
+    def delete_prefix(self, prefix: str) -> None:
+        with self.driver.session(database=self.database) as session:
+            session.run("MATCH (n:Node) WHERE n.id STARTS WITH $p "
+                        "CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS",
+                        p=prefix).consume()
+
+    def replay(self, statements: list[tuple[str, dict]]) -> None:
+        # the cheapest raw way: auto-commit reads in one session
+        with self.driver.session(database=self.database,
+                                 default_access_mode=self.neo4j.READ_ACCESS) as session:
+            for query, params in statements:
+                list(session.run(query, params))
+
+    def varlength(self, node_id: str, timeout_s: float) -> float | None:
+        """Seconds for the path-enumerating formulation, None if it hit the time limit."""
+        types = "|".join(LINEAGE_EDGE_TYPES)
+        query = self.neo4j.Query(
+            f"MATCH p = (m:Node {{id: $id}})<-[:{types}*1..20]-(x:Node) "
+            "WITH x, min(length(p)) AS degree "
+            "RETURN x.kind AS kind, x.environment AS env, degree, count(*) AS n",
+            timeout=timeout_s)
+        started = time.perf_counter()
+        try:
+            self.driver.execute_query(query, {"id": node_id},
+                                      routing_=self.neo4j.RoutingControl.READ,
+                                      database_=self.database)
+        except self.neo4j.exceptions.Neo4jError as error:
+            if "Timeout" in (error.code or "") or "timeout" in str(error).lower():
+                return None
+            raise
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.driver.close()
+
+
+class RawSqlite:
+    """sqlite3 on the embedded store's file, no service: the same INSERT statements as
+    ``EmbeddedStore``'s ``write_nodes`` / ``write_edges``."""
+
+    NODES = ("INSERT INTO nodes (id, kind, name, version, created_at, props) "
+             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET props = excluded.props")
+    EDGES = ("INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?) "
+             "ON CONFLICT (source, type, target) DO UPDATE SET props = excluded.props")
+
+    def __init__(self, path: str) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.execute("PRAGMA foreign_keys = ON")
+
+    def bulk(self, batches: list[tuple[list[tuple], list[tuple]]]) -> None:
+        for node_rows, edge_rows in batches:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany(self.NODES, node_rows)
+            self.conn.executemany(self.EDGES, edge_rows)
+            self.conn.execute("COMMIT")
+
+    def naive(self, rows: list[tuple[tuple, tuple]]) -> None:
+        for node_row, edge_row in rows:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.execute(self.NODES, node_row)
+            self.conn.execute(self.EDGES, edge_row)
+            self.conn.execute("COMMIT")
+
+    def delete_prefix(self, prefix: str) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+        self.conn.execute("DELETE FROM edges WHERE substr(source, 1, ?) = ?",
+                          (len(prefix), prefix))
+        self.conn.execute("DELETE FROM nodes WHERE substr(id, 1, ?) = ?",
+                          (len(prefix), prefix))
+        self.conn.execute("COMMIT")
+
+    def replay(self, statements: list[tuple[str, Sequence[Any]]]) -> None:
+        for sql, params in statements:
+            self.conn.execute(sql, params).fetchall()
+
+    def varlength(self, node_id: str, timeout_s: float) -> float | None:
+        """The SQL twin of a variable-length path: a recursive CTE enumerating paths
+        (UNION ALL, depth ≤ 20), min depth per node, grouped like blastRadius."""
+        types = json.dumps(list(LINEAGE_EDGE_TYPES))
+        deadline = time.perf_counter() + timeout_s
+        self.conn.set_progress_handler(lambda: int(time.perf_counter() > deadline), 10_000)
+        started = time.perf_counter()
+        try:
+            self.conn.execute(
+                "WITH RECURSIVE down(id, depth) AS (SELECT ?, 0 UNION ALL "
+                "SELECT e.source, d.depth + 1 FROM edges e JOIN down d ON e.target = d.id "
+                "WHERE d.depth < 20 AND e.type IN (SELECT value FROM json_each(?))) "
+                "SELECT n.kind, json_extract(n.props, '$.environment') AS env, degree, "
+                "count(*) FROM (SELECT id, min(depth) AS degree FROM down WHERE depth > 0 "
+                "GROUP BY id) x JOIN nodes n ON n.id = x.id GROUP BY 1, 2, 3",
+                (node_id, types)).fetchall()
+        except sqlite3.OperationalError as error:
+            if "interrupted" in str(error):
+                return None
+            raise
+        finally:
+            self.conn.set_progress_handler(None, 0)
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# -- ingest --------------------------------------------------------------------------------
+
+
+def load_registry(store: GraphStore, p: Platform) -> float:
+    raws = [RawDoc(i, doc) for i, doc in enumerate(p.manifests, 1)]
+    seconds, _ = timed(lambda: load_batches(
+        store, [map_manifests(raws, store, actor=ACTOR, source="bench")]))
+    return seconds
+
+
+def load_outcomes(store: GraphStore, path: Path) -> tuple[float, int]:
+    load = DeadLetteringLoad(store, actor=ACTOR, source=path.name)
+    summary = load_batches(store, load.batches(read_file(path)))
+    if load.rejected:
+        raise SystemExit(f"{load.rejected} outcome records were rejected: see deadletter list")
+    return summary.seconds, summary.records
+
+
+def _ts_sqlite(text: str) -> str:
+    from datetime import datetime
+
+    from lineagegraph.graph.embedded import _ts
+
+    return _ts(datetime.fromisoformat(text.replace("Z", "+00:00"))) or ""
+
+
+def raw_rows(records: list[dict], store_kind: str) -> tuple[list, list]:
+    """Pre-built rows for the raw ceiling and the naive loader (built outside the timing,
+    which is what makes it a ceiling)."""
+    from datetime import datetime
+
+    batches, naive = [], []
+    for start in range(0, len(records), BATCH_SIZE):
+        nodes, edges = [], []
+        for r in records[start:start + BATCH_SIZE]:
+            props = {k: v for k, v in r.items()
+                     if k not in ("request_id", "timestamp", "bundle")}
+            props_json = json.dumps(props, sort_keys=True, separators=(",", ":"))
+            oid = f"outcome:{r['request_id']}"
+            bundle = f"bundle:{r['bundle']}"
+            if store_kind == "neo4j":
+                created = datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00"))
+                nodes.append({"id": oid, "kind": "InferenceOutcome", "name": r["request_id"],
+                              "version": None, "created_at": created, "props": props_json,
+                              "indexed": {"environment": r["environment"],
+                                          "status": r["status"]}})
+                edges.append({"source": oid, "target": bundle, "props": "{}"})
+                naive.append({"id": oid, "kind": "InferenceOutcome", "name": r["request_id"],
+                              "created_at": created, "props": props_json,
+                              "environment": r["environment"], "status": r["status"],
+                              "bundle": bundle})
+            else:
+                node = (oid, "InferenceOutcome", r["request_id"], None,
+                        _ts_sqlite(r["timestamp"]), props_json)
+                edge = (oid, "SERVED_BY", bundle, "{}")
+                nodes.append(node)
+                edges.append(edge)
+                naive.append((node, edge))
+        batches.append((nodes, edges))
+    return batches, naive
+
+
+def bench_ingest(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: Figures,
+                 store_kind: str, reps: int, sample: int, naive_n: int, tmp: Path) -> None:
+    """Service path, raw ceiling and naive loader on the same fresh rows, ``reps`` times."""
+    base: list[dict] = []
+    for record in p.outcomes():
+        base.append(record)
+        if len(base) >= sample:
+            break
+    for rep in range(reps):
+        for label in ("svc", "raw", "nv"):
+            # fresh request IDs per rep and method: every run creates, never matches
+            rows = [dict(r, request_id=f"b{label}{rep}-{r['request_id']}") for r in base]
+            if label == "svc":
+                path = tmp / f"sample-{rep}.ndjson"
+                path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+                seconds, count = load_outcomes(store, path)
+                f.add("ingest_outcomes_per_s", count / seconds)
+            elif label == "raw":
+                batches, _ = raw_rows(rows, store_kind)
+                seconds, _ = timed(lambda batches=batches: raw.bulk(batches))
+                f.add("raw_outcomes_per_s", len(rows) / seconds)
+            else:
+                _, naive = raw_rows(rows[:naive_n], store_kind)
+                seconds, _ = timed(lambda naive=naive: raw.naive(naive))
+                f.add("naive_outcomes_per_s", len(naive) / seconds)
+        for label in ("svc", "raw", "nv"):
+            raw.delete_prefix(f"outcome:b{label}{rep}-")
+        svc, ceil, nv = (f.runs[k][-1] for k in (
+            "ingest_outcomes_per_s", "raw_outcomes_per_s", "naive_outcomes_per_s"))
+        f.add("ingest_vs_raw", svc / ceil)
+        f.add("ingest_vs_naive", svc / nv)
+        print(f"  ingest rep {rep + 1}: service {svc:,.0f}/s, raw {ceil:,.0f}/s, "
+              f"naive {nv:,.0f}/s", flush=True)
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(store_kind: str, db: str | None, uri: str | None) -> tuple[subprocess.Popen,
+                                                                              str]:
+    port = free_port()
+    exe = Path(sys.executable).parent / "lineagegraph"
+    cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--neo4j-uri", uri] if store_kind == "neo4j" else ["--db", db]
+    env = {k: v for k, v in os.environ.items() if k != "NEO4J_URI"} \
+        if store_kind != "neo4j" else dict(os.environ)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit("server did not become ready in 60 s")
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    try:
+        import psutil  # optional
+
+        info = psutil.Process(pid).memory_info()
+        peak = getattr(info, "peak_wset", None) or None
+        if peak:
+            return peak / 2**20
+    except ImportError:
+        pass
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def gql(client: httpx.Client, query: str, variables: dict) -> dict:
+    response = client.post("/graphql", json={"query": query, "variables": variables})
+    response.raise_for_status()
+    body = response.json()
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {body['errors']}")
+    return body["data"]
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+def capture_statements(store: GraphStore, fn: Callable[[], Any]) -> list[tuple[str, Any]]:
+    """The read statements ``fn`` issues against the store (for the raw replay)."""
+    captured: list[tuple[str, Any]] = []
+    name = "_read" if hasattr(store, "_read") else "_query"
+    original = getattr(store, name)
+    if name == "_read":
+        def recording(query: str, **params: Any) -> Any:
+            captured.append((query, params))
+            return original(query, **params)
+    else:
+        def recording(sql: str, params: Sequence[Any] = ()) -> Any:
+            captured.append((sql, list(params)))
+            return original(sql, params)
+    setattr(store, name, recording)
+    try:
+        fn()
+    finally:
+        delattr(store, name)
+    return captured
+
+
+def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: Figures,
+                  url: str, reps: int, requests: int, varlength_timeout: float) -> dict:
+    rng = random.Random(p.seed)
+    info: dict[str, Any] = {}
+    client = httpx.Client(base_url=url, timeout=120)
+    n = p.scale.outcomes
+    # warm up the server, the plan caches and the page cache
+    for i in rng.sample(range(n), min(n, 50)):
+        gql(client, TRACE_QUERY, {"r": f"req-{i:07d}"})
+
+    for rep in range(reps):
+        ids = [f"req-{i:07d}" for i in rng.sample(range(n), min(n, requests))]
+        service, direct = [], []
+        for rid in ids:
+            seconds, data = timed(lambda rid=rid: gql(client, TRACE_QUERY, {"r": rid}))
+            assert data["trace"] is not None, rid
+            service.append(seconds * 1000)
+            statements = capture_statements(store, lambda rid=rid: run_trace(store, rid))
+            seconds, _ = timed(lambda statements=statements: raw.replay(statements))
+            direct.append(seconds * 1000)
+        f.add("trace_p50_ms", pct(service, 0.5))
+        f.add("trace_p99_ms", pct(service, 0.99))
+        f.add("trace_raw_p50_ms", pct(direct, 0.5))
+        f.add("trace_vs_raw", pct(service, 0.5) / pct(direct, 0.5))
+        info["trace_statements"] = len(statements)
+        print(f"  trace rep {rep + 1}: p50 {pct(service, 0.5):.2f} ms, p99 "
+              f"{pct(service, 0.99):.2f} ms, raw p50 {pct(direct, 0.5):.2f} ms", flush=True)
+
+    hottest, hot_count = p.model_traffic.most_common(1)[0]
+    info["blast_root"] = hottest
+    info["blast_expected_outcomes"] = hot_count
+    gql(client, BLAST_QUERY, {"id": hottest})  # warm
+    for _ in range(reps):
+        seconds, data = timed(lambda: gql(client, BLAST_QUERY, {"id": hottest}))
+        f.add("blast_ms", seconds * 1000)
+    traffic = data["blastRadius"]["traffic"]
+    info["blast_traffic"] = {t["environment"]: t["count"] for t in traffic}
+    info["blast_downstream_nodes"] = len(data["blastRadius"]["downstream"]["nodes"])
+    varlength_reps = max(1, min(reps, 3))
+    for _ in range(varlength_reps):
+        seconds = raw.varlength(hottest, varlength_timeout)
+        if seconds is None:
+            f.notes["blast_varlength_ms"] = f"hit the {varlength_timeout:.0f} s time limit"
+            f.add("blast_varlength_ms", varlength_timeout * 1000)
+            break
+        f.add("blast_varlength_ms", seconds * 1000)
+    f.add("blast_vs_varlength", f.median("blast_varlength_ms") / f.median("blast_ms"))
+    if "blast_varlength_ms" in f.notes:
+        f.notes["blast_vs_varlength"] = "lower bound: the variable-length query hit its limit"
+
+    hot_bundle = p.bundle_traffic.most_common(1)[0][0]
+    onset = (START + timedelta(days=45)).isoformat()
+    info["drift_target"] = f"bundle:{hot_bundle}"
+    for _ in range(reps):
+        seconds, data = timed(lambda: gql(client, DRIFT_QUERY,
+                                          {"id": f"bundle:{hot_bundle}", "onset": onset}))
+        f.add("drift_ms", seconds * 1000)
+    info["drift_candidates"] = len(data["driftSources"])
+    name = hot_bundle.split("@")[0]
+    for _ in range(reps):
+        at = (START + timedelta(days=rng.uniform(1, 89))).isoformat()
+        seconds, data = timed(lambda at=at: gql(client, RESOLVE_QUERY,
+                                                {"name": name, "env": "production", "at": at}))
+        assert data["resolve"] is not None
+        f.add("resolve_ms", seconds * 1000)
+    client.close()
+    return info
+
+
+# -- report ----------------------------------------------------------------------------------
+
+ORDER = ["ingest_outcomes_per_s", "raw_outcomes_per_s", "naive_outcomes_per_s",
+         "ingest_vs_raw", "ingest_vs_naive", "trace_p50_ms", "trace_p99_ms",
+         "trace_raw_p50_ms", "trace_vs_raw", "blast_ms", "blast_varlength_ms",
+         "blast_vs_varlength", "drift_ms", "resolve_ms"]
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": mem,
+            "python": pyplatform.python_version(), "os": pyplatform.platform()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="small")
+    parser.add_argument("--store", choices=["neo4j", "embedded"], default="embedded")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--reps", type=int, default=5, help="repeated runs per figure")
+    parser.add_argument("--requests", type=int, default=200, help="trace requests per rep")
+    parser.add_argument("--ingest-sample", type=int, default=20_000,
+                        help="outcomes per ingest ratio run")
+    parser.add_argument("--naive-sample", type=int, default=1_000,
+                        help="outcomes per naive-loader run")
+    parser.add_argument("--varlength-timeout", type=float, default=60.0)
+    args = parser.parse_args()
+
+    spec = SCALES[args.scale]
+    f = Figures()
+    tmp = Path(tempfile.mkdtemp(prefix=f"lineagegraph-bench-{args.scale}-"))
+    uri = os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687")
+    user, password = os.environ.get("NEO4J_USER"), os.environ.get("NEO4J_PASSWORD")
+    database = os.environ.get("NEO4J_DATABASE", "neo4j")
+    store: GraphStore
+    raw: RawNeo4j | RawSqlite
+    db = None
+    if args.store == "neo4j":
+        from lineagegraph.graph.neo4j_store import Neo4jStore
+
+        store = Neo4jStore(uri, user, password, database)
+        store.wipe()
+        raw = RawNeo4j(uri, user, password, database)
+    else:
+        from lineagegraph.graph.embedded import EmbeddedStore
+
+        db = str(tmp / "bench.db")
+        store = EmbeddedStore(db)
+        raw = RawSqlite(db)
+
+    print(f"scale {spec.name} ({spec.outcomes:,} outcomes), store {args.store}", flush=True)
+    seconds, p = timed(lambda: generate(spec, args.seed))
+    outcomes_path = tmp / "outcomes.ndjson"
+    gen_seconds, _ = timed(lambda: p.write(tmp))
+    p.count_traffic()
+    print(f"  generated {len(p.manifests):,} manifest documents and {spec.outcomes:,} "
+          f"outcomes in {seconds + gen_seconds:.1f} s", flush=True)
+    registry_s = load_registry(store, p)
+    print(f"  registry loaded in {registry_s:.1f} s", flush=True)
+    load_s, loaded = load_outcomes(store, outcomes_path)
+    print(f"  {loaded:,} outcomes loaded in {load_s:.1f} s ({loaded / load_s:,.0f}/s)",
+          flush=True)
+
+    bench_ingest(store, raw, p, f, args.store, args.reps, min(args.ingest_sample, spec.outcomes),
+                 min(args.naive_sample, spec.outcomes), tmp)
+
+    proc, url = start_server(args.store, db, uri)
+    try:
+        info = bench_queries(store, raw, p, f, url, args.reps, args.requests,
+                             args.varlength_timeout)
+        rss = peak_rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    raw.close()
+    store.close()
+
+    result: dict[str, Any] = {
+        "scale": spec.name, "store": args.store, "seed": args.seed,
+        "outcomes": spec.outcomes, "manifest_documents": len(p.manifests),
+        "reps": args.reps, "trace_requests_per_rep": args.requests,
+        "ingest_sample": min(args.ingest_sample, spec.outcomes),
+        "naive_sample": min(args.naive_sample, spec.outcomes),
+        "outcome_batch_size": BATCH_SIZE,
+        "registry_load_s": round(registry_s, 2),
+        "full_load_outcomes_per_s": round(loaded / load_s, 1),
+        "full_load_s": round(load_s, 1),
+        "service_rss_mb": round(rss, 1) if rss is not None else None,
+    }
+    for key in ORDER:
+        value = f.median(key)
+        result[key] = round(value, 3) if value is not None else None
+    result["spread"] = {k: [round(v, 3) for v in f.spread(k) or []] for k in ORDER}
+    result["notes"] = f.notes
+    result["info"] = info
+    result["embedded_vs_neo4j"] = embedded_vs_neo4j(result, args.out)
+    result["machine"] = machine()
+    result["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print_table(result)
+    print(f"wrote {args.out}")
+
+
+def embedded_vs_neo4j(result: dict, out: Path) -> float | None:
+    """Embedded trace p50 / Neo4j trace p50 at the same scale, from this run and the other
+    store's result file beside ``out`` (or in bench/results)."""
+    other = "neo4j" if result["store"] == "embedded" else "embedded"
+    for folder in (out.parent, RESULTS):
+        path = folder / f"{result['scale']}-{other}.json"
+        if path.exists():
+            theirs = json.loads(path.read_text())
+            emb, neo = ((result, theirs) if other == "neo4j" else (theirs, result))
+            if emb.get("trace_p50_ms") and neo.get("trace_p50_ms"):
+                return round(emb["trace_p50_ms"] / neo["trace_p50_ms"], 3)
+    return None
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{'figure':<24}{'median':>14}   spread (min-max over reps)")
+    for key in [*ORDER, "service_rss_mb", "full_load_outcomes_per_s", "embedded_vs_neo4j"]:
+        value = result.get(key)
+        spread = result["spread"].get(key) or []
+        text = f"{value:,.3f}" if isinstance(value, float) else str(value)
+        span = f"{spread[0]:,.3f} – {spread[1]:,.3f}" if spread else ""
+        note = result["notes"].get(key, "")
+        print(f"{key:<24}{text:>14}   {span} {note}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""CI smoke run of the benchmark: it runs and writes its JSON. No thresholds: the figures
+of a shared CI machine mean nothing; bench/README.md holds the measured ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = {
+    "ingest_outcomes_per_s", "ingest_vs_raw", "ingest_vs_naive", "trace_p50_ms",
+    "trace_p99_ms", "trace_vs_raw", "blast_ms", "blast_vs_varlength", "drift_ms",
+    "resolve_ms", "service_rss_mb", "embedded_vs_neo4j",
+}
+
+
+def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "tiny-embedded.json"
+    env = {k: v for k, v in os.environ.items() if k != "NEO4J_URI"}
+    subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--scale", "tiny", "--store",
+         "embedded", "--out", str(out), "--reps", "1", "--requests", "10"],
+        check=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    result = json.loads(out.read_text())
+    assert result.keys() >= KEYS
+    assert result["store"] == "embedded" and result["outcomes"] == 1_000
