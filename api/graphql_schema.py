@@ -8,7 +8,14 @@ from datetime import datetime
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    ValidationCache,
+)
 from strawberry.types import ExecutionContext, Info
 
 from lineagegraph.graph import impact, registry
@@ -246,6 +253,10 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
             lambda: MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases),
             lambda: MaskErrors(should_mask_error=_should_mask),
+            # Dashboards send the same few documents over and over: parse and validate
+            # each once (bench: a trace request 17.8 → 10.0 ms in-process).
+            lambda: ParserCache(maxsize=256),
+            lambda: ValidationCache(maxsize=256),
             # Defence in depth: a mutation field that forgot its permission class still
             # needs `write`.
             MutationsNeedWrite,

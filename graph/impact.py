@@ -123,9 +123,14 @@ def blast_radius(
         return None
 
     bundles = [n for n in downstream.nodes.values() if n.kind == "Bundle"]
+    # One stage-history read per bundle name (versions of a name share it), not one per
+    # bundle and environment.
+    histories = {name: store.stage_history(name=name) for name in {b.name for b in bundles}}
     affected = []
     for bundle in sorted(bundles, key=lambda n: n.id):
-        live = store.live_environments(bundle.name)
+        live: dict[str, str | None] = {}
+        for move in histories[bundle.name]:
+            live[move.environment] = move.to_version
         affected.append(AffectedBundle(
             bundle, sorted(env for env, version in live.items() if version == bundle.version)))
 
@@ -137,17 +142,18 @@ def blast_radius(
             since=since, until=until, group_by="environment").items()
     } if counted else {}
 
-    rollbacks = (_rollbacks(store, affected)
+    rollbacks = (_rollbacks(store, affected, histories)
                  if action is not Action.CHANGE and root.kind in ROLLBACK_KINDS else [])
     return BlastRadius(root=root, action=action, downstream=downstream, bundles=affected,
                        traffic=dict(sorted(traffic.items())), rollbacks=rollbacks)
 
 
-def _rollbacks(store: GraphStore, affected: list[AffectedBundle]) -> list[RollbackTarget]:
+def _rollbacks(store: GraphStore, affected: list[AffectedBundle],
+               histories: dict[str, list[StageMove]]) -> list[RollbackTarget]:
     plans: list[tuple[str, Node, str | None]] = []
     for entry in affected:
         for env in entry.environments:
-            moves = store.stage_history(name=entry.bundle.name, environment=env)
+            moves = [m for m in histories[entry.bundle.name] if m.environment == env]
             plans.append((env, entry.bundle, previous_live(moves, entry.bundle.version or "")))
     target_ids = {bundle_id(b.name, v) for _, b, v in plans if v is not None}
     targets = store.get(sorted(target_ids))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Annotated, Any
 
 from pydantic import (
@@ -81,8 +82,9 @@ class Node(BaseModel):
         object.__setattr__(self, "properties", checked.model_dump(mode="json", exclude_none=True))
         return self
 
-    @property
+    @cached_property
     def id(self) -> str:
+        # Computed once per node: bulk loads ask for it several times per record.
         return str(NodeId(NODE_KINDS_BY_LABEL[self.kind].prefix, self.name, self.version))
 
     @property
