@@ -43,16 +43,18 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
     at = outcome.created_at
     environment = outcome.properties.get("environment")
     result = Trace(outcome=outcome, environment=environment)
-
-    served = store.expand([oid], Direction.UPSTREAM)
-    by_edge = {hop.edge.type: hop.node for hop in served}
-    result.bundle = by_edge.get("SERVED_BY")
-    if result.bundle is not None:
-        result.parts = bundle_parts(store, [result.bundle.id])[result.bundle.id]
-        if environment is not None:
-            result.bundle_live_at_request = (
-                store.stage_at(result.bundle.name, environment, at) == result.bundle.version)
-        for hop in store.expand([result.bundle.id], Direction.DOWNSTREAM,
+    # The upstream walk reaches what served the request (hop 1) and what that pins (hop 2):
+    # read them off its edges instead of asking the store again.
+    result.upstream = walk(store, oid, Direction.UPSTREAM, limits.max_depth, limits=limits,
+                           root=outcome)
+    served = _out_edges(result.upstream, oid)
+    bundle = served.get("SERVED_BY", [None])[0]
+    result.bundle = bundle
+    if bundle is not None:
+        result.parts = (_parts_from(result.upstream, bundle.id)
+                        if not result.upstream.truncated
+                        else bundle_parts(store, [bundle.id])[bundle.id])
+        for hop in store.expand([bundle.id], Direction.DOWNSTREAM,
                                 edge_types=["APPROVES", "EVALUATES"], until=at):
             (result.approvals if hop.edge.type == "APPROVES" else result.evaluations).append(
                 hop.node)
@@ -60,10 +62,31 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
         result.evaluations.sort(key=lambda n: n.id)
     else:
         # A request that named no bundle points straight at what it used.
-        result.parts = BundleParts(model=by_edge.get("USED_MODEL"),
-                                   prompt=by_edge.get("USED_PROMPT"),
-                                   policy=by_edge.get("USED_POLICY"))
-    result.upstream = walk(store, oid, Direction.UPSTREAM, limits.max_depth, limits=limits)
+        first = {edge: nodes[0] for edge, nodes in served.items()}
+        result.parts = BundleParts(model=first.get("USED_MODEL"),
+                                   prompt=first.get("USED_PROMPT"),
+                                   policy=first.get("USED_POLICY"))
     if environment is not None:
         result.live_then = live_at(store, environment, at)
+        if bundle is not None:
+            result.bundle_live_at_request = any(n.id == bundle.id for n in result.live_then)
     return result
+
+
+def _out_edges(subgraph: Subgraph, source: str) -> dict[str, list[Node]]:
+    found: dict[str, list[Node]] = {}
+    for edge in sorted(subgraph.edges.values(), key=lambda e: e.target):
+        if edge.source == source and edge.target in subgraph.nodes:
+            found.setdefault(edge.type, []).append(subgraph.nodes[edge.target])
+    return found
+
+
+def _parts_from(subgraph: Subgraph, bundle: str) -> BundleParts:
+    pins = _out_edges(subgraph, bundle)
+
+    def one(edge: str) -> Node | None:
+        return pins.get(edge, [None])[0]
+
+    return BundleParts(model=one("USES_MODEL"), prompt=one("USES_PROMPT"),
+                       toolset=one("USES_TOOLS"), policy=one("GOVERNED_BY"),
+                       retrieves_from=pins.get("RETRIEVES_FROM", []))

@@ -52,6 +52,7 @@ def walk(
     edge_types: Sequence[str] = LINEAGE_EDGE_TYPES,
     enough: Callable[[Subgraph], bool] | None = None,
     include_archived: bool = False,
+    root: Node | None = None,
 ) -> Subgraph:
     """Walk from ``start`` up to ``depth`` hops.
 
@@ -70,7 +71,8 @@ def walk(
     plus the nodes already visited plus one per frontier node).
     """
     result = Subgraph(root=start)
-    root = store.get([start]).get(start)
+    if root is None:  # a caller that already holds the start node saves the round trip
+        root = store.get([start]).get(start)
     if root is None:
         return result
     result.nodes[start] = root
