@@ -24,10 +24,13 @@ def indexes() -> list[str]:
         f"CREATE INDEX lineagegraph_node_created IF NOT EXISTS FOR (n:{NODE_LABEL}) "
         "ON (n.created_at)",
         f"CREATE INDEX lineagegraph_node_name IF NOT EXISTS FOR (n:{NODE_LABEL}) ON (n.name)",
-        "CREATE INDEX lineagegraph_stagemove_key IF NOT EXISTS FOR (m:StageMove) "
-        "ON (m.name, m.environment)",
+        # Single-property indexes: lookups filter by name, by environment, or by both, and
+        # a composite index only serves predicates on all of its properties.
+        "CREATE INDEX lineagegraph_stagemove_name IF NOT EXISTS FOR (m:StageMove) ON (m.name)",
+        "CREATE INDEX lineagegraph_stagemove_environment IF NOT EXISTS FOR (m:StageMove) "
+        "ON (m.environment)",
         "CREATE INDEX lineagegraph_record_collection IF NOT EXISTS FOR (r:Record) "
-        "ON (r.collection, r.seq)",
+        "ON (r.collection)",
     ]
     for kind in NODE_KINDS:
         for prop in kind.indexed:
