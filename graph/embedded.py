@@ -133,21 +133,30 @@ class _SqliteTransaction:
         )
         return {row["k"]: row["props"] for row in rows}
 
-    def write_nodes(self, nodes: Sequence[Node]) -> WriteCounts:
-        before = self._existing_props("nodes", "id", [n.id for n in nodes])
-        counts = WriteCounts()
-        rows = []
-        for node in nodes:
-            old = before.get(node.id)
-            if old is None:
-                counts.created += 1
-            elif old != node.props_json:
-                counts.updated += 1
-            else:
+    @staticmethod
+    def _to_write(items: Sequence[T], keys: list[str], before: dict[Any, str],
+                  props: Callable[[T], str]) -> tuple[WriteCounts, list[T]]:
+        """Count created/updated/unchanged against the stored props; keep what must be
+        written (an unchanged row is not rewritten)."""
+        counts, changed = WriteCounts(), []
+        for item, key in zip(items, keys, strict=True):
+            old = before.get(key)
+            if old is not None and old == props(item):
                 counts.unchanged += 1
                 continue
-            rows.append((node.id, node.kind, node.name, node.version,
-                         _ts(node.created_at), node.props_json))
+            if old is None:
+                counts.created += 1
+            else:
+                counts.updated += 1
+            changed.append(item)
+        return counts, changed
+
+    def write_nodes(self, nodes: Sequence[Node]) -> WriteCounts:
+        keys = [n.id for n in nodes]
+        counts, changed = self._to_write(nodes, keys, self._existing_props("nodes", "id", keys),
+                                         lambda n: n.props_json)
+        rows = [(n.id, n.kind, n.name, n.version, _ts(n.created_at), n.props_json)
+                for n in changed]
         # created_at is kept from the first write (ON CONFLICT leaves it alone).
         self.conn.executemany(
             "INSERT INTO nodes (id, kind, name, version, created_at, props) "
@@ -158,19 +167,11 @@ class _SqliteTransaction:
 
     def write_edges(self, edges: Sequence[Edge]) -> WriteCounts:
         key_sql = "source || char(31) || type || char(31) || target"
-        before = self._existing_props("edges", key_sql, ["\x1f".join(e.key) for e in edges])
-        counts = WriteCounts()
-        rows = []
-        for edge in edges:
-            old = before.get("\x1f".join(edge.key))
-            if old is None:
-                counts.created += 1
-            elif old != edge.props_json:
-                counts.updated += 1
-            else:
-                counts.unchanged += 1
-                continue
-            rows.append((edge.source, edge.type, edge.target, edge.props_json))
+        keys = ["\x1f".join(e.key) for e in edges]
+        counts, changed = self._to_write(edges, keys,
+                                         self._existing_props("edges", key_sql, keys),
+                                         lambda e: e.props_json)
+        rows = [(e.source, e.type, e.target, e.props_json) for e in changed]
         self.conn.executemany(
             "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (source, type, target) DO UPDATE SET props = excluded.props",
