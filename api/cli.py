@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -37,10 +37,6 @@ NeoDatabase = Annotated[str | None, typer.Option("--neo4j-database", help="NEO4J
 DbPath = Annotated[str | None, typer.Option("--db", help="embedded store file (LINEAGEGRAPH_DB)")]
 
 
-def load_settings(**flags: Any) -> Settings:
-    return Settings(**{key: value for key, value in flags.items() if value is not None})
-
-
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -70,9 +66,9 @@ def serve(
 
     from .app import create_app
 
-    settings = load_settings(host=host, port=port, neo4j_uri=neo4j_uri, neo4j_user=neo4j_user,
-                             neo4j_password=neo4j_password, neo4j_database=neo4j_database,
-                             db=db, max_depth=max_depth, max_nodes=max_nodes)
+    settings = Settings.for_cli(db, neo4j_uri, host=host, port=port, neo4j_user=neo4j_user,
+                                neo4j_password=neo4j_password, neo4j_database=neo4j_database,
+                                max_depth=max_depth, max_nodes=max_nodes)
     where = f"{settings.host}:{settings.port}; store: {settings.store_label}"
     configured, active = token_state(settings)
     if configured or settings.require_auth:

@@ -15,7 +15,7 @@ from typing import Any
 from lineagegraph.schema import AuditEntry, Edge, Node, StageMove, approval_name, format_id
 
 from .impact import STRUCTURE_EDGES, Action, BlastRadius, blast_radius, previous_live
-from .registry import BundleParts, bundle_id, bundle_parts
+from .registry import BundleParts, annotations, bundle_id, bundle_parts
 from .store import Direction, GraphStore
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
@@ -176,14 +176,6 @@ class GovernanceError(ValueError):
     """A request the registry refuses (unknown bundle, nothing to roll back to, …)."""
 
 
-def _annotations(store: GraphStore, node_id: str) -> tuple[list[Node], list[Node]]:
-    evaluations, approvals = [], []
-    for hop in store.expand([node_id], Direction.DOWNSTREAM,
-                            edge_types=["EVALUATES", "APPROVES"]):
-        (evaluations if hop.edge.type == "EVALUATES" else approvals).append(hop.node)
-    return evaluations, approvals
-
-
 def _diff(current: Node | None, candidate: Node, parts: dict[str, BundleParts]) -> list[Difference]:
     if current is None:
         return [Difference("bundle", None, candidate.id)]
@@ -219,7 +211,7 @@ def promotion_report(
     live = store.stage_at(name, environment)
     current = store.get([bundle_id(name, live)]).get(bundle_id(name, live)) if live else None
     parts = bundle_parts(store, [candidate.id] + ([current.id] if current else []))
-    evaluations, approvals = _annotations(store, candidate.id)
+    evaluations, approvals = annotations(store, candidate.id)
     gate_input = GateInput(candidate, parts[candidate.id], environment, evaluations, approvals,
                            policy)
     impact_root = current.id if current is not None else candidate.id
@@ -338,7 +330,7 @@ def evidence_pack(store: GraphStore, name: str, version: str,
     bundle = store.get([target]).get(target)
     if bundle is None:
         raise GovernanceError(f"no bundle {target}")
-    evaluations, approvals = _annotations(store, target)
+    evaluations, approvals = annotations(store, target)
     touched = [target, *(n.id for n in evaluations + approvals)]
     audit = sorted((e for node_id in touched for e in store.audit_log(target=node_id)),
                    key=lambda e: (e.at, e.seq or 0))

@@ -9,7 +9,7 @@ from enum import StrEnum
 from lineagegraph.schema import LINEAGE_EDGE_TYPES, Node, StageMove
 
 from .registry import OUTCOME_EDGES, BundleParts, bundle_id, bundle_parts
-from .store import Direction, GraphStore
+from .store import Direction, GraphStore, live_from
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
 # The walk skips request edges: traffic is counted in the store, never listed node by node.
@@ -128,9 +128,7 @@ def blast_radius(
     histories = {name: store.stage_history(name=name) for name in {b.name for b in bundles}}
     affected = []
     for bundle in sorted(bundles, key=lambda n: n.id):
-        live: dict[str, str | None] = {}
-        for move in histories[bundle.name]:
-            live[move.environment] = move.to_version
+        live = live_from(histories[bundle.name])
         affected.append(AffectedBundle(
             bundle, sorted(env for env, version in live.items() if version == bundle.version)))
 

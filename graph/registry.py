@@ -25,6 +25,21 @@ class BundleParts:
     policy: Node | None = None
     retrieves_from: list[Node] = field(default_factory=list)
 
+    def pin(self, edge_type: str, node: Node) -> None:
+        """Record ``node`` as what the bundle pins over ``edge_type`` (a ``PIN_EDGES``)."""
+        match edge_type:
+            case "USES_MODEL":
+                self.model = node
+            case "USES_PROMPT":
+                self.prompt = node
+            case "USES_TOOLS":
+                self.toolset = node
+            case "GOVERNED_BY":
+                self.policy = node
+            case "RETRIEVES_FROM":
+                self.retrieves_from.append(node)
+                self.retrieves_from.sort(key=lambda n: n.id)
+
 
 def bundle_parts(store: GraphStore, bundle_ids: Sequence[str]) -> dict[str, BundleParts]:
     """What each bundle pins — one store round trip for all of them."""
@@ -32,21 +47,19 @@ def bundle_parts(store: GraphStore, bundle_ids: Sequence[str]) -> dict[str, Bund
     if not bundle_ids:
         return parts
     for hop in store.expand(list(bundle_ids), Direction.UPSTREAM, edge_types=PIN_EDGES):
-        entry = parts[hop.origin]
-        match hop.edge.type:
-            case "USES_MODEL":
-                entry.model = hop.node
-            case "USES_PROMPT":
-                entry.prompt = hop.node
-            case "USES_TOOLS":
-                entry.toolset = hop.node
-            case "GOVERNED_BY":
-                entry.policy = hop.node
-            case "RETRIEVES_FROM":
-                entry.retrieves_from.append(hop.node)
-    for entry in parts.values():
-        entry.retrieves_from.sort(key=lambda n: n.id)
+        parts[hop.origin].pin(hop.edge.type, hop.node)
     return parts
+
+
+def annotations(store: GraphStore, node_id: str,
+                until: datetime | None = None) -> tuple[list[Node], list[Node]]:
+    """(evaluations, approvals) of a node, created up to ``until``, each by ID."""
+    evaluations: list[Node] = []
+    approvals: list[Node] = []
+    for hop in store.expand([node_id], Direction.DOWNSTREAM,
+                            edge_types=["EVALUATES", "APPROVES"], until=until):
+        (evaluations if hop.edge.type == "EVALUATES" else approvals).append(hop.node)
+    return (sorted(evaluations, key=lambda n: n.id), sorted(approvals, key=lambda n: n.id))
 
 
 def bundle_id(name: str, version: str) -> str:

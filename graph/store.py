@@ -324,10 +324,15 @@ class GraphStore(ABC):
 
     def live_environments(self, name: str, at: datetime | None = None) -> dict[str, str]:
         """environment → version of ``name`` live there at ``at`` (default: now)."""
-        live: dict[str, str | None] = {}
-        for move in self.stage_history(name=name, until=at):
-            live[move.environment] = move.to_version
-        return {env: version for env, version in live.items() if version is not None}
+        return live_from(self.stage_history(name=name, until=at))
+
+
+def live_from(moves: Iterable[StageMove]) -> dict[str, str]:
+    """environment → the version in effect after these moves of one name (oldest first)."""
+    live: dict[str, str | None] = {}
+    for move in moves:
+        live[move.environment] = move.to_version
+    return {env: version for env, version in live.items() if version is not None}
 
 
 def version_order(node: Node) -> tuple[int, float, str]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from lineagegraph.schema import Node, format_id
 
-from .registry import BundleParts, bundle_parts, live_at
+from .registry import PIN_EDGES, BundleParts, annotations, bundle_parts, live_at
 from .store import Direction, GraphStore
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
@@ -54,12 +54,7 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
         result.parts = (_parts_from(result.upstream, bundle.id)
                         if not result.upstream.truncated
                         else bundle_parts(store, [bundle.id])[bundle.id])
-        for hop in store.expand([bundle.id], Direction.DOWNSTREAM,
-                                edge_types=["APPROVES", "EVALUATES"], until=at):
-            (result.approvals if hop.edge.type == "APPROVES" else result.evaluations).append(
-                hop.node)
-        result.approvals.sort(key=lambda n: n.id)
-        result.evaluations.sort(key=lambda n: n.id)
+        result.evaluations, result.approvals = annotations(store, bundle.id, until=at)
     else:
         # A request that named no bundle points straight at what it used.
         first = {edge: nodes[0] for edge, nodes in served.items()}
@@ -82,11 +77,9 @@ def _out_edges(subgraph: Subgraph, source: str) -> dict[str, list[Node]]:
 
 
 def _parts_from(subgraph: Subgraph, bundle: str) -> BundleParts:
-    pins = _out_edges(subgraph, bundle)
-
-    def one(edge: str) -> Node | None:
-        return pins.get(edge, [None])[0]
-
-    return BundleParts(model=one("USES_MODEL"), prompt=one("USES_PROMPT"),
-                       toolset=one("USES_TOOLS"), policy=one("GOVERNED_BY"),
-                       retrieves_from=pins.get("RETRIEVES_FROM", []))
+    parts = BundleParts()
+    for edge_type, nodes in _out_edges(subgraph, bundle).items():
+        if edge_type in PIN_EDGES:
+            for node in nodes:
+                parts.pin(edge_type, node)
+    return parts
