@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import neo4j
@@ -37,8 +37,24 @@ T = TypeVar("T")
 # whole upsert call.
 CHUNK_ROWS = 5000
 
-_NODE_FIELDS = "n.id AS id, n.kind AS kind, n.name AS name, n.version AS version, " \
-               "n.created_at AS created_at, n.props AS props"
+# Times leave Neo4j as integer microseconds since the epoch: the driver's DateTime
+# hydration (pure Python) cost more than the rest of reading a row (cProfile, bench/README).
+_MICROS = "{0}.epochSeconds * 1000000 + {0}.microsecond"
+_FIELDS = {"id": "n.id", "kind": "n.kind", "name": "n.name", "version": "n.version",
+           "created_us": _MICROS.format("n.created_at"), "props": "n.props"}
+_NODE_FIELDS = ", ".join(f"{value} AS {key}" for key, value in _FIELDS.items())
+# The same fields as a map projection, for rows collected inside a subquery.
+_NODE_MAP = ", ".join(f"{key}: {value}" for key, value in _FIELDS.items())
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def _logged(var: str) -> str:
+    """A log entry's properties with its time as microseconds, as ``var``."""
+    return f"{var} {{.*, at: {_MICROS.format(var + '.at')}}} AS {var}"
 
 
 def _native(value: Any) -> Any:
@@ -50,8 +66,18 @@ def _node(record: dict[str, Any]) -> Node:
         kind=record["kind"],
         name=record["name"],
         version=record["version"],
-        created_at=_native(record["created_at"]).astimezone(UTC),
+        created_at=_from_micros(record["created_us"]),
         properties=json.loads(record["props"]),
+    )
+
+
+def _hop(record: Any) -> Hop:
+    return Hop(
+        origin=record["origin"],
+        edge=Edge.model_construct(source=record["source"], type=record["type"],
+                                  target=record["target"],
+                                  properties=json.loads(record["eprops"] or "{}")),
+        node=_node(record),
     )
 
 
@@ -271,14 +297,17 @@ class Neo4jStore(GraphStore):
         )
         return [_node(r) for r in records]
 
-    @staticmethod
-    def _hop_match(direction: Direction, rel: str) -> str:
+    # Frontier node ``f``, edge ``r`` and neighbour ``n``, per direction.
+    _PATTERNS = {
+        Direction.UPSTREAM: f"(f)-[r:{{rel}}]->(n:{NODE_LABEL})",
+        Direction.DOWNSTREAM: f"(f)<-[r:{{rel}}]-(n:{NODE_LABEL})",
+        Direction.BOTH: f"(f)-[r:{{rel}}]-(n:{NODE_LABEL})",
+    }
+
+    @classmethod
+    def _hop_match(cls, direction: Direction, rel: str) -> str:
         """``MATCH`` of frontier node ``f``, edge ``r`` and neighbour ``n``."""
-        pattern = {
-            Direction.UPSTREAM: f"(f)-[r:{rel}]->(n:{NODE_LABEL})",
-            Direction.DOWNSTREAM: f"(f)<-[r:{rel}]-(n:{NODE_LABEL})",
-            Direction.BOTH: f"(f)-[r:{rel}]-(n:{NODE_LABEL})",
-        }[direction]
+        pattern = cls._PATTERNS[direction].format(rel=rel)
         return (
             f"UNWIND $frontier AS fid MATCH (f:{NODE_LABEL} {{id: fid}}) MATCH {pattern} "
             "WHERE ($kinds IS NULL OR n.kind IN $kinds) "
@@ -307,16 +336,47 @@ class Neo4jStore(GraphStore):
         records = self._read(query, frontier=list(frontier),
                              kinds=list(node_kinds) if node_kinds else None,
                              since=since, until=until, limit=limit)
-        return [
-            Hop(
-                origin=r["origin"],
-                edge=Edge.model_construct(source=r["source"], type=r["type"],
-                                          target=r["target"],
-                                          properties=json.loads(r["eprops"] or "{}")),
-                node=_node(r),
-            )
-            for r in records
-        ]
+        return [_hop(r) for r in records]
+
+    def expand_hops(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        hops: int,
+        *,
+        seen: Iterable[str],
+        edge_types: Sequence[str] | None = None,
+        row_cap: int,
+    ) -> list[list[Hop]] | None:
+        # One statement, one CALL subquery per hop over the frontier of distinct new nodes
+        # (a BFS unrolled to ``hops`` levels): the rows grow with the nodes reached, never
+        # with the paths between them, unlike a variable-length pattern.
+        check_filters(edge_types, None)
+        pattern = self._PATTERNS[direction].format(rel=_rel_pattern(edge_types))
+        parts = [f"UNWIND $frontier AS fid MATCH (f:{NODE_LABEL} {{id: fid}}) "
+                 "WITH collect(f) AS frontier0, $seen AS seen0 "]
+        for k in range(1, hops + 1):
+            parts.append(
+                f"CALL (frontier{k - 1}) {{ UNWIND frontier{k - 1} AS f MATCH {pattern} "
+                "WITH f, r, n LIMIT $cap "
+                f"RETURN collect({{origin: f.id, source: startNode(r).id, type: type(r), "
+                f"target: endNode(r).id, eprops: r.props, {_NODE_MAP}}}) AS rows{k}, "
+                f"collect(DISTINCT n) AS reached{k} }} "
+                f"WITH {''.join(f'rows{j}, ' for j in range(1, k + 1))}"
+                f"[n IN reached{k} WHERE NOT n.id IN seen{k - 1}] AS frontier{k}, "
+                f"seen{k - 1} "
+                f"WITH {''.join(f'rows{j}, ' for j in range(1, k + 1))}frontier{k}, "
+                f"seen{k - 1} + [n IN frontier{k} | n.id] AS seen{k} ")
+        parts.append("RETURN " + ", ".join(f"rows{k}" for k in range(1, hops + 1)))
+        record = self._read("".join(parts), frontier=list(frontier), seen=list(seen),
+                            cap=row_cap)[0]
+        result: list[list[Hop]] = []
+        for k in range(1, hops + 1):
+            rows = record[f"rows{k}"]
+            if len(rows) >= row_cap:
+                return None
+            result.append([_hop(row) for row in rows])
+        return result
 
     def tally_neighbours(
         self,
@@ -353,7 +413,7 @@ class Neo4jStore(GraphStore):
         where = _where(("m.name = $name", name), ("m.environment = $env", environment),
                        ("m.at <= $until", until))
         records = self._read(
-            f"MATCH (m:StageMove) {where}RETURN m ORDER BY m.at, m.seq",
+            f"MATCH (m:StageMove) {where}RETURN {_logged('m')} ORDER BY m.at, m.seq",
             name=name, env=environment, until=until,
         )
         moves = []
@@ -362,9 +422,22 @@ class Neo4jStore(GraphStore):
             moves.append(StageMove(
                 name=props["name"], environment=props["environment"],
                 from_version=props.get("from_version"), to_version=props.get("to_version"),
-                at=_native(props["at"]), actor=props["actor"], reason=props.get("reason"),
+                at=_from_micros(props["at"]), actor=props["actor"], reason=props.get("reason"),
                 seq=props["seq"]))
         return moves
+
+    def live_bundles(self, environment: str, at: datetime | None = None) -> list[Node]:
+        # The latest move per name, folded in the store: one round trip instead of every
+        # move of the environment plus a lookup of the bundles.
+        where = _where(("m.environment = $env", environment), ("m.at <= $until", at))
+        records = self._read(
+            f"MATCH (m:StageMove) {where}WITH m ORDER BY m.at, m.seq "
+            "WITH m.name AS name, last(collect(m)).to_version AS version "
+            f"WHERE version IS NOT NULL MATCH (n:{NODE_LABEL} {{name: name}}) "
+            f"WHERE n:Bundle AND n.version = version RETURN {_NODE_FIELDS} ORDER BY n.name",
+            env=environment, until=at,
+        )
+        return [_node(r) for r in records]
 
     def audit_log(
         self,
@@ -378,14 +451,14 @@ class Neo4jStore(GraphStore):
         where = _where(("a.at >= $since", since), ("a.at <= $until", until),
                        ("a.actor = $actor", actor), ("a.target = $target", target))
         records = self._read(
-            f"MATCH (a:AuditEntry) {where}RETURN a ORDER BY a.seq LIMIT $limit",
+            f"MATCH (a:AuditEntry) {where}RETURN {_logged('a')} ORDER BY a.seq LIMIT $limit",
             since=since, until=until, actor=actor, target=target, limit=limit,
         )
         entries = []
         for r in records:
             props = dict(r["a"])
             entries.append(AuditEntry(
-                at=_native(props["at"]), actor=props["actor"], action=props["action"],
+                at=_from_micros(props["at"]), actor=props["actor"], action=props["action"],
                 target=props["target"], before=json.loads(props["before"]),
                 after=json.loads(props["after"]), seq=props["seq"]))
         return entries
@@ -406,7 +479,7 @@ class Neo4jStore(GraphStore):
                        ("r.seq > $after", after_seq))
         rows = self._read(
             f"MATCH (r:Record {{collection: $collection}}) {where}"
-            "RETURN r ORDER BY r.seq LIMIT $limit",
+            f"RETURN {_logged('r')} ORDER BY r.seq LIMIT $limit",
             collection=collection, key=key, prefix=key_prefix, since=since, until=until,
             after=after_seq, limit=limit,
         )
@@ -414,8 +487,8 @@ class Neo4jStore(GraphStore):
         for row in rows:
             props = dict(row["r"])
             records.append(Record(collection=props["collection"], key=props["key"],
-                                  at=_native(props["at"]), payload=json.loads(props["payload"]),
-                                  seq=props["seq"]))
+                                  at=_from_micros(props["at"]),
+                                  payload=json.loads(props["payload"]), seq=props["seq"]))
         return records
 
     def ready(self) -> bool:

@@ -76,16 +76,6 @@ def resolve(store: GraphStore, name: str, environment: str,
     return store.get([bundle_id(name, version)]).get(bundle_id(name, version))
 
 
-def live_at(store: GraphStore, environment: str, at: datetime | None = None) -> list[Node]:
-    """Every bundle version in effect in ``environment`` at ``at``."""
-    current: dict[str, str | None] = {}
-    for move in store.stage_history(environment=environment, until=at):
-        current[move.name] = move.to_version
-    ids = [bundle_id(name, version) for name, version in sorted(current.items()) if version]
-    found = store.get(ids)
-    return [found[i] for i in ids if i in found]
-
-
 @dataclass(slots=True)
 class History:
     node: Node

@@ -25,6 +25,7 @@ from lineagegraph.schema import (
     SchemaError,
     StageMove,
     check_edge_endpoints,
+    format_id,
 )
 
 T = TypeVar("T")
@@ -229,6 +230,26 @@ class GraphStore(ABC):
         DOWNSTREAM, both for BOTH. Filters apply to the neighbour node (kind, and
         ``since <= created_at <= until``) and to the edge type. At most ``limit`` rows."""
 
+    def expand_hops(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        hops: int,
+        *,
+        seen: Iterable[str],
+        edge_types: Sequence[str] | None = None,
+        row_cap: int,
+    ) -> list[list[Hop]] | None:
+        """Several hops of a frontier walk in one round trip, or None where a store has no
+        round trips to save (the walk then asks ``expand`` hop by hop).
+
+        Hop *k* expands the distinct nodes first reached at hop *k-1* (not in ``seen``, not
+        reached before); a list per hop, empty ones once the frontier is. Nothing
+        is filtered out (archived nodes, node caps): the walk replays the rows and drops
+        them when its own frontier differs. Returns None as well when a hop reaches
+        ``row_cap`` rows, so the walk's per-hop limits decide what is cut."""
+        return None
+
     @abstractmethod
     def tally_neighbours(
         self,
@@ -321,6 +342,17 @@ class GraphStore(ABC):
         in numeric order, others by creation time)."""
         found = self.find(kinds=[kind], name=name, first=100_000)
         return sorted(found, key=version_order)
+
+    def live_bundles(self, environment: str, at: datetime | None = None) -> list[Node]:
+        """Every bundle version in effect in ``environment`` at ``at`` (default: now), by
+        name."""
+        current: dict[str, str | None] = {}
+        for move in self.stage_history(environment=environment, until=at):
+            current[move.name] = move.to_version
+        ids = [format_id("bundle", name, version)
+               for name, version in sorted(current.items()) if version]
+        found = self.get(ids)
+        return [found[i] for i in ids if i in found]
 
     def live_environments(self, name: str, at: datetime | None = None) -> dict[str, str]:
         """environment → version of ``name`` live there at ``at`` (default: now)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from lineagegraph.schema import Node, format_id
 
-from .registry import PIN_EDGES, BundleParts, annotations, bundle_parts, live_at
+from .registry import PIN_EDGES, BundleParts, annotations, bundle_parts
 from .store import Direction, GraphStore
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
@@ -62,7 +62,7 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
                                    prompt=first.get("USED_PROMPT"),
                                    policy=first.get("USED_POLICY"))
     if environment is not None:
-        result.live_then = live_at(store, environment, at)
+        result.live_then = store.live_bundles(environment, at)
         if bundle is not None:
             result.bundle_live_at_request = any(n.id == bundle.id for n in result.live_then)
     return result

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from lineagegraph.schema import LINEAGE_EDGE_TYPES, Edge, Node
 
-from .store import Direction, GraphStore
+from .store import Direction, GraphStore, Hop
 
 
 @dataclass(slots=True)
@@ -39,6 +39,9 @@ class WalkLimits:
 
 
 DEFAULT_LIMITS = WalkLimits()
+
+# Hops per ``expand_hops`` round trip: lineage from a request to its sources is 5-7 hops.
+HOPS_AHEAD = 8
 
 
 def walk(
@@ -87,21 +90,34 @@ def walk(
     for one in directions:
         seen = {start}  # per direction: a node reached upstream is walked on downstream too
         frontier = [start]
+        # Hops fetched ahead in one round trip (stores that offer it); a paged walk asks
+        # hop by hop, as it may stop early.
+        ahead: list[list[Hop]] | None = [] if enough is None else None
         for hop in range(1, effective_depth + 1):
             if not frontier or result.truncated and len(result.nodes) >= limits.max_nodes:
                 break
             limit = limits.max_nodes + len(result.nodes) + len(frontier) + 1
-            rows = store.expand(frontier, one, edge_types=edge_types, limit=limit)
+            if ahead == []:
+                ahead = store.expand_hops(
+                    frontier, one, min(HOPS_AHEAD, effective_depth - hop + 1), seen=seen,
+                    edge_types=edge_types, row_cap=limits.max_nodes + 1)
+            if ahead:
+                rows = ahead.pop(0)
+            else:
+                rows = store.expand(frontier, one, edge_types=edge_types, limit=limit)
             if len(rows) >= limit:
                 result.truncated = True
             next_frontier: list[str] = []
             for row in rows:
                 node_id = row.node.id
                 if not include_archived and row.node.properties.get("archived"):
+                    # The store's frontier for the hops ahead still holds this node.
+                    ahead = [] if ahead is not None else None
                     continue
                 if node_id not in result.nodes:
                     if len(result.nodes) >= limits.max_nodes:
                         result.truncated = True
+                        ahead = [] if ahead is not None else None
                         continue
                     result.nodes[node_id] = row.node
                     result.degrees[node_id] = hop

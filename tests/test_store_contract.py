@@ -3,12 +3,13 @@ real Neo4j (see ``conftest.store``)."""
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lineagegraph.graph.store import ORIGIN, Direction, GraphStore, Tally
-from lineagegraph.graph.walk import WalkLimits, walk
+from lineagegraph.graph.store import ORIGIN, Direction, GraphStore, Hop, Tally
+from lineagegraph.graph.walk import HOPS_AHEAD, WalkLimits, walk
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, SchemaError, StageMove
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -192,6 +193,68 @@ def test_walk_terminates_on_a_cycle(store: GraphStore) -> None:
 
     assert result.degrees == {"feature:a@1": 0, "feature:b@1": 1, "feature:c@1": 2}
     assert len(result.edges) == 3
+
+
+def test_walk_longer_than_one_round_trip_of_hops_reaches_the_end(store: GraphStore) -> None:
+    chain = [node(f"feature:f{i}@1") for i in range(HOPS_AHEAD * 2 + 3)]
+    store.upsert(chain, [edge(a.id, "DERIVED_FROM", b.id) for a, b in itertools.pairwise(chain)])
+
+    result = walk(store, chain[0].id, Direction.UPSTREAM, 20)
+
+    assert result.degrees == {n.id: i for i, n in enumerate(chain)}
+    assert len(result.edges) == len(chain) - 1 and not result.truncated
+
+
+def test_walk_skips_an_archived_node_and_reaches_past_it_only_by_a_live_path(
+    store: GraphStore,
+) -> None:
+    # r → x (archived) → y is the short way to y; r → a → b → y the live one.
+    store.upsert(
+        [node("feature:r@1"), node("feature:x@1", archived=True), node("feature:a@1"),
+         node("feature:b@1"), node("feature:y@1"), node("feature:z@1")],
+        [edge("feature:r@1", "DERIVED_FROM", "feature:x@1"),
+         edge("feature:x@1", "DERIVED_FROM", "feature:y@1"),
+         edge("feature:r@1", "DERIVED_FROM", "feature:a@1"),
+         edge("feature:a@1", "DERIVED_FROM", "feature:b@1"),
+         edge("feature:b@1", "DERIVED_FROM", "feature:y@1"),
+         edge("feature:y@1", "DERIVED_FROM", "feature:z@1")],
+    )
+
+    live = walk(store, "feature:r@1", Direction.UPSTREAM, 20)
+    everything = walk(store, "feature:r@1", Direction.UPSTREAM, 20, include_archived=True)
+
+    assert live.degrees == {"feature:r@1": 0, "feature:a@1": 1, "feature:b@1": 2,
+                            "feature:y@1": 3, "feature:z@1": 4}
+    assert everything.degrees == {"feature:r@1": 0, "feature:x@1": 1, "feature:a@1": 1,
+                                  "feature:b@1": 2, "feature:y@1": 2, "feature:z@1": 3}
+
+
+def test_hops_fetched_ahead_equal_expanding_hop_by_hop(store: GraphStore) -> None:
+    _diamond(store)
+    store.upsert([node("feature:g@1")], [edge("feature:g@1", "DERIVED_FROM", "feature:f@1"),
+                                         edge("feature:f@1", "DERIVED_FROM", "feature:g@1")])
+
+    ahead = store.expand_hops(["model:m@1"], Direction.UPSTREAM, 6, seen={"model:m@1"},
+                              row_cap=100)
+    if ahead is None:  # a store without round trips to save walks hop by hop
+        return
+    frontier, seen, expected = ["model:m@1"], {"model:m@1"}, []
+    while frontier:
+        rows = store.expand(frontier, Direction.UPSTREAM)
+        frontier = sorted({h.node.id for h in rows} - seen)
+        seen |= set(frontier)
+        if rows:
+            expected.append(rows)
+    assert len(ahead) == 6 and all(not hop for hop in ahead[len(expected):])
+    def rows(hops: list[list[Hop]]) -> list[list[tuple[str, tuple[str, str, str], str]]]:
+        return [sorted((h.origin, h.edge.key, h.node.id) for h in hop) for hop in hops]
+
+    assert rows(ahead[:len(expected)]) == rows(expected)
+    last = ahead[len(expected) - 1][0].node
+    assert last == store.get([last.id])[last.id]
+    # A hop with as many rows as the cap: the walk decides what to cut, hop by hop.
+    assert store.expand_hops(["source:wh.a"], Direction.DOWNSTREAM, 3, seen={"source:wh.a"},
+                             row_cap=2) is None
 
 
 def test_walk_both_is_the_union_of_upstream_and_downstream(store: GraphStore) -> None:
