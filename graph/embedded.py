@@ -22,6 +22,7 @@ from lineagegraph.schema import (
 from lineagegraph.schema.models import canonical_json, utc
 
 from .store import ORIGIN, Direction, GraphStore, Hop, Tally, WriteCounts, check_filters
+from .traffic import OUTCOME_EDGES, OUTCOME_KIND, OutcomeState, TrafficKey
 
 T = TypeVar("T")
 
@@ -73,6 +74,20 @@ CREATE TABLE IF NOT EXISTS records (
     payload TEXT NOT NULL,
     UNIQUE (collection, key)
 );
+-- The traffic rollup (graph/traffic.py): requests per (targets, environment, UTC day).
+CREATE TABLE IF NOT EXISTS traffic (
+    id TEXT PRIMARY KEY,
+    signature TEXT NOT NULL,
+    environment TEXT,
+    day TEXT NOT NULL,
+    n INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traffic_signature ON traffic (signature, day);
+CREATE TABLE IF NOT EXISTS traffic_targets (
+    target TEXT NOT NULL,
+    signature TEXT NOT NULL,
+    PRIMARY KEY (target, signature)
+) WITHOUT ROWID;
 -- The logs are append-only: the database itself refuses to rewrite them.
 CREATE TRIGGER IF NOT EXISTS stage_moves_append_only BEFORE UPDATE ON stage_moves
 BEGIN SELECT RAISE(ABORT, 'stage history is append-only'); END;
@@ -203,6 +218,35 @@ class _SqliteTransaction:
             (record.collection, record.key, _ts(record.at), canonical_json(record.payload)),
         )
         return cursor.rowcount == 1
+
+
+    def outcome_states(self, ids: Sequence[str]) -> dict[str, OutcomeState]:
+        rows = self.conn.execute(
+            "SELECT n.id, json_extract(n.props, '$.environment') AS environment, "
+            "n.created_at, json_group_array(e.target) FILTER (WHERE e.target IS NOT NULL) "
+            "AS targets FROM nodes n LEFT JOIN edges e ON e.source = n.id "
+            "AND e.type IN (SELECT value FROM json_each(?)) "
+            "WHERE n.id IN (SELECT value FROM json_each(?)) AND n.kind = ? GROUP BY n.id",
+            (_json_list(OUTCOME_EDGES), _json_list(ids), OUTCOME_KIND),
+        )
+        return {row["id"]: OutcomeState(row["environment"], _dt(row["created_at"]),
+                                        frozenset(json.loads(row["targets"])))
+                for row in rows}
+
+    def add_traffic(self, changes: Sequence[tuple[TrafficKey, int]]) -> None:
+        self.conn.executemany(
+            "INSERT INTO traffic (id, signature, environment, day, n) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET n = n + excluded.n",
+            [(k.id, k.signature, k.environment, k.day, n) for k, n in changes])
+        self.conn.executemany(
+            "INSERT INTO traffic_targets (target, signature) VALUES (?, ?) "
+            "ON CONFLICT DO NOTHING",
+            sorted({(t, k.signature) for k, _ in changes for t in k.targets}))
+        self.conn.execute("DELETE FROM traffic WHERE n = 0")
+
+    def clear_traffic(self) -> None:
+        self.conn.execute("DELETE FROM traffic")
+        self.conn.execute("DELETE FROM traffic_targets")
 
 
 class EmbeddedStore(GraphStore):
@@ -383,17 +427,37 @@ class EmbeddedStore(GraphStore):
         return {row["key"]: Tally(row["n"], _dt(row["first"]), _dt(row["last"]))
                 for row in rows}
 
+    def traffic_rollup(self, targets: Sequence[str], first_day: str | None,
+                       last_day: str | None) -> dict[str | None, int]:
+        sql = ("SELECT environment, sum(n) AS n FROM traffic WHERE signature IN "
+               "(SELECT signature FROM traffic_targets "
+               "WHERE target IN (SELECT value FROM json_each(?)))")
+        params: list[Any] = [_json_list(targets)]
+        if first_day is not None:
+            sql += " AND day >= ?"
+            params.append(first_day)
+        if last_day is not None:
+            sql += " AND day <= ?"
+            params.append(last_day)
+        rows = self._query(sql + " GROUP BY environment", params)
+        return {row["environment"]: row["n"] for row in rows}
+
     def stage_history(
         self,
         name: str | None = None,
         environment: str | None = None,
         until: datetime | None = None,
+        *,
+        names: Sequence[str] | None = None,
     ) -> list[StageMove]:
         sql, params = "SELECT * FROM stage_moves WHERE 1 = 1", []
         for column, value in (("name", name), ("environment", environment)):
             if value is not None:
                 sql += f" AND {column} = ?"
                 params.append(value)
+        if names is not None:
+            sql += " AND name IN (SELECT value FROM json_each(?))"
+            params.append(_json_list(names))
         if until is not None:
             sql += " AND at <= ?"
             params.append(_ts(until))
@@ -470,7 +534,8 @@ class EmbeddedStore(GraphStore):
     def wipe(self) -> None:
         with self._transaction() as conn:
             conn.execute("INSERT INTO _wipe VALUES (1)")
-            for table in ("edges", "nodes", "stage_moves", "audit", "records"):
+            for table in ("edges", "nodes", "stage_moves", "audit", "records", "traffic",
+                          "traffic_targets"):
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("DELETE FROM _wipe")
 

@@ -8,8 +8,9 @@ from enum import StrEnum
 
 from lineagegraph.schema import LINEAGE_EDGE_TYPES, Node, StageMove
 
-from .registry import OUTCOME_EDGES, BundleParts, bundle_id, bundle_parts
+from .registry import BundleParts, bundle_id, bundle_parts
 from .store import Direction, GraphStore, live_from
+from .traffic import OUTCOME_EDGES
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
 # The walk skips request edges: traffic is counted in the store, never listed node by node.
@@ -123,9 +124,11 @@ def blast_radius(
         return None
 
     bundles = [n for n in downstream.nodes.values() if n.kind == "Bundle"]
-    # One stage-history read per bundle name (versions of a name share it), not one per
-    # bundle and environment.
-    histories = {name: store.stage_history(name=name) for name in {b.name for b in bundles}}
+    # One stage-history read for every affected name (versions of a name share it).
+    histories: dict[str, list[StageMove]] = {b.name: [] for b in bundles}
+    if bundles:
+        for move in store.stage_history(names=sorted(histories)):
+            histories[move.name].append(move)
     affected = []
     for bundle in sorted(bundles, key=lambda n: n.id):
         live = live_from(histories[bundle.name])
@@ -133,12 +136,8 @@ def blast_radius(
             bundle, sorted(env for env, version in live.items() if version == bundle.version)))
 
     counted = [n.id for n in downstream.nodes.values() if n.kind in DIRECT_TRAFFIC_KINDS]
-    traffic = {
-        env or "unknown": count
-        for env, count in store.count_neighbours(
-            counted, Direction.DOWNSTREAM, kind="InferenceOutcome", edge_types=OUTCOME_EDGES,
-            since=since, until=until, group_by="environment").items()
-    } if counted else {}
+    traffic = {env or "unknown": count
+               for env, count in store.traffic(counted, since, until).items()}
 
     rollbacks = (_rollbacks(store, affected, histories)
                  if action is not Action.CHANGE and root.kind in ROLLBACK_KINDS else [])

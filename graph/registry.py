@@ -10,11 +10,10 @@ from datetime import datetime
 from lineagegraph.schema import NODE_KINDS_BY_LABEL, Node, StageMove, format_id, parse_id
 
 from .store import ORIGIN, Direction, GraphStore
+from .traffic import OUTCOME_EDGES
 
 # What a bundle pins, by the edge that pins it.
 PIN_EDGES = ("USES_MODEL", "USES_PROMPT", "USES_TOOLS", "GOVERNED_BY", "RETRIEVES_FROM")
-# Edges from a request to what served it (a bundle, or a model/prompt/policy directly).
-OUTCOME_EDGES = ("SERVED_BY", "USED_MODEL", "USED_PROMPT", "USED_POLICY", "USED_FEATURE")
 
 
 @dataclass(slots=True)

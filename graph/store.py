@@ -9,6 +9,7 @@ environments) are written once here, so both stores behave the same by construct
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,16 @@ from lineagegraph.schema import (
     StageMove,
     check_edge_endpoints,
     format_id,
+)
+
+from .traffic import (
+    OUTCOME_EDGES,
+    OUTCOME_KIND,
+    OutcomeState,
+    TrafficKey,
+    deltas,
+    outcome_ids,
+    split_window,
 )
 
 T = TypeVar("T")
@@ -92,6 +103,9 @@ class StoreTransaction(Protocol):
     def append_stage_move(self, move: StageMove) -> StageMove: ...
     def append_audit(self, entry: AuditEntry) -> None: ...
     def append_record(self, record: Record) -> bool: ...
+    def outcome_states(self, ids: Sequence[str]) -> dict[str, OutcomeState]: ...
+    def add_traffic(self, changes: Sequence[tuple[TrafficKey, int]]) -> None: ...
+    def clear_traffic(self) -> None: ...
 
 
 def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
@@ -155,8 +169,11 @@ class GraphStore(ABC):
         move_list = list(stage_moves)
         record_list = list({(r.collection, r.key): r for r in records}.values())
 
+        requests = outcome_ids(node_list, edge_list)
+
         def work(tx: StoreTransaction) -> UpsertResult:
             result = UpsertResult()
+            before = tx.outcome_states(requests) if requests else {}
             if node_list:
                 _check_kind_conflicts(node_list, tx.kinds([n.id for n in node_list]))
                 result.nodes = tx.write_nodes(node_list)
@@ -164,6 +181,8 @@ class GraphStore(ABC):
                 ends = sorted({e for edge in edge_list for e in (edge.source, edge.target)})
                 _check_edge_kinds(edge_list, tx.kinds(ends))
                 result.edges = tx.write_edges(edge_list)
+            if requests:
+                tx.add_traffic(deltas(before, node_list, edge_list))
             for move in move_list:
                 tx.append_stage_move(move)
             result.stage_moves = len(move_list)
@@ -187,6 +206,27 @@ class GraphStore(ABC):
 
     def append_audit(self, entry: AuditEntry) -> None:
         self._write(lambda tx: tx.append_audit(entry))
+
+    def rebuild_traffic(self, page: int = 5000,
+                        progress: Callable[[int], None] | None = None) -> int:
+        """Recount the traffic rollup from the requests (a store written before it
+        existed). One transaction per page of requests; returns how many were counted."""
+        self._write(lambda tx: tx.clear_traffic())
+        counted, after = 0, None
+        while True:
+            chunk = [n.id for n in self.find(kinds=[OUTCOME_KIND], first=page, after=after)]
+            if not chunk:
+                return counted
+
+            def count(tx: StoreTransaction, ids: list[str] = chunk) -> None:
+                states = tx.outcome_states(ids)
+                tx.add_traffic([(key, 1) for key in (s.key for s in states.values()) if key])
+
+            self._write(count)
+            counted += len(chunk)
+            after = chunk[-1]
+            if progress is not None:
+                progress(counted)
 
     @abstractmethod
     def _write(self, work: Callable[[StoreTransaction], T]) -> T:
@@ -283,13 +323,22 @@ class GraphStore(ABC):
         return {key: tally.count for key, tally in tallies.items()}
 
     @abstractmethod
+    def traffic_rollup(self, targets: Sequence[str], first_day: str | None,
+                       last_day: str | None) -> dict[str | None, int]:
+        """Requests per environment from the rollup keys naming any of ``targets``, over
+        the UTC days ``first_day``..``last_day`` (ISO dates, inclusive; None: open)."""
+
+    @abstractmethod
     def stage_history(
         self,
         name: str | None = None,
         environment: str | None = None,
         until: datetime | None = None,
+        *,
+        names: Sequence[str] | None = None,
     ) -> list[StageMove]:
-        """Stage moves, oldest first (by ``at``, then append order)."""
+        """Stage moves, oldest first (by ``at``, then append order); ``names`` keeps the
+        moves of any of those names (one read for many)."""
 
     @abstractmethod
     def audit_log(
@@ -342,6 +391,23 @@ class GraphStore(ABC):
         in numeric order, others by creation time)."""
         found = self.find(kinds=[kind], name=name, first=100_000)
         return sorted(found, key=version_order)
+
+    def traffic(self, targets: Sequence[str], since: datetime | None = None,
+                until: datetime | None = None) -> dict[str | None, int]:
+        """Distinct requests served by any of ``targets`` (over an outcome edge) with
+        ``since <= created_at <= until``, by environment: whole days from the rollup, the
+        rest of the window counted from the requests."""
+        if not targets:
+            return {}
+        window = split_window(since, until)
+        total: Counter[str | None] = Counter()
+        if window.whole_days:
+            total.update(self.traffic_rollup(targets, window.first_day, window.last_day))
+        for start, end in window.partial:
+            total.update(self.count_neighbours(
+                targets, Direction.DOWNSTREAM, kind=OUTCOME_KIND, edge_types=OUTCOME_EDGES,
+                since=start, until=end, group_by="environment"))
+        return {env: n for env, n in total.items() if n}
 
     def live_bundles(self, environment: str, at: datetime | None = None) -> list[Node]:
         """Every bundle version in effect in ``environment`` at ``at`` (default: now), by

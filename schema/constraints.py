@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .kinds import LOG_LABELS, NODE_KINDS, NODE_LABEL
+from .kinds import LOG_LABELS, NODE_KINDS, NODE_LABEL, TRAFFIC_LABEL
 
 
 def constraint_name(label: str) -> str:
@@ -10,7 +10,7 @@ def constraint_name(label: str) -> str:
 
 
 def uniqueness_constraints() -> list[str]:
-    labels = [NODE_LABEL, *(k.label for k in NODE_KINDS), *LOG_LABELS]
+    labels = [NODE_LABEL, *(k.label for k in NODE_KINDS), *LOG_LABELS, TRAFFIC_LABEL]
     return [
         f"CREATE CONSTRAINT {constraint_name(label)} IF NOT EXISTS "
         f"FOR (n:{label}) REQUIRE n.id IS UNIQUE"

@@ -248,5 +248,9 @@ LINEAGE_EDGE_TYPES: tuple[str, ...] = tuple(e.type for e in EDGE_KINDS if e.line
 # Non-graph records the stores keep beside the graph (append-only logs); their labels are
 # whitelisted like the node kinds so the Neo4j adapter can create constraints for them.
 LOG_LABELS: tuple[str, ...] = ("StageMove", "AuditEntry", "Record")
+# The traffic rollup's counters (graph/traffic.py) and their links to what they count: a
+# store-internal index, never a graph node or a lineage edge.
+TRAFFIC_LABEL = "TrafficCount"
+TRAFFIC_EDGE = "COUNTS"
 # A label every node carries, so a lookup by ID alone uses one uniqueness index.
 NODE_LABEL = "Node"

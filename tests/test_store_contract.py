@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lineagegraph.graph.store import ORIGIN, Direction, GraphStore, Hop, Tally
+from lineagegraph.graph.traffic import OUTCOME_EDGES
 from lineagegraph.graph.walk import HOPS_AHEAD, WalkLimits, walk
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, SchemaError, StageMove
 
@@ -369,6 +370,82 @@ def test_counts_downstream_by_environment_in_a_time_window(store: GraphStore) ->
     assert window == {"production": 2, "canary": 1}
     assert total == {None: 5}
     assert bundles == {None: 2}
+
+
+def _requests(store: GraphStore) -> list[Node]:
+    """Requests over three days: served by b@1 or b@2, every third also using f@1."""
+    hours = [0, 5, 6, 23.5, 24, 30, 47.99, 48, 49, 71]
+    outcomes = [node(f"outcome:r{i}", at=T0 + timedelta(hours=h),
+                     environment="canary" if i % 4 == 1 else "production")
+                for i, h in enumerate(hours)]
+    store.upsert(
+        [node("bundle:b@1"), node("bundle:b@2"), node("feature:f@1"), *outcomes],
+        [*[edge(o.id, "SERVED_BY", "bundle:b@1" if i % 2 else "bundle:b@2")
+           for i, o in enumerate(outcomes)],
+         *[edge(o.id, "USED_FEATURE", "feature:f@1") for o in outcomes[::3]]])
+    return outcomes
+
+
+def _counted(store: GraphStore, targets: list[str], since: datetime | None = None,
+             until: datetime | None = None) -> dict[str | None, int]:
+    """The answer counted request by request: what the rollup must agree with."""
+    return store.count_neighbours(targets, Direction.DOWNSTREAM, kind="InferenceOutcome",
+                                  edge_types=OUTCOME_EDGES, since=since, until=until,
+                                  group_by="environment")
+
+
+def test_traffic_from_the_rollup_counts_each_request_once_in_any_window(
+    store: GraphStore,
+) -> None:
+    _requests(store)
+    hour = timedelta(hours=1)
+    windows = [(None, None), (T0 + 5 * hour, None), (None, T0 + 30 * hour),
+               (T0 + 5 * hour, T0 + 49 * hour),  # partial day, a whole day, partial day
+               (T0, T0 + 48 * hour - timedelta(microseconds=1)),  # exactly two whole days
+               (T0 + 24 * hour, T0 + 48 * hour),  # a whole day and one instant
+               (T0 + 6 * hour, T0 + 6 * hour),  # one instant
+               (T0 + 23 * hour, T0 + 25 * hour),  # across midnight, no whole day
+               (T0 + 30 * hour, T0 + 5 * hour)]  # empty
+    targets = ["bundle:b@1", "bundle:b@2", "feature:f@1"]
+
+    for since, until in windows:
+        assert store.traffic(targets, since, until) == _counted(store, targets, since,
+                                                               until), (since, until)
+    assert store.traffic(targets) == {"production": 7, "canary": 3}  # not 14: f@1 overlaps
+    assert store.traffic(["feature:f@1"]) == {"production": 3, "canary": 1}
+    assert store.traffic(["bundle:b@9"]) == {} and store.traffic([]) == {}
+
+
+def test_traffic_rollup_ignores_resends_and_follows_changed_requests(
+    store: GraphStore,
+) -> None:
+    outcomes = _requests(store)
+    store.upsert(outcomes, [edge(o.id, "SERVED_BY", "bundle:b@1" if i % 2 else "bundle:b@2")
+                            for i, o in enumerate(outcomes)])
+    assert store.traffic(["bundle:b@1", "bundle:b@2"]) == {"production": 7, "canary": 3}
+
+    # r0 moves to canary and gains b@1; r1 gains the feature; a new request names nothing.
+    moved = outcomes[0].model_copy(update={"properties": {"environment": "canary"}})
+    store.upsert([moved, node("outcome:bare", at=T0, environment="production")],
+                 [edge("outcome:r0", "SERVED_BY", "bundle:b@1"),
+                  edge("outcome:r1", "USED_FEATURE", "feature:f@1")])
+
+    for targets in (["bundle:b@1"], ["bundle:b@2"], ["feature:f@1"],
+                    ["bundle:b@1", "bundle:b@2", "feature:f@1"]):
+        assert store.traffic(targets) == _counted(store, targets), targets
+    assert store.traffic(["bundle:b@1", "bundle:b@2"]) == {"production": 6, "canary": 4}
+
+
+def test_rebuilding_the_traffic_rollup_recounts_it_from_the_requests(
+    store: GraphStore,
+) -> None:
+    _requests(store)
+    targets = ["bundle:b@1", "bundle:b@2", "feature:f@1"]
+    before = store.traffic(targets, T0 + timedelta(hours=1))
+
+    assert store.rebuild_traffic(page=4) == 10
+    assert store.traffic(targets, T0 + timedelta(hours=1)) == before == _counted(
+        store, targets, T0 + timedelta(hours=1))
 
 
 def test_counts_reject_grouping_by_an_unindexed_property(store: GraphStore) -> None:
