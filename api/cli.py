@@ -16,6 +16,7 @@ from .cli_ingest import deadletter_app, ingest_app
 from .cli_reports import report_app
 from .cli_retention import retention_app
 from .cli_tokens import token_app
+from .cli_traffic import traffic_app
 from .settings import Settings
 
 app = typer.Typer(help="Lineage Graph: lineage and impact analysis for production AI.",
@@ -25,6 +26,7 @@ app.add_typer(deadletter_app, name="deadletter")
 app.add_typer(token_app, name="token")
 app.add_typer(report_app, name="report")
 app.add_typer(retention_app, name="retention")
+app.add_typer(traffic_app, name="traffic")
 cli_queries.register(app)
 app.command("demo")(demo_command)
 console = Console(stderr=True)
