@@ -46,14 +46,15 @@ class RecordsPerSecond(ProgressColumn):
 
 def load_with_progress(store: GraphStore, batches: Iterable[Batch], label: str,
                        total: int | None = None,
-                       rejected: Callable[[], int] | None = None) -> LoadSummary:
+                       rejected: Callable[[], int] | None = None,
+                       prefetch: bool = False) -> LoadSummary:
     """Write batches with a rich progress bar, then print the summary table. ``rejected``
     is asked once the batches are exhausted: mappers count dead letters as they go."""
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   RecordsPerSecond(), TimeElapsedColumn(), console=console,
                   transient=False) as progress:
         task = progress.add_task(label, total=total)
-        summary = load_batches(store, batches,
+        summary = load_batches(store, batches, prefetch=prefetch,
                                on_progress=lambda n: progress.advance(task, n))
     if rejected is not None:
         summary.rejected = rejected()
@@ -190,7 +191,8 @@ def ingest_outcomes(
     try:
         load = DeadLetteringLoad(store, actor=_cli_actor(), source=str(path), size=batch_size)
         load_with_progress(store, load.batches(read_file(path)), "outcomes",
-                           total=count_records(path), rejected=lambda: load.rejected)
+                           total=count_records(path), rejected=lambda: load.rejected,
+                           prefetch=True)
     except SchemaError as error:  # the store refused a whole batch: earlier ones stand
         console.print(f"[red]a batch was refused, nothing of it was written:[/red] {error}; "
                       "earlier batches were; re-running the file is safe (idempotent)")

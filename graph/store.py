@@ -171,15 +171,24 @@ class GraphStore(ABC):
 
         requests = outcome_ids(node_list, edge_list)
 
+        batch_kinds = {n.id: n.kind for n in node_list}
+
         def work(tx: StoreTransaction) -> UpsertResult:
             result = UpsertResult()
-            before = tx.outcome_states(requests) if requests else {}
+            existing = tx.kinds(list(batch_kinds)) if node_list else {}
+            _check_kind_conflicts(node_list, existing)
+            # Only requests already stored can move between rollup keys; new ones just add.
+            stored = [i for i in requests if i in existing or i not in batch_kinds]
+            before = tx.outcome_states(stored) if stored else {}
             if node_list:
-                _check_kind_conflicts(node_list, tx.kinds([n.id for n in node_list]))
                 result.nodes = tx.write_nodes(node_list)
             if edge_list:
-                ends = sorted({e for edge in edge_list for e in (edge.source, edge.target)})
-                _check_edge_kinds(edge_list, tx.kinds(ends))
+                ends = {e for edge in edge_list for e in (edge.source, edge.target)}
+                # The batch's own nodes now have the kinds just written: look up the rest.
+                others = sorted(ends - batch_kinds.keys())
+                kinds = {**(tx.kinds(others) if others else {}),
+                         **{i: batch_kinds[i] for i in ends & batch_kinds.keys()}}
+                _check_edge_kinds(edge_list, kinds)
                 result.edges = tx.write_edges(edge_list)
             if requests:
                 tx.add_traffic(deltas(before, node_list, edge_list))
