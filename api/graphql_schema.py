@@ -37,6 +37,7 @@ from .graphql_types import (
     Direction,
     DriftCandidate,
     History,
+    LiveThen,
     NodeConnection,
     NodeType,
     PageInfo,
@@ -166,9 +167,8 @@ class Query(GovernanceQuery):
             environment=result.environment,
             approvals=[to_gql(a) for a in result.approvals],
             evaluations=[to_gql(e) for e in result.evaluations],
-            bundle_live_at_request=result.bundle_live_at_request,
-            live_in_environment=[to_gql(n) for n in result.live_then],
             _upstream=result.upstream,
+            _live=LiveThen(context, result),
         )
 
     @strawberry.field(description="What rolling back, retiring or changing `id` hits: "

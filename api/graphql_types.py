@@ -19,6 +19,8 @@ from strawberry.types import Info
 from lineagegraph.graph import impact, registry
 from lineagegraph.graph.drift import DriftCandidate as DriftResult
 from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.trace import Trace as TraceResult
+from lineagegraph.graph.trace import live_then, served_live
 from lineagegraph.graph.walk import Subgraph as WalkResult
 from lineagegraph.schema import NODE_KINDS, InvalidId, SchemaError
 from lineagegraph.schema import Node as NodeRecord
@@ -265,16 +267,38 @@ class Trace:
     environment: str | None
     approvals: list[NodeType]
     evaluations: list[NodeType]
-    bundle_live_at_request: bool | None = strawberry.field(
-        description="Whether the serving bundle version was the one in effect in the "
-                    "request's environment at the request's time.")
-    live_in_environment: list[NodeType] = strawberry.field(
-        description="Every bundle version in effect in that environment at that time.")
     _upstream: strawberry.Private[WalkResult]
+    _live: strawberry.Private[LiveThen]
+
+    @strawberry.field(description="Whether the serving bundle version was the one in effect "
+                      "in the request's environment at the request's time.")
+    async def bundle_live_at_request(self) -> bool | None:
+        return served_live(self._live.result, await self._live.nodes())
+
+    @strawberry.field(description="Every bundle version in effect in that environment at "
+                      "that time.")
+    async def live_in_environment(self) -> list[NodeType]:
+        return [to_gql(n) for n in await self._live.nodes()]
 
     @strawberry.field(description="Lineage upstream of the request, down to data sources.")
     def upstream(self, first: int | None = None, after: str | None = None) -> Subgraph:
         return subgraph_page(self._upstream, first, after)
+
+
+class LiveThen:
+    """What was live where a request was served, read once and only when a field asks."""
+
+    def __init__(self, context: Context, result: TraceResult) -> None:
+        self.context = context
+        self.result = result
+        self._read: asyncio.Future[list[NodeRecord]] | None = None
+
+    def nodes(self) -> asyncio.Future[list[NodeRecord]]:
+        if self._read is None:
+            store = self.context.store
+            self._read = asyncio.ensure_future(
+                self.context.run(lambda: live_then(store, self.result)))
+        return self._read
 
 
 @strawberry.type

@@ -396,26 +396,28 @@ class Neo4jStore(GraphStore):
         seen: Iterable[str],
         edge_types: Sequence[str] | None = None,
         row_cap: int,
-    ) -> list[list[Hop]] | None:
+    ) -> tuple[dict[str, Node], list[list[Hop]]] | None:
         # One statement, one CALL subquery per hop over the frontier of distinct new nodes
         # (a BFS unrolled to ``hops`` levels): the rows grow with the nodes reached, never
         # with the paths between them, unlike a variable-length pattern.
         check_filters(edge_types, None)
         pattern = self._PATTERNS[direction].format(rel=_rel_pattern(edge_types))
         parts = [f"UNWIND $frontier AS fid MATCH (f:{NODE_LABEL} {{id: fid}}) "
-                 "WITH collect(f) AS frontier0, $seen AS seen0 "]
+                 # No grouping key beside collect(): one row even when nothing matched.
+                 "WITH collect(f) AS frontier0 "
+                 f"WITH [n IN frontier0 | {{{_NODE_MAP}}}] AS start, frontier0, $seen AS seen0 "]
         for k in range(1, hops + 1):
             parts.append(
                 f"CALL (frontier{k - 1}) {{ UNWIND frontier{k - 1} AS f MATCH {pattern} "
                 "WITH f, r, n LIMIT $cap "
                 f"RETURN collect({{origin: f.id, {_EDGE_MAP}, {_NODE_MAP}}}) AS rows{k}, "
                 f"collect(DISTINCT n) AS reached{k} }} "
-                f"WITH {''.join(f'rows{j}, ' for j in range(1, k + 1))}"
+                f"WITH start, {''.join(f'rows{j}, ' for j in range(1, k + 1))}"
                 f"[n IN reached{k} WHERE NOT n.id IN seen{k - 1}] AS frontier{k}, "
                 f"seen{k - 1} "
-                f"WITH {''.join(f'rows{j}, ' for j in range(1, k + 1))}frontier{k}, "
+                f"WITH start, {''.join(f'rows{j}, ' for j in range(1, k + 1))}frontier{k}, "
                 f"seen{k - 1} + [n IN frontier{k} | n.id] AS seen{k} ")
-        parts.append("RETURN " + ", ".join(f"rows{k}" for k in range(1, hops + 1)))
+        parts.append("RETURN start, " + ", ".join(f"rows{k}" for k in range(1, hops + 1)))
         record = self._read("".join(parts), frontier=list(frontier), seen=list(seen),
                             cap=row_cap)[0]
         result: list[list[Hop]] = []
@@ -424,7 +426,7 @@ class Neo4jStore(GraphStore):
             if len(rows) >= row_cap:
                 return None
             result.append([_hop(row) for row in rows])
-        return result
+        return {r["id"]: _node(r) for r in record["start"]}, result
 
     def tally_neighbours(
         self,

@@ -288,9 +288,10 @@ class GraphStore(ABC):
         seen: Iterable[str],
         edge_types: Sequence[str] | None = None,
         row_cap: int,
-    ) -> list[list[Hop]] | None:
-        """Several hops of a frontier walk in one round trip, or None where a store has no
-        round trips to save (the walk then asks ``expand`` hop by hop).
+    ) -> tuple[dict[str, Node], list[list[Hop]]] | None:
+        """The frontier's own nodes and several hops of a frontier walk, in one round trip;
+        or None where a store has no round trips to save (the walk then asks ``get`` and
+        ``expand`` hop by hop).
 
         Hop *k* expands the distinct nodes first reached at hop *k-1* (not in ``seen``, not
         reached before); a list per hop, empty ones once the frontier is. Nothing

@@ -17,12 +17,8 @@ class Trace:
     environment: str | None
     bundle: Node | None = None
     parts: BundleParts = field(default_factory=BundleParts)
-    # Whether the serving bundle version was the one in effect in the request's
-    # environment at the request's time (a request served off-stage is worth knowing).
-    bundle_live_at_request: bool | None = None
     approvals: list[Node] = field(default_factory=list)
     evaluations: list[Node] = field(default_factory=list)
-    live_then: list[Node] = field(default_factory=list)
     upstream: Subgraph | None = None
 
 
@@ -35,7 +31,8 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
     and whether it was the one live in that environment then; what the bundle pins;
     approvals and evaluations that existed at the request's time; the upstream lineage
     down to the data sources (lineage edges only, so a model version's trace never holds
-    the data behind its previous version); and what else was live in that environment."""
+    the data behind its previous version). What else was live there then is ``live_then``:
+    a read of its own, made only when asked."""
     oid = outcome_id(request_id)
     outcome = store.get([oid]).get(oid)
     if outcome is None:
@@ -61,11 +58,23 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
         result.parts = BundleParts(model=first.get("USED_MODEL"),
                                    prompt=first.get("USED_PROMPT"),
                                    policy=first.get("USED_POLICY"))
-    if environment is not None:
-        result.live_then = store.live_bundles(environment, at)
-        if bundle is not None:
-            result.bundle_live_at_request = any(n.id == bundle.id for n in result.live_then)
     return result
+
+
+def live_then(store: GraphStore, result: Trace) -> list[Node]:
+    """Every bundle version in effect in the request's environment at the request's time."""
+    if result.environment is None:
+        return []
+    return store.live_bundles(result.environment, result.outcome.created_at)
+
+
+def served_live(result: Trace, live: list[Node]) -> bool | None:
+    """Whether the serving bundle version was the one in effect in the request's
+    environment then (``live``: ``live_then``): a request served off-stage is worth
+    knowing."""
+    if result.bundle is None or result.environment is None:
+        return None
+    return any(n.id == result.bundle.id for n in live)
 
 
 def _out_edges(subgraph: Subgraph, source: str) -> dict[str, list[Node]]:

@@ -74,33 +74,47 @@ def walk(
     plus the nodes already visited plus one per frontier node).
     """
     result = Subgraph(root=start)
+    effective_depth = max(0, min(depth, limits.max_depth))
+    directions = (
+        (Direction.UPSTREAM, Direction.DOWNSTREAM) if direction is Direction.BOTH
+        else (direction,)
+    )
+    first_hops: list[list[Hop]] | None = None
+    if root is None and enough is None and effective_depth > 0:
+        # The start node comes back with the first hops ahead: one round trip, not two.
+        fetched = store.expand_hops([start], directions[0],
+                                    min(HOPS_AHEAD, effective_depth), seen={start},
+                                    edge_types=edge_types, row_cap=limits.max_nodes + 1)
+        if fetched is not None:
+            found, first_hops = fetched
+            root = found.get(start)
+            if root is None:
+                return result
     if root is None:  # a caller that already holds the start node saves the round trip
         root = store.get([start]).get(start)
     if root is None:
         return result
     result.nodes[start] = root
     result.degrees[start] = 0
-    effective_depth = max(0, min(depth, limits.max_depth))
     result.truncated = depth > limits.max_depth
 
-    directions = (
-        (Direction.UPSTREAM, Direction.DOWNSTREAM) if direction is Direction.BOTH
-        else (direction,)
-    )
     for one in directions:
         seen = {start}  # per direction: a node reached upstream is walked on downstream too
         frontier = [start]
         # Hops fetched ahead in one round trip (stores that offer it); a paged walk asks
         # hop by hop, as it may stop early.
         ahead: list[list[Hop]] | None = [] if enough is None else None
+        if one is directions[0] and first_hops is not None:
+            ahead = first_hops
         for hop in range(1, effective_depth + 1):
             if not frontier or result.truncated and len(result.nodes) >= limits.max_nodes:
                 break
             limit = limits.max_nodes + len(result.nodes) + len(frontier) + 1
             if ahead == []:
-                ahead = store.expand_hops(
+                fetched = store.expand_hops(
                     frontier, one, min(HOPS_AHEAD, effective_depth - hop + 1), seen=seen,
                     edge_types=edge_types, row_cap=limits.max_nodes + 1)
+                ahead = fetched[1] if fetched is not None else None
             if ahead:
                 rows = ahead.pop(0)
             else:

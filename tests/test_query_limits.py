@@ -106,3 +106,22 @@ def test_nested_bundle_fields_are_loaded_in_one_batch(store: GraphStore) -> None
     assert {b["id"]: b["modelVersion"]["id"] for b in bundles}["bundle:fraud-scoring@2"] == (
         "model:fraud-detector@7")
     assert counting.calls == {"find": 1, "expand": 1}  # not one expand per bundle per field
+
+
+def test_what_was_live_is_read_once_and_only_when_asked(store: GraphStore) -> None:
+    load_story(store)
+    counting = CountingStore(store)
+    with TestClient(create_app(Settings(neo4j_uri=None), store=counting)) as client:  # type: ignore[arg-type]
+        client.get("/readyz")
+        counting.calls.clear()
+        lean = post(client, '{ trace(requestId: "req-2002") { bundle { id } } }')
+        lean_calls = dict(counting.calls)
+        counting.calls.clear()
+        full = post(client, """{ trace(requestId: "req-2002") { bundleLiveAtRequest
+            liveInEnvironment { id } } }""")
+
+    assert lean["data"]["trace"]["bundle"] is not None
+    assert "live_bundles" not in lean_calls
+    assert full["data"]["trace"]["bundleLiveAtRequest"] is not None
+    assert full["data"]["trace"]["liveInEnvironment"]
+    assert counting.calls.get("live_bundles") == 1  # both fields share one read

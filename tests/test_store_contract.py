@@ -235,10 +235,12 @@ def test_hops_fetched_ahead_equal_expanding_hop_by_hop(store: GraphStore) -> Non
     store.upsert([node("feature:g@1")], [edge("feature:g@1", "DERIVED_FROM", "feature:f@1"),
                                          edge("feature:f@1", "DERIVED_FROM", "feature:g@1")])
 
-    ahead = store.expand_hops(["model:m@1"], Direction.UPSTREAM, 6, seen={"model:m@1"},
-                              row_cap=100)
-    if ahead is None:  # a store without round trips to save walks hop by hop
+    fetched = store.expand_hops(["model:m@1", "model:none@1"], Direction.UPSTREAM, 6,
+                                seen={"model:m@1"}, row_cap=100)
+    if fetched is None:  # a store without round trips to save walks hop by hop
         return
+    start, ahead = fetched
+    assert start == store.get(["model:m@1"])
     frontier, seen, expected = ["model:m@1"], {"model:m@1"}, []
     while frontier:
         rows = store.expand(frontier, Direction.UPSTREAM)
