@@ -568,9 +568,13 @@ class Neo4jStore(GraphStore):
         self._driver.close()
 
     def wipe(self) -> None:
-        # Batched delete: one huge DETACH DELETE can exhaust transaction memory. CALL … IN
-        # TRANSACTIONS needs an auto-commit transaction, hence session.run.
+        # Batched deletes, relationships first: DETACH DELETE of one hot bundle takes its
+        # hundreds of thousands of requests' edges into one inner transaction and exhausts
+        # transaction memory. CALL … IN TRANSACTIONS needs an auto-commit transaction.
         with self._driver.session(database=self._database) as session:
             session.run(
-                "MATCH (n) CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 10000 ROWS"
+                "MATCH ()-[r]->() CALL (r) { DELETE r } IN TRANSACTIONS OF 10000 ROWS"
+            ).consume()
+            session.run(
+                "MATCH (n) CALL (n) { DELETE n } IN TRANSACTIONS OF 10000 ROWS"
             ).consume()
