@@ -22,9 +22,11 @@ def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "NEO4J_URI"}
     subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--scale", "tiny", "--store",
-         "embedded", "--out", str(out), "--reps", "1", "--requests", "10"],
+         "embedded", "--out", str(out), "--reps", "1", "--requests", "10", "--warmup", "10"],
         check=True, cwd=tmp_path, env=env, timeout=300,
     )
     result = json.loads(out.read_text())
     assert result.keys() >= KEYS
     assert result["store"] == "embedded" and result["outcomes"] == 1_000
+    # The rollup's traffic agrees with counting the requests one by one.
+    assert result["info"]["blast_traffic_matches"] is True
