@@ -242,7 +242,9 @@ class _SqliteTransaction:
             "INSERT INTO traffic_targets (target, signature) VALUES (?, ?) "
             "ON CONFLICT DO NOTHING",
             sorted({(t, k.signature) for k, _ in changes for t in k.targets}))
-        self.conn.execute("DELETE FROM traffic WHERE n = 0")
+        # Only a decrement can empty a counter.
+        self.conn.executemany("DELETE FROM traffic WHERE id = ? AND n = 0",
+                              [(k.id,) for k, n in changes if n < 0])
 
     def clear_traffic(self) -> None:
         self.conn.execute("DELETE FROM traffic")

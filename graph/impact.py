@@ -9,7 +9,7 @@ from enum import StrEnum
 from lineagegraph.schema import LINEAGE_EDGE_TYPES, Node, StageMove
 
 from .registry import BundleParts, bundle_id, bundle_parts
-from .store import Direction, GraphStore, live_from
+from .store import Direction, GraphStore, concurrently, live_from
 from .traffic import OUTCOME_EDGES
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
@@ -124,43 +124,48 @@ def blast_radius(
         return None
 
     bundles = [n for n in downstream.nodes.values() if n.kind == "Bundle"]
-    # One stage-history read for every affected name (versions of a name share it).
+    counted = [n.id for n in downstream.nodes.values() if n.kind in DIRECT_TRAFFIC_KINDS]
+    plans_rollback = action is not Action.CHANGE and root.kind in ROLLBACK_KINDS
+    # Three independent reads at once: the stage history of every affected name (versions
+    # of a name share it; one read for all), the traffic, and what was ever retired.
     histories: dict[str, list[StageMove]] = {b.name: [] for b in bundles}
-    if bundles:
-        for move in store.stage_history(names=sorted(histories)):
-            histories[move.name].append(move)
+    moves, traffic_by_env, retired_moves = concurrently(
+        lambda: store.stage_history(names=sorted(histories)) if bundles else [],
+        lambda: store.traffic(counted, since, until),
+        lambda: store.stage_history(environment="retired") if plans_rollback else [])
+    for move in moves:
+        histories[move.name].append(move)
     affected = []
     for bundle in sorted(bundles, key=lambda n: n.id):
         live = live_from(histories[bundle.name])
         affected.append(AffectedBundle(
             bundle, sorted(env for env, version in live.items() if version == bundle.version)))
 
-    counted = [n.id for n in downstream.nodes.values() if n.kind in DIRECT_TRAFFIC_KINDS]
-    traffic = {env or "unknown": count
-               for env, count in store.traffic(counted, since, until).items()}
-
-    rollbacks = (_rollbacks(store, affected, histories)
-                 if action is not Action.CHANGE and root.kind in ROLLBACK_KINDS else [])
+    traffic = {env or "unknown": count for env, count in traffic_by_env.items()}
+    retired = {bundle_id(m.name, m.to_version) for m in retired_moves
+               if m.to_version is not None}
+    rollbacks = _rollbacks(store, affected, histories, retired) if plans_rollback else []
     return BlastRadius(root=root, action=action, downstream=downstream, bundles=affected,
                        traffic=dict(sorted(traffic.items())), rollbacks=rollbacks)
 
 
 def _rollbacks(store: GraphStore, affected: list[AffectedBundle],
-               histories: dict[str, list[StageMove]]) -> list[RollbackTarget]:
+               histories: dict[str, list[StageMove]], retired: set[str]) -> list[RollbackTarget]:
     plans: list[tuple[str, Node, str | None]] = []
     for entry in affected:
         for env in entry.environments:
             moves = [m for m in histories[entry.bundle.name] if m.environment == env]
             plans.append((env, entry.bundle, previous_live(moves, entry.bundle.version or "")))
-    target_ids = {bundle_id(b.name, v) for _, b, v in plans if v is not None}
-    targets = store.get(sorted(target_ids))
-    parts = bundle_parts(store, sorted({b.id for _, b, _ in plans} | set(targets)))
+    target_ids = sorted({bundle_id(b.name, v) for _, b, v in plans if v is not None})
+    # What each bundle pins, asked for every target ID at once with the target nodes (an
+    # ID that is no node pins nothing and is dropped below).
+    targets, parts = concurrently(
+        lambda: store.get(target_ids),
+        lambda: bundle_parts(store, sorted({b.id for _, b, _ in plans} | set(target_ids))))
     prompts = sorted({p.prompt.id for p in parts.values() if p.prompt is not None})
     designed_for: dict[str, set[str]] = {}
     for hop in store.expand(prompts, Direction.UPSTREAM, edge_types=["DESIGNED_FOR"]):
         designed_for.setdefault(hop.origin, set()).add(hop.node.id)
-    retired = {bundle_id(m.name, m.to_version) for m in store.stage_history(
-        environment="retired") if m.to_version is not None}
 
     result = []
     for env, bundle, version in plans:

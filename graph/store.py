@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -433,6 +434,18 @@ class GraphStore(ABC):
     def live_environments(self, name: str, at: datetime | None = None) -> dict[str, str]:
         """environment → version of ``name`` live there at ``at`` (default: now)."""
         return live_from(self.stage_history(name=name, until=at))
+
+
+# Independent reads of one analysis overlap their round trips. The stores are safe to call
+# from several threads (the Neo4j driver pools connections; the embedded store serialises
+# on its lock). Calls handed here must not hand work here themselves: no nesting.
+_READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lineagegraph-read")
+
+
+def concurrently(*calls: Callable[[], Any]) -> list[Any]:
+    """The results of ``calls``, run at the same time; the first failure is raised."""
+    futures = [_READS.submit(call) for call in calls]
+    return [future.result() for future in futures]
 
 
 def live_from(moves: Iterable[StageMove]) -> dict[str, str]:
