@@ -34,16 +34,15 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
     the data behind its previous version). What else was live there then is ``live_then``:
     a read of its own, made only when asked."""
     oid = outcome_id(request_id)
-    outcome = store.get([oid]).get(oid)
+    # The upstream walk brings the request itself (with the first hops, where the store
+    # can), what served it (hop 1) and what that pins (hop 2): all read off the walk.
+    upstream = walk(store, oid, Direction.UPSTREAM, limits.max_depth, limits=limits)
+    outcome = upstream.nodes.get(oid)
     if outcome is None:
         return None
     at = outcome.created_at
     environment = outcome.properties.get("environment")
-    result = Trace(outcome=outcome, environment=environment)
-    # The upstream walk reaches what served the request (hop 1) and what that pins (hop 2):
-    # read them off its edges instead of asking the store again.
-    result.upstream = walk(store, oid, Direction.UPSTREAM, limits.max_depth, limits=limits,
-                           root=outcome)
+    result = Trace(outcome=outcome, environment=environment, upstream=upstream)
     served = _out_edges(result.upstream, oid)
     bundle = served.get("SERVED_BY", [None])[0]
     result.bundle = bundle
