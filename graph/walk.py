@@ -1,9 +1,11 @@
 """Bounded walks over the ``GraphStore`` port, written once for both stores.
 
-A walk expands a frontier of node IDs hop by hop (one store round trip per hop and
-direction), de-duplicating against what it has visited, so its cost grows with the nodes
-and edges it returns — never with the number of paths, which explodes on diamonds and
-dense fan-out. It stops at the depth cap or the node cap and then says ``truncated``.
+A walk expands a frontier of node IDs hop by hop, de-duplicating against what it has
+visited, so its cost grows with the nodes and edges it returns — never with the number of
+paths, which explodes on diamonds and dense fan-out. It stops at the depth cap or the node
+cap and then says ``truncated``. A store with round trips to save (Neo4j) answers up to
+``HOPS_AHEAD`` hops of that frontier walk in one statement; the walk replays them hop by
+hop, so both stores follow the same rules.
 """
 
 from __future__ import annotations
