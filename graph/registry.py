@@ -7,7 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from lineagegraph.schema import NODE_KINDS_BY_LABEL, Node, StageMove, format_id, parse_id
+from lineagegraph.schema import (
+    NODE_KINDS_BY_LABEL,
+    Node,
+    StageMove,
+    bundle_id,
+    format_id,
+    parse_id,
+)
 
 from .store import ORIGIN, Direction, GraphStore
 from .traffic import OUTCOME_EDGES
@@ -59,10 +66,6 @@ def annotations(store: GraphStore, node_id: str,
                             edge_types=["EVALUATES", "APPROVES"], until=until):
         (evaluations if hop.edge.type == "EVALUATES" else approvals).append(hop.node)
     return (sorted(evaluations, key=lambda n: n.id), sorted(approvals, key=lambda n: n.id))
-
-
-def bundle_id(name: str, version: str) -> str:
-    return format_id("bundle", name, version)
 
 
 def resolve(store: GraphStore, name: str, environment: str,

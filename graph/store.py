@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from lineagegraph.schema import (
     EDGE_KINDS_BY_TYPE,
@@ -26,8 +26,8 @@ from lineagegraph.schema import (
     Record,
     SchemaError,
     StageMove,
+    bundle_id,
     check_edge_endpoints,
-    format_id,
 )
 
 from .traffic import (
@@ -423,11 +423,8 @@ class GraphStore(ABC):
     def live_bundles(self, environment: str, at: datetime | None = None) -> list[Node]:
         """Every bundle version in effect in ``environment`` at ``at`` (default: now), by
         name."""
-        current: dict[str, str | None] = {}
-        for move in self.stage_history(environment=environment, until=at):
-            current[move.name] = move.to_version
-        ids = [format_id("bundle", name, version)
-               for name, version in sorted(current.items()) if version]
+        live = live_from(self.stage_history(environment=environment, until=at), by="name")
+        ids = [bundle_id(name, version) for name, version in sorted(live.items())]
         found = self.get(ids)
         return [found[i] for i in ids if i in found]
 
@@ -448,12 +445,14 @@ def concurrently(*calls: Callable[[], Any]) -> list[Any]:
     return [future.result() for future in futures]
 
 
-def live_from(moves: Iterable[StageMove]) -> dict[str, str]:
-    """environment → the version in effect after these moves of one name (oldest first)."""
+def live_from(moves: Iterable[StageMove],
+              by: Literal["environment", "name"] = "environment") -> dict[str, str]:
+    """The version in effect after these moves (oldest first): per environment for the
+    moves of one name, or per name for the moves of one environment."""
     live: dict[str, str | None] = {}
     for move in moves:
-        live[move.environment] = move.to_version
-    return {env: version for env, version in live.items() if version is not None}
+        live[getattr(move, by)] = move.to_version
+    return {key: version for key, version in live.items() if version is not None}
 
 
 def version_order(node: Node) -> tuple[int, float, str]:

@@ -40,6 +40,7 @@ from lineagegraph.schema import (
     Edge,
     Node,
     approval_name,
+    bundle_id,
     format_id,
     parse_id,
 )
@@ -145,7 +146,7 @@ class _ManifestLoad:
                 ids.add(format_id(NODE_KINDS_BY_LABEL[label].prefix, name))
             entry.refs = _refs(entry.doc)
             ids.update(use.target for use in entry.refs if use.target)
-        ids.update(format_id("bundle", doc.bundle.removeprefix("bundle:"), doc.version)
+        ids.update(bundle_id(doc.bundle.removeprefix("bundle:"), doc.version)
                    for _, doc in moves if doc.version is not None)
         self.fetch(ids)
 
@@ -357,10 +358,10 @@ class _ManifestLoad:
         planner.apply_statuses(statuses)
         for record, doc in moves:
             name = doc.bundle.removeprefix("bundle:")
-            bundle_id = format_id("bundle", name, doc.version)
-            if doc.version is not None and self.kind_of(bundle_id) != "Bundle":
+            target = format_id("bundle", name, doc.version)
+            if doc.version is not None and self.kind_of(target) != "Bundle":
                 self.problem(record, "bundle",
-                             f"{bundle_id} is neither in the graph nor in this load")
+                             f"{target} is neither in the graph nor in this load")
                 continue
             planner.apply_move(name, doc)
         self.batch.stage_moves = planner.planned

@@ -30,7 +30,15 @@ from typing import Any, ClassVar
 from pydantic import ConfigDict, Field, ValidationError
 
 from lineagegraph.graph.store import GraphStore
-from lineagegraph.schema import AuditEntry, Edge, Node, NodeId, StageMove, format_id, parse_id
+from lineagegraph.schema import (
+    AuditEntry,
+    Edge,
+    Node,
+    NodeId,
+    StageMove,
+    bundle_id,
+    parse_id,
+)
 from lineagegraph.schema.kinds import InferenceOutcomeProps
 from lineagegraph.schema.models import utc
 
@@ -175,7 +183,7 @@ class OutcomeMapper:
         if version is None:
             raise ValueError(f"no version of bundle {parsed.name} was live in "
                              f"{outcome.environment} at {outcome.timestamp.isoformat()}")
-        return format_id("bundle", parsed.name, version)
+        return bundle_id(parsed.name, version)
 
     def _lookup(self, ids: Iterable[str]) -> None:
         unknown = sorted(set(ids) - self._known.keys())

@@ -82,6 +82,12 @@ def canonical_id(text: str) -> str:
     return str(parse_id(text))
 
 
+def bundle_id(name: str, version: str) -> str:
+    """The ID of version ``version`` of bundle ``name`` (stage moves name bundles by their
+    bare name and a version)."""
+    return format_id("bundle", name, version)
+
+
 def approval_name(target: str, approver: str, gate: str | None = None) -> str:
     """The name of ``approver``'s approval of ``target`` (for ``gate``): one per approver,
     target and gate, so approving again is a no-op. The target keeps its kind prefix, so a
