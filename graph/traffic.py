@@ -78,7 +78,7 @@ def deltas(before: dict[str, OutcomeState], nodes: Sequence[Node],
         if edge.type in OUTCOME_EDGES:
             gained.setdefault(edge.source, set()).add(edge.target)
     change: Counter[TrafficKey] = Counter()
-    for oid in outcome_ids(nodes, edges):
+    for oid in sorted(written.keys() | gained.keys()):  # the batch's ``outcome_ids``
         old = before.get(oid)
         node = written.get(oid)
         if node is not None:

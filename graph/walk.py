@@ -81,15 +81,21 @@ def walk(
         (Direction.UPSTREAM, Direction.DOWNSTREAM) if direction is Direction.BOTH
         else (direction,)
     )
-    first_hops: list[list[Hop]] | None = None
+
+    def fetch_ahead(frontier: list[str], one: Direction, hops: int,
+                    seen: set[str]) -> tuple[dict[str, Node], list[list[Hop]]] | None:
+        return store.expand_hops(frontier, one, min(HOPS_AHEAD, hops), seen=seen,
+                                 edge_types=edge_types, row_cap=limits.max_nodes + 1)
+
+    # Hops fetched ahead in one round trip, for stores that offer it: [] means "ask when
+    # needed", None "ask hop by hop". A paged walk asks hop by hop, as it may stop early.
+    first_ahead: list[list[Hop]] | None = [] if enough is None else None
     if root is None and enough is None and effective_depth > 0:
         # The start node comes back with the first hops ahead: one round trip, not two.
-        fetched = store.expand_hops([start], directions[0],
-                                    min(HOPS_AHEAD, effective_depth), seen={start},
-                                    edge_types=edge_types, row_cap=limits.max_nodes + 1)
+        fetched = fetch_ahead([start], directions[0], effective_depth, {start})
+        first_ahead = fetched[1] if fetched is not None else None
         if fetched is not None:
-            found, first_hops = fetched
-            root = found.get(start)
+            root = fetched[0].get(start)
             if root is None:
                 return result
     if root is None:  # a caller that already holds the start node saves the round trip
@@ -103,37 +109,28 @@ def walk(
     for one in directions:
         seen = {start}  # per direction: a node reached upstream is walked on downstream too
         frontier = [start]
-        # Hops fetched ahead in one round trip (stores that offer it); a paged walk asks
-        # hop by hop, as it may stop early.
-        ahead: list[list[Hop]] | None = [] if enough is None else None
-        if one is directions[0] and first_hops is not None:
-            ahead = first_hops
+        ahead = first_ahead if one is directions[0] else [] if enough is None else None
         for hop in range(1, effective_depth + 1):
             if not frontier or result.truncated and len(result.nodes) >= limits.max_nodes:
                 break
             limit = limits.max_nodes + len(result.nodes) + len(frontier) + 1
             if ahead == []:
-                fetched = store.expand_hops(
-                    frontier, one, min(HOPS_AHEAD, effective_depth - hop + 1), seen=seen,
-                    edge_types=edge_types, row_cap=limits.max_nodes + 1)
+                fetched = fetch_ahead(frontier, one, effective_depth - hop + 1, seen)
                 ahead = fetched[1] if fetched is not None else None
-            if ahead:
-                rows = ahead.pop(0)
-            else:
-                rows = store.expand(frontier, one, edge_types=edge_types, limit=limit)
+            rows = (ahead.pop(0) if ahead
+                    else store.expand(frontier, one, edge_types=edge_types, limit=limit))
             if len(rows) >= limit:
                 result.truncated = True
             next_frontier: list[str] = []
+            dropped = False  # the store's frontier for the hops ahead still holds it
             for row in rows:
                 node_id = row.node.id
                 if not include_archived and row.node.properties.get("archived"):
-                    # The store's frontier for the hops ahead still holds this node.
-                    ahead = [] if ahead is not None else None
+                    dropped = True
                     continue
                 if node_id not in result.nodes:
                     if len(result.nodes) >= limits.max_nodes:
-                        result.truncated = True
-                        ahead = [] if ahead is not None else None
+                        result.truncated = dropped = True
                         continue
                     result.nodes[node_id] = row.node
                     result.degrees[node_id] = hop
@@ -144,6 +141,8 @@ def walk(
                     seen.add(node_id)
                     next_frontier.append(node_id)
             frontier = next_frontier
+            if dropped and ahead is not None:
+                ahead = []  # fetch again from this walk's own frontier
             if enough is not None and direction is not Direction.BOTH and enough(result):
                 break
 
