@@ -58,6 +58,18 @@ def test_changed_properties_count_as_updated_and_keep_created_at(store: GraphSto
     assert stored.created_at == T0
 
 
+@pytest.mark.parametrize("at", [
+    datetime(2026, 11, 1, 12, 30, 15, 123456, tzinfo=UTC),  # microseconds kept
+    datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # before the epoch
+    datetime(1900, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+    datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=UTC),
+])
+def test_created_at_comes_back_to_the_microsecond(store: GraphStore, at: datetime) -> None:
+    store.upsert([node("source:wh.payments", at=at)])
+
+    assert store.get(["source:wh.payments"])["source:wh.payments"].created_at == at
+
+
 def test_get_returns_only_known_ids_with_kind_and_version(store: GraphStore) -> None:
     store.upsert([node("model:fraud-detector@7", region="eu"),
                   node("model:gpt-5-mini-2026-08", kind="ModelVersion")])
