@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,13 @@ def gql(client: TestClient, query: str, **variables: Any) -> dict[str, Any]:
     response = client.post("/graphql", json={"query": query, "variables": variables})
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def test_start_up_objects_are_kept_out_of_the_cyclic_collector(store: GraphStore) -> None:
+    gc.unfreeze()
+    settings = Settings(neo4j_uri=None)
+    with TestClient(create_app(settings, store=store)):
+        assert gc.get_freeze_count() > 0  # else a full collection walks them all
 
 
 def test_health_and_readiness_answer(client: TestClient) -> None:
