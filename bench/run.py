@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform as pyplatform
@@ -121,7 +122,9 @@ class RawNeo4j:
         WITH row, old IS NULL AS is_new, old.props AS before
         MERGE (n:Node {id: row.id})
         ON CREATE SET n:InferenceOutcome, n.kind = row.kind, n.name = row.name,
-                      n.version = row.version, n.created_at = row.created_at
+                      n.version = row.version,
+                      n.created_at = datetime({epochSeconds: row.created_at[0],
+                                               nanosecond: row.created_at[1]})
         SET n.props = row.props, n += row.indexed
         RETURN count(CASE WHEN is_new THEN 1 END) AS created,
                count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END) AS updated
@@ -316,6 +319,8 @@ def raw_rows(records: list[dict], store_kind: str) -> tuple[list, list]:
     which is what makes it a ceiling)."""
     from datetime import datetime
 
+    from lineagegraph.graph.neo4j_store import _epoch
+
     batches, naive = [], []
     for start in range(0, len(records), BATCH_SIZE):
         nodes, edges = [], []
@@ -328,7 +333,8 @@ def raw_rows(records: list[dict], store_kind: str) -> tuple[list, list]:
             if store_kind == "neo4j":
                 created = datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00"))
                 nodes.append({"id": oid, "kind": "InferenceOutcome", "name": r["request_id"],
-                              "version": None, "created_at": created, "props": props_json,
+                              "version": None, "created_at": _epoch(created),
+                              "props": props_json,
                               "indexed": {"environment": r["environment"],
                                           "status": r["status"]}})
                 edges.append({"source": oid, "target": bundle, "props": "{}"})
@@ -473,6 +479,10 @@ def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: 
                   warmup: int) -> dict:
     rng = random.Random(p.seed)
     info: dict[str, Any] = {}
+    # This process holds the generated platform (millions of objects at large): a full
+    # collection here would stall the timer, not the service.
+    gc.collect()
+    gc.freeze()
     client = httpx.Client(base_url=url, timeout=120)
     n = p.scale.outcomes
     # Warm up the server, the plan caches and the page cache — and the JVM: Neo4j's
