@@ -89,13 +89,14 @@ def deltas(before: dict[str, OutcomeState], nodes: Sequence[Node],
         else:
             continue  # not a stored request: the batch's edge check rejects it
         targets = (old.targets if old is not None else frozenset()) | gained.get(oid, set())
-        new = OutcomeState(environment, created_at, targets)
-        if old is not None and old.key == new.key:
+        old_key = old.key if old is not None else None
+        new_key = OutcomeState(environment, created_at, targets).key
+        if old_key == new_key:
             continue
-        if old is not None and old.key is not None:
-            change[old.key] -= 1
-        if new.key is not None:
-            change[new.key] += 1
+        if old_key is not None:
+            change[old_key] -= 1
+        if new_key is not None:
+            change[new_key] += 1
     return [(key, n) for key, n in sorted(change.items(), key=lambda kv: kv[0].id) if n]
 
 

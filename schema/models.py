@@ -45,6 +45,8 @@ UtcDatetime = Annotated[datetime, AfterValidator(utc)]
 
 def canonical_json(value: Any) -> str:
     """Deterministic JSON, so that re-sending the same properties compares equal."""
+    if type(value) is dict and not value:  # most edges: skip the encoder
+        return "{}"
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
