@@ -16,7 +16,7 @@ environment moves from its old key to its new one.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -40,10 +40,16 @@ class OutcomeState:
 
     @property
     def key(self) -> TrafficKey | None:
-        if not self.targets:  # names nothing: no traffic question can count it
-            return None
-        return TrafficKey(tuple(sorted(self.targets)), self.environment,
-                          self.created_at.astimezone(UTC).date().isoformat())
+        fields = _key_fields(self.targets, self.environment, self.created_at)
+        return TrafficKey(*fields) if fields is not None else None
+
+
+def _key_fields(targets: Iterable[str], environment: str | None,
+                created_at: datetime) -> tuple[tuple[str, ...], str | None, str] | None:
+    """A ``TrafficKey``'s fields as a plain tuple (cheap to hash in a batch's tally)."""
+    if not targets:  # names nothing: no traffic question can count it
+        return None
+    return (tuple(sorted(targets)), environment, created_at.astimezone(UTC).date().isoformat())
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +83,9 @@ def deltas(before: dict[str, OutcomeState], nodes: Sequence[Node],
     for edge in edges:
         if edge.type in OUTCOME_EDGES:
             gained.setdefault(edge.source, set()).add(edge.target)
-    change: Counter[TrafficKey] = Counter()
-    for oid in sorted(written.keys() | gained.keys()):  # the batch's ``outcome_ids``
+    # Tallied on plain tuples: a bulk load passes every request of a batch through here.
+    change: Counter[tuple[tuple[str, ...], str | None, str]] = Counter()
+    for oid in written.keys() | gained.keys():  # the batch's ``outcome_ids``
         old = before.get(oid)
         node = written.get(oid)
         if node is not None:
@@ -88,16 +95,20 @@ def deltas(before: dict[str, OutcomeState], nodes: Sequence[Node],
             environment, created_at = old.environment, old.created_at
         else:
             continue  # not a stored request: the batch's edge check rejects it
-        targets = (old.targets if old is not None else frozenset()) | gained.get(oid, set())
-        old_key = old.key if old is not None else None
-        new_key = OutcomeState(environment, created_at, targets).key
+        targets = gained.get(oid, set())
+        old_key = None
+        if old is not None:
+            targets = old.targets | targets
+            old_key = _key_fields(old.targets, old.environment, old.created_at)
+        new_key = _key_fields(targets, environment, created_at)
         if old_key == new_key:
             continue
         if old_key is not None:
             change[old_key] -= 1
         if new_key is not None:
             change[new_key] += 1
-    return [(key, n) for key, n in sorted(change.items(), key=lambda kv: kv[0].id) if n]
+    keyed = [(TrafficKey(*fields), n) for fields, n in change.items() if n]
+    return sorted(keyed, key=lambda kv: kv[0].id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,11 +43,14 @@ def now() -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(utc)]
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def canonical_json(value: Any) -> str:
     """Deterministic JSON, so that re-sending the same properties compares equal."""
     if type(value) is dict and not value:  # most edges: skip the encoder
         return "{}"
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return _CANONICAL.encode(value)
 
 
 class Node(BaseModel):
