@@ -3,10 +3,12 @@ that name the record and field, and a summary of what a load did."""
 
 from __future__ import annotations
 
+import gc
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,18 +104,43 @@ def load_batches(
 ) -> LoadSummary:
     """Write batches one transaction each, adding up what they did.
 
-    With ``prefetch`` the next batch is built (parsed, validated, mapped) in a thread while
-    the store writes this one, so the two overlap. Only for mappers whose batches do not
-    depend on what earlier batches wrote — an outcome file, where at most an unregistered
-    model's placeholder is sent twice, which changes nothing."""
+    With ``prefetch`` (a bulk load, the way ``lineagegraph ingest`` reads a file) the next
+    batch is built (parsed, validated, mapped) in a thread while the store writes this one,
+    so the two overlap, and the cyclic garbage collector runs once per batch instead of
+    whenever allocations pile up (``_collected_per_batch``). Only for mappers whose batches
+    do not depend on what earlier batches wrote — an outcome file, where at most an
+    unregistered model's placeholder is sent twice, which changes nothing."""
     summary = LoadSummary()
     started = time.perf_counter()
-    for batch in _built_ahead(batches) if prefetch else batches:
-        summary.add(batch.write(store), batch.size)
-        if on_progress is not None:
-            on_progress(batch.size)
+    with _collected_per_batch() if prefetch else nullcontext(_no_collection) as collect:
+        for batch in _built_ahead(batches) if prefetch else batches:
+            summary.add(batch.write(store), batch.size)
+            collect()
+            if on_progress is not None:
+                on_progress(batch.size)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _no_collection() -> None:
+    return None
+
+
+@contextmanager
+def _collected_per_batch() -> Iterator[Callable[[], None]]:
+    """The collector paused for a bulk load, run over the young generations after each
+    batch. A batch's ~10 objects per record live until it is written: with the collector
+    on, the young generations filled with them hundreds of times a batch and every full
+    collection walked the whole heap — a sixth of a 40k-outcome load (4,750 → 5,760
+    outcomes/s on Neo4j, medium bench data). The cycles a batch leaves behind (the
+    driver's result objects) are still collected, once a batch."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield lambda: gc.collect(1)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _built_ahead(batches: Iterable[Batch]) -> Iterator[Batch]:

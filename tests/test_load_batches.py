@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -57,3 +59,35 @@ def test_a_batch_the_store_refuses_stops_the_builder_and_surfaces(store: GraphSt
 
     assert sorted(store.get(["feature:f0@1", "feature:f1@1", "feature:f2@1"])) == [
         "feature:f0@1"]
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_a_bulk_load_pauses_the_collector_and_still_frees_its_cycles(
+    store: GraphStore,
+) -> None:
+    seen: list[bool] = []
+    cycles: list[weakref.ref[_Cycle]] = []
+
+    def batches() -> Iterator[Batch]:
+        for i in range(4):
+            seen.append(gc.isenabled())
+            cycles.append(weakref.ref(_Cycle()))  # garbage only the collector can free
+            yield _batch(i)
+
+    assert gc.isenabled()
+    load_batches(store, batches(), prefetch=True)
+
+    assert seen == [False] * 4
+    assert gc.isenabled()
+    assert [ref() for ref in cycles] == [None] * 4  # collected by the load itself
+
+
+def test_the_collector_is_back_on_after_a_bulk_load_that_failed(store: GraphStore) -> None:
+    with pytest.raises(ValueError):
+        load_batches(store, _batches(3, fail_at=1), prefetch=True)
+
+    assert gc.isenabled()
