@@ -158,10 +158,11 @@ class GraphStore(ABC):
         """Write one batch in one transaction: all of it or nothing.
 
         Upserts on natural keys: re-sending the same batch changes nothing. A node's
-        ``created_at`` is kept from its first write. Edges are checked against the schema's
-        endpoint table, with endpoint kinds read *inside* the transaction after the batch's
-        nodes are written, so a bad edge rolls back the nodes written before it. Stage
-        moves and audit entries are appended as given (the caller decides whether a move is
+        ``created_at`` is kept from its first write. Nodes are checked against the kinds
+        already stored and edges against the schema's endpoint table, with the kinds read
+        *inside* the transaction (one read: the batch's nodes and the edge ends outside
+        it) before anything is written, so a bad node or edge writes nothing. Stage moves
+        and audit entries are appended as given (the caller decides whether a move is
         new); records are appended unless their (collection, key) is already kept.
         """
         node_list = _dedupe_nodes(nodes)
@@ -171,25 +172,22 @@ class GraphStore(ABC):
         record_list = list({(r.collection, r.key): r for r in records}.values())
 
         requests = outcome_ids(node_list, edge_list)
-
         batch_kinds = {n.id: n.kind for n in node_list}
+        ends = {e for edge in edge_list for e in (edge.source, edge.target)}
+        looked_up = sorted(batch_kinds.keys() | ends)
 
         def work(tx: StoreTransaction) -> UpsertResult:
             result = UpsertResult()
-            existing = tx.kinds(list(batch_kinds)) if node_list else {}
-            _check_kind_conflicts(node_list, existing)
+            stored_kinds = tx.kinds(looked_up) if looked_up else {}
+            _check_kind_conflicts(node_list, stored_kinds)
+            # An edge end in the batch has the kind the batch gives it (checked just above).
+            _check_edge_kinds(edge_list, {**stored_kinds, **batch_kinds})
             # Only requests already stored can move between rollup keys; new ones just add.
-            stored = [i for i in requests if i in existing or i not in batch_kinds]
+            stored = [i for i in requests if i in stored_kinds]
             before = tx.outcome_states(stored) if stored else {}
             if node_list:
                 result.nodes = tx.write_nodes(node_list)
             if edge_list:
-                ends = {e for edge in edge_list for e in (edge.source, edge.target)}
-                # The batch's own nodes now have the kinds just written: look up the rest.
-                others = sorted(ends - batch_kinds.keys())
-                kinds = {**(tx.kinds(others) if others else {}),
-                         **{i: batch_kinds[i] for i in ends & batch_kinds.keys()}}
-                _check_edge_kinds(edge_list, kinds)
                 result.edges = tx.write_edges(edge_list)
             if requests:
                 tx.add_traffic(deltas(before, node_list, edge_list))
