@@ -107,37 +107,34 @@ def load_batches(
     With ``prefetch`` (a bulk load, the way ``lineagegraph ingest`` reads a file) the next
     batch is built (parsed, validated, mapped) in a thread while the store writes this one,
     so the two overlap, and the cyclic garbage collector runs once per batch instead of
-    whenever allocations pile up (``_collected_per_batch``). Only for mappers whose batches
+    whenever allocations pile up (``_collector_paused``). Only for mappers whose batches
     do not depend on what earlier batches wrote — an outcome file, where at most an
     unregistered model's placeholder is sent twice, which changes nothing."""
     summary = LoadSummary()
     started = time.perf_counter()
-    with _collected_per_batch() if prefetch else nullcontext(_no_collection) as collect:
+    with _collector_paused() if prefetch else nullcontext():
         for batch in _built_ahead(batches) if prefetch else batches:
             summary.add(batch.write(store), batch.size)
-            collect()
+            if prefetch:
+                gc.collect(1)  # the young generations: what this batch left behind
             if on_progress is not None:
                 on_progress(batch.size)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _no_collection() -> None:
-    return None
-
-
 @contextmanager
-def _collected_per_batch() -> Iterator[Callable[[], None]]:
-    """The collector paused for a bulk load, run over the young generations after each
-    batch. A batch's ~10 objects per record live until it is written: with the collector
-    on, the young generations filled with them hundreds of times a batch and every full
+def _collector_paused() -> Iterator[None]:
+    """The cyclic collector off for a bulk load, which collects after each batch instead.
+    A batch's ~10 objects per record live until it is written: with the collector on, the
+    young generations filled with them hundreds of times a batch and every full
     collection walked the whole heap — a sixth of a 40k-outcome load (4,750 → 5,760
     outcomes/s on Neo4j, medium bench data). The cycles a batch leaves behind (the
     driver's result objects) are still collected, once a batch."""
     enabled = gc.isenabled()
     gc.disable()
     try:
-        yield lambda: gc.collect(1)
+        yield
     finally:
         if enabled:
             gc.enable()
