@@ -29,7 +29,17 @@ from lineagegraph.schema.constraints import indexes, uniqueness_constraints
 from lineagegraph.schema.kinds import NODE_LABEL, TRAFFIC_EDGE, TRAFFIC_LABEL
 from lineagegraph.schema.models import canonical_json
 
-from .store import ORIGIN, Direction, GraphStore, Hop, Tally, WriteCounts, check_filters
+from .store import (
+    ORIGIN,
+    Direction,
+    GraphStore,
+    Hop,
+    HopsAhead,
+    SideHop,
+    Tally,
+    WriteCounts,
+    check_filters,
+)
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, OutcomeState, TrafficKey
 
 T = TypeVar("T")
@@ -76,22 +86,29 @@ def _native(value: Any) -> Any:
     return value.to_native() if isinstance(value, neo4j.time.DateTime) else value
 
 
+def _props(text: str | None) -> dict[str, Any]:
+    # Most edges and many nodes carry no properties: skip the decoder for those.
+    return json.loads(text) if text and text != "{}" else {}
+
+
 def _node(record: dict[str, Any]) -> Node:
-    return Node.model_construct(
+    node = Node.model_construct(
         kind=record["kind"],
         name=record["name"],
         version=record["version"],
         created_at=_from_micros(record["created_us"]),
-        properties=json.loads(record["props"]),
+        properties=_props(record["props"]),
     )
+    # The stored ID is the one ``Node.id`` would format again (a cached property).
+    node.__dict__["id"] = record["id"]
+    return node
 
 
 def _hop(record: Any) -> Hop:
     return Hop(
         origin=record["origin"],
         edge=Edge.model_construct(source=record["source"], type=record["type"],
-                                  target=record["target"],
-                                  properties=json.loads(record["eprops"] or "{}")),
+                                  target=record["target"], properties=_props(record["eprops"])),
         node=_node(record),
     )
 
@@ -363,15 +380,20 @@ class Neo4jStore(GraphStore):
 
     # Frontier node ``f``, edge ``r`` and neighbour ``n``, per direction.
     _PATTERNS = {
-        Direction.UPSTREAM: f"(f)-[r:{{rel}}]->(n:{NODE_LABEL})",
-        Direction.DOWNSTREAM: f"(f)<-[r:{{rel}}]-(n:{NODE_LABEL})",
-        Direction.BOTH: f"(f)-[r:{{rel}}]-(n:{NODE_LABEL})",
+        Direction.UPSTREAM: f"({{f}})-[{{r}}:{{rel}}]->({{n}}:{NODE_LABEL})",
+        Direction.DOWNSTREAM: f"({{f}})<-[{{r}}:{{rel}}]-({{n}}:{NODE_LABEL})",
+        Direction.BOTH: f"({{f}})-[{{r}}:{{rel}}]-({{n}}:{NODE_LABEL})",
     }
+
+    @classmethod
+    def _pattern(cls, direction: Direction, rel: str, f: str = "f", r: str = "r",
+                 n: str = "n") -> str:
+        return cls._PATTERNS[direction].format(rel=rel, f=f, r=r, n=n)
 
     @classmethod
     def _hop_match(cls, direction: Direction, rel: str) -> str:
         """``MATCH`` of frontier node ``f``, edge ``r`` and neighbour ``n``."""
-        pattern = cls._PATTERNS[direction].format(rel=rel)
+        pattern = cls._pattern(direction, rel)
         return (
             f"UNWIND $frontier AS fid MATCH (f:{NODE_LABEL} {{id: fid}}) MATCH {pattern} "
             "WHERE ($kinds IS NULL OR n.kind IN $kinds) "
@@ -410,28 +432,40 @@ class Neo4jStore(GraphStore):
         seen: Iterable[str],
         edge_types: Sequence[str] | None = None,
         row_cap: int,
-    ) -> tuple[dict[str, Node], list[list[Hop]]] | None:
+        side: SideHop | None = None,
+    ) -> HopsAhead | None:
         # One statement, one CALL subquery per hop over the frontier of distinct new nodes
         # (a BFS unrolled to ``hops`` levels): the rows grow with the nodes reached, never
         # with the paths between them, unlike a variable-length pattern.
         check_filters(edge_types, None)
-        pattern = self._PATTERNS[direction].format(rel=_rel_pattern(edge_types))
+        pattern = self._pattern(direction, _rel_pattern(edge_types))
         parts = [f"UNWIND $frontier AS fid MATCH (f:{NODE_LABEL} {{id: fid}}) "
                  # No grouping key beside collect(): one row even when nothing matched.
                  "WITH collect(f) AS frontier0 "
                  f"WITH [n IN frontier0 | {{{_NODE_MAP}}}] AS start, frontier0, $seen AS seen0 "]
+        carried = "start, "
+        if side is not None:
+            check_filters([*side.via, *side.edge_types], None)
+            via = self._pattern(direction, _rel_pattern(side.via), f="s", r="", n="f")
+            off = self._pattern(side.direction, _rel_pattern(side.edge_types))
+            parts.append(
+                f"CALL (frontier0) {{ UNWIND frontier0 AS s MATCH {via} MATCH {off} "
+                "WHERE n.created_at <= s.created_at WITH f, r, n LIMIT $cap "
+                f"RETURN collect({{origin: f.id, {_EDGE_MAP}, {_NODE_MAP}}}) AS side }} ")
+            carried = "start, side, "
         for k in range(1, hops + 1):
+            kept = "".join(f"rows{j}, " for j in range(1, k + 1))
             parts.append(
                 f"CALL (frontier{k - 1}) {{ UNWIND frontier{k - 1} AS f MATCH {pattern} "
                 "WITH f, r, n LIMIT $cap "
                 f"RETURN collect({{origin: f.id, {_EDGE_MAP}, {_NODE_MAP}}}) AS rows{k}, "
                 f"collect(DISTINCT n) AS reached{k} }} "
-                f"WITH start, {''.join(f'rows{j}, ' for j in range(1, k + 1))}"
+                f"WITH {carried}{kept}"
                 f"[n IN reached{k} WHERE NOT n.id IN seen{k - 1}] AS frontier{k}, "
                 f"seen{k - 1} "
-                f"WITH start, {''.join(f'rows{j}, ' for j in range(1, k + 1))}frontier{k}, "
+                f"WITH {carried}{kept}frontier{k}, "
                 f"seen{k - 1} + [n IN frontier{k} | n.id] AS seen{k} ")
-        parts.append("RETURN start, " + ", ".join(f"rows{k}" for k in range(1, hops + 1)))
+        parts.append(f"RETURN {carried}" + ", ".join(f"rows{k}" for k in range(1, hops + 1)))
         record = self._read("".join(parts), frontier=list(frontier), seen=list(seen),
                             cap=row_cap)[0]
         result: list[list[Hop]] = []
@@ -440,7 +474,11 @@ class Neo4jStore(GraphStore):
             if len(rows) >= row_cap:
                 return None
             result.append([_hop(row) for row in rows])
-        return {r["id"]: _node(r) for r in record["start"]}, result
+        side_rows = record["side"] if side is not None else None
+        return HopsAhead(
+            start={r["id"]: _node(r) for r in record["start"]}, hops=result,
+            side=[_hop(row) for row in side_rows]
+            if side_rows is not None and len(side_rows) < row_cap else None)
 
     def tally_neighbours(
         self,

@@ -3,7 +3,7 @@ a node's versions and stage moves, and models seen in traffic that nobody regist
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -16,7 +16,7 @@ from lineagegraph.schema import (
     parse_id,
 )
 
-from .store import ORIGIN, Direction, GraphStore
+from .store import ORIGIN, Direction, GraphStore, Hop
 from .traffic import OUTCOME_EDGES
 
 # What a bundle pins, by the edge that pins it.
@@ -57,13 +57,22 @@ def bundle_parts(store: GraphStore, bundle_ids: Sequence[str]) -> dict[str, Bund
     return parts
 
 
+# What annotates a node: evaluations of it and approvals of it (edges into it).
+ANNOTATION_EDGES = ("EVALUATES", "APPROVES")
+
+
 def annotations(store: GraphStore, node_id: str,
                 until: datetime | None = None) -> tuple[list[Node], list[Node]]:
     """(evaluations, approvals) of a node, created up to ``until``, each by ID."""
+    return split_annotations(store.expand([node_id], Direction.DOWNSTREAM,
+                                          edge_types=ANNOTATION_EDGES, until=until))
+
+
+def split_annotations(hops: Iterable[Hop]) -> tuple[list[Node], list[Node]]:
+    """Rows over ``ANNOTATION_EDGES`` as (evaluations, approvals), each by ID."""
     evaluations: list[Node] = []
     approvals: list[Node] = []
-    for hop in store.expand([node_id], Direction.DOWNSTREAM,
-                            edge_types=["EVALUATES", "APPROVES"], until=until):
+    for hop in hops:
         (evaluations if hop.edge.type == "EVALUATES" else approvals).append(hop.node)
     return (sorted(evaluations, key=lambda n: n.id), sorted(approvals, key=lambda n: n.id))
 

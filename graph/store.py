@@ -58,6 +58,27 @@ class Hop:
     node: Node
 
 
+@dataclass(frozen=True, slots=True)
+class SideHop:
+    """One hop off a walk's first hop, read in the walk's first round trip: from the nodes
+    the first hop reached over ``via``, over ``edge_types`` in ``direction``, keeping the
+    nodes created no later than the walk's start node (what existed when it happened). A
+    trace reads the serving bundle's evaluations and approvals this way."""
+
+    via: tuple[str, ...]
+    direction: Direction
+    edge_types: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class HopsAhead:
+    """What ``expand_hops`` read in one round trip."""
+
+    start: dict[str, Node]  # the frontier's own nodes
+    hops: list[list[Hop]]  # the rows of each hop
+    side: list[Hop] | None = None  # the ``SideHop``'s rows (origin: the node it left from)
+
+
 # ``group_by`` value for tallies keyed by the frontier node each neighbour was reached from.
 ORIGIN = "@origin"
 
@@ -287,7 +308,8 @@ class GraphStore(ABC):
         seen: Iterable[str],
         edge_types: Sequence[str] | None = None,
         row_cap: int,
-    ) -> tuple[dict[str, Node], list[list[Hop]]] | None:
+        side: SideHop | None = None,
+    ) -> HopsAhead | None:
         """The frontier's own nodes and several hops of a frontier walk, in one round trip;
         or None where a store has no round trips to save (the walk then asks ``get`` and
         ``expand`` hop by hop).
@@ -296,7 +318,8 @@ class GraphStore(ABC):
         reached before); a list per hop, empty ones once the frontier is. Nothing
         is filtered out (archived nodes, node caps): the walk replays the rows and drops
         them when its own frontier differs. Returns None as well when a hop reaches
-        ``row_cap`` rows, so the walk's per-hop limits decide what is cut."""
+        ``row_cap`` rows, so the walk's per-hop limits decide what is cut. ``side`` rows
+        come back too (``HopsAhead.side``), unless they reach ``row_cap``."""
         return None
 
     @abstractmethod

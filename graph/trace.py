@@ -6,8 +6,15 @@ from dataclasses import dataclass, field
 
 from lineagegraph.schema import Node, format_id
 
-from .registry import PIN_EDGES, BundleParts, annotations, bundle_parts
-from .store import Direction, GraphStore
+from .registry import (
+    ANNOTATION_EDGES,
+    PIN_EDGES,
+    BundleParts,
+    annotations,
+    bundle_parts,
+    split_annotations,
+)
+from .store import Direction, GraphStore, SideHop
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
 
@@ -20,6 +27,12 @@ class Trace:
     approvals: list[Node] = field(default_factory=list)
     evaluations: list[Node] = field(default_factory=list)
     upstream: Subgraph | None = None
+
+
+# The serving bundle's evaluations and approvals, read with the walk's first hops where
+# the store can: one round trip fewer per trace.
+_ANNOTATIONS = SideHop(via=("SERVED_BY",), direction=Direction.DOWNSTREAM,
+                       edge_types=ANNOTATION_EDGES)
 
 
 def outcome_id(request_id: str) -> str:
@@ -36,7 +49,8 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
     oid = outcome_id(request_id)
     # The upstream walk brings the request itself (with the first hops, where the store
     # can), what served it (hop 1) and what that pins (hop 2): all read off the walk.
-    upstream = walk(store, oid, Direction.UPSTREAM, limits.max_depth, limits=limits)
+    upstream = walk(store, oid, Direction.UPSTREAM, limits.max_depth, limits=limits,
+                    side=_ANNOTATIONS)
     outcome = upstream.nodes.get(oid)
     if outcome is None:
         return None
@@ -50,7 +64,9 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
         result.parts = (_parts_from(result.upstream, bundle.id)
                         if not result.upstream.truncated
                         else bundle_parts(store, [bundle.id])[bundle.id])
-        result.evaluations, result.approvals = annotations(store, bundle.id, until=at)
+        result.evaluations, result.approvals = (
+            split_annotations(h for h in upstream.side if h.origin == bundle.id)
+            if upstream.side is not None else annotations(store, bundle.id, until=at))
     else:
         # A request that named no bundle points straight at what it used.
         first = {edge: nodes[0] for edge, nodes in served.items()}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from lineagegraph.schema import LINEAGE_EDGE_TYPES, Edge, Node
 
-from .store import Direction, GraphStore, Hop
+from .store import Direction, GraphStore, Hop, HopsAhead, SideHop
 
 
 @dataclass(slots=True)
@@ -27,6 +27,8 @@ class Subgraph:
     degrees: dict[str, int] = field(default_factory=dict)
     edges: dict[tuple[str, str, str], Edge] = field(default_factory=dict)
     truncated: bool = False
+    # The rows of the walk's ``SideHop``, when the store read them with the first hops.
+    side: list[Hop] | None = None
 
     def ordered(self) -> list[tuple[Node, int]]:
         """Nodes by degree, then ID: a stable order for pages and tests."""
@@ -58,6 +60,7 @@ def walk(
     enough: Callable[[Subgraph], bool] | None = None,
     include_archived: bool = False,
     root: Node | None = None,
+    side: SideHop | None = None,
 ) -> Subgraph:
     """Walk from ``start`` up to ``depth`` hops.
 
@@ -82,22 +85,24 @@ def walk(
         else (direction,)
     )
 
-    def fetch_ahead(frontier: list[str], one: Direction, hops: int,
-                    seen: set[str]) -> tuple[dict[str, Node], list[list[Hop]]] | None:
+    def fetch_ahead(frontier: list[str], one: Direction, hops: int, seen: set[str],
+                    side: SideHop | None = None) -> HopsAhead | None:
         return store.expand_hops(frontier, one, min(HOPS_AHEAD, hops), seen=seen,
-                                 edge_types=edge_types, row_cap=limits.max_nodes + 1)
+                                 edge_types=edge_types, row_cap=limits.max_nodes + 1,
+                                 side=side)
 
     # Hops fetched ahead in one round trip, for stores that offer it: [] means "ask when
     # needed", None "ask hop by hop". A paged walk asks hop by hop, as it may stop early.
     first_ahead: list[list[Hop]] | None = [] if enough is None else None
     if root is None and enough is None and effective_depth > 0:
         # The start node comes back with the first hops ahead: one round trip, not two.
-        fetched = fetch_ahead([start], directions[0], effective_depth, {start})
-        first_ahead = fetched[1] if fetched is not None else None
+        fetched = fetch_ahead([start], directions[0], effective_depth, {start}, side)
+        first_ahead = fetched.hops if fetched is not None else None
         if fetched is not None:
-            root = fetched[0].get(start)
+            root = fetched.start.get(start)
             if root is None:
                 return result
+            result.side = fetched.side
     if root is None:  # a caller that already holds the start node saves the round trip
         root = store.get([start]).get(start)
     if root is None:
@@ -116,7 +121,7 @@ def walk(
             limit = limits.max_nodes + len(result.nodes) + len(frontier) + 1
             if ahead == []:
                 fetched = fetch_ahead(frontier, one, effective_depth - hop + 1, seen)
-                ahead = fetched[1] if fetched is not None else None
+                ahead = fetched.hops if fetched is not None else None
             rows = (ahead.pop(0) if ahead
                     else store.expand(frontier, one, edge_types=edge_types, limit=limit))
             if len(rows) >= limit:

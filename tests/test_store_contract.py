@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from lineagegraph.graph.store import ORIGIN, Direction, GraphStore, Hop, Tally
+from lineagegraph.graph.store import ORIGIN, Direction, GraphStore, Hop, SideHop, Tally
 from lineagegraph.graph.traffic import OUTCOME_EDGES
 from lineagegraph.graph.walk import HOPS_AHEAD, WalkLimits, walk
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, SchemaError, StageMove
@@ -251,7 +251,8 @@ def test_hops_fetched_ahead_equal_expanding_hop_by_hop(store: GraphStore) -> Non
                                 seen={"model:m@1"}, row_cap=100)
     if fetched is None:  # a store without round trips to save walks hop by hop
         return
-    start, ahead = fetched
+    start, ahead = fetched.start, fetched.hops
+    assert fetched.side is None  # none was asked for
     assert start == store.get(["model:m@1"])
     frontier, seen, expected = ["model:m@1"], {"model:m@1"}, []
     while frontier:
@@ -270,6 +271,50 @@ def test_hops_fetched_ahead_equal_expanding_hop_by_hop(store: GraphStore) -> Non
     # A hop with as many rows as the cap: the walk decides what to cut, hop by hop.
     assert store.expand_hops(["source:wh.a"], Direction.DOWNSTREAM, 3, seen={"source:wh.a"},
                              row_cap=2) is None
+
+
+def test_side_hop_read_ahead_equals_expanding_from_the_first_hop(store: GraphStore) -> None:
+    # A request served by b@1 at T0+2h; annotations of b@1 from before and after it, and
+    # of a bundle the request did not reach over SERVED_BY.
+    store.upsert(
+        [node("outcome:r1", at=T0 + timedelta(hours=2), environment="production"),
+         node("bundle:b@1"), node("bundle:b@2"), node("model:m@1"),
+         node("approval:early", at=T0 + timedelta(hours=1), approved_by="zyql"),
+         node("approval:late", at=T0 + timedelta(hours=3), approved_by="zyql"),
+         node("eval:e/r1", at=T0 + timedelta(hours=2), suite="e", run="r1", score=0.9),
+         node("approval:other", at=T0, approved_by="zyql")],
+        [edge("outcome:r1", "SERVED_BY", "bundle:b@1"),
+         edge("bundle:b@1", "USES_MODEL", "model:m@1"),
+         edge("approval:early", "APPROVES", "bundle:b@1"),
+         edge("approval:late", "APPROVES", "bundle:b@1"),
+         edge("eval:e/r1", "EVALUATES", "bundle:b@1"),
+         edge("approval:other", "APPROVES", "bundle:b@2"),
+         edge("approval:other", "APPROVES", "model:m@1")],
+    )
+    side = SideHop(via=("SERVED_BY",), direction=Direction.DOWNSTREAM,
+                   edge_types=("EVALUATES", "APPROVES"))
+
+    fetched = store.expand_hops(["outcome:r1"], Direction.UPSTREAM, 3, seen={"outcome:r1"},
+                                row_cap=100, side=side)
+    if fetched is None:  # a store without round trips to save reads it on its own
+        return
+    expected = store.expand(["bundle:b@1"], Direction.DOWNSTREAM,
+                            edge_types=["EVALUATES", "APPROVES"], until=T0 + timedelta(hours=2))
+
+    def rows(hops: list[Hop]) -> list[tuple[str, tuple[str, str, str], str]]:
+        return sorted((h.origin, h.edge.key, h.node.id) for h in hops)
+
+    assert fetched.side is not None
+    assert rows(fetched.side) == rows(expected) == [
+        ("bundle:b@1", ("approval:early", "APPROVES", "bundle:b@1"), "approval:early"),
+        ("bundle:b@1", ("eval:e/r1", "EVALUATES", "bundle:b@1"), "eval:e/r1")]
+    assert {h.node.id: h.node for h in fetched.side}["eval:e/r1"] == store.get(
+        ["eval:e/r1"])["eval:e/r1"]
+    # Past the row cap (two side rows; one row per hop) the side rows are left to the
+    # caller, the hops still come.
+    capped = store.expand_hops(["outcome:r1"], Direction.UPSTREAM, 3, seen={"outcome:r1"},
+                               row_cap=2, side=side)
+    assert capped is not None and capped.side is None
 
 
 def test_walk_both_is_the_union_of_upstream_and_downstream(store: GraphStore) -> None:
