@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate import SCALES, START, Platform, generate  # noqa: E402
 
 from lineagegraph.graph.impact import DIRECT_TRAFFIC_KINDS, blast_radius  # noqa: E402
+from lineagegraph.graph.neo4j_store import _FROM_EPOCH, _epoch  # noqa: E402
 from lineagegraph.graph.store import Direction, GraphStore  # noqa: E402
 from lineagegraph.graph.trace import trace as run_trace  # noqa: E402
 from lineagegraph.graph.traffic import OUTCOME_EDGES, deltas  # noqa: E402
@@ -116,15 +117,14 @@ class RawNeo4j:
     """The raw driver, no service: the same UNWIND statements as ``Neo4jStore.write_nodes``
     / ``write_edges`` (kept in step by hand), and replay of captured read statements."""
 
-    NODES = """
+    # Times go in the way the store sends them (``_epoch`` rows, ``_FROM_EPOCH`` reads).
+    NODES = f"""
         UNWIND $rows AS row
-        OPTIONAL MATCH (old:Node {id: row.id})
+        OPTIONAL MATCH (old:Node {{id: row.id}})
         WITH row, old IS NULL AS is_new, old.props AS before
-        MERGE (n:Node {id: row.id})
+        MERGE (n:Node {{id: row.id}})
         ON CREATE SET n:InferenceOutcome, n.kind = row.kind, n.name = row.name,
-                      n.version = row.version,
-                      n.created_at = datetime({epochSeconds: row.created_at[0],
-                                               nanosecond: row.created_at[1]})
+                      n.version = row.version, n.created_at = {_FROM_EPOCH.format("created_at")}
         SET n.props = row.props, n += row.indexed
         RETURN count(CASE WHEN is_new THEN 1 END) AS created,
                count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END) AS updated
@@ -319,8 +319,6 @@ def raw_rows(records: list[dict], store_kind: str) -> tuple[list, list]:
     which is what makes it a ceiling)."""
     from datetime import datetime
 
-    from lineagegraph.graph.neo4j_store import _epoch
-
     batches, naive = [], []
     for start in range(0, len(records), BATCH_SIZE):
         nodes, edges = [], []
@@ -412,12 +410,11 @@ def start_server(store_kind: str, db: str | None, uri: str | None) -> tuple[subp
     while time.time() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-        with contextlib.suppress(OSError, http.client.HTTPException):
-            probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        with contextlib.suppress(OSError, http.client.HTTPException), \
+                contextlib.closing(probe):
             probe.request("GET", "/readyz")
-            ready = probe.getresponse().status == 200
-            probe.close()
-            if ready:
+            if probe.getresponse().status == 200:
                 return proc, url
         time.sleep(0.2)
     proc.terminate()
