@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     max_depth: int = Field(20, ge=1, description="cap on lineage depth")
     max_nodes: int = Field(10_000, ge=1, description="cap on nodes one walk returns")
     query_timeout_s: float = Field(10.0, gt=0, description="per-query time limit")
+    warm_up: bool = Field(True, description="run the analyses once at start-up, so that "
+                          "Neo4j has planned their statements before the first caller")
     graphql_max_depth: int = Field(12, ge=1, description="GraphQL query depth limit")
     graphql_max_tokens: int = Field(5_000, ge=10, description="GraphQL document token limit")
     graphql_max_aliases: int = Field(50, ge=1, description="GraphQL aliases per document")
