@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -90,7 +91,18 @@ def serve(
     else:
         console.print(f"[yellow]open mode[/yellow]: no tokens configured, every request "
                       f"is 'anonymous' with every scope; listening on {where}")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_config=_log_config())
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, with the service's own INFO lines (the warm-up's) beside it."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["lineagegraph"] = {"handlers": ["default"], "level": "INFO",
+                                         "propagate": False}
+    return config
 
 
 def token_state(settings: Settings) -> tuple[bool, int]:

@@ -49,4 +49,6 @@ def warm_up(store: GraphStore, limits: WalkLimits = DEFAULT_LIMITS) -> dict[str,
         except Exception:  # noqa: BLE001 - the service still serves; it is just not warm
             log.warning("warm-up: %s failed", name, exc_info=True)
         spent[name] = time.perf_counter() - started
+    log.info("warm-up took %.1f s (%s)", sum(spent.values()),
+             ", ".join(f"{name} {seconds:.2f} s" for name, seconds in spent.items()))
     return spent

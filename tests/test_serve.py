@@ -27,6 +27,7 @@ def test_serve_answers_health_ready_and_graphql_on_the_embedded_store(tmp_path: 
     assert graphql.json() == {"data": {"node": None}}
     assert docs.status_code == 200
     assert "open mode" in served.output
+    assert "warm-up took" in served.output  # the service's INFO lines reach the log
     assert (tmp_path / "served.db").exists()
 
 
