@@ -571,6 +571,7 @@ def test_serve_binds_any_address_once_a_token_exists_and_asks_for_it(tmp_path: P
 
     assert health.status_code == 200
     assert anonymous.status_code == 401
-    assert with_token.json() == {"status": "ready", "store": "embedded"}
+    assert with_token.status_code == 200
+    assert with_token.json()["status"] == "ready" and with_token.json()["store"] == "embedded"
     assert "auth: 1 active token;" in output
     assert secret not in output
