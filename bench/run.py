@@ -513,6 +513,29 @@ def capture_statements(store: GraphStore, fn: Callable[[], Any]) -> list[tuple[s
     return captured
 
 
+def graphql_in_process(store: GraphStore) -> Callable[[str, dict], dict]:
+    """The service's GraphQL schema executed in this process on the store: what
+    graphql-core adds to the analysis, without HTTP."""
+    import asyncio
+
+    from lineagegraph.api.graphql_schema import build_schema
+    from lineagegraph.api.graphql_types import Context
+    from lineagegraph.api.settings import Settings
+
+    settings = Settings()
+    schema = build_schema(settings)
+    loop = asyncio.new_event_loop()
+
+    def execute(query: str, variables: dict) -> dict:
+        result = loop.run_until_complete(schema.execute(
+            query, variable_values=variables, context_value=Context(store, settings)))
+        if result.errors:
+            raise RuntimeError(f"GraphQL errors: {result.errors}")
+        return result.data or {}
+
+    return execute
+
+
 def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: Figures,
                   url: str, reps: int, requests: int, varlength_timeout: float,
                   warmup: int) -> dict:
@@ -531,15 +554,18 @@ def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: 
     for i in rng.sample(range(n), min(n, warmup)):
         client.query(TRACE_QUERY, {"r": f"req-{i:07d}"})
 
+    execute = graphql_in_process(store)
     for rep in range(reps):
         ids = [f"req-{i:07d}" for i in rng.sample(range(n), min(n, requests))]
-        service, in_process, direct = [], [], []
+        service, in_graphql, in_process, direct = [], [], [], []
         for rid in ids:
             seconds, data = timed(lambda rid=rid: client.query(TRACE_QUERY, {"r": rid}))
             assert data["trace"] is not None, rid
             service.append(seconds * 1000)
-            # The same analysis through the GraphStore port in this process: the service
-            # without its HTTP and GraphQL layers.
+            # The same query through the schema in this process (no HTTP), and the same
+            # analysis through the GraphStore port (neither HTTP nor GraphQL).
+            seconds, _ = timed(lambda rid=rid: execute(TRACE_QUERY, {"r": rid}))
+            in_graphql.append(seconds * 1000)
             seconds, _ = timed(lambda rid=rid: run_trace(store, rid))
             in_process.append(seconds * 1000)
             statements = capture_statements(store, lambda rid=rid: run_trace(store, rid))
@@ -551,10 +577,17 @@ def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: 
         f.add("trace_vs_raw", pct(service, 0.5) / pct(direct, 0.5))
         f.add("trace_store_p50_ms", pct(in_process, 0.5))
         f.add("trace_store_vs_raw", pct(in_process, 0.5) / pct(direct, 0.5))
+        f.add("trace_graphql_p50_ms", pct(in_graphql, 0.5))
+        # The floor of any request through the served stack (uvicorn, FastAPI, the
+        # middlewares, strawberry's view): the smallest GraphQL query there is.
+        floor = [timed(lambda: client.query("{ __typename }", {}))[0] * 1000 for _ in ids]
+        f.add("http_floor_p50_ms", pct(floor, 0.5))
         info["trace_statements"] = len(statements)
         print(f"  trace rep {rep + 1}: p50 {pct(service, 0.5):.2f} ms, p99 "
-              f"{pct(service, 0.99):.2f} ms, in process p50 {pct(in_process, 0.5):.2f} ms, "
-              f"raw p50 {pct(direct, 0.5):.2f} ms", flush=True)
+              f"{pct(service, 0.99):.2f} ms, in process p50 {pct(in_graphql, 0.5):.2f} ms "
+              f"(GraphQL) / {pct(in_process, 0.5):.2f} ms (store), raw p50 "
+              f"{pct(direct, 0.5):.2f} ms, {{ __typename }} p50 {pct(floor, 0.5):.2f} ms",
+              flush=True)
 
     hottest, hot_count = p.model_traffic.most_common(1)[0]
     info["blast_root"] = hottest
@@ -626,7 +659,7 @@ def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: 
 ORDER = ["ingest_outcomes_per_s", "raw_outcomes_per_s", "naive_outcomes_per_s",
          "ingest_vs_raw", "ingest_vs_naive", "trace_p50_ms", "trace_p99_ms",
          "trace_raw_p50_ms", "trace_vs_raw", "trace_store_p50_ms", "trace_store_vs_raw",
-         "blast_ms", "blast_varlength_ms",
+         "trace_graphql_p50_ms", "http_floor_p50_ms", "blast_ms", "blast_varlength_ms",
          "blast_vs_varlength", "drift_ms", "resolve_ms"]
 
 

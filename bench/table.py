@@ -15,7 +15,8 @@ KEYS = [
     ("ingest_vs_raw", "{:.2f}"), ("ingest_vs_naive", "{:.1f}"),
     ("trace_p50_ms", "{:.1f}"), ("trace_p99_ms", "{:.1f}"), ("trace_raw_p50_ms", "{:.1f}"),
     ("trace_vs_raw", "{:.2f}"), ("trace_store_p50_ms", "{:.1f}"),
-    ("trace_store_vs_raw", "{:.2f}"), ("blast_ms", "{:.1f}"), ("blast_varlength_ms", "{:.1f}"),
+    ("trace_store_vs_raw", "{:.2f}"), ("trace_graphql_p50_ms", "{:.1f}"),
+    ("http_floor_p50_ms", "{:.1f}"), ("blast_ms", "{:.1f}"), ("blast_varlength_ms", "{:.1f}"),
     ("blast_vs_varlength", "{:.2f}"), ("drift_ms", "{:.1f}"), ("resolve_ms", "{:.1f}"),
     ("service_rss_mb", "{:.0f}"), ("embedded_vs_neo4j", "{:.2f}"),
 ]
