@@ -29,7 +29,7 @@ def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result.keys() >= KEYS
     assert result["store"] == "embedded" and result["outcomes"] == 10_000
-    assert result["info"]["server_warm_up_s"].keys() == {"trace", "blast_radius",
-                                                          "drift_sources", "resolve"}
+    assert result["info"]["server_warm_up_s"].keys() == {
+        "live_bundles", "trace", "blast_radius", "drift_sources", "resolve"}
     # The rollup's traffic agrees with counting the requests one by one.
     assert result["info"]["blast_traffic_matches"] is True

@@ -14,12 +14,13 @@ from lineagegraph.api.app import create_app
 from lineagegraph.api.settings import Settings
 from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.store import GraphStore
-from lineagegraph.graph.warmup import warm_up
+from lineagegraph.graph.warmup import PROBE, warm_up
+from lineagegraph.schema import bundle_id
 
 from .conftest import STORES
 from .story import load_story
 
-STEPS = {"trace", "blast_radius", "drift_sources", "resolve"}
+STEPS = {"live_bundles", "trace", "blast_radius", "drift_sources", "resolve"}
 
 
 def _contents(store: GraphStore) -> tuple[list[str], int, int]:
@@ -35,6 +36,25 @@ def test_warm_up_runs_every_analysis_and_writes_nothing(store: GraphStore) -> No
 
     assert set(spent) == STEPS and all(seconds >= 0 for seconds in spent.values())
     assert _contents(store) == before
+
+
+def test_warm_up_runs_on_a_bundle_live_in_production_when_there_is_one(
+        store: GraphStore, caplog: pytest.LogCaptureFixture) -> None:
+    load_story(store)  # live in production now: fraud-scoring@2, support-triage@14
+
+    with caplog.at_level(logging.INFO, logger="lineagegraph.graph.warmup"):
+        warm_up(store)
+
+    assert "warm-up took" in caplog.text and " on bundle:fraud-scoring@2 " in caplog.text
+
+
+def test_on_an_empty_store_the_warm_up_asks_for_an_id_that_names_nothing(
+        store: GraphStore, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="lineagegraph.graph.warmup"):
+        spent = warm_up(store)
+
+    assert set(spent) == STEPS
+    assert f" on {bundle_id(PROBE, '1')} " in caplog.text
 
 
 def test_a_failing_step_is_logged_and_the_others_still_run(
