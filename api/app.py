@@ -39,8 +39,8 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
         # readiness, waits for it; a store handed in is warmed by whoever opened it.
         app.state.warm_up = (await run_in_threadpool(
             warm_up, app.state.store, settings.walk_limits,
-            settings.production_environments[0])
-            if owned and settings.warm_up and settings.production_environments else {})
+            (settings.production_environments or ["production"])[0])
+            if owned and settings.warm_up else {})
         # What start-up built (schema, driver, caches) lives as long as the process: move
         # it out of the collector's sight. Without this a full collection walks all of it
         # and stalls a request for ~90 ms now and then (the tail of trace latency).

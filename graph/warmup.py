@@ -62,7 +62,9 @@ def warm_up(store: GraphStore, limits: WalkLimits = DEFAULT_LIMITS,
     step("blast_radius", lambda: blast_radius(store, target, limits=limits))
     step("drift_sources",
          lambda: drift_sources(store, target, datetime.now(UTC), limits=limits))
-    step("resolve", lambda: registry.resolve(store, name, environment))
+    # Now and as of a time: the stage-history read names only the filters it is given.
+    step("resolve", lambda: (registry.resolve(store, name, environment),
+                             registry.resolve(store, name, environment, datetime.now(UTC))))
     log.info("warm-up took %.1f s on %s (%s)", sum(spent.values()), target,
              ", ".join(f"{step_name} {seconds:.2f} s" for step_name, seconds in spent.items()))
     return spent

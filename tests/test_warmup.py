@@ -1,4 +1,5 @@
-"""Start-up warm-up (graph/warmup.py): each analysis once, on an ID that names nothing."""
+"""Start-up warm-up (graph/warmup.py): each analysis once, on a live bundle or on an ID
+that names nothing."""
 
 from __future__ import annotations
 
