@@ -35,10 +35,11 @@ def warm_up(store: GraphStore, limits: WalkLimits = DEFAULT_LIMITS,
             environment: str = "production") -> dict[str, float]:
     """Run each analysis once; seconds per step.
 
-    blastRadius, driftSources and resolve run on a bundle live in ``environment`` when
-    there is one: a walk that finds nothing stops after its first statement, and the
-    reads after the walk (histories, traffic, rollback targets, dataset versions) would
-    stay unplanned. The trace runs on a request ID that names nothing (finding a real one
+    driftSources and resolve run on a bundle live in ``environment`` when there is one,
+    blastRadius on the model it pins (a release engineer's question, and its walk reaches
+    the bundles): a walk that finds nothing stops after its first statement, and the reads
+    after the walk (histories, traffic, rollback targets, dataset versions) would stay
+    unplanned. The trace runs on a request ID that names nothing (finding a real one
     cheaply is not possible on every store); its first statement is the one every trace
     runs. A failing step is logged and the others still run: the warm-up only saves time
     later.
@@ -58,13 +59,17 @@ def warm_up(store: GraphStore, limits: WalkLimits = DEFAULT_LIMITS,
     live = step("live_bundles", lambda: store.live_bundles(environment)) or []
     target = live[0].id if live else bundle_id(PROBE, "1")
     name = live[0].name if live else PROBE
+    parts = step("bundle_parts", lambda: registry.bundle_parts(store, [target])) or {}
+    pinned = parts[target].model if target in parts else None
     step("trace", lambda: trace(store, PROBE, limits))
-    step("blast_radius", lambda: blast_radius(store, target, limits=limits))
+    step("blast_radius",
+         lambda: blast_radius(store, pinned.id if pinned else target, limits=limits))
     step("drift_sources",
          lambda: drift_sources(store, target, datetime.now(UTC), limits=limits))
     # Now and as of a time: the stage-history read names only the filters it is given.
     step("resolve", lambda: (registry.resolve(store, name, environment),
                              registry.resolve(store, name, environment, datetime.now(UTC))))
-    log.info("warm-up took %.1f s on %s (%s)", sum(spent.values()), target,
+    log.info("warm-up took %.1f s on %s%s (%s)", sum(spent.values()), target,
+             f" and the model it pins, {pinned.id}," if pinned else "",
              ", ".join(f"{step_name} {seconds:.2f} s" for step_name, seconds in spent.items()))
     return spent

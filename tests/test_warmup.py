@@ -21,7 +21,8 @@ from lineagegraph.schema import bundle_id
 from .conftest import STORES
 from .story import load_story
 
-STEPS = {"live_bundles", "trace", "blast_radius", "drift_sources", "resolve"}
+STEPS = {"live_bundles", "bundle_parts", "trace", "blast_radius", "drift_sources",
+         "resolve"}
 
 
 def _contents(store: GraphStore) -> tuple[list[str], int, int]:
@@ -46,7 +47,9 @@ def test_warm_up_runs_on_a_bundle_live_in_production_when_there_is_one(
     with caplog.at_level(logging.INFO, logger="lineagegraph.graph.warmup"):
         warm_up(store)
 
-    assert "warm-up took" in caplog.text and " on bundle:fraud-scoring@2 " in caplog.text
+    assert "warm-up took" in caplog.text
+    assert " on bundle:fraud-scoring@2 and the model it pins, model:fraud-detector@7, (" \
+        in caplog.text
 
 
 def test_on_an_empty_store_the_warm_up_asks_for_an_id_that_names_nothing(
