@@ -396,6 +396,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def http_get(host: str, port: int | None, path: str, timeout: float) -> tuple[int, bytes]:
+    """(status, body) of one GET on a connection of its own."""
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    with contextlib.closing(connection):
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, response.read()
+
+
 def start_server(store_kind: str, db: str | None, uri: str | None) -> tuple[subprocess.Popen,
                                                                               str]:
     port = free_port()
@@ -410,11 +419,8 @@ def start_server(store_kind: str, db: str | None, uri: str | None) -> tuple[subp
     while time.time() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
-        probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        with contextlib.suppress(OSError, http.client.HTTPException), \
-                contextlib.closing(probe):
-            probe.request("GET", "/readyz")
-            if probe.getresponse().status == 200:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if http_get("127.0.0.1", port, "/readyz", timeout=2)[0] == 200:
                 return proc, url
         time.sleep(0.2)
     proc.terminate()
@@ -478,10 +484,7 @@ class GraphQLClient:
         return result["data"]
 
     def get(self, path: str) -> dict:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
-        with contextlib.closing(connection):
-            connection.request("GET", path)
-            return json.loads(connection.getresponse().read())
+        return json.loads(http_get(self.host, self.port, path, self.timeout)[1])
 
     def close(self) -> None:
         if self.connection is not None:

@@ -19,7 +19,7 @@ from lineagegraph.schema import (
     Record,
     StageMove,
 )
-from lineagegraph.schema.models import canonical_json, utc
+from lineagegraph.schema.models import canonical_json, properties_from_json, utc
 
 from .store import ORIGIN, Direction, GraphStore, Hop, Tally, WriteCounts, check_filters
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, OutcomeState, TrafficKey
@@ -125,7 +125,7 @@ def _node(row: sqlite3.Row, prefix: str = "") -> Node:
         name=row[prefix + "name"],
         version=row[prefix + "version"],
         created_at=_dt(row[prefix + "created_at"]),
-        properties=json.loads(row[prefix + "props"]),
+        properties=properties_from_json(row[prefix + "props"]),
     )
 
 
@@ -393,7 +393,7 @@ class EmbeddedStore(GraphStore):
                 origin=row["origin"],
                 edge=Edge.model_construct(source=row["source"], type=row["type"],
                                           target=row["target"],
-                                          properties=json.loads(row["eprops"])),
+                                          properties=properties_from_json(row["eprops"])),
                 node=_node(row),
             )
             for row in self._query(sql, params)

@@ -27,7 +27,7 @@ from lineagegraph.schema import (
 )
 from lineagegraph.schema.constraints import indexes, uniqueness_constraints
 from lineagegraph.schema.kinds import NODE_LABEL, TRAFFIC_EDGE, TRAFFIC_LABEL
-from lineagegraph.schema.models import canonical_json
+from lineagegraph.schema.models import canonical_json, properties_from_json
 
 from .store import (
     ORIGIN,
@@ -86,18 +86,13 @@ def _native(value: Any) -> Any:
     return value.to_native() if isinstance(value, neo4j.time.DateTime) else value
 
 
-def _props(text: str | None) -> dict[str, Any]:
-    # Most edges and many nodes carry no properties: skip the decoder for those.
-    return json.loads(text) if text and text != "{}" else {}
-
-
 def _node(record: dict[str, Any]) -> Node:
     node = Node.model_construct(
         kind=record["kind"],
         name=record["name"],
         version=record["version"],
         created_at=_from_micros(record["created_us"]),
-        properties=_props(record["props"]),
+        properties=properties_from_json(record["props"]),
     )
     # The stored ID is the one ``Node.id`` would format again (a cached property).
     node.__dict__["id"] = record["id"]
@@ -108,7 +103,8 @@ def _hop(record: Any) -> Hop:
     return Hop(
         origin=record["origin"],
         edge=Edge.model_construct(source=record["source"], type=record["type"],
-                                  target=record["target"], properties=_props(record["eprops"])),
+                                  target=record["target"],
+                                  properties=properties_from_json(record["eprops"])),
         node=_node(record),
     )
 

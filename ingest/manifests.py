@@ -358,9 +358,10 @@ class _ManifestLoad:
         planner.apply_statuses(statuses)
         for record, doc in moves:
             name = doc.bundle.removeprefix("bundle:")
-            if doc.version is not None and self.kind_of(bundle_id(name, doc.version)) != "Bundle":
-                self.problem(record, "bundle", f"{bundle_id(name, doc.version)} is neither in "
-                             "the graph nor in this load")
+            target = bundle_id(name, doc.version) if doc.version is not None else None
+            if target is not None and self.kind_of(target) != "Bundle":
+                self.problem(record, "bundle", f"{target} is neither in the graph nor in "
+                             "this load")
                 continue
             planner.apply_move(name, doc)
         self.batch.stage_moves = planner.planned

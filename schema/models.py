@@ -53,6 +53,11 @@ def canonical_json(value: Any) -> str:
     return _CANONICAL.encode(value)
 
 
+def properties_from_json(text: str | None) -> dict[str, Any]:
+    """A stored properties map back; the empty one (most edges) skips the decoder."""
+    return json.loads(text) if text and text != "{}" else {}
+
+
 class Node(BaseModel):
     """A node of any kind. ``id`` is derived from kind, name and version."""
 
