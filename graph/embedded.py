@@ -149,48 +149,43 @@ class _SqliteTransaction:
         return {row["k"]: row["props"] for row in rows}
 
     @staticmethod
-    def _to_write(items: Sequence[T], keys: list[str], before: dict[Any, str],
-                  props: Callable[[T], str]) -> tuple[WriteCounts, list[T]]:
-        """Count created/updated/unchanged against the stored props; keep what must be
-        written (an unchanged row is not rewritten)."""
+    def _to_write(rows: Sequence[tuple[Any, ...]], keys: list[str],
+                  before: dict[Any, str]) -> tuple[WriteCounts, list[tuple[Any, ...]]]:
+        """Count created/updated/unchanged against the stored props (a row's last column);
+        keep what must be written (an unchanged row is not rewritten)."""
         counts, changed = WriteCounts(), []
-        for item, key in zip(items, keys, strict=True):
+        for row, key in zip(rows, keys, strict=True):
             old = before.get(key)
-            if old is not None and old == props(item):
+            if old is not None and old == row[-1]:
                 counts.unchanged += 1
                 continue
             if old is None:
                 counts.created += 1
             else:
                 counts.updated += 1
-            changed.append(item)
+            changed.append(row)
         return counts, changed
 
-    def write_nodes(self, nodes: Sequence[Node]) -> WriteCounts:
-        keys = [n.id for n in nodes]
-        counts, changed = self._to_write(nodes, keys, self._existing_props("nodes", "id", keys),
-                                         lambda n: n.props_json)
-        rows = [(n.id, n.kind, n.name, n.version, _ts(n.created_at), n.props_json)
-                for n in changed]
+    def write_nodes(self, rows: list[tuple[Any, ...]]) -> WriteCounts:
+        keys = [row[0] for row in rows]
+        counts, changed = self._to_write(rows, keys, self._existing_props("nodes", "id", keys))
         # created_at is kept from the first write (ON CONFLICT leaves it alone).
         self.conn.executemany(
             "INSERT INTO nodes (id, kind, name, version, created_at, props) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET props = excluded.props",
-            rows,
+            changed,
         )
         return counts
 
-    def write_edges(self, edges: Sequence[Edge]) -> WriteCounts:
+    def write_edges(self, rows: list[tuple[Any, ...]]) -> WriteCounts:
         key_sql = "source || char(31) || type || char(31) || target"
-        keys = ["\x1f".join(e.key) for e in edges]
-        counts, changed = self._to_write(edges, keys,
-                                         self._existing_props("edges", key_sql, keys),
-                                         lambda e: e.props_json)
-        rows = [(e.source, e.type, e.target, e.props_json) for e in changed]
+        keys = ["\x1f".join(row[:3]) for row in rows]
+        counts, changed = self._to_write(rows, keys,
+                                         self._existing_props("edges", key_sql, keys))
         self.conn.executemany(
             "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (source, type, target) DO UPDATE SET props = excluded.props",
-            rows,
+            changed,
         )
         return counts
 
@@ -279,6 +274,13 @@ class EmbeddedStore(GraphStore):
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def _node_rows(self, nodes: Sequence[Node]) -> list[tuple[Any, ...]]:
+        return [(n.id, n.kind, n.name, n.version, _ts(n.created_at), n.props_json)
+                for n in nodes]
+
+    def _edge_rows(self, edges: Sequence[Edge]) -> list[tuple[Any, ...]]:
+        return [(e.source, e.type, e.target, e.props_json) for e in edges]
 
     def _write(self, work: Callable[[_SqliteTransaction], T]) -> T:
         with self._transaction() as conn:

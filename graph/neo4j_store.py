@@ -144,18 +144,11 @@ class _Neo4jTransaction:
         )
         return {r["id"]: r["kind"] for r in result}
 
-    def write_nodes(self, nodes: Sequence[Node]) -> WriteCounts:
-        by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for node in nodes:
-            by_label[node.kind].append({
-                "id": node.id, "kind": node.kind, "name": node.name, "version": node.version,
-                "created_at": _epoch(node.created_at), "props": node.props_json,
-                "indexed": node.indexed(),
-            })
+    def write_nodes(self, rows: dict[str, list[dict[str, Any]]]) -> WriteCounts:
         counts = WriteCounts()
-        for label, rows in by_label.items():
+        for label, label_rows in rows.items():
             assert label in NODE_KINDS_BY_LABEL, label
-            for chunk in _chunks(rows):
+            for chunk in _chunks(label_rows):
                 # created_at is set on create only: the first write's time is kept.
                 record = self.tx.run(
                     f"""
@@ -176,14 +169,10 @@ class _Neo4jTransaction:
                 counts += _counts(record, len(chunk))
         return counts
 
-    def write_edges(self, edges: Sequence[Edge]) -> WriteCounts:
-        by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for edge in edges:
-            by_type[edge.type].append(
-                {"source": edge.source, "target": edge.target, "props": edge.props_json})
+    def write_edges(self, rows: dict[str, list[dict[str, Any]]]) -> WriteCounts:
         counts = WriteCounts()
-        for edge_type, rows in by_type.items():
-            for chunk in _chunks(rows):
+        for edge_type, type_rows in rows.items():
+            for chunk in _chunks(type_rows):
                 record = self.tx.run(
                     f"""
                     UNWIND $rows AS row
@@ -313,6 +302,23 @@ class Neo4jStore(GraphStore):
         self._driver.verify_connectivity()
         for statement in [*uniqueness_constraints(), *indexes()]:
             self._driver.execute_query(statement, database_=database)
+
+    def _node_rows(self, nodes: Sequence[Node]) -> dict[str, list[dict[str, Any]]]:
+        by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for node in nodes:
+            by_label[node.kind].append({
+                "id": node.id, "kind": node.kind, "name": node.name, "version": node.version,
+                "created_at": _epoch(node.created_at), "props": node.props_json,
+                "indexed": node.indexed(),
+            })
+        return by_label
+
+    def _edge_rows(self, edges: Sequence[Edge]) -> dict[str, list[dict[str, Any]]]:
+        by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for edge in edges:
+            by_type[edge.type].append(
+                {"source": edge.source, "target": edge.target, "props": edge.props_json})
+        return by_type
 
     def _write(self, work: Callable[[_Neo4jTransaction], T]) -> T:
         with self._driver.session(database=self._database) as session:

@@ -1,9 +1,10 @@
 """The ``GraphStore`` port: the one interface analyses are written against.
 
 Adapters implement a handful of primitives (``_write`` running a function in one
-transaction, the ``StoreTransaction`` writes, ``expand``, ``tally_neighbours``, the log
-reads); validation, de-duplication and the derived lookups (stage as-of, live
-environments) are written once here, so both stores behave the same by construction.
+transaction, the ``StoreTransaction`` writes and the rows they take, ``expand``,
+``tally_neighbours``, the log reads); validation, de-duplication and the derived lookups
+(stage as-of, live environments) are written once here, so both stores behave the same by
+construction.
 """
 
 from __future__ import annotations
@@ -120,14 +121,38 @@ class StoreTransaction(Protocol):
     """What an adapter does inside one write transaction."""
 
     def kinds(self, ids: Sequence[str]) -> dict[str, str]: ...
-    def write_nodes(self, nodes: Sequence[Node]) -> WriteCounts: ...
-    def write_edges(self, edges: Sequence[Edge]) -> WriteCounts: ...
+    # The rows the store's ``_node_rows`` / ``_edge_rows`` made of a batch.
+    def write_nodes(self, rows: Any) -> WriteCounts: ...
+    def write_edges(self, rows: Any) -> WriteCounts: ...
     def append_stage_move(self, move: StageMove) -> StageMove: ...
     def append_audit(self, entry: AuditEntry) -> None: ...
     def append_record(self, record: Record) -> bool: ...
     def outcome_states(self, ids: Sequence[str]) -> dict[str, OutcomeState]: ...
     def add_traffic(self, changes: Sequence[tuple[TrafficKey, int]]) -> None: ...
     def clear_traffic(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedWrite:
+    """A batch made ready for ``GraphStore.write``: de-duplicated, its lookups and its
+    rollup change worked out, its nodes and edges turned into the adapter's rows.
+
+    None of it needs the transaction, so a bulk load prepares the next batch in its
+    builder thread while this one is written (``ingest.batch.load_batches``): on Neo4j,
+    building the rows and the rollup change was ~0.6 s of every 20k outcomes on the writing
+    thread, where the store waits for it."""
+
+    nodes: list[Node]
+    edges: list[Edge]
+    audit: list[AuditEntry]
+    stage_moves: list[StageMove]
+    records: list[Record]
+    requests: list[str]  # the ``outcome_ids``
+    batch_kinds: dict[str, str]
+    looked_up: list[str]  # whose stored kind the transaction reads first
+    fresh_traffic: list[tuple[TrafficKey, int]]  # the rollup change if no request is stored
+    node_rows: Any
+    edge_rows: Any
 
 
 def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
@@ -186,37 +211,61 @@ class GraphStore(ABC):
         and audit entries are appended as given (the caller decides whether a move is
         new); records are appended unless their (collection, key) is already kept.
         """
+        return self.write(self.prepare(nodes, edges, audit, stage_moves=stage_moves,
+                                       records=records))
+
+    def prepare(
+        self,
+        nodes: Iterable[Node] = (),
+        edges: Iterable[Edge] = (),
+        audit: Iterable[AuditEntry] = (),
+        *,
+        stage_moves: Iterable[StageMove] = (),
+        records: Iterable[Record] = (),
+    ) -> PreparedWrite:
+        """The part of ``upsert`` that needs no transaction (see ``PreparedWrite``)."""
         node_list = _dedupe_nodes(nodes)
         edge_list = _dedupe_edges(edges)
-        audit_list = list(audit)
-        move_list = list(stage_moves)
-        record_list = list({(r.collection, r.key): r for r in records}.values())
-
-        requests = outcome_ids(node_list, edge_list)
         batch_kinds = {n.id: n.kind for n in node_list}
         ends = {e for edge in edge_list for e in (edge.source, edge.target)}
-        looked_up = sorted(batch_kinds.keys() | ends)
+        return PreparedWrite(
+            nodes=node_list,
+            edges=edge_list,
+            audit=list(audit),
+            stage_moves=list(stage_moves),
+            records=list({(r.collection, r.key): r for r in records}.values()),
+            requests=outcome_ids(node_list, edge_list),
+            batch_kinds=batch_kinds,
+            looked_up=sorted(batch_kinds.keys() | ends),
+            fresh_traffic=deltas({}, node_list, edge_list),
+            node_rows=self._node_rows(node_list),
+            edge_rows=self._edge_rows(edge_list),
+        )
+
+    def write(self, batch: PreparedWrite) -> UpsertResult:
+        """``upsert`` a prepared batch: the checks and the writes, in one transaction."""
 
         def work(tx: StoreTransaction) -> UpsertResult:
             result = UpsertResult()
-            stored_kinds = tx.kinds(looked_up) if looked_up else {}
-            _check_kind_conflicts(node_list, stored_kinds)
+            stored_kinds = tx.kinds(batch.looked_up) if batch.looked_up else {}
+            _check_kind_conflicts(batch.nodes, stored_kinds)
             # An edge end in the batch has the kind the batch gives it (checked just above).
-            _check_edge_kinds(edge_list, {**stored_kinds, **batch_kinds})
+            _check_edge_kinds(batch.edges, {**stored_kinds, **batch.batch_kinds})
             # Only requests already stored can move between rollup keys; new ones just add.
-            stored = [i for i in requests if i in stored_kinds]
+            stored = [i for i in batch.requests if i in stored_kinds]
             before = tx.outcome_states(stored) if stored else {}
-            if node_list:
-                result.nodes = tx.write_nodes(node_list)
-            if edge_list:
-                result.edges = tx.write_edges(edge_list)
-            if requests:
-                tx.add_traffic(deltas(before, node_list, edge_list))
-            for move in move_list:
+            if batch.nodes:
+                result.nodes = tx.write_nodes(batch.node_rows)
+            if batch.edges:
+                result.edges = tx.write_edges(batch.edge_rows)
+            if batch.requests:
+                tx.add_traffic(deltas(before, batch.nodes, batch.edges) if stored
+                               else batch.fresh_traffic)
+            for move in batch.stage_moves:
                 tx.append_stage_move(move)
-            result.stage_moves = len(move_list)
-            result.records_added = sum(tx.append_record(record) for record in record_list)
-            for entry in audit_list:
+            result.stage_moves = len(batch.stage_moves)
+            result.records_added = sum(tx.append_record(record) for record in batch.records)
+            for entry in batch.audit:
                 tx.append_audit(entry)
             return result
 
@@ -256,6 +305,14 @@ class GraphStore(ABC):
             after = chunk[-1]
             if progress is not None:
                 progress(counted)
+
+    @abstractmethod
+    def _node_rows(self, nodes: Sequence[Node]) -> Any:
+        """Nodes as this adapter's transaction writes them (``write_nodes``)."""
+
+    @abstractmethod
+    def _edge_rows(self, edges: Sequence[Edge]) -> Any:
+        """Edges as this adapter's transaction writes them (``write_edges``)."""
 
     @abstractmethod
     def _write(self, work: Callable[[StoreTransaction], T]) -> T:

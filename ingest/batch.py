@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from lineagegraph.graph.store import GraphStore, UpsertResult
+from lineagegraph.graph.store import GraphStore, PreparedWrite, UpsertResult
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +65,12 @@ class Batch:
         self.audit += other.audit
         self.size += other.size
 
+    def prepare(self, store: GraphStore) -> PreparedWrite:
+        return store.prepare(self.nodes, self.edges, self.audit, stage_moves=self.stage_moves,
+                             records=self.records)
+
     def write(self, store: GraphStore) -> UpsertResult:
-        return store.upsert(self.nodes, self.edges, self.audit, stage_moves=self.stage_moves,
-                            records=self.records)
+        return store.write(self.prepare(store))
 
 
 @dataclass(slots=True)
@@ -105,22 +110,32 @@ def load_batches(
     """Write batches one transaction each, adding up what they did.
 
     With ``prefetch`` (a bulk load, the way ``lineagegraph ingest`` reads a file) the next
-    batch is built (parsed, validated, mapped) in a thread while the store writes this one,
-    so the two overlap, and the cyclic garbage collector runs once per batch instead of
-    whenever allocations pile up (``_collector_paused``). Only for mappers whose batches
+    batch is built (parsed, validated, mapped) and prepared for the store
+    (``GraphStore.prepare``) in a thread while the store writes this one, so the two
+    overlap, and the cyclic garbage collector runs once per batch instead of whenever
+    allocations pile up (``_collector_paused``). Only for mappers whose batches
     do not depend on what earlier batches wrote — an outcome file, where at most an
     unregistered model's placeholder is sent twice, which changes nothing."""
     summary = LoadSummary()
     started = time.perf_counter()
     with _collector_paused() if prefetch else nullcontext():
-        for batch in _built_ahead(batches) if prefetch else batches:
-            summary.add(batch.write(store), batch.size)
-            if prefetch:
-                gc.collect(1)  # the young generations: what this batch left behind
+        prepared = _prepared(store, batches, collect=prefetch)
+        for size, ready in _built_ahead(prepared) if prefetch else prepared:
+            summary.add(store.write(ready), size)
             if on_progress is not None:
-                on_progress(batch.size)
+                on_progress(size)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _prepared(store: GraphStore, batches: Iterable[Batch],
+              collect: bool) -> Iterator[tuple[int, PreparedWrite]]:
+    for batch in batches:
+        yield batch.size, batch.prepare(store)
+        if collect:
+            # The young generations: what the batches written so far left behind. Here, in
+            # the builder, it overlaps the store's writing (~0.12 s a 20k-outcome load).
+            gc.collect(1)
 
 
 @contextmanager
@@ -140,12 +155,12 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _built_ahead(batches: Iterable[Batch]) -> Iterator[Batch]:
-    """The batches, each built in a thread while the previous one is consumed."""
-    handoff: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=1)
+def _built_ahead(items: Iterable[T]) -> Iterator[T]:
+    """The items, each made in a thread while the previous one is consumed."""
+    handoff: queue.Queue[T | BaseException | None] = queue.Queue(maxsize=1)
     stop = threading.Event()
 
-    def put(item: Batch | BaseException | None) -> bool:
+    def put(item: T | BaseException | None) -> bool:
         while not stop.is_set():
             try:
                 handoff.put(item, timeout=0.1)
@@ -156,8 +171,8 @@ def _built_ahead(batches: Iterable[Batch]) -> Iterator[Batch]:
 
     def build() -> None:
         try:
-            for batch in batches:
-                if not put(batch):
+            for item in items:
+                if not put(item):
                     return
             put(None)
         except BaseException as error:  # handed to the consumer, raised there

@@ -495,6 +495,26 @@ def test_traffic_rollup_ignores_resends_and_follows_changed_requests(
     assert store.traffic(["bundle:b@1", "bundle:b@2"]) == {"production": 6, "canary": 4}
 
 
+def test_a_batch_prepared_before_its_requests_were_stored_is_counted_once(
+    store: GraphStore,
+) -> None:
+    # A bulk load prepares the next batch while this one is written: the rollup change it
+    # worked out then (every request new) must not be applied to requests stored since.
+    store.upsert([node("bundle:b@1")])
+    outcomes = [node(f"outcome:p{i}", at=T0, environment="production") for i in range(3)]
+    edges = [edge(o.id, "SERVED_BY", "bundle:b@1") for o in outcomes]
+    prepared = store.prepare(outcomes, edges)
+    store.upsert(outcomes[:2], edges[:2])
+
+    result = store.write(prepared)
+
+    assert (result.nodes.created, result.nodes.unchanged) == (1, 2)
+    assert store.traffic(["bundle:b@1"]) == {"production": 3} == _counted(store,
+                                                                          ["bundle:b@1"])
+    assert store.write(prepared).changed is False
+    assert store.traffic(["bundle:b@1"]) == {"production": 3}
+
+
 def test_rebuilding_the_traffic_rollup_recounts_it_from_the_requests(
     store: GraphStore,
 ) -> None:
