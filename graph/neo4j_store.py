@@ -26,7 +26,7 @@ from lineagegraph.schema import (
     StageMove,
 )
 from lineagegraph.schema.constraints import indexes, uniqueness_constraints
-from lineagegraph.schema.kinds import NODE_LABEL, TRAFFIC_EDGE, TRAFFIC_LABEL
+from lineagegraph.schema.kinds import COUNTER_LABEL, NODE_LABEL, TRAFFIC_EDGE, TRAFFIC_LABEL
 from lineagegraph.schema.models import canonical_json, properties_from_json
 
 from .store import (
@@ -195,11 +195,15 @@ class _Neo4jTransaction:
         # A counter node serialises appends (its write lock), so sequence numbers are
         # gap-free and ordered even under concurrent writers.
         record = self.tx.run(
-            "MERGE (c:LineagegraphCounter {name: $name}) "
+            f"MERGE (c:{COUNTER_LABEL} {{name: $name}}) "
             "SET c.value = coalesce(c.value, 0) + 1 RETURN c.value AS seq",
             name=counter,
         ).single(strict=True)
         return int(record["seq"])
+
+    def lock_traffic(self) -> None:
+        # A counter's write lock, held to the end of the transaction.
+        self._next_seq("traffic")
 
     def append_stage_move(self, move: StageMove) -> StageMove:
         seq = self._next_seq("StageMove")

@@ -129,6 +129,8 @@ class StoreTransaction(Protocol):
     def append_record(self, record: Record) -> bool: ...
     def outcome_states(self, ids: Sequence[str]) -> dict[str, OutcomeState]: ...
     def add_traffic(self, changes: Sequence[tuple[TrafficKey, int]]) -> None: ...
+    # Writers of requests take turns from here to the end of the transaction.
+    def lock_traffic(self) -> None: ...
     def clear_traffic(self) -> None: ...
 
 
@@ -247,6 +249,11 @@ class GraphStore(ABC):
 
         def work(tx: StoreTransaction) -> UpsertResult:
             result = UpsertResult()
+            if batch.requests:
+                # Before the reads: a writer of the same requests that started earlier has
+                # committed by then, so the stored state read below is what the rollup
+                # counts (two at once would otherwise both count a new request).
+                tx.lock_traffic()
             stored_kinds = tx.kinds(batch.looked_up) if batch.looked_up else {}
             _check_kind_conflicts(batch.nodes, stored_kinds)
             # An edge end in the batch has the kind the batch gives it (checked just above).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .kinds import LOG_LABELS, NODE_KINDS, NODE_LABEL, TRAFFIC_LABEL
+from .kinds import COUNTER_LABEL, LOG_LABELS, NODE_KINDS, NODE_LABEL, TRAFFIC_LABEL
 
 
 def constraint_name(label: str) -> str:
@@ -15,6 +15,11 @@ def uniqueness_constraints() -> list[str]:
         f"CREATE CONSTRAINT {constraint_name(label)} IF NOT EXISTS "
         f"FOR (n:{label}) REQUIRE n.id IS UNIQUE"
         for label in labels
+    ] + [
+        # Without it, two writers' first MERGE of a counter could each create one, and
+        # every later MERGE would match both.
+        f"CREATE CONSTRAINT lineagegraph_counter_name IF NOT EXISTS "
+        f"FOR (n:{COUNTER_LABEL}) REQUIRE n.name IS UNIQUE"
     ]
 
 

@@ -252,5 +252,8 @@ LOG_LABELS: tuple[str, ...] = ("StageMove", "AuditEntry", "Record")
 # store-internal index, never a graph node or a lineage edge.
 TRAFFIC_LABEL = "TrafficCount"
 TRAFFIC_EDGE = "COUNTS"
+# Named sequence counters (keyed by ``name``): the logs' sequence numbers, and the turn
+# writers of requests take (``StoreTransaction.lock_traffic``).
+COUNTER_LABEL = "LineagegraphCounter"
 # A label every node carries, so a lookup by ID alone uses one uniqueness index.
 NODE_LABEL = "Node"

@@ -14,6 +14,7 @@ from lineagegraph.schema import (
     parse_id,
 )
 from lineagegraph.schema.constraints import constraint_name, uniqueness_constraints
+from lineagegraph.schema.kinds import COUNTER_LABEL
 
 
 @pytest.mark.parametrize(("given", "canonical"), [
@@ -66,9 +67,11 @@ def test_a_kind_without_versions_refuses_one() -> None:
 def test_every_label_has_a_uniqueness_constraint_derived_from_the_declarations() -> None:
     statements = uniqueness_constraints()
     for kind in NODE_KINDS:
-        assert any(f"(n:{kind.label})" in s and constraint_name(kind.label) in s
-                   for s in statements)
-    assert all("REQUIRE n.id IS UNIQUE" in s and "IF NOT EXISTS" in s for s in statements)
+        assert any(f"(n:{kind.label}) REQUIRE n.id IS UNIQUE" in s
+                   and constraint_name(kind.label) in s for s in statements)
+    # Counters are keyed by name: two writers' first MERGE must not create two.
+    assert any(f"(n:{COUNTER_LABEL}) REQUIRE n.name IS UNIQUE" in s for s in statements)
+    assert all(s.endswith("IS UNIQUE") and "IF NOT EXISTS" in s for s in statements)
 
 
 def test_every_edge_endpoint_is_a_declared_kind() -> None:
