@@ -539,6 +539,23 @@ def graphql_in_process(store: GraphStore) -> Callable[[str, dict], dict]:
     return execute
 
 
+def timed_after_first_call(client: GraphQLClient, name: str, query: str,
+                           variables: Callable[[], dict], reps: int, f: Figures,
+                           info: dict[str, Any]) -> list[dict]:
+    """``reps`` timed calls (``{name}_ms``) after one whose time goes to
+    ``info[{name}_first_call_ms]``: a statement Neo4j has not run yet is planned first (the
+    server's warm-up has run each analysis once, on other arguments). Their answers."""
+    seconds, _ = timed(lambda: client.query(query, variables()))
+    info[f"{name}_first_call_ms"] = round(seconds * 1000, 1)
+    answers = []
+    for _ in range(reps):
+        arguments = variables()
+        seconds, data = timed(lambda arguments=arguments: client.query(query, arguments))
+        f.add(f"{name}_ms", seconds * 1000)
+        answers.append(data)
+    return answers
+
+
 def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: Figures,
                   url: str, reps: int, requests: int, varlength_timeout: float,
                   warmup: int) -> dict:
@@ -598,12 +615,8 @@ def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: 
     hottest, hot_count = p.model_traffic.most_common(1)[0]
     info["blast_root"] = hottest
     info["blast_expected_outcomes"] = hot_count
-    # One call before the timed ones, as for drift and resolve below (its time in info).
-    seconds, _ = timed(lambda: client.query(BLAST_QUERY, {"id": hottest}))
-    info["blast_first_call_ms"] = round(seconds * 1000, 1)
-    for _ in range(reps):
-        seconds, data = timed(lambda: client.query(BLAST_QUERY, {"id": hottest}))
-        f.add("blast_ms", seconds * 1000)
+    data = timed_after_first_call(client, "blast", BLAST_QUERY, lambda: {"id": hottest},
+                                  reps, f, info)[-1]
     traffic = data["blastRadius"]["traffic"]
     info["blast_traffic"] = {t["environment"]: t["count"] for t in traffic}
     # The rollup's answer against counting the requests one by one in the store (the way
@@ -634,15 +647,9 @@ def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: 
     hot_bundle = p.bundle_traffic.most_common(1)[0][0]
     onset = (START + timedelta(days=45)).isoformat()
     info["drift_target"] = f"bundle:{hot_bundle}"
-    # Like blast, one call before the timed ones (a statement Neo4j has not run yet is
-    # planned first; the server's warm-up ran drift once, on a live bundle). The first
-    # call's time is kept in ``info``.
-    drift_vars = {"id": f"bundle:{hot_bundle}", "onset": onset}
-    seconds, _ = timed(lambda: client.query(DRIFT_QUERY, drift_vars))
-    info["drift_first_call_ms"] = round(seconds * 1000, 1)
-    for _ in range(reps):
-        seconds, data = timed(lambda: client.query(DRIFT_QUERY, drift_vars))
-        f.add("drift_ms", seconds * 1000)
+    data = timed_after_first_call(
+        client, "drift", DRIFT_QUERY, lambda: {"id": f"bundle:{hot_bundle}", "onset": onset},
+        reps, f, info)[-1]
     info["drift_candidates"] = len(data["driftSources"])
     name = hot_bundle.split("@")[0]
 
@@ -650,14 +657,9 @@ def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: 
         at = (START + timedelta(days=rng.uniform(1, 89))).isoformat()
         return {"name": name, "env": "production", "at": at}
 
-    seconds, _ = timed(lambda: client.query(RESOLVE_QUERY, resolve_vars()))
-    info["resolve_first_call_ms"] = round(seconds * 1000, 1)
-    for _ in range(reps):
-        variables = resolve_vars()
-        seconds, data = timed(lambda variables=variables: client.query(RESOLVE_QUERY,
-                                                                        variables))
-        assert data["resolve"] is not None
-        f.add("resolve_ms", seconds * 1000)
+    answers = timed_after_first_call(client, "resolve", RESOLVE_QUERY, resolve_vars, reps, f,
+                                     info)
+    assert all(data["resolve"] is not None for data in answers)
     client.close()
     return info
 

@@ -12,6 +12,7 @@ import pytest
 from lineagegraph.graph.store import Direction, GraphStore
 from lineagegraph.graph.traffic import OUTCOME_EDGES
 from lineagegraph.schema import AuditEntry, Edge, Node
+from lineagegraph.schema.kinds import COUNTER_LABEL
 
 pytestmark = pytest.mark.neo4j
 
@@ -41,7 +42,7 @@ def test_a_request_sent_twice_at_once_is_counted_once(store: GraphStore) -> None
     driver = store._driver  # type: ignore[attr-defined]  # the same Neo4j, no service
     with driver.session() as session:
         holder = session.begin_transaction()
-        holder.run("MATCH (c:LineagegraphCounter {name: 'AuditEntry'}) "
+        holder.run(f"MATCH (c:{COUNTER_LABEL} {{name: 'AuditEntry'}}) "
                    "SET c.value = c.value").consume()
         first = threading.Thread(target=store.upsert, args=([node], [edge], [audit]))
         first.start()
@@ -67,4 +68,4 @@ def test_a_counter_name_is_unique_in_the_database(store: GraphStore) -> None:
     store.upsert(audit=[AuditEntry(action="test", target="t", actor="test")])
     driver = store._driver  # type: ignore[attr-defined]
     with pytest.raises(neo4j.exceptions.ConstraintError):
-        driver.execute_query("CREATE (:LineagegraphCounter {name: 'AuditEntry', value: 0})")
+        driver.execute_query(f"CREATE (:{COUNTER_LABEL} {{name: 'AuditEntry', value: 0}})")
