@@ -16,6 +16,7 @@ from lineagegraph.graph.store import Direction, GraphStore
 from lineagegraph.ingest.deadletter import pending
 from lineagegraph.ingest.manifest_formats import read_directory
 from lineagegraph.ingest.manifests import map_manifests
+from lineagegraph.ingest.outcomes import Mapped, OutcomeMapper
 from lineagegraph.schema import StageMove
 
 from .ingest_support import MANIFESTS, cli_args, client_for, edges_of, run_cli, snapshot
@@ -185,6 +186,39 @@ def write_lines(path: Path, lines: list[str], gzipped: bool = False) -> Path:
     else:
         path.write_text(text)
     return path
+
+
+def test_a_line_maps_to_what_its_parsed_value_maps_to(registry: GraphStore) -> None:
+    # File loads validate each line as JSON text in one pass; REST bodies and dead-letter
+    # replays arrive parsed. Both must give the same nodes, edges and dead letters.
+    records = [
+        outcome("req-1", latency_ms=3, tokens_in=4.0, features=["feature:txn_amount_7d@2"],
+                extra={"nested": [1, 2.5, None, "é"]}, big=12345678901234567890123),
+        outcome("req-2", bundle="support-triage", environment="eu-prod", quality=0.25),
+        outcome(17, bundle=None, model="gpt-5-mini-2026-08", tier="gold"),
+        outcome("req-4", bundle="support-triage@99"),  # unknown: a dead letter
+    ]
+    lines = [json.dumps(r) for r in records]
+    # A lone surrogate: json.loads takes it, pydantic's JSON parser refuses it.
+    lines.append(json.dumps(outcome("req-5", note="\ud800")))
+    values = [json.loads(line) for line in lines]
+
+    from_lines = OutcomeMapper(registry).map(list(enumerate(lines, 1)))
+    from_values = OutcomeMapper(registry).map(list(enumerate(values, 1)))
+
+    def mapped(result: Mapped) -> Any:
+        return ([(n.id, n.kind, n.created_at, n.properties) for n in result.batch.nodes],
+                [e.key for e in result.batch.edges],
+                [(record, payload, [str(p) for p in problems])
+                 for record, payload, problems in result.rejected])
+
+    assert mapped(from_lines) == mapped(from_values)
+    nodes, _, rejected = mapped(from_lines)
+    assert [n[0] for n in nodes] == ["outcome:req-1", "outcome:req-2", "outcome:17",
+                                     "outcome:req-5"]
+    assert nodes[0][3]["extra"] == {"nested": [1, 2.5, None, "é"]}
+    assert nodes[3][3]["note"] == "\ud800"
+    assert [(record, payload) for record, payload, _ in rejected] == [(4, values[3])]
 
 
 def test_the_cli_writes_good_lines_and_dead_letters_bad_ones(
