@@ -121,13 +121,14 @@ class RawNeo4j:
     NODES = f"""
         UNWIND $rows AS row
         OPTIONAL MATCH (old:Node {{id: row.id}})
-        WITH row, old IS NULL AS is_new, old.props AS before
+        WITH row, old IS NULL AS is_new, old.props AS before, old.kind AS was
         MERGE (n:Node {{id: row.id}})
         ON CREATE SET n:InferenceOutcome, n.kind = row.kind, n.name = row.name,
                       n.version = row.version, n.created_at = {_FROM_EPOCH.format("created_at")}
         SET n.props = row.props, n += row.indexed
         RETURN count(CASE WHEN is_new THEN 1 END) AS created,
-               count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END) AS updated
+               count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END) AS updated,
+               collect(CASE WHEN NOT is_new THEN [row.id, was] END) AS found
     """
     EDGES = """
         UNWIND $rows AS row

@@ -140,13 +140,14 @@ class _SqliteTransaction:
         )
         return {row["id"]: row["kind"] for row in rows}
 
-    def _existing_props(self, table: str, key_sql: str, keys: list[Any]) -> dict[Any, str]:
-        rows = self.conn.execute(
-            f"SELECT {key_sql} AS k, props FROM {table} "
+    def _stored(self, table: str, key_sql: str, keys: list[Any],
+                columns: str = "props") -> list[sqlite3.Row]:
+        """The stored rows of ``keys`` (as ``k``), with ``columns``."""
+        return self.conn.execute(
+            f"SELECT {key_sql} AS k, {columns} FROM {table} "
             f"WHERE {key_sql} IN (SELECT value FROM json_each(?))",
             (json.dumps(keys),),
-        )
-        return {row["k"]: row["props"] for row in rows}
+        ).fetchall()
 
     @staticmethod
     def _to_write(rows: Sequence[tuple[Any, ...]], keys: list[str],
@@ -166,22 +167,23 @@ class _SqliteTransaction:
             changed.append(row)
         return counts, changed
 
-    def write_nodes(self, rows: list[tuple[Any, ...]]) -> WriteCounts:
+    def write_nodes(self, rows: list[tuple[Any, ...]]) -> tuple[WriteCounts, dict[str, str]]:
         keys = [row[0] for row in rows]
-        counts, changed = self._to_write(rows, keys, self._existing_props("nodes", "id", keys))
+        stored = self._stored("nodes", "id", keys, "kind, props")
+        counts, changed = self._to_write(rows, keys, {row["k"]: row["props"] for row in stored})
         # created_at is kept from the first write (ON CONFLICT leaves it alone).
         self.conn.executemany(
             "INSERT INTO nodes (id, kind, name, version, created_at, props) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET props = excluded.props",
             changed,
         )
-        return counts
+        return counts, {row["k"]: row["kind"] for row in stored}
 
     def write_edges(self, rows: list[tuple[Any, ...]]) -> WriteCounts:
         key_sql = "source || char(31) || type || char(31) || target"
         keys = ["\x1f".join(row[:3]) for row in rows]
-        counts, changed = self._to_write(rows, keys,
-                                         self._existing_props("edges", key_sql, keys))
+        stored = self._stored("edges", key_sql, keys)
+        counts, changed = self._to_write(rows, keys, {row["k"]: row["props"] for row in stored})
         self.conn.executemany(
             "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (source, type, target) DO UPDATE SET props = excluded.props",

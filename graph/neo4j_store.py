@@ -144,8 +144,9 @@ class _Neo4jTransaction:
         )
         return {r["id"]: r["kind"] for r in result}
 
-    def write_nodes(self, rows: dict[str, list[dict[str, Any]]]) -> WriteCounts:
-        counts = WriteCounts()
+    def write_nodes(self, rows: dict[str, list[dict[str, Any]]]
+                    ) -> tuple[WriteCounts, dict[str, str]]:
+        counts, found = WriteCounts(), {}
         for label, label_rows in rows.items():
             assert label in NODE_KINDS_BY_LABEL, label
             for chunk in _chunks(label_rows):
@@ -154,7 +155,7 @@ class _Neo4jTransaction:
                     f"""
                     UNWIND $rows AS row
                     OPTIONAL MATCH (old:{NODE_LABEL} {{id: row.id}})
-                    WITH row, old IS NULL AS is_new, old.props AS before
+                    WITH row, old IS NULL AS is_new, old.props AS before, old.kind AS was
                     MERGE (n:{NODE_LABEL} {{id: row.id}})
                     ON CREATE SET n:{label}, n.kind = row.kind, n.name = row.name,
                                   n.version = row.version,
@@ -162,12 +163,14 @@ class _Neo4jTransaction:
                     SET n.props = row.props, n += row.indexed
                     RETURN count(CASE WHEN is_new THEN 1 END) AS created,
                            count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END)
-                             AS updated
+                             AS updated,
+                           collect(CASE WHEN NOT is_new THEN [row.id, was] END) AS found
                     """,
                     rows=chunk,
                 ).single(strict=True)
                 counts += _counts(record, len(chunk))
-        return counts
+                found.update(record["found"])
+        return counts, found
 
     def write_edges(self, rows: dict[str, list[dict[str, Any]]]) -> WriteCounts:
         counts = WriteCounts()

@@ -121,8 +121,9 @@ class StoreTransaction(Protocol):
     """What an adapter does inside one write transaction."""
 
     def kinds(self, ids: Sequence[str]) -> dict[str, str]: ...
-    # The rows the store's ``_node_rows`` / ``_edge_rows`` made of a batch.
-    def write_nodes(self, rows: Any) -> WriteCounts: ...
+    # The rows the store's ``_node_rows`` / ``_edge_rows`` made of a batch. Writing nodes
+    # also says which of them were stored before, with the kind they had then.
+    def write_nodes(self, rows: Any) -> tuple[WriteCounts, dict[str, str]]: ...
     def write_edges(self, rows: Any) -> WriteCounts: ...
     def append_stage_move(self, move: StageMove) -> StageMove: ...
     def append_audit(self, entry: AuditEntry) -> None: ...
@@ -151,7 +152,8 @@ class PreparedWrite:
     records: list[Record]
     requests: list[str]  # the ``outcome_ids``
     batch_kinds: dict[str, str]
-    looked_up: list[str]  # whose stored kind the transaction reads first
+    outside: list[str]  # edge ends not in the batch, whose stored kinds the checks read
+    looked_up: list[str]  # ... and the batch's nodes: what a re-sent batch reads first
     fresh_traffic: list[tuple[TrafficKey, int]]  # the rollup change if no request is stored
     node_rows: Any
     edge_rows: Any
@@ -187,6 +189,10 @@ def _check_kind_conflicts(nodes: Sequence[Node], existing: dict[str, str]) -> No
                               where=node.id)
 
 
+class _RequestsStored(Exception):
+    """Raised in a write that did not read first, to roll it back and write again."""
+
+
 class GraphStore(ABC):
     """A property graph of lineage plus two append-only logs (stage moves, audit)."""
 
@@ -208,8 +214,9 @@ class GraphStore(ABC):
         Upserts on natural keys: re-sending the same batch changes nothing. A node's
         ``created_at`` is kept from its first write. Nodes are checked against the kinds
         already stored and edges against the schema's endpoint table, with the kinds read
-        *inside* the transaction (one read: the batch's nodes and the edge ends outside
-        it) before anything is written, so a bad node or edge writes nothing. Stage moves
+        *inside* the transaction (the edge ends outside the batch before the writes, the
+        batch's nodes as they are written: see ``write``); a bad node or edge raises
+        before the transaction commits, so it writes nothing. Stage moves
         and audit entries are appended as given (the caller decides whether a move is
         new); records are appended unless their (collection, key) is already kept.
         """
@@ -238,6 +245,7 @@ class GraphStore(ABC):
             records=list({(r.collection, r.key): r for r in records}.values()),
             requests=outcome_ids(node_list, edge_list),
             batch_kinds=batch_kinds,
+            outside=sorted(ends - batch_kinds.keys()),
             looked_up=sorted(batch_kinds.keys() | ends),
             fresh_traffic=deltas({}, node_list, edge_list),
             node_rows=self._node_rows(node_list),
@@ -245,38 +253,53 @@ class GraphStore(ABC):
         )
 
     def write(self, batch: PreparedWrite) -> UpsertResult:
-        """``upsert`` a prepared batch: the checks and the writes, in one transaction."""
+        """``upsert`` a prepared batch: the checks and the writes, in one transaction.
 
-        def work(tx: StoreTransaction) -> UpsertResult:
-            result = UpsertResult()
-            if batch.requests:
-                # Before the reads: a writer of the same requests that started earlier has
-                # committed by then, so the stored state read below is what the rollup
-                # counts (two at once would otherwise both count a new request).
-                tx.lock_traffic()
-            stored_kinds = tx.kinds(batch.looked_up) if batch.looked_up else {}
+        The batch's nodes are written without reading their stored kinds first: the node
+        write reports the ones that existed, and a kind conflict raises then, which rolls
+        the transaction back. A batch that re-sends stored requests is written again from
+        the start, reading first: their rollup keys must be read before the write changes
+        them. Bulk loads are mostly new requests, and the read cost them ~45 ms a batch
+        of 5,000 on Neo4j (medium bench data), ~6 % of writing it."""
+        try:
+            return self._write(lambda tx: self._write_batch(tx, batch, read_first=False))
+        except _RequestsStored:
+            return self._write(lambda tx: self._write_batch(tx, batch, read_first=True))
+
+    @staticmethod
+    def _write_batch(tx: StoreTransaction, batch: PreparedWrite, *,
+                     read_first: bool) -> UpsertResult:
+        result = UpsertResult()
+        if batch.requests:
+            # Before the reads: a writer of the same requests that started earlier has
+            # committed by then, so the stored state read below is what the rollup
+            # counts (two at once would otherwise both count a new request).
+            tx.lock_traffic()
+        lookups = batch.looked_up if read_first else batch.outside
+        stored_kinds = tx.kinds(lookups) if lookups else {}
+        # Only requests already stored can move between rollup keys; new ones just add.
+        stored = [i for i in batch.requests if i in stored_kinds]
+        before = tx.outcome_states(stored) if stored else {}
+        if batch.nodes:
+            result.nodes, found = tx.write_nodes(batch.node_rows)
+            stored_kinds.update(found)
             _check_kind_conflicts(batch.nodes, stored_kinds)
-            # An edge end in the batch has the kind the batch gives it (checked just above).
-            _check_edge_kinds(batch.edges, {**stored_kinds, **batch.batch_kinds})
-            # Only requests already stored can move between rollup keys; new ones just add.
-            stored = [i for i in batch.requests if i in stored_kinds]
-            before = tx.outcome_states(stored) if stored else {}
-            if batch.nodes:
-                result.nodes = tx.write_nodes(batch.node_rows)
-            if batch.edges:
-                result.edges = tx.write_edges(batch.edge_rows)
-            if batch.requests:
-                tx.add_traffic(deltas(before, batch.nodes, batch.edges) if stored
-                               else batch.fresh_traffic)
-            for move in batch.stage_moves:
-                tx.append_stage_move(move)
-            result.stage_moves = len(batch.stage_moves)
-            result.records_added = sum(tx.append_record(record) for record in batch.records)
-            for entry in batch.audit:
-                tx.append_audit(entry)
-            return result
-
-        return self._write(work)
+            if not read_first and not found.keys().isdisjoint(batch.requests):
+                raise _RequestsStored  # their rollup keys were not read before the write
+        # An edge end in the batch has the kind the batch gives it (checked just above).
+        _check_edge_kinds(batch.edges, {**stored_kinds, **batch.batch_kinds})
+        if batch.edges:
+            result.edges = tx.write_edges(batch.edge_rows)
+        if batch.requests:
+            tx.add_traffic(deltas(before, batch.nodes, batch.edges) if stored
+                           else batch.fresh_traffic)
+        for move in batch.stage_moves:
+            tx.append_stage_move(move)
+        result.stage_moves = len(batch.stage_moves)
+        result.records_added = sum(tx.append_record(record) for record in batch.records)
+        for entry in batch.audit:
+            tx.append_audit(entry)
+        return result
 
     def record_stage_move(self, move: StageMove, audit: AuditEntry | None = None) -> StageMove:
         """Append a stage move (and its audit entry) in one transaction."""

@@ -116,9 +116,15 @@ def test_a_batch_failing_after_thousands_of_node_rows_leaves_nothing_written(
 
 
 def test_an_id_cannot_change_kind(store: GraphStore) -> None:
-    store.upsert([node("model:gpt-5-mini", kind="Model")])
+    store.upsert([node("model:gpt-5-mini", kind="Model", owner="ml")])
+    before = store.get(["model:gpt-5-mini"])
+    # The batch's nodes are written before their kinds are checked: the conflict must
+    # roll back the whole transaction, the other node and the new properties included.
     with pytest.raises(SchemaError, match="already exists as a Model"):
-        store.upsert([node("model:gpt-5-mini", kind="ModelVersion")])
+        store.upsert([node("run:r1"),
+                      node("model:gpt-5-mini", kind="ModelVersion", owner="someone else")])
+
+    assert store.get(["model:gpt-5-mini", "run:r1"]) == before
 
 
 # -- expansion and walks ----------------------------------------------------------------------
