@@ -16,8 +16,9 @@ console = Console()
 
 @traffic_app.command("rebuild")
 def rebuild(db: DbPath = None, neo4j_uri: NeoUri = None) -> None:
-    """Recount from the requests: for a store written before the rollup existed. Counters
-    are cleared first, so run it while nothing ingests."""
+    """Recount from the requests: for a store written before the rollup existed. Ingestion
+    may go on meanwhile; request counts are partial until it finishes (if it stops
+    half-way, run it again)."""
     store = Settings.for_cli(db, neo4j_uri).open_store()
     try:
         with Progress(SpinnerColumn(), TextColumn("{task.description}"),

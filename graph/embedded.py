@@ -22,7 +22,7 @@ from lineagegraph.schema import (
 from lineagegraph.schema.models import canonical_json, properties_from_json, utc
 
 from .store import ORIGIN, Direction, GraphStore, Hop, Tally, WriteCounts, check_filters
-from .traffic import OUTCOME_EDGES, OUTCOME_KIND, OutcomeState, TrafficKey
+from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
 
 T = TypeVar("T")
 
@@ -88,6 +88,11 @@ CREATE TABLE IF NOT EXISTS traffic_targets (
     signature TEXT NOT NULL,
     PRIMARY KEY (target, signature)
 ) WITHOUT ROWID;
+-- While a rebuild of the rollup runs: the last request ID it has counted (one row).
+CREATE TABLE IF NOT EXISTS traffic_rebuild (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    counted_through TEXT NOT NULL
+);
 -- The logs are append-only: the database itself refuses to rewrite them.
 CREATE TRIGGER IF NOT EXISTS stage_moves_append_only BEFORE UPDATE ON stage_moves
 BEGIN SELECT RAISE(ABORT, 'stage history is append-only'); END;
@@ -230,8 +235,23 @@ class _SqliteTransaction:
                                         frozenset(json.loads(row["targets"])))
                 for row in rows}
 
-    def lock_traffic(self) -> None:
-        pass  # BEGIN IMMEDIATE took the database's write lock: writers never overlap
+    def lock_traffic(self) -> str | None:
+        # BEGIN IMMEDIATE took the database's write lock: writers never overlap.
+        row = self.conn.execute("SELECT counted_through FROM traffic_rebuild").fetchone()
+        return None if row is None else row[0]
+
+    def set_traffic_rebuild(self, counted_through: str | None) -> None:
+        if counted_through is None:
+            self.conn.execute("DELETE FROM traffic_rebuild")
+        else:
+            self.conn.execute("INSERT OR REPLACE INTO traffic_rebuild VALUES (1, ?)",
+                              (counted_through,))
+
+    def request_ids(self, after: str, limit: int) -> list[str]:
+        first, end = REQUEST_IDS
+        rows = self.conn.execute("SELECT id FROM nodes WHERE id > ? AND id < ? ORDER BY id "
+                                 "LIMIT ?", (max(after, first), end, limit))
+        return [row[0] for row in rows]
 
     def add_traffic(self, changes: Sequence[tuple[TrafficKey, int]]) -> None:
         self.conn.executemany(
@@ -544,7 +564,7 @@ class EmbeddedStore(GraphStore):
         with self._transaction() as conn:
             conn.execute("INSERT INTO _wipe VALUES (1)")
             for table in ("edges", "nodes", "stage_moves", "audit", "records", "traffic",
-                          "traffic_targets"):
+                          "traffic_targets", "traffic_rebuild"):
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("DELETE FROM _wipe")
 

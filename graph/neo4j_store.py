@@ -40,7 +40,7 @@ from .store import (
     WriteCounts,
     check_filters,
 )
-from .traffic import OUTCOME_EDGES, OUTCOME_KIND, OutcomeState, TrafficKey
+from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
 
 T = TypeVar("T")
 
@@ -132,6 +132,9 @@ def _counts(record: dict[str, Any], total: int) -> WriteCounts:
     return WriteCounts(created=created, updated=updated, unchanged=total - created - updated)
 
 
+_TRAFFIC_COUNTER = "traffic"
+
+
 class _Neo4jTransaction:
     def __init__(self, tx: ManagedTransaction) -> None:
         self.tx = tx
@@ -204,9 +207,30 @@ class _Neo4jTransaction:
         ).single(strict=True)
         return int(record["seq"])
 
-    def lock_traffic(self) -> None:
-        # A counter's write lock, held to the end of the transaction.
-        self._next_seq("traffic")
+    def lock_traffic(self) -> str | None:
+        # A counter's write lock, held to the end of the transaction; the counter node
+        # also keeps how far a rebuild of the rollup has counted.
+        record = self.tx.run(
+            f"MERGE (c:{COUNTER_LABEL} {{name: $name}}) "
+            "SET c.value = coalesce(c.value, 0) + 1 RETURN c.rebuilt_through AS through",
+            name=_TRAFFIC_COUNTER,
+        ).single(strict=True)
+        return record["through"]
+
+    def set_traffic_rebuild(self, counted_through: str | None) -> None:
+        self.tx.run(f"MERGE (c:{COUNTER_LABEL} {{name: $name}}) "
+                    "SET c.rebuilt_through = $through",
+                    name=_TRAFFIC_COUNTER, through=counted_through).consume()
+
+    def request_ids(self, after: str, limit: int) -> list[str]:
+        # A range seek on the ID index, in index order.
+        first, end = REQUEST_IDS
+        record = self.tx.run(
+            f"MATCH (n:{NODE_LABEL}) WHERE n.id > $after AND n.id < $end "
+            "WITH n.id AS id ORDER BY id LIMIT $limit RETURN collect(id) AS ids",
+            after=max(after, first), end=end, limit=limit,
+        ).single(strict=True)
+        return list(record["ids"])
 
     def append_stage_move(self, move: StageMove) -> StageMove:
         seq = self._next_seq("StageMove")

@@ -130,9 +130,14 @@ class StoreTransaction(Protocol):
     def append_record(self, record: Record) -> bool: ...
     def outcome_states(self, ids: Sequence[str]) -> dict[str, OutcomeState]: ...
     def add_traffic(self, changes: Sequence[tuple[TrafficKey, int]]) -> None: ...
-    # Writers of requests take turns from here to the end of the transaction.
-    def lock_traffic(self) -> None: ...
+    # Writers of requests take turns from here to the end of the transaction. While a
+    # rebuild of the rollup runs: the last request ID it has counted ("" before its first
+    # page); else None.
+    def lock_traffic(self) -> str | None: ...
+    def set_traffic_rebuild(self, counted_through: str | None) -> None: ...
     def clear_traffic(self) -> None: ...
+    # Stored request IDs after ``after``, in ID order.
+    def request_ids(self, after: str, limit: int) -> list[str]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,11 +275,12 @@ class GraphStore(ABC):
     def _write_batch(tx: StoreTransaction, batch: PreparedWrite, *,
                      read_first: bool) -> UpsertResult:
         result = UpsertResult()
+        rebuilt_through = None
         if batch.requests:
             # Before the reads: a writer of the same requests that started earlier has
             # committed by then, so the stored state read below is what the rollup
             # counts (two at once would otherwise both count a new request).
-            tx.lock_traffic()
+            rebuilt_through = tx.lock_traffic()
         lookups = batch.looked_up if read_first else batch.outside
         stored_kinds = tx.kinds(lookups) if lookups else {}
         # Only requests already stored can move between rollup keys; new ones just add.
@@ -291,8 +297,8 @@ class GraphStore(ABC):
         if batch.edges:
             result.edges = tx.write_edges(batch.edge_rows)
         if batch.requests:
-            tx.add_traffic(deltas(before, batch.nodes, batch.edges) if stored
-                           else batch.fresh_traffic)
+            tx.add_traffic(batch.fresh_traffic if not stored and rebuilt_through is None
+                           else deltas(before, batch.nodes, batch.edges, rebuilt_through))
         for move in batch.stage_moves:
             tx.append_stage_move(move)
         result.stage_moves = len(batch.stage_moves)
@@ -317,24 +323,39 @@ class GraphStore(ABC):
 
     def rebuild_traffic(self, page: int = 5000,
                         progress: Callable[[int], None] | None = None) -> int:
-        """Recount the traffic rollup from the requests (a store written before it
-        existed). One transaction per page of requests; returns how many were counted."""
-        self._write(lambda tx: tx.clear_traffic())
-        counted, after = 0, None
-        while True:
-            chunk = [n.id for n in self.find(kinds=[OUTCOME_KIND], first=page, after=after)]
-            if not chunk:
-                return counted
+        """Recount the traffic rollup from the requests (a store written before it, or one
+        whose counts are in doubt); returns how many requests were counted.
 
-            def count(tx: StoreTransaction, ids: list[str] = chunk) -> None:
-                states = tx.outcome_states(ids)
-                tx.add_traffic([(key, 1) for key in (s.key for s in states.values()) if key])
+        Online: writers go on meanwhile. The counters are cleared, then the requests are
+        counted a page at a time in ID order, one transaction each, and the store keeps
+        the last ID counted. A writer counts its requests up to that ID and leaves the
+        ones after it to the rebuild, which reads each page after taking the rollup's lock
+        (``lock_traffic``), so it sees every request committed before. Until the last page,
+        traffic answers count only the pages done; a rebuild that stopped half-way leaves
+        new requests past its last page uncounted until one runs to the end."""
 
-            self._write(count)
-            counted += len(chunk)
-            after = chunk[-1]
+        def start(tx: StoreTransaction) -> None:
+            tx.lock_traffic()
+            tx.clear_traffic()
+            tx.set_traffic_rebuild("")
+
+        def count(tx: StoreTransaction) -> int:
+            counted_through = tx.lock_traffic()
+            if counted_through is None:  # another rebuild finished it meanwhile
+                return 0
+            ids = tx.request_ids(counted_through, page)
+            states = tx.outcome_states(ids) if ids else {}
+            tx.add_traffic([(key, 1) for key in (s.key for s in states.values()) if key])
+            tx.set_traffic_rebuild(ids[-1] if ids else None)
+            return len(ids)
+
+        self._write(start)
+        counted = 0
+        while n := self._write(count):
+            counted += n
             if progress is not None:
                 progress(counted)
+        return counted
 
     @abstractmethod
     def _node_rows(self, nodes: Sequence[Node]) -> Any:

@@ -20,11 +20,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from lineagegraph.schema import Edge, Node
+from lineagegraph.schema import NODE_KINDS_BY_LABEL, Edge, Node
 
 # Edges from a request to what served it (a bundle, or a model/prompt/policy directly).
 OUTCOME_EDGES = ("SERVED_BY", "USED_MODEL", "USED_PROMPT", "USED_POLICY", "USED_FEATURE")
 OUTCOME_KIND = "InferenceOutcome"
+# Every request's ID is "<prefix>:<request ID>", so the requests are one range of the ID
+# order: [first, end), ";" being the character after ":".
+_PREFIX = NODE_KINDS_BY_LABEL[OUTCOME_KIND].prefix
+REQUEST_IDS = (f"{_PREFIX}:", f"{_PREFIX};")
 
 _DAY = timedelta(days=1)
 _TICK = timedelta(microseconds=1)
@@ -74,10 +78,12 @@ def outcome_ids(nodes: Sequence[Node], edges: Sequence[Edge]) -> list[str]:
     return sorted(ids)
 
 
-def deltas(before: dict[str, OutcomeState], nodes: Sequence[Node],
-           edges: Sequence[Edge]) -> list[tuple[TrafficKey, int]]:
+def deltas(before: dict[str, OutcomeState], nodes: Sequence[Node], edges: Sequence[Edge],
+           counted_through: str | None = None) -> list[tuple[TrafficKey, int]]:
     """Counter changes for a batch, given the stored state of its requests before it (the
-    upsert rules: properties replaced, ``created_at`` kept from the first write)."""
+    upsert rules: properties replaced, ``created_at`` kept from the first write). While a
+    rebuild of the rollup runs, only for the requests up to ``counted_through``, the last
+    request ID it has counted: it counts the ones after as it reaches them."""
     written = {n.id: n for n in nodes if n.kind == OUTCOME_KIND}
     gained: dict[str, set[str]] = {}
     for edge in edges:
@@ -86,6 +92,8 @@ def deltas(before: dict[str, OutcomeState], nodes: Sequence[Node],
     # Tallied on plain tuples: a bulk load passes every request of a batch through here.
     change: Counter[tuple[tuple[str, ...], str | None, str]] = Counter()
     for oid in written.keys() | gained.keys():  # the batch's ``outcome_ids``
+        if counted_through is not None and oid > counted_through:
+            continue
         old = before.get(oid)
         node = written.get(oid)
         if node is not None:

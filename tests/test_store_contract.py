@@ -533,6 +533,51 @@ def test_rebuilding_the_traffic_rollup_recounts_it_from_the_requests(
         store, targets, T0 + timedelta(hours=1))
 
 
+def test_a_rebuild_counts_what_is_written_while_it_runs(store: GraphStore) -> None:
+    outcomes = _requests(store)  # outcome:r0 … outcome:r9
+    targets = ["bundle:b@1", "bundle:b@2", "feature:f@1"]
+
+    def meanwhile(counted: int) -> None:
+        if counted != 4:
+            return
+        # The rebuild has counted r0-r3. New requests on either side of that point; r6
+        # (not counted yet) moves to canary; r1 (counted) gains the feature.
+        store.upsert(
+            [node("outcome:r1a", environment="production"),
+             node("outcome:r5a", environment="production"),
+             outcomes[6].model_copy(update={"properties": {"environment": "canary"}})],
+            [edge("outcome:r1a", "SERVED_BY", "bundle:b@1"),
+             edge("outcome:r5a", "SERVED_BY", "bundle:b@2"),
+             edge("outcome:r1", "USED_FEATURE", "feature:f@1")])
+
+    # r1a was counted by its writer, behind the rebuild; the rest by the rebuild.
+    assert store.rebuild_traffic(page=4, progress=meanwhile) == 11
+    for chosen in (["bundle:b@1"], ["bundle:b@2"], ["feature:f@1"], targets):
+        assert store.traffic(chosen) == _counted(store, chosen), chosen
+    assert sum(store.traffic(targets).values()) == 12
+
+
+def test_a_rebuild_that_stopped_half_way_is_made_good_by_the_next(store: GraphStore) -> None:
+    _requests(store)
+    targets = ["bundle:b@1", "bundle:b@2", "feature:f@1"]
+
+    def stop(counted: int) -> None:
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        store.rebuild_traffic(page=4, progress=stop)
+    # Past the point it reached, a new request is left to a rebuild that never came.
+    store.upsert([node("outcome:r7a", environment="production")],
+                 [edge("outcome:r7a", "SERVED_BY", "bundle:b@1")])
+    assert sum(store.traffic(targets).values()) == 4
+
+    assert store.rebuild_traffic(page=4) == 11
+    assert store.traffic(targets) == _counted(store, targets)
+    store.upsert([node("outcome:r7b", environment="production")],
+                 [edge("outcome:r7b", "SERVED_BY", "bundle:b@1")])
+    assert store.traffic(targets) == _counted(store, targets)  # writers count again
+
+
 def test_counts_reject_grouping_by_an_unindexed_property(store: GraphStore) -> None:
     with pytest.raises(SchemaError, match="cannot be grouped by"):
         store.count_neighbours(["bundle:b@1"], Direction.DOWNSTREAM, kind="InferenceOutcome",
