@@ -133,7 +133,9 @@ def promotion_sections(report: PromotionReport) -> tuple[str, list[Section]]:
                                          for b in radius.bundles], ("bundle", "live in")),
             Section("Traffic", [(env, f"{n:,}") for env, n in radius.traffic.items()],
                     ("environment", "requests"),
-                    note=f"{_plural(sum(radius.traffic.values()), 'request')} in all"),
+                    note=f"{_plural(sum(radius.traffic.values()), 'request')} in all"
+                    + ("; PARTIAL: a rebuild of the request counts is under way"
+                       if radius.traffic_counted_through is not None else "")),
         ]
     return verdict, sections
 

@@ -549,6 +549,10 @@ class EmbeddedStore(GraphStore):
             for r in rows
         ]
 
+    def traffic_rebuild_position(self) -> str | None:
+        rows = self._query("SELECT counted_through FROM traffic_rebuild")
+        return rows[0][0] if rows else None
+
     def ready(self) -> bool:
         try:
             self._query("SELECT 1")

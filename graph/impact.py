@@ -51,6 +51,9 @@ class BlastRadius:
     bundles: list[AffectedBundle]
     traffic: dict[str, int]
     rollbacks: list[RollbackTarget]
+    # While a rebuild of the rollup runs, the last request it has counted: ``traffic``
+    # counts only the requests up to there.
+    traffic_counted_through: str | None = None
 
     @property
     def rollback_target(self) -> Node | None:
@@ -61,7 +64,12 @@ class BlastRadius:
 
     @property
     def warnings(self) -> list[str]:
-        return [f"{r.environment}: {w}" for r in self.rollbacks for w in r.warnings]
+        partial = [] if self.traffic_counted_through is None else [
+            "traffic: partial — a rebuild of the request-count rollup is under way or "
+            f"stopped half-way (counted through {self.traffic_counted_through or 'nothing'}"
+            "); run `lineagegraph traffic rebuild` to the end"]
+        return partial + [f"{r.environment}: {w}" for r in self.rollbacks
+                          for w in r.warnings]
 
 
 def previous_live(moves: list[StageMove], current: str) -> str | None:
@@ -126,12 +134,14 @@ def blast_radius(
     bundles = [n for n in downstream.nodes.values() if n.kind == "Bundle"]
     counted = [n.id for n in downstream.nodes.values() if n.kind in DIRECT_TRAFFIC_KINDS]
     plans_rollback = action is not Action.CHANGE and root.kind in ROLLBACK_KINDS
-    # Three independent reads at once: the stage history of every affected name (versions
-    # of a name share it; one read for all), the traffic, and what was ever retired.
+    # Independent reads at once: the stage history of every affected name (versions of a
+    # name share it; one read for all), the traffic and whether it is complete, and what
+    # was ever retired.
     histories: dict[str, list[StageMove]] = {b.name: [] for b in bundles}
-    moves, traffic_by_env, retired_moves = concurrently(
+    moves, traffic_by_env, counted_through, retired_moves = concurrently(
         lambda: store.stage_history(names=sorted(histories)) if bundles else [],
         lambda: store.traffic(counted, since, until),
+        store.traffic_rebuild_position,
         lambda: store.stage_history(environment="retired") if plans_rollback else [])
     for move in moves:
         histories[move.name].append(move)
@@ -146,7 +156,8 @@ def blast_radius(
                if m.to_version is not None}
     rollbacks = _rollbacks(store, affected, histories, retired) if plans_rollback else []
     return BlastRadius(root=root, action=action, downstream=downstream, bundles=affected,
-                       traffic=dict(sorted(traffic.items())), rollbacks=rollbacks)
+                       traffic=dict(sorted(traffic.items())), rollbacks=rollbacks,
+                       traffic_counted_through=counted_through)
 
 
 def _rollbacks(store: GraphStore, affected: list[AffectedBundle],

@@ -640,6 +640,11 @@ class Neo4jStore(GraphStore):
                                   payload=json.loads(props["payload"]), seq=props["seq"]))
         return records
 
+    def traffic_rebuild_position(self) -> str | None:
+        records = self._read(f"MATCH (c:{COUNTER_LABEL} {{name: $name}}) "
+                             "RETURN c.rebuilt_through AS through", name=_TRAFFIC_COUNTER)
+        return records[0]["through"] if records else None
+
     def ready(self) -> bool:
         try:
             self._read("RETURN 1 AS ok")

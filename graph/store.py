@@ -532,6 +532,11 @@ class GraphStore(ABC):
         found = self.find(kinds=[kind], name=name, first=100_000)
         return sorted(found, key=version_order)
 
+    @abstractmethod
+    def traffic_rebuild_position(self) -> str | None:
+        """While a rebuild of the rollup runs (or after one stopped half-way): the last
+        request ID it has counted, and traffic answers are partial; else None."""
+
     def traffic(self, targets: Sequence[str], since: datetime | None = None,
                 until: datetime | None = None) -> dict[str | None, int]:
         """Distinct requests served by any of ``targets`` (over an outcome edge) with

@@ -253,7 +253,8 @@ LOG_LABELS: tuple[str, ...] = ("StageMove", "AuditEntry", "Record")
 TRAFFIC_LABEL = "TrafficCount"
 TRAFFIC_EDGE = "COUNTS"
 # Named sequence counters (keyed by ``name``): the logs' sequence numbers, and the turn
-# writers of requests take (``StoreTransaction.lock_traffic``).
+# writers of requests take (``StoreTransaction.lock_traffic``); the "traffic" counter also
+# keeps how far a rebuild of the rollup has counted (``rebuilt_through``).
 COUNTER_LABEL = "LineagegraphCounter"
 # A label every node carries, so a lookup by ID alone uses one uniqueness index.
 NODE_LABEL = "Node"

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from lineagegraph.api.cli import app
@@ -91,6 +92,24 @@ def test_a_blocked_promotion_says_why_first(store: GraphStore) -> None:
     assert title.startswith("BLOCK")
     failed = {row[1] for row in sections[0].rows if row[0] == "✘"}
     assert failed == {"eval", "approvals", "policy_present"}
+
+
+def test_a_report_says_its_traffic_is_partial_while_the_rollup_is_rebuilt(
+    store: GraphStore,
+) -> None:
+    load_story(store)
+
+    def stop(counted: int) -> None:
+        raise RuntimeError("interrupted")
+
+    def traffic_note() -> str | None:
+        report = promotion_report(store, "support-triage", "15", "production")
+        return next(s.note for s in promotion_sections(report)[1] if s.title == "Traffic")
+
+    assert "PARTIAL" not in (traffic_note() or "")
+    with pytest.raises(RuntimeError):
+        store.rebuild_traffic(page=1, progress=stop)
+    assert "PARTIAL" in (traffic_note() or "")
 
 
 def test_evidence_pack_holds_pins_lineage_evaluations_approvals_moves_and_audit(

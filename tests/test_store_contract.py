@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from lineagegraph.graph.impact import blast_radius
 from lineagegraph.graph.store import ORIGIN, Direction, GraphStore, Hop, SideHop, Tally
 from lineagegraph.graph.traffic import OUTCOME_EDGES
 from lineagegraph.graph.walk import HOPS_AHEAD, WalkLimits, walk
@@ -564,15 +565,23 @@ def test_a_rebuild_that_stopped_half_way_is_made_good_by_the_next(store: GraphSt
     def stop(counted: int) -> None:
         raise RuntimeError("interrupted")
 
+    assert store.traffic_rebuild_position() is None
     with pytest.raises(RuntimeError):
         store.rebuild_traffic(page=4, progress=stop)
-    # Past the point it reached, a new request is left to a rebuild that never came.
+    # Past the point it reached, a new request is left to a rebuild that never came, and
+    # a blast radius says its traffic is partial.
     store.upsert([node("outcome:r7a", environment="production")],
                  [edge("outcome:r7a", "SERVED_BY", "bundle:b@1")])
     assert sum(store.traffic(targets).values()) == 4
+    assert store.traffic_rebuild_position() == "outcome:r3"
+    radius = blast_radius(store, "bundle:b@1")
+    assert radius is not None and radius.warnings[0].startswith("traffic: partial")
 
     assert store.rebuild_traffic(page=4) == 11
     assert store.traffic(targets) == _counted(store, targets)
+    assert store.traffic_rebuild_position() is None
+    radius = blast_radius(store, "bundle:b@1")
+    assert radius is not None and radius.warnings == []
     store.upsert([node("outcome:r7b", environment="production")],
                  [edge("outcome:r7b", "SERVED_BY", "bundle:b@1")])
     assert store.traffic(targets) == _counted(store, targets)  # writers count again
