@@ -23,7 +23,7 @@ from lineagegraph.graph import impact, registry
 from lineagegraph.graph.drift import drift_sources, parse_duration
 from lineagegraph.graph.store import Direction as StoreDirection
 from lineagegraph.graph.trace import trace as run_trace
-from lineagegraph.graph.walk import walk
+from lineagegraph.graph.walk import LINEAGE_DEPTH, walk
 from lineagegraph.schema import InvalidId, canonical_id
 from lineagegraph.schema.models import utc
 
@@ -132,7 +132,7 @@ class Query(GovernanceQuery):
         info: Info,
         id: strawberry.ID,
         direction: Direction = Direction.UPSTREAM,
-        depth: int = 3,
+        depth: int = LINEAGE_DEPTH,
         kinds: list[str] | None = None,
         first: int | None = None,
         after: str | None = None,

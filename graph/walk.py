@@ -43,6 +43,8 @@ class WalkLimits:
 
 
 DEFAULT_LIMITS = WalkLimits()
+# The depth of a lineage query that names none (GraphQL `lineage`; the warm-up runs it).
+LINEAGE_DEPTH = 3
 
 # Hops per ``expand_hops`` round trip: lineage from a request to its sources is 5-7 hops.
 HOPS_AHEAD = 8

@@ -21,9 +21,9 @@ from lineagegraph.schema import bundle_id
 from . import registry
 from .drift import drift_sources
 from .impact import blast_radius
-from .store import GraphStore
+from .store import Direction, GraphStore
 from .trace import trace
-from .walk import DEFAULT_LIMITS, WalkLimits
+from .walk import DEFAULT_LIMITS, LINEAGE_DEPTH, WalkLimits, walk
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 def warm_up(store: GraphStore, limits: WalkLimits = DEFAULT_LIMITS,
             environment: str = "production") -> dict[str, float]:
-    """Run each analysis once; seconds per step.
+    """Run each analysis once, and the lineage query; seconds per step.
 
     driftSources and resolve run on a bundle live in ``environment`` when there is one,
     blastRadius on the model it pins (a release engineer's question, and its walk reaches
@@ -62,6 +62,10 @@ def warm_up(store: GraphStore, limits: WalkLimits = DEFAULT_LIMITS,
     parts = step("bundle_parts", lambda: registry.bundle_parts(store, [target])) or {}
     pinned = parts[target].model if target in parts else None
     step("trace", lambda: trace(store, PROBE, limits))
+    # A lineage query with the default depth, both ways (a walk's statement depends on
+    # its direction and depth): what a dashboard opens with.
+    step("lineage", lambda: [walk(store, target, direction, LINEAGE_DEPTH, limits=limits)
+                             for direction in (Direction.UPSTREAM, Direction.DOWNSTREAM)])
     step("blast_radius",
          lambda: blast_radius(store, pinned.id if pinned else target, limits=limits))
     step("drift_sources",

@@ -30,7 +30,7 @@ def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
     assert result.keys() >= KEYS
     assert result["store"] == "embedded" and result["outcomes"] == 10_000
     assert result["info"]["server_warm_up_s"].keys() == {
-        "live_bundles", "bundle_parts", "trace", "blast_radius", "drift_sources",
+        "live_bundles", "bundle_parts", "trace", "lineage", "blast_radius", "drift_sources",
         "resolve"}
     # The rollup's traffic agrees with counting the requests one by one.
     assert result["info"]["blast_traffic_matches"] is True

@@ -23,7 +23,8 @@ def test_serve_answers_health_ready_and_graphql_on_the_embedded_store(tmp_path: 
     assert ready.json()["status"] == "ready" and ready.json()["store"] == "embedded"
     # `serve` opened its store, so it warmed it up before accepting connections.
     assert set(ready.json()["warm_up_s"]) == {"live_bundles", "bundle_parts", "trace",
-                                              "blast_radius", "drift_sources", "resolve"}
+                                              "lineage", "blast_radius", "drift_sources",
+                                              "resolve"}
     assert graphql.json() == {"data": {"node": None}}
     assert docs.status_code == 200
     assert "open mode" in served.output

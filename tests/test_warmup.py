@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -14,15 +15,16 @@ from fastapi.testclient import TestClient
 from lineagegraph.api.app import create_app
 from lineagegraph.api.settings import Settings
 from lineagegraph.graph.embedded import EmbeddedStore
-from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.store import Direction, GraphStore
+from lineagegraph.graph.walk import LINEAGE_DEPTH, walk
 from lineagegraph.graph.warmup import PROBE, warm_up
 from lineagegraph.schema import bundle_id
 
 from .conftest import STORES
 from .story import load_story
 
-STEPS = {"live_bundles", "bundle_parts", "trace", "blast_radius", "drift_sources",
-         "resolve"}
+STEPS = {"live_bundles", "bundle_parts", "trace", "lineage", "blast_radius",
+         "drift_sources", "resolve"}
 
 
 def _contents(store: GraphStore) -> tuple[list[str], int, int]:
@@ -59,6 +61,28 @@ def test_on_an_empty_store_the_warm_up_asks_for_an_id_that_names_nothing(
 
     assert set(spent) == STEPS
     assert f" on {bundle_id(PROBE, '1')} " in caplog.text
+
+
+def test_after_the_warm_up_a_default_lineage_query_runs_no_new_statement(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Neo4j plans a statement the first time it sees its text; a walk's text depends on
+    # its direction and depth, not on where it starts.
+    load_story(store)
+    seen: set[str] = set()
+    reader = "_read" if hasattr(store, "_read") else "_query"
+    original = getattr(store, reader)
+
+    def recording(text: str, *args: Any, **params: Any) -> Any:
+        seen.add(text)
+        return original(text, *args, **params)
+
+    monkeypatch.setattr(store, reader, recording)
+    warm_up(store)
+    warmed, seen = seen, set()
+    for direction in (Direction.UPSTREAM, Direction.DOWNSTREAM):
+        walk(store, "model:gpt-5-mini-2026-08", direction, LINEAGE_DEPTH)
+
+    assert seen and seen <= warmed
 
 
 def test_a_failing_step_is_logged_and_the_others_still_run(
