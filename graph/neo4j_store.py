@@ -140,12 +140,14 @@ class _Neo4jTransaction:
         self.tx = tx
 
     def kinds(self, ids: Sequence[str]) -> dict[str, str]:
-        result = self.tx.run(
+        # Collected into one record: a record apiece costs the driver ~30 µs (a batch's
+        # 256 bundle ends 9-13 ms → 3 ms; 5k stored requests 111 → 22-31 ms).
+        record = self.tx.run(
             f"UNWIND $ids AS id MATCH (n:{NODE_LABEL} {{id: id}}) "
-            "RETURN n.id AS id, n.kind AS kind",
+            "RETURN collect([n.id, n.kind]) AS found",
             ids=list(ids),
-        )
-        return {r["id"]: r["kind"] for r in result}
+        ).single(strict=True)
+        return dict(record["found"])
 
     def write_nodes(self, rows: dict[str, list[dict[str, Any]]]
                     ) -> tuple[WriteCounts, dict[str, str]]:
@@ -271,16 +273,17 @@ class _Neo4jTransaction:
 
 
     def outcome_states(self, ids: Sequence[str]) -> dict[str, OutcomeState]:
-        result = self.tx.run(
+        # One record, as in ``kinds``: a re-sent batch reads thousands.
+        record = self.tx.run(
             f"UNWIND $ids AS id MATCH (n:{NODE_LABEL} {{id: id}}) WHERE n:{OUTCOME_KIND} "
             f"OPTIONAL MATCH (n)-[:{_rel_pattern(OUTCOME_EDGES)}]->(t:{NODE_LABEL}) "
-            f"RETURN n.id AS id, n.environment AS environment, "
-            f"{_MICROS.format('n.created_at')} AS created_us, collect(t.id) AS targets",
+            f"WITH n, collect(t.id) AS targets "
+            f"RETURN collect([n.id, n.environment, {_MICROS.format('n.created_at')}, "
+            f"targets]) AS states",
             ids=list(ids),
-        )
-        return {r["id"]: OutcomeState(r["environment"], _from_micros(r["created_us"]),
-                                      frozenset(r["targets"]))
-                for r in result}
+        ).single(strict=True)
+        return {oid: OutcomeState(environment, _from_micros(created_us), frozenset(targets))
+                for oid, environment, created_us, targets in record["states"]}
 
     def add_traffic(self, changes: Sequence[tuple[TrafficKey, int]]) -> None:
         rows = [{"id": k.id, "signature": k.signature, "targets": list(k.targets),
