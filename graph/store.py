@@ -264,8 +264,8 @@ class GraphStore(ABC):
         write reports the ones that existed, and a kind conflict raises then, which rolls
         the transaction back. A batch that re-sends stored requests is written again from
         the start, reading first: their rollup keys must be read before the write changes
-        them. Bulk loads are mostly new requests, and the read cost them ~45 ms a batch
-        of 5,000 on Neo4j (medium bench data), ~6 % of writing it."""
+        them. Bulk loads are mostly new requests: for them this saves reading every node of
+        the batch (bench/README.md)."""
         try:
             return self._write(lambda tx: self._write_batch(tx, batch, read_first=False))
         except _RequestsStored:
