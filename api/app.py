@@ -72,12 +72,17 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
 
     @app.get("/readyz", tags=["probes"])
     async def readyz(request: Request) -> JSONResponse:
-        """The store answers a query."""
-        ok = await run_in_threadpool(request.app.state.store.ready)
+        """The store answers a query. Also what the start-up warm-up took, and whether a
+        rebuild of the request-count rollup is under way (or stopped half-way), when
+        request counts are partial."""
+        store: GraphStore = request.app.state.store
+        ok = await run_in_threadpool(store.ready)
+        rebuild = await run_in_threadpool(store.traffic_rebuild_position) if ok else None
         warmed = request.app.state.warm_up
         return JSONResponse(
-            {"status": "ready" if ok else "unavailable", "store": request.app.state.store.name,
-             "warm_up_s": {name: round(s, 3) for name, s in warmed.items()}},
+            {"status": "ready" if ok else "unavailable", "store": store.name,
+             "warm_up_s": {name: round(s, 3) for name, s in warmed.items()},
+             "traffic_rebuild": None if rebuild is None else {"counted_through": rebuild}},
             status_code=200 if ok else 503,
         )
 

@@ -69,6 +69,24 @@ def test_health_and_readiness_answer(client: TestClient) -> None:
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
 
 
+def test_readiness_says_when_a_traffic_rebuild_left_counts_partial(
+    client: TestClient, store: GraphStore,
+) -> None:
+    store.upsert([Node.from_id(f"outcome:r{i}", created_at=T0,
+                               properties={"environment": "production"}) for i in range(3)])
+    assert client.get("/readyz").json()["traffic_rebuild"] is None
+
+    def stop(counted: int) -> None:
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        store.rebuild_traffic(page=2, progress=stop)
+
+    assert client.get("/readyz").json()["traffic_rebuild"] == {"counted_through": "outcome:r1"}
+    store.rebuild_traffic(page=2)
+    assert client.get("/readyz").json()["traffic_rebuild"] is None
+
+
 def test_node_by_id_accepts_v_versions_and_gives_the_design_fields(client: TestClient) -> None:
     body = gql(client, "query ($id: ID!) { node(id: $id) { id kind name version createdAt "
                "... on ModelVersion { properties } } }", id="model:fraud-detector@v7")
