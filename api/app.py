@@ -76,8 +76,8 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
         rebuild of the request-count rollup is under way (or stopped half-way), when
         request counts are partial."""
         store: GraphStore = request.app.state.store
-        ok = await run_in_threadpool(store.ready)
-        rebuild = await run_in_threadpool(store.traffic_rebuild_position) if ok else None
+        ok, rebuild = await run_in_threadpool(
+            lambda: (True, store.traffic_rebuild_position()) if store.ready() else (False, None))
         warmed = request.app.state.warm_up
         return JSONResponse(
             {"status": "ready" if ok else "unavailable", "store": store.name,

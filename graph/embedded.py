@@ -105,6 +105,8 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 WHEN (SELECT count(*) FROM _wipe) = 0
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 """
+# How far a rebuild of the rollup has counted (no row: none under way).
+_REBUILD_POSITION = "SELECT counted_through FROM traffic_rebuild"
 # A marker table that only ``wipe`` fills, inside its own transaction.
 _WIPE_MARKER = "CREATE TABLE IF NOT EXISTS _wipe (x INTEGER);"
 
@@ -237,7 +239,7 @@ class _SqliteTransaction:
 
     def lock_traffic(self) -> str | None:
         # BEGIN IMMEDIATE took the database's write lock: writers never overlap.
-        row = self.conn.execute("SELECT counted_through FROM traffic_rebuild").fetchone()
+        row = self.conn.execute(_REBUILD_POSITION).fetchone()
         return None if row is None else row[0]
 
     def set_traffic_rebuild(self, counted_through: str | None) -> None:
@@ -550,7 +552,7 @@ class EmbeddedStore(GraphStore):
         ]
 
     def traffic_rebuild_position(self) -> str | None:
-        rows = self._query("SELECT counted_through FROM traffic_rebuild")
+        rows = self._query(_REBUILD_POSITION)
         return rows[0][0] if rows else None
 
     def ready(self) -> bool:

@@ -158,7 +158,6 @@ class PreparedWrite:
     requests: list[str]  # the ``outcome_ids``
     batch_kinds: dict[str, str]
     outside: list[str]  # edge ends not in the batch, whose stored kinds the checks read
-    looked_up: list[str]  # ... and the batch's nodes: what a re-sent batch reads first
     fresh_traffic: list[tuple[TrafficKey, int]]  # the rollup change if no request is stored
     node_rows: Any
     edge_rows: Any
@@ -251,7 +250,6 @@ class GraphStore(ABC):
             requests=outcome_ids(node_list, edge_list),
             batch_kinds=batch_kinds,
             outside=sorted(ends - batch_kinds.keys()),
-            looked_up=sorted(batch_kinds.keys() | ends),
             fresh_traffic=deltas({}, node_list, edge_list),
             node_rows=self._node_rows(node_list),
             edge_rows=self._edge_rows(edge_list),
@@ -281,7 +279,8 @@ class GraphStore(ABC):
             # committed by then, so the stored state read below is what the rollup
             # counts (two at once would otherwise both count a new request).
             rebuilt_through = tx.lock_traffic()
-        lookups = batch.looked_up if read_first else batch.outside
+        # Reading first (a re-send), the batch's own nodes too.
+        lookups = [*batch.batch_kinds, *batch.outside] if read_first else batch.outside
         stored_kinds = tx.kinds(lookups) if lookups else {}
         # Only requests already stored can move between rollup keys; new ones just add.
         stored = [i for i in batch.requests if i in stored_kinds]

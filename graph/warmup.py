@@ -56,8 +56,9 @@ def warm_up(store: GraphStore, limits: WalkLimits = DEFAULT_LIMITS,
         finally:
             spent[name] = time.perf_counter() - started
 
+    probe = bundle_id(PROBE, "1")
     live = step("live_bundles", lambda: store.live_bundles(environment)) or []
-    target = live[0].id if live else bundle_id(PROBE, "1")
+    target = live[0].id if live else probe
     name = live[0].name if live else PROBE
     parts = step("bundle_parts", lambda: registry.bundle_parts(store, [target])) or {}
     pinned = parts[target].model if target in parts else None
@@ -67,7 +68,6 @@ def warm_up(store: GraphStore, limits: WalkLimits = DEFAULT_LIMITS,
     # Neo4j runs it before it knows whether the start exists: from an ID that names
     # nothing, each direction costs its planning only, not a walk of a hot bundle's
     # thousands of requests (2 s and ~50 MB of peak memory at large).
-    probe = bundle_id(PROBE, "1")
     step("lineage", lambda: [walk(store, probe, direction, LINEAGE_DEPTH, limits=limits)
                              for direction in (Direction.UPSTREAM, Direction.DOWNSTREAM)])
     step("blast_radius",
