@@ -118,8 +118,12 @@ def _ts(value: datetime | None) -> str | None:
     return None if value is None else utc(value).strftime(_TIME_FORMAT)
 
 
+def _at(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
 def _dt(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
+    return None if value is None else _at(value)
 
 
 def _json_list(values: Sequence[str]) -> str:
@@ -127,13 +131,9 @@ def _json_list(values: Sequence[str]) -> str:
 
 
 def _node(row: sqlite3.Row, prefix: str = "") -> Node:
-    return Node.model_construct(
-        kind=row[prefix + "kind"],
-        name=row[prefix + "name"],
-        version=row[prefix + "version"],
-        created_at=_dt(row[prefix + "created_at"]),
-        properties=properties_from_json(row[prefix + "props"]),
-    )
+    return Node.trusted(row[prefix + "kind"], row[prefix + "name"], row[prefix + "version"],
+                        _at(row[prefix + "created_at"]),
+                        properties_from_json(row[prefix + "props"]))
 
 
 class _SqliteTransaction:
@@ -420,9 +420,8 @@ class EmbeddedStore(GraphStore):
         return [
             Hop(
                 origin=row["origin"],
-                edge=Edge.model_construct(source=row["source"], type=row["type"],
-                                          target=row["target"],
-                                          properties=properties_from_json(row["eprops"])),
+                edge=Edge.trusted(row["source"], row["type"], row["target"],
+                                  properties_from_json(row["eprops"])),
                 node=_node(row),
             )
             for row in self._query(sql, params)

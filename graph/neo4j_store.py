@@ -87,13 +87,9 @@ def _native(value: Any) -> Any:
 
 
 def _node(record: dict[str, Any]) -> Node:
-    node = Node.model_construct(
-        kind=record["kind"],
-        name=record["name"],
-        version=record["version"],
-        created_at=_from_micros(record["created_us"]),
-        properties=properties_from_json(record["props"]),
-    )
+    node = Node.trusted(record["kind"], record["name"], record["version"],
+                        _from_micros(record["created_us"]),
+                        properties_from_json(record["props"]))
     # The stored ID is the one ``Node.id`` would format again (a cached property).
     node.__dict__["id"] = record["id"]
     return node
@@ -102,9 +98,8 @@ def _node(record: dict[str, Any]) -> Node:
 def _hop(record: Any) -> Hop:
     return Hop(
         origin=record["origin"],
-        edge=Edge.model_construct(source=record["source"], type=record["type"],
-                                  target=record["target"],
-                                  properties=properties_from_json(record["eprops"])),
+        edge=Edge.trusted(record["source"], record["type"], record["target"],
+                          properties_from_json(record["eprops"])),
         node=_node(record),
     )
 

@@ -201,10 +201,8 @@ class _ManifestLoad:
 
     def _probe(self, entry: _Entry) -> Node:
         """A stand-in for ordering versions of the load among the graph's."""
-        return Node.model_construct(kind=entry.doc.LABEL, name=entry.doc.node_name(),
-                                    version=entry.version,
-                                    created_at=entry.doc.created_at or self.now,
-                                    properties={DIGEST: entry.doc.digest()})
+        return Node.trusted(entry.doc.LABEL, entry.doc.node_name(), entry.version,
+                            entry.doc.created_at or self.now, {DIGEST: entry.doc.digest()})
 
     # -- nodes ----------------------------------------------------------------------------
 

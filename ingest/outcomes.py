@@ -70,9 +70,12 @@ class OutcomeRecord(InferenceOutcomeProps):
 
     def properties(self) -> dict[str, Any]:
         # With a bundle, a model/prompt/policy also given is kept as written, not linked.
-        skip = self.REFERENCES if self.bundle is None else self.REFERENCES - {
-            "model", "prompt", "policy"}
-        return self.model_dump(mode="json", exclude=set(skip), exclude_none=True)
+        skip = _NOT_PROPERTIES_WITHOUT_BUNDLE if self.bundle is None else _NOT_PROPERTIES
+        return self.model_dump(mode="json", exclude=skip, exclude_none=True)
+
+
+_NOT_PROPERTIES_WITHOUT_BUNDLE = set(OutcomeRecord.REFERENCES)
+_NOT_PROPERTIES = _NOT_PROPERTIES_WITHOUT_BUNDLE - {"model", "prompt", "policy"}
 
 
 @dataclass(slots=True)
@@ -234,13 +237,11 @@ class OutcomeMapper:
         # Built without re-validation: the record was validated by the outcome's own
         # property model and the targets are canonical IDs (at 100k records a second pass
         # through Node and Edge validation costs more than the store's write).
-        node = Node.model_construct(kind="InferenceOutcome", name=outcome.request_id,
-                                    version=None, created_at=utc(outcome.timestamp),
-                                    properties=outcome.properties())
+        node = Node.trusted("InferenceOutcome", outcome.request_id, None,
+                            utc(outcome.timestamp), outcome.properties())
         batch.nodes.append(node)
         for target, kind in refs.values():
-            batch.edges.append(Edge.model_construct(source=node.id, type=EDGE_FOR[kind],
-                                                    target=target, properties={}))
+            batch.edges.append(Edge.trusted(node.id, EDGE_FOR[kind], target, {}))
             if target in self._known or kind != "ModelVersion":
                 continue
             seen = shadows.get(target)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import pickle
+from datetime import UTC, datetime
+
 import pytest
+from pydantic import ValidationError
 
 from lineagegraph.schema import (
     EDGE_KINDS,
     NODE_KINDS,
     NODE_KINDS_BY_LABEL,
+    Edge,
     InvalidId,
     Node,
     canonical_id,
@@ -15,6 +21,7 @@ from lineagegraph.schema import (
 )
 from lineagegraph.schema.constraints import constraint_name, uniqueness_constraints
 from lineagegraph.schema.kinds import COUNTER_LABEL
+from lineagegraph.schema.models import canonical_json
 
 
 @pytest.mark.parametrize(("given", "canonical"), [
@@ -84,3 +91,39 @@ def test_every_edge_endpoint_is_a_declared_kind() -> None:
 def test_only_supersedes_evaluates_and_approves_are_not_lineage() -> None:
     assert {e.type for e in EDGE_KINDS if not e.lineage} == {"SUPERSEDES", "EVALUATES",
                                                              "APPROVES"}
+
+
+def test_trusted_models_are_what_model_construct_builds() -> None:
+    at = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    pairs = [
+        (Node.trusted("ModelVersion", "fraud", "3", at, {"registered": False}),
+         Node.model_construct(kind="ModelVersion", name="fraud", version="3", created_at=at,
+                              properties={"registered": False})),
+        (Edge.trusted("outcome:r1", "SERVED_BY", "bundle:triage@2", {}),
+         Edge.model_construct(source="outcome:r1", type="SERVED_BY", target="bundle:triage@2",
+                              properties={})),
+    ]
+    for trusted, constructed in pairs:
+        assert trusted == constructed
+        assert trusted.model_dump() == constructed.model_dump()
+        assert trusted.model_fields_set == constructed.model_fields_set
+        assert trusted.__pydantic_extra__ == constructed.__pydantic_extra__
+        assert trusted.__pydantic_private__ == constructed.__pydantic_private__
+        assert trusted.model_copy(update={"properties": {"a": 1}}).properties == {"a": 1}
+        assert trusted.properties == constructed.properties  # the copy changed neither
+    node = pairs[0][0]
+    assert node.id == "model:fraud@3"
+    assert pickle.loads(pickle.dumps(node)) == node
+    with pytest.raises(ValidationError):  # frozen, as a validated node
+        node.name = "other"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", [
+    {"b": 1, "a": [1.5, None, True], "é": "naïve ☃"},
+    {"nested": {"z": {"y": 1e16, "x": -0.0}, "a": "line\nbreak \"quoted\""}},
+    {"at": datetime(2026, 1, 2, tzinfo=UTC), "n": 2**70},
+    ["a list", {"k": {}}], "a string", 3, None,
+])
+def test_canonical_json_is_sorted_compact_ascii_json(value: object) -> None:
+    assert canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"),
+                                               default=str)
