@@ -23,7 +23,8 @@ def test_bench_runs_and_writes_json(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "NEO4J_URI"}
     subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--scale", "small", "--store",
-         "embedded", "--out", str(out), "--reps", "1", "--requests", "10", "--warmup", "10"],
+         "embedded", "--out", str(out), "--reps", "1", "--ingest-reps", "1", "--requests", "10",
+         "--warmup", "10"],
         check=True, cwd=tmp_path, env=env, timeout=300,
     )
     result = json.loads(out.read_text())
