@@ -719,9 +719,14 @@ def main() -> None:
                         help="timed calls of blastRadius, driftSources and resolve")
     args = parser.parse_args()
 
+    # The generated files (~0.5 GB at large) and the embedded store's file: gone afterwards.
+    with tempfile.TemporaryDirectory(prefix=f"lineagegraph-bench-{args.scale}-") as scratch:
+        run_benchmarks(args, Path(scratch))
+
+
+def run_benchmarks(args: argparse.Namespace, tmp: Path) -> None:
     spec = SCALES[args.scale]
     f = Figures()
-    tmp = Path(tempfile.mkdtemp(prefix=f"lineagegraph-bench-{args.scale}-"))
     uri = os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687")
     user, password = os.environ.get("NEO4J_USER"), os.environ.get("NEO4J_PASSWORD")
     database = os.environ.get("NEO4J_DATABASE", "neo4j")
@@ -759,8 +764,9 @@ def main() -> None:
     print(f"  {loaded:,} outcomes loaded in {load_s:.1f} s ({loaded / load_s:,.0f}/s)",
           flush=True)
 
-    bench_ingest(store, raw, p, f, args.store, args.ingest_reps, min(args.ingest_sample, spec.outcomes),
-                 min(args.naive_sample, spec.outcomes), tmp)
+    bench_ingest(store, raw, p, f, args.store, args.ingest_reps,
+                 min(args.ingest_sample, spec.outcomes), min(args.naive_sample, spec.outcomes),
+                 tmp)
 
     proc, url = start_server(args.store, db, uri)
     try:
