@@ -194,13 +194,16 @@ class _Neo4jTransaction:
                 counts += _counts(record, len(chunk))
         return counts
 
-    def _next_seq(self, counter: str) -> int:
-        # A counter node serialises appends (its write lock), so sequence numbers are
-        # gap-free and ordered even under concurrent writers.
+    def _append_numbered(self, label: str, fields: str, **params: Any) -> int:
+        """Create a ``label`` log entry with the next number of its sequence (``seq`` in
+        ``fields``) in one statement: a counter node serialises appends (its write lock), so
+        the numbers are gap-free and ordered even under concurrent writers. One round
+        trip, not two: every batch a load writes appends its audit entry."""
         record = self.tx.run(
-            f"MERGE (c:{COUNTER_LABEL} {{name: $name}}) "
-            "SET c.value = coalesce(c.value, 0) + 1 RETURN c.value AS seq",
-            name=counter,
+            f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) "
+            "SET c.value = coalesce(c.value, 0) + 1 "
+            f"WITH c.value AS seq CREATE (:{label} {{{fields}}}) RETURN seq",
+            counter=label, **params,
         ).single(strict=True)
         return int(record["seq"])
 
@@ -230,22 +233,20 @@ class _Neo4jTransaction:
         return list(record["ids"])
 
     def append_stage_move(self, move: StageMove) -> StageMove:
-        seq = self._next_seq("StageMove")
-        self.tx.run(
-            "CREATE (m:StageMove {id: $seq, seq: $seq, name: $name, environment: $env, "
+        seq = self._append_numbered(
+            "StageMove", "id: seq, seq: seq, name: $name, environment: $env, "
             "from_version: $from_version, to_version: $to_version, at: $at, actor: $actor, "
-            "reason: $reason})",
-            seq=seq, name=move.name, env=move.environment, from_version=move.from_version,
+            "reason: $reason",
+            name=move.name, env=move.environment, from_version=move.from_version,
             to_version=move.to_version, at=move.at, actor=move.actor, reason=move.reason,
         )
         return move.model_copy(update={"seq": seq})
 
     def append_audit(self, entry: AuditEntry) -> None:
-        seq = self._next_seq("AuditEntry")
-        self.tx.run(
-            "CREATE (a:AuditEntry {id: $seq, seq: $seq, at: $at, actor: $actor, "
-            "action: $action, target: $target, before: $before, after: $after})",
-            seq=seq, at=entry.at, actor=entry.actor, action=entry.action, target=entry.target,
+        self._append_numbered(
+            "AuditEntry", "id: seq, seq: seq, at: $at, actor: $actor, action: $action, "
+            "target: $target, before: $before, after: $after",
+            at=entry.at, actor=entry.actor, action=entry.action, target=entry.target,
             before=canonical_json(entry.before), after=canonical_json(entry.after),
         )
 
@@ -257,11 +258,10 @@ class _Neo4jTransaction:
         ).single()
         if found is not None:
             return False
-        seq = self._next_seq("Record")
-        self.tx.run(
-            "CREATE (r:Record {id: $id, seq: $seq, collection: $collection, key: $key, "
-            "at: $at, payload: $payload})",
-            id=f"{record.collection}\x1f{record.key}", seq=seq, collection=record.collection,
+        self._append_numbered(
+            "Record", "id: $id, seq: seq, collection: $collection, key: $key, at: $at, "
+            "payload: $payload",
+            id=f"{record.collection}\x1f{record.key}", collection=record.collection,
             key=record.key, at=record.at, payload=canonical_json(record.payload),
         )
         return True
@@ -292,10 +292,14 @@ class _Neo4jTransaction:
                 MERGE (c:{TRAFFIC_LABEL} {{id: row.id}})
                 ON CREATE SET c.signature = row.signature, c.environment = row.environment,
                               c.day = row.day, c.n = 0
+                // A stored counter is never 0 (deleted below), so 0 means created here;
+                // only a new counter is linked to its targets, which are in the graph by
+                // then (the batch's edge check) and never deleted.
+                WITH c, row, c.n = 0 AS created
                 SET c.n = c.n + row.n
-                WITH c, row
-                CALL (c, row) {{
-                    UNWIND row.targets AS tid
+                WITH c, row, created
+                CALL (c, row, created) {{
+                    UNWIND CASE WHEN created THEN row.targets ELSE [] END AS tid
                     MATCH (t:{NODE_LABEL} {{id: tid}})
                     MERGE (c)-[:{TRAFFIC_EDGE}]->(t)
                 }}
