@@ -128,6 +128,10 @@ def _counts(record: dict[str, Any], total: int) -> WriteCounts:
 
 
 _TRAFFIC_COUNTER = "traffic"
+# A named counter (``$counter``) as ``c``, and the same counter moved on: its write lock is
+# held to the end of the transaction, so writers that bump one take turns.
+_COUNTER = f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) "
+_BUMPED = _COUNTER + "SET c.value = coalesce(c.value, 0) + 1 "
 
 
 class _Neo4jTransaction:
@@ -200,9 +204,7 @@ class _Neo4jTransaction:
         the numbers are gap-free and ordered even under concurrent writers. One round
         trip, not two: every batch a load writes appends its audit entry."""
         record = self.tx.run(
-            f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) "
-            "SET c.value = coalesce(c.value, 0) + 1 "
-            f"WITH c.value AS seq CREATE (:{label} {{{fields}}}) RETURN seq",
+            _BUMPED + f"WITH c.value AS seq CREATE (:{label} {{{fields}}}) RETURN seq",
             counter=label, **params,
         ).single(strict=True)
         return int(record["seq"])
@@ -210,17 +212,13 @@ class _Neo4jTransaction:
     def lock_traffic(self) -> str | None:
         # A counter's write lock, held to the end of the transaction; the counter node
         # also keeps how far a rebuild of the rollup has counted.
-        record = self.tx.run(
-            f"MERGE (c:{COUNTER_LABEL} {{name: $name}}) "
-            "SET c.value = coalesce(c.value, 0) + 1 RETURN c.rebuilt_through AS through",
-            name=_TRAFFIC_COUNTER,
-        ).single(strict=True)
+        record = self.tx.run(_BUMPED + "RETURN c.rebuilt_through AS through",
+                             counter=_TRAFFIC_COUNTER).single(strict=True)
         return record["through"]
 
     def set_traffic_rebuild(self, counted_through: str | None) -> None:
-        self.tx.run(f"MERGE (c:{COUNTER_LABEL} {{name: $name}}) "
-                    "SET c.rebuilt_through = $through",
-                    name=_TRAFFIC_COUNTER, through=counted_through).consume()
+        self.tx.run(_COUNTER + "SET c.rebuilt_through = $through",
+                    counter=_TRAFFIC_COUNTER, through=counted_through).consume()
 
     def request_ids(self, after: str, limit: int) -> list[str]:
         # A range seek on the ID index, in index order.
