@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -159,14 +160,21 @@ class RawNeo4j:
             notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF)
         self.database = database
 
-    def bulk(self, batches: list[tuple[list[dict], list[dict]]]) -> None:
-        for node_rows, edge_rows in batches:
-            def work(tx: Any, node_rows: list = node_rows, edge_rows: list = edge_rows) -> None:
+    def bulk(self, batches: list[tuple[list[dict], list[dict]]], in_flight: int = 1) -> None:
+        """Each batch in a transaction of its own, ``in_flight`` of them at once (as many
+        as the store's bulk load keeps: ``GraphStore.parallel_writes``)."""
+        def write(batch: tuple[list[dict], list[dict]]) -> None:
+            node_rows, edge_rows = batch
+
+            def work(tx: Any) -> None:
                 tx.run(self.NODES, rows=node_rows).consume()
                 tx.run(self.EDGES, rows=edge_rows).consume()
 
             with self.driver.session(database=self.database) as session:
                 session.execute_write(work)
+
+        with ThreadPoolExecutor(max_workers=in_flight) as pool:
+            list(pool.map(write, batches))
 
     def naive(self, rows: list[dict]) -> None:
         # py2neo-style: one MERGE statement per record, each in its own transaction (written
@@ -225,7 +233,8 @@ class RawSqlite:
         self.conn.execute("PRAGMA synchronous = NORMAL")
         self.conn.execute("PRAGMA foreign_keys = ON")
 
-    def bulk(self, batches: list[tuple[list[tuple], list[tuple]]]) -> None:
+    def bulk(self, batches: list[tuple[list[tuple], list[tuple]]], in_flight: int = 1) -> None:
+        # SQLite takes one writer at a time: ``in_flight`` is always 1 here.
         for node_rows, edge_rows in batches:
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany(self.NODES, node_rows)
@@ -348,6 +357,8 @@ def raw_rows(records: list[dict], store_kind: str) -> tuple[list, list]:
                 nodes.append(node)
                 edges.append(edge)
                 naive.append((node, edge))
+        if store_kind == "neo4j":
+            edges.sort(key=lambda row: (row["target"], row["source"]))  # as the store does
         batches.append((nodes, edges))
     return batches, naive
 
@@ -363,7 +374,10 @@ def bench_ingest(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: F
         base.append(record)
         if len(base) >= sample:
             break
-    labels = ["svc", "raw", "nv"]
+    # The ceiling keeps as many transactions in flight as the service's bulk load; with
+    # more than one, the raw driver one transaction at a time ("serial") runs too.
+    in_flight = store.parallel_writes
+    labels = ["svc", "raw", "nv"] + (["serial"] if in_flight > 1 else [])
     for rep in range(reps):
         for label in labels[rep % 3:] + labels[:rep % 3]:
             # fresh request IDs per rep and method: every run creates, never matches
@@ -376,20 +390,29 @@ def bench_ingest(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: F
                 forget_sample(store, path)
             elif label == "raw":
                 batches, _ = raw_rows(rows, store_kind)
-                seconds, _ = timed(lambda batches=batches: raw.bulk(batches))
+                seconds, _ = timed(lambda batches=batches: raw.bulk(batches, in_flight))
                 f.add("raw_outcomes_per_s", len(rows) / seconds)
+            elif label == "serial":
+                batches, _ = raw_rows(rows, store_kind)
+                seconds, _ = timed(lambda batches=batches: raw.bulk(batches))
+                f.add("raw_serial_outcomes_per_s", len(rows) / seconds)
             else:
                 _, naive = raw_rows(rows[:naive_n], store_kind)
                 seconds, _ = timed(lambda naive=naive: raw.naive(naive))
                 f.add("naive_outcomes_per_s", len(naive) / seconds)
-        for label in ("svc", "raw", "nv"):
+        for label in labels:
             raw.delete_prefix(f"outcome:b{label}{rep}-")
         svc, ceil, nv = (f.runs[k][-1] for k in (
             "ingest_outcomes_per_s", "raw_outcomes_per_s", "naive_outcomes_per_s"))
         f.add("ingest_vs_raw", svc / ceil)
         f.add("ingest_vs_naive", svc / nv)
-        print(f"  ingest rep {rep + 1}: service {svc:,.0f}/s, raw {ceil:,.0f}/s, "
-              f"naive {nv:,.0f}/s", flush=True)
+        serial = ""
+        if "serial" in labels:
+            one = f.runs["raw_serial_outcomes_per_s"][-1]
+            f.add("ingest_vs_raw_serial", svc / one)
+            serial = f", raw one at a time {one:,.0f}/s"
+        print(f"  ingest rep {rep + 1}: service {svc:,.0f}/s, raw {ceil:,.0f}/s "
+              f"({in_flight} in flight){serial}, naive {nv:,.0f}/s", flush=True)
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -671,8 +694,9 @@ def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: 
 
 # -- report ----------------------------------------------------------------------------------
 
-ORDER = ["ingest_outcomes_per_s", "raw_outcomes_per_s", "naive_outcomes_per_s",
-         "ingest_vs_raw", "ingest_vs_naive", "trace_p50_ms", "trace_p99_ms",
+ORDER = ["ingest_outcomes_per_s", "raw_outcomes_per_s", "raw_serial_outcomes_per_s",
+         "naive_outcomes_per_s", "ingest_vs_raw", "ingest_vs_raw_serial", "ingest_vs_naive",
+         "trace_p50_ms", "trace_p99_ms",
          "trace_raw_p50_ms", "trace_vs_raw", "trace_store_p50_ms", "trace_store_vs_raw",
          "trace_graphql_p50_ms", "http_floor_p50_ms", "blast_ms", "blast_varlength_ms",
          "blast_vs_varlength", "drift_ms", "resolve_ms"]
@@ -789,6 +813,7 @@ def run_benchmarks(args: argparse.Namespace, tmp: Path) -> None:
         "ingest_sample": min(args.ingest_sample, spec.outcomes),
         "naive_sample": min(args.naive_sample, spec.outcomes), "warmup_traces": args.warmup,
         "outcome_batch_size": BATCH_SIZE,
+        "writes_in_flight": store.parallel_writes,
         "registry_load_s": round(registry_s, 2),
         "full_load_outcomes_per_s": round(loaded / load_s, 1),
         "full_load_s": round(load_s, 1),

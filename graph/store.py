@@ -201,6 +201,9 @@ class GraphStore(ABC):
     """A property graph of lineage plus two append-only logs (stage moves, audit)."""
 
     name: str
+    # How many batches a bulk load keeps writing at once (``ingest.batch.load_batches``):
+    # one for a store that takes one writer at a time.
+    parallel_writes: int = 1
 
     # -- writes -------------------------------------------------------------------------
 
@@ -274,10 +277,20 @@ class GraphStore(ABC):
                      read_first: bool) -> UpsertResult:
         result = UpsertResult()
         rebuilt_through = None
-        if batch.requests:
-            # Before the reads: a writer of the same requests that started earlier has
-            # committed by then, so the stored state read below is what the rollup
-            # counts (two at once would otherwise both count a new request).
+        # Writers of requests take turns (``lock_traffic``), held to the end of the
+        # transaction. Before any read of stored requests: a writer of the same requests
+        # that started earlier has committed by then, so the stored state read is what
+        # the rollup counts (two at once would otherwise both count a new request). A
+        # write that reads none — all its requests are its own nodes, written without
+        # reading first — takes its turn after its node write, which finds any request
+        # stored before (waiting, under the ID's uniqueness lock, for a writer creating
+        # it) and then sends the batch back to read first. So one write's nodes go in
+        # while another links, counts and commits (``load_batches`` keeps two writes in
+        # flight on Neo4j); the turn comes before the edges, whose ends (the bundles) the
+        # rollup links new counters to: every writer locks those after the turn.
+        lock_early = bool(batch.requests) and (
+            read_first or not batch.batch_kinds.keys() >= set(batch.requests))
+        if lock_early:
             rebuilt_through = tx.lock_traffic()
         # Reading first (a re-send), the batch's own nodes too.
         lookups = [*batch.batch_kinds, *batch.outside] if read_first else batch.outside
@@ -293,6 +306,8 @@ class GraphStore(ABC):
                 raise _RequestsStored  # their rollup keys were not read before the write
         # An edge end in the batch has the kind the batch gives it (checked just above).
         _check_edge_kinds(batch.edges, {**stored_kinds, **batch.batch_kinds})
+        if batch.requests and not lock_early:
+            rebuilt_through = tx.lock_traffic()
         if batch.edges:
             result.edges = tx.write_edges(batch.edge_rows)
         if batch.requests:

@@ -7,8 +7,10 @@ import gc
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -113,19 +115,44 @@ def load_batches(
     batch is built (parsed, validated, mapped) and prepared for the store
     (``GraphStore.prepare``) in a thread while the store writes this one, so the two
     overlap, and the cyclic garbage collector runs once per batch instead of whenever
-    allocations pile up (``_collector_paused``). Only for mappers whose batches
-    do not depend on what earlier batches wrote — an outcome file, where at most an
-    unregistered model's placeholder is sent twice, which changes nothing."""
+    allocations pile up (``_collector_paused``); and a store that takes writers side by
+    side writes ``store.parallel_writes`` batches at once (``_written``). Only for mappers
+    whose batches do not depend on what earlier batches wrote — an outcome file, where at
+    most an unregistered model's placeholder is sent twice, which changes nothing."""
     summary = LoadSummary()
     started = time.perf_counter()
     with _collector_paused() if prefetch else nullcontext():
         prepared = _prepared(store, batches, collect=prefetch)
-        for size, ready in _built_ahead(prepared) if prefetch else prepared:
-            summary.add(store.write(ready), size)
-            if on_progress is not None:
-                on_progress(size)
+        width = store.parallel_writes if prefetch else 1
+        with closing(_built_ahead(prepared) if prefetch else prepared) as ready:
+            for size, result in _written(store, ready, width):
+                summary.add(result, size)
+                if on_progress is not None:
+                    on_progress(size)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _written(store: GraphStore, prepared: Iterable[tuple[int, PreparedWrite]],
+             width: int) -> Iterator[tuple[int, UpsertResult]]:
+    """(size, result) of each prepared batch, in order, with up to ``width`` of them being
+    written at once, each in its own transaction. If one fails (or the next cannot be
+    built), no more are started; the ones already started finish — so at most
+    ``width - 1`` batches after a failed one are written — and the failure is raised."""
+    if width <= 1:
+        for size, ready in prepared:
+            yield size, store.write(ready)
+        return
+    pending: deque[tuple[int, Future[UpsertResult]]] = deque()
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="batch-writer") as pool:
+        for size, ready in prepared:
+            pending.append((size, pool.submit(store.write, ready)))
+            if len(pending) == width:
+                written, future = pending.popleft()
+                yield written, future.result()
+        while pending:
+            written, future = pending.popleft()
+            yield written, future.result()
 
 
 def _prepared(store: GraphStore, batches: Iterable[Batch],

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 
-from lineagegraph.graph.store import Direction, GraphStore
+from lineagegraph.graph.store import Direction, GraphStore, PreparedWrite, UpsertResult
 from lineagegraph.graph.traffic import OUTCOME_EDGES
 from lineagegraph.schema import AuditEntry, Edge, Node
 from lineagegraph.schema.kinds import COUNTER_LABEL
@@ -69,3 +70,84 @@ def test_a_counter_name_is_unique_in_the_database(store: GraphStore) -> None:
     driver = store._driver  # type: ignore[attr-defined]
     with pytest.raises(neo4j.exceptions.ConstraintError):
         driver.execute_query(f"CREATE (:{COUNTER_LABEL} {{name: 'AuditEntry', value: 0}})")
+
+
+def _requests(prefix: str, count: int, bundles: list[str]) -> tuple[list[Node], list[Edge]]:
+    nodes = [Node.from_id(f"outcome:{prefix}-{i:04d}", created_at=T0,
+                          properties={"environment": "production"}) for i in range(count)]
+    edges = [Edge(source=n.id, type="SERVED_BY", target=bundles[i % len(bundles)])
+             for i, n in enumerate(nodes)]
+    return nodes, edges
+
+
+def test_writers_of_the_same_new_requests_at_once_count_each_request_once(
+    store: GraphStore,
+) -> None:
+    # Writes of new requests take their turn at the rollup only after their node and edge
+    # writes, so two of them run side by side; if both write the same requests, the one
+    # whose node write finds them created meanwhile must write again reading first.
+    bundles = [f"bundle:b{i}@1" for i in range(5)]
+    store.upsert([Node.from_id(b, created_at=T0) for b in bundles])
+    for round_ in range(4):
+        nodes, edges = _requests(f"r{round_}", 300, bundles)
+        start = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def write(nodes: list[Node] = nodes, edges: list[Edge] = edges,
+                  start: threading.Barrier = start, errors: list = errors) -> None:
+            start.wait()
+            try:
+                store.upsert(nodes, edges)
+            except BaseException as error:  # noqa: BLE001 — reported below
+                errors.append(error)
+
+        writers = [threading.Thread(target=write) for _ in range(2)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(timeout=60)
+        assert errors == []
+
+    counted = store.count_neighbours(bundles, Direction.DOWNSTREAM, kind="InferenceOutcome",
+                                     edge_types=OUTCOME_EDGES, group_by="environment")
+    assert counted == {"production": 1200}
+    assert store.traffic(bundles) == counted
+
+
+def test_a_bulk_load_with_writes_in_flight_writes_every_batch_and_counts_it_once(
+    store: GraphStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lineagegraph.ingest.batch import Batch, load_batches
+
+    assert store.parallel_writes > 1
+    bundles = [f"bundle:b{i}@1" for i in range(7)]
+    store.upsert([Node.from_id(b, created_at=T0) for b in bundles])
+
+    def batches() -> Iterator[Batch]:
+        for i in range(9):  # every batch points at every bundle, in another order
+            nodes, edges = _requests(f"load{i}", 250, bundles[i % 7:] + bundles[:i % 7])
+            yield Batch(nodes=nodes, edges=edges, size=len(nodes))
+
+    # The real write, watched: how many run at once.
+    write, running, most = store.write, [0], [0]
+    lock = threading.Lock()
+
+    def watched(ready: PreparedWrite) -> UpsertResult:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return write(ready)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(store, "write", watched)
+    summary = load_batches(store, batches(), prefetch=True)
+
+    assert most[0] == store.parallel_writes
+    assert (summary.records, summary.created) == (9 * 250, 2 * 9 * 250)
+    counted = store.count_neighbours(bundles, Direction.DOWNSTREAM, kind="InferenceOutcome",
+                                     edge_types=OUTCOME_EDGES, group_by="environment")
+    assert counted == {"production": 9 * 250}
+    assert store.traffic(bundles) == counted
