@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +55,7 @@ from lineagegraph.graph.neo4j_store import _FROM_EPOCH, _epoch  # noqa: E402
 from lineagegraph.graph.store import Direction, GraphStore  # noqa: E402
 from lineagegraph.graph.trace import trace as run_trace  # noqa: E402
 from lineagegraph.graph.traffic import OUTCOME_EDGES, deltas  # noqa: E402
-from lineagegraph.ingest.batch import load_batches  # noqa: E402
+from lineagegraph.ingest.batch import _collector_paused, _prepared, load_batches  # noqa: E402
 from lineagegraph.ingest.manifest_formats import RawDoc  # noqa: E402
 from lineagegraph.ingest.manifests import map_manifests  # noqa: E402
 from lineagegraph.ingest.outcomes import BATCH_SIZE, DeadLetteringLoad, read_file  # noqa: E402
@@ -306,6 +307,19 @@ def load_outcomes(store: GraphStore, path: Path) -> tuple[float, int]:
     return summary.seconds, summary.records
 
 
+def write_ndjson(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def build_only(store: GraphStore, path: Path) -> None:
+    """What ``load_outcomes`` does but the writes: parse, validate, map, prepare."""
+    load = DeadLetteringLoad(store, actor=ACTOR, source=path.name)
+    with _collector_paused():
+        for _ in _prepared(store, load.batches(read_file(path)), collect=True):
+            pass
+
+
 def forget_sample(store: GraphStore, path: Path) -> None:
     """Take a sample's requests out of the traffic rollup before the raw delete removes
     them (the service has no delete): the blast radius then counts the generated traffic
@@ -365,8 +379,8 @@ def raw_rows(records: list[dict], store_kind: str) -> tuple[list, list]:
 
 def bench_ingest(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: Figures,
                  store_kind: str, reps: int, sample: int, naive_n: int, tmp: Path) -> None:
-    """Service path, raw ceiling and naive loader on the same fresh rows, ``reps`` times,
-    each rep in a turn of the three orders: going first after the previous rep's deletes
+    """Service path, raw ceilings and naive loader on the same fresh rows, ``reps`` times,
+    each rep in another turn of their order: going first after the previous rep's deletes
     is not the same as going second (interleaved at medium, ten reps: the service's ratio
     0.86 when it went first, 0.73 when the ceiling did)."""
     base: list[dict] = []
@@ -375,16 +389,18 @@ def bench_ingest(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: F
         if len(base) >= sample:
             break
     # The ceiling keeps as many transactions in flight as the service's bulk load; with
-    # more than one, the raw driver one transaction at a time ("serial") runs too.
+    # more than one, the raw driver one transaction at a time ("serial") runs too. And
+    # the ceiling again while the service's builder works through the same records in a
+    # thread, its batches thrown away ("beside"): what the builder's CPU costs the writes.
     in_flight = store.parallel_writes
-    labels = ["svc", "raw", "nv"] + (["serial"] if in_flight > 1 else [])
+    labels = ["svc", "raw", "nv", "beside"] + (["serial"] if in_flight > 1 else [])
     for rep in range(reps):
-        for label in labels[rep % 3:] + labels[:rep % 3]:
+        turn = rep % len(labels)
+        for label in labels[turn:] + labels[:turn]:
             # fresh request IDs per rep and method: every run creates, never matches
             rows = [dict(r, request_id=f"b{label}{rep}-{r['request_id']}") for r in base]
             if label == "svc":
-                path = tmp / f"sample-{rep}.ndjson"
-                path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+                path = write_ndjson(tmp / f"sample-{rep}.ndjson", rows)
                 seconds, count = load_outcomes(store, path)
                 f.add("ingest_outcomes_per_s", count / seconds)
                 forget_sample(store, path)
@@ -392,6 +408,16 @@ def bench_ingest(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: F
                 batches, _ = raw_rows(rows, store_kind)
                 seconds, _ = timed(lambda batches=batches: raw.bulk(batches, in_flight))
                 f.add("raw_outcomes_per_s", len(rows) / seconds)
+            elif label == "beside":
+                path = write_ndjson(tmp / f"beside-{rep}.ndjson", rows)
+                batches, _ = raw_rows(rows, store_kind)
+                builder = threading.Thread(target=build_only, args=(store, path))
+                started = time.perf_counter()
+                builder.start()
+                raw.bulk(batches, in_flight)
+                seconds = time.perf_counter() - started
+                builder.join()
+                f.add("raw_beside_builder_outcomes_per_s", len(rows) / seconds)
             elif label == "serial":
                 batches, _ = raw_rows(rows, store_kind)
                 seconds, _ = timed(lambda batches=batches: raw.bulk(batches))
@@ -406,13 +432,17 @@ def bench_ingest(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: F
             "ingest_outcomes_per_s", "raw_outcomes_per_s", "naive_outcomes_per_s"))
         f.add("ingest_vs_raw", svc / ceil)
         f.add("ingest_vs_naive", svc / nv)
+        f.add("ingest_vs_raw_beside_builder",
+              svc / f.runs["raw_beside_builder_outcomes_per_s"][-1])
         serial = ""
         if "serial" in labels:
             one = f.runs["raw_serial_outcomes_per_s"][-1]
             f.add("ingest_vs_raw_serial", svc / one)
             serial = f", raw one at a time {one:,.0f}/s"
+        beside = f.runs["raw_beside_builder_outcomes_per_s"][-1]
         print(f"  ingest rep {rep + 1}: service {svc:,.0f}/s, raw {ceil:,.0f}/s "
-              f"({in_flight} in flight){serial}, naive {nv:,.0f}/s", flush=True)
+              f"({in_flight} in flight; beside the builder {beside:,.0f}/s){serial}, "
+              f"naive {nv:,.0f}/s", flush=True)
 
 
 # -- the server ------------------------------------------------------------------------------
@@ -695,7 +725,8 @@ def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: 
 # -- report ----------------------------------------------------------------------------------
 
 ORDER = ["ingest_outcomes_per_s", "raw_outcomes_per_s", "raw_serial_outcomes_per_s",
-         "naive_outcomes_per_s", "ingest_vs_raw", "ingest_vs_raw_serial", "ingest_vs_naive",
+         "raw_beside_builder_outcomes_per_s", "naive_outcomes_per_s", "ingest_vs_raw",
+         "ingest_vs_raw_serial", "ingest_vs_raw_beside_builder", "ingest_vs_naive",
          "trace_p50_ms", "trace_p99_ms",
          "trace_raw_p50_ms", "trace_vs_raw", "trace_store_p50_ms", "trace_store_vs_raw",
          "trace_graphql_p50_ms", "http_floor_p50_ms", "blast_ms", "blast_varlength_ms",
