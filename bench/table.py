@@ -12,7 +12,10 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = [
     ("ingest_outcomes_per_s", "{:,.0f}"), ("full_load_outcomes_per_s", "{:,.0f}"),
-    ("ingest_vs_raw", "{:.2f}"), ("ingest_vs_naive", "{:.1f}"),
+    ("raw_outcomes_per_s", "{:,.0f}"), ("ingest_vs_raw", "{:.2f}"),
+    ("raw_serial_outcomes_per_s", "{:,.0f}"), ("ingest_vs_raw_serial", "{:.2f}"),
+    ("raw_beside_builder_outcomes_per_s", "{:,.0f}"),
+    ("ingest_vs_raw_beside_builder", "{:.2f}"), ("ingest_vs_naive", "{:.1f}"),
     ("trace_p50_ms", "{:.1f}"), ("trace_p99_ms", "{:.1f}"), ("trace_raw_p50_ms", "{:.1f}"),
     ("trace_vs_raw", "{:.2f}"), ("trace_store_p50_ms", "{:.1f}"),
     ("trace_store_vs_raw", "{:.2f}"), ("trace_graphql_p50_ms", "{:.1f}"),
