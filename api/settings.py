@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     neo4j_password: str | None = Field(None, validation_alias=_env("NEO4J_PASSWORD"))
     neo4j_database: str = Field("neo4j", validation_alias=_env("NEO4J_DATABASE"))
     db: str = Field("./lineagegraph.db", validation_alias=_env("LINEAGEGRAPH_DB"))
+    neo4j_writes_in_flight: int = Field(
+        2, ge=1, le=16, description="batches a bulk load writes at once on Neo4j (two "
+        "keep a two-core box busy: bench/README.md)")
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -86,7 +89,8 @@ class Settings(BaseSettings):
             from lineagegraph.graph.neo4j_store import Neo4jStore
 
             return Neo4jStore(self.neo4j_uri, self.neo4j_user, self.neo4j_password,
-                              self.neo4j_database, query_timeout_s=self.query_timeout_s)
+                              self.neo4j_database, query_timeout_s=self.query_timeout_s,
+                              parallel_writes=self.neo4j_writes_in_flight)
         from lineagegraph.graph.embedded import EmbeddedStore
 
         return EmbeddedStore(self.db)

@@ -316,11 +316,6 @@ class _Neo4jTransaction:
 
 class Neo4jStore(GraphStore):
     name = "neo4j"
-    # A batch's node write runs while the one before it links, counts and commits: Neo4j
-    # works on both at once (raw batches of 5,000 outcomes at medium, two in flight
-    # against one: ×1.3, bench/README.md).
-    parallel_writes = 2
-
     def __init__(
         self,
         uri: str,
@@ -329,8 +324,13 @@ class Neo4jStore(GraphStore):
         database: str = "neo4j",
         *,
         query_timeout_s: float | None = None,
+        parallel_writes: int = 2,
     ) -> None:
         auth = (user or "neo4j", password) if password else None
+        # A batch's node write runs while the one before it links, counts and commits:
+        # Neo4j works on both at once (raw batches of 5,000 outcomes at medium, two in
+        # flight against one: ×1.3, bench/README.md).
+        self.parallel_writes = parallel_writes
         # Schema notifications (e.g. "relationship type does not exist yet" on an empty
         # graph) are noise for a service whose queries are generated from the schema.
         self._driver = GraphDatabase.driver(

@@ -3,6 +3,7 @@ takes its write lock when a transaction begins, so its writers never overlap).""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -151,3 +152,24 @@ def test_a_bulk_load_with_writes_in_flight_writes_every_batch_and_counts_it_once
                                      edge_types=OUTCOME_EDGES, group_by="environment")
     assert counted == {"production": 9 * 250}
     assert store.traffic(bundles) == counted
+
+
+def test_how_many_writes_a_bulk_load_keeps_in_flight_is_a_setting(
+    neo4j_uri: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    from lineagegraph.api.settings import Settings
+
+    auth = {"neo4j_user": os.environ.get("NEO4J_USER", "neo4j"),
+            "neo4j_password": os.environ.get("NEO4J_PASSWORD")}
+    default = Settings(neo4j_uri=neo4j_uri, **auth).open_store()
+    monkeypatch.setenv("LINEAGEGRAPH_NEO4J_WRITES_IN_FLIGHT", "3")
+    three = Settings(neo4j_uri=neo4j_uri, **auth).open_store()
+    try:
+        assert (default.parallel_writes, three.parallel_writes) == (2, 3)
+    finally:
+        default.close()
+        three.close()
+    with pytest.raises(ValidationError, match="neo4j_writes_in_flight"):
+        Settings(neo4j_uri=neo4j_uri, neo4j_writes_in_flight=0)
