@@ -316,6 +316,7 @@ class _Neo4jTransaction:
 
 class Neo4jStore(GraphStore):
     name = "neo4j"
+
     def __init__(
         self,
         uri: str,

@@ -84,9 +84,9 @@ def _requests(prefix: str, count: int, bundles: list[str]) -> tuple[list[Node], 
 def test_writers_of_the_same_new_requests_at_once_count_each_request_once(
     store: GraphStore,
 ) -> None:
-    # Writes of new requests take their turn at the rollup only after their node and edge
-    # writes, so two of them run side by side; if both write the same requests, the one
-    # whose node write finds them created meanwhile must write again reading first.
+    # A write of new requests takes its turn at the rollup only after its node write, so
+    # two of them run side by side; if both write the same requests, the one whose node
+    # write finds them created meanwhile must write again, reading first.
     bundles = [f"bundle:b{i}@1" for i in range(5)]
     store.upsert([Node.from_id(b, created_at=T0) for b in bundles])
     for round_ in range(4):
@@ -107,6 +107,7 @@ def test_writers_of_the_same_new_requests_at_once_count_each_request_once(
             writer.start()
         for writer in writers:
             writer.join(timeout=60)
+        assert not any(writer.is_alive() for writer in writers)
         assert errors == []
 
     counted = store.count_neighbours(bundles, Direction.DOWNSTREAM, kind="InferenceOutcome",
@@ -163,6 +164,7 @@ def test_how_many_writes_a_bulk_load_keeps_in_flight_is_a_setting(
 
     auth = {"neo4j_user": os.environ.get("NEO4J_USER", "neo4j"),
             "neo4j_password": os.environ.get("NEO4J_PASSWORD")}
+    monkeypatch.delenv("LINEAGEGRAPH_NEO4J_WRITES_IN_FLIGHT", raising=False)
     default = Settings(neo4j_uri=neo4j_uri, **auth).open_store()
     monkeypatch.setenv("LINEAGEGRAPH_NEO4J_WRITES_IN_FLIGHT", "3")
     three = Settings(neo4j_uri=neo4j_uri, **auth).open_store()
