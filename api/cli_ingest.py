@@ -177,9 +177,10 @@ def ingest_outcomes(
     db: DbPath = None,
     neo4j_uri: NeoUri = None,
 ) -> None:
-    """Load inference outcome records in batches (one transaction each). A bad record is
-    dead-lettered with its reasons and counted as rejected, the rest are written; the exit
-    code is 1 when any was rejected."""
+    """Load inference outcome records in batches (one transaction each; on Neo4j
+    LINEAGEGRAPH_NEO4J_WRITES_IN_FLIGHT of them at once). A bad record is dead-lettered
+    with its reasons and counted as rejected, the rest are written; the exit code is 1
+    when any was rejected."""
     from pathlib import Path
 
     from lineagegraph.ingest.outcomes import DeadLetteringLoad, count_records, read_file
@@ -195,7 +196,8 @@ def ingest_outcomes(
                            prefetch=True)
     except SchemaError as error:  # the store refused a whole batch: earlier ones stand
         console.print(f"[red]a batch was refused, nothing of it was written:[/red] {error}; "
-                      "earlier batches were; re-running the file is safe (idempotent)")
+                      "earlier batches were, and so may the ones written beside it; "
+                      "re-running the file is safe (idempotent)")
         raise typer.Exit(1) from error
     finally:
         store.close()
