@@ -116,9 +116,12 @@ def load_batches(
     (``GraphStore.prepare``) in a thread while the store writes this one, so the two
     overlap, and the cyclic garbage collector runs once per batch instead of whenever
     allocations pile up (``_collector_paused``); and a store that takes writers side by
-    side writes ``store.parallel_writes`` batches at once (``_written``). Only for mappers
-    whose batches do not depend on what earlier batches wrote — an outcome file, where at
-    most an unregistered model's placeholder is sent twice, which changes nothing."""
+    side writes ``store.parallel_writes`` batches at once (``_written``), which then commit
+    in either order. Only for mappers whose batches do not depend on what earlier batches
+    wrote — an outcome file, where at most an unregistered model's placeholder is sent
+    again (with the earliest time seen, so either order creates it the same), and where a
+    request written twice with different properties ends with the properties of whichever
+    of its batches commits last (one batch at a time: the later record's)."""
     summary = LoadSummary()
     started = time.perf_counter()
     with _collector_paused() if prefetch else nullcontext():

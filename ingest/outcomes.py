@@ -141,6 +141,10 @@ class OutcomeMapper:
         self.actor = actor
         self._known: dict[str, str] = {}  # ID → kind of nodes found in the graph
         self._stages: dict[tuple[str, str], list[StageMove]] = {}
+        # The earliest request so far naming each model the graph did not know. Every
+        # batch's placeholder for it carries that time, so whichever batch commits first
+        # (a bulk load on Neo4j writes two at once) creates the model as first seen.
+        self._first_seen: dict[str, datetime] = {}
 
     def map(self, items: Sequence[Item], source: str = SOURCE) -> Mapped:
         mapped = Mapped(Batch(size=len(items)))
@@ -156,14 +160,16 @@ class OutcomeMapper:
             except IngestError as error:
                 mapped.rejected.append((record, _value(payload), error.problems))
         self._lookup({target for *_, refs in valid for target, _ in refs.values()})
-        shadows: dict[str, Node] = {}
+        shadows: dict[str, None] = {}  # unknown models this batch names, in order
         for record, payload, outcome, refs in valid:
             problems = self._check(record, refs)
             if problems:
                 mapped.rejected.append((record, _value(payload), problems))
                 continue
             self._write(mapped.batch, outcome, refs, shadows)
-        mapped.batch.nodes += shadows.values()
+        mapped.batch.nodes += [
+            Node.from_id(model, kind="ModelVersion", created_at=self._first_seen[model],
+                         properties={"registered": False}) for model in shadows]
         mapped.batch.audit.append(AuditEntry(
             action="ingest.outcomes", target=source, actor=self.actor,
             after={"records": len(items) - len(mapped.rejected),
@@ -233,7 +239,7 @@ class OutcomeMapper:
     # -- writes ---------------------------------------------------------------------------
 
     def _write(self, batch: Batch, outcome: OutcomeRecord, refs: dict[str, tuple[str, str]],
-               shadows: dict[str, Node]) -> None:
+               shadows: dict[str, None]) -> None:
         # Built without re-validation: the record was validated by the outcome's own
         # property model and the targets are canonical IDs (at 100k records a second pass
         # through Node and Edge validation costs more than the store's write).
@@ -244,11 +250,10 @@ class OutcomeMapper:
             batch.edges.append(Edge.trusted(node.id, EDGE_FOR[kind], target, {}))
             if target in self._known or kind != "ModelVersion":
                 continue
-            seen = shadows.get(target)
-            if seen is None or node.created_at < seen.created_at:  # first seen
-                shadows[target] = Node.from_id(target, kind="ModelVersion",
-                                               created_at=node.created_at,
-                                               properties={"registered": False})
+            shadows[target] = None
+            first = self._first_seen.get(target)
+            if first is None or node.created_at < first:
+                self._first_seen[target] = node.created_at
 
 
 # Logs name the same few bundles and models millions of times: read each spelling once.
