@@ -21,7 +21,16 @@ from lineagegraph.schema import (
 )
 from lineagegraph.schema.models import canonical_json, properties_from_json, utc
 
-from .store import ORIGIN, Direction, GraphStore, Hop, Tally, WriteCounts, check_filters
+from .store import (
+    ORIGIN,
+    Direction,
+    GraphStore,
+    Hop,
+    RequestsStored,
+    Tally,
+    WriteCounts,
+    check_filters,
+)
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
 
 T = TypeVar("T")
@@ -136,6 +145,11 @@ def _node(row: sqlite3.Row, prefix: str = "") -> Node:
                         properties_from_json(row[prefix + "props"]))
 
 
+_INSERT_NODE = ("INSERT INTO nodes (id, kind, name, version, created_at, props) "
+                "VALUES (?, ?, ?, ?, ?, ?)")
+_INSERT_EDGE = "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?)"
+
+
 class _SqliteTransaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -174,28 +188,33 @@ class _SqliteTransaction:
             changed.append(row)
         return counts, changed
 
-    def write_nodes(self, rows: list[tuple[Any, ...]]) -> tuple[WriteCounts, dict[str, str]]:
+    def write_nodes(self, rows: list[tuple[Any, ...]], *, new: bool = False
+                    ) -> tuple[WriteCounts, dict[str, str]]:
+        if new:  # no lookup; a stored twin fails the primary key
+            try:
+                self.conn.executemany(_INSERT_NODE, rows)
+            except sqlite3.IntegrityError:
+                raise RequestsStored from None
+            return WriteCounts(created=len(rows)), {}
         keys = [row[0] for row in rows]
         stored = self._stored("nodes", "id", keys, "kind, props")
         counts, changed = self._to_write(rows, keys, {row["k"]: row["props"] for row in stored})
         # created_at is kept from the first write (ON CONFLICT leaves it alone).
         self.conn.executemany(
-            "INSERT INTO nodes (id, kind, name, version, created_at, props) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET props = excluded.props",
-            changed,
-        )
+            _INSERT_NODE + " ON CONFLICT (id) DO UPDATE SET props = excluded.props", changed)
         return counts, {row["k"]: row["kind"] for row in stored}
 
-    def write_edges(self, rows: list[tuple[Any, ...]]) -> WriteCounts:
+    def write_edges(self, rows: list[tuple[Any, ...]], *, new: bool = False) -> WriteCounts:
+        if new:  # from nodes created in this transaction: none can be stored
+            self.conn.executemany(_INSERT_EDGE, rows)
+            return WriteCounts(created=len(rows))
         key_sql = "source || char(31) || type || char(31) || target"
         keys = ["\x1f".join(row[:3]) for row in rows]
         stored = self._stored("edges", key_sql, keys)
         counts, changed = self._to_write(rows, keys, {row["k"]: row["props"] for row in stored})
         self.conn.executemany(
-            "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (source, type, target) DO UPDATE SET props = excluded.props",
-            changed,
-        )
+            _INSERT_EDGE + " ON CONFLICT (source, type, target) "
+            "DO UPDATE SET props = excluded.props", changed)
         return counts
 
     def append_stage_move(self, move: StageMove) -> StageMove:

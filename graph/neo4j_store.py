@@ -35,6 +35,7 @@ from .store import (
     GraphStore,
     Hop,
     HopsAhead,
+    RequestsStored,
     SideHop,
     Tally,
     WriteCounts,
@@ -148,12 +149,15 @@ class _Neo4jTransaction:
         ).single(strict=True)
         return dict(record["found"])
 
-    def write_nodes(self, rows: dict[str, list[dict[str, Any]]]
+    def write_nodes(self, rows: dict[str, list[dict[str, Any]]], *, new: bool = False
                     ) -> tuple[WriteCounts, dict[str, str]]:
         counts, found = WriteCounts(), {}
         for label, label_rows in rows.items():
             assert label in NODE_KINDS_BY_LABEL, label
             for chunk in _chunks(label_rows):
+                if new:
+                    counts += self._create_nodes(label, chunk)
+                    continue
                 # created_at is set on create only: the first write's time is kept. The
                 # OPTIONAL MATCH is a locking seek on the unique ID (EXPLAIN:
                 # NodeUniqueIndexSeek(Locking)): it waits for another writer creating the
@@ -179,10 +183,34 @@ class _Neo4jTransaction:
                 found.update(record["found"])
         return counts, found
 
-    def write_edges(self, rows: dict[str, list[dict[str, Any]]]) -> WriteCounts:
+    def _create_nodes(self, label: str, rows: list[dict[str, Any]]) -> WriteCounts:
+        # CREATE, not MERGE: no lookup of a stored twin and no MERGE lock. A stored twin
+        # fails the uniqueness constraint (after waiting for a writer creating it to
+        # commit), which rolls the transaction back.
+        try:
+            record = self.tx.run(
+                f"""
+                UNWIND $rows AS row
+                CREATE (n:{NODE_LABEL}:{label} {{
+                    id: row.id, kind: row.kind, name: row.name, version: row.version,
+                    created_at: {_FROM_EPOCH.format("created_at")}, props: row.props}})
+                SET n += row.indexed
+                RETURN count(*) AS created, 0 AS updated
+                """,
+                rows=rows,
+            ).single(strict=True)
+        except neo4j.exceptions.ConstraintError:
+            raise RequestsStored from None
+        return _counts(record, len(rows))
+
+    def write_edges(self, rows: dict[str, list[dict[str, Any]]], *,
+                    new: bool = False) -> WriteCounts:
         counts = WriteCounts()
         for edge_type, type_rows in rows.items():
             for chunk in _chunks(type_rows):
+                if new:
+                    counts += self._create_edges(edge_type, chunk)
+                    continue
                 record = self.tx.run(
                     f"""
                     UNWIND $rows AS row
@@ -200,6 +228,22 @@ class _Neo4jTransaction:
                 ).single(strict=True)
                 counts += _counts(record, len(chunk))
         return counts
+
+    def _create_edges(self, edge_type: str, rows: list[dict[str, Any]]) -> WriteCounts:
+        # Edges from nodes this transaction created: none can be stored, so CREATE. Unlike
+        # MERGE, it takes no exclusive lock on the (dense) bundle at the far end, so two
+        # writes in flight do not queue on the bundles every request points at.
+        record = self.tx.run(
+            f"""
+            UNWIND $rows AS row
+            MATCH (a:{NODE_LABEL} {{id: row.source}})
+            MATCH (b:{NODE_LABEL} {{id: row.target}})
+            CREATE (a)-[:{_rel_pattern([edge_type])} {{props: row.props}}]->(b)
+            RETURN count(*) AS created, 0 AS updated
+            """,
+            rows=rows,
+        ).single(strict=True)
+        return _counts(record, len(rows))
 
     def _append_numbered(self, label: str, fields: str, **params: Any) -> int:
         """Create a ``label`` log entry with the next number of its sequence (``seq`` in

@@ -122,9 +122,13 @@ class StoreTransaction(Protocol):
 
     def kinds(self, ids: Sequence[str]) -> dict[str, str]: ...
     # The rows the store's ``_node_rows`` / ``_edge_rows`` made of a batch. Writing nodes
-    # also says which of them were stored before, with the kind they had then.
-    def write_nodes(self, rows: Any) -> tuple[WriteCounts, dict[str, str]]: ...
-    def write_edges(self, rows: Any) -> WriteCounts: ...
+    # also says which of them were stored before, with the kind they had then. ``new``
+    # rows are a batch's own requests, and edges from them, in a write that does not read
+    # first: the store may create them without looking for stored twins, raising
+    # ``RequestsStored`` if a request turns out to be stored.
+    def write_nodes(self, rows: Any, *, new: bool = False
+                    ) -> tuple[WriteCounts, dict[str, str]]: ...
+    def write_edges(self, rows: Any, *, new: bool = False) -> WriteCounts: ...
     def append_stage_move(self, move: StageMove) -> StageMove: ...
     def append_audit(self, entry: AuditEntry) -> None: ...
     def append_record(self, record: Record) -> bool: ...
@@ -161,6 +165,10 @@ class PreparedWrite:
     fresh_traffic: list[tuple[TrafficKey, int]]  # the rollup change if no request is stored
     node_rows: Any
     edge_rows: Any
+    # The batch's own requests and the edges from them: in a write that does not read
+    # first, all new (or the write is sent back), so created without looking.
+    request_rows: Any
+    request_edge_rows: Any
 
 
 def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
@@ -193,7 +201,7 @@ def _check_kind_conflicts(nodes: Sequence[Node], existing: dict[str, str]) -> No
                               where=node.id)
 
 
-class _RequestsStored(Exception):
+class RequestsStored(Exception):
     """Raised in a write that did not read first, to roll it back and write again."""
 
 
@@ -244,6 +252,15 @@ class GraphStore(ABC):
         edge_list = _dedupe_edges(edges)
         batch_kinds = {n.id: n.kind for n in node_list}
         ends = {e for edge in edge_list for e in (edge.source, edge.target)}
+        own_requests: list[Node] = []
+        other_nodes: list[Node] = []
+        for node in node_list:
+            (own_requests if node.kind == OUTCOME_KIND else other_nodes).append(node)
+        from_requests: list[Edge] = []
+        other_edges: list[Edge] = []
+        for edge in edge_list:
+            (from_requests if batch_kinds.get(edge.source) == OUTCOME_KIND
+             else other_edges).append(edge)
         return PreparedWrite(
             nodes=node_list,
             edges=edge_list,
@@ -254,8 +271,10 @@ class GraphStore(ABC):
             batch_kinds=batch_kinds,
             outside=sorted(ends - batch_kinds.keys()),
             fresh_traffic=deltas({}, node_list, edge_list),
-            node_rows=self._node_rows(node_list),
-            edge_rows=self._edge_rows(edge_list),
+            node_rows=self._node_rows(other_nodes),
+            edge_rows=self._edge_rows(other_edges),
+            request_rows=self._node_rows(own_requests),
+            request_edge_rows=self._edge_rows(from_requests),
         )
 
     def write(self, batch: PreparedWrite) -> UpsertResult:
@@ -266,10 +285,12 @@ class GraphStore(ABC):
         the transaction back. A batch that re-sends stored requests is written again from
         the start, reading first: their rollup keys must be read before the write changes
         them. Bulk loads are mostly new requests: for them this saves reading every node of
-        the batch (bench/README.md)."""
+        the batch, and the batch's requests and the edges from them are created without
+        looking for stored twins (``StoreTransaction.write_nodes``'s ``new``; on Neo4j a
+        CREATE, not a MERGE; bench/README.md)."""
         try:
             return self._write(lambda tx: self._write_batch(tx, batch, read_first=False))
-        except _RequestsStored:
+        except RequestsStored:
             return self._write(lambda tx: self._write_batch(tx, batch, read_first=True))
 
     @staticmethod
@@ -299,17 +320,26 @@ class GraphStore(ABC):
         stored = [i for i in batch.requests if i in stored_kinds]
         before = tx.outcome_states(stored) if stored else {}
         if batch.nodes:
-            result.nodes, found = tx.write_nodes(batch.node_rows)
+            # Not reading first, the batch's requests are created without looking: one
+            # that is stored after all sends the batch back (``RequestsStored``).
+            found: dict[str, str] = {}
+            for rows, new in ((batch.node_rows, False), (batch.request_rows, not read_first)):
+                if rows:
+                    counts, were = tx.write_nodes(rows, new=new)
+                    result.nodes += counts
+                    found.update(were)
             stored_kinds.update(found)
             _check_kind_conflicts(batch.nodes, stored_kinds)
             if not read_first and not found.keys().isdisjoint(batch.requests):
-                raise _RequestsStored  # their rollup keys were not read before the write
+                raise RequestsStored  # their rollup keys were not read before the write
         # An edge end in the batch has the kind the batch gives it (checked just above).
         _check_edge_kinds(batch.edges, {**stored_kinds, **batch.batch_kinds})
         if batch.requests and not lock_early:
             rebuilt_through = tx.lock_traffic()
-        if batch.edges:
-            result.edges = tx.write_edges(batch.edge_rows)
+        # Edges from requests this write created cannot be stored yet.
+        for rows, new in ((batch.edge_rows, False), (batch.request_edge_rows, not read_first)):
+            if rows:
+                result.edges += tx.write_edges(rows, new=new)
         if batch.requests:
             tx.add_traffic(batch.fresh_traffic if not stored and rebuilt_through is None
                            else deltas(before, batch.nodes, batch.edges, rebuilt_through))
