@@ -116,32 +116,25 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 class RawNeo4j:
-    """The raw driver, no service: the same UNWIND statements as ``Neo4jStore.write_nodes``
-    / ``write_edges`` (kept in step by hand), and replay of captured read statements."""
+    """The raw driver, no service: the same UNWIND statements as ``Neo4jStore`` sends for
+    a batch of new requests (``_create_nodes`` / ``_create_edges``, kept in step by hand),
+    and replay of captured read statements."""
 
     # Times go in the way the store sends them (``_epoch`` rows, ``_FROM_EPOCH`` reads).
     NODES = f"""
         UNWIND $rows AS row
-        OPTIONAL MATCH (old:Node {{id: row.id}})
-        WITH row, old IS NULL AS is_new, old.props AS before, old.kind AS was
-        MERGE (n:Node {{id: row.id}})
-        ON CREATE SET n:InferenceOutcome, n.kind = row.kind, n.name = row.name,
-                      n.version = row.version, n.created_at = {_FROM_EPOCH.format("created_at")}
-        SET n.props = row.props, n += row.indexed
-        RETURN count(CASE WHEN is_new THEN 1 END) AS created,
-               count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END) AS updated,
-               collect(CASE WHEN NOT is_new THEN [row.id, was] END) AS found
+        CREATE (n:Node:InferenceOutcome {{
+            id: row.id, kind: row.kind, name: row.name, version: row.version,
+            created_at: {_FROM_EPOCH.format("created_at")}, props: row.props}})
+        SET n += row.indexed
+        RETURN count(*) AS created, 0 AS updated
     """
     EDGES = """
         UNWIND $rows AS row
         MATCH (a:Node {id: row.source})
         MATCH (b:Node {id: row.target})
-        OPTIONAL MATCH (a)-[old:SERVED_BY]->(b)
-        WITH a, b, row, old IS NULL AS is_new, old.props AS before
-        MERGE (a)-[r:SERVED_BY]->(b)
-        SET r.props = row.props
-        RETURN count(CASE WHEN is_new THEN 1 END) AS created,
-               count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END) AS updated
+        CREATE (a)-[:SERVED_BY {props: row.props}]->(b)
+        RETURN count(*) AS created, 0 AS updated
     """
     NAIVE = """
         MERGE (n:Node {id: $id})
@@ -222,12 +215,14 @@ class RawNeo4j:
 
 class RawSqlite:
     """sqlite3 on the embedded store's file, no service: the same INSERT statements as
-    ``EmbeddedStore``'s ``write_nodes`` / ``write_edges``."""
+    ``EmbeddedStore``'s ``write_nodes`` / ``write_edges`` send for a batch of new requests
+    (and, for the naive loader, for anything)."""
 
     NODES = ("INSERT INTO nodes (id, kind, name, version, created_at, props) "
-             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET props = excluded.props")
-    EDGES = ("INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?) "
-             "ON CONFLICT (source, type, target) DO UPDATE SET props = excluded.props")
+             "VALUES (?, ?, ?, ?, ?, ?)")
+    EDGES = "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?)"
+    UPSERT = (NODES + " ON CONFLICT (id) DO UPDATE SET props = excluded.props",
+              EDGES + " ON CONFLICT (source, type, target) DO UPDATE SET props = excluded.props")
 
     def __init__(self, path: str) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None)
@@ -245,8 +240,8 @@ class RawSqlite:
     def naive(self, rows: list[tuple[tuple, tuple]]) -> None:
         for node_row, edge_row in rows:
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(self.NODES, node_row)
-            self.conn.execute(self.EDGES, edge_row)
+            self.conn.execute(self.UPSERT[0], node_row)
+            self.conn.execute(self.UPSERT[1], edge_row)
             self.conn.execute("COMMIT")
 
     def delete_prefix(self, prefix: str) -> None:
