@@ -38,12 +38,15 @@ class NodeId:
     version: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.prefix}:{self.name}" if self.version is None else (
-            f"{self.prefix}:{self.name}@{self.version}"
-        )
+        return id_text(self.prefix, self.name, self.version)
 
     def unversioned(self) -> NodeId:
         return NodeId(self.prefix, self.name)
+
+
+def id_text(prefix: str, name: str, version: str | None) -> str:
+    """The ID of parts already canonical (a normalized version or none)."""
+    return f"{prefix}:{name}" if version is None else f"{prefix}:{name}@{version}"
 
 
 def parse_id(text: str, *, versioned_prefixes: frozenset[str] | None = None) -> NodeId:
@@ -74,7 +77,7 @@ def parse_id(text: str, *, versioned_prefixes: frozenset[str] | None = None) -> 
 
 
 def format_id(prefix: str, name: str, version: str | int | None = None) -> str:
-    return str(NodeId(prefix, name, normalize_version(version)))
+    return id_text(prefix, name, normalize_version(version))
 
 
 def canonical_id(text: str) -> str:
