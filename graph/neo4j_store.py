@@ -230,8 +230,9 @@ class _Neo4jTransaction:
         return counts
 
     def _create_edges(self, edge_type: str, rows: list[dict[str, Any]]) -> WriteCounts:
-        # Edges from nodes this transaction created: none can be stored, so CREATE. Unlike
-        # MERGE, it takes no exclusive lock on the (dense) bundle at the far end, so two
+        # Edges from nodes this transaction created: none can be stored, so CREATE. MERGE
+        # locks both ends before it creates (its MergeInto operator); CREATE takes no
+        # exclusive lock on a dense node (Neo4j's manual, "Locks for dense nodes"), so two
         # writes in flight do not queue on the bundles every request points at.
         record = self.tx.run(
             f"""
