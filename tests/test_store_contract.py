@@ -522,6 +522,29 @@ def test_a_batch_prepared_before_its_requests_were_stored_is_counted_once(
     assert store.traffic(["bundle:b@1"]) == {"production": 3}
 
 
+def test_new_requests_written_beside_a_stored_one_keep_one_edge_each(
+    store: GraphStore,
+) -> None:
+    # A write that does not read first creates a batch's requests and the edges from them
+    # without looking for stored twins; one stored request among them sends the batch back
+    # to be written reading first, where nothing is created twice.
+    store.upsert([node("bundle:b@1"), node("feature:f@1")])
+    outcomes = [node(f"outcome:n{i}", at=T0, environment="production") for i in range(4)]
+    edges = [edge(o.id, "SERVED_BY", "bundle:b@1") for o in outcomes]
+    store.upsert(outcomes[2:3], edges[2:3])
+
+    result = store.upsert(outcomes, [*edges, edge("outcome:n0", "USED_FEATURE", "feature:f@1")])
+
+    assert (result.nodes.created, result.nodes.unchanged) == (3, 1)
+    assert (result.edges.created, result.edges.unchanged) == (4, 1)
+    hops = store.expand([o.id for o in outcomes], Direction.UPSTREAM)
+    assert sorted((h.origin, h.edge.type, h.node.id) for h in hops) == sorted(
+        [(o.id, "SERVED_BY", "bundle:b@1") for o in outcomes]
+        + [("outcome:n0", "USED_FEATURE", "feature:f@1")])
+    assert store.traffic(["bundle:b@1"]) == {"production": 4} == _counted(store,
+                                                                          ["bundle:b@1"])
+
+
 def test_rebuilding_the_traffic_rollup_recounts_it_from_the_requests(
     store: GraphStore,
 ) -> None:
