@@ -50,8 +50,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from generate import SCALES, START, Platform, generate  # noqa: E402
 
+from lineagegraph.graph.embedded import (  # noqa: E402
+    INSERT_EDGE,
+    INSERT_NODE,
+    UPSERT_EDGE,
+    UPSERT_NODE,
+)
 from lineagegraph.graph.impact import DIRECT_TRAFFIC_KINDS, blast_radius  # noqa: E402
-from lineagegraph.graph.neo4j_store import _FROM_EPOCH, _epoch  # noqa: E402
+from lineagegraph.graph.neo4j_store import (  # noqa: E402
+    _epoch,
+    created_edges_query,
+    created_nodes_query,
+)
 from lineagegraph.graph.store import Direction, GraphStore  # noqa: E402
 from lineagegraph.graph.trace import trace as run_trace  # noqa: E402
 from lineagegraph.graph.traffic import OUTCOME_EDGES, deltas  # noqa: E402
@@ -116,26 +126,11 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 class RawNeo4j:
-    """The raw driver, no service: the same UNWIND statements as ``Neo4jStore`` sends for
-    a batch of new requests (``_create_nodes`` / ``_create_edges``, kept in step by hand),
-    and replay of captured read statements."""
+    """The raw driver, no service: the statements ``Neo4jStore`` sends for a batch of new
+    requests (taken from it), and replay of captured read statements."""
 
-    # Times go in the way the store sends them (``_epoch`` rows, ``_FROM_EPOCH`` reads).
-    NODES = f"""
-        UNWIND $rows AS row
-        CREATE (n:Node:InferenceOutcome {{
-            id: row.id, kind: row.kind, name: row.name, version: row.version,
-            created_at: {_FROM_EPOCH.format("created_at")}, props: row.props}})
-        SET n += row.indexed
-        RETURN count(*) AS created, 0 AS updated
-    """
-    EDGES = """
-        UNWIND $rows AS row
-        MATCH (a:Node {id: row.source})
-        MATCH (b:Node {id: row.target})
-        CREATE (a)-[:SERVED_BY {props: row.props}]->(b)
-        RETURN count(*) AS created, 0 AS updated
-    """
+    NODES = created_nodes_query("InferenceOutcome")
+    EDGES = created_edges_query("SERVED_BY")
     NAIVE = """
         MERGE (n:Node {id: $id})
         ON CREATE SET n:InferenceOutcome, n.kind = $kind, n.name = $name,
@@ -214,15 +209,9 @@ class RawNeo4j:
 
 
 class RawSqlite:
-    """sqlite3 on the embedded store's file, no service: the same INSERT statements as
-    ``EmbeddedStore``'s ``write_nodes`` / ``write_edges`` send for a batch of new requests
-    (and, for the naive loader, for anything)."""
-
-    NODES = ("INSERT INTO nodes (id, kind, name, version, created_at, props) "
-             "VALUES (?, ?, ?, ?, ?, ?)")
-    EDGES = "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?)"
-    UPSERT = (NODES + " ON CONFLICT (id) DO UPDATE SET props = excluded.props",
-              EDGES + " ON CONFLICT (source, type, target) DO UPDATE SET props = excluded.props")
+    """sqlite3 on the embedded store's file, no service: the statements ``EmbeddedStore``
+    sends for a batch of new requests (taken from it), and its upserts for the naive
+    loader."""
 
     def __init__(self, path: str) -> None:
         self.conn = sqlite3.connect(path, isolation_level=None)
@@ -233,15 +222,15 @@ class RawSqlite:
         # SQLite takes one writer at a time: ``in_flight`` is always 1 here.
         for node_rows, edge_rows in batches:
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany(self.NODES, node_rows)
-            self.conn.executemany(self.EDGES, edge_rows)
+            self.conn.executemany(INSERT_NODE, node_rows)
+            self.conn.executemany(INSERT_EDGE, edge_rows)
             self.conn.execute("COMMIT")
 
     def naive(self, rows: list[tuple[tuple, tuple]]) -> None:
         for node_row, edge_row in rows:
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.execute(self.UPSERT[0], node_row)
-            self.conn.execute(self.UPSERT[1], edge_row)
+            self.conn.execute(UPSERT_NODE, node_row)
+            self.conn.execute(UPSERT_EDGE, edge_row)
             self.conn.execute("COMMIT")
 
     def delete_prefix(self, prefix: str) -> None:

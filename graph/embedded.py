@@ -145,9 +145,14 @@ def _node(row: sqlite3.Row, prefix: str = "") -> Node:
                         properties_from_json(row[prefix + "props"]))
 
 
-_INSERT_NODE = ("INSERT INTO nodes (id, kind, name, version, created_at, props) "
-                "VALUES (?, ?, ?, ?, ?, ?)")
-_INSERT_EDGE = "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?)"
+# A batch's new requests and the edges from them go in with a plain INSERT (a stored twin
+# fails the key); everything else is upserted: created_at is kept from the first write.
+INSERT_NODE = ("INSERT INTO nodes (id, kind, name, version, created_at, props) "
+               "VALUES (?, ?, ?, ?, ?, ?)")
+INSERT_EDGE = "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?)"
+UPSERT_NODE = INSERT_NODE + " ON CONFLICT (id) DO UPDATE SET props = excluded.props"
+UPSERT_EDGE = (INSERT_EDGE + " ON CONFLICT (source, type, target) "
+               "DO UPDATE SET props = excluded.props")
 
 
 class _SqliteTransaction:
@@ -192,29 +197,25 @@ class _SqliteTransaction:
                     ) -> tuple[WriteCounts, dict[str, str]]:
         if new:  # no lookup; a stored twin fails the primary key
             try:
-                self.conn.executemany(_INSERT_NODE, rows)
+                self.conn.executemany(INSERT_NODE, rows)
             except sqlite3.IntegrityError:
                 raise RequestsStored from None
             return WriteCounts(created=len(rows)), {}
         keys = [row[0] for row in rows]
         stored = self._stored("nodes", "id", keys, "kind, props")
         counts, changed = self._to_write(rows, keys, {row["k"]: row["props"] for row in stored})
-        # created_at is kept from the first write (ON CONFLICT leaves it alone).
-        self.conn.executemany(
-            _INSERT_NODE + " ON CONFLICT (id) DO UPDATE SET props = excluded.props", changed)
+        self.conn.executemany(UPSERT_NODE, changed)
         return counts, {row["k"]: row["kind"] for row in stored}
 
     def write_edges(self, rows: list[tuple[Any, ...]], *, new: bool = False) -> WriteCounts:
         if new:  # from nodes created in this transaction: none can be stored
-            self.conn.executemany(_INSERT_EDGE, rows)
+            self.conn.executemany(INSERT_EDGE, rows)
             return WriteCounts(created=len(rows))
         key_sql = "source || char(31) || type || char(31) || target"
         keys = ["\x1f".join(row[:3]) for row in rows]
         stored = self._stored("edges", key_sql, keys)
         counts, changed = self._to_write(rows, keys, {row["k"]: row["props"] for row in stored})
-        self.conn.executemany(
-            _INSERT_EDGE + " ON CONFLICT (source, type, target) "
-            "DO UPDATE SET props = excluded.props", changed)
+        self.conn.executemany(UPSERT_EDGE, changed)
         return counts
 
     def append_stage_move(self, move: StageMove) -> StageMove:

@@ -135,6 +135,33 @@ _COUNTER = f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) "
 _BUMPED = _COUNTER + "SET c.value = coalesce(c.value, 0) + 1 "
 
 
+def created_nodes_query(label: str) -> str:
+    """The write of a batch's new ``label`` nodes (rows as ``Neo4jStore._node_rows``)."""
+    assert label in NODE_KINDS_BY_LABEL, label  # whitelist: a schema label only
+    return f"""
+        UNWIND $rows AS row
+        CREATE (n:{NODE_LABEL}:{label} {{
+            id: row.id, kind: row.kind, name: row.name, version: row.version,
+            created_at: {_FROM_EPOCH.format("created_at")}, props: row.props}})
+        SET n += row.indexed
+        RETURN count(*) AS created, 0 AS updated
+    """
+
+
+def created_edges_query(edge_type: str) -> str:
+    """The write of edges from nodes the same transaction created: none can be stored, so
+    CREATE. MERGE locks both ends before it creates (its MergeInto operator); CREATE takes
+    no exclusive lock on a dense node (Neo4j's manual, "Locks for dense nodes"), so two
+    writes in flight do not queue on the bundles every request points at."""
+    return f"""
+        UNWIND $rows AS row
+        MATCH (a:{NODE_LABEL} {{id: row.source}})
+        MATCH (b:{NODE_LABEL} {{id: row.target}})
+        CREATE (a)-[:{_rel_pattern([edge_type])} {{props: row.props}}]->(b)
+        RETURN count(*) AS created, 0 AS updated
+    """
+
+
 class _Neo4jTransaction:
     def __init__(self, tx: ManagedTransaction) -> None:
         self.tx = tx
@@ -188,17 +215,7 @@ class _Neo4jTransaction:
         # fails the uniqueness constraint (after waiting for a writer creating it to
         # commit), which rolls the transaction back.
         try:
-            record = self.tx.run(
-                f"""
-                UNWIND $rows AS row
-                CREATE (n:{NODE_LABEL}:{label} {{
-                    id: row.id, kind: row.kind, name: row.name, version: row.version,
-                    created_at: {_FROM_EPOCH.format("created_at")}, props: row.props}})
-                SET n += row.indexed
-                RETURN count(*) AS created, 0 AS updated
-                """,
-                rows=rows,
-            ).single(strict=True)
+            record = self.tx.run(created_nodes_query(label), rows=rows).single(strict=True)
         except neo4j.exceptions.ConstraintError:
             raise RequestsStored from None
         return _counts(record, len(rows))
@@ -230,20 +247,7 @@ class _Neo4jTransaction:
         return counts
 
     def _create_edges(self, edge_type: str, rows: list[dict[str, Any]]) -> WriteCounts:
-        # Edges from nodes this transaction created: none can be stored, so CREATE. MERGE
-        # locks both ends before it creates (its MergeInto operator); CREATE takes no
-        # exclusive lock on a dense node (Neo4j's manual, "Locks for dense nodes"), so two
-        # writes in flight do not queue on the bundles every request points at.
-        record = self.tx.run(
-            f"""
-            UNWIND $rows AS row
-            MATCH (a:{NODE_LABEL} {{id: row.source}})
-            MATCH (b:{NODE_LABEL} {{id: row.target}})
-            CREATE (a)-[:{_rel_pattern([edge_type])} {{props: row.props}}]->(b)
-            RETURN count(*) AS created, 0 AS updated
-            """,
-            rows=rows,
-        ).single(strict=True)
+        record = self.tx.run(created_edges_query(edge_type), rows=rows).single(strict=True)
         return _counts(record, len(rows))
 
     def _append_numbered(self, label: str, fields: str, **params: Any) -> int:

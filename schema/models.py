@@ -131,7 +131,7 @@ class Node(BaseModel):
         ``id`` already cached: bulk loads and walks ask every node for it, and the first
         ask through ``cached_property`` took a lock (Python 3.11), ~1 µs a node."""
         node = _trusted(cls, {"kind": kind, "name": name, "version": version,
-                              "created_at": created_at, "properties": properties})
+                             "created_at": created_at, "properties": properties})
         node.__dict__["id"] = id_text(NODE_KINDS_BY_LABEL[kind].prefix, name, version)
         return node
 
