@@ -633,7 +633,7 @@ def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: 
             # without its HTTP and GraphQL layers), and the raw replay of its statements,
             # taking turns at going first: at medium the one going first after the HTTP
             # request took ~0.5-1 ms longer, and the one going second after the other
-            # ~0.15 ms less (bench/README.md, "trace_store_vs_raw took turns").
+            # ~0.15 ms less (bench/README.md, "the trace comparison takes turns").
             pair = [(in_process, lambda rid=rid: run_trace(store, rid)),
                     (direct, lambda statements=statements: raw.replay(statements))]
             for series, run in pair if turn % 2 == 0 else reversed(pair):
