@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -73,6 +73,7 @@ from lineagegraph.schema import LINEAGE_EDGE_TYPES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ACTOR = "bench"
+T = TypeVar("T")
 
 TRACE_QUERY = """query($r: String!) { trace(requestId: $r) {
   outcome { id } bundle { id } modelVersion { id } promptVersion { id } toolset { id }
@@ -114,6 +115,14 @@ class Figures:
     def spread(self, key: str) -> list[float] | None:
         values = self.runs.get(key)
         return [min(values), max(values)] if values else None
+
+
+def in_turn(items: Sequence[T], turn: int) -> list[T]:
+    """``items`` rotated to start at ``turn`` (modulo their number): comparisons take
+    turns at going first, since going first after a wait or a delete is not the same as
+    going second."""
+    start = turn % len(items)
+    return [*items[start:], *items[:start]]
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -379,8 +388,7 @@ def bench_ingest(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: F
     in_flight = store.parallel_writes
     labels = ["svc", "raw", "nv", "beside"] + (["serial"] if in_flight > 1 else [])
     for rep in range(reps):
-        turn = rep % len(labels)
-        for label in labels[turn:] + labels[:turn]:
+        for label in in_turn(labels, rep):
             # fresh request IDs per rep and method: every run creates, never matches
             rows = [dict(r, request_id=f"b{label}{rep}-{r['request_id']}") for r in base]
             if label == "svc":
@@ -636,7 +644,7 @@ def bench_queries(store: GraphStore, raw: RawNeo4j | RawSqlite, p: Platform, f: 
             # ~0.15 ms less (bench/README.md, "the trace comparison takes turns").
             pair = [(in_process, lambda rid=rid: run_trace(store, rid)),
                     (direct, lambda statements=statements: raw.replay(statements))]
-            for series, run in pair if turn % 2 == 0 else reversed(pair):
+            for series, run in in_turn(pair, turn):
                 series.append(timed(run)[0] * 1000)
         f.add("trace_p50_ms", pct(service, 0.5))
         f.add("trace_p99_ms", pct(service, 0.99))
