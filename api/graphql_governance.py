@@ -4,10 +4,12 @@ under the caller's token name."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import strawberry
+from pydantic import ValidationError
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
@@ -26,9 +28,13 @@ from .graphql_types import (
     UserError,
     blast_radius_type,
     maybe,
+    node_id_arg,
     stage_move_type,
     to_gql,
 )
+
+MAX_AUDIT_PAGE = 5000
+T = TypeVar("T")
 
 
 def actor_of(info: Info) -> str:
@@ -153,10 +159,12 @@ class GovernanceQuery:
     async def audit_log(self, info: Info, since: datetime | None = None,
                         until: datetime | None = None, actor: str | None = None,
                         target: str | None = None, first: int = 500) -> list[AuditEntry]:
+        if not 0 <= first <= MAX_AUDIT_PAGE:
+            raise UserError(f"first: must be between 0 and {MAX_AUDIT_PAGE}")
         context: Context = info.context
         entries = await context.run(lambda: context.store.audit_log(
             since=since, until=until, actor=actor,
-            target=canonical_id(target) if target else None, limit=min(first, 5000)))
+            target=node_id_arg(target, "target") if target else None, limit=first))
         return [AuditEntry(seq=e.seq, at=e.at, actor=e.actor, action=e.action, target=e.target,
                            before=e.before, after=e.after) for e in entries]
 
@@ -169,6 +177,18 @@ async def _governed(info: Info, work: Any) -> Any:
         raise UserError(str(error)) from None
 
 
+def _input(path: str, build: Callable[[], T]) -> T:
+    """One input object as a record, or the caller's error naming it and its field."""
+    try:
+        return build()
+    except ValidationError as error:
+        raise UserError("; ".join(
+            f"{'.'.join(str(p) for p in (path, *item['loc']))}: {item['msg']}"
+            for item in error.errors())) from None
+    except ValueError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
 @strawberry.type
 class Mutation:
     @strawberry.mutation(permission_classes=[NeedsWrite],
@@ -177,15 +197,13 @@ class Mutation:
     async def upsert(self, info: Info, nodes: list[NodeInput],
                      edges: list[EdgeInput] | None = None) -> UpsertResult:
         actor = actor_of(info)
-        try:
-            records = [NodeRecord.from_id(canonical_id(n.id), kind=n.kind,
-                                          properties=n.properties or {},
-                                          **({"created_at": n.created_at}
-                                             if n.created_at else {})) for n in nodes]
-            links = [EdgeRecord(source=e.source, type=e.type, target=e.target,
-                                properties=e.properties or {}) for e in edges or []]
-        except ValueError as error:
-            raise UserError(str(error)) from None
+        records = [_input(f"nodes.{i}", lambda n=n: NodeRecord.from_id(
+            canonical_id(n.id), kind=n.kind, properties=n.properties or {},
+            **({"created_at": n.created_at} if n.created_at else {})))
+            for i, n in enumerate(nodes)]
+        links = [_input(f"edges.{i}", lambda e=e: EdgeRecord(
+            source=e.source, type=e.type, target=e.target, properties=e.properties or {}))
+            for i, e in enumerate(edges or [])]
         audit = [AuditRecord(action="upsert", target=r.id, actor=actor,
                              after={"kind": r.kind, "properties": r.properties})
                  for r in records]
@@ -229,7 +247,7 @@ class Mutation:
     async def approve(self, info: Info, target: strawberry.ID, gate: str | None = None,
                       comment: str | None = None) -> NodeType:
         context: Context = info.context
-        target_id = canonical_id(target)
+        target_id = node_id_arg(target, "target")
         if parse_id(target_id).prefix not in ("bundle", "model", "prompt"):
             raise UserError("target: only bundles, model and prompt versions are approved")
         node = await _governed(info, lambda: governance.approve(

@@ -24,7 +24,6 @@ from lineagegraph.graph.drift import drift_sources, parse_duration
 from lineagegraph.graph.store import Direction as StoreDirection
 from lineagegraph.graph.trace import trace as run_trace
 from lineagegraph.graph.walk import LINEAGE_DEPTH, walk
-from lineagegraph.schema import InvalidId, canonical_id
 from lineagegraph.schema.models import utc
 
 from .auth import MutationsNeedWrite
@@ -50,6 +49,7 @@ from .graphql_types import (
     drift_type,
     encode_cursor,
     maybe,
+    node_id_arg,
     page_reached,
     stage_move_type,
     subgraph_page,
@@ -58,13 +58,6 @@ from .graphql_types import (
 from .settings import Settings
 
 MAX_PAGE = 1000
-
-
-def _parse(node_id: str, field: str = "id") -> str:
-    try:
-        return canonical_id(node_id)
-    except InvalidId as error:
-        raise UserError(f"{field}: {error}") from None
 
 
 def _check_kinds(kinds: list[str] | None) -> None:
@@ -89,7 +82,7 @@ class Query(GovernanceQuery):
     @strawberry.field(description="One node by its ID (`model:fraud-detector@7`; `@v7` "
                       "is accepted too).")
     async def node(self, info: Info, id: strawberry.ID) -> NodeType | None:
-        node_id = _parse(id)
+        node_id = node_id_arg(id)
         context: Context = info.context
         found = await context.run(lambda: context.store.get([node_id]))
         return maybe(found.get(node_id))
@@ -114,7 +107,7 @@ class Query(GovernanceQuery):
     @strawberry.field(description="A node's versions (every version of its name) and, for "
                       "a bundle, its stage moves, oldest first.")
     async def history(self, info: Info, id: strawberry.ID) -> History | None:
-        node_id = _parse(id)
+        node_id = node_id_arg(id)
         context: Context = info.context
         result = await context.run(lambda: registry.history(context.store, node_id))
         if result is None:
@@ -137,7 +130,7 @@ class Query(GovernanceQuery):
         first: int | None = None,
         after: str | None = None,
     ) -> Subgraph:
-        node_id = _parse(id)
+        node_id = node_id_arg(id)
         if depth < 0:
             raise UserError("depth: must be ≥ 0")
         _check_kinds(kinds)
@@ -183,7 +176,7 @@ class Query(GovernanceQuery):
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> BlastRadius | None:
-        node_id = _parse(id)
+        node_id = node_id_arg(id)
         context: Context = info.context
         result = await context.run(lambda: impact.blast_radius(
             context.store, node_id, impact.Action(action.value), _when(since), _when(until),
@@ -196,7 +189,7 @@ class Query(GovernanceQuery):
                       "lookback.")
     async def drift_sources(self, info: Info, id: strawberry.ID, onset: datetime,
                             lookback: str = "P7D") -> list[DriftCandidate]:
-        node_id = _parse(id)
+        node_id = node_id_arg(id)
         try:
             window = parse_duration(lookback)
         except ValueError as error:
@@ -230,8 +223,9 @@ class Query(GovernanceQuery):
 
 
 def _should_mask(error: GraphQLError) -> bool:
+    # A GraphQLError behind one is the caller's too: a variable that does not coerce.
     original = error.original_error
-    return original is not None and not isinstance(original, UserError)
+    return original is not None and not isinstance(original, UserError | GraphQLError)
 
 
 class LineageSchema(strawberry.Schema):

@@ -22,7 +22,7 @@ from lineagegraph.graph.store import GraphStore
 from lineagegraph.graph.trace import Trace as TraceResult
 from lineagegraph.graph.trace import live_then, served_live
 from lineagegraph.graph.walk import Subgraph as WalkResult
-from lineagegraph.schema import NODE_KINDS, InvalidId, SchemaError
+from lineagegraph.schema import NODE_KINDS, InvalidId, SchemaError, canonical_id
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import StageMove as StageMoveRecord
 
@@ -43,6 +43,14 @@ class QueryTimeout(UserError):
     """A query ran past the configured time limit."""
 
     extensions = {"code": "QUERY_TIMEOUT"}
+
+
+def node_id_arg(text: str, field: str = "id") -> str:
+    """An ID argument in canonical form, or the caller's error naming the argument."""
+    try:
+        return canonical_id(text)
+    except InvalidId as error:
+        raise UserError(f"{field}: {error}") from None
 
 
 class Context(BaseContext):

@@ -49,13 +49,22 @@ CHANGE_BY_KIND = {
 }
 
 
+MAX_LOOKBACK = timedelta(days=36_500)
+
+
 def parse_duration(text: str) -> timedelta:
     """ISO 8601 durations of weeks, days, hours, minutes, seconds (``P7D``, ``PT36H``)."""
     match = _DURATION.match(text.strip().upper())
     if not match or text.strip().upper() in ("P", "PT"):
         raise ValueError(f"{text!r} is not an ISO 8601 duration such as P7D or PT12H")
     parts = {k: float(v) for k, v in match.groupdict().items() if v}
-    return timedelta(**parts)
+    try:
+        duration = timedelta(**parts)
+    except OverflowError:
+        duration = MAX_LOOKBACK * 2
+    if duration > MAX_LOOKBACK:  # and an onset minus it stays a date
+        raise ValueError(f"{text!r} is longer than a hundred years (P{MAX_LOOKBACK.days}D)")
+    return duration
 
 
 @dataclass(slots=True)

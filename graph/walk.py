@@ -150,13 +150,23 @@ def walk(
             frontier = next_frontier
             if dropped and ahead is not None:
                 ahead = []  # fetch again from this walk's own frontier
-            if enough is not None and direction is not Direction.BOTH and enough(result):
+            # A page counts the nodes it will show: with ``kinds``, only those kinds.
+            if (enough is not None and direction is not Direction.BOTH
+                    and enough(_of_kinds(result, kinds))):
                 break
 
-    if kinds:
-        keep = {i for i, node in result.nodes.items() if node.kind in kinds or i == start}
-        result.nodes = {i: n for i, n in result.nodes.items() if i in keep}
-        result.degrees = {i: d for i, d in result.degrees.items() if i in keep}
-        result.edges = {k: e for k, e in result.edges.items()
-                        if e.source in keep and e.target in keep}
-    return result
+    return _of_kinds(result, kinds)
+
+
+def _of_kinds(result: Subgraph, kinds: Sequence[str] | None) -> Subgraph:
+    """The walk's nodes of ``kinds`` (all without), the start node always, and the edges
+    among them."""
+    if not kinds:
+        return result
+    keep = {i for i, node in result.nodes.items() if node.kind in kinds or i == result.root}
+    return Subgraph(
+        root=result.root,
+        nodes={i: n for i, n in result.nodes.items() if i in keep},
+        degrees={i: d for i, d in result.degrees.items() if i in keep},
+        edges={k: e for k, e in result.edges.items() if e.source in keep and e.target in keep},
+        truncated=result.truncated, side=result.side)

@@ -153,6 +153,8 @@ class Node(BaseModel):
         ``ModelVersion`` with no version part)."""
         parsed = parse_id(node_id)
         label = kind or default_kind_for(parsed.prefix, parsed.version is not None).label
+        if label not in NODE_KINDS_BY_LABEL:
+            raise InvalidId(f"unknown kind {label!r} (known: {sorted(NODE_KINDS_BY_LABEL)})")
         if NODE_KINDS_BY_LABEL[label].prefix != parsed.prefix:
             raise InvalidId(f"{node_id!r} is not an ID of a {label}")
         return cls(kind=label, name=parsed.name, version=parsed.version, **fields)

@@ -140,6 +140,24 @@ def test_lineage_pages_with_first_and_after(client: TestClient) -> None:
     assert rest["pageInfo"]["hasNextPage"] is False
 
 
+def test_lineage_pages_of_some_kinds_hold_the_nodes_of_those_kinds(client: TestClient) -> None:
+    # The page's end is reached counting the nodes it shows, not those walked through.
+    whole = gql(client, LINEAGE, id="model:fraud-detector@7", depth=5,
+                kinds=["DatasetVersion", "Feature"])["data"]["lineage"]
+    page = gql(client, LINEAGE, id="model:fraud-detector@7", depth=5,
+               kinds=["DatasetVersion", "Feature"], first=2)["data"]["lineage"]
+    rest = gql(client, LINEAGE, id="model:fraud-detector@7", depth=5,
+               kinds=["DatasetVersion", "Feature"], first=2,
+               after=page["pageInfo"]["endCursor"])["data"]["lineage"]
+
+    assert [n["node"]["id"] for n in whole["nodes"]] == [
+        "model:fraud-detector@7", "feature:txn_amount_7d@2", "dataset:wh.payments@2026-11-15"]
+    assert [n["node"]["id"] for n in page["nodes"] + rest["nodes"]] == [
+        n["node"]["id"] for n in whole["nodes"]]
+    assert page["pageInfo"]["hasNextPage"] is True
+    assert rest["pageInfo"]["hasNextPage"] is False
+
+
 def test_lineage_of_unknown_id_or_kind_is_a_clear_error(client: TestClient) -> None:
     missing = gql(client, LINEAGE, id="model:nope@1")
     bad_kind = gql(client, LINEAGE, id="model:fraud-detector@7", kinds=["Widget"])

@@ -71,6 +71,31 @@ def test_unexpected_failures_are_masked_not_leaked(tmp_path: Any) -> None:
     assert "sqlite" not in str(body).lower()
 
 
+@pytest.mark.parametrize(("query", "variables", "says"), [
+    # Variables that do not coerce are the caller's mistake, as the same values inline are.
+    ('query ($d: Int) { lineage(id: "run:r-fraud-7", depth: $d) { truncated } }',
+     {"d": "abc"}, "Variable '$d' has invalid value"),
+    ("query ($id: ID!) { node(id: $id) { id } }", {}, "Variable '$id'"),
+    ('query ($o: DateTime!) { driftSources(id: "bundle:support-triage@14", onset: $o) '
+     "{ hops } }", {"o": "yesterday"}, "Variable '$o'"),
+    ('{ driftSources(id: "bundle:support-triage@14", onset: "2026-11-08T00:00:00Z", '
+     'lookback: "P99999999D") { hops } }', {}, "lookback: 'P99999999D' is longer"),
+    ('mutation { approve(target: "foo") { id } }', {}, "target: 'foo' is not an ID"),
+    ('mutation { upsert(nodes: [{id: "source:x", kind: "Bogus"}]) { nodes { created } } }',
+     {}, "nodes.0: unknown kind 'Bogus'"),
+    ('mutation { upsert(nodes: [{id: "source:x", createdAt: "2026-11-01T00:00:00Z"}], '
+     'edges: [{source: "source:x", type: "FEEDS", target: "source:y"}]) '
+     "{ nodes { created } } }", {}, "edges.0.type: Value error, unknown edge type 'FEEDS'"),
+    ("{ auditLog(first: -1) { seq } }", {}, "first: must be between 0 and 5000"),
+])
+def test_bad_arguments_are_answered_with_what_is_wrong_not_masked(
+    client: TestClient, query: str, variables: dict[str, Any], says: str,
+) -> None:
+    body = post(client, query, **variables)
+
+    assert body["errors"][0]["message"].startswith(says), body["errors"]
+
+
 class CountingStore:
     """The real store, with a count of its calls: to see how many round trips a query
     makes."""
