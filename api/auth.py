@@ -29,7 +29,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -48,7 +48,7 @@ from strawberry.types import Info
 from strawberry.types.graphql import OperationType
 
 from lineagegraph.graph.store import GraphStore
-from lineagegraph.schema import AuditEntry, Record
+from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
 
 from .graphql_types import UserError
 from .settings import Settings
@@ -305,11 +305,46 @@ class MissingScope(AuthError):
     status = 403
     code = "FORBIDDEN"
 
-    def __init__(self, principal: Principal, needed: str) -> None:
+    def __init__(self, principal: Principal, needed: str, what: str = "this") -> None:
         have = ", ".join(s for s in SCOPES if s in principal.scopes) or "none"
-        super().__init__(f"this needs the {needed!r} scope; token {principal.name!r} has: "
+        super().__init__(f"{what} needs the {needed!r} scope; token {principal.name!r} has: "
                          f"{have}", f'{REALM}, error="insufficient_scope", scope="{needed}"',
                          required_scope=needed)
+
+
+def admin_work(nodes: Iterable[Node], edges: Iterable[Edge],
+               stage_moves: Sequence[StageMove] = ()) -> str | None:
+    """What in a write only ``admin`` may do (stage moves and approvals, design §8), said
+    for the refusal; None when there is nothing. A manifest's ``status`` and
+    ``approved_by`` are such writes too, so an ingest route checks what it mapped, not
+    only its own name."""
+    approvals = sorted({n.id for n in nodes if n.kind == "Approval"}
+                       | {e.source for e in edges if e.type == "APPROVES"})
+    what = []
+    if stage_moves:
+        what.append(f"{len(stage_moves)} stage move(s) ("
+                    f"{', '.join(_move_text(m) for m in stage_moves[:3])}"
+                    f"{', …' if len(stage_moves) > 3 else ''})")
+    if approvals:
+        what.append(f"{len(approvals)} approval(s) ("
+                    f"{', '.join(approvals[:3])}{', …' if len(approvals) > 3 else ''})")
+    return f"recording {' and '.join(what)}" if what else None
+
+
+def _move_text(move: StageMove) -> str:
+    return f"{move.name}@{move.to_version or '-'} into {move.environment}"
+
+
+def require_admin_for(principal: Principal | None, nodes: Iterable[Node],
+                      edges: Iterable[Edge], stage_moves: Sequence[StageMove] = ()) -> None:
+    """``MissingScope`` when the write holds ``admin_work`` and the caller lacks ``admin``."""
+    what = admin_work(nodes, edges, stage_moves)
+    if what is None:
+        return
+    if principal is None:  # no middleware ran: refuse rather than guess
+        raise AuthError("no authenticated principal on this request")
+    if ADMIN not in principal.scopes:
+        raise MissingScope(principal, ADMIN, what)
 
 
 class StoreUnavailable(AuthError):

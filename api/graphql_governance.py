@@ -19,7 +19,14 @@ from lineagegraph.schema import Edge as EdgeRecord
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import canonical_id, parse_id
 
-from .auth import NeedsAdmin, NeedsWrite, principal_of
+from .auth import (
+    AuthError,
+    Forbidden,
+    NeedsAdmin,
+    NeedsWrite,
+    principal_of,
+    require_admin_for,
+)
 from .graphql_types import (
     BlastRadius,
     Context,
@@ -204,6 +211,10 @@ class Mutation:
         links = [_input(f"edges.{i}", lambda e=e: EdgeRecord(
             source=e.source, type=e.type, target=e.target, properties=e.properties or {}))
             for i, e in enumerate(edges or [])]
+        try:  # an approval is the approve mutation's to record, under `admin`
+            require_admin_for(principal_of(info.context.request), records, links)
+        except AuthError as error:
+            raise Forbidden(error.message) from None
         audit = [AuditRecord(action="upsert", target=r.id, actor=actor,
                              after={"kind": r.kind, "properties": r.properties})
                  for r in records]

@@ -20,6 +20,7 @@ from lineagegraph.ingest.bodies import decode
 from lineagegraph.ingest.manifest_formats import read_json, read_yaml
 from lineagegraph.ingest.manifests import map_manifests
 
+from .auth import principal_of, require_admin_for
 from .deps import ActorDep, StoreDep
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
@@ -60,7 +61,11 @@ async def post_manifests(request: Request, store: StoreDep, actor: ActorDep) -> 
     def load() -> dict[str, Any]:
         text = decode(body)
         docs = read_json(text) if media_type == "application/json" else read_yaml(text)
-        return _write(store, map_manifests(docs, store, actor=actor, source="api"))
+        batch = map_manifests(docs, store, actor=actor, source="api")
+        # `status`, `approved_by`, StageMove and Approval documents record stage moves and
+        # approvals, which need `admin` (design §8) however they arrive.
+        require_admin_for(principal_of(request), batch.nodes, batch.edges, batch.stage_moves)
+        return _write(store, batch)
 
     return await run_in_threadpool(load)
 

@@ -245,6 +245,33 @@ def test_a_rest_write_is_audited_under_the_token_name(
     assert actors == {"writer"}
 
 
+@pytest.mark.parametrize("document", [
+    {"kind": "StageMove", "bundle": "b", "version": 1, "environment": "production"},
+    {"name": "b", "version": 2, "model": "gpt-x-2026-01", "status": "production"},
+    {"name": "b", "version": 3, "model": "gpt-x-2026-01", "approved_by": "someone"},
+])
+def test_manifests_that_move_stages_or_approve_need_admin(
+    store: GraphStore, secrets: dict[str, str], document: dict[str, Any],
+) -> None:
+    # Stage moves and approvals need admin (design §8), also when a manifest records them.
+    bundle = {"name": "b", "version": 1, "model": "gpt-x-2026-01"}
+    with serving(store) as client:
+        base = client.post("/api/v1/manifests", headers=bearer(secrets["writer"]), json=bundle)
+        before = (len(store.audit_log()), store.stage_history(name="b"))
+        refused = client.post("/api/v1/manifests", headers=bearer(secrets["writer"]),
+                              json=document)
+        after = (len(store.audit_log()), store.stage_history(name="b"))
+        allowed = client.post("/api/v1/manifests", headers=bearer(secrets["admin"]),
+                              json=document)
+
+    assert base.status_code == 200, base.text
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["required_scope"] == "admin"
+    assert refused.json()["error"].startswith("recording 1 ")
+    assert after == before  # nothing of the refused load was written
+    assert allowed.status_code == 200, allowed.text
+
+
 def test_a_route_may_require_more_than_its_baseline_scope(
     store: GraphStore, secrets: dict[str, str],
 ) -> None:

@@ -148,3 +148,25 @@ def test_upsert_needs_write_and_is_idempotent(callers: dict[str, Caller]) -> Non
     assert again == {"nodes": {"created": 0, "unchanged": 2},
                      "edges": {"created": 0, "unchanged": 1}}
     assert "USES_MODEL cannot go from a Feature" in bad["errors"][0]["message"]
+
+
+def test_an_approval_is_not_upserted_without_admin(callers: dict[str, Caller]) -> None:
+    # Through upsert a write token could forge an approval that the promotion gate counts.
+    forged = """mutation { upsert(nodes: [{id: "approval:forged", properties:
+        {approved_by: "ceo"}}], edges: [{source: "approval:forged", type: "APPROVES",
+        target: "bundle:fraud-scoring@2"}]) { nodes { created } } }"""
+    edge_only = """mutation { upsert(nodes: [], edges: [{source:
+        "approval:bundle:fraud-scoring@2/someone", type: "APPROVES",
+        target: "bundle:support-triage@14"}]) { nodes { created } } }"""
+
+    refused = callers["ci-bot"].gql(forged)
+    refused_edge = callers["ci-bot"].gql(edge_only)
+    report = callers["reader"].gql(IMPACT, b="fraud-scoring", v="2", env="production")
+    allowed = callers["release-eng"].gql(forged)
+
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert refused["errors"][0]["message"].startswith(
+        "recording 1 approval(s) (approval:forged) needs the 'admin' scope")
+    assert refused_edge["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert "ceo" not in str(report["data"]["promotionImpact"]["gates"])
+    assert allowed["data"]["upsert"] == {"nodes": {"created": 1}}
