@@ -198,11 +198,13 @@ def _input(path: str, build: Callable[[], T]) -> T:
 
 @strawberry.type
 class Mutation:
+    # Results are nullable: a field that is refused or fails is null with its error, and
+    # the operation's other fields, run and committed one after another, still answer.
     @strawberry.mutation(permission_classes=[NeedsWrite],
                          description="Register or update nodes and edges in one "
                          "transaction (all or nothing; re-sending changes nothing).")
     async def upsert(self, info: Info, nodes: list[NodeInput],
-                     edges: list[EdgeInput] | None = None) -> UpsertResult:
+                     edges: list[EdgeInput] | None = None) -> UpsertResult | None:
         actor = actor_of(info)
         records = [_input(f"nodes.{i}", lambda n=n: NodeRecord.from_id(
             canonical_id(n.id), kind=n.kind, properties=n.properties or {},
@@ -232,7 +234,7 @@ class Mutation:
                          "may override with a reason, recorded in the move and the audit "
                          "log.")
     async def promote(self, info: Info, bundle: str, version: str, environment: str,
-                      override_reason: str | None = None) -> PromotionResult:
+                      override_reason: str | None = None) -> PromotionResult | None:
         if override_reason is not None and not override_reason.strip():
             raise UserError("overrideReason: must say why")
         context: Context = info.context
@@ -246,7 +248,7 @@ class Mutation:
                          description="Move `name` in `environment` back to the version live "
                          "there before the current one.")
     async def rollback(self, info: Info, name: str, environment: str,
-                       reason: str | None = None) -> RollbackResult:
+                       reason: str | None = None) -> RollbackResult | None:
         context: Context = info.context
         result = await _governed(info, lambda: governance.rollback(
             context.store, name, environment, actor_of(info), reason))
@@ -256,7 +258,7 @@ class Mutation:
                          description="Approve `target` (a bundle, model or prompt version) "
                          "as the caller, optionally for a named gate.")
     async def approve(self, info: Info, target: strawberry.ID, gate: str | None = None,
-                      comment: str | None = None) -> NodeType:
+                      comment: str | None = None) -> NodeType | None:
         context: Context = info.context
         target_id = node_id_arg(target, "target")
         if parse_id(target_id).prefix not in ("bundle", "model", "prompt"):

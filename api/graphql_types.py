@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Callable
 from datetime import datetime
 from enum import Enum
@@ -16,7 +17,8 @@ from strawberry.fastapi import BaseContext
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from lineagegraph.graph import impact, registry
+from lineagegraph.graph import deadline, impact, registry
+from lineagegraph.graph.deadline import DeadlinePassed
 from lineagegraph.graph.drift import DriftCandidate as DriftResult
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.graph.trace import Trace as TraceResult
@@ -61,6 +63,8 @@ class Context(BaseContext):
         super().__init__()
         self.store = store
         self.settings = settings
+        # One budget for the whole query, however many fields run store work.
+        self.deadline = time.monotonic() + settings.query_timeout_s
         self.bundle_parts = DataLoader(load_fn=self._load_bundle_parts)
 
     async def _load_bundle_parts(self, ids: list[str]) -> list[registry.BundleParts]:
@@ -68,13 +72,18 @@ class Context(BaseContext):
         return [parts[i] for i in ids]
 
     async def run(self, work: Callable[[], T]) -> T:
-        """Run store work in a thread, bounded by the per-query timeout."""
-        timeout = self.settings.query_timeout_s
+        """Run store work in a thread, within what is left of the query's time budget.
+        The stores see the deadline too, so work that runs past it stops in its thread
+        rather than holding a worker that the next queries need."""
         try:
-            return await asyncio.wait_for(asyncio.to_thread(work), timeout)
-        except TimeoutError:
-            raise QueryTimeout(
-                f"query timed out after {timeout:g}s (LINEAGEGRAPH_QUERY_TIMEOUT_S)") from None
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlinePassed
+            return await asyncio.wait_for(
+                asyncio.to_thread(deadline.within, self.deadline, work), left)
+        except (TimeoutError, DeadlinePassed):
+            raise QueryTimeout(f"query timed out after {self.settings.query_timeout_s:g}s "
+                               "(LINEAGEGRAPH_QUERY_TIMEOUT_S)") from None
         except (InvalidId, SchemaError, ValueError) as error:
             raise UserError(str(error)) from error
 

@@ -36,7 +36,8 @@ class Settings(BaseSettings):
     # Bounds on every walk and query.
     max_depth: int = Field(20, ge=1, description="cap on lineage depth")
     max_nodes: int = Field(10_000, ge=1, description="cap on nodes one walk returns")
-    query_timeout_s: float = Field(10.0, gt=0, description="per-query time limit")
+    query_timeout_s: float = Field(10.0, gt=0, description="per-query time limit (one budget "
+                                   "for all of an operation's store work)")
     warm_up: bool = Field(True, description="run the analyses once at start-up, so that "
                           "Neo4j has planned their statements before the first caller")
     graphql_max_depth: int = Field(12, ge=1, description="GraphQL query depth limit")

@@ -21,6 +21,8 @@ from lineagegraph.schema import (
 )
 from lineagegraph.schema.models import canonical_json, properties_from_json, utc
 
+from .deadline import check as check_deadline
+from .deadline import time_left
 from .store import (
     ORIGIN,
     Direction,
@@ -293,6 +295,15 @@ class _SqliteTransaction:
         self.conn.execute("DELETE FROM traffic_targets")
 
 
+# SQLite virtual-machine steps between deadline checks: ~1 ms of work, a few ns a check.
+_DEADLINE_STEPS = 20_000
+
+
+def _past_deadline() -> int:
+    left = time_left()
+    return 1 if left is not None and left <= 0 else 0  # non-zero interrupts the statement
+
+
 class EmbeddedStore(GraphStore):
     name = "embedded"
 
@@ -304,6 +315,8 @@ class EmbeddedStore(GraphStore):
         # SQLite allows one writer anyway, and reads are short.
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
+        # A query's budget reaches inside a long statement: SQLite asks every N steps.
+        self._conn.set_progress_handler(_past_deadline, _DEADLINE_STEPS)
         self._lock = threading.RLock()
         with self._lock:
             self._conn.execute("PRAGMA journal_mode = WAL")
@@ -314,11 +327,14 @@ class EmbeddedStore(GraphStore):
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            check_deadline()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
-            except BaseException:
+            except BaseException as error:
                 self._conn.execute("ROLLBACK")
+                if isinstance(error, sqlite3.OperationalError):
+                    check_deadline()  # "interrupted" by _past_deadline
                 raise
             self._conn.execute("COMMIT")
 
@@ -335,7 +351,12 @@ class EmbeddedStore(GraphStore):
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            check_deadline()  # also after waiting for the lock
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError:
+                check_deadline()  # "interrupted" by _past_deadline
+                raise
 
     # -- reads --------------------------------------------------------------------------
 

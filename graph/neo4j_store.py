@@ -29,6 +29,8 @@ from lineagegraph.schema.constraints import indexes, uniqueness_constraints
 from lineagegraph.schema.kinds import COUNTER_LABEL, NODE_LABEL, TRAFFIC_EDGE, TRAFFIC_LABEL
 from lineagegraph.schema.models import canonical_json, properties_from_json
 
+from .deadline import DeadlinePassed, time_left
+from .deadline import check as check_deadline
 from .store import (
     ORIGIN,
     Direction,
@@ -412,6 +414,7 @@ class Neo4jStore(GraphStore):
         return by_type
 
     def _write(self, work: Callable[[_Neo4jTransaction], T]) -> T:
+        check_deadline()  # a mutation whose query ran out of time writes nothing
         with self._driver.session(database=self._database) as session:
             return session.execute_write(lambda tx: work(_Neo4jTransaction(tx)))
 
@@ -424,13 +427,28 @@ class Neo4jStore(GraphStore):
             try:
                 with self._driver.session(database=self._database,
                                           default_access_mode=neo4j.READ_ACCESS) as session:
-                    return list(session.run(neo4j.Query(query, timeout=self._timeout),
+                    return list(session.run(neo4j.Query(query, timeout=self._time_limit()),
                                             params))
+            except neo4j.exceptions.ClientError as error:
+                # The server stopped the statement at its time limit: the query's budget.
+                if "TransactionTimedOut" in (error.code or ""):
+                    raise DeadlinePassed from None
+                raise
             except (neo4j.exceptions.TransientError, neo4j.exceptions.SessionExpired,
                     neo4j.exceptions.ServiceUnavailable):
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
+
+    def _time_limit(self) -> float | None:
+        """The statement's server-side time limit: what is left of the query's budget,
+        never more than the configured per-statement limit."""
+        left = time_left()
+        if left is None:
+            return self._timeout
+        if left <= 0:
+            raise DeadlinePassed
+        return min(left, self._timeout) if self._timeout else left
 
     def _rows(self, query: str, **params: Any) -> list[dict[str, Any]]:
         """The rows of a query that collects them into one list (``RETURN collect(…) AS
