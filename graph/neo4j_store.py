@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -30,7 +31,6 @@ from lineagegraph.schema.kinds import COUNTER_LABEL, NODE_LABEL, TRAFFIC_EDGE, T
 from lineagegraph.schema.models import canonical_json, properties_from_json
 
 from .deadline import DeadlinePassed, time_left
-from .deadline import check as check_deadline
 from .store import (
     ORIGIN,
     Direction,
@@ -365,6 +365,17 @@ class _Neo4jTransaction:
         self.tx.run(f"MATCH (c:{TRAFFIC_LABEL}) DETACH DELETE c").consume()
 
 
+@contextmanager
+def _deadline_on_timeout() -> Iterator[None]:
+    """The server stopped a transaction at its time limit: the query's budget ran out."""
+    try:
+        yield
+    except neo4j.exceptions.ClientError as error:
+        if "TransactionTimedOut" in (error.code or ""):
+            raise DeadlinePassed from None
+        raise
+
+
 class Neo4jStore(GraphStore):
     name = "neo4j"
 
@@ -414,9 +425,18 @@ class Neo4jStore(GraphStore):
         return by_type
 
     def _write(self, work: Callable[[_Neo4jTransaction], T]) -> T:
-        check_deadline()  # a mutation whose query ran out of time writes nothing
-        with self._driver.session(database=self._database) as session:
-            return session.execute_write(lambda tx: work(_Neo4jTransaction(tx)))
+        # A mutation whose query runs out of time writes nothing: not started past its
+        # deadline, and rolled back by the server if it reaches it (ingest has none).
+        left = time_left()
+        if left is not None and left <= 0:
+            raise DeadlinePassed
+
+        def unit(tx: ManagedTransaction) -> T:
+            return work(_Neo4jTransaction(tx))
+
+        timed = unit if left is None else neo4j.unit_of_work(timeout=left)(unit)
+        with _deadline_on_timeout(), self._driver.session(database=self._database) as session:
+            return session.execute_write(timed)
 
     def _read(self, query: str, **params: Any) -> list[neo4j.Record]:
         # An auto-commit read, not ``execute_query``'s managed transaction: BEGIN and COMMIT
@@ -425,15 +445,11 @@ class Neo4jStore(GraphStore):
         # failure is retried here as the managed transaction would.
         for attempt in range(3):
             try:
-                with self._driver.session(database=self._database,
-                                          default_access_mode=neo4j.READ_ACCESS) as session:
+                with _deadline_on_timeout(), self._driver.session(
+                        database=self._database,
+                        default_access_mode=neo4j.READ_ACCESS) as session:
                     return list(session.run(neo4j.Query(query, timeout=self._time_limit()),
                                             params))
-            except neo4j.exceptions.ClientError as error:
-                # The server stopped the statement at its time limit: the query's budget.
-                if "TransactionTimedOut" in (error.code or ""):
-                    raise DeadlinePassed from None
-                raise
             except (neo4j.exceptions.TransientError, neo4j.exceptions.SessionExpired,
                     neo4j.exceptions.ServiceUnavailable):
                 if attempt == 2:
