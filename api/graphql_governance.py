@@ -14,7 +14,6 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from lineagegraph.graph import governance
-from lineagegraph.schema import AuditEntry as AuditRecord
 from lineagegraph.schema import Edge as EdgeRecord
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import canonical_id, parse_id
@@ -217,11 +216,9 @@ class Mutation:
             require_admin_for(principal_of(info.context.request), records, links)
         except AuthError as error:
             raise Forbidden(error.message) from None
-        audit = [AuditRecord(action="upsert", target=r.id, actor=actor,
-                             after={"kind": r.kind, "properties": r.properties})
-                 for r in records]
         context: Context = info.context
-        result = await context.run(lambda: context.store.upsert(records, links, audit))
+        result = await context.run(lambda: governance.audited_upsert(
+            context.store, records, links, actor))
         return UpsertResult(
             nodes=UpsertCounts(created=result.nodes.created, updated=result.nodes.updated,
                                unchanged=result.nodes.unchanged),

@@ -6,7 +6,7 @@ fails; ``promotion_report`` runs them all and diffs the candidate against what i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -16,7 +16,7 @@ from lineagegraph.schema import AuditEntry, Edge, Node, StageMove, approval_name
 
 from .impact import STRUCTURE_EDGES, Action, BlastRadius, blast_radius, previous_live
 from .registry import BundleParts, annotations, bundle_id, bundle_parts
-from .store import Direction, GraphStore
+from .store import Direction, GraphStore, UpsertResult
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
 # Approvals a risk tier needs unless its policy pack says otherwise.
@@ -307,6 +307,47 @@ def approve(store: GraphStore, target: str, actor: str, gate: str | None = None,
                              after={"gate": gate, "comment": comment})])
     return store.get([approval.id])[approval.id]
 
+
+
+def change_audit(nodes: Iterable[Node], edges: Iterable[Edge], existing: dict[str, Node],
+                 existing_edges: dict[tuple[str, str, str], Edge], actor: str,
+                 at: datetime | None = None) -> list[AuditEntry]:
+    """Audit entries for what a write changes, each with what was there before: a node's
+    kind and properties (``upsert``), an edge's properties (``link``, on its source).
+    What it would leave as it is gets none: re-sending is not a change."""
+    when = {"at": at} if at else {}
+    entries = []
+    for node in nodes:
+        old = existing.get(node.id)
+        if old is None or old.properties != node.properties:
+            entries.append(AuditEntry(
+                action="upsert", target=node.id, actor=actor, **when,
+                before={"kind": old.kind, "properties": old.properties} if old else None,
+                after={"kind": node.kind, "properties": node.properties}))
+    for edge in edges:
+        old_edge = existing_edges.get(edge.key)
+        if old_edge is None or old_edge.properties != edge.properties:
+            entries.append(AuditEntry(
+                action="link", target=edge.source, actor=actor, **when,
+                before=_edge_audit(old_edge) if old_edge else None, after=_edge_audit(edge)))
+    return entries
+
+
+def _edge_audit(edge: Edge) -> dict[str, Any]:
+    return {"type": edge.type, "target": edge.target, "properties": edge.properties}
+
+
+def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge],
+                   actor: str) -> UpsertResult:
+    """The upsert mutation: the write with an audit entry for each change it makes, what
+    was there before included (read just before, in the same call)."""
+    existing = store.get([n.id for n in nodes])
+    sources = sorted({e.source for e in edges})
+    existing_edges = {hop.edge.key: hop.edge for hop in store.expand(
+        sources, Direction.UPSTREAM, edge_types=sorted({e.type for e in edges}))
+        } if edges else {}
+    audit = change_audit(nodes, edges, existing, existing_edges, actor)
+    return store.upsert(nodes, edges, audit)
 
 
 @dataclass(slots=True)

@@ -170,3 +170,32 @@ def test_an_approval_is_not_upserted_without_admin(callers: dict[str, Caller]) -
     assert refused_edge["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     assert "ceo" not in str(report["data"]["promotionImpact"]["gates"])
     assert allowed["data"]["upsert"] == {"nodes": {"created": 1}}
+
+
+def test_upserts_are_audited_with_what_was_there_before_and_resends_are_not(
+    callers: dict[str, Caller],
+) -> None:
+    def upsert(owner: str, weight: int) -> None:
+        body = callers["ci-bot"].gql("""mutation ($owner: String!, $props: JSON!) {
+            upsert(nodes: [{id: "source:crm.audited", properties: {owner: $owner}}],
+                   edges: [{source: "bundle:fraud-scoring@2", type: "RETRIEVES_FROM",
+                            target: "source:crm.audited", properties: $props}])
+            { nodes { created } } }""", owner=owner, props={"weight": weight})
+        assert "errors" not in body, body
+
+    upsert("a", 1)
+    upsert("a", 1)  # the same again: no change, no entry
+    upsert("b", 1)  # the node changes, the edge does not
+    upsert("b", 2)  # the edge changes
+    log = callers["reader"].gql("""{ auditLog(actor: "ci-bot") {
+        action target before after } }""")["data"]["auditLog"]
+
+    assert [(e["action"], e["target"], e["before"]) for e in log] == [
+        ("upsert", "source:crm.audited", None),
+        ("link", "bundle:fraud-scoring@2", None),
+        ("upsert", "source:crm.audited", {"kind": "DataSource", "properties": {"owner": "a"}}),
+        ("link", "bundle:fraud-scoring@2", {"type": "RETRIEVES_FROM",
+                                             "target": "source:crm.audited",
+                                             "properties": {"weight": 1}}),
+    ]
+    assert log[3]["after"]["properties"] == {"weight": 2}
