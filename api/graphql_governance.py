@@ -74,14 +74,15 @@ class PromotionReport:
     blast_radius: BlastRadius | None
 
 
-def report_type(report: governance.PromotionReport) -> PromotionReport:
+def report_type(report: governance.PromotionReport,
+                policy: governance.GatePolicy) -> PromotionReport:
     return PromotionReport(
         verdict=report.verdict, reasons=report.reasons, environment=report.environment,
         gates=[Gate(name=g.name, passed=g.passed, reason=g.reason) for g in report.gates],
         current=maybe(report.current), candidate=to_gql(report.candidate),
         diff=[Difference(field=d.field, current=d.current, candidate=d.candidate)
               for d in report.diff],
-        blast_radius=(blast_radius_type(report.blast_radius)
+        blast_radius=(blast_radius_type(report.blast_radius, policy.production_environments)
                       if report.blast_radius is not None else None),
     )
 
@@ -159,7 +160,7 @@ class GovernanceQuery:
                 context.settings.walk_limits))
         except governance.GovernanceError as error:
             raise UserError(str(error)) from None
-        return report_type(report)
+        return report_type(report, _policy(info))
 
     @strawberry.field(description="The append-only audit log, oldest first.")
     async def audit_log(self, info: Info, since: datetime | None = None,
@@ -238,7 +239,7 @@ class Mutation:
         report, move = await _governed(info, lambda: governance.promote(
             context.store, bundle, version, environment, actor_of(info),
             override_reason=override_reason, policy=_policy(info)))
-        return PromotionResult(promoted=move is not None, report=report_type(report),
+        return PromotionResult(promoted=move is not None, report=report_type(report, _policy(info)),
                                move=stage_move_type(move) if move else None)
 
     @strawberry.mutation(permission_classes=[NeedsAdmin],

@@ -181,7 +181,9 @@ class Query(GovernanceQuery):
         result = await context.run(lambda: impact.blast_radius(
             context.store, node_id, impact.Action(action.value), _when(since), _when(until),
             context.settings.walk_limits))
-        return blast_radius_type(result) if result is not None else None
+        if result is None:
+            return None
+        return blast_radius_type(result, context.settings.gate_policy.production_environments)
 
     @strawberry.field(description="Upstream changes in [onset - lookback, onset] that "
                       "could explain a quality drop at `id`, best first. score = (1 + "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -86,6 +86,8 @@ class Context(BaseContext):
                                "(LINEAGEGRAPH_QUERY_TIMEOUT_S)") from None
         except (InvalidId, SchemaError, ValueError) as error:
             raise UserError(str(error)) from error
+        except OverflowError as error:  # a date argument at the edge of the calendar
+            raise UserError(f"a date is out of range: {error}") from error
 
 
 # -- nodes ----------------------------------------------------------------------------------
@@ -366,8 +368,9 @@ class BlastRadius:
     traffic: list[TrafficCount]
     total_traffic: int
     rollback_target: NodeType | None = strawberry.field(
-        description="What a rollback returns to: in production if the root is live there, "
-                    "else in the first environment where it is.")
+        description="What a rollback returns to: in a production environment "
+                    "(LINEAGEGRAPH_PRODUCTION_ENVIRONMENTS) if the root is live in one, else "
+                    "in the first environment where it is.")
     rollbacks: list[RollbackPlan]
     warnings: list[str]
     _downstream: strawberry.Private[WalkResult]
@@ -378,7 +381,7 @@ class BlastRadius:
         return subgraph_page(self._downstream, first, after)
 
 
-def blast_radius_type(result: impact.BlastRadius) -> BlastRadius:
+def blast_radius_type(result: impact.BlastRadius, production: Collection[str]) -> BlastRadius:
     kinds: dict[str, int] = {}
     for node_id, node in result.downstream.nodes.items():
         if node_id != result.root.id:
@@ -390,7 +393,7 @@ def blast_radius_type(result: impact.BlastRadius) -> BlastRadius:
                  for b in result.bundles],
         traffic=[TrafficCount(environment=e, count=c) for e, c in result.traffic.items()],
         total_traffic=sum(result.traffic.values()),
-        rollback_target=maybe(result.rollback_target),
+        rollback_target=maybe(result.rollback_target(production)),
         rollbacks=[RollbackPlan(environment=r.environment, current=to_gql(r.current),
                                 target=maybe(r.target), warnings=r.warnings)
                    for r in result.rollbacks],

@@ -13,6 +13,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from lineagegraph.schema import AuditEntry, Edge, Node, StageMove, approval_name, format_id
+from lineagegraph.schema.models import check_environment
 
 from .impact import STRUCTURE_EDGES, Action, BlastRadius, blast_radius, previous_live
 from .registry import BundleParts, annotations, bundle_id, bundle_parts
@@ -204,6 +205,10 @@ def promotion_report(
     policy: GatePolicy = GatePolicy(),
     limits: WalkLimits = DEFAULT_LIMITS,
 ) -> PromotionReport:
+    try:
+        check_environment(environment)
+    except ValueError as error:
+        raise GovernanceError(str(error)) from None
     candidate_id = bundle_id(name, version)
     candidate = store.get([candidate_id]).get(candidate_id)
     if candidate is None:

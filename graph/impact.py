@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -55,10 +56,10 @@ class BlastRadius:
     # counts only the requests up to there.
     traffic_counted_through: str | None = None
 
-    @property
-    def rollback_target(self) -> Node | None:
-        """The target in production if the root is live there, else the first one."""
-        ranked = sorted(self.rollbacks, key=lambda r: (r.environment != "production",
+    def rollback_target(self, production: Collection[str] = ("production",)) -> Node | None:
+        """The target in a production environment if the root is live in one, else in the
+        first environment where it is."""
+        ranked = sorted(self.rollbacks, key=lambda r: (r.environment not in production,
                                                        r.environment))
         return next((r.target for r in ranked if r.target is not None), None)
 

@@ -206,6 +206,15 @@ def check_edge_endpoints(edge: Edge, source_kind: str, target_kind: str) -> None
         )
 
 
+def check_environment(name: str) -> str:
+    """An environment's name as written: users define their own, but a blank one, or one
+    with spaces at its ends or control characters, would be a stage no one can name back."""
+    if not name or name != name.strip() or len(name) > 64 or not name.isprintable():
+        raise ValueError(f"environment {name!r}: expected a name such as production "
+                         "(no blanks at its ends, at most 64 characters)")
+    return name
+
+
 class StageMove(BaseModel):
     """One recorded move of a bundle name in an environment: ``to_version`` None means the
     environment no longer serves that name (retired). The history is append-only."""
@@ -225,6 +234,11 @@ class StageMove(BaseModel):
     @classmethod
     def _normalize(cls, version: Any) -> str | None:
         return normalize_version(version)
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, name: str) -> str:
+        return check_environment(name)
 
 
 

@@ -240,3 +240,31 @@ def test_approving_twice_changes_nothing(store: GraphStore) -> None:
 
     assert first.id == again.id == "approval:bundle:b@1/carol/production"
     assert [e.action for e in store.audit_log()] == ["approve"]
+
+
+def test_the_rollback_target_prefers_the_configured_production_environments() -> None:
+    from lineagegraph.graph.impact import Action, BlastRadius, RollbackTarget
+    from lineagegraph.graph.walk import Subgraph
+
+    live = Node.from_id("bundle:b@3")
+    radius = BlastRadius(
+        root=live, action=Action.ROLLBACK, downstream=Subgraph(root=live.id), bundles=[],
+        traffic={}, rollbacks=[
+            RollbackTarget("canary", live, Node.from_id("bundle:b@2")),
+            RollbackTarget("prod-eu", live, Node.from_id("bundle:b@1")),
+            RollbackTarget("staging", live, None)])
+
+    assert radius.rollback_target().id == "bundle:b@2"  # none named production: the first
+    assert radius.rollback_target({"prod-eu", "prod-us"}).id == "bundle:b@1"
+
+
+@pytest.mark.parametrize("environment", ["", " production", "prod\nuction", "x" * 65])
+def test_an_environment_no_one_could_name_back_is_refused(
+    store: GraphStore, environment: str,
+) -> None:
+    setup_bundle(store)
+
+    with pytest.raises(GovernanceError, match="environment"):
+        promotion_report(store, "b", "1", environment)
+    with pytest.raises(ValueError, match="environment"):
+        StageMove(name="b", environment=environment, to_version="1")

@@ -87,6 +87,8 @@ def test_unexpected_failures_are_masked_not_leaked(tmp_path: Any) -> None:
      'edges: [{source: "source:x", type: "FEEDS", target: "source:y"}]) '
      "{ nodes { created } } }", {}, "edges.0.type: Value error, unknown edge type 'FEEDS'"),
     ("{ auditLog(first: -1) { seq } }", {}, "first: must be between 0 and 5000"),
+    ('{ driftSources(id: "bundle:support-triage@14", onset: "0001-01-02T00:00:00Z") '
+     "{ hops } }", {}, "a date is out of range"),
 ])
 def test_bad_arguments_are_answered_with_what_is_wrong_not_masked(
     client: TestClient, query: str, variables: dict[str, Any], says: str,
