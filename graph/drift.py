@@ -109,7 +109,13 @@ def drift_sources(
             add(node, CHANGE_BY_KIND[node.kind], node.created_at, upstream.degrees[nid],
                 _path(graph, nid, node_id))
 
-    sources = [nid for nid, n in upstream.nodes.items() if n.kind == "DataSource"]
+    # A new dataset version of a source is a change upstream only where something reads
+    # the source itself (a bundle retrieving from it, a feature derived from it). Reached
+    # through a dataset version's VERSION_OF, the source's other versions are siblings of
+    # the data behind the target, not behind it (design §2).
+    read_whole = {e.target for e in upstream.edges.values() if e.type != "VERSION_OF"}
+    sources = [nid for nid, n in upstream.nodes.items()
+               if n.kind == "DataSource" and nid in read_whole]
     for hop in store.expand(sources, Direction.DOWNSTREAM, edge_types=["VERSION_OF"],
                             node_kinds=["DatasetVersion"], since=since, until=onset):
         if hop.node.id not in upstream.nodes:

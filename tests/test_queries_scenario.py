@@ -227,6 +227,22 @@ def test_drift_sources_ignore_changes_outside_the_window(client: TestClient) -> 
         ("dataset:kb.articles@2026-11-08", "new dataset version")]
 
 
+def test_drift_sources_skip_other_versions_of_a_source_read_only_through_one(
+    client: TestClient,
+) -> None:
+    # fraud-detector@6 learned from warehouse.payments@2026-09-01; @2026-10-25 (T-7d) is
+    # the data behind @7, a sibling of @6's, not upstream of it. kb.articles, retrieved by
+    # the bundle itself, is read whole: its new versions count (the test above).
+    old = gql(client, DRIFT, id="model:fraud-detector@6", onset=at(0).isoformat(),
+              lookback="P10D")["driftSources"]
+    new = gql(client, DRIFT, id="model:fraud-detector@7", onset=at(0).isoformat(),
+              lookback="P10D")["driftSources"]
+
+    assert "dataset:warehouse.payments@2026-10-25" not in [c["node"]["id"] for c in old]
+    assert ("dataset:warehouse.payments@2026-10-25", 3) in [
+        (c["node"]["id"], c["hops"]) for c in new]
+
+
 RESOLVE = f"""
 query ($name: String!, $env: String!, $asOf: DateTime) {{
   resolve(name: $name, environment: $env, asOf: $asOf) {{
