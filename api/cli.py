@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import ipaddress
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -49,7 +52,32 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def with_setting_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` with a ``--flag`` for every setting it does not declare itself (design
+    §5: each setting has a twin), handed to it as ``flags``: the ones given, as text, for
+    the settings to parse as they parse the environment."""
+    own = inspect.signature(command, eval_str=True).parameters
+    derived = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[str | None, typer.Option(
+                              f"--{name.replace('_', '-')}",
+                              help=f"{field.description or name} ({Settings.env_name(name)})",
+                              show_default=False)])
+        for name, field in Settings.model_fields.items() if name not in own]
+
+    @functools.wraps(command)
+    def run(**given: Any) -> None:
+        flags = {p.name: given.pop(p.name) for p in derived}
+        command(**given, flags={k: v for k, v in flags.items() if v is not None})
+
+    run.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [p for name, p in own.items() if name != "flags"] + derived)
+    run.__annotations__ = {p.name: p.annotation for p in run.__signature__.parameters.values()}  # type: ignore[attr-defined]
+    return run
+
+
 @app.command()
+@with_setting_flags
 def serve(
     host: Annotated[str | None, typer.Option(help="bind address (LINEAGEGRAPH_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="port (LINEAGEGRAPH_PORT)")] = None,
@@ -58,11 +86,10 @@ def serve(
     neo4j_password: NeoPassword = None,
     neo4j_database: NeoDatabase = None,
     db: DbPath = None,
-    max_depth: Annotated[int | None, typer.Option(help="LINEAGEGRAPH_MAX_DEPTH")] = None,
-    max_nodes: Annotated[int | None, typer.Option(help="LINEAGEGRAPH_MAX_NODES")] = None,
     allow_open_bind: Annotated[bool, typer.Option(
         help="bind a non-loopback address with no tokens (only inside a container whose "
              "port is published on loopback)")] = False,
+    flags: dict[str, str] | None = None,
 ) -> None:
     """Serve GraphQL at /graphql, /healthz, /readyz and OpenAPI at /docs."""
     import uvicorn
@@ -71,7 +98,7 @@ def serve(
 
     settings = Settings.for_cli(db, neo4j_uri, host=host, port=port, neo4j_user=neo4j_user,
                                 neo4j_password=neo4j_password, neo4j_database=neo4j_database,
-                                max_depth=max_depth, max_nodes=max_nodes)
+                                **(flags or {}))
     where = f"{settings.host}:{settings.port}; store: {settings.store_label}"
     configured, active = token_state(settings)
     if configured or settings.require_auth:

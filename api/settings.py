@@ -3,7 +3,10 @@ the CLI (``lineagegraph serve --neo4j-uri …`` overrides ``NEO4J_URI``)."""
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field
+import json
+from typing import get_origin
+
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lineagegraph.graph.governance import GatePolicy
@@ -63,14 +66,32 @@ class Settings(BaseSettings):
                 **flags: object) -> Settings:
         """Settings with CLI flags over the environment. An explicit ``--db`` means the
         embedded store even when NEO4J_URI is set in the environment."""
-        overrides = {k: v for k, v in flags.items() if v is not None}
+        overrides = {k: _list_flag(v) if _is_list(cls, k) else v
+                     for k, v in flags.items() if v is not None}
         if neo4j_uri:
             overrides["neo4j_uri"] = neo4j_uri
         elif db:
             overrides["neo4j_uri"] = None
         if db:
             overrides["db"] = db
-        return cls(**overrides)
+        try:
+            return cls(**overrides)
+        except ValidationError as error:
+            # A usage error (exit 2, one line a problem), not a traceback.
+            import typer
+
+            raise typer.BadParameter("; ".join(
+                f"{Settings.env_name(str(e['loc'][0])) if e['loc'] else 'settings'} / "
+                f"--{str(e['loc'][0]).replace('_', '-') if e['loc'] else ''}: {e['msg']}"
+                for e in error.errors())) from None
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        """The environment variable that sets ``field``."""
+        alias = cls.model_fields[field].validation_alias
+        if isinstance(alias, AliasChoices):
+            return str(alias.choices[0])
+        return f"{cls.model_config['env_prefix']}{field.upper()}"
 
     @property
     def gate_policy(self) -> GatePolicy:
@@ -95,3 +116,17 @@ class Settings(BaseSettings):
         from lineagegraph.graph.embedded import EmbeddedStore
 
         return EmbeddedStore(self.db)
+
+
+def _is_list(settings: type[Settings], name: str) -> bool:
+    field = settings.model_fields.get(name)
+    return field is not None and get_origin(field.annotation) is list
+
+
+def _list_flag(value: object) -> object:
+    """A list setting's flag as its variable takes it (a JSON list), or comma-separated."""
+    if not isinstance(value, str):
+        return value
+    if value.lstrip().startswith("["):
+        return json.loads(value)
+    return [item.strip() for item in value.split(",") if item.strip()]

@@ -38,3 +38,44 @@ def test_serve_refuses_a_non_loopback_address_while_no_token_exists(tmp_path: Pa
 
     assert result.returncode == 2
     assert "refusing to bind 0.0.0.0" in result.stderr
+
+
+def test_every_setting_has_a_serve_flag() -> None:
+    import inspect
+
+    from lineagegraph.api.cli import serve
+    from lineagegraph.api.settings import Settings
+
+    assert set(Settings.model_fields) <= set(inspect.signature(serve).parameters)
+
+
+def test_serve_flags_set_what_their_variables_set(tmp_path: Path) -> None:
+    args = ("--db", str(tmp_path / "flags.db"), "--warm-up", "false",
+            "--graphql-max-aliases", "1")
+    with serving(*args) as served:
+        ready = httpx.get(f"{served.base}/readyz").json()
+        aliases = httpx.post(f"{served.base}/graphql", json={
+            "query": '{ a: node(id: "run:x") { id } b: node(id: "run:y") { id } }'}).json()
+
+    assert ready["status"] == "ready"
+    assert "warm-up took" not in served.output
+    assert "aliases" in aliases["errors"][0]["message"]
+
+
+def test_a_list_setting_takes_a_json_list_or_comma_separated_names() -> None:
+    from lineagegraph.api.settings import Settings
+
+    assert Settings.for_cli(production_environments="prod-eu, prod-us").gate_policy == (
+        Settings.for_cli(production_environments='["prod-eu", "prod-us"]').gate_policy)
+    assert Settings.for_cli(production_environments="prod-eu,prod-us"
+                            ).production_environments == ["prod-eu", "prod-us"]
+
+
+def test_a_bad_setting_is_a_usage_error_naming_its_variable_and_flag(tmp_path: Path) -> None:
+    env = {**EMBEDDED_ENV, "LINEAGEGRAPH_PORT": "abc"}
+    result = subprocess.run(cli("serve", "--db", str(tmp_path / "x.db")),
+                            capture_output=True, text=True, timeout=60, env=env)
+
+    assert result.returncode == 2
+    assert "LINEAGEGRAPH_PORT / --port" in result.stderr
+    assert "Traceback" not in result.stderr
