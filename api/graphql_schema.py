@@ -11,10 +11,8 @@ from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     ValidationCache,
 )
 from strawberry.types import ExecutionContext, Info
@@ -28,6 +26,7 @@ from lineagegraph.schema.models import utc
 
 from .auth import MutationsNeedWrite
 from .graphql_governance import GovernanceQuery, Mutation
+from .graphql_limits import operation_limits_rule
 from .graphql_types import (
     NODE_TYPES,
     Action,
@@ -240,11 +239,11 @@ class LineageSchema(strawberry.Schema):
 
 
 def build_schema(settings: Settings) -> strawberry.Schema:
-    # The depth and alias limits are validation rules. Their rule classes are made once
-    # here and added by a fresh extension per request: with a new rule class per request
-    # (the limiters' own factories) the validation cache would never hit.
-    rules = [*QueryDepthLimiter(max_depth=settings.graphql_max_depth).validation_rules,
-             *MaxAliasesLimiter(max_alias_count=settings.graphql_max_aliases).validation_rules]
+    # The depth, alias and walk limits are a validation rule. Its class is made once here
+    # and added by a fresh extension per request: with a new rule class per request the
+    # validation cache would never hit.
+    rules = [operation_limits_rule(settings.graphql_max_depth, settings.graphql_max_walks,
+                                   settings.graphql_max_aliases)]
     return LineageSchema(
         query=Query,
         mutation=Mutation,

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     graphql_max_depth: int = Field(12, ge=1, description="GraphQL query depth limit")
     graphql_max_tokens: int = Field(5_000, ge=10, description="GraphQL document token limit")
     graphql_max_aliases: int = Field(50, ge=1, description="GraphQL aliases per document")
+    graphql_max_walks: int = Field(10, ge=1, description="graph walks (lineage, trace, "
+                                   "blastRadius, driftSources, …) per GraphQL operation")
 
     # Access (api/auth.py): tokens live in the store; these bound what a caller may send
     # and how long a token revoked by another process may still be accepted.

@@ -152,3 +152,33 @@ def test_what_was_live_is_read_once_and_only_when_asked(store: GraphStore) -> No
     assert full["data"]["trace"]["bundleLiveAtRequest"] is not None
     assert full["data"]["trace"]["liveInEnvironment"]
     assert counting.calls.get("live_bundles") == 1  # both fields share one read
+
+
+def test_an_operation_asking_for_more_walks_than_allowed_is_refused_before_running(
+    store: GraphStore,
+) -> None:
+    load_story(store)
+    walk = 'lineage(id: "run:r-fraud-7") { truncated }'
+    settings = Settings(neo4j_uri=None, graphql_max_walks=3)
+    with TestClient(create_app(settings, store=store)) as client:
+        three = post(client, "{ " + " ".join(f"a{i}: {walk}" for i in range(3)) + " }")
+        four = post(client, "{ " + " ".join(f"a{i}: {walk}" for i in range(4)) + " }")
+        # Counted through fragments, each time they are spread; nested spreads of a
+        # fragment counted once are a sum, not a walk through every spread.
+        spread = post(client, "{ ...W ...W a: " + walk + " b: " + walk + " } "
+                              "fragment W on Query { w1: " + walk + " w2: " + walk + " }")
+        nested = post(client, "query { ...A } fragment A on Query { ...B ...B } "
+                              "fragment B on Query { ...C ...C } "
+                              "fragment C on Query { " + walk + " }")
+        chain = "".join(f"fragment F{i} on Query {{ ...F{i + 1} ...F{i + 1} }} "
+                        for i in range(60))
+        deep = post(client, "query { ...F0 } " + chain + "fragment F60 on Query { "
+                    + walk + " }")
+
+    assert set(three["data"]) == {"a0", "a1", "a2"}
+    assert four["data"] is None
+    assert "asks for 4 graph walks" in four["errors"][0]["message"]
+    assert "asks for 6 graph walks" in spread["errors"][0]["message"]
+    assert "asks for 4 graph walks" in nested["errors"][0]["message"]
+    # at once: strawberry's depth limiter, which this replaced, took ~2^60 steps on it
+    assert f"asks for {2 ** 60} graph walks" in deep["errors"][0]["message"]
