@@ -6,8 +6,9 @@ client with ``HttpTransport(url=…)`` posts here (its default endpoint ``api/v1
   rule): 204 when all are written, else 200 with a summary naming each failed index.
 - ``GET /api/v1/events/lineage``: the raw events kept, keyset-paged, optionally by run.
 
-Bodies may be gzip-compressed (``Content-Encoding: gzip``). Rejected events go to the
-dead-letter store (``lineagegraph deadletter``), where they can be replayed.
+Bodies may be gzip-compressed (``Content-Encoding: gzip``), up to the configured body
+limit once decompressed. Rejected events go to the dead-letter store (``lineagegraph
+deadletter``), where they can be replayed.
 """
 
 from __future__ import annotations
@@ -23,46 +24,85 @@ from starlette.concurrency import run_in_threadpool
 
 from lineagegraph.ingest import openlineage
 from lineagegraph.ingest.batch import IngestError, Problem
+from lineagegraph.ingest.bodies import load_json
 
-from .deps import ActorDep, StoreDep
+from .deps import ActorDep, SettingsDep, StoreDep
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
-# Decompressed body cap: a small gzip body must not expand into gigabytes.
-MAX_BODY_BYTES = 64 * 1024 * 1024
+TOO_LARGE = {"description": "larger than LINEAGEGRAPH_MAX_BODY_BYTES, as sent or decompressed"}
 
 
-def _decode(body: bytes, encoding: str) -> Any:
-    encoding = encoding.strip().lower()
-    if encoding in ("gzip", "x-gzip"):
+class DecompressedTooLarge(Exception):
+    """A gzip body that inflates past the configured limit: answered as the BodySizeLimit
+    middleware answers one that is too large as sent."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": f"request body larger than {self.limit} bytes once "
+                             "decompressed (LINEAGEGRAPH_MAX_BODY_BYTES)",
+                             "code": "PAYLOAD_TOO_LARGE"}, status_code=413)
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """The body inflated one gzip member at a time, never past ``limit`` + 1 bytes: a small
+    body that would expand into gigabytes stops there."""
+    members: list[bytes] = []
+    size = 0
+    while True:
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
         try:
-            body = inflater.decompress(body, MAX_BODY_BYTES + 1)
+            members.append(inflater.decompress(body, limit + 1 - size))
         except zlib.error as error:
             raise IngestError(Problem(f"Content-Encoding gzip, but the body is not gzip: "
                                       f"{error}")) from None
-        if len(body) > MAX_BODY_BYTES or inflater.unconsumed_tail:
-            raise IngestError(Problem(f"body larger than {MAX_BODY_BYTES} bytes once "
-                                      "decompressed"))
+        size += len(members[-1])
+        if size > limit:
+            raise DecompressedTooLarge(limit)
+        if not inflater.eof:
+            raise IngestError(Problem("Content-Encoding gzip, but the body is truncated"))
+        body = inflater.unused_data  # the next member, if any
+        if not body:
+            return members[0] if len(members) == 1 else b"".join(members)
+
+
+def _decode(body: bytes, encoding: str, limit: int, first_record: int | None) -> Any:
+    encoding = encoding.strip().lower()
+    if encoding in ("gzip", "x-gzip"):
+        body = _gunzip(body, limit)
     elif encoding not in ("", "identity"):
         raise IngestError(Problem(f"unsupported Content-Encoding {encoding!r} (send gzip or "
                                   "an uncompressed body)"))
     try:
-        return json.loads(body)
+        # Strictly decoded: json.loads would let UTF-8-encoded surrogates through.
+        text = body.decode(json.detect_encoding(body))
+        return load_json(text, first_record=first_record)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise IngestError(Problem(f"malformed JSON: {error}")) from None
 
 
-async def _json_body(request: Request) -> Any:
-    return _decode(await request.body(), request.headers.get("content-encoding", ""))
+async def _json_body(request: Request, limit: int, first_record: int | None = None) -> Any:
+    """The body's JSON value, problems numbering records from ``first_record`` (see
+    ``bodies.parse_json``); decoded in a thread, as a large body takes a while."""
+    return await run_in_threadpool(_decode, await request.body(),
+                                   request.headers.get("content-encoding", ""), limit,
+                                   first_record)
 
 
 @router.post("/lineage", status_code=201, summary="Send one OpenLineage event",
-             responses={400: {"description": "malformed JSON or a missing/invalid field"}})
-async def post_lineage(request: Request, store: StoreDep, actor: ActorDep) -> JSONResponse:
+             responses={400: {"description": "malformed JSON or a missing/invalid field"},
+                        413: TOO_LARGE})
+async def post_lineage(request: Request, store: StoreDep, actor: ActorDep,
+                       settings: SettingsDep) -> JSONResponse:
     """One RunEvent (or DatasetEvent/JobEvent): 201 once written. Events of one run
     accumulate; re-sending an event changes nothing (``changed`` is false)."""
-    event = await _json_body(request)
+    try:
+        event = await _json_body(request, settings.max_body_bytes)
+    except DecompressedTooLarge as error:
+        return error.response()
     if isinstance(event, list):
         raise IngestError(Problem("expected one event object; post arrays to "
                                   "/api/v1/lineage/batch"))
@@ -76,12 +116,18 @@ async def post_lineage(request: Request, store: StoreDep, actor: ActorDep) -> JS
 
 @router.post("/lineage/batch", summary="Send a batch of OpenLineage events",
              responses={204: {"description": "every event was written"},
-                        200: {"description": "some events failed: see failedEvents"}})
-async def post_lineage_batch(request: Request, store: StoreDep, actor: ActorDep) -> Response:
+                        200: {"description": "some events failed: see failedEvents"},
+                        413: TOO_LARGE})
+async def post_lineage_batch(request: Request, store: StoreDep, actor: ActorDep,
+                             settings: SettingsDep) -> Response:
     """A JSON array of events, each written in its own transaction. 204 when every event
     is written; otherwise 200 with ``summary`` and ``failedEvents`` (index, reason,
-    problems). Failed events are dead-lettered."""
-    events = await _json_body(request)
+    problems). Failed events are dead-lettered. A body that is not JSON the graph can keep
+    (too deep, NaN, a lone surrogate) is refused whole, naming the item."""
+    try:
+        events = await _json_body(request, settings.max_body_bytes, first_record=0)
+    except DecompressedTooLarge as error:
+        return error.response()
     if not isinstance(events, list):
         raise IngestError(Problem("expected a JSON array of events"))
     outcome = await run_in_threadpool(openlineage.ingest_events, store, events, actor=actor)

@@ -28,7 +28,10 @@ Mapping of a RunEvent:
   the output version to the version of each input dataset it names, with the field detail
   as edge properties: ``{"fields": {out_field: [{"field", "transformations", ...}]},
   "dataset": [...]}``. A dataset named only there counts as an input of the run.
-  Malformed entries (no namespace/name) are skipped.
+  Malformed entries (no namespace/name) are skipped; a facet of another shape than the
+  spec's (``fields`` not an object of objects, ``inputFields`` or ``dataset`` not a list)
+  rejects the event, naming the field (``outputs[0].facets.columnLineage.fields.a.
+  inputFields``). So does any facet the mapper reads that is not an object.
 
 Accumulation, in any arrival order: the run's ``status`` is the state of its latest event
 by ``eventTime``, except that a terminal state (COMPLETE/FAIL/ABORT, as Marquez treats them)
@@ -48,7 +51,8 @@ new, so a re-send changes nothing.
 Lenient like Marquez: ``schemaURL``, ``eventType`` and ``producer`` may be missing, and a
 timestamp without a zone is UTC. ``schemaURL`` ending in ``DatasetEvent``/``JobEvent``
 selects those kinds; anything else is a RunEvent, which needs ``run.runId``,
-``job.namespace`` and ``job.name``.
+``job.namespace`` and ``job.name``. Strict where the graph must be: JSON it cannot keep
+(too deep, NaN, lone surrogates: ``ingest/bodies.py``) is refused as it is read.
 """
 
 from __future__ import annotations
@@ -70,13 +74,24 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    with_config,
 )
+from typing_extensions import TypedDict
 
 from lineagegraph.graph.store import Direction, GraphStore, UpsertResult
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, Record, SchemaError, format_id
 from lineagegraph.schema.models import canonical_json, describe_validation_error, utc
 
 from .batch import Batch, IngestError, Problem
+from .bodies import (
+    field_path,
+    has_surrogate_escape,
+    json_flaw,
+    keepable,
+    load_json,
+    unreadable,
+    unreadable_item,
+)
 from .deadletter import dead_letter, register_mapper
 
 COLLECTION = "openlineage.event"
@@ -100,7 +115,57 @@ def _empty_list_if_none(value: Any) -> Any:
     return [] if value is None else value
 
 
-Facets = Annotated[dict[str, Any], BeforeValidator(_empty_dict_if_none)]
+# Facets the mapper reads have the spec's shape where it relies on one: each is an object
+# (or null), and column lineage is made of the objects and lists it walks. Values read from
+# them stay lenient (a string where one is needed, else nothing); other facets are the
+# producer's own and may hold anything (as Marquez keeps them).
+Facet = dict[str, Any] | None
+_OPEN = ConfigDict(extra="allow")  # a TypedDict drops unknown keys unless told to keep them
+
+
+@with_config(_OPEN)
+class FieldLineage(TypedDict, total=False):
+    inputFields: list[Any] | None  # noqa: N815 (the spec's names, here and below)
+
+
+@with_config(_OPEN)
+class ColumnLineageFacet(TypedDict, total=False):
+    fields: dict[str, FieldLineage | None] | None
+    dataset: list[Any] | None
+
+
+@with_config(_OPEN)
+class RunFacets(TypedDict, total=False):
+    parent: Facet
+    nominalTime: Facet  # noqa: N815
+    errorMessage: Facet  # noqa: N815
+    processing_engine: Facet
+
+
+@with_config(_OPEN)
+class JobFacets(TypedDict, total=False):
+    jobType: Facet  # noqa: N815
+    documentation: Facet
+    sql: Facet
+    sourceCodeLocation: Facet  # noqa: N815
+
+
+@with_config(_OPEN)
+class DatasetFacets(TypedDict, total=False):
+    schema: Facet
+    version: Facet
+    datasetType: Facet  # noqa: N815
+    dataSource: Facet  # noqa: N815
+    ownership: Facet
+    symlinks: Facet
+    documentation: Facet
+    outputStatistics: Facet  # noqa: N815
+    lifecycleStateChange: Facet  # noqa: N815
+    columnLineage: ColumnLineageFacet | None  # noqa: N815
+
+
+NullIsEmpty = BeforeValidator(_empty_dict_if_none)
+
 # Stripped: IDs are parsed stripped, so a padded name would not match its own edges.
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
@@ -115,7 +180,7 @@ class _Named(_Spec):
 
     namespace: Text
     name: Text
-    facets: Facets = Field(default_factory=dict)
+    facets: Annotated[dict[str, Any], NullIsEmpty] = Field(default_factory=dict)
 
     @property
     def qualified(self) -> str:
@@ -123,6 +188,8 @@ class _Named(_Spec):
 
 
 class Dataset(_Named):
+    facets: Annotated[DatasetFacets, NullIsEmpty] = Field(default_factory=dict)
+
     @property
     def source_id(self) -> str:
         return format_id("source", self.qualified)
@@ -132,20 +199,22 @@ class Dataset(_Named):
 
 
 class InputDataset(Dataset):
-    inputFacets: Facets = Field(default_factory=dict)  # noqa: N815 (the spec's name)
+    inputFacets: Annotated[DatasetFacets, NullIsEmpty] = Field(default_factory=dict)  # noqa: N815
 
     def all_facets(self) -> dict[str, Any]:
         return {**self.facets, **self.inputFacets}
 
 
 class OutputDataset(Dataset):
-    outputFacets: Facets = Field(default_factory=dict)  # noqa: N815
+    outputFacets: Annotated[DatasetFacets, NullIsEmpty] = Field(default_factory=dict)  # noqa: N815
 
     def all_facets(self) -> dict[str, Any]:
         return {**self.facets, **self.outputFacets}
 
 
 class Job(_Named):
+    facets: Annotated[JobFacets, NullIsEmpty] = Field(default_factory=dict)
+
     @property
     def id(self) -> str:
         return format_id("job", self.qualified)
@@ -153,7 +222,7 @@ class Job(_Named):
 
 class Run(_Spec):
     runId: Text  # noqa: N815
-    facets: Facets = Field(default_factory=dict)
+    facets: Annotated[RunFacets, NullIsEmpty] = Field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -475,7 +544,8 @@ def _column_lineage(output: Dataset) -> dict[tuple[str, str], dict[str, Any]]:
             continue
         extra = {k: spec[k] for k in ("transformationType", "transformationDescription")
                  if spec.get(k)}
-        for item in spec.get("inputFields") or []:
+        items = spec.get("inputFields")  # a list: parse_event refused any other shape
+        for item in items if isinstance(items, list) else ():
             made = entry(item, extra)
             if made:
                 props = found.setdefault(made[0], {"fields": {}, "dataset": []})
@@ -837,11 +907,12 @@ class _EventBatch(Batch):
 @dataclass(frozen=True, slots=True)
 class FileEvent:
     """One event read from a file; ``where`` names it (``file.json``, ``f.json[3]``,
-    ``f.ndjson:7``); ``problem`` says why a line is not JSON at all."""
+    ``f.ndjson:7``); ``problems`` say why it is not JSON the graph can keep, and then
+    ``payload`` is its JSON text."""
 
     where: str
     payload: Any
-    problem: str | None = None
+    problems: list[Problem] | None = None
 
 
 def read_events(path: Path) -> list[FileEvent]:
@@ -850,20 +921,38 @@ def read_events(path: Path) -> list[FileEvent]:
     try:
         whole = json.loads(text)
     except json.JSONDecodeError:
-        whole = None
         lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         if len(lines) < 2:  # not JSON, and not JSON lines either
-            return [FileEvent(path.name, text, "malformed JSON")]
-        events = []
-        for number, line in lines:
-            try:
-                events.append(FileEvent(f"{path.name}:{number}", json.loads(line)))
-            except json.JSONDecodeError as error:
-                events.append(FileEvent(f"{path.name}:{number}", line, f"malformed JSON: {error}"))
-        return events
+            return [FileEvent(path.name, text, [Problem("malformed JSON", path.name)])]
+        return [_line_event(f"{path.name}:{number}", line) for number, line in lines]
+    except (RecursionError, ValueError) as error:
+        # Too deep, or a number too long to read: that item's text cannot be cut out of the
+        # file, so the file is refused, naming the item.
+        index = unreadable_item(text)
+        where = path.name if index is None else f"{path.name}[{index}]"
+        return [FileEvent(path.name, text, [Problem(unreadable(error), where)])]
+    strings = has_surrogate_escape(text)  # once a file, not once an event
     if isinstance(whole, list):
-        return [FileEvent(f"{path.name}[{i}]", event) for i, event in enumerate(whole)]
-    return [FileEvent(path.name, whole)]
+        return [_value_event(f"{path.name}[{i}]", event, strings)
+                for i, event in enumerate(whole)]
+    return [_value_event(path.name, whole, strings)]
+
+
+def _line_event(where: str, line: str) -> FileEvent:
+    try:
+        return FileEvent(where, load_json(line, where))
+    except json.JSONDecodeError as error:
+        return FileEvent(where, line, [Problem(f"malformed JSON: {error}", where)])
+    except IngestError as error:
+        return FileEvent(where, line, error.problems)
+
+
+def _value_event(where: str, event: Any, strings: bool) -> FileEvent:
+    found = json_flaw(event, strings)
+    if found is None:
+        return FileEvent(where, event)
+    path, message = found
+    return FileEvent(where, keepable(event), [Problem(message, where, field_path(path))])
 
 
 def iter_batches(store: GraphStore, events: Iterable[FileEvent],
@@ -874,8 +963,8 @@ def iter_batches(store: GraphStore, events: Iterable[FileEvent],
     for number, item in enumerate(events):
         where, event = item.where, item.payload
         try:
-            if item.problem is not None:
-                raise IngestError(Problem(item.problem, where))
+            if item.problems:
+                raise IngestError(item.problems)
             batch = event_to_batch(event, store, record=where)
         except IngestError as error:
             rejected.append(Failure(number, error.problems))

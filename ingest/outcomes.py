@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -43,12 +44,13 @@ from lineagegraph.schema.kinds import InferenceOutcomeProps
 from lineagegraph.schema.models import utc
 
 from .batch import Batch, IngestError, Problem
-from .bodies import decode, parse_json
+from .bodies import check_value, decode, json_flaw, keepable, load_json, parse_json
 from .deadletter import dead_letter, register_mapper
 from .refs import ref_id
 
 SOURCE = "outcomes"
 BATCH_SIZE = 5000
+_LONGEST_INT = sys.get_int_max_str_digits()  # digits Python converts (0: no limit)
 
 Item = tuple[int | str, Any]  # (record: line number or index, payload: a JSON text or value)
 
@@ -56,7 +58,8 @@ Item = tuple[int | str, Any]  # (record: line number or index, payload: a JSON t
 class OutcomeRecord(InferenceOutcomeProps):
     """One inference outcome as logged; fields beyond these are kept as properties."""
 
-    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+    # allow_inf_nan: a number field refuses NaN and ±inf, also when sent as text ("NaN").
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True, allow_inf_nan=False)
     REFERENCES: ClassVar[frozenset[str]] = frozenset(
         {"request_id", "timestamp", "bundle", "model", "prompt", "policy", "features"})
 
@@ -91,22 +94,22 @@ class Mapped:
 def _validate(record: int | str, payload: Any) -> tuple[Any, OutcomeRecord]:
     """(the payload, the record); ``IngestError`` with (parsed value or text, problems).
 
-    A line of text is validated as JSON by pydantic in one pass; the payload then stays
-    text until a rejection needs its value (``_value``). Only a line that fails takes the
-    slower path through ``json.loads``, whose messages the problems quote (~15 µs a record
-    less on bulk loads, where this runs for every line)."""
+    A line of text is validated as JSON by pydantic in one pass (``_parsed_line``); the
+    payload then stays text until a rejection needs its value (``_value``). Only a line
+    that fails takes the slower path through ``json.loads``, whose messages the problems
+    quote, and ``bodies``' checks for JSON the graph cannot keep (~15 µs a record less on
+    bulk loads, where this runs for every line)."""
     if isinstance(payload, str):
-        try:
-            outcome = OutcomeRecord.model_validate_json(payload)
-        except ValidationError:
-            pass
-        else:
+        outcome = _parsed_line(payload)
+        if outcome is not None:
             return payload, _named(record, outcome)
         try:
-            payload = json.loads(payload)
+            payload = load_json(payload, record)
         except json.JSONDecodeError as error:
             raise IngestError(Problem(f"not JSON: {error.msg} at column {error.colno}",
                                       record=record)) from None
+    else:
+        check_value(payload, record)  # parsed elsewhere (a dead letter): checked the same
     if not isinstance(payload, dict):
         raise IngestError(Problem(f"a record must be a JSON object, got "
                                   f"{type(payload).__name__}", record=record))
@@ -118,6 +121,35 @@ def _validate(record: int | str, payload: Any) -> tuple[Any, OutcomeRecord]:
                     field=".".join(str(p) for p in item["loc"]) or None)
             for item in error.errors()]) from None
     return payload, _named(record, outcome)
+
+
+def _parsed_line(line: str) -> OutcomeRecord | None:
+    """The record, if pydantic's JSON parser takes the line and it holds nothing the graph
+    cannot keep; else None, for the careful path. That parser refuses lone surrogates and
+    nesting deeper than ``bodies.MAX_DEPTH`` itself, but reads NaN and Infinity (as numbers
+    in extra fields, as text in text fields: "NaN") and integers longer than Python then
+    writes out. Cheap tests keep those out: a substring, a line's length (a number that
+    long needs a line as long), and an extra field's number that is inf (too large for a
+    double)."""
+    if "NaN" in line or "Infinity" in line or 0 < _LONGEST_INT < len(line):
+        return None
+    try:
+        outcome = OutcomeRecord.model_validate_json(line)
+    except ValidationError:
+        return None
+    extra = outcome.__pydantic_extra__
+    return outcome if not extra or _finite(extra.values()) else None
+
+
+def _finite(values: Iterable[Any]) -> bool:
+    """No NaN or ±inf among extra fields' values: a loop for the flat ones most are."""
+    for value in values:
+        kind = type(value)
+        if kind is float and value - value != 0:  # NaN and ±inf only
+            return False
+        if (kind is dict or kind is list) and json_flaw(value, strings=False) is not None:
+            return False
+    return True
 
 
 def _named(record: int | str, outcome: OutcomeRecord) -> OutcomeRecord:
@@ -153,7 +185,7 @@ class OutcomeMapper:
             try:
                 payload, outcome = _validate(record, payload)
             except IngestError as error:
-                mapped.rejected.append((record, payload, error.problems))
+                mapped.rejected.append((record, keepable(payload), error.problems))
                 continue
             try:
                 valid.append((record, payload, outcome, self._references(record, outcome)))
