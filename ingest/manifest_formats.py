@@ -9,13 +9,12 @@ and anything else is kept as a property (``extra="allow"``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lineagegraph.schema import normalize_version
 from lineagegraph.schema.kinds import (
@@ -34,8 +33,29 @@ from lineagegraph.schema.kinds import (
 from lineagegraph.schema.models import UtcDatetime, canonical_json
 
 from .batch import IngestError, Problem
-from .bodies import parse_json
+from .bodies import MAX_DEPTH, TOO_DEEP, check_value, parse_json
 from .refs import ref_id
+
+# Bounds on one document, counted as its consumers see it (an alias counts each time it is
+# used): a 600-byte YAML text of nested aliases expands to millions of values, which the body
+# size limit cannot see. Real entries hold tens of values, a big tool schema a few thousand;
+# 100,000 leaves that room many times over and keeps the worst document to well under a second
+# of validation and a few MB of properties.
+MAX_VALUES = 100_000
+# Nesting: ``bodies.MAX_DEPTH`` (200) as for every JSON body, so a manifest too deep is
+# refused alike as YAML or JSON (past ~250 levels pydantic's serializer breaks, past ~490
+# the YAML parser's recursion; real entries nest a handful).
+
+
+def _not_blank(value: str) -> str:
+    # an empty name makes an ID like `source:` that no query can name afterwards
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_not_blank)]
+"""A field that names a node (or an environment): never empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +107,7 @@ class Doc(BaseModel):
 
 class VersionedDoc(Doc):
     IDENTITY = Doc.IDENTITY | {"version", "supersedes"}
-    name: str
+    name: Name
     version: str | None = None
     # false: supersedes nothing; a version or an ID: that one; absent: the previous version.
     # (str first: in pydantic's smart union `supersedes: 1` must stay a version, not True.)
@@ -104,13 +124,13 @@ class VersionedDoc(Doc):
 
 class DataSourceDoc(Doc, DataSourceProps):
     LABEL = "DataSource"
-    name: str
+    name: Name
 
 
 class DatasetVersionDoc(VersionedDoc, DatasetVersionProps):
     LABEL = "DatasetVersion"
     REFS = {"source": Ref("VERSION_OF", ("DataSource",), "source")}
-    name: str = ""  # the source's name unless given
+    name: Name = ""  # the source's name unless given
     source: str
 
     def node_name(self) -> str:
@@ -129,7 +149,7 @@ class TrainingRunDoc(Doc, TrainingRunProps):
     REFS = {"job": Ref("RUN_OF", ("Job",), "job", create=True),
             "consumed": Ref("CONSUMED", ("Feature", "DatasetVersion"), many=True)}
     IDENTITY = Doc.IDENTITY | {"run_id"}
-    run_id: str
+    run_id: Name
     job: str | None = None
     consumed: list[str] = Field(default_factory=list)
 
@@ -169,6 +189,8 @@ class EvaluationDoc(Doc, EvaluationProps):
     LABEL = "Evaluation"
     REFS = {"target": Ref("EVALUATES", ("ModelVersion", "PromptVersion", "Bundle"))}
     target: str  # type: ignore[assignment]
+    suite: Name
+    run: Name
 
     def node_name(self) -> str:
         return f"{self.suite}/{self.run}"
@@ -177,8 +199,9 @@ class EvaluationDoc(Doc, EvaluationProps):
 class ApprovalDoc(Doc, ApprovalProps):
     LABEL = "Approval"
     REFS = {"target": Ref("APPROVES", ("Bundle", "ModelVersion", "PromptVersion"))}
-    name: str | None = None  # default: target/gate/approver, so a re-send is the same node
+    name: Name | None = None  # default: target/gate/approver, so a re-send is the same node
     target: str  # type: ignore[assignment]
+    approved_by: Name
 
     def node_name(self) -> str:
         try:  # the canonical target, so `@v7` and `@7` name one approval
@@ -192,8 +215,8 @@ class BundleEval(BaseModel):
     """``eval:`` of a bundle entry; becomes ``eval:{suite}/{run}``."""
 
     model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
-    suite: str
-    run: str | None = None  # default: the bundle's name@version
+    suite: Name
+    run: Name | None = None  # default: the bundle's name@version
     score: float | None = None
     threshold: float | None = None
 
@@ -214,7 +237,7 @@ class BundleDoc(VersionedDoc, BundleProps):
     policy_ref: str | None = None
     retrieves_from: list[str] = Field(default_factory=list)
     eval: BundleEval | None = None
-    approved_by: list[str] = Field(default_factory=list)
+    approved_by: list[Name] = Field(default_factory=list)
     status: str | None = None  # an environment, or "retired"
 
     @field_validator("approved_by", mode="before")
@@ -229,9 +252,9 @@ class StageMoveDoc(BaseModel):
 
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
     kind: str
-    bundle: str
+    bundle: Name
     version: str | None
-    environment: str
+    environment: Name
     at: UtcDatetime | None = None
     actor: str | None = None
     reason: str | None = None
@@ -253,7 +276,8 @@ KINDS = sorted([*NODE_DOCS, "StageMove"])
 
 @dataclass(frozen=True, slots=True)
 class RawDoc:
-    """One document as read: ``record`` says where (document number, or file#number)."""
+    """One document as read: ``record`` says where — its position in the YAML stream
+    (``N item M`` for the items of a list), its JSON array index, or ``file#…``."""
 
     record: int | str
     data: Any
@@ -270,36 +294,173 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-def _flatten(data: Any) -> Iterator[Any]:
-    # A list at the top holds several documents (a JSON array, or YAML written that way).
+# Fields that hold a version (a run label is one too): YAML would read an unquoted `1.10` as
+# the number 1.1, `010` as 8, `0x1A` as 26 — so there the source's text is kept. Anywhere
+# else a number stays YAML's number.
+_VERSION_FIELDS = frozenset({"version", "supersedes", "run"})
+_EVAL_VERSION_FIELDS = frozenset({"run"})  # a bundle entry's eval.run
+_NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+
+
+def _as_text(node: yaml.Node) -> yaml.Node:
+    if isinstance(node, yaml.ScalarNode) and node.style is None and node.tag in _NUMBER_TAGS:
+        return yaml.ScalarNode("tag:yaml.org,2002:str", node.value, node.start_mark,
+                               node.end_mark)
+    return node
+
+
+def _key(node: yaml.Node) -> str | None:
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def _with_text(loader: _Loader, node: yaml.Node, fields: frozenset[str]) -> yaml.Node:
+    """A copy of mapping ``node`` whose ``fields`` keep their text where YAML saw a number
+    (a copy: an anchored node may also be used where a number is meant)."""
+    if not isinstance(node, yaml.MappingNode):
+        return node
+    loader.flatten_mapping(node)  # merge keys first, so `<<: *defaults` versions count too
+    pairs = [(key, _as_text(value) if _key(key) in fields else value)
+             for key, value in node.value]
+    return yaml.MappingNode(node.tag, pairs, node.start_mark, node.end_mark, node.flow_style)
+
+
+def _document_text(loader: _Loader, node: yaml.Node) -> yaml.Node:
+    node = _with_text(loader, node, _VERSION_FIELDS)
+    if isinstance(node, yaml.MappingNode):
+        node.value = [(key, _with_text(loader, value, _EVAL_VERSION_FIELDS)
+                       if _key(key) == "eval" else value) for key, value in node.value]
+    return node
+
+
+def _version_text(loader: _Loader, node: yaml.Node) -> yaml.Node:
+    """A YAML document's node with the version fields of its manifest document (or of each
+    item, when it is a list of them) as text, ``eval.run`` included."""
+    if not isinstance(node, yaml.SequenceNode):
+        return _document_text(loader, node)
+    items = [_document_text(loader, item) for item in node.value]
+    return yaml.SequenceNode(node.tag, items, node.start_mark, node.end_mark, node.flow_style)
+
+
+class _TooDeep(Exception):
+    """Nested past ``MAX_DEPTH`` levels."""
+
+
+class _TooMany(Exception):
+    """More values than the walk's limit."""
+
+
+def _count_values(data: Any, limit: int) -> int:
+    """How many values ``data`` holds (a mapping's keys too; an object reached twice through
+    aliases counts twice). Iterative, and stops past ``limit`` values (``_TooMany``) or
+    ``MAX_DEPTH`` levels (``_TooDeep``), so an alias bomb or a cycle costs at most ``limit``
+    steps."""
+    count = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _TooDeep
+        count += 1 + (len(value) if isinstance(value, dict) else 0)
+        if count > limit:
+            raise _TooMany
+        if isinstance(value, dict):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+    return count
+
+
+class _AliasBudget:
+    """The values the documents of one YAML text may expand to: each at most ``MAX_VALUES``,
+    all together no more than the text's length or ``MAX_VALUES``, whichever is more.
+    Without aliases every value takes a character of text or more, so only alias expansion
+    meets the total — which stops a body of many small bombs each under the bound."""
+
+    def __init__(self, text: str) -> None:
+        self.total = max(MAX_VALUES, len(text))
+        self.left = self.total
+
+    def spend(self, data: Any, record: int | str) -> None:
+        aliases = "(YAML aliases count each time they are used)"
+        try:
+            count = _count_values(data, MAX_VALUES)
+        except _TooDeep:
+            raise IngestError(Problem(TOO_DEEP, record=record)) from None
+        except _TooMany:
+            raise IngestError(Problem(f"expands to more than {MAX_VALUES} values {aliases}",
+                                      record=record)) from None
+        if count > self.left:
+            raise IngestError(Problem(f"with the documents before it, expands to more than "
+                                      f"{self.total} values {aliases}", record=record))
+        self.left -= count
+
+
+def _record(where: str | None, position: int) -> int | str:
+    return f"{where}#{position}" if where else position
+
+
+def _documents(data: Any, record: int | str) -> list[RawDoc]:
+    """The manifest documents of one YAML document: itself, none (an empty document, as a
+    trailing ``---`` makes), or a list's items (``N item M``)."""
     if isinstance(data, list):
-        yield from data
-    elif data is not None:  # an empty document (a trailing ---) holds nothing
-        yield data
+        return [RawDoc(f"{record} item {i}", item) for i, item in enumerate(data, 1)]
+    return [] if data is None else [RawDoc(record, data)]
+
+
+def _malformed(error: yaml.YAMLError, record: int | str) -> IngestError:
+    mark = getattr(error, "problem_mark", None)
+    at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(error, "problem", None) or str(error)
+    return IngestError(Problem(f"malformed YAML{at}: {problem}", record=record))
 
 
 def read_yaml(text: str, where: str | None = None) -> list[RawDoc]:
-    """Every document of a (multi-document) YAML text, numbered from 1; malformed YAML is an
-    ``IngestError`` naming the document and line."""
+    """Every document of a (multi-document) YAML text. Records are positions in the stream as
+    its reader counts them — empty documents too, and ``N item M`` for the items of a
+    document that is a list — or ``where#N``. Malformed YAML, or a document too deep or too
+    large once aliases are expanded, is an ``IngestError`` naming the document."""
     loader = _Loader(text)
-    docs: list[Any] = []
+    budget = _AliasBudget(text)
+    docs: list[RawDoc] = []
+    position = 0  # documents read so far
     try:
         while loader.check_node():
-            docs.extend(_flatten(loader.construct_document(loader.get_node())))
+            data = loader.construct_document(_version_text(loader, loader.get_node()))
+            position += 1
+            budget.spend(data, _record(where, position))
+            # what JSON bodies are checked for, YAML can say too: .nan, .inf, "\ud800"
+            check_value(data, _record(where, position))
+            docs += _documents(data, _record(where, position))
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error)
-        number = len(docs) + 1
-        raise IngestError(Problem(f"malformed YAML{at}: {problem}",
-                                  record=f"{where}#{number}" if where else number)) from None
+        raise _malformed(error, _record(where, position + 1)) from None
+    except RecursionError:  # the parser recurses per level: ~490 levels, past MAX_DEPTH
+        raise IngestError(Problem(TOO_DEEP, record=_record(where, position + 1))) from None
+    except ValueError as error:  # a value Python refuses, e.g. an integer past 4,300 digits
+        raise IngestError(Problem(f"unreadable YAML value: {error}",
+                                  record=_record(where, position + 1))) from None
     finally:
         loader.dispose()
-    return [RawDoc(f"{where}#{i}" if where else i, data) for i, data in enumerate(docs, 1)]
+    return docs
 
 
 def read_json(text: str) -> list[RawDoc]:
-    return [RawDoc(i, item) for i, item in enumerate(_flatten(parse_json(text)), 1)]
+    """The documents of a JSON body: one object, or an array's items numbered from 1.
+
+    A JSON number is its value — there is no text beside it — so a version sent as 1.10 is
+    the number 1.1 and becomes ``@1.1``, as it always did; a client that means "1.10" sends
+    a string. Integers are versions as written (7 → ``@7``)."""
+    data = parse_json(text)  # too deep, NaN, lone surrogates: refused naming the item
+    items = data if isinstance(data, list) else [] if data is None else [data]
+    docs = [RawDoc(i, item) for i, item in enumerate(items, 1)]
+    for doc in docs:
+        try:
+            _count_values(doc.data, MAX_VALUES)
+        except _TooDeep:
+            raise IngestError(Problem(TOO_DEEP, record=doc.record)) from None
+        except _TooMany:
+            raise IngestError(Problem(f"holds more than {MAX_VALUES} values",
+                                      record=doc.record)) from None
+    return docs
 
 
 def read_directory(root: Path) -> list[RawDoc]:

@@ -19,8 +19,9 @@ Rules beyond the document formats (see ``manifest_formats``):
 - A new version ``SUPERSEDES`` the one before it (in version order) unless ``supersedes:``
   says ``false`` or names another version.
 - ``approved_by`` becomes ``approval:{bundle id}/{who}`` and ``eval`` becomes
-  ``eval:{suite}/{run}`` (run default: ``name@version``): deterministic IDs, so re-sends
-  are no-ops. Stage moves follow ``manifest_stages``.
+  ``eval:{suite}/{run}`` (run default: ``name@version``): deterministic IDs, and the
+  entry's fields are merged over the node's, so re-sends are no-ops and what another
+  document added (an evaluation's report) stays. Stage moves follow ``manifest_stages``.
 """
 
 from __future__ import annotations
@@ -146,6 +147,10 @@ class _ManifestLoad:
                 ids.add(format_id(NODE_KINDS_BY_LABEL[label].prefix, name))
             entry.refs = _refs(entry.doc)
             ids.update(use.target for use in entry.refs if use.target)
+            if isinstance(entry.doc, BundleDoc) and entry.version is not None:
+                # its approvals and evaluation may exist: add() and _audit() must see them
+                ids.update(node.id for node, _ in _annotations(
+                    entry.doc, self._probe(entry), self.now))
         ids.update(bundle_id(doc.bundle.removeprefix("bundle:"), doc.version)
                    for _, doc in moves if doc.version is not None)
         self.fetch(ids)
@@ -325,21 +330,26 @@ class _ManifestLoad:
     def _bundle_annotations(self, entry: _Entry, doc: BundleDoc) -> None:
         bundle = entry.node
         assert bundle is not None
-        at = {"at": doc.created_at} if doc.created_at else {}
-        for who in doc.approved_by:
-            approval = Node(kind="Approval", name=approval_name(bundle.id, who),
-                            created_at=doc.created_at or self.now,
-                            properties={"approved_by": who, "target": bundle.id, **at})
-            if self.add(approval, entry.record):
-                self.edge(approval.id, "APPROVES", bundle.id)
-        if doc.eval is not None:
-            run = doc.eval.run or f"{bundle.name}@{bundle.version}"
-            props = doc.eval.model_dump(mode="json", exclude_none=True)
-            evaluation = Node(kind="Evaluation", name=f"{doc.eval.suite}/{run}",
-                              created_at=doc.created_at or self.now,
-                              properties=props | {"run": run, "target": bundle.id})
-            if self.add(evaluation, entry.record):
-                self.edge(evaluation.id, "EVALUATES", bundle.id)
+        for node, edge_type in _annotations(doc, bundle, self.now):
+            if self._annotate(node, entry.record):
+                self.edge(node.id, edge_type, bundle.id)
+
+    def _annotate(self, node: Node, record: int | str) -> bool:
+        """Write an approval or evaluation a bundle entry stands for, its fields merged over
+        the node as the load or the graph has it: a re-sent entry changes nothing (no write,
+        no audit), an edited one its own fields only, and what another document gave the
+        node (an evaluation's report) stays. Leaving a stored node alone instead would
+        drop an edited score silently."""
+        base = self.nodes.get(node.id) or self.existing.get(node.id)
+        if base is None or base.kind != node.kind:
+            return self.add(node, record)  # new, or add() names the kind clash
+        merged = base.properties | node.properties
+        if merged == base.properties:
+            return True
+        if node.id in self.nodes:  # defined by another document of this load, differently
+            return self.add(node, record)
+        return self.add(Node(kind=base.kind, name=base.name, created_at=base.created_at,
+                             properties=merged), record, document=True)
 
     # -- stage moves and audit ------------------------------------------------------------
 
@@ -382,6 +392,22 @@ class _ManifestLoad:
                 after={"environment": move.environment, "version": move.to_version,
                        "at": move.at.isoformat(), "actor": move.actor}))
         self.batch.audit = entries
+
+
+def _annotations(doc: BundleDoc, bundle: Node, now: datetime) -> list[tuple[Node, str]]:
+    """The Approval and Evaluation nodes a bundle entry's ``approved_by`` and ``eval`` stand
+    for, each with the type of its edge to the bundle."""
+    created = doc.created_at or now
+    at = {"at": doc.created_at} if doc.created_at else {}
+    found = [(Node(kind="Approval", name=approval_name(bundle.id, who), created_at=created,
+                   properties={"approved_by": who, "target": bundle.id, **at}), "APPROVES")
+             for who in doc.approved_by]
+    if doc.eval is not None:
+        run = doc.eval.run or f"{bundle.name}@{bundle.version}"
+        props = doc.eval.model_dump(mode="json", exclude_none=True)
+        found.append((Node(kind="Evaluation", name=f"{doc.eval.suite}/{run}", created_at=created,
+                           properties=props | {"run": run, "target": bundle.id}), "EVALUATES"))
+    return found
 
 
 def _read_ref(path: str, text: str, ref: Ref) -> _RefUse:
