@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import logging
 import re
 import secrets
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -352,6 +354,37 @@ class StoreUnavailable(AuthError):
     code = "UNAVAILABLE"
 
 
+class CrossOrigin(AuthError):
+    status = 403
+    code = "CROSS_ORIGIN"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 with or without brackets) is this
+    machine's loopback."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_open_mode_origin(headers: Headers) -> None:
+    """In open mode any caller has every scope, and a browser attaches nothing to tell a
+    web page's request from the user's: a page on any site could post a StageMove to the
+    server on the user's loopback. Browsers send ``Origin`` with such requests, so one from
+    anywhere but loopback (or ``null``) is refused; scripts and curl send none."""
+    origin = headers.get("origin")
+    if origin is None:
+        return
+    host = urlsplit(origin).hostname
+    if host is None or not is_loopback(host):
+        raise CrossOrigin(f"open mode serves this machine only: a request from {origin!r} "
+                          "is refused (create a token to serve other origins)")
+
+
 def bearer_secret(headers: Headers) -> str:
     value = headers.get("authorization", "")
     scheme, _, secret = value.strip().partition(" ")
@@ -410,6 +443,8 @@ class BearerAuth:
             return
         try:
             principal = await self._principal(scope)
+            if principal is ANONYMOUS:
+                check_open_mode_origin(Headers(scope=scope))
             needed = required_scope(scope.get("method", "GET"), scope["path"])
             if needed not in principal.scopes:
                 raise MissingScope(principal, needed)

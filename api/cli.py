@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,7 +13,7 @@ import typer
 from rich.console import Console
 
 from . import cli_queries
-from .auth import list_tokens
+from .auth import is_loopback, list_tokens
 from .cli_demo import demo_command
 from .cli_ingest import deadletter_app, ingest_app
 from .cli_reports import report_app
@@ -41,15 +40,6 @@ NeoUser = Annotated[str | None, typer.Option("--neo4j-user", help="NEO4J_USER")]
 NeoPassword = Annotated[str | None, typer.Option("--neo4j-password", help="NEO4J_PASSWORD")]
 NeoDatabase = Annotated[str | None, typer.Option("--neo4j-database", help="NEO4J_DATABASE")]
 DbPath = Annotated[str | None, typer.Option("--db", help="embedded store file (LINEAGEGRAPH_DB)")]
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def with_setting_flags(command: Callable[..., None]) -> Callable[..., None]:

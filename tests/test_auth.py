@@ -291,6 +291,38 @@ def test_a_route_may_require_more_than_its_baseline_scope(
     assert answers["admin"].json() == {"actor": "admin"}
 
 
+@pytest.mark.parametrize(("origin", "status"), [
+    (None, 200), ("http://127.0.0.1:8000", 200), ("http://localhost:3000", 200),
+    ("http://[::1]:8000", 200), ("https://evil.example", 403), ("null", 403),
+    ("http://127.0.0.1.evil.example", 403),
+])
+def test_open_mode_refuses_requests_from_pages_of_other_origins(
+    store: GraphStore, origin: str | None, status: int,
+) -> None:
+    # With no token any caller may write: a page elsewhere must not post through the
+    # user's browser (no preflight for a body without a content type).
+    headers = {"Content-Type": ""} | ({"Origin": origin} if origin else {})
+    with serving(store) as client:
+        response = client.post("/api/v1/manifests", headers=headers,
+                               content=b"kind: DataSource\nname: wh.cross\n")
+
+    assert response.status_code == status, response.text
+    assert ("source:wh.cross" in store.get(["source:wh.cross"])) is (status == 200)
+    if status == 403:
+        assert response.json()["code"] == "CROSS_ORIGIN"
+
+
+def test_a_token_holder_may_call_from_any_origin(
+    store: GraphStore, secrets: dict[str, str],
+) -> None:
+    with serving(store) as client:
+        response = client.post("/api/v1/manifests", json={"kind": "DataSource", "name": "x"},
+                               headers={**bearer(secrets["writer"]),
+                                        "Origin": "https://dashboards.example"})
+
+    assert response.status_code == 200, response.text
+
+
 def test_open_mode_serves_everyone_as_anonymous_while_no_token_exists(
     store: GraphStore,
 ) -> None:
