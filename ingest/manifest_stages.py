@@ -55,6 +55,23 @@ class StagePlanner:
         self.history(move.name)
         self._history[move.name].append(move)
         self.planned.append(move)
+        self._relink(move.name, move.environment)
+
+    def _relink(self, name: str, environment: str) -> None:
+        """Each planned move's ``from_version``: what was in effect just before it, with
+        every move planned so far. A load plans declarations before explicit moves, and an
+        explicit move may be dated before a declared one (the history a registry entry's
+        status alone cannot tell)."""
+        previous: str | None = None
+        for move in self.history(name):
+            if move.environment != environment:
+                continue
+            if move in self.planned and move.from_version != previous:
+                fixed = move.model_copy(update={"from_version": previous})
+                self.planned[self.planned.index(move)] = fixed
+                moves = self._history[name]
+                moves[moves.index(move)] = fixed
+            previous = move.to_version
 
     def _move(self, name: str, environment: str, version: str | None, at: datetime,
               actor: str | None = None, reason: str | None = None) -> None:

@@ -337,6 +337,24 @@ environment: production
         (None, "1", "release-bot"), ("1", "2", "test")]
 
 
+def test_a_move_dated_before_a_declared_status_is_what_the_declaration_moved_from(
+    store: GraphStore,
+) -> None:
+    # The registry says @2 is in production now; the move that put @1 there before comes
+    # as history in the same load, planned after the declaration but dated before it.
+    load(store, _bundle(1, "draft", "2026-06-01T00:00:00Z") + "---\n"
+         + _bundle(2, "production", "2026-06-05T00:00:00Z") + """---
+kind: StageMove
+bundle: b
+version: 1
+environment: production
+at: 2026-06-02T00:00:00Z
+""")
+
+    production = store.stage_history(name="b", environment="production")
+    assert [(m.from_version, m.to_version) for m in production] == [(None, "1"), ("1", "2")]
+
+
 # -- registration ---------------------------------------------------------------------------------
 
 
