@@ -76,9 +76,10 @@ def walk(
     through: a trace still reaches data sources through runs and features. Archived nodes
     (retention) are neither returned nor walked through unless ``include_archived``.
 
-    ``truncated`` says a limit cut the walk: the requested depth was over the cap, the node
-    cap stopped it, or a hop had more edge rows than the walk reads at once (``max_nodes``
-    plus the nodes already visited plus one per frontier node).
+    ``truncated`` says a limit cut the walk: the depth cap stopped it short of what was
+    asked with more to reach (one more row is read to know), the node cap stopped it, or a
+    hop had more edge rows than the walk reads at once (``max_nodes`` plus the nodes
+    already visited plus one per frontier node).
     """
     result = Subgraph(root=start)
     effective_depth = max(0, min(depth, limits.max_depth))
@@ -111,14 +112,13 @@ def walk(
         return result
     result.nodes[start] = root
     result.degrees[start] = 0
-    result.truncated = depth > limits.max_depth
-
     for one in directions:
         seen = {start}  # per direction: a node reached upstream is walked on downstream too
         frontier = [start]
         ahead = first_ahead if one is directions[0] else [] if enough is None else None
         for hop in range(1, effective_depth + 1):
             if not frontier or result.truncated and len(result.nodes) >= limits.max_nodes:
+                frontier = []
                 break
             limit = limits.max_nodes + len(result.nodes) + len(frontier) + 1
             if ahead == []:
@@ -153,9 +153,24 @@ def walk(
             # A page counts the nodes it will show: with ``kinds``, only those kinds.
             if (enough is not None and direction is not Direction.BOTH
                     and enough(_of_kinds(result, kinds))):
+                frontier = []  # the page is full: deeper hops were not asked for
                 break
+        if depth > limits.max_depth and frontier and not result.truncated:
+            result.truncated = _reaches_on(store, frontier, one, edge_types, seen,
+                                           include_archived)
 
     return _of_kinds(result, kinds)
+
+
+def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
+                edge_types: Sequence[str], seen: set[str], include_archived: bool) -> bool:
+    """Whether the walk's last frontier leads anywhere it would have gone: what the depth
+    cap cut."""
+    limit = len(seen) + 1  # rows back to nodes already seen, and one more
+    rows = store.expand(frontier, direction, edge_types=edge_types, limit=limit)
+    return any(row.node.id not in seen
+               and (include_archived or not row.node.properties.get("archived"))
+               for row in rows)
 
 
 def _of_kinds(result: Subgraph, kinds: Sequence[str] | None) -> Subgraph:

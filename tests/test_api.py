@@ -122,7 +122,17 @@ def test_lineage_upstream_returns_degrees_and_edges(client: TestClient) -> None:
 def test_lineage_deeper_than_the_cap_is_cut_and_flagged(client: TestClient) -> None:
     lineage = gql(client, LINEAGE, id="model:fraud-detector@7", depth=50)["data"]["lineage"]
 
-    assert lineage["truncated"] is True
+    assert lineage["truncated"] is True  # the source, 4 hops up, is past the cap of 3
+    assert max(n["degree"] for n in lineage["nodes"]) == 3
+
+
+def test_lineage_asked_deeper_than_the_cap_is_not_flagged_when_nothing_lies_past_it(
+    client: TestClient,
+) -> None:
+    # From the run, everything upstream is within 3 hops: the cap cut nothing.
+    lineage = gql(client, LINEAGE, id="run:r-fraud-7", depth=50)["data"]["lineage"]
+
+    assert lineage["truncated"] is False
     assert max(n["degree"] for n in lineage["nodes"]) == 3
 
 
