@@ -4,6 +4,7 @@ the event loop."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 import strawberry
@@ -76,6 +77,21 @@ def _when(value: datetime | None) -> datetime | None:
     return utc(value) if value is not None else None
 
 
+def _window(since: datetime | None,
+            until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    """``[since, until]`` in UTC; one that ends before it starts is the caller's mistake,
+    not an empty answer."""
+    start, end = _when(since), _when(until)
+    if start is not None and end is not None and end < start:
+        raise UserError(f"until: {end.isoformat()} is before since ({start.isoformat()})")
+    return start, end
+
+
+def _search_text(text: str | None) -> str | None:
+    """Search text as IDs are written: `@v14` is `@14` there."""
+    return re.sub(r"@[vV](\d+)\b", r"@\1", text) if text else text
+
+
 @strawberry.type
 class Query(GovernanceQuery):
     @strawberry.field(description="One node by its ID (`model:fraud-detector@7`; `@v7` "
@@ -96,7 +112,7 @@ class Query(GovernanceQuery):
         after_id = decode_cursor(after)
         context: Context = info.context
         found = await context.run(lambda: context.store.find(
-            kinds=kinds, text=text, first=size + 1, after=after_id))
+            kinds=kinds, text=_search_text(text), first=size + 1, after=after_id))
         page = found[:size]
         return NodeConnection(
             nodes=[to_gql(n) for n in page],
@@ -178,7 +194,7 @@ class Query(GovernanceQuery):
         node_id = node_id_arg(id)
         context: Context = info.context
         result = await context.run(lambda: impact.blast_radius(
-            context.store, node_id, impact.Action(action.value), _when(since), _when(until),
+            context.store, node_id, impact.Action(action.value), *_window(since, until),
             context.settings.walk_limits))
         if result is None:
             return None
@@ -217,7 +233,7 @@ class Query(GovernanceQuery):
                            until: datetime | None = None) -> list[UnregisteredModel]:
         context: Context = info.context
         found = await context.run(lambda: registry.unregistered(
-            context.store, _when(since), _when(until)))
+            context.store, *_window(since, until)))
         return [UnregisteredModel(node=to_gql(u.node), requests=u.requests,
                                   first_seen=u.first_seen, last_seen=u.last_seen)
                 for u in found]

@@ -55,7 +55,7 @@ MAX_LOOKBACK = timedelta(days=36_500)
 def parse_duration(text: str) -> timedelta:
     """ISO 8601 durations of weeks, days, hours, minutes, seconds (``P7D``, ``PT36H``)."""
     match = _DURATION.match(text.strip().upper())
-    if not match or text.strip().upper() in ("P", "PT"):
+    if not match or text.strip().upper() in ("P", "PT") or text.strip().upper().endswith("T"):
         raise ValueError(f"{text!r} is not an ISO 8601 duration such as P7D or PT12H")
     parts = {k: float(v) for k, v in match.groupdict().items() if v}
     try:

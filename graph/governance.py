@@ -165,12 +165,19 @@ class PromotionReport:
     parts: BundleParts = field(default_factory=BundleParts)
 
     @property
+    def already_live(self) -> bool:
+        return self.current is not None and self.current.id == self.candidate.id
+
+    @property
     def verdict(self) -> str:
-        return "ALLOW" if all(g.passed for g in self.gates) else "BLOCK"
+        passed = all(g.passed for g in self.gates) and not self.already_live
+        return "ALLOW" if passed else "BLOCK"
 
     @property
     def reasons(self) -> list[str]:
-        return [f"{g.name}: {g.reason}" for g in self.gates if not g.passed]
+        live = ([f"{self.candidate.id} is already live in {self.environment}: nothing to "
+                 "promote"] if self.already_live else [])
+        return live + [f"{g.name}: {g.reason}" for g in self.gates if not g.passed]
 
 
 class GovernanceError(ValueError):
@@ -244,11 +251,11 @@ def promote(
     overrides with a reason (recorded in the move and the audit log). Returns the report and
     the recorded move (None when refused)."""
     report = promotion_report(store, name, version, environment, policy)
+    if report.already_live:
+        raise GovernanceError(f"{report.candidate.id} is already live in {environment}")
     if report.verdict == "BLOCK" and not override_reason:
         return report, None
     current = report.current.version if report.current else None
-    if current == report.candidate.version:
-        raise GovernanceError(f"{report.candidate.id} is already live in {environment}")
     reason = (f"override: {override_reason}; blocked by "
               + "; ".join(report.reasons)) if report.verdict == "BLOCK" else "gates passed"
     move = StageMove(name=name, environment=environment, from_version=current,

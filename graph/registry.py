@@ -16,7 +16,7 @@ from lineagegraph.schema import (
     parse_id,
 )
 
-from .store import ORIGIN, Direction, GraphStore, Hop
+from .store import ORIGIN, Direction, GraphStore, Hop, version_order
 from .traffic import OUTCOME_EDGES
 
 # What a bundle pins, by the edge that pins it.
@@ -105,10 +105,15 @@ def history(store: GraphStore, node_id: str) -> History | None:
     if NODE_KINDS_BY_LABEL[node.kind].versioned:
         versions = store.versions(node.kind, node.name)
     else:
-        # A family node (Model, Prompt): its versions are the versioned kind of its prefix.
+        # A family node (Model, Prompt): its versions are the versioned kind of its prefix;
+        # and whatever is a VERSION_OF it (a DataSource's dataset versions, which may be
+        # named apart from their source).
         versioned = [k.label for k in NODE_KINDS_BY_LABEL.values()
                      if k.prefix == prefix and k.versioned]
-        versions = [v for label in versioned for v in store.versions(label, node.name)]
+        found = {v.id: v for label in versioned for v in store.versions(label, node.name)}
+        found |= {hop.node.id: hop.node for hop in store.expand(
+            [node_id], Direction.DOWNSTREAM, edge_types=["VERSION_OF"])}
+        versions = sorted(found.values(), key=version_order)
     stage_name = node.name if node.kind == "Bundle" else format_id(prefix, node.name)
     moves = store.stage_history(name=stage_name)
     return History(node=node, versions=versions, stage_moves=moves)

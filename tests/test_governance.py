@@ -268,3 +268,17 @@ def test_an_environment_no_one_could_name_back_is_refused(
         promotion_report(store, "b", "1", environment)
     with pytest.raises(ValueError, match="environment"):
         StageMove(name="b", environment=environment, to_version="1")
+
+
+def test_the_report_on_the_version_already_live_blocks_with_nothing_to_promote(
+    store: GraphStore,
+) -> None:
+    setup_bundle(store, policy=dict(EU_PRODUCTION))
+    store.record_stage_move(StageMove(name="b", environment="production", to_version="1"))
+
+    report = promotion_report(store, "b", "1", "production")
+
+    assert report.verdict == "BLOCK"
+    assert report.reasons == ["bundle:b@1 is already live in production: nothing to promote"]
+    with pytest.raises(GovernanceError, match="already live"):
+        promote(store, "b", "1", "production", "release-eng", override_reason="again")

@@ -285,6 +285,14 @@ def test_history_lists_versions_and_stage_moves_in_order(client: TestClient) -> 
     assert history["stageMoves"][-1]["reason"] == "quality drop"
 
 
+def test_history_of_a_data_source_lists_its_dataset_versions(client: TestClient) -> None:
+    history = gql(client, """query { history(id: "source:warehouse.payments") {
+        versions { id } } }""")["history"]
+
+    assert ids(history["versions"]) == ["dataset:warehouse.payments@2026-09-01",
+                                        "dataset:warehouse.payments@2026-10-25"]
+
+
 def test_unregistered_models_are_counted_in_the_window(client: TestClient) -> None:
     query = """query ($since: DateTime, $until: DateTime) {
         unregistered(since: $since, until: $until) { node { id } requests firstSeen lastSeen }
@@ -298,6 +306,12 @@ def test_unregistered_models_are_counted_in_the_window(client: TestClient) -> No
     assert everything[0]["lastSeen"].startswith("2026-11-09")
     assert [(u["node"]["id"], u["requests"]) for u in late] == [
         ("model:other-shadow", 1), ("model:shadow-llm-x", 1)]
+
+
+def test_search_reads_v_versions_as_ids_write_them(client: TestClient) -> None:
+    found = gql(client, '{ search(text: "support-triage@v14") { nodes { id } } }')["search"]
+
+    assert ids(found["nodes"]) == ["bundle:support-triage@14"]
 
 
 def test_search_pages_with_a_cursor(client: TestClient) -> None:

@@ -89,6 +89,12 @@ def test_unexpected_failures_are_masked_not_leaked(tmp_path: Any) -> None:
     ("{ auditLog(first: -1) { seq } }", {}, "first: must be between 0 and 5000"),
     ('{ driftSources(id: "bundle:support-triage@14", onset: "0001-01-02T00:00:00Z") '
      "{ hops } }", {}, "a date is out of range"),
+    ('{ driftSources(id: "bundle:support-triage@14", onset: "2026-11-08T00:00:00Z", '
+     'lookback: "P7DT") { hops } }', {}, "lookback: 'P7DT' is not an ISO 8601 duration"),
+    ('{ blastRadius(id: "bundle:support-triage@14", since: "2026-11-08T00:00:00Z", '
+     'until: "2026-11-01T00:00:00Z") { totalTraffic } }', {}, "until: 2026-11-01"),
+    ('{ unregistered(since: "2026-11-08T00:00:00Z", until: "2026-11-01T00:00:00Z") '
+     "{ requests } }", {}, "until: 2026-11-01"),
 ])
 def test_bad_arguments_are_answered_with_what_is_wrong_not_masked(
     client: TestClient, query: str, variables: dict[str, Any], says: str,
