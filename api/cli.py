@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+import lineagegraph.schema
+
 from . import cli_queries
 from .auth import is_loopback, list_tokens
 from .cli_demo import demo_command
@@ -20,7 +22,7 @@ from .cli_reports import report_app
 from .cli_retention import retention_app
 from .cli_tokens import token_app
 from .cli_traffic import traffic_app
-from .settings import Settings
+from .settings import Settings, StoreUnreachable
 
 app = typer.Typer(help="Lineage Graph: lineage and impact analysis for production AI.",
                   no_args_is_help=True)
@@ -132,12 +134,17 @@ def token_state(settings: Settings) -> tuple[bool, int]:
     return bool(tokens), sum(token.active for token in tokens)
 
 
+# The package's own copies (the repository's schema/ in an editable install), wherever
+# the command runs from.
+_SCHEMA_DIR = Path(lineagegraph.schema.__file__).resolve().parent
+
+
 @app.command("export-schema")
 def export_schema(
-    output: Annotated[Path, typer.Option(help="where to write the SDL")] = Path(
-        "schema/schema.graphql"),
-    docs: Annotated[Path, typer.Option(help="where to write the schema reference")] = Path(
-        "schema/SCHEMA.md"),
+    output: Annotated[Path, typer.Option(help="where to write the SDL")] = (
+        _SCHEMA_DIR / "schema.graphql"),
+    docs: Annotated[Path, typer.Option(help="where to write the schema reference")] = (
+        _SCHEMA_DIR / "SCHEMA.md"),
 ) -> None:
     """Write the GraphQL SDL clients build against and the schema reference, both derived
     from the declarations in schema/kinds.py."""
@@ -150,5 +157,15 @@ def export_schema(
     console.print(f"wrote {output} and {docs}")
 
 
+def main() -> None:
+    """The ``lineagegraph`` command: a store that cannot be opened is one line and exit 1,
+    not a driver's traceback."""
+    try:
+        app()
+    except StoreUnreachable as error:
+        console.print(f"[red]{error}[/red]")
+        raise SystemExit(1) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -19,6 +19,10 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
 
 
+class StoreUnreachable(Exception):
+    """The configured store cannot be opened; the message says which and why."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LINEAGEGRAPH_", populate_by_name=True,
                                       extra="ignore")
@@ -34,7 +38,7 @@ class Settings(BaseSettings):
         "keep a two-core box busy: bench/README.md)")
 
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=1, le=65535)
 
     # Bounds on every walk and query.
     max_depth: int = Field(20, ge=1, description="cap on lineage depth")
@@ -110,11 +114,18 @@ class Settings(BaseSettings):
 
     def open_store(self) -> GraphStore:
         if self.neo4j_uri:
+            import neo4j
+
             from lineagegraph.graph.neo4j_store import Neo4jStore
 
-            return Neo4jStore(self.neo4j_uri, self.neo4j_user, self.neo4j_password,
-                              self.neo4j_database, query_timeout_s=self.query_timeout_s,
-                              parallel_writes=self.neo4j_writes_in_flight)
+            try:
+                return Neo4jStore(self.neo4j_uri, self.neo4j_user, self.neo4j_password,
+                                  self.neo4j_database, query_timeout_s=self.query_timeout_s,
+                                  parallel_writes=self.neo4j_writes_in_flight)
+            except (neo4j.exceptions.DriverError, neo4j.exceptions.Neo4jError,
+                    ValueError) as error:
+                raise StoreUnreachable(f"cannot use Neo4j at {self.neo4j_uri} (NEO4J_URI): "
+                                       f"{error}") from None
         from lineagegraph.graph.embedded import EmbeddedStore
 
         return EmbeddedStore(self.db)

@@ -79,3 +79,13 @@ def test_a_bad_setting_is_a_usage_error_naming_its_variable_and_flag(tmp_path: P
     assert result.returncode == 2
     assert "LINEAGEGRAPH_PORT / --port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_neo4j_that_cannot_be_reached_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    env = {**EMBEDDED_ENV, "NEO4J_URI": "bolt://127.0.0.1:1"}  # nothing listens on port 1
+    result = subprocess.run(cli("trace", "req-1"), capture_output=True, text=True,
+                            timeout=60, env=env, cwd=tmp_path)
+
+    assert result.returncode == 1
+    assert "cannot use Neo4j at bolt://127.0.0.1:1 (NEO4J_URI)" in result.stderr
+    assert "Traceback" not in result.stderr
