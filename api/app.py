@@ -10,14 +10,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from strawberry.fastapi import GraphQLRouter
 
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.graph.warmup import warm_up
 
 from . import routes_openlineage, routes_registry
 from .auth import install_auth
-from .errors import install_error_handlers
+from .errors import GraphQLJsonErrors, install_error_handlers
 from .graphql_schema import build_schema
 from .graphql_types import Context
 from .metrics import install_metrics
@@ -57,13 +56,14 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
     async def get_context(request: Request) -> Context:
         return Context(store=request.app.state.store, settings=settings)
 
-    app.include_router(GraphQLRouter(build_schema(settings), context_getter=get_context),
+    # strawberry's router with JSON transport errors (api/errors.py)
+    app.include_router(GraphQLJsonErrors(build_schema(settings), context_getter=get_context),
                        prefix="/graphql")
     app.include_router(routes_openlineage.router)
     app.include_router(routes_registry.router)
     install_error_handlers(app)
-    install_metrics(app)
     install_auth(app, settings)  # bearer tokens on every route but /healthz; body limit
+    install_metrics(app)  # after install_auth: outside it, so refusals are counted too
 
     @app.get("/healthz", tags=["probes"])
     async def healthz() -> dict[str, str]:

@@ -1,32 +1,112 @@
-"""Bad input becomes a 4xx with a JSON body that says what and where — never a 500."""
+"""Bad input becomes a 4xx with a JSON body that says what and where — never a 500.
+
+REST errors share one shape: ``{"error": "...", "problems": [{"record"?, "field"?,
+"message"}]}``. GraphQL transport errors (``GraphQLJsonErrors``) are
+``{"errors": [{"message": ...}]}``, as GraphQL clients read them.
+"""
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+import json
+from typing import Any
 
-from lineagegraph.ingest.batch import IngestError
+from cross_web import HTTPException as GraphQLHTTPError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from strawberry.fastapi import GraphQLRouter
+from strawberry.types.unset import UNSET
+
+from lineagegraph.ingest.batch import IngestError, Problem
+from lineagegraph.ingest.bodies import load_json
 from lineagegraph.schema import InvalidId, SchemaError
+
+NOTHING_WRITTEN = "invalid input; nothing was written"
+
+
+def problem_response(error: str, problems: list[Problem], status_code: int = 400,
+                     headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": error, "problems": [p.to_json() for p in problems], **extra},
+                        status_code=status_code, headers=headers)
+
+
+def bad_parameter(name: str, message: str) -> RequestValidationError:
+    """A query parameter checked in a route: answered like one FastAPI refused."""
+    return RequestValidationError([{"type": "value_error", "loc": ("query", name),
+                                    "msg": message}])
+
+
+def _printable(text: str) -> str:
+    # Messages may quote the input; a lone surrogate in it would fail the response.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _validation_problem(error: dict[str, Any]) -> Problem:
+    """One pydantic error as a Problem: the parameter or body path, never the input
+    (a NaN or a lone surrogate echoed back cannot be encoded: that was a 500)."""
+    where, *path = error.get("loc") or ("request",)
+    if error.get("type") == "json_invalid":
+        reason = (error.get("ctx") or {}).get("error", "")
+        return Problem(_printable(f"malformed JSON: {reason}"))
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if not path:  # the whole body or query: say which
+        return Problem(_printable(f"{where}: {message}"))
+    field = ".".join(str(part) for part in path)
+    return Problem(_printable(message), field=_printable(field))
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IngestError)
     async def ingest_error(_: Request, error: IngestError) -> JSONResponse:
-        return JSONResponse(
-            {"error": "invalid input; nothing was written",
-             "problems": [p.to_json() for p in error.problems]},
-            status_code=400,
-        )
+        return problem_response(NOTHING_WRITTEN, error.problems)
 
     @app.exception_handler(SchemaError)
     async def schema_error(_: Request, error: SchemaError) -> JSONResponse:
-        return JSONResponse(
-            {"error": "the input breaks the graph schema; nothing was written",
-             "problems": [{"field": error.where, "message": error.message}]},
-            status_code=422,
-        )
+        return problem_response("the input breaks the graph schema; nothing was written",
+                                [Problem(error.message, field=error.where)], 422)
 
     @app.exception_handler(InvalidId)
     async def invalid_id(_: Request, error: InvalidId) -> JSONResponse:
-        return JSONResponse({"error": "invalid ID", "problems": [{"message": str(error)}]},
-                            status_code=400)
+        return problem_response("invalid ID", [Problem(str(error))])
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        # 400, not FastAPI's 422 {"detail": …}: the project's shape, naming the parameter.
+        return problem_response("invalid request",
+                                [_validation_problem(e) for e in error.errors()])
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> Response:
+        # 404, 405, and FastAPI's "error parsing the body" (a body nested too deeply).
+        if error.status_code in (204, 304):  # no body allowed
+            return Response(status_code=error.status_code, headers=error.headers)
+        detail = _printable(str(error.detail))
+        return problem_response(detail, [Problem(detail)], error.status_code, error.headers)
+
+
+class GraphQLJsonErrors(GraphQLRouter):
+    """strawberry's router, with its transport errors (a body that is not JSON, a mutation
+    over GET, an unsupported content type) answered as JSON ``{"errors": [...]}`` rather
+    than text/plain, and JSON the service cannot answer (nested too deeply for the parser,
+    NaN, a lone surrogate) refused with a 400 before it reaches the schema."""
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        try:
+            return await super().run(request, context=context, root_value=root_value)
+        except GraphQLHTTPError as error:
+            if self.is_websocket_request(request):
+                raise
+            return JSONResponse({"errors": [{"message": error.reason,
+                                             "extensions": {"code": "BAD_REQUEST"}}]},
+                                status_code=error.status_code)
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            text = data if isinstance(data, str) else data.decode(json.detect_encoding(data))
+            return load_json(text)
+        except UnicodeDecodeError as error:
+            raise GraphQLHTTPError(400, f"the body is not valid Unicode: {error}") from None
+        except IngestError as error:
+            raise GraphQLHTTPError(400, _printable(str(error))) from None

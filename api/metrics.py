@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import BaseRoute, Match
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -64,8 +65,8 @@ class _Measure:
     of the middlewares around it): time each HTTP request and record its route template,
     which the router leaves in ``scope["route"]``."""
 
-    def __init__(self, app: Any, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: Any, metrics: Metrics, routes: list[BaseRoute]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, routes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -83,17 +84,39 @@ class _Measure:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            route = scope.get("route")
-            # strawberry's router registers its route as "" under the /graphql prefix
-            template = (getattr(route, "path", "") or scope["path"]) if route else "unmatched"
-            self.metrics.observe(scope["method"], template, status,
+            self.metrics.observe(scope["method"], self._template(scope), status,
                                  time.perf_counter() - begun)
+
+    def _template(self, scope: Any) -> str:
+        """The route template: FastAPI's routes leave themselves in ``scope["route"]``;
+        a request refused before routing (401, 403, 413) and Starlette's own routes
+        (``/docs``, ``/openapi.json``) do not, so those are matched here."""
+        route = scope.get("route")
+        if route is None:
+            route = _match(self.routes, scope)
+        if route is None:
+            return "unmatched"
+        # strawberry's router registers its route as "" under the /graphql prefix
+        return getattr(route, "path", "") or scope["path"]
+
+
+def _match(routes: list[BaseRoute], scope: Any) -> BaseRoute | None:
+    """The route serving this path: a full match, else one for another method (405)."""
+    partial = None
+    for route in routes:
+        found, _ = route.matches(scope)
+        if found == Match.FULL:
+            return route
+        if found == Match.PARTIAL and partial is None:
+            partial = route
+    return partial
 
 
 def install_metrics(app: FastAPI) -> Metrics:
     metrics = Metrics()
     started = time.time()
-    app.add_middleware(_Measure, metrics=metrics)
+    # Added last, so outermost: it counts the auth and body-limit refusals too.
+    app.add_middleware(_Measure, metrics=metrics, routes=app.router.routes)
 
     @app.get("/metrics", tags=["probes"], response_class=PlainTextResponse)
     async def metrics_route(request: Request) -> PlainTextResponse:

@@ -14,6 +14,7 @@ deadletter``), where they can be replayed.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from datetime import datetime
 from typing import Annotated, Any
@@ -22,15 +23,20 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from lineagegraph.ingest import openlineage
+from lineagegraph.ingest import deadletter, openlineage
 from lineagegraph.ingest.batch import IngestError, Problem
 from lineagegraph.ingest.bodies import load_json
+from lineagegraph.schema import InvalidId, SchemaError
+from lineagegraph.schema.models import utc
 
 from .deps import ActorDep, SettingsDep, StoreDep
+from .errors import bad_parameter, problem_response
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
 TOO_LARGE = {"description": "larger than LINEAGEGRAPH_MAX_BODY_BYTES, as sent or decompressed"}
+_CURSOR = re.compile("[0-9]{1,19}")
+MAX_SEQ = 2**63 - 1  # the largest integer SQLite and Neo4j hold
 
 
 class DecompressedTooLarge(Exception):
@@ -93,7 +99,8 @@ async def _json_body(request: Request, limit: int, first_record: int | None = No
 
 
 @router.post("/lineage", status_code=201, summary="Send one OpenLineage event",
-             responses={400: {"description": "malformed JSON or a missing/invalid field"},
+             responses={400: {"description": "malformed JSON (nothing kept), or a missing "
+                                  "or invalid field (the event is kept as a dead letter)"},
                         413: TOO_LARGE})
 async def post_lineage(request: Request, store: StoreDep, actor: ActorDep,
                        settings: SettingsDep) -> JSONResponse:
@@ -106,12 +113,25 @@ async def post_lineage(request: Request, store: StoreDep, actor: ActorDep,
     if isinstance(event, list):
         raise IngestError(Problem("expected one event object; post arrays to "
                                   "/api/v1/lineage/batch"))
-    result = await run_in_threadpool(openlineage.ingest_event, store, event, actor=actor)
+    try:
+        result = await run_in_threadpool(openlineage.ingest_event, store, event, actor=actor)
+    except (IngestError, SchemaError, InvalidId) as error:
+        return _dead_lettered(event, error)
     return JSONResponse(status_code=201, content={
         "changed": result.changed,
         "nodes": {"created": result.nodes.created, "updated": result.nodes.updated},
         "edges": {"created": result.edges.created, "updated": result.edges.updated},
     })
+
+
+def _dead_lettered(event: Any, error: Exception) -> JSONResponse:
+    """The refusal of an event ``ingest_event`` kept as a dead letter says so, with the
+    letter's key (replay takes a prefix; ``deadletter list`` shows 12 characters): the
+    generic handlers would say nothing was written."""
+    key = deadletter.letter_key(openlineage.SOURCE, event)
+    status = 422 if isinstance(error, SchemaError) else 400
+    return problem_response(f"invalid event; kept as a dead letter (key {key[:12]})",
+                            openlineage.problems_of(error), status, deadLetterKey=key)
 
 
 @router.post("/lineage/batch", summary="Send a batch of OpenLineage events",
@@ -142,11 +162,24 @@ async def post_lineage_batch(request: Request, store: StoreDep, actor: ActorDep,
 
 
 def _cursor(cursor: str | None) -> int | None:
+    """A cursor is a record's seq: ASCII digits (``isdigit`` also takes "²", which ``int``
+    refuses) within a signed 64-bit integer, all that SQLite or Neo4j can hold."""
     if cursor is None:
         return None
-    if not cursor.isdigit():
-        raise IngestError(Problem(f"{cursor!r} is not a cursor from this API", field="cursor"))
+    if _CURSOR.fullmatch(cursor) is None or int(cursor) > MAX_SEQ:
+        raise bad_parameter("cursor", f"{cursor!r} is not a cursor from this API")
     return int(cursor)
+
+
+def _utc(name: str, value: datetime | None) -> datetime | None:
+    """``value`` in UTC (a naive one read as UTC, as the stores do), or a 400 naming the
+    parameter when UTC has no such time (9999-12-31T23:59:59-23:59 is in year 10000)."""
+    if value is None:
+        return None
+    try:
+        return utc(value)
+    except OverflowError:
+        raise bad_parameter(name, f"{value.isoformat()} is out of range in UTC") from None
 
 
 @router.get("/events/lineage", summary="List kept OpenLineage events")
@@ -162,8 +195,8 @@ async def list_lineage_events(
     ``nextCursor`` back as ``cursor`` for the next page (null on the last)."""
     prefix = openlineage.run_key_prefix(run_id) if run_id is not None else None
     records = await run_in_threadpool(
-        store.records, openlineage.COLLECTION, key_prefix=prefix, since=after, until=before,
-        after_seq=_cursor(cursor), limit=limit + 1)
+        store.records, openlineage.COLLECTION, key_prefix=prefix, since=_utc("after", after),
+        until=_utc("before", before), after_seq=_cursor(cursor), limit=limit + 1)
     page = records[:limit]
     more = len(records) > limit
     return {"events": [r.payload for r in page],

@@ -7,16 +7,16 @@ written — not even dead letters. The CLI's file loads are the ones that dead-l
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from lineagegraph.ingest import deadletter, outcomes
 from lineagegraph.ingest.batch import Batch, load_batches
-from lineagegraph.ingest.bodies import decode
+from lineagegraph.ingest.bodies import decode, json_flaw
 from lineagegraph.ingest.manifest_formats import read_json, read_yaml
 from lineagegraph.ingest.manifests import map_manifests
 
@@ -88,20 +88,35 @@ async def post_outcomes(request: Request, store: StoreDep, actor: ActorDep) -> A
     return await run_in_threadpool(load)
 
 
+def _unicode(key: str) -> str:
+    # A lone surrogate ("\ud800") would come back in `unknown`, which no response can
+    # encode: that was a 500.
+    found = json_flaw(key)
+    if found is not None:
+        raise ValueError(found[1])
+    return key
+
+
 class Replay(BaseModel):
-    keys: list[str] | None = Field(
+    keys: list[Annotated[str, AfterValidator(_unicode)]] | None = Field(
         None, description="keys or unique key prefixes to replay; none: every pending letter")
 
 
 @router.get("/deadletter", tags=["dead letters"], summary="Rejected records not yet replayed")
-async def list_dead_letters(store: StoreDep, source: str | None = None,
-                            limit: int = 100) -> dict[str, Any]:
+async def list_dead_letters(
+    store: StoreDep, source: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 100,
+) -> dict[str, Any]:
     letters = await run_in_threadpool(deadletter.pending, store, limit, source)
     return {"items": [deadletter.describe(letter) for letter in letters]}
 
 
 @router.post("/deadletter/replay", tags=["dead letters"],
              summary="Map rejected records again and write those that now pass")
-async def replay_dead_letters(store: StoreDep, body: Replay | None = None) -> dict[str, Any]:
-    result = await run_in_threadpool(deadletter.replay, store, body.keys if body else None)
+async def replay_dead_letters(store: StoreDep, actor: ActorDep,
+                              body: Replay | None = None) -> dict[str, Any]:
+    """Each letter that now passes is written in its own transaction, audited under the
+    caller's token name."""
+    result = await run_in_threadpool(deadletter.replay, store, body.keys if body else None,
+                                     actor=actor)
     return result.to_json()

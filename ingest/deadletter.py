@@ -40,10 +40,14 @@ def register_mapper(source: str, mapper: Mapper) -> None:
     MAPPERS[source] = mapper
 
 
+def letter_key(source: str, payload: Any) -> str:
+    """The key of the letter keeping ``payload`` rejected from ``source``."""
+    return hashlib.sha256(f"{source}\x1f{canonical_json(payload)}".encode()).hexdigest()
+
+
 def dead_letter(source: str, payload: Any, problems: list[Problem]) -> Record:
     """The record that keeps one rejected input (write it with ``store.upsert``)."""
-    key = hashlib.sha256(f"{source}\x1f{canonical_json(payload)}".encode()).hexdigest()
-    return Record(collection=COLLECTION, key=key, payload={
+    return Record(collection=COLLECTION, key=letter_key(source, payload), payload={
         "source": source,
         "problems": [p.to_json() for p in problems],
         "reason": "; ".join(str(p) for p in problems),
@@ -104,10 +108,12 @@ def _import_mappers() -> None:
             importlib.import_module(f"{ingest.__name__}.{module.name}")
 
 
-def replay(store: GraphStore, keys: list[str] | None = None) -> ReplayResult:
+def replay(store: GraphStore, keys: list[str] | None = None, *,
+           actor: str | None = None) -> ReplayResult:
     """Map pending letters again (those whose key starts with one of ``keys`` — ``list``
     shows keys shortened — or all) and write each that passes in its own transaction; one
-    still failing stays pending and its new reason is reported."""
+    still failing stays pending and its new reason is reported. ``actor`` signs the audit
+    entries (a REST caller's token name); None keeps each mapper's own (the CLI's)."""
     _import_mappers()
     letters = [letter for letter in pending(store, limit=1_000_000)
                if keys is None or any(k and letter.key.startswith(k) for k in keys)]
@@ -120,7 +126,7 @@ def replay(store: GraphStore, keys: list[str] | None = None) -> ReplayResult:
             result.still_failing[letter.key] = f"no mapper registered for source {source!r}"
             continue
         try:
-            batch = mapper(letter.payload["record"], store)
+            batch = _signed(mapper(letter.payload["record"], store), actor)
             batch.records.append(Record(collection=REPLAYED, key=letter.key,
                                         payload={"source": source}))
             batch.write(store)
@@ -129,3 +135,11 @@ def replay(store: GraphStore, keys: list[str] | None = None) -> ReplayResult:
             continue
         result.replayed.append(letter.key)
     return result
+
+
+def _signed(batch: Batch, actor: str | None) -> Batch:
+    """``batch`` with its audit entries under ``actor``: mappers take no actor (they sign
+    as their source, or "deadletter.replay"), and a replay is the replayer's write."""
+    if actor is not None:
+        batch.audit = [entry.model_copy(update={"actor": actor}) for entry in batch.audit]
+    return batch
