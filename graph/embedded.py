@@ -122,11 +122,15 @@ _REBUILD_POSITION = "SELECT counted_through FROM traffic_rebuild"
 _WIPE_MARKER = "CREATE TABLE IF NOT EXISTS _wipe (x INTEGER);"
 
 # Fixed-width UTC text sorts in time order, so range filters are plain string compares.
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f+00:00"
 
 
 def _ts(value: datetime | None) -> str | None:
-    return None if value is None else utc(value).strftime(_TIME_FORMAT)
+    if value is None:
+        return None
+    at = utc(value)
+    # Four-digit years however small (strftime writes 999, not 0999): stored times compare
+    # as text, so every one must have the same width.
+    return f"{at.year:04d}-{at:%m-%dT%H:%M:%S.%f}+00:00"
 
 
 def _at(value: str) -> datetime:

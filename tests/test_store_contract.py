@@ -71,6 +71,19 @@ def test_created_at_comes_back_to_the_microsecond(store: GraphStore, at: datetim
     assert store.get(["source:wh.payments"])["source:wh.payments"].created_at == at
 
 
+def test_times_before_the_year_1000_order_as_times(store: GraphStore) -> None:
+    early, late = datetime(999, 6, 1, tzinfo=UTC), datetime(2026, 11, 1, tzinfo=UTC)
+    store.upsert([node("dataset:wh.payments@early", at=early),
+                  node("dataset:wh.payments@late", at=late), node("source:wh.payments")],
+                 [Edge(source=f"dataset:wh.payments@{v}", type="VERSION_OF",
+                       target="source:wh.payments") for v in ("early", "late")])
+
+    after = store.expand(["source:wh.payments"], Direction.DOWNSTREAM,
+                         since=datetime(1000, 1, 1, tzinfo=UTC))
+
+    assert [hop.node.id for hop in after] == ["dataset:wh.payments@late"]
+
+
 def test_get_returns_only_known_ids_with_kind_and_version(store: GraphStore) -> None:
     store.upsert([node("model:fraud-detector@7", region="eu"),
                   node("model:gpt-5-mini-2026-08", kind="ModelVersion")])
