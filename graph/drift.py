@@ -28,6 +28,7 @@ import networkx as nx
 
 from lineagegraph.schema import Node
 
+from .registry import stage_name
 from .store import Direction, GraphStore
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
@@ -50,6 +51,9 @@ CHANGE_BY_KIND = {
 
 
 MAX_LOOKBACK = timedelta(days=36_500)
+
+
+STAGED_KINDS = frozenset({"Bundle", "ModelVersion", "PromptVersion"})
 
 
 def parse_duration(text: str) -> timedelta:
@@ -123,11 +127,15 @@ def drift_sources(
             add(hop.node, "new dataset version", hop.node.created_at, hops,
                 [hop.node.id, *_path(graph, hop.origin, node_id)])
 
-    for nid, node in upstream.nodes.items():
-        if node.kind != "Bundle":
-            continue
-        for move in store.stage_history(name=node.name, until=onset):
-            if move.at >= since and node.version in (move.to_version, move.from_version):
+    # Stage moves of the bundles upstream, and of model and prompt versions (registry
+    # aliases: MLflow's champion moving to a version is a change of what serves).
+    staged = {nid: node for nid, node in upstream.nodes.items() if node.kind in STAGED_KINDS}
+    names = sorted({stage_name(node) for node in staged.values()})
+    moves = store.stage_history(names=names, until=onset) if names else []
+    for nid, node in staged.items():
+        for move in moves:
+            if (move.name == stage_name(node) and move.at >= since
+                    and node.version in (move.to_version, move.from_version)):
                 change = (f"stage move {move.environment}: {move.from_version or '-'} → "
                           f"{move.to_version or '-'}")
                 add(node, change, move.at, upstream.degrees[nid], _path(graph, nid, node_id))

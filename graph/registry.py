@@ -94,6 +94,13 @@ class History:
     stage_moves: list[StageMove]
 
 
+def stage_name(node: Node) -> str:
+    """The name a node's stage moves are logged under: a bundle's bare name, a model's or
+    prompt's family ID (``model:{name}``, as the MLflow importer logs alias moves)."""
+    return node.name if node.kind == "Bundle" else format_id(parse_id(node.id).prefix,
+                                                             node.name)
+
+
 def history(store: GraphStore, node_id: str) -> History | None:
     """All versions of the node's name (of its kind) and its stage moves: a bundle's under
     its bare name, a model's or prompt's under its family ID (``model:{name}``), as the
@@ -114,8 +121,7 @@ def history(store: GraphStore, node_id: str) -> History | None:
         found |= {hop.node.id: hop.node for hop in store.expand(
             [node_id], Direction.DOWNSTREAM, edge_types=["VERSION_OF"])}
         versions = sorted(found.values(), key=version_order)
-    stage_name = node.name if node.kind == "Bundle" else format_id(prefix, node.name)
-    moves = store.stage_history(name=stage_name)
+    moves = store.stage_history(name=stage_name(node))
     return History(node=node, versions=versions, stage_moves=moves)
 
 

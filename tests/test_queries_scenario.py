@@ -218,6 +218,22 @@ def test_drift_sources_rank_upstream_changes_in_the_window(client: TestClient) -
                                                  "bundle:support-triage@15"]
 
 
+def test_drift_sources_count_a_registry_alias_moving_to_an_upstream_model_version(
+    client: TestClient, store: GraphStore,
+) -> None:
+    # As the MLflow importer logs them: under the model's family ID.
+    from lineagegraph.schema import StageMove
+
+    store.record_stage_move(StageMove(name="model:fraud-detector", environment="champion",
+                                      from_version="6", to_version="7", at=at(-1)))
+
+    found = gql(client, DRIFT, id="bundle:fraud-scoring@2", onset=at(0).isoformat(),
+                lookback="P3D")["driftSources"]
+
+    assert [(c["node"]["id"], c["change"], c["hops"]) for c in found] == [
+        ("model:fraud-detector@7", "stage move champion: 6 → 7", 1)]
+
+
 def test_drift_sources_ignore_changes_outside_the_window(client: TestClient) -> None:
     found = gql(client, DRIFT, id="bundle:support-triage@15", onset=at(8).isoformat(),
                 lookback="PT36H")["driftSources"]
