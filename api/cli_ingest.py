@@ -154,16 +154,15 @@ def ingest_manifests(
 
     from lineagegraph.ingest.batch import IngestError
     from lineagegraph.ingest.manifest_formats import read_directory
-    from lineagegraph.ingest.manifests import map_manifests
+    from lineagegraph.ingest.manifests import load_manifests
     from lineagegraph.schema import SchemaError
 
     _must_exist(directory)
     root = Path(directory)
     store = open_store(db, neo4j_uri)
     try:
-        batch = map_manifests(read_directory(root), store, actor=_cli_actor(),
-                              source=str(root))
-        load_with_progress(store, [batch], "manifests", total=batch.size)
+        print_summary(load_manifests(read_directory(root), store, actor=_cli_actor(),
+                                     source=str(root)))
     except (IngestError, SchemaError) as error:
         _refuse("manifests", error)
     finally:
@@ -172,7 +171,8 @@ def ingest_manifests(
 
 @ingest_app.command("outcomes")
 def ingest_outcomes(
-    file: Annotated[str, typer.Argument(metavar="FILE", help="NDJSON, optionally gzipped")],
+    file: Annotated[str, typer.Argument(
+        metavar="FILE", help="NDJSON or a JSON array, optionally gzipped")],
     batch_size: Annotated[int, typer.Option(min=1, help="records per transaction")] = 5000,
     db: DbPath = None,
     neo4j_uri: NeoUri = None,
@@ -183,6 +183,7 @@ def ingest_outcomes(
     when any was rejected."""
     from pathlib import Path
 
+    from lineagegraph.ingest.batch import IngestError
     from lineagegraph.ingest.outcomes import DeadLetteringLoad, count_records, read_file
     from lineagegraph.schema import SchemaError
 
@@ -194,6 +195,8 @@ def ingest_outcomes(
         load_with_progress(store, load.batches(read_file(path)), "outcomes",
                            total=count_records(path), rejected=lambda: load.rejected,
                            prefetch=True)
+    except IngestError as error:  # a JSON array too large to read whole: nothing written
+        _refuse("outcomes", error)
     except SchemaError as error:  # the store refused a whole batch: earlier ones stand
         console.print(f"[red]a batch was refused, nothing of it was written:[/red] {error}; "
                       "earlier batches were, and so may the ones written beside it; "

@@ -18,7 +18,7 @@ from lineagegraph.ingest import deadletter, outcomes
 from lineagegraph.ingest.batch import Batch, load_batches
 from lineagegraph.ingest.bodies import decode, json_flaw
 from lineagegraph.ingest.manifest_formats import read_json, read_yaml
-from lineagegraph.ingest.manifests import map_manifests
+from lineagegraph.ingest.manifests import load_manifests
 
 from .auth import principal_of, require_admin_for
 from .deps import ActorDep, StoreDep
@@ -61,11 +61,14 @@ async def post_manifests(request: Request, store: StoreDep, actor: ActorDep) -> 
     def load() -> dict[str, Any]:
         text = decode(body)
         docs = read_json(text) if media_type == "application/json" else read_yaml(text)
-        batch = map_manifests(docs, store, actor=actor, source="api")
-        # `status`, `approved_by`, StageMove and Approval documents record stage moves and
-        # approvals, which need `admin` (design §8) however they arrive.
-        require_admin_for(principal_of(request), batch.nodes, batch.edges, batch.stage_moves)
-        return _write(store, batch)
+
+        def check(batch: Batch) -> None:
+            # `status`, `approved_by`, StageMove and Approval documents record stage moves
+            # and approvals, which need `admin` (design §8) however they arrive.
+            require_admin_for(principal_of(request), batch.nodes, batch.edges,
+                              batch.stage_moves)
+
+        return load_manifests(docs, store, actor=actor, source="api", check=check).to_json()
 
     return await run_in_threadpool(load)
 

@@ -169,6 +169,8 @@ class PreparedWrite:
     # first, all new (or the write is sent back), so created without looking.
     request_rows: Any
     request_edge_rows: Any
+    # Nodes the write must create: if one is stored when it runs, ``NodesStored``.
+    new_nodes: frozenset[str] = frozenset()
 
 
 def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
@@ -203,6 +205,16 @@ def _check_kind_conflicts(nodes: Sequence[Node], existing: dict[str, str]) -> No
 
 class RequestsStored(Exception):
     """Raised in a write that did not read first, to roll it back and write again."""
+
+
+class NodesStored(Exception):
+    """Nodes a write had to create (``PreparedWrite.new_nodes``) were stored when it ran:
+    another writer created them meanwhile. Raised inside the transaction, so nothing of the
+    write is kept."""
+
+    def __init__(self, ids: Iterable[str]) -> None:
+        self.ids = sorted(ids)
+        super().__init__(f"already stored: {', '.join(self.ids)}")
 
 
 class GraphStore(ABC):
@@ -246,8 +258,11 @@ class GraphStore(ABC):
         *,
         stage_moves: Iterable[StageMove] = (),
         records: Iterable[Record] = (),
+        new_nodes: Iterable[str] = (),
     ) -> PreparedWrite:
-        """The part of ``upsert`` that needs no transaction (see ``PreparedWrite``)."""
+        """The part of ``upsert`` that needs no transaction (see ``PreparedWrite``).
+        ``new_nodes``: nodes of the batch that must not be stored yet when it is written
+        (``NodesStored``)."""
         node_list = _dedupe_nodes(nodes)
         edge_list = _dedupe_edges(edges)
         batch_kinds = {n.id: n.kind for n in node_list}
@@ -275,6 +290,7 @@ class GraphStore(ABC):
             edge_rows=self._edge_rows(other_edges),
             request_rows=self._node_rows(own_requests),
             request_edge_rows=self._edge_rows(from_requests),
+            new_nodes=frozenset(new_nodes),
         )
 
     def write(self, batch: PreparedWrite) -> UpsertResult:
@@ -329,6 +345,11 @@ class GraphStore(ABC):
                     result.nodes += counts
                     found.update(were)
             stored_kinds.update(found)
+            # ``found`` is read under each node's lock (the adapters' ``write_nodes``): a
+            # writer creating one of them meanwhile has committed by then.
+            taken = batch.new_nodes & found.keys()
+            if taken:
+                raise NodesStored(taken)
             _check_kind_conflicts(batch.nodes, stored_kinds)
             if not read_first and not found.keys().isdisjoint(batch.requests):
                 raise RequestsStored  # their rollup keys were not read before the write

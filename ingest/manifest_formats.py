@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from lineagegraph.schema import normalize_version
+from lineagegraph.schema import approval_name, normalize_version
 from lineagegraph.schema.kinds import (
     ApprovalProps,
     BundleProps,
@@ -199,16 +199,20 @@ class EvaluationDoc(Doc, EvaluationProps):
 class ApprovalDoc(Doc, ApprovalProps):
     LABEL = "Approval"
     REFS = {"target": Ref("APPROVES", ("Bundle", "ModelVersion", "PromptVersion"))}
-    name: Name | None = None  # default: target/gate/approver, so a re-send is the same node
+    # default: the name the approve mutation gives (``approval_name``), so a re-send, or the
+    # same sign-off made through the API, is the same node
+    name: Name | None = None
     target: str  # type: ignore[assignment]
     approved_by: Name
 
     def node_name(self) -> str:
+        if self.name:
+            return self.name
         try:  # the canonical target, so `@v7` and `@7` name one approval
             target = ref_id(self.target, self.REFS["target"].kinds, None)[0]
         except ValueError:
             target = self.target  # reported when the reference is resolved
-        return self.name or "/".join(p for p in (target, self.gate, self.approved_by) if p)
+        return approval_name(target, self.approved_by, self.gate)
 
 
 class BundleEval(BaseModel):

@@ -18,6 +18,9 @@ Rules beyond the document formats (see ``manifest_formats``):
   are not part of the digest: promoting an entry by editing its status is no new version.
 - A new version ``SUPERSEDES`` the one before it (in version order) unless ``supersedes:``
   says ``false`` or names another version.
+- Loads may race for a defaulted version (several server processes, the CLI): a version
+  given as previous + 1 must still be new when the batch is written, or the load is mapped
+  again against what the other load wrote (``load_manifests``).
 - ``approved_by`` becomes ``approval:{bundle id}/{who}`` and ``eval`` becomes
   ``eval:{suite}/{run}`` (run default: ``name@version``): deterministic IDs, and the
   entry's fields are merged over the node's, so re-sends are no-ops and what another
@@ -26,15 +29,18 @@ Rules beyond the document formats (see ``manifest_formats``):
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from lineagegraph.graph.store import GraphStore, version_order
+from lineagegraph.graph.store import GraphStore, NodesStored, version_order
 from lineagegraph.schema import (
     NODE_KINDS_BY_LABEL,
     AuditEntry,
@@ -46,7 +52,7 @@ from lineagegraph.schema import (
     parse_id,
 )
 
-from .batch import Batch, IngestError, Problem
+from .batch import Batch, IngestError, LoadSummary, Problem
 from .manifest_formats import (
     BundleDoc,
     Doc,
@@ -61,6 +67,17 @@ from .refs import ref_id
 
 DIGEST = "manifest_digest"
 FAMILIES = {"ModelVersion": "Model", "PromptVersion": "Prompt"}
+# Mappings of one load before it gives up on versions other loads keep taking first, and
+# the longest pause before the next (times the attempts so far), drawn at random.
+ATTEMPTS = 8
+BACKOFF_S = 0.02
+# One load at a time in this process: loads racing for a version then meet only across
+# processes, where the store refuses the one that comes second.
+_LOADS = threading.Lock()
+
+
+class VersionConflict(IngestError):
+    """Other loads kept creating the versions this load gave its documents."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +97,7 @@ class _Entry:
     doc: Doc
     version: str | None = None
     failed: bool = False  # no version could be given: no node
+    fresh: bool = False  # the version is previous + 1: a node no other load may create
     node: Node | None = None
     refs: list[_RefUse] = field(default_factory=list)
 
@@ -88,6 +106,49 @@ def map_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
                   now: datetime | None = None, source: str = "api") -> Batch:
     """Every document of one load as one batch (``IngestError`` with every problem)."""
     return _ManifestLoad(store, actor, now or datetime.now(UTC)).run(raws, source)
+
+
+def load_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
+                   source: str = "api",
+                   check: Callable[[Batch], None] | None = None) -> LoadSummary:
+    """Map and write one load in one transaction; ``check`` sees each batch before it is
+    written (a route's scope check) and may refuse it by raising.
+
+    A version given as previous + 1 that another load created meanwhile (another process:
+    this one's loads take turns) refuses the write inside its transaction, and the load is
+    mapped again — to the next version, or to a re-send of what the other load wrote.
+    ``VersionConflict`` after ``ATTEMPTS`` mappings; nothing is written then."""
+    with _LOADS:
+        taken: dict[str, int | str] = {}
+        for attempt in range(ATTEMPTS):
+            if attempt:  # loads that lost together should not map and race again together
+                time.sleep(random.uniform(0, BACKOFF_S * attempt))
+            load = _ManifestLoad(store, actor, datetime.now(UTC))
+            batch = load.run(raws, source)
+            if check is not None:
+                check(batch)
+            try:
+                return _write_new(store, batch, load.fresh)
+            except NodesStored as error:
+                taken = {i: load.fresh[i] for i in error.ids}
+    raise VersionConflict([
+        Problem(f"another load created {node_id} while this one was written (and beat it "
+                f"to the next version on each of {ATTEMPTS} tries): nothing was written; "
+                "send it again", record=record, field="version")
+        for node_id, record in taken.items()])
+
+
+def _write_new(store: GraphStore, batch: Batch, fresh: dict[str, int | str]) -> LoadSummary:
+    """Write ``batch`` in one transaction, refused (``NodesStored``) if a node of ``fresh``
+    is stored by then."""
+    started = time.perf_counter()
+    prepared = store.prepare(batch.nodes, batch.edges, batch.audit,
+                             stage_moves=batch.stage_moves, records=batch.records,
+                             new_nodes=fresh)
+    summary = LoadSummary()
+    summary.add(store.write(prepared), batch.size)
+    summary.seconds = time.perf_counter() - started
+    return summary
 
 
 class _ManifestLoad:
@@ -102,6 +163,7 @@ class _ManifestLoad:
         self.existing: dict[str, Node] = {}  # the graph's nodes this load touches
         self._fetched: set[str] = set()
         self._versions: dict[tuple[str, str], list[Node]] = {}
+        self.fresh: dict[str, int | str] = {}  # node ID → record, of the previous + 1 versions
 
     def problem(self, record: int | str, path: str | None, message: str) -> None:
         self.problems.append(Problem(message, record=record, field=path))
@@ -132,6 +194,7 @@ class _ManifestLoad:
             self._stage_moves(entries, moves)
         if self.problems:
             raise IngestError(self.problems)
+        self.fresh = {e.node.id: e.record for e in entries if e.fresh and e.node is not None}
         self.batch.nodes = list(self.nodes.values())
         self.batch.size = len(raws)
         self._audit(source, len(raws))
@@ -196,6 +259,7 @@ class _ManifestLoad:
                     entry.failed = True
                     continue
                 entry.version = str(max(numbers, default=0) + 1)
+                entry.fresh = True
             in_load[key].append(self._probe(entry))
 
     def _is_snapshot(self, doc: ModelVersionDoc) -> bool:

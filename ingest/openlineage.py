@@ -916,14 +916,17 @@ class FileEvent:
 
 
 def read_events(path: Path) -> list[FileEvent]:
-    """A file holding one JSON event, a JSON array of events, or NDJSON (one per line)."""
+    """A file holding one JSON event, a JSON array of events, or NDJSON (one per line). A
+    file that is one JSON document and does not parse is one bad event: its lines are no
+    events of their own (a pretty-printed event's are fragments no replay could load)."""
     text = path.read_text(encoding="utf-8")
     try:
         whole = json.loads(text)
-    except json.JSONDecodeError:
+    except json.JSONDecodeError as error:
         lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-        if len(lines) < 2:  # not JSON, and not JSON lines either
-            return [FileEvent(path.name, text, [Problem("malformed JSON", path.name)])]
+        if not _json_lines([line for _, line in lines]):
+            at = f"line {error.lineno}, column {error.colno}: {error.msg}"
+            return [FileEvent(path.name, text, [Problem(f"malformed JSON at {at}", path.name)])]
         return [_line_event(f"{path.name}:{number}", line) for number, line in lines]
     except (RecursionError, ValueError) as error:
         # Too deep, or a number too long to read: that item's text cannot be cut out of the
@@ -936,6 +939,25 @@ def read_events(path: Path) -> list[FileEvent]:
         return [_value_event(f"{path.name}[{i}]", event, strings)
                 for i, event in enumerate(whole)]
     return [_value_event(path.name, whole, strings)]
+
+
+def _json_lines(lines: list[str]) -> bool:
+    """Whether a file's non-blank lines are NDJSON: the first is a JSON value of its own, or,
+    the first being the broken one, half of them are. A document spanning lines opens with
+    a line that is no value of its own, and hardly any of its lines are one."""
+    if not lines:
+        return False
+    if _whole_value(lines[0]):
+        return True
+    return 2 * sum(1 for line in lines[1:] if _whole_value(line)) >= len(lines)
+
+
+def _whole_value(line: str) -> bool:
+    try:
+        json.loads(line)
+    except (RecursionError, ValueError):
+        return False
+    return True
 
 
 def _line_event(where: str, line: str) -> FileEvent:

@@ -6,7 +6,10 @@ in the record's environment at its timestamp) or, without one, a ``model`` and o
 ``prompt`` and ``policy``; ``features`` lists the feature IDs the request read. A model the
 graph does not know is kept, not refused: its ``ModelVersion`` is created with
 ``registered: false`` (shadow-AI discovery). Any other unknown reference, a missing field
-or a bad value rejects the record.
+or a bad value rejects the record — and so does a model family (``fraud-detector``, a
+``Model``): a request was served by one version, and nothing records which one a family
+name meant then (the registry's aliases are labels, not the record's environment), so
+linking one would be a guess that traces and blast radii would repeat as fact.
 
 What happens to a rejected record is the caller's choice: ``strict_batch`` (the REST
 route) refuses the whole request listing every problem by record and field; the file
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
 
 from pydantic import ConfigDict, Field, ValidationError
 
@@ -50,6 +53,9 @@ from .refs import ref_id
 
 SOURCE = "outcomes"
 BATCH_SIZE = 5000
+# A JSON-array file is parsed whole: 64 Mi characters are ~250k records, ~300 MB parsed.
+# NDJSON files stream, whatever their size.
+MAX_ARRAY_CHARS = 64 * 2**20
 _LONGEST_INT = sys.get_int_max_str_digits()  # digits Python converts (0: no limit)
 
 Item = tuple[int | str, Any]  # (record: line number or index, payload: a JSON text or value)
@@ -106,7 +112,8 @@ def _validate(record: int | str, payload: Any) -> tuple[Any, OutcomeRecord]:
         try:
             payload = load_json(payload, record)
         except json.JSONDecodeError as error:
-            raise IngestError(Problem(f"not JSON: {error.msg} at column {error.colno}",
+            line = f"line {error.lineno}, " if error.lineno > 1 else ""  # a whole file's text
+            raise IngestError(Problem(f"not JSON: {error.msg} at {line}column {error.colno}",
                                       record=record)) from None
     else:
         check_value(payload, record)  # parsed elsewhere (a dead letter): checked the same
@@ -173,6 +180,7 @@ class OutcomeMapper:
         self.actor = actor
         self._known: dict[str, str] = {}  # ID → kind of nodes found in the graph
         self._stages: dict[tuple[str, str], list[StageMove]] = {}
+        self._latest: dict[str, str | None] = {}  # family ID → ``_latest_version``
         # The earliest request so far naming each model the graph did not know. Every
         # batch's placeholder for it carries that time, so whichever batch commits first
         # (a bulk load on Neo4j writes two at once) creates the model as first seen.
@@ -264,9 +272,25 @@ class OutcomeMapper:
             if found is None:
                 problems.append(Problem(f"unknown {kind} {target}", record=record, field=path))
             elif found != kind:
-                problems.append(Problem(f"{target} is a {found}, not a {kind}", record=record,
+                problems.append(Problem(self._wrong_kind(target, found, kind), record=record,
                                         field=path))
         return problems
+
+    def _wrong_kind(self, target: str, found: str, kind: str) -> str:
+        if FAMILIES.get(kind) != found:
+            return f"{target} is a {found}, not a {kind}"
+        family = f"{target} is a {found.lower()} family, not a version"
+        example = self._latest_version(target, kind)
+        return f"{family}: name one, such as {example}" if example else f"{family} (it has none)"
+
+    def _latest_version(self, family: str, kind: str) -> str | None:
+        """``name@version`` of the family's latest version: read once a mapper, as a log
+        may name the family a million times."""
+        if family not in self._latest:
+            name = parse_id(family).name
+            versions = self.store.versions(kind, name)
+            self._latest[family] = f"{name}@{versions[-1].version}" if versions else None
+        return self._latest[family]
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -299,6 +323,7 @@ def _parse(text: str) -> NodeId:
     return parse_id(text)
 
 
+FAMILIES = {"ModelVersion": "Model", "PromptVersion": "Prompt"}  # version kind → family kind
 EDGE_FOR = {"Bundle": "SERVED_BY", "ModelVersion": "USED_MODEL", "PromptVersion": "USED_PROMPT",
             "PolicyPack": "USED_POLICY", "Feature": "USED_FEATURE"}
 
@@ -347,14 +372,50 @@ def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
 
 
 def read_file(path: Path) -> Iterator[Item]:
-    """(``file:line``, text) of each non-blank line of an NDJSON file, gzipped or not."""
-    with path.open("rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    opener = gzip.open if gzipped else open
-    with opener(path, "rt", encoding="utf-8") as lines:
+    """The records of an outcome file, gzipped or not: of NDJSON, (``file:line``, text) of
+    each non-blank line; of a JSON array (the first non-blank character is ``[``),
+    (``file#N``, value) of each item, numbered from 1 as the REST route numbers them."""
+    if _opens_array(path):
+        yield from _array_items(path)
+        return
+    with _open_text(path) as lines:
         for number, line in enumerate(lines, 1):
             if line.strip():
                 yield f"{path.name}:{number}", line
+
+
+def _open_text(path: Path) -> TextIO:
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rt", encoding="utf-8") if gzipped else path.open(encoding="utf-8")
+
+
+def _opens_array(path: Path) -> bool:
+    with _open_text(path) as text:
+        while chunk := text.read(4096):
+            if chunk.strip():
+                return chunk.lstrip().startswith("[")
+    return False
+
+
+def _array_items(path: Path) -> Iterator[Item]:
+    """The items of a JSON-array file, parsed whole: where an item ends is known only by
+    parsing it, and ``MAX_ARRAY_CHARS`` keeps that to a few hundred MB of objects. A file
+    that does not parse is one bad record, its text, which ``_validate`` says is not JSON
+    and where."""
+    with _open_text(path) as stream:
+        text = stream.read(MAX_ARRAY_CHARS + 1)
+    if len(text) > MAX_ARRAY_CHARS:
+        raise IngestError(Problem(
+            f"a JSON array is read whole, and this one is over {MAX_ARRAY_CHARS:,} "
+            "characters: write it as NDJSON (a record a line)", record=path.name))
+    try:
+        items = json.loads(text)
+    except (RecursionError, ValueError):  # malformed, too deep, a number too long
+        yield path.name, text
+        return
+    for number, item in enumerate(items, 1):
+        yield f"{path.name}#{number}", item
 
 
 def count_records(path: Path) -> int:

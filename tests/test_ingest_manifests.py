@@ -81,7 +81,7 @@ def test_the_registry_directory_loads_every_kind_with_its_edges(store: GraphStor
         "bundle:support-triage@14": "Bundle", "bundle:support-triage@15": "Bundle",
         "eval:fraud-eval-v2/2026-11-17": "Evaluation",
         "eval:triage-eval-v4/2026-06-10": "Evaluation",
-        "approval:model:fraud-detector@7/model-risk/risk-board": "Approval",
+        "approval:model:fraud-detector@7/risk-board/model-risk": "Approval",
         "approval:bundle:support-triage@14/zyql": "Approval",
         "approval:bundle:support-triage@15/zyql": "Approval",
         "approval:bundle:support-triage@15/mkoss": "Approval",
@@ -103,7 +103,7 @@ def test_the_registry_directory_loads_every_kind_with_its_edges(store: GraphStor
         ("SUPERSEDES", "bundle:support-triage@14")}
     assert edges_of(store, "eval:fraud-eval-v2/2026-11-17") == {
         ("EVALUATES", "model:fraud-detector@7")}
-    assert edges_of(store, "approval:model:fraud-detector@7/model-risk/risk-board") == {
+    assert edges_of(store, "approval:model:fraud-detector@7/risk-board/model-risk") == {
         ("APPROVES", "model:fraud-detector@7")}
 
 
