@@ -218,7 +218,7 @@ class Mutation:
         except AuthError as error:
             raise Forbidden(error.message) from None
         context: Context = info.context
-        result = await context.run(lambda: governance.audited_upsert(
+        result = await _governed(info, lambda: governance.audited_upsert(
             context.store, records, links, actor))
         return UpsertResult(
             nodes=UpsertCounts(created=result.nodes.created, updated=result.nodes.updated,

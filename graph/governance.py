@@ -16,7 +16,14 @@ from lineagegraph.schema import AuditEntry, Edge, Node, StageMove, approval_name
 from lineagegraph.schema.models import check_environment
 
 from .impact import STRUCTURE_EDGES, Action, BlastRadius, blast_radius, previous_live
-from .registry import BundleParts, annotations, bundle_id, bundle_parts
+from .registry import (
+    BundleParts,
+    annotations,
+    bundle_id,
+    bundle_parts,
+    pin_change_message,
+    pin_changes,
+)
 from .store import Direction, GraphStore, UpsertResult
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
@@ -353,6 +360,9 @@ def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge],
                    actor: str) -> UpsertResult:
     """The upsert mutation: the write with an audit entry for each change it makes, what
     was there before included (read just before, in the same call)."""
+    changes = pin_changes(store, nodes, edges)
+    if changes:
+        raise GovernanceError("; ".join(pin_change_message(b, c) for b, c in changes.items()))
     existing = store.get([n.id for n in nodes])
     sources = sorted({e.source for e in edges})
     existing_edges = {hop.edge.key: hop.edge for hop in store.expand(

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from lineagegraph.schema import (
     NODE_KINDS_BY_LABEL,
+    Edge,
     Node,
     StageMove,
     bundle_id,
@@ -92,6 +93,44 @@ class History:
     node: Node
     versions: list[Node]
     stage_moves: list[StageMove]
+
+
+# What a bundle version is, besides its pins: fixed once registered, like them.
+FIXED_PROPERTIES = ("params",)
+
+
+def pin_changes(store: GraphStore, nodes: Sequence[Node],
+                edges: Sequence[Edge]) -> dict[str, list[str]]:
+    """What a write would change of registered bundle versions, by bundle ID: a new pin
+    (``PIN_EDGES``) or other ``params``. A version is what was evaluated, approved and
+    promoted, and what a trace says served a request then: it does not change; new
+    content is a new version. Bundles the write creates are free, and re-sending a
+    bundle as it is changes nothing."""
+    touched = ({n.id for n in nodes if n.kind == "Bundle"}
+               | {e.source for e in edges if e.type in PIN_EDGES})
+    if not touched:
+        return {}
+    stored = {i: n for i, n in store.get(sorted(touched)).items() if n.kind == "Bundle"}
+    if not stored:
+        return {}
+    pins = {hop.edge.key for hop in store.expand(sorted(stored), Direction.UPSTREAM,
+                                                 edge_types=PIN_EDGES)}
+    changes: dict[str, list[str]] = {}
+    for node in nodes:
+        old = stored.get(node.id)
+        for prop in FIXED_PROPERTIES if old is not None else ():
+            if old.properties.get(prop) != node.properties.get(prop):
+                changes.setdefault(node.id, []).append(
+                    f"{prop} {old.properties.get(prop)!r} → {node.properties.get(prop)!r}")
+    for edge in edges:
+        if edge.type in PIN_EDGES and edge.source in stored and edge.key not in pins:
+            changes.setdefault(edge.source, []).append(f"a new {edge.type} → {edge.target}")
+    return changes
+
+
+def pin_change_message(bundle: str, changes: list[str]) -> str:
+    return (f"{bundle} is registered, and a registered version does not change "
+            f"({'; '.join(changes)}): register the new content as a new version")
 
 
 def stage_name(node: Node) -> str:

@@ -40,6 +40,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from lineagegraph.graph.registry import pin_change_message, pin_changes
 from lineagegraph.graph.store import GraphStore, NodesStored, version_order
 from lineagegraph.schema import (
     NODE_KINDS_BY_LABEL,
@@ -68,7 +69,7 @@ from .refs import ref_id
 DIGEST = "manifest_digest"
 FAMILIES = {"ModelVersion": "Model", "PromptVersion": "Prompt"}
 # Mappings of one load before it gives up on versions other loads keep taking first, and
-# the longest pause before the next (times the attempts so far), drawn at random.
+# the longest pause before the next (doubling with each attempt), drawn at random.
 ATTEMPTS = 8
 BACKOFF_S = 0.02
 # One load at a time in this process: loads racing for a version then meet only across
@@ -122,7 +123,7 @@ def load_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
         taken: dict[str, int | str] = {}
         for attempt in range(ATTEMPTS):
             if attempt:  # loads that lost together should not map and race again together
-                time.sleep(random.uniform(0, BACKOFF_S * attempt))
+                time.sleep(random.uniform(0, BACKOFF_S * 2 ** attempt))
             load = _ManifestLoad(store, actor, datetime.now(UTC))
             batch = load.run(raws, source)
             if check is not None:
@@ -191,6 +192,8 @@ class _ManifestLoad:
             if entry.node is not None and entry.node.id in self.nodes:
                 self._link(entry)
         if not self.problems:
+            self._keep_registered_bundles(entries)
+        if not self.problems:
             self._stage_moves(entries, moves)
         if self.problems:
             raise IngestError(self.problems)
@@ -199,6 +202,14 @@ class _ManifestLoad:
         self.batch.size = len(raws)
         self._audit(source, len(raws))
         return self.batch
+
+    def _keep_registered_bundles(self, entries: list[_Entry]) -> None:
+        """A bundle entry naming a registered version with other pins or params is an
+        error, not an update (``registry.pin_changes``)."""
+        changes = pin_changes(self.store, list(self.nodes.values()), self.batch.edges)
+        records = {e.node.id: e.record for e in entries if e.node is not None}
+        for bundle, what in changes.items():
+            self.problem(records.get(bundle, "?"), "version", pin_change_message(bundle, what))
 
     def _lookup(self, entries: list[_Entry], moves: list[tuple[int | str, StageMoveDoc]]) -> None:
         """One store round trip for every ID the load may define or reference."""

@@ -178,7 +178,7 @@ def test_upserts_are_audited_with_what_was_there_before_and_resends_are_not(
     def upsert(owner: str, weight: int) -> None:
         body = callers["ci-bot"].gql("""mutation ($owner: String!, $props: JSON!) {
             upsert(nodes: [{id: "source:crm.audited", properties: {owner: $owner}}],
-                   edges: [{source: "bundle:fraud-scoring@2", type: "RETRIEVES_FROM",
+                   edges: [{source: "feature:txn_amount_7d@2", type: "DERIVED_FROM",
                             target: "source:crm.audited", properties: $props}])
             { nodes { created } } }""", owner=owner, props={"weight": weight})
         assert "errors" not in body, body
@@ -192,10 +192,27 @@ def test_upserts_are_audited_with_what_was_there_before_and_resends_are_not(
 
     assert [(e["action"], e["target"], e["before"]) for e in log] == [
         ("upsert", "source:crm.audited", None),
-        ("link", "bundle:fraud-scoring@2", None),
+        ("link", "feature:txn_amount_7d@2", None),
         ("upsert", "source:crm.audited", {"kind": "DataSource", "properties": {"owner": "a"}}),
-        ("link", "bundle:fraud-scoring@2", {"type": "RETRIEVES_FROM",
-                                             "target": "source:crm.audited",
-                                             "properties": {"weight": 1}}),
+        ("link", "feature:txn_amount_7d@2", {"type": "DERIVED_FROM",
+                                              "target": "source:crm.audited",
+                                              "properties": {"weight": 1}}),
     ]
     assert log[3]["after"]["properties"] == {"weight": 2}
+
+
+def test_a_registered_bundle_keeps_its_pins_and_params(callers: dict[str, Caller]) -> None:
+    # What was approved and promoted, and what a trace says served a request, stays put.
+    swap = callers["ci-bot"].gql("""mutation { upsert(nodes: [], edges: [{source:
+        "bundle:fraud-scoring@2", type: "USES_MODEL", target: "model:fraud-detector@6"}])
+        { nodes { created } } }""")
+    params = callers["ci-bot"].gql("""mutation { upsert(nodes: [{id: "bundle:fraud-scoring@2",
+        properties: {params: {threshold: 0.1}}}]) { nodes { updated } } }""")
+    parts = callers["reader"].gql("""{ node(id: "bundle:fraud-scoring@2") {
+        properties ... on Bundle { modelVersion { id } } } }""")["data"]["node"]
+
+    assert swap["errors"][0]["message"].startswith(
+        "bundle:fraud-scoring@2 is registered, and a registered version does not change "
+        "(a new USES_MODEL → model:fraud-detector@6)")
+    assert "params" in params["errors"][0]["message"]
+    assert parts["modelVersion"] == {"id": "model:fraud-detector@7"}

@@ -355,6 +355,28 @@ at: 2026-06-02T00:00:00Z
     assert [(m.from_version, m.to_version) for m in production] == [(None, "1"), ("1", "2")]
 
 
+def test_a_registered_bundle_version_is_not_rewritten_with_other_pins(
+    store: GraphStore,
+) -> None:
+    load(store, PARTS + "---\n" + SEED_BUNDLE)
+    before = snapshot(store)
+    changed = SEED_BUNDLE.replace("triage-prompt@v9", "triage-prompt@v10").replace(
+        "max_tokens: 300", "max_tokens: 900")
+    parts_10 = "---\nkind: PromptVersion\nname: triage-prompt\nversion: 10\n"
+
+    with pytest.raises(IngestError) as refused:
+        load(store, PARTS + parts_10 + "---\n" + changed)
+    load(store, PARTS + "---\n" + SEED_BUNDLE)  # re-sent as it is: fine
+
+    [problem] = refused.value.problems
+    assert (problem.field, problem.message.split(" (")[0]) == (
+        "version", "bundle:support-triage@14 is registered, and a registered version does "
+        "not change")
+    assert "a new USES_PROMPT → prompt:triage-prompt@10" in problem.message
+    assert "params" in problem.message
+    assert snapshot(store) == before
+
+
 # -- registration ---------------------------------------------------------------------------------
 
 
