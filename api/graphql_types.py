@@ -248,10 +248,12 @@ def subgraph_page(result: WalkResult, first: int | None = None,
     position = decode_cursor(after)
     start = 0
     if position is not None:
-        start = next((i + 1 for i, (n, d) in enumerate(ordered)
-                      if _position(n, d) == position), None)  # type: ignore[assignment]
-        if start is None:
-            raise UserError(f"after: {after!r} does not point into this result")
+        # Keyset: the page starts after the cursor's (degree, ID) whether or not that node
+        # is still there (archived, or nearer now, between two pages).
+        if "|" not in position or not position.split("|", 1)[0].isdigit():
+            raise UserError(f"after: {after!r} is not a cursor of this query")
+        start = next((i for i, (n, d) in enumerate(ordered) if _position(n, d) > position),
+                     len(ordered))
     end = len(ordered) if first is None else min(len(ordered), start + first)
     page = ordered[start:end]
     shown = {node.id for node, _ in ordered[:end]}

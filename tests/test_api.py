@@ -150,6 +150,22 @@ def test_lineage_pages_with_first_and_after(client: TestClient) -> None:
     assert rest["pageInfo"]["hasNextPage"] is False
 
 
+def test_a_lineage_page_goes_on_after_a_cursor_whose_node_is_gone(client: TestClient) -> None:
+    # Keyset paging: a node archived (or moved nearer) between two pages does not break
+    # the next one; it starts after the cursor's (degree, ID).
+    from lineagegraph.api.graphql_types import encode_cursor
+
+    gone = encode_cursor("00000001|dataset:wh.payments@2026-11-14")
+    rest = gql(client, LINEAGE, id="source:wh.payments", direction="DOWNSTREAM", depth=4,
+               first=10, after=gone)["data"]["lineage"]
+    bad = gql(client, LINEAGE, id="source:wh.payments", direction="DOWNSTREAM", depth=4,
+              first=10, after=encode_cursor("not a position"))
+
+    assert [n["node"]["id"] for n in rest["nodes"]] == [
+        "dataset:wh.payments@2026-11-15", "feature:txn_amount_7d@2", "run:r-fraud-7"]
+    assert "is not a cursor of this query" in bad["errors"][0]["message"]
+
+
 def test_lineage_pages_of_some_kinds_hold_the_nodes_of_those_kinds(client: TestClient) -> None:
     # The page's end is reached counting the nodes it shows, not those walked through.
     whole = gql(client, LINEAGE, id="model:fraud-detector@7", depth=5,
