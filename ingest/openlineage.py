@@ -40,7 +40,9 @@ earliest START, ``ended_at`` the latest terminal event; events without ``eventTy
 ``OTHER``) add facets but change no state. Facet names and column-lineage entries
 accumulate as sets. Other properties: a newer event overrides the keys it states, an older
 one only fills gaps (``observed_at`` is the newest event time seen); data sources, model
-nodes (which manifests also write) and the versions a run read are only gap-filled. The one
+nodes (which manifests also write) and the versions a run read are only gap-filled by runs
+and jobs, while a ``DatasetEvent``, the dataset's own metadata, sets its source's as the
+newer events do (the latest wins, as in Marquez). The one
 thing arrival order does change is ``created_at``: the store keeps the first write's, so a
 node's is the time of the first event about it to arrive.
 
@@ -785,11 +787,14 @@ def _static_batch(event: DatasetEvent | JobEvent, store: GraphStore) -> Batch:
     ids = [d.source_id for d in datasets]
     job_id = event.job.id if isinstance(event, JobEvent) else None
     existing = store.get(ids + ([job_id] if job_id else []))
+    # A DatasetEvent is the dataset's own metadata: the latest wins, as in Marquez (a run's
+    # or a job's view of it only fills gaps: the source may be a manifest's).
+    at = event.eventTime if isinstance(event, DatasetEvent) else None
     for dataset in {d.qualified: d for d in datasets}.values():
         batch.nodes.append(Node(kind="DataSource", name=dataset.qualified,
                                 created_at=event.eventTime, properties=merge_props(
                                     _props(existing, dataset.source_id), _source_props(dataset),
-                                    None)))
+                                    at)))
     if isinstance(event, JobEvent):
         props = {**_job_props(event.job), "inputs": [d.source_id for d in event.inputs],
                  "outputs": [d.source_id for d in event.outputs]}

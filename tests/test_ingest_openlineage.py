@@ -317,6 +317,25 @@ def test_dataset_and_job_events_are_accepted(client: TestClient, store: GraphSto
         "source:warehouse/clean.payments"]
 
 
+def test_the_latest_dataset_event_sets_the_dataset_metadata_whatever_the_arrival_order(
+    client: TestClient, store: GraphStore,
+) -> None:
+    base = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/"
+
+    def event(day: int, owner: str) -> dict[str, object]:
+        return {"eventTime": f"2026-11-{day}T02:00:00Z", "producer": PRODUCER,
+                "schemaURL": base + "DatasetEvent",
+                "dataset": dataset("warehouse", "raw.payments", ownership={
+                    "owners": [{"name": owner}]}, documentation={"description": owner})}
+
+    for day, owner in ((11, "team:b"), (12, "team:c"), (10, "team:a")):
+        assert post(client, event(day, owner)).status_code == 201
+
+    source = store.get(["source:warehouse/raw.payments"])["source:warehouse/raw.payments"]
+    assert (source.properties["owner"], source.properties["description"]) == (
+        "team:c", "team:c")
+
+
 # -- leniency and bad input -------------------------------------------------------------------
 
 def test_events_without_schema_url_event_type_or_zone_are_accepted(
