@@ -25,7 +25,12 @@ def parse_age(text: str) -> timedelta:
     match = _SHORT.match(text.strip().lower())
     if match:
         return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
-    return parse_duration(text)
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        if "not an ISO 8601 duration" not in str(error):
+            raise  # well formed, and what is wrong is said
+        raise ValueError(f"{text!r} is not an age such as 90d, 12h, 2w or P90D") from None
 
 
 @dataclass(frozen=True, slots=True)

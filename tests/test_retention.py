@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from lineagegraph.api.cli import app
@@ -86,3 +87,11 @@ def test_cli_apply_is_a_dry_run_unless_told_to_execute(tmp_path: Path) -> None:
 
     assert dry.exit_code == 0 and "dry run: would archive 2 versions" in dry.output
     assert real.exit_code == 0 and "archived 2 versions" in real.output
+
+
+def test_an_age_that_is_no_age_names_both_forms_it_may_take() -> None:
+    with pytest.raises(ValueError, match="is not an age such as 90d, 12h, 2w or P90D"):
+        retention.parse_age("9x")
+    with pytest.raises(ValueError, match="longer than a hundred years"):
+        retention.parse_age("P99999D")
+    assert retention.parse_age("2w") == retention.parse_age("P14D")
