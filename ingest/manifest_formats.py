@@ -97,6 +97,11 @@ class Doc(BaseModel):
         skip = set(self.IDENTITY) | set(self.REFS) | self.ANNOTATIONS
         return self.model_dump(mode="json", exclude=skip, exclude_none=True)
 
+    def stated(self) -> frozenset[str]:
+        """The property names the document states, ``null`` ones too (what it removes)."""
+        fields = self.model_fields_set | set(self.model_extra or ())
+        return frozenset(fields - set(self.IDENTITY) - set(self.REFS) - self.ANNOTATIONS)
+
     def digest(self) -> str:
         """What the entry says, apart from its version, time and annotations: equal digests
         mean a re-sent document."""

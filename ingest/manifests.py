@@ -11,7 +11,9 @@ Rules beyond the document formats (see ``manifest_formats``):
   created it first as unregistered) and a training run's job. Model and prompt families
   (``model:fraud-detector``) are created with their first version.
 - Nodes that exist and that the load only references are never rewritten (a family or a
-  job may carry properties from another import).
+  job may carry properties from another import). A document for a node that exists is a
+  merge patch (RFC 7386's rule): what it does not state stays as the graph has it (a run's
+  status from OpenLineage, a source's uri), and a field it sets to null is removed.
 - A versioned document without ``version`` gets the previous version + 1 — unless it says
   exactly what the latest version says (same ``manifest_digest`` property), which makes it a
   re-send of that version. ``status``, ``eval`` and ``approved_by`` annotate a version and
@@ -291,6 +293,13 @@ class _ManifestLoad:
         if entry.failed:
             return
         props = doc.properties() | {DIGEST: doc.digest()}
+        stored = self.existing.get(format_id(NODE_KINDS_BY_LABEL[doc.LABEL].prefix,
+                                             doc.node_name(), entry.version))
+        if stored is not None:
+            # A merge patch: what the document does not state stays as the graph has it
+            # (a run's status from OpenLineage, a source's uri); a field set to null goes.
+            props = {k: v for k, v in stored.properties.items()
+                     if k not in doc.stated()} | props
         props_model = NODE_KINDS_BY_LABEL[doc.LABEL].props.model_fields
         for use in entry.refs:
             if use.path in props_model and use.target:  # e.g. an evaluation's target

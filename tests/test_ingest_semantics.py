@@ -378,3 +378,26 @@ def test_the_cli_dead_letters_an_outcome_naming_a_model_family(
     assert stored_outcomes(registry) == set()
     assert {letter.payload["reason"] for letter in deadletter.pending(registry)} == {
         f"record outcomes.ndjson:{n}, field model: {FAMILY}" for n in range(1, 4)}
+
+
+# -- a manifest beside another source: a merge patch ------------------------------------------
+
+
+def test_a_manifest_keeps_what_it_does_not_state_of_a_node_another_source_wrote(
+    store: GraphStore,
+) -> None:
+    from lineagegraph.ingest.openlineage import event_to_batch
+
+    run_id = "0192f000-0000-7000-8000-000000000001"
+    event_to_batch(run_event("COMPLETE", run_id=run_id), store).write(store)
+    before = store.get([f"run:{run_id}"])[f"run:{run_id}"].properties
+
+    write_manifest(store, f"kind: TrainingRun\nrun_id: {run_id}\ncode_commit: abc\n")
+    merged = store.get([f"run:{run_id}"])[f"run:{run_id}"].properties
+    write_manifest(store, f"kind: TrainingRun\nrun_id: {run_id}\ncode_commit: null\n")
+    removed = store.get([f"run:{run_id}"])[f"run:{run_id}"].properties
+
+    assert merged["status"] == before["status"] == "COMPLETE"
+    assert merged["code_commit"] == "abc"
+    assert {k: v for k, v in merged.items() if k in before} == before
+    assert "code_commit" not in removed and removed["status"] == "COMPLETE"
