@@ -171,6 +171,9 @@ class PreparedWrite:
     request_edge_rows: Any
     # Nodes the write must create: if one is stored when it runs, ``NodesStored``.
     new_nodes: frozenset[str] = frozenset()
+    # The batch's requests are whole records (an outcome load): a stored request they give
+    # other references is refused (``RequestsConflict``), where an edge upsert would add.
+    whole_requests: bool = False
 
 
 def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
@@ -205,6 +208,28 @@ def _check_kind_conflicts(nodes: Sequence[Node], existing: dict[str, str]) -> No
 
 class RequestsStored(Exception):
     """Raised in a write that did not read first, to roll it back and write again."""
+
+
+class RequestsConflict(Exception):
+    """Stored requests a batch of whole records names other references for (bundle, model,
+    prompt, policy, features): what served a request does not change when its record is
+    sent again. ``stored``: each one's stored targets. Raised inside the transaction, so
+    nothing of the batch is kept."""
+
+    def __init__(self, stored: dict[str, frozenset[str]]) -> None:
+        self.stored = stored
+        super().__init__(f"stored with other references: {', '.join(sorted(stored))}")
+
+
+def _reference_conflicts(batch: PreparedWrite,
+                         before: dict[str, OutcomeState]) -> dict[str, frozenset[str]]:
+    own = {n.id for n in batch.nodes if n.kind == OUTCOME_KIND}
+    named: dict[str, set[str]] = {}
+    for edge in batch.edges:
+        if edge.type in OUTCOME_EDGES and edge.source in own:
+            named.setdefault(edge.source, set()).add(edge.target)
+    return {oid: state.targets for oid, state in before.items()
+            if oid in own and frozenset(named.get(oid, ())) != state.targets}
 
 
 class NodesStored(Exception):
@@ -259,6 +284,7 @@ class GraphStore(ABC):
         stage_moves: Iterable[StageMove] = (),
         records: Iterable[Record] = (),
         new_nodes: Iterable[str] = (),
+        whole_requests: bool = False,
     ) -> PreparedWrite:
         """The part of ``upsert`` that needs no transaction (see ``PreparedWrite``).
         ``new_nodes``: nodes of the batch that must not be stored yet when it is written
@@ -291,6 +317,7 @@ class GraphStore(ABC):
             request_rows=self._node_rows(own_requests),
             request_edge_rows=self._edge_rows(from_requests),
             new_nodes=frozenset(new_nodes),
+            whole_requests=whole_requests,
         )
 
     def write(self, batch: PreparedWrite) -> UpsertResult:
@@ -335,6 +362,10 @@ class GraphStore(ABC):
         # Only requests already stored can move between rollup keys; new ones just add.
         stored = [i for i in batch.requests if i in stored_kinds]
         before = tx.outcome_states(stored) if stored else {}
+        if batch.whole_requests and before:
+            conflicts = _reference_conflicts(batch, before)
+            if conflicts:
+                raise RequestsConflict(conflicts)
         if batch.nodes:
             # Not reading first, the batch's requests are created without looking: one
             # that is stored after all sends the batch back (``RequestsStored``).

@@ -14,7 +14,12 @@ from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from lineagegraph.graph.store import GraphStore, PreparedWrite, UpsertResult
+from lineagegraph.graph.store import (
+    GraphStore,
+    PreparedWrite,
+    RequestsConflict,
+    UpsertResult,
+)
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
 
 T = TypeVar("T")
@@ -58,6 +63,11 @@ class Batch:
     records: list[Record] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
     size: int = 0
+    # Outcome records: the store refuses other references for a stored request
+    # (``RequestsConflict``), and ``on_conflict`` says what to write instead — the batch
+    # without those records, dead-lettered — or raises.
+    whole_requests: bool = False
+    on_conflict: Callable[[dict[str, frozenset[str]]], Batch] | None = None
 
     def extend(self, other: Batch) -> None:
         self.nodes += other.nodes
@@ -69,10 +79,24 @@ class Batch:
 
     def prepare(self, store: GraphStore) -> PreparedWrite:
         return store.prepare(self.nodes, self.edges, self.audit, stage_moves=self.stage_moves,
-                             records=self.records)
+                             records=self.records, whole_requests=self.whole_requests)
 
     def write(self, store: GraphStore) -> UpsertResult:
-        return store.write(self.prepare(store))
+        return write_prepared(store, self.prepare(store), self)
+
+
+def write_prepared(store: GraphStore, ready: PreparedWrite, batch: Batch) -> UpsertResult:
+    """``store.write``, and for requests stored with other references, the batch its
+    ``on_conflict`` makes instead (a few rounds: another writer may store more meanwhile)."""
+    for _ in range(3):
+        try:
+            return store.write(ready)
+        except RequestsConflict as conflict:
+            if batch.on_conflict is None:
+                raise
+            batch = batch.on_conflict(conflict.stored)
+            ready = batch.prepare(store)
+    return store.write(ready)
 
 
 @dataclass(slots=True)
@@ -136,20 +160,20 @@ def load_batches(
     return summary
 
 
-def _written(store: GraphStore, prepared: Iterable[tuple[int, PreparedWrite]],
+def _written(store: GraphStore, prepared: Iterable[tuple[int, PreparedWrite, Batch]],
              width: int) -> Iterator[tuple[int, UpsertResult]]:
     """(size, result) of each prepared batch, in order, with up to ``width`` of them being
     written at once, each in its own transaction. If one fails (or the next cannot be
     built), no more are started; the ones already started finish — so at most
     ``width - 1`` batches after a failed one are written — and the failure is raised."""
     if width <= 1:
-        for size, ready in prepared:
-            yield size, store.write(ready)
+        for size, ready, batch in prepared:
+            yield size, write_prepared(store, ready, batch)
         return
     pending: deque[tuple[int, Future[UpsertResult]]] = deque()
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="batch-writer") as pool:
-        for size, ready in prepared:
-            pending.append((size, pool.submit(store.write, ready)))
+        for size, ready, batch in prepared:
+            pending.append((size, pool.submit(write_prepared, store, ready, batch)))
             if len(pending) == width:
                 written, future = pending.popleft()
                 yield written, future.result()
@@ -159,7 +183,7 @@ def _written(store: GraphStore, prepared: Iterable[tuple[int, PreparedWrite]],
 
 
 def _prepared(store: GraphStore, batches: Iterable[Batch],
-              collect: bool) -> Iterator[tuple[int, PreparedWrite]]:
+              collect: bool) -> Iterator[tuple[int, PreparedWrite, Batch]]:
     for number, batch in enumerate(batches):
         ready = batch.prepare(store)
         if collect and number:
@@ -169,7 +193,7 @@ def _prepared(store: GraphStore, batches: Iterable[Batch],
             # hand-over, it held the GIL as the writer began its next transaction (~35 ms
             # a batch of 5,000 outcomes, between every two writes).
             gc.collect(1)
-        yield batch.size, ready
+        yield batch.size, ready, batch
 
 
 @contextmanager

@@ -11,6 +11,11 @@ or a bad value rejects the record — and so does a model family (``fraud-detect
 name meant then (the registry's aliases are labels, not the record's environment), so
 linking one would be a guess that traces and blast radii would repeat as fact.
 
+A record is whole (``Batch.whole_requests``): sent again for a stored request, it updates
+the request's fields but may not name other references — the store refuses that inside
+the write (``RequestsConflict``, read where it reads the stored requests' rollup keys, so
+new requests pay nothing), and the record is refused like a bad one (``on_conflict``).
+
 What happens to a rejected record is the caller's choice: ``strict_batch`` (the REST
 route) refuses the whole request listing every problem by record and field; the file
 loader dead-letters each bad line with its reasons (``deadletter list``/``replay``) and
@@ -27,7 +32,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, ClassVar, TextIO
 
@@ -91,6 +96,8 @@ _NOT_PROPERTIES = _NOT_PROPERTIES_WITHOUT_BUNDLE - {"model", "prompt", "policy"}
 class Mapped:
     batch: Batch
     rejected: list[tuple[int | str, Any, list[Problem]]] = field(default_factory=list)
+    # request ID → (record, payload) of each record written: what a conflict names
+    sent: dict[str, tuple[int | str, Any]] = field(default_factory=dict)
 
     @property
     def problems(self) -> list[Problem]:
@@ -201,12 +208,14 @@ class OutcomeMapper:
                 mapped.rejected.append((record, _value(payload), error.problems))
         self._lookup({target for *_, refs in valid for target, _ in refs.values()})
         shadows: dict[str, None] = {}  # unknown models this batch names, in order
+        sent = mapped.sent
         for record, payload, outcome, refs in valid:
             problems = self._check(record, refs)
             if problems:
                 mapped.rejected.append((record, _value(payload), problems))
                 continue
-            self._write(mapped.batch, outcome, refs, shadows)
+            sent[self._write(mapped.batch, outcome, refs, shadows)] = (record, payload)
+        mapped.batch.whole_requests = True
         mapped.batch.nodes += [
             Node.from_id(model, kind="ModelVersion", created_at=self._first_seen[model],
                          properties={"registered": False}) for model in shadows]
@@ -295,7 +304,7 @@ class OutcomeMapper:
     # -- writes ---------------------------------------------------------------------------
 
     def _write(self, batch: Batch, outcome: OutcomeRecord, refs: dict[str, tuple[str, str]],
-               shadows: dict[str, None]) -> None:
+               shadows: dict[str, None]) -> str:
         # Built without re-validation: the record was validated by the outcome's own
         # property model and the targets are canonical IDs (at 100k records a second pass
         # through Node and Edge validation costs more than the store's write).
@@ -310,6 +319,7 @@ class OutcomeMapper:
             first = self._first_seen.get(target)
             if first is None or node.created_at < first:
                 self._first_seen[target] = node.created_at
+        return node.id
 
 
 # Logs name the same few bundles and models millions of times: read each spelling once.
@@ -330,11 +340,39 @@ EDGE_FOR = {"Bundle": "SERVED_BY", "ModelVersion": "USED_MODEL", "PromptVersion"
 
 def strict_batch(items: Sequence[Item], store: GraphStore, *, actor: str,
                  source: str = SOURCE) -> Batch:
-    """All records as one batch, or ``IngestError`` listing every problem of every record."""
+    """All records as one batch, or ``IngestError`` listing every problem of every record
+    (when it is written too: a stored request sent again with other references)."""
     mapped = OutcomeMapper(store, actor).map(items, source)
     if mapped.rejected:
         raise IngestError(mapped.problems)
+
+    def refuse(stored: dict[str, frozenset[str]]) -> Batch:
+        raise IngestError([_conflict(mapped.sent[oid][0], oid, stored[oid])
+                           for oid in sorted(stored)])
+
+    mapped.batch.on_conflict = refuse
     return mapped.batch
+
+
+def _conflict(record: int | str, request: str, stored: frozenset[str]) -> Problem:
+    return Problem(f"{request} was stored as served by {', '.join(sorted(stored))}: a record "
+                   "sent again cannot change what served it", record=record, field="bundle")
+
+
+def _without(mapped: Mapped, stored: dict[str, frozenset[str]]) -> Batch:
+    """The batch without the requests stored with other references, each a dead letter,
+    and its audit entry's counts following."""
+    batch = mapped.batch
+    letters = [dead_letter(SOURCE, _value(mapped.sent[oid][1]),
+                           [_conflict(mapped.sent[oid][0], oid, stored[oid])])
+               for oid in sorted(stored)]
+    audit = [entry if entry.action != "ingest.outcomes" else entry.model_copy(update={
+        "after": {"records": entry.after["records"] - len(stored),
+                  "rejected": entry.after["rejected"] + len(stored)}}) for entry in batch.audit]
+    return Batch(nodes=[n for n in batch.nodes if n.id not in stored],
+                 edges=[e for e in batch.edges if e.source not in stored],
+                 stage_moves=batch.stage_moves, records=[*batch.records, *letters],
+                 audit=audit, size=batch.size, whole_requests=True)
 
 
 class DeadLetteringLoad:
@@ -354,7 +392,19 @@ class DeadLetteringLoad:
             mapped.batch.records += [dead_letter(SOURCE, payload, problems)
                                      for _, payload, problems in mapped.rejected]
             self.rejected += len(mapped.rejected)
+            mapped.batch.on_conflict = partial(self._dead_letter_conflicts, mapped, {})
             yield mapped.batch
+
+    def _dead_letter_conflicts(self, mapped: Mapped, earlier: dict[str, frozenset[str]],
+                               stored: dict[str, frozenset[str]]) -> Batch:
+        """The batch without every conflicting request found so far (another writer may
+        store more before it is written again). Called by a writer thread: the count is
+        read once the load is over."""
+        self.rejected += len(stored)
+        found = {**earlier, **stored}
+        batch = _without(mapped, found)
+        batch.on_conflict = partial(self._dead_letter_conflicts, mapped, found)
+        return batch
 
 
 def _chunks(items: Iterable[Item], size: int) -> Iterator[list[Item]]:

@@ -291,3 +291,50 @@ def test_the_cli_writes_one_transaction_per_batch_of_records(
     assert sorted((a.after["records"] for a in batches), reverse=True) == [5000, 5000, 2001]
     assert registry.count_neighbours(["bundle:support-triage@14"], Direction.DOWNSTREAM,
                                      kind="InferenceOutcome") == {None: 12_001}
+
+
+# -- a request sent again: the same references, or a refusal --------------------------------
+
+
+def test_a_request_sent_again_with_another_bundle_is_refused_naming_what_served_it(
+    registry: GraphStore,
+) -> None:
+    with client_for(registry) as client:
+        first = post(client, ndjson(outcome("req-9"), outcome("req-10")))
+        before = snapshot(registry)
+        moved = post(client, ndjson(outcome("req-10"),
+                                    outcome("req-9", bundle="support-triage@15")))
+        after = snapshot(registry)
+        again = post(client, ndjson(outcome("req-9", quality=0.2)))  # same bundle: fine
+
+    assert first.status_code == 200, first.text
+    assert moved.status_code == 400
+    assert moved.json()["problems"] == [{
+        "record": 2, "field": "bundle",
+        "message": "outcome:req-9 was stored as served by bundle:support-triage@14: a "
+                   "record sent again cannot change what served it"}]
+    assert after == before  # nothing of the refused request was written
+    assert again.status_code == 200, again.text
+    assert edges_of(registry, "outcome:req-9") == {("SERVED_BY", "bundle:support-triage@14")}
+
+
+def test_a_file_load_dead_letters_a_request_sent_again_with_other_references(
+    registry: GraphStore, request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
+    registry_first = write_lines(tmp_path / "a.ndjson", [json.dumps(outcome("req-1"))])
+    run_cli("ingest", "outcomes", str(registry_first), *cli_args(registry, request))
+    lines = [json.dumps(outcome("req-0")), json.dumps(outcome("req-1", features=[
+        "feature:txn_amount_7d@2"])), json.dumps(outcome("req-2"))]
+    path = write_lines(tmp_path / "b.ndjson", lines)
+
+    result = run_cli("ingest", "outcomes", str(path), *cli_args(registry, request))
+
+    assert result.exit_code == 1, result.output
+    assert "1 record(s) dead-lettered" in result.output
+    assert set(registry.get(["outcome:req-0", "outcome:req-2"])) == {
+        "outcome:req-0", "outcome:req-2"}
+    assert edges_of(registry, "outcome:req-1") == {("SERVED_BY", "bundle:support-triage@14")}
+    [letter] = pending(registry)
+    assert "outcome:req-1 was stored as served by" in letter.payload["reason"]
+    audit = [e.after for e in registry.audit_log() if e.action == "ingest.outcomes"]
+    assert audit[-1] == {"records": 2, "rejected": 1}

@@ -515,6 +515,31 @@ def test_traffic_rollup_ignores_resends_and_follows_changed_requests(
     assert store.traffic(["bundle:b@1", "bundle:b@2"]) == {"production": 6, "canary": 4}
 
 
+def test_whole_request_records_that_name_other_references_are_refused_not_added(
+    store: GraphStore,
+) -> None:
+    # An outcome load's records are whole: what served a stored request does not change
+    # when its record comes again; an edge upsert (the default) adds, as above.
+    from lineagegraph.graph.store import RequestsConflict
+
+    store.upsert([node("bundle:b@1"), node("bundle:b@2")])
+    first = node("outcome:w1", at=T0, environment="production")
+    store.upsert([first], [edge(first.id, "SERVED_BY", "bundle:b@1")])
+    again = store.prepare([first, node("outcome:w2", at=T0, environment="production")],
+                          [edge(first.id, "SERVED_BY", "bundle:b@2"),
+                           edge("outcome:w2", "SERVED_BY", "bundle:b@2")],
+                          whole_requests=True)
+    same = store.prepare([first], [edge(first.id, "SERVED_BY", "bundle:b@1")],
+                         whole_requests=True)
+
+    with pytest.raises(RequestsConflict) as refused:
+        store.write(again)
+    assert refused.value.stored == {"outcome:w1": frozenset({"bundle:b@1"})}
+    assert store.get(["outcome:w2"]) == {}  # nothing of the batch was written
+    assert store.write(same).changed is False
+    assert store.traffic(["bundle:b@1", "bundle:b@2"]) == {"production": 1}
+
+
 def test_a_batch_prepared_before_its_requests_were_stored_is_counted_once(
     store: GraphStore,
 ) -> None:
