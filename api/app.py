@@ -16,6 +16,7 @@ from lineagegraph.graph.warmup import warm_up
 
 from . import routes_openlineage, routes_registry
 from .auth import install_auth
+from .content_encoding import install_decompressed_limit
 from .errors import GraphQLJsonErrors, install_error_handlers
 from .graphql_schema import build_schema
 from .graphql_types import Context
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
     app.include_router(routes_openlineage.router)
     app.include_router(routes_registry.router)
     install_error_handlers(app)
+    install_decompressed_limit(app)
     install_auth(app, settings)  # bearer tokens on every route but /healthz; body limit
     install_metrics(app)  # after install_auth: outside it, so refusals are counted too
 

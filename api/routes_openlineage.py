@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import zlib
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -29,59 +28,18 @@ from lineagegraph.ingest.bodies import load_json
 from lineagegraph.schema import InvalidId, SchemaError
 from lineagegraph.schema.models import utc
 
+from .content_encoding import TOO_LARGE, inflate
 from .deps import ActorDep, SettingsDep, StoreDep
 from .errors import bad_parameter, problem_response
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
-TOO_LARGE = {"description": "larger than LINEAGEGRAPH_MAX_BODY_BYTES, as sent or decompressed"}
 _CURSOR = re.compile("[0-9]{1,19}")
 MAX_SEQ = 2**63 - 1  # the largest integer SQLite and Neo4j hold
 
 
-class DecompressedTooLarge(Exception):
-    """A gzip body that inflates past the configured limit: answered as the BodySizeLimit
-    middleware answers one that is too large as sent."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
-
-    def response(self) -> JSONResponse:
-        return JSONResponse({"error": f"request body larger than {self.limit} bytes once "
-                             "decompressed (LINEAGEGRAPH_MAX_BODY_BYTES)",
-                             "code": "PAYLOAD_TOO_LARGE"}, status_code=413)
-
-
-def _gunzip(body: bytes, limit: int) -> bytes:
-    """The body inflated one gzip member at a time, never past ``limit`` + 1 bytes: a small
-    body that would expand into gigabytes stops there."""
-    members: list[bytes] = []
-    size = 0
-    while True:
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            members.append(inflater.decompress(body, limit + 1 - size))
-        except zlib.error as error:
-            raise IngestError(Problem(f"Content-Encoding gzip, but the body is not gzip: "
-                                      f"{error}")) from None
-        size += len(members[-1])
-        if size > limit:
-            raise DecompressedTooLarge(limit)
-        if not inflater.eof:
-            raise IngestError(Problem("Content-Encoding gzip, but the body is truncated"))
-        body = inflater.unused_data  # the next member, if any
-        if not body:
-            return members[0] if len(members) == 1 else b"".join(members)
-
-
 def _decode(body: bytes, encoding: str, limit: int, first_record: int | None) -> Any:
-    encoding = encoding.strip().lower()
-    if encoding in ("gzip", "x-gzip"):
-        body = _gunzip(body, limit)
-    elif encoding not in ("", "identity"):
-        raise IngestError(Problem(f"unsupported Content-Encoding {encoding!r} (send gzip or "
-                                  "an uncompressed body)"))
+    body = inflate(body, encoding, limit)
     try:
         # Strictly decoded: json.loads would let UTF-8-encoded surrogates through.
         text = body.decode(json.detect_encoding(body))
@@ -106,10 +64,7 @@ async def post_lineage(request: Request, store: StoreDep, actor: ActorDep,
                        settings: SettingsDep) -> JSONResponse:
     """One RunEvent (or DatasetEvent/JobEvent): 201 once written. Events of one run
     accumulate; re-sending an event changes nothing (``changed`` is false)."""
-    try:
-        event = await _json_body(request, settings.max_body_bytes)
-    except DecompressedTooLarge as error:
-        return error.response()
+    event = await _json_body(request, settings.max_body_bytes)
     if isinstance(event, list):
         raise IngestError(Problem("expected one event object; post arrays to "
                                   "/api/v1/lineage/batch"))
@@ -144,10 +99,7 @@ async def post_lineage_batch(request: Request, store: StoreDep, actor: ActorDep,
     is written; otherwise 200 with ``summary`` and ``failedEvents`` (index, reason,
     problems). Failed events are dead-lettered. A body that is not JSON the graph can keep
     (too deep, NaN, a lone surrogate) is refused whole, naming the item."""
-    try:
-        events = await _json_body(request, settings.max_body_bytes, first_record=0)
-    except DecompressedTooLarge as error:
-        return error.response()
+    events = await _json_body(request, settings.max_body_bytes, first_record=0)
     if not isinstance(events, list):
         raise IngestError(Problem("expected a JSON array of events"))
     outcome = await run_in_threadpool(openlineage.ingest_events, store, events, actor=actor)

@@ -21,7 +21,8 @@ from lineagegraph.ingest.manifest_formats import read_json, read_yaml
 from lineagegraph.ingest.manifests import load_manifests
 
 from .auth import principal_of, require_admin_for
-from .deps import ActorDep, StoreDep
+from .content_encoding import TOO_LARGE, inflate
+from .deps import ActorDep, SettingsDep, StoreDep
 
 router = APIRouter(prefix="/api/v1", tags=["ingest"])
 
@@ -51,15 +52,18 @@ def _write(store: Any, batch: Batch) -> dict[str, Any]:
 
 
 @router.post("/manifests", openapi_extra=_body_schema(*YAML_TYPES, "application/json"),
-             summary="Load registry manifest documents (YAML or JSON, one or many)")
-async def post_manifests(request: Request, store: StoreDep, actor: ActorDep) -> Any:
+             summary="Load registry manifest documents (YAML or JSON, one or many; gzip ok)",
+             responses={413: TOO_LARGE})
+async def post_manifests(request: Request, store: StoreDep, actor: ActorDep,
+                         settings: SettingsDep) -> Any:
     media_type = _media_type(request) or "application/yaml"
     if media_type not in (*YAML_TYPES, "application/json"):
         return _unsupported(media_type, (*YAML_TYPES, "application/json"))
     body = await request.body()
 
     def load() -> dict[str, Any]:
-        text = decode(body)
+        text = decode(inflate(body, request.headers.get("content-encoding", ""),
+                              settings.max_body_bytes))
         docs = read_json(text) if media_type == "application/json" else read_yaml(text)
 
         def check(batch: Batch) -> None:
@@ -74,18 +78,22 @@ async def post_manifests(request: Request, store: StoreDep, actor: ActorDep) -> 
 
 
 @router.post("/outcomes", openapi_extra=_body_schema("application/json", *NDJSON_TYPES),
-             summary="Load inference outcome records (NDJSON or a JSON array)")
-async def post_outcomes(request: Request, store: StoreDep, actor: ActorDep) -> Any:
+             summary="Load inference outcome records (NDJSON or a JSON array; gzip ok)",
+             responses={413: TOO_LARGE})
+async def post_outcomes(request: Request, store: StoreDep, actor: ActorDep,
+                        settings: SettingsDep) -> Any:
     media_type = _media_type(request)
+    encoding = request.headers.get("content-encoding", "")
     body = await request.body()
     if media_type and media_type not in ("application/json", *NDJSON_TYPES):
         return _unsupported(media_type, ("application/json", *NDJSON_TYPES))
-    # With no content type, a body that opens with '[' is a JSON array.
-    json_array = media_type == "application/json" or (
-        not media_type and body.lstrip().startswith(b"["))
 
     def load() -> dict[str, Any]:
-        items = outcomes.read_body(body, json_array)
+        sent = inflate(body, encoding, settings.max_body_bytes)
+        # With no content type, a body that opens with '[' is a JSON array.
+        json_array = media_type == "application/json" or (
+            not media_type and sent.lstrip().startswith(b"["))
+        items = outcomes.read_body(sent, json_array)
         return _write(store, outcomes.strict_batch(items, store, actor=actor, source="api"))
 
     return await run_in_threadpool(load)

@@ -338,3 +338,31 @@ def test_a_file_load_dead_letters_a_request_sent_again_with_other_references(
     assert "outcome:req-1 was stored as served by" in letter.payload["reason"]
     audit = [e.after for e in registry.audit_log() if e.action == "ingest.outcomes"]
     assert audit[-1] == {"records": 2, "rejected": 1}
+
+
+def test_outcomes_and_manifests_may_come_gzipped_within_the_body_limit(
+    registry: GraphStore,
+) -> None:
+    from lineagegraph.api.app import create_app
+    from lineagegraph.api.settings import Settings
+
+    records = gzip.compress(ndjson(outcome("req-gz-1"), outcome("req-gz-2")).encode())
+    manifest = gzip.compress(b"kind: DataSource\nname: wh.gz\n")
+    bomb = gzip.compress(b"\n" * 200_000)  # far past the limit once inflated
+    settings = Settings(neo4j_uri=None, max_body_bytes=100_000)
+    with TestClient(create_app(settings, store=registry)) as client:
+        sent = client.post("/api/v1/outcomes", content=records, headers={
+            "content-type": "application/x-ndjson", "content-encoding": "gzip"})
+        loaded = client.post("/api/v1/manifests", content=manifest, headers={
+            "content-type": "application/yaml", "content-encoding": "gzip"})
+        too_large = client.post("/api/v1/outcomes", content=bomb, headers={
+            "content-type": "application/x-ndjson", "content-encoding": "gzip"})
+        not_gzip = client.post("/api/v1/outcomes", content=b"{}", headers={
+            "content-type": "application/x-ndjson", "content-encoding": "gzip"})
+
+    assert sent.status_code == 200, sent.text
+    assert set(registry.get(["outcome:req-gz-1", "outcome:req-gz-2"])) == {
+        "outcome:req-gz-1", "outcome:req-gz-2"}
+    assert loaded.status_code == 200, loaded.text
+    assert too_large.status_code == 413 and too_large.json()["code"] == "PAYLOAD_TOO_LARGE"
+    assert not_gzip.status_code == 400 and "not gzip" in not_gzip.text
