@@ -17,6 +17,7 @@ from lineagegraph.graph import governance
 from lineagegraph.schema import Edge as EdgeRecord
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import canonical_id, parse_id
+from lineagegraph.schema.models import describe_validation_error
 
 from .auth import (
     AuthError,
@@ -189,9 +190,7 @@ def _input(path: str, build: Callable[[], T]) -> T:
     try:
         return build()
     except ValidationError as error:
-        raise UserError("; ".join(
-            f"{'.'.join(str(p) for p in (path, *item['loc']))}: {item['msg']}"
-            for item in error.errors())) from None
+        raise UserError(describe_validation_error(error, at=path)) from None
     except ValueError as error:
         raise UserError(f"{path}: {error}") from None
 

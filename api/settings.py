@@ -87,9 +87,7 @@ class Settings(BaseSettings):
             import typer
 
             raise typer.BadParameter("; ".join(
-                f"{Settings.env_name(str(e['loc'][0])) if e['loc'] else 'settings'} / "
-                f"--{str(e['loc'][0]).replace('_', '-') if e['loc'] else ''}: {e['msg']}"
-                for e in error.errors())) from None
+                f"{_where(e['loc'])}: {e['msg']}" for e in error.errors())) from None
 
     @classmethod
     def env_name(cls, field: str) -> str:
@@ -129,6 +127,14 @@ class Settings(BaseSettings):
         from lineagegraph.graph.embedded import EmbeddedStore
 
         return EmbeddedStore(self.db)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A setting as its user sets it: ``LINEAGEGRAPH_PORT / --port``."""
+    if not loc:
+        return "settings"
+    name = str(loc[0])
+    return f"{Settings.env_name(name)} / --{name.replace('_', '-')}"
 
 
 def _is_list(settings: type[Settings], name: str) -> bool:

@@ -3,7 +3,7 @@ statement (and, on the embedded store, inside a long one) instead of running on 
 thread whose answer nobody waits for any more.
 
 The API sets the deadline around the store work of a query (``within``); stores ask
-``time_left`` before and during their reads. Work with no deadline set (ingest, the CLI)
+(``check``, ``passed``) before and during their reads. Work with no deadline set (ingest, the CLI)
 is unbounded here and keeps its own limits.
 """
 
@@ -38,8 +38,15 @@ def time_left() -> float | None:
     return None if at is None else at - time.monotonic()
 
 
-def check() -> None:
-    """``DeadlinePassed`` once the deadline has gone by."""
+def passed() -> bool:
+    """Whether the deadline has gone by (never, without one)."""
+    left = time_left()
+    return left is not None and left <= 0
+
+
+def check() -> float | None:
+    """The seconds left (None without a deadline); ``DeadlinePassed`` once it has gone by."""
     left = time_left()
     if left is not None and left <= 0:
         raise DeadlinePassed
+    return left

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 import networkx as nx
 
-from lineagegraph.schema import Node
+from lineagegraph.schema import Node, StageMove
 
 from .registry import stage_name
 from .store import Direction, GraphStore
@@ -58,14 +58,15 @@ STAGED_KINDS = frozenset({"Bundle", "ModelVersion", "PromptVersion"})
 
 def parse_duration(text: str) -> timedelta:
     """ISO 8601 durations of weeks, days, hours, minutes, seconds (``P7D``, ``PT36H``)."""
-    match = _DURATION.match(text.strip().upper())
-    if not match or text.strip().upper() in ("P", "PT") or text.strip().upper().endswith("T"):
+    written = text.strip().upper()
+    match = _DURATION.match(written)
+    if not match or written in ("P", "PT") or written.endswith("T"):
         raise ValueError(f"{text!r} is not an ISO 8601 duration such as P7D or PT12H")
     parts = {k: float(v) for k, v in match.groupdict().items() if v}
     try:
         duration = timedelta(**parts)
-    except OverflowError:
-        duration = MAX_LOOKBACK * 2
+    except OverflowError:  # past timedelta's own range: longer still
+        duration = timedelta.max
     if duration > MAX_LOOKBACK:  # and an onset minus it stays a date
         raise ValueError(f"{text!r} is longer than a hundred years (P{MAX_LOOKBACK.days}D)")
     return duration
@@ -129,13 +130,16 @@ def drift_sources(
 
     # Stage moves of the bundles upstream, and of model and prompt versions (registry
     # aliases: MLflow's champion moving to a version is a change of what serves).
-    staged = {nid: node for nid, node in upstream.nodes.items() if node.kind in STAGED_KINDS}
-    names = sorted({stage_name(node) for node in staged.values()})
-    moves = store.stage_history(names=names, until=onset) if names else []
-    for nid, node in staged.items():
-        for move in moves:
-            if (move.name == stage_name(node) and move.at >= since
-                    and node.version in (move.to_version, move.from_version)):
+    staged = {nid: stage_name(node) for nid, node in upstream.nodes.items()
+              if node.kind in STAGED_KINDS}
+    moves_of: dict[str, list[StageMove]] = {}
+    if staged:
+        for move in store.stage_history(names=sorted(set(staged.values())), until=onset):
+            moves_of.setdefault(move.name, []).append(move)
+    for nid, name in staged.items():
+        node = upstream.nodes[nid]
+        for move in moves_of.get(name, ()):
+            if move.at >= since and node.version in (move.to_version, move.from_version):
                 change = (f"stage move {move.environment}: {move.from_version or '-'} → "
                           f"{move.to_version or '-'}")
                 add(node, change, move.at, upstream.degrees[nid], _path(graph, nid, node_id))

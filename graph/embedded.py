@@ -22,7 +22,7 @@ from lineagegraph.schema import (
 from lineagegraph.schema.models import canonical_json, properties_from_json, utc
 
 from .deadline import check as check_deadline
-from .deadline import time_left
+from .deadline import passed as deadline_passed
 from .store import (
     ORIGIN,
     Direction,
@@ -121,15 +121,12 @@ _REBUILD_POSITION = "SELECT counted_through FROM traffic_rebuild"
 # A marker table that only ``wipe`` fills, inside its own transaction.
 _WIPE_MARKER = "CREATE TABLE IF NOT EXISTS _wipe (x INTEGER);"
 
-# Fixed-width UTC text sorts in time order, so range filters are plain string compares.
-
-
 def _ts(value: datetime | None) -> str | None:
+    # Fixed-width UTC text sorts in time order, so range filters are plain string compares:
+    # four-digit years however small (strftime writes 999, not 0999).
     if value is None:
         return None
     at = utc(value)
-    # Four-digit years however small (strftime writes 999, not 0999): stored times compare
-    # as text, so every one must have the same width.
     return f"{at.year:04d}-{at:%m-%dT%H:%M:%S.%f}+00:00"
 
 
@@ -304,8 +301,7 @@ _DEADLINE_STEPS = 20_000
 
 
 def _past_deadline() -> int:
-    left = time_left()
-    return 1 if left is not None and left <= 0 else 0  # non-zero interrupts the statement
+    return 1 if deadline_passed() else 0  # non-zero interrupts the statement
 
 
 class EmbeddedStore(GraphStore):

@@ -360,14 +360,16 @@ def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge],
                    actor: str) -> UpsertResult:
     """The upsert mutation: the write with an audit entry for each change it makes, what
     was there before included (read just before, in the same call)."""
-    changes = pin_changes(store, nodes, edges)
-    if changes:
-        raise GovernanceError("; ".join(pin_change_message(b, c) for b, c in changes.items()))
-    existing = store.get([n.id for n in nodes])
     sources = sorted({e.source for e in edges})
+    # One read for the audit's "before" and the registered bundles' pins alike: the nodes
+    # and the edge sources, and those sources' edges of the write's types.
+    existing = store.get(sorted({n.id for n in nodes} | set(sources)))
     existing_edges = {hop.edge.key: hop.edge for hop in store.expand(
         sources, Direction.UPSTREAM, edge_types=sorted({e.type for e in edges}))
         } if edges else {}
+    changes = pin_changes(nodes, edges, existing, existing_edges.keys())
+    if changes:
+        raise GovernanceError("; ".join(pin_change_message(b, c) for b, c in changes.items()))
     audit = change_audit(nodes, edges, existing, existing_edges, actor)
     return store.upsert(nodes, edges, audit)
 

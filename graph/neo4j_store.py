@@ -30,7 +30,8 @@ from lineagegraph.schema.constraints import indexes, uniqueness_constraints
 from lineagegraph.schema.kinds import COUNTER_LABEL, NODE_LABEL, TRAFFIC_EDGE, TRAFFIC_LABEL
 from lineagegraph.schema.models import canonical_json, properties_from_json
 
-from .deadline import DeadlinePassed, time_left
+from .deadline import DeadlinePassed
+from .deadline import check as check_deadline
 from .store import (
     ORIGIN,
     Direction,
@@ -427,9 +428,7 @@ class Neo4jStore(GraphStore):
     def _write(self, work: Callable[[_Neo4jTransaction], T]) -> T:
         # A mutation whose query runs out of time writes nothing: not started past its
         # deadline, and rolled back by the server if it reaches it (ingest has none).
-        left = time_left()
-        if left is not None and left <= 0:
-            raise DeadlinePassed
+        left = check_deadline()
 
         def unit(tx: ManagedTransaction) -> T:
             return work(_Neo4jTransaction(tx))
@@ -459,11 +458,9 @@ class Neo4jStore(GraphStore):
     def _time_limit(self) -> float | None:
         """The statement's server-side time limit: what is left of the query's budget,
         never more than the configured per-statement limit."""
-        left = time_left()
+        left = check_deadline()
         if left is None:
             return self._timeout
-        if left <= 0:
-            raise DeadlinePassed
         return min(left, self._timeout) if self._timeout else left
 
     def _rows(self, query: str, **params: Any) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@ a node's versions and stage moves, and models seen in traffic that nobody regist
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -99,33 +99,34 @@ class History:
 FIXED_PROPERTIES = ("params",)
 
 
-def pin_changes(store: GraphStore, nodes: Sequence[Node],
-                edges: Sequence[Edge]) -> dict[str, list[str]]:
+def pin_changes(nodes: Sequence[Node], edges: Sequence[Edge], stored: Mapping[str, Node],
+                stored_edges: Collection[tuple[str, str, str]]) -> dict[str, list[str]]:
     """What a write would change of registered bundle versions, by bundle ID: a new pin
-    (``PIN_EDGES``) or other ``params``. A version is what was evaluated, approved and
-    promoted, and what a trace says served a request then: it does not change; new
-    content is a new version. Bundles the write creates are free, and re-sending a
-    bundle as it is changes nothing."""
-    touched = ({n.id for n in nodes if n.kind == "Bundle"}
-               | {e.source for e in edges if e.type in PIN_EDGES})
-    if not touched:
-        return {}
-    stored = {i: n for i, n in store.get(sorted(touched)).items() if n.kind == "Bundle"}
-    if not stored:
-        return {}
-    pins = {hop.edge.key for hop in store.expand(sorted(stored), Direction.UPSTREAM,
-                                                 edge_types=PIN_EDGES)}
+    (``PIN_EDGES``) or other ``params``, given what is stored of the write's nodes and its
+    edges' sources (``stored``) and of their edges (keys; ``pins_of`` reads a bundle's). A
+    version is what was evaluated, approved and promoted, and what a trace says served a
+    request then: it does not change; new content is a new version. Bundles the write
+    creates are free, and re-sending a bundle as it is changes nothing."""
+    bundles = {i: n for i, n in stored.items() if n.kind == "Bundle"}
     changes: dict[str, list[str]] = {}
     for node in nodes:
-        old = stored.get(node.id)
+        old = bundles.get(node.id)
         for prop in FIXED_PROPERTIES if old is not None else ():
             if old.properties.get(prop) != node.properties.get(prop):
                 changes.setdefault(node.id, []).append(
                     f"{prop} {old.properties.get(prop)!r} → {node.properties.get(prop)!r}")
     for edge in edges:
-        if edge.type in PIN_EDGES and edge.source in stored and edge.key not in pins:
+        if edge.type in PIN_EDGES and edge.source in bundles and edge.key not in stored_edges:
             changes.setdefault(edge.source, []).append(f"a new {edge.type} → {edge.target}")
     return changes
+
+
+def pins_of(store: GraphStore, bundle_ids: Sequence[str]) -> set[tuple[str, str, str]]:
+    """The keys of the pin edges stored for these bundles (what ``pin_changes`` compares)."""
+    if not bundle_ids:
+        return set()
+    return {hop.edge.key for hop in store.expand(list(bundle_ids), Direction.UPSTREAM,
+                                                 edge_types=PIN_EDGES)}
 
 
 def pin_change_message(bundle: str, changes: list[str]) -> str:

@@ -132,7 +132,7 @@ def walk(
             dropped = False  # the store's frontier for the hops ahead still holds it
             for row in rows:
                 node_id = row.node.id
-                if not include_archived and row.node.properties.get("archived"):
+                if _hidden(row.node, include_archived):
                     dropped = True
                     continue
                 if node_id not in result.nodes:
@@ -168,9 +168,13 @@ def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
     cap cut."""
     limit = len(seen) + 1  # rows back to nodes already seen, and one more
     rows = store.expand(frontier, direction, edge_types=edge_types, limit=limit)
-    return any(row.node.id not in seen
-               and (include_archived or not row.node.properties.get("archived"))
+    return any(row.node.id not in seen and not _hidden(row.node, include_archived)
                for row in rows)
+
+
+def _hidden(node: Node, include_archived: bool) -> bool:
+    """Archived by retention: neither returned nor walked through, unless asked for."""
+    return not include_archived and bool(node.properties.get("archived"))
 
 
 def _of_kinds(result: Subgraph, kinds: Sequence[str] | None) -> Subgraph:

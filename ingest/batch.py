@@ -68,6 +68,9 @@ class Batch:
     # without those records, dead-lettered — or raises.
     whole_requests: bool = False
     on_conflict: Callable[[dict[str, frozenset[str]]], Batch] | None = None
+    # Nodes the write must create, not find stored (a manifest's previous + 1 versions):
+    # ``NodesStored`` otherwise.
+    new_nodes: frozenset[str] = frozenset()
 
     def extend(self, other: Batch) -> None:
         self.nodes += other.nodes
@@ -79,7 +82,8 @@ class Batch:
 
     def prepare(self, store: GraphStore) -> PreparedWrite:
         return store.prepare(self.nodes, self.edges, self.audit, stage_moves=self.stage_moves,
-                             records=self.records, whole_requests=self.whole_requests)
+                             records=self.records, new_nodes=self.new_nodes,
+                             whole_requests=self.whole_requests)
 
     def write(self, store: GraphStore) -> UpsertResult:
         return write_prepared(store, self.prepare(store), self)

@@ -92,10 +92,11 @@ def check_json(value: Any, text: str, record: int | str | None = None,
     raise IngestError(Problem(message, record, field_path(path)))
 
 
-def check_value(value: Any, record: int | str | None = None) -> None:
+def check_value(value: Any, record: int | str | None = None, strings: bool = True) -> None:
     """``IngestError`` naming the first flaw of a value parsed elsewhere (YAML, a dead
-    letter's payload): the checks ``check_json`` makes of JSON text."""
-    found = json_flaw(value)
+    letter's payload): the checks ``check_json`` makes of JSON text (``strings``: search
+    the strings too, unless the text had no ``\\ud`` escape)."""
+    found = json_flaw(value, strings)
     if found is not None:
         path, message = found
         raise IngestError(Problem(message, record, field_path(path)))

@@ -42,7 +42,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lineagegraph.graph.registry import pin_change_message, pin_changes
+from lineagegraph.graph.registry import pin_change_message, pin_changes, pins_of
 from lineagegraph.graph.store import GraphStore, NodesStored, version_order
 from lineagegraph.schema import (
     NODE_KINDS_BY_LABEL,
@@ -54,8 +54,9 @@ from lineagegraph.schema import (
     format_id,
     parse_id,
 )
+from lineagegraph.schema.kinds import FAMILY_OF
 
-from .batch import Batch, IngestError, LoadSummary, Problem
+from .batch import Batch, IngestError, LoadSummary, Problem, load_batches
 from .manifest_formats import (
     BundleDoc,
     Doc,
@@ -69,7 +70,6 @@ from .manifest_stages import StagePlanner
 from .refs import ref_id
 
 DIGEST = "manifest_digest"
-FAMILIES = {"ModelVersion": "Model", "PromptVersion": "Prompt"}
 # Mappings of one load before it gives up on versions other loads keep taking first, and
 # the longest pause before the next (doubling with each attempt), drawn at random.
 ATTEMPTS = 8
@@ -131,7 +131,7 @@ def load_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
             if check is not None:
                 check(batch)
             try:
-                return _write_new(store, batch, load.fresh)
+                return load_batches(store, [batch])
             except NodesStored as error:
                 taken = {i: load.fresh[i] for i in error.ids}
     raise VersionConflict([
@@ -139,19 +139,6 @@ def load_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
                 f"to the next version on each of {ATTEMPTS} tries): nothing was written; "
                 "send it again", record=record, field="version")
         for node_id, record in taken.items()])
-
-
-def _write_new(store: GraphStore, batch: Batch, fresh: dict[str, int | str]) -> LoadSummary:
-    """Write ``batch`` in one transaction, refused (``NodesStored``) if a node of ``fresh``
-    is stored by then."""
-    started = time.perf_counter()
-    prepared = store.prepare(batch.nodes, batch.edges, batch.audit,
-                             stage_moves=batch.stage_moves, records=batch.records,
-                             new_nodes=fresh)
-    summary = LoadSummary()
-    summary.add(store.write(prepared), batch.size)
-    summary.seconds = time.perf_counter() - started
-    return summary
 
 
 class _ManifestLoad:
@@ -200,6 +187,7 @@ class _ManifestLoad:
         if self.problems:
             raise IngestError(self.problems)
         self.fresh = {e.node.id: e.record for e in entries if e.fresh and e.node is not None}
+        self.batch.new_nodes = frozenset(self.fresh)
         self.batch.nodes = list(self.nodes.values())
         self.batch.size = len(raws)
         self._audit(source, len(raws))
@@ -208,7 +196,11 @@ class _ManifestLoad:
     def _keep_registered_bundles(self, entries: list[_Entry]) -> None:
         """A bundle entry naming a registered version with other pins or params is an
         error, not an update (``registry.pin_changes``)."""
-        changes = pin_changes(self.store, list(self.nodes.values()), self.batch.edges)
+        # The bundles this load writes were read by ``_lookup``: only their pins are read.
+        stored = sorted(i for i, n in self.existing.items()
+                        if n.kind == "Bundle" and i in self.nodes)
+        changes = pin_changes(list(self.nodes.values()), self.batch.edges, self.existing,
+                              pins_of(self.store, stored))
         records = {e.node.id: e.record for e in entries if e.node is not None}
         for bundle, what in changes.items():
             self.problem(records.get(bundle, "?"), "version", pin_change_message(bundle, what))
@@ -219,7 +211,7 @@ class _ManifestLoad:
         for entry in entries:
             label, name = entry.doc.LABEL, entry.doc.node_name()
             ids.add(format_id(NODE_KINDS_BY_LABEL[label].prefix, name, entry.version))
-            if label in FAMILIES:
+            if label in FAMILY_OF:
                 ids.add(format_id(NODE_KINDS_BY_LABEL[label].prefix, name))
             entry.refs = _refs(entry.doc)
             ids.update(use.target for use in entry.refs if use.target)
@@ -351,7 +343,7 @@ class _ManifestLoad:
             target = self._resolve(entry.record, use)
             if target is not None:
                 self.edge(node.id, use.ref.edge, target)
-        family = FAMILIES.get(node.kind)
+        family = FAMILY_OF.get(node.kind)
         if family is not None and node.version is not None:
             family_node = Node(kind=family, name=node.name, created_at=node.created_at)
             if self.add(family_node, entry.record):

@@ -86,9 +86,8 @@ from lineagegraph.schema.models import canonical_json, describe_validation_error
 
 from .batch import Batch, IngestError, Problem
 from .bodies import (
-    field_path,
+    check_value,
     has_surrogate_escape,
-    json_flaw,
     keepable,
     load_json,
     unreadable,
@@ -975,11 +974,11 @@ def _line_event(where: str, line: str) -> FileEvent:
 
 
 def _value_event(where: str, event: Any, strings: bool) -> FileEvent:
-    found = json_flaw(event, strings)
-    if found is None:
-        return FileEvent(where, event)
-    path, message = found
-    return FileEvent(where, keepable(event), [Problem(message, where, field_path(path))])
+    try:
+        check_value(event, where, strings)
+    except IngestError as error:
+        return FileEvent(where, keepable(event), error.problems)
+    return FileEvent(where, event)
 
 
 def iter_batches(store: GraphStore, events: Iterable[FileEvent],

@@ -48,7 +48,7 @@ from lineagegraph.schema import (
     bundle_id,
     parse_id,
 )
-from lineagegraph.schema.kinds import InferenceOutcomeProps
+from lineagegraph.schema.kinds import FAMILY_OF, InferenceOutcomeProps
 from lineagegraph.schema.models import utc
 
 from .batch import Batch, IngestError, Problem
@@ -286,7 +286,7 @@ class OutcomeMapper:
         return problems
 
     def _wrong_kind(self, target: str, found: str, kind: str) -> str:
-        if FAMILIES.get(kind) != found:
+        if FAMILY_OF.get(kind) != found:
             return f"{target} is a {found}, not a {kind}"
         family = f"{target} is a {found.lower()} family, not a version"
         example = self._latest_version(target, kind)
@@ -333,7 +333,6 @@ def _parse(text: str) -> NodeId:
     return parse_id(text)
 
 
-FAMILIES = {"ModelVersion": "Model", "PromptVersion": "Prompt"}  # version kind → family kind
 EDGE_FOR = {"Bundle": "SERVED_BY", "ModelVersion": "USED_MODEL", "PromptVersion": "USED_PROMPT",
             "PolicyPack": "USED_POLICY", "Feature": "USED_FEATURE"}
 

@@ -161,6 +161,10 @@ NODE_KINDS: tuple[NodeKind, ...] = (
 
 NODE_KINDS_BY_LABEL: dict[str, NodeKind] = {k.label: k for k in NODE_KINDS}
 VERSIONED_PREFIXES: frozenset[str] = frozenset(k.prefix for k in NODE_KINDS if k.versioned)
+# A versioned kind's family, where one shares its prefix: ModelVersion → Model,
+# PromptVersion → Prompt (a dataset version's source has a prefix of its own).
+FAMILY_OF: dict[str, str] = {v.label: f.label for v in NODE_KINDS if v.versioned
+                             for f in NODE_KINDS if f.prefix == v.prefix and not f.versioned}
 
 @cache
 def known_prefixes() -> frozenset[str]:

@@ -269,11 +269,12 @@ class Record(BaseModel):
 
 
 
-def describe_validation_error(error: ValidationError, where: str | None = None) -> str:
-    """One line per problem, each with its field path."""
+def describe_validation_error(error: ValidationError, where: str | None = None, *,
+                              at: str | None = None) -> str:
+    """One line per problem, each with its field path (below ``at``: ``nodes.0.kind``)."""
     parts = []
     for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "(record)"
+        path = ".".join(str(p) for p in (*([at] if at else []), *item["loc"])) or "(record)"
         parts.append(f"{path}: {item['msg']}")
     text = "; ".join(parts)
     return f"{where}: {text}" if where else text
