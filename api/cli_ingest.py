@@ -82,9 +82,9 @@ def ingest_openlineage(
     db: DbPath = None,
     neo4j_uri: NeoUri = None,
 ) -> None:
-    """Load OpenLineage events, each in its own transaction, in file order. Bad events are
-    dead-lettered (see `lineagegraph deadletter`) and counted as rejected; the exit code
-    is 1 when any was."""
+    """Load OpenLineage events, each in its own transaction, in the order of their
+    eventTime (file order among equal times). Bad events are dead-lettered (see
+    `lineagegraph deadletter`) and counted as rejected; the exit code is 1 when any was."""
     from pathlib import Path
 
     from rich.markup import escape
@@ -96,7 +96,8 @@ def ingest_openlineage(
         if not path.is_file():
             console.print(f"[red]no such file: {escape(str(path))}[/red]")
             raise typer.Exit(2)
-    events = [event for path in paths for event in openlineage.read_events(path)]
+    events = sorted((event for path in paths for event in openlineage.read_events(path)),
+                    key=lambda event: openlineage.event_time(event.payload))
     rejected: list[openlineage.Failure] = []
     store = open_store(db, neo4j_uri)
     try:

@@ -17,7 +17,7 @@ from lineagegraph.schema import (
     parse_id,
 )
 
-from .store import ORIGIN, Direction, GraphStore, Hop, version_order
+from .store import ORIGIN, Direction, GraphStore, Hop, replaced, version_order
 from .traffic import OUTCOME_EDGES
 
 # What a bundle pins, by the edge that pins it.
@@ -162,7 +162,8 @@ def history(store: GraphStore, node_id: str) -> History | None:
             [node_id], Direction.DOWNSTREAM, edge_types=["VERSION_OF"])}
         versions = sorted(found.values(), key=version_order)
     moves = store.stage_history(name=stage_name(node))
-    return History(node=node, versions=versions, stage_moves=moves)
+    return History(node=node, versions=[v for v in versions if not replaced(v)],
+                   stage_moves=moves)
 
 
 @dataclass(slots=True)

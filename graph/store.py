@@ -693,6 +693,15 @@ def version_order(node: Node) -> tuple[int, float, str]:
     return (1, node.created_at.timestamp(), version)
 
 
+# A version the graph made up (OpenLineage's placeholder for a version no facet named) and
+# later learned the real one of: archived, pointing at it; no version of its own.
+REPLACED_BY = "replaced_by"
+
+
+def replaced(node: Node) -> bool:
+    return REPLACED_BY in node.properties
+
+
 def check_filters(
     edge_types: Sequence[str] | None,
     node_kinds: Sequence[str] | None,

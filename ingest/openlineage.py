@@ -19,6 +19,17 @@ Mapping of a RunEvent:
   (``before-{runId}`` when the run also writes that dataset, so it never reads its own
   output). ``@`` in a version or model name is written ``%40``: IDs split the version at the
   last ``@``.
+- Placeholders: a version named after a run is made up, and replaced once the real one is
+  known — when a later event of the writing run names it (START without the ``version``
+  facet, COMPLETE with it: producers often learn an output's version only once written), or
+  when a reader's placeholder turns out to stand for a version a late-arriving writer wrote
+  at or before the read. The placeholder's edges move to the real version and it is
+  archived with ``replaced_by`` (never deleted; walks, ``history`` and input resolution
+  skip it), an ``ingest.openlineage.replace`` audit entry each. An unversioned event of a
+  run that already named its output's version writes that version. What stays order-bound:
+  an input is linked to the newest version known when its event arrives, and only a
+  placeholder is re-linked later — two writers arriving after their reader, the older last,
+  leave it on the older one (Marquez, linking inputs to the current version, is bound alike).
 - Models: a dataset whose ``datasetType`` facet (the spec's DatasetTypeDatasetFacet) says
   ``MODEL`` is a ``ModelVersion`` ``model:{name}@{version}`` (dataset name; version as above)
   ``VERSION_OF`` ``model:{name}``. A model output is ``PRODUCED_BY`` the run; a model input
@@ -62,9 +73,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,7 +91,13 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
-from lineagegraph.graph.store import Direction, GraphStore, UpsertResult
+from lineagegraph.graph.store import (
+    REPLACED_BY,
+    Direction,
+    GraphStore,
+    UpsertResult,
+    replaced,
+)
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, Record, SchemaError, format_id
 from lineagegraph.schema.models import canonical_json, describe_validation_error, utc
 
@@ -104,6 +121,7 @@ TERMINAL = frozenset({"COMPLETE", "ABORT", "FAIL"})
 _STATE_RANK = {"START": 0, "RUNNING": 1, "COMPLETE": 2, "ABORT": 2, "FAIL": 2}
 _UNION_KEYS = frozenset({"facets", "symlinks", "model_inputs", "inputs", "outputs"})
 OBSERVED = "observed_at"
+_REPLACED_KEYS = frozenset({"archived", REPLACED_BY})  # a replaced placeholder's own
 
 
 # -- typed events -------------------------------------------------------------------------
@@ -591,8 +609,10 @@ class _RunMapping:
     store: GraphStore
     batch: Batch = field(default_factory=Batch)
 
-    def node(self, kind: str, node_id: str, props: dict[str, Any]) -> None:
-        self.batch.nodes.append(Node.from_id(node_id, kind=kind, created_at=self.event.eventTime,
+    def node(self, kind: str, node_id: str, props: dict[str, Any], *,
+             created_at: datetime | None = None) -> None:
+        self.batch.nodes.append(Node.from_id(node_id, kind=kind,
+                                             created_at=created_at or self.event.eventTime,
                                              properties=props))
 
     def edge(self, source: str, edge_type: str, target: str, **props: Any) -> None:
@@ -610,16 +630,15 @@ class _RunMapping:
         data_inputs = [d for d in inputs if not is_model(d)]
         model_inputs = [d for d in inputs if is_model(d)]
 
-        out_ids = {d.qualified: dataset_version_id(d, _version_facet(d) or event.run.runId)
-                   for d in data_outputs}
-        model_ids = {d.qualified: _model_version_id(d, _version_facet(d) or event.run.runId)
-                     for d in model_outputs}
         families = {_model_family(d) for d in model_outputs + model_inputs}
         wanted = [job_id, run_id, *{d.source_id for d in data_inputs + data_outputs},
-                  *out_ids.values(), *model_ids.values(), *families]
+                  *self._candidate_ids(data_outputs, dataset_version_id),
+                  *self._candidate_ids(model_outputs, _model_version_id), *families]
         existing = self.store.get(wanted)
-        consumed, written = self._run_neighbours(run_id in existing)
-        written |= set(out_ids.values())
+        consumed, wrote = self._run_neighbours(run_id in existing)
+        out_ids = self._output_ids(data_outputs, dataset_version_id, wrote, existing)
+        model_ids = self._output_ids(model_outputs, _model_version_id, wrote, existing)
+        written = {n.id for versions in wrote.values() for n in versions} | set(out_ids.values())
         in_ids, owned = self._resolve_inputs(data_inputs, consumed, written, set(out_ids))
         read_models = self._resolve_models(model_inputs)
 
@@ -646,12 +665,122 @@ class _RunMapping:
         for dataset in data_outputs:
             version_id = out_ids[dataset.qualified]
             self.node("DatasetVersion", version_id, merge_props(
-                _props(existing, version_id), _version_props(dataset), at))
+                _props(existing, version_id), _version_props(dataset), at),
+                created_at=self._first_seen(version_id, existing))
             self.edge(version_id, "VERSION_OF", dataset.source_id)
             self.edge(version_id, "PRODUCED_BY", run_id)
         self._derived_from(data_outputs, out_ids, in_ids, lineage, existing)
         self._models(model_outputs, model_ids, model_inputs, read_models, existing)
+        self._adopt_readers(data_outputs, out_ids, existing)
+        self.batch.edges = _merged_edges(self.batch.edges)
         return self.batch
+
+    # -- placeholder versions ---------------------------------------------------------------
+    # A version no facet names is a placeholder the graph makes up (the run's ID). When the
+    # real version becomes known — a later event of the writing run names it, or the run
+    # that wrote what a reader's placeholder stands for arrives late — the placeholder is
+    # replaced: its edges move to the real version, and it is archived with ``replaced_by``
+    # (never deleted, as retention archives; walks skip archived nodes). So the graph does
+    # not depend on whether START or COMPLETE arrived first.
+
+    def _candidate_ids(self, outputs: list[Dataset], make_id: Callable[[Dataset, str], str],
+                       ) -> list[str]:
+        """The IDs an output may take: its facet's version, and the run's placeholder."""
+        run_id = self.event.run.runId
+        return [i for d in outputs for v in {_version_facet(d), run_id} if v is not None
+                for i in [make_id(d, v)]]
+
+    def _output_ids(self, outputs: list[Dataset], make_id: Callable[[Dataset, str], str],
+                    wrote: Mapping[str, list[Node]], existing: dict[str, Node],
+                    ) -> dict[str, str]:
+        """Output name → the version this event writes: the facet's; else the newest one
+        this run already wrote of it (a late START without the facet that a COMPLETE had);
+        else the placeholder. A placeholder this run wrote, now named, is replaced."""
+        run_id = self.event.run.runId
+        ids: dict[str, str] = {}
+        for dataset in outputs:
+            placeholder = make_id(dataset, run_id)
+            earlier = wrote.get(placeholder.rpartition("@")[0], [])
+            facet = _version_facet(dataset)
+            if facet is None:
+                named = [n for n in earlier if n.id != placeholder]
+                if not named:
+                    ids[dataset.qualified] = placeholder
+                    continue
+                newest = max(named, key=lambda n: (n.created_at, n.id))
+                existing[newest.id] = newest  # its properties, to fold this event into
+                ids[dataset.qualified] = newest.id
+                continue
+            ids[dataset.qualified] = make_id(dataset, facet)
+            old = next((n for n in earlier if n.id == placeholder), None)
+            if old is not None and old.id != ids[dataset.qualified]:
+                self._replace(old, ids[dataset.qualified], existing)
+        return ids
+
+    def _adopt_readers(self, outputs: list[Dataset], out_ids: Mapping[str, str],
+                       existing: Mapping[str, Node]) -> None:
+        """Readers that arrived before this writer: a version of an output's source that no
+        run produced, named after a run that consumed it (its placeholder for what it
+        read), created at or after this run's version — the reader read this version."""
+        run_id = self.event.run.runId
+        written_at = {d.source_id: self._first_seen(out_ids[d.qualified], existing)
+                      for d in outputs}
+        if not written_at:
+            return
+        own = set(out_ids.values())
+        candidates = {hop.node.id: (hop.origin, hop.node) for hop in self.store.expand(
+            list(written_at), Direction.DOWNSTREAM, edge_types=["VERSION_OF"],
+            node_kinds=["DatasetVersion"], since=min(written_at.values()))
+            if hop.node.id not in own and not replaced(hop.node)
+            and hop.node.created_at >= written_at[hop.origin]}
+        if not candidates:
+            return
+        produced: set[str] = set()
+        readers: dict[str, set[str]] = {}
+        for hop in self.store.expand(list(candidates), Direction.BOTH,
+                                     edge_types=["CONSUMED", "PRODUCED_BY"]):
+            if hop.edge.type == "PRODUCED_BY" and hop.edge.source == hop.origin:
+                produced.add(hop.origin)
+            elif hop.edge.type == "CONSUMED" and hop.node.kind == "TrainingRun":
+                readers.setdefault(hop.origin, set()).add(hop.node.name)
+        by_source = {d.source_id: d for d in outputs}
+        for candidate, (source, node) in sorted(candidates.items()):
+            dataset = by_source[source]
+            if candidate in produced or not any(
+                    candidate in (dataset_version_id(dataset, r),
+                                  dataset_version_id(dataset, f"before-{r}"))
+                    for r in readers.get(candidate, ()) if r != run_id):
+                continue
+            self._replace(node, out_ids[dataset.qualified], None)
+
+    def _replace(self, old: Node, real: str, existing: dict[str, Node] | None) -> None:
+        """Move ``old``'s edges to ``real`` and archive ``old``. Given ``existing`` (the same
+        run's placeholder, replaced before its outputs are written), the real version takes
+        the placeholder's properties, as an earlier event's view, and its creation time; a
+        reader's placeholder gives the writer's version nothing."""
+        for hop in self.store.expand([old.id], Direction.BOTH):
+            edge = hop.edge
+            source = real if edge.source == old.id else edge.source
+            target = real if edge.target == old.id else edge.target
+            if source != target:
+                self.edge(source, edge.type, target, **edge.properties)
+        self.node(old.kind, old.id, {**old.properties, "archived": True, REPLACED_BY: real},
+                  created_at=old.created_at)
+        if existing is not None:
+            kept = {k: v for k, v in old.properties.items() if k not in _REPLACED_KEYS}
+            current = existing.get(real)
+            props = merge_props(current.properties if current else None, kept,
+                                _time(kept.get(OBSERVED)))
+            created = min(old.created_at, current.created_at) if current else old.created_at
+            existing[real] = Node.from_id(real, kind=old.kind, created_at=created,
+                                          properties=props)
+        self.batch.audit.append(AuditEntry(
+            action="ingest.openlineage.replace", target=old.id, actor=SOURCE,
+            before={"id": old.id}, after={REPLACED_BY: real}))
+
+    def _first_seen(self, node_id: str, existing: Mapping[str, Node]) -> datetime:
+        node = existing.get(node_id)
+        return node.created_at if node is not None and node.created_at else self.event.eventTime
 
     def _inputs(self, lineage: dict[str, dict[tuple[str, str], Any]]) -> list[Dataset]:
         inputs: dict[str, Dataset] = {d.qualified: d for d in self.event.inputs}
@@ -660,19 +789,23 @@ class _RunMapping:
                 inputs.setdefault(f"{namespace}/{name}", Dataset(namespace=namespace, name=name))
         return list(inputs.values())
 
-    def _run_neighbours(self, run_exists: bool) -> tuple[dict[str, str], set[str]]:
-        """What this run already read (source name → version ID) and wrote (IDs)."""
+    def _run_neighbours(self, run_exists: bool,
+                        ) -> tuple[dict[str, str], dict[str, list[Node]]]:
+        """What this run already read (source name → version ID) and wrote (the versions,
+        by ID without the version part); replaced placeholders are no longer either."""
         consumed: dict[str, str] = {}
-        written: set[str] = set()
+        wrote: dict[str, list[Node]] = {}
         if not run_exists:
-            return consumed, written
+            return consumed, wrote
         for hop in self.store.expand([self.event.run.id], Direction.BOTH,
                                      edge_types=["CONSUMED", "PRODUCED_BY"]):
+            if replaced(hop.node):
+                continue
             if hop.edge.type == "PRODUCED_BY":
-                written.add(hop.node.id)
+                wrote.setdefault(hop.node.id.rpartition("@")[0], []).append(hop.node)
             elif hop.node.kind == "DatasetVersion":
                 consumed[hop.node.name] = hop.node.id
-        return consumed, written
+        return consumed, wrote
 
     def _resolve_inputs(self, inputs: list[Dataset], consumed: dict[str, str],
                         written: set[str], written_names: set[str],
@@ -698,7 +831,7 @@ class _RunMapping:
         for hop in self.store.expand([d.source_id for d in pending], Direction.DOWNSTREAM,
                                      edge_types=["VERSION_OF"], node_kinds=["DatasetVersion"],
                                      until=self.event.eventTime):
-            if hop.node.id in written:
+            if hop.node.id in written or replaced(hop.node):
                 continue
             candidate = (hop.node.created_at, hop.node.id)
             if hop.origin not in newest or candidate > newest[hop.origin]:
@@ -724,7 +857,8 @@ class _RunMapping:
             if version is not None:
                 resolved[dataset.qualified] = _model_version_id(dataset, version)
                 continue
-            known = self.store.versions("ModelVersion", _escape(dataset.name))
+            known = [v for v in self.store.versions("ModelVersion", _escape(dataset.name))
+                     if not replaced(v)]
             resolved[dataset.qualified] = known[-1].id if known else _model_family(dataset)
         return resolved
 
@@ -755,7 +889,8 @@ class _RunMapping:
                      "artifact_uri": _text(_get(dataset.facets, "dataSource", "uri")),
                      "facets": sorted(dataset.all_facets())}
             self.node("ModelVersion", version_id, merge_props(_props(existing, version_id),
-                                                              props, None))
+                                                              props, None),
+                      created_at=self._first_seen(version_id, existing))
             self.edge(version_id, "PRODUCED_BY", run_id)
             self._family(dataset, version_id, existing)
             for base in read_versions:
@@ -776,6 +911,20 @@ class _RunMapping:
         if family not in existing:
             self.node("Model", family, {})
         self.edge(version_id, "VERSION_OF", family)
+
+
+def _merged_edges(edges: list[Edge]) -> list[Edge]:
+    """One edge per key, in first-seen order: a replaced placeholder's edges may meet the
+    event's own (column lineage merges its field detail; other properties, the later's)."""
+    merged: dict[tuple[str, str, str], Edge] = {}
+    for edge in edges:
+        before = merged.get(edge.key)
+        if before is not None:
+            props = (merge_column_props(before.properties, edge.properties)
+                     if edge.type == "DERIVED_FROM" else {**before.properties, **edge.properties})
+            edge = edge.model_copy(update={"properties": props})
+        merged[edge.key] = edge
+    return list(merged.values())
 
 
 def _static_batch(event: DatasetEvent | JobEvent, store: GraphStore) -> Batch:
@@ -873,12 +1022,24 @@ class BatchOutcome:
     failures: list[Failure] = field(default_factory=list)
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def event_time(raw: Any) -> datetime:
+    """When an event happened, to map a load's events in time order; one with no readable
+    ``eventTime`` (it will be refused) sorts first."""
+    at = _time(raw.get("eventTime")) if isinstance(raw, Mapping) else None
+    return at or _EARLIEST
+
+
 def ingest_events(store: GraphStore, events: Iterable[Any], *,
                   actor: str = SOURCE) -> BatchOutcome:
-    """Each event in its own transaction (the OpenLineage batch rule): failures are
-    dead-lettered and reported by index; the rest are written."""
+    """Each event in its own transaction (the OpenLineage batch rule), mapped in
+    ``eventTime`` order (a reader then finds the version its writer wrote, whatever order
+    the array lists them in): failures are dead-lettered and reported by index; the rest
+    are written."""
     outcome = BatchOutcome()
-    for index, event in enumerate(events):
+    for index, event in sorted(enumerate(events), key=lambda item: event_time(item[1])):
         outcome.received += 1
         try:
             ingest_event(store, event, actor=actor, record=index)
@@ -886,6 +1047,7 @@ def ingest_events(store: GraphStore, events: Iterable[Any], *,
             outcome.failures.append(Failure(index, problems_of(error, index)))
             continue
         outcome.succeeded += 1
+    outcome.failures.sort(key=lambda failure: failure.index)
     return outcome
 
 

@@ -22,6 +22,7 @@ from lineagegraph.api.app import create_app
 from lineagegraph.api.cli import app as cli_app
 from lineagegraph.api.settings import Settings
 from lineagegraph.graph.embedded import EmbeddedStore
+from lineagegraph.graph.registry import history
 from lineagegraph.graph.store import Direction, GraphStore
 from lineagegraph.graph.walk import walk
 from lineagegraph.ingest import deadletter
@@ -256,6 +257,119 @@ def test_the_version_facet_names_the_dataset_version(client: TestClient,
         ("dataset:warehouse/clean.payments@2026-11-15", "PRODUCED_BY", f"run:{RUN}")}
 
 
+def test_a_version_named_only_by_the_complete_event_replaces_the_placeholder_in_any_order(
+    store: GraphStore,
+) -> None:
+    # Producers often know an output's version only once written (Delta, Iceberg): START
+    # names none, COMPLETE names it. The graph must not keep the made-up one beside it.
+    lineage_facet = column_lineage(id=[("warehouse", "raw.payments", "id")])
+    start = run_event("START", at=minutes(0), inputs=[RAW], outputs=[
+        dict(CLEAN, facets={**CLEAN["facets"], "columnLineage": lineage_facet})])
+    running = run_event("RUNNING", at=minutes(3), outputs=[
+        dict(CLEAN, outputFacets={"outputStatistics": {"rowCount": 42}})])
+    complete = run_event("COMPLETE", at=minutes(9), inputs=[RAW], outputs=[
+        dict(CLEAN, facets={**CLEAN["facets"], "version": {"datasetVersion": "2026-11-10"}})])
+    named = "dataset:warehouse/clean.payments@2026-11-10"
+    made_up = f"dataset:warehouse/clean.payments@{RUN}"
+    outcomes = []
+    for order in itertools.permutations([start, running, complete]):
+        store.wipe()
+        for event in order:
+            event_to_batch(event, store).write(store)
+        outcomes.append((snapshot(store, f"run:{RUN}", created=False),
+                         snapshot(store, named, created=False)))
+        placeholder = store.get([made_up]).get(made_up)
+        if placeholder is not None:  # START or RUNNING came first: replaced, not deleted
+            assert placeholder.properties["archived"] is True
+            assert placeholder.properties["replaced_by"] == named
+        # The version's time is the first event about it, as for any node.
+        first = datetime.fromisoformat(order[0]["eventTime"])
+        assert store.get([named])[named].created_at == first
+
+    assert all(outcome == outcomes[0] for outcome in outcomes[1:])
+    (nodes, _), (_, edge_props) = outcomes[0]
+    assert made_up not in nodes
+    assert nodes[named][1]["row_count"] == 42
+    assert edge_props[(named, "DERIVED_FROM", f"dataset:warehouse/raw.payments@{RUN}")] == {
+        "fields": {"id": [{"field": "id",
+                           "transformations": [{"subtype": "IDENTITY", "type": "DIRECT"}]}]}}
+    assert (named, "PRODUCED_BY", f"run:{RUN}") in edges(store, f"run:{RUN}")
+
+
+def test_a_run_that_read_the_placeholder_follows_it_to_the_named_version(
+    client: TestClient, store: GraphStore,
+) -> None:
+    reader = "0192f000-0000-7000-8000-00000000000b"
+    post(client, run_event("START", at=minutes(0), outputs=[RAW]))
+    post(client, run_event("COMPLETE", run_id=reader, job=("airflow", "clean"), at=minutes(5),
+                           inputs=[RAW], outputs=[CLEAN]))
+    post(client, run_event("COMPLETE", at=minutes(1), outputs=[
+        dict(RAW, facets={**RAW["facets"], "version": {"datasetVersion": "7"}})]))
+
+    named = "dataset:warehouse/raw.payments@7"
+    assert (f"run:{reader}", "CONSUMED", named) in edges(store, f"run:{reader}")
+    found = lineage(client, named, "DOWNSTREAM", 2)
+    assert {n["node"]["id"] for n in found["nodes"]} == {
+        named, f"run:{reader}", f"dataset:warehouse/clean.payments@{reader}"}
+    upstream = lineage(client, f"run:{reader}", "UPSTREAM", 1)
+    assert f"dataset:warehouse/raw.payments@{RUN}" not in {
+        n["node"]["id"] for n in upstream["nodes"]}
+    placeholder = f"dataset:warehouse/raw.payments@{RUN}"
+    assert [(e.action, e.after) for e in store.audit_log(target=placeholder)] == [
+        ("ingest.openlineage.replace", {"replaced_by": named})]
+    versions = history(store, "source:warehouse/raw.payments")
+    assert versions is not None and [v.id for v in versions.versions] == [named]
+
+
+def test_a_reader_that_arrives_before_its_writer_reads_the_writers_version(
+    store: GraphStore,
+) -> None:
+    writer, reader = "0192f000-0000-7000-8000-00000000000a", "0192f000-0000-7000-8000-00000000000b"
+    write = run_event("COMPLETE", run_id=writer, at=minutes(0), outputs=[RAW])
+    read = [run_event(kind, run_id=reader, job=("airflow", "clean"), at=minutes(m),
+                      inputs=[RAW], outputs=[CLEAN]) for kind, m in (("START", 5),
+                                                                     ("COMPLETE", 6))]
+    snapshots = []
+    for order in ([write, *read], [*read, write], [read[0], write, read[1]]):
+        store.wipe()
+        for event in order:
+            event_to_batch(event, store).write(store)
+        assert (f"run:{reader}", "CONSUMED", f"dataset:warehouse/raw.payments@{writer}") in \
+            edges(store, f"run:{reader}")
+        snapshots.append(snapshot(store, f"run:{reader}", created=False))
+    assert snapshots[1] == snapshots[0] and snapshots[2] == snapshots[0]
+
+
+def test_a_writer_later_than_the_read_does_not_take_the_readers_placeholder(
+    client: TestClient, store: GraphStore,
+) -> None:
+    writer, reader = "0192f000-0000-7000-8000-00000000000a", "0192f000-0000-7000-8000-00000000000b"
+    post(client, run_event("COMPLETE", run_id=reader, job=("airflow", "clean"), at=minutes(5),
+                           inputs=[RAW], outputs=[CLEAN]))
+    post(client, run_event("COMPLETE", run_id=writer, at=minutes(10), outputs=[RAW]))
+
+    read = f"dataset:warehouse/raw.payments@{reader}"
+    assert (f"run:{reader}", "CONSUMED", read) in edges(store, f"run:{reader}")
+    assert not store.get([read])[read].properties.get("archived")
+
+
+def test_a_model_version_named_only_by_the_complete_event_replaces_the_placeholder(
+    client: TestClient, store: GraphStore,
+) -> None:
+    model = dataset("mlflow", "fraud-detector", datasetType={"datasetType": "MODEL"})
+    post(client, run_event("START", at=minutes(0), inputs=[RAW], outputs=[model]))
+    post(client, run_event("COMPLETE", at=minutes(4), inputs=[RAW], outputs=[
+        dict(model, facets={**model["facets"], "version": {"datasetVersion": "8"}})]))
+    post(client, run_event("RUNNING", at=minutes(2), outputs=[model]))  # late, no version
+
+    made_up = f"model:fraud-detector@{RUN}"
+    assert store.get([made_up])[made_up].properties["replaced_by"] == "model:fraud-detector@8"
+    found = lineage(client, "model:fraud-detector", "DOWNSTREAM", 1)
+    assert {n["node"]["id"] for n in found["nodes"]} == {
+        "model:fraud-detector", "model:fraud-detector@8"}
+    assert store.get(["model:fraud-detector@8"])["model:fraud-detector@8"].created_at == T0
+
+
 def test_an_output_typed_as_a_model_becomes_a_model_version(client: TestClient,
                                                             store: GraphStore) -> None:
     def model(version: str) -> dict[str, Any]:
@@ -444,6 +558,23 @@ def test_a_batch_of_good_events_answers_204(client: TestClient, store: GraphStor
     assert response.status_code == 204
     assert store.get([f"run:{RUN}"])[f"run:{RUN}"].properties["status"] == "COMPLETE"
 
+
+
+def test_a_batch_is_mapped_in_event_time_order_so_a_reader_listed_first_reads_its_writer(
+    client: TestClient, store: GraphStore,
+) -> None:
+    writer, reader = "0192f000-0000-7000-8000-00000000000a", "0192f000-0000-7000-8000-00000000000b"
+    events = [run_event("COMPLETE", run_id=reader, job=("airflow", "clean"), at=minutes(6),
+                        inputs=[RAW], outputs=[CLEAN]),
+              {"eventTime": "not a time"},
+              run_event("COMPLETE", run_id=writer, at=minutes(0), outputs=[RAW])]
+    response = client.post("/api/v1/lineage/batch", json=events)
+
+    assert response.status_code == 200, response.text
+    assert [f["index"] for f in response.json()["failedEvents"]] == [1], response.text
+    assert (f"run:{reader}", "CONSUMED", f"dataset:warehouse/raw.payments@{writer}") in edges(
+        store, f"run:{reader}")
+    assert store.get([f"dataset:warehouse/raw.payments@{reader}"]) == {}  # none made up
 
 def test_a_batch_with_bad_items_writes_the_rest_and_names_each_failure(
     client: TestClient, store: GraphStore,
@@ -641,5 +772,31 @@ def test_the_cli_loads_a_single_event_an_array_and_ndjson_and_dead_letters_bad_l
         reasons = sorted(letter.payload["reason"] for letter in deadletter.pending(store))
         assert reasons[0].startswith("record events.ndjson:2") and "malformed JSON" in reasons[0]
         assert "events.ndjson:3" in reasons[1] and "job.namespace" in reasons[1]
+    finally:
+        store.close()
+
+
+def test_the_cli_maps_the_events_of_all_its_files_in_event_time_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("NEO4J_URI", raising=False)  # --db: the embedded store, even in CI
+    writer, reader = "0192f000-0000-7000-8000-00000000000a", "0192f000-0000-7000-8000-00000000000b"
+    read = tmp_path / "a-reader.json"
+    read.write_text(json.dumps(run_event("COMPLETE", run_id=reader, job=("airflow", "clean"),
+                                         at=minutes(6), inputs=[RAW], outputs=[CLEAN])))
+    wrote = tmp_path / "b-writer.json"
+    wrote.write_text(json.dumps(run_event("COMPLETE", run_id=writer, at=minutes(0),
+                                          outputs=[RAW])))
+    db = tmp_path / "cli.db"
+
+    result = CliRunner().invoke(cli_app, ["ingest", "openlineage", str(read), str(wrote),
+                                          "--db", str(db)])
+
+    assert result.exit_code == 0, result.output
+    store = EmbeddedStore(db)
+    try:
+        assert (f"run:{reader}", "CONSUMED", f"dataset:warehouse/raw.payments@{writer}") in \
+            edges(store, f"run:{reader}")
+        assert store.get([f"dataset:warehouse/raw.payments@{reader}"]) == {}
     finally:
         store.close()
