@@ -30,7 +30,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -49,6 +49,7 @@ from strawberry.permission import BasePermission
 from strawberry.types import Info
 from strawberry.types.graphql import OperationType
 
+from lineagegraph.graph.registry import gate_input_changes
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
 
@@ -315,14 +316,21 @@ class MissingScope(AuthError):
 
 
 def admin_work(nodes: Iterable[Node], edges: Iterable[Edge],
-               stage_moves: Sequence[StageMove] = ()) -> str | None:
-    """What in a write only ``admin`` may do (stage moves and approvals, design §8), said
-    for the refusal; None when there is nothing. A manifest's ``status`` and
+               stage_moves: Sequence[StageMove] = (),
+               stored: Mapping[str, Node] | None = None) -> str | None:
+    """What in a write only ``admin`` may do (stage moves and approvals, design §8, and
+    changes to what the promotion gates read, ``gate_input_changes`` against ``stored``),
+    said for the refusal; None when there is nothing. A manifest's ``status`` and
     ``approved_by`` are such writes too, so an ingest route checks what it mapped, not
     only its own name."""
+    nodes = list(nodes)
     approvals = sorted({n.id for n in nodes if n.kind == "Approval"}
                        | {e.source for e in edges if e.type == "APPROVES"})
     what = []
+    gate_inputs = gate_input_changes(nodes, stored or {})
+    if gate_inputs:
+        what.append(f"changing what the promotion gates read ({', '.join(gate_inputs[:3])}"
+                    f"{', …' if len(gate_inputs) > 3 else ''})")
     if stage_moves:
         what.append(f"{len(stage_moves)} stage move(s) ("
                     f"{', '.join(_move_text(m) for m in stage_moves[:3])}"
@@ -338,9 +346,10 @@ def _move_text(move: StageMove) -> str:
 
 
 def require_admin_for(principal: Principal | None, nodes: Iterable[Node],
-                      edges: Iterable[Edge], stage_moves: Sequence[StageMove] = ()) -> None:
+                      edges: Iterable[Edge], stage_moves: Sequence[StageMove] = (),
+                      stored: Mapping[str, Node] | None = None) -> None:
     """``MissingScope`` when the write holds ``admin_work`` and the caller lacks ``admin``."""
-    what = admin_work(nodes, edges, stage_moves)
+    what = admin_work(nodes, edges, stage_moves, stored)
     if what is None:
         return
     if principal is None:  # no middleware ran: refuse rather than guess

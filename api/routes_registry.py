@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from lineagegraph.graph.registry import GATE_INPUTS
 from lineagegraph.ingest import deadletter, outcomes
 from lineagegraph.ingest.batch import Batch, load_batches
 from lineagegraph.ingest.bodies import decode, json_flaw
@@ -68,9 +69,11 @@ async def post_manifests(request: Request, store: StoreDep, actor: ActorDep,
 
         def check(batch: Batch) -> None:
             # `status`, `approved_by`, StageMove and Approval documents record stage moves
-            # and approvals, which need `admin` (design §8) however they arrive.
+            # and approvals, which need `admin` (design §8) however they arrive; so does
+            # changing what the gates read of a stored node.
+            gated = [n.id for n in batch.nodes if n.kind in GATE_INPUTS]
             require_admin_for(principal_of(request), batch.nodes, batch.edges,
-                              batch.stage_moves)
+                              batch.stage_moves, store.get(gated) if gated else {})
 
         return load_manifests(docs, store, actor=actor, source="api", check=check).to_json()
 

@@ -121,6 +121,31 @@ def pin_changes(nodes: Sequence[Node], edges: Sequence[Edge], stored: Mapping[st
     return changes
 
 
+# What the promotion gates read of the nodes a bundle pins or is judged by. A stated value
+# changes only with ``admin`` (``gate_input_changes``): a write token could otherwise turn
+# a BLOCK into an ALLOW by relaxing the pinned policy pack, moving a model's region, or
+# raising an evaluation's score.
+GATE_INPUTS: dict[str, tuple[str, ...]] = {
+    "PolicyPack": ("risk_tier", "required_approvals", "residency"),
+    "ModelVersion": ("region",),
+    "DataSource": ("residency",),
+    "Evaluation": ("score", "threshold"),
+}
+
+
+def gate_input_changes(nodes: Iterable[Node], stored: Mapping[str, Node]) -> list[str]:
+    """The stated ``GATE_INPUTS`` values a write would change of stored nodes, said for the
+    refusal. Filling a value the node lacks is registration, not a change."""
+    changes = []
+    for node in nodes:
+        old = stored.get(node.id)
+        for prop in GATE_INPUTS.get(node.kind, ()) if old is not None else ():
+            before, after = old.properties.get(prop), node.properties.get(prop)
+            if before is not None and before != after:
+                changes.append(f"{node.id} {prop} {before!r} → {after!r}")
+    return changes
+
+
 def pins_of(store: GraphStore, bundle_ids: Sequence[str]) -> set[tuple[str, str, str]]:
     """The keys of the pin edges stored for these bundles (what ``pin_changes`` compares)."""
     if not bundle_ids:

@@ -9,6 +9,7 @@ construction.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -675,22 +676,50 @@ def concurrently(*calls: Callable[[], Any]) -> list[Any]:
     return [future.result() for future in futures]
 
 
+# The stage a retired version moves into (design §2 lists it with the others): a record
+# that it was retired, never an environment where it serves.
+RETIRED = "retired"
+
+
 def live_from(moves: Iterable[StageMove],
               by: Literal["environment", "name"] = "environment") -> dict[str, str]:
     """The version in effect after these moves (oldest first): per environment for the
-    moves of one name, or per name for the moves of one environment."""
+    moves of one name (``retired`` is no environment a version is live in), or per name
+    for the moves of one environment."""
     live: dict[str, str | None] = {}
     for move in moves:
+        if by == "environment" and move.environment == RETIRED:
+            continue
         live[getattr(move, by)] = move.to_version
     return {key: version for key, version in live.items() if version is not None}
 
 
-def version_order(node: Node) -> tuple[int, float, str]:
-    """Sort key: integer versions numerically, then the rest by creation time."""
+def retired_versions(moves: Iterable[StageMove]) -> set[str]:
+    """The versions of one name retired now: moved into ``retired``, and into no other
+    environment since (promoting a retired version again revives it). Moves oldest first."""
+    retired: set[str] = set()
+    for move in moves:
+        if move.to_version is None:
+            continue
+        if move.environment == RETIRED:
+            retired.add(move.to_version)
+        else:
+            retired.discard(move.to_version)
+    return retired
+
+
+_DOTTED = re.compile(r"[vV]?(\d+(?:\.\d+)*)")
+
+
+def version_order(node: Node) -> tuple[int, tuple[int, ...], float, str]:
+    """Sort key: integer and dotted numeric versions (``7``, ``1.10.0``) by their numbers —
+    as text ``1.9.0`` would come after ``1.10.0`` — then the rest by creation time."""
     version = node.version or ""
-    if version.isdigit():
-        return (0, float(version), version)
-    return (1, node.created_at.timestamp(), version)
+    dotted = _DOTTED.fullmatch(version)
+    if dotted:
+        numbers = tuple(int(part) for part in dotted.group(1).split("."))
+        return (0, numbers, node.created_at.timestamp(), version)
+    return (1, (), node.created_at.timestamp(), version)
 
 
 # A version the graph made up (OpenLineage's placeholder for a version no facet named) and

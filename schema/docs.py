@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from .kinds import EDGE_KINDS, NODE_KINDS, Properties
 
 
 def _type_name(annotation: Any) -> str:
+    if get_origin(annotation) is Literal:  # its values, as the field takes them
+        return "/".join(str(value) for value in get_args(annotation))
     # Optional fields are the ones not in bold: drop "| None" (a "|" would break the table).
     text = getattr(annotation, "__name__", None) or str(annotation)
     return (text.replace("typing.", "").replace("datetime.datetime", "datetime")

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class Properties(BaseModel):
@@ -82,8 +82,17 @@ class ToolsetProps(Properties):
     scope: str | None = None
 
 
+
+
+def _risk_tier(value: Any) -> Any:
+    # `Regulated` is a way of writing `regulated`; a tier the gates do not know is refused
+    # (read as the mildest, it would let through what the pack's authors meant to stop).
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 class PolicyPackProps(Properties):
-    risk_tier: str = "production"
+    risk_tier: Annotated[Literal["sandbox", "production", "regulated"],
+                         BeforeValidator(_risk_tier)] = "production"
     residency: list[str] = Field(default_factory=list)
     required_approvals: int | None = None
     allowed_tools: list[str] = Field(default_factory=list)
