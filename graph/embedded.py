@@ -230,6 +230,13 @@ class _SqliteTransaction:
         )
         return move.model_copy(update={"seq": cursor.lastrowid})
 
+    def lock_stage(self, name: str, environment: str, at: datetime) -> str | None:
+        # The transaction is BEGIN IMMEDIATE: other writers already wait.
+        row = self.conn.execute(
+            "SELECT to_version FROM stage_moves WHERE name = ? AND environment = ? AND at <= ?"
+            " ORDER BY at DESC, seq DESC LIMIT 1", (name, environment, _ts(at))).fetchone()
+        return None if row is None else row[0]
+
     def append_audit(self, entry: AuditEntry) -> None:
         self.conn.execute(
             "INSERT INTO audit (at, actor, action, target, before, after)"

@@ -295,6 +295,16 @@ class _Neo4jTransaction:
         )
         return move.model_copy(update={"seq": seq})
 
+    def lock_stage(self, name: str, environment: str, at: datetime) -> str | None:
+        # The stage log's counter node, written (not bumped: its numbers stay gap-free) to
+        # hold its write lock, which every append of a move takes too.
+        record = self.tx.run(
+            _COUNTER + "SET c.locked = timestamp() WITH c "
+            "OPTIONAL MATCH (m:StageMove {name: $name, environment: $env}) WHERE m.at <= $at "
+            "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT 1 RETURN m.to_version AS version",
+            counter="StageMove", name=name, env=environment, at=at).single(strict=True)
+        return record["version"]
+
     def append_audit(self, entry: AuditEntry) -> None:
         self._append_numbered(
             "AuditEntry", "id: seq, seq: seq, at: $at, actor: $actor, action: $action, "

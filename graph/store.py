@@ -131,6 +131,9 @@ class StoreTransaction(Protocol):
                     ) -> tuple[WriteCounts, dict[str, str]]: ...
     def write_edges(self, rows: Any, *, new: bool = False) -> WriteCounts: ...
     def append_stage_move(self, move: StageMove) -> StageMove: ...
+    # The version in effect for ``name`` in ``environment`` at ``at`` per the stored moves;
+    # stage moves of every writer wait from here to the end of the transaction.
+    def lock_stage(self, name: str, environment: str, at: datetime) -> str | None: ...
     def append_audit(self, entry: AuditEntry) -> None: ...
     def append_record(self, record: Record) -> bool: ...
     def outcome_states(self, ids: Sequence[str]) -> dict[str, OutcomeState]: ...
@@ -231,6 +234,18 @@ def _reference_conflicts(batch: PreparedWrite,
             named.setdefault(edge.source, set()).add(edge.target)
     return {oid: state.targets for oid, state in before.items()
             if oid in own and frozenset(named.get(oid, ())) != state.targets}
+
+
+class StageMoved(Exception):
+    """A stage move recorded from a version that was no longer in effect when it was
+    written: another move landed between reading and writing (two promotions at once).
+    Raised inside the transaction, so nothing is kept."""
+
+    def __init__(self, move: StageMove, found: str | None) -> None:
+        self.move, self.found = move, found
+        super().__init__(
+            f"{move.name} in {move.environment} moved meanwhile: @{found or '-'} is in effect, "
+            f"not @{move.from_version or '-'}; read it again and retry")
 
 
 class NodesStored(Exception):
@@ -404,10 +419,17 @@ class GraphStore(ABC):
             tx.append_audit(entry)
         return result
 
-    def record_stage_move(self, move: StageMove, audit: AuditEntry | None = None) -> StageMove:
-        """Append a stage move (and its audit entry) in one transaction."""
+    def record_stage_move(self, move: StageMove, audit: AuditEntry | None = None, *,
+                          check_from: bool = False) -> StageMove:
+        """Append a stage move (and its audit entry) in one transaction. ``check_from``: only
+        if ``move.from_version`` is still in effect there when written (``StageMoved``
+        otherwise) — a promotion or rollback judged what it read."""
 
         def work(tx: StoreTransaction) -> StageMove:
+            if check_from:
+                found = tx.lock_stage(move.name, move.environment, move.at)
+                if found != move.from_version:
+                    raise StageMoved(move, found)
             stored = tx.append_stage_move(move)
             if audit is not None:
                 tx.append_audit(audit)

@@ -9,7 +9,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from lineagegraph.graph.impact import blast_radius
-from lineagegraph.graph.store import ORIGIN, Direction, GraphStore, Hop, SideHop, Tally
+from lineagegraph.graph.store import (
+    ORIGIN,
+    Direction,
+    GraphStore,
+    Hop,
+    SideHop,
+    StageMoved,
+    Tally,
+)
 from lineagegraph.graph.traffic import OUTCOME_EDGES
 from lineagegraph.graph.walk import HOPS_AHEAD, WalkLimits, walk
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, SchemaError, StageMove
@@ -687,6 +695,28 @@ def test_a_move_to_nothing_retires_the_name_in_that_environment(store: GraphStor
     assert store.stage_at("b", "production") is None
     assert store.live_environments("b") == {}
 
+
+
+def test_a_checked_move_is_refused_when_another_landed_since_it_read(store: GraphStore) -> None:
+    store.record_stage_move(StageMove(name="b", environment="production", to_version="1",
+                                      at=T0))
+    # Two promotions both read @1 live; the second to write finds @2 there.
+    first = StageMove(name="b", environment="production", from_version="1", to_version="2",
+                      at=T0 + timedelta(hours=1), actor="alice")
+    second = first.model_copy(update={"to_version": "3", "actor": "bob"})
+    store.record_stage_move(first, AuditEntry(action="promote", target="bundle:b@2"),
+                            check_from=True)
+
+    with pytest.raises(StageMoved, match="@2 is in effect, not @1"):
+        store.record_stage_move(second, AuditEntry(action="promote", target="bundle:b@3"),
+                                check_from=True)
+
+    assert [(m.from_version, m.to_version) for m in store.stage_history(name="b")] == [
+        (None, "1"), ("1", "2")]
+    assert [e.target for e in store.audit_log()] == ["bundle:b@2"]
+    # Judged against what is in effect at the move's own time, a move after @2 goes in.
+    store.record_stage_move(second.model_copy(update={"from_version": "2"}), check_from=True)
+    assert store.stage_at("b", "production") == "3"
 
 def test_audit_log_records_writes_in_order_and_filters(store: GraphStore) -> None:
     store.upsert([node("source:wh.a")], audit=[
