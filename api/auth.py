@@ -394,6 +394,22 @@ def check_open_mode_origin(headers: Headers) -> None:
                           "is refused (create a token to serve other origins)")
 
 
+def check_open_mode_host(headers: Headers) -> None:
+    """DNS rebinding: a page on a name its owner points at 127.0.0.1 after loading is, to
+    the browser, its own origin — it may read GET answers and sends no ``Origin``. But the
+    browser names that host in ``Host``, so open mode answers only requests addressed to
+    this machine: a loopback address, ``localhost`` (and ``*.localhost``, which browsers
+    resolve themselves), or a name of one label (the machine's own; a rebinding name lies
+    in a domain its owner controls, so it has a dot)."""
+    host = urlsplit(f"//{headers.get('host', '')}").hostname or ""
+    if is_loopback(host) or host.endswith(".localhost") or (host and "." not in host
+                                                            and ":" not in host):
+        return
+    raise CrossOrigin(f"open mode serves this machine only: a request addressed to "
+                      f"{headers.get('host', '')!r} is refused (address it as 127.0.0.1 or "
+                      "localhost, or create a token)")
+
+
 def bearer_secret(headers: Headers) -> str:
     value = headers.get("authorization", "")
     scheme, _, secret = value.strip().partition(" ")
@@ -453,7 +469,9 @@ class BearerAuth:
         try:
             principal = await self._principal(scope)
             if principal is ANONYMOUS:
-                check_open_mode_origin(Headers(scope=scope))
+                headers = Headers(scope=scope)
+                check_open_mode_origin(headers)
+                check_open_mode_host(headers)
             needed = required_scope(scope.get("method", "GET"), scope["path"])
             if needed not in principal.scopes:
                 raise MissingScope(principal, needed)

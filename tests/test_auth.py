@@ -312,6 +312,25 @@ def test_open_mode_refuses_requests_from_pages_of_other_origins(
         assert response.json()["code"] == "CROSS_ORIGIN"
 
 
+
+@pytest.mark.parametrize(("host", "status"), [
+    ("127.0.0.1:8000", 200), ("localhost:8000", 200), ("[::1]:8000", 200), ("laptop", 200),
+    ("app.localhost", 200), ("rebind.evil.example:8000", 403), ("127.0.0.1.nip.io", 403),
+    ("10.0.0.5:8000", 403),
+])
+def test_open_mode_answers_only_requests_addressed_to_this_machine(
+    store: GraphStore, host: str, status: int,
+) -> None:
+    # A page whose name is re-pointed at 127.0.0.1 is its own origin to the browser: it
+    # may read answers and sends no Origin, but its Host names it.
+    with serving(store) as client:
+        response = client.get("/readyz", headers={"Host": host})
+
+    assert response.status_code == status, response.text
+    if status == 403:
+        assert response.json()["code"] == "CROSS_ORIGIN"
+        assert host in response.json()["error"]
+
 def test_a_token_holder_may_call_from_any_origin(
     store: GraphStore, secrets: dict[str, str],
 ) -> None:
