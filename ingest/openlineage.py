@@ -607,6 +607,7 @@ class _RunMapping:
 
     event: RunEvent
     store: GraphStore
+    actor: str = SOURCE
     batch: Batch = field(default_factory=Batch)
 
     def node(self, kind: str, node_id: str, props: dict[str, Any], *,
@@ -775,7 +776,7 @@ class _RunMapping:
             existing[real] = Node.from_id(real, kind=old.kind, created_at=created,
                                           properties=props)
         self.batch.audit.append(AuditEntry(
-            action="ingest.openlineage.replace", target=old.id, actor=SOURCE,
+            action="ingest.openlineage.replace", target=old.id, actor=self.actor,
             before={"id": old.id}, after={REPLACED_BY: real}))
 
     def _first_seen(self, node_id: str, existing: Mapping[str, Node]) -> datetime:
@@ -963,7 +964,7 @@ def event_to_batch(event: Any, store: GraphStore, *, actor: str = SOURCE,
     if store.records(COLLECTION, key=kept.key, limit=1):
         return batch  # already kept: a re-send changes nothing
     try:
-        mapped = (_RunMapping(parsed, store).build() if isinstance(parsed, RunEvent)
+        mapped = (_RunMapping(parsed, store, actor).build() if isinstance(parsed, RunEvent)
                   else _static_batch(parsed, store))
     except ValidationError as error:  # a name or version the graph's IDs cannot hold
         raise IngestError(Problem(describe_validation_error(error), record)) from None
