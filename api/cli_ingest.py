@@ -153,6 +153,8 @@ def ingest_manifests(
     nothing and every problem listed by file#document and field."""
     from pathlib import Path
 
+    from rich.markup import escape
+
     from lineagegraph.ingest.batch import IngestError
     from lineagegraph.ingest.manifest_formats import read_directory
     from lineagegraph.ingest.manifests import load_manifests
@@ -162,8 +164,11 @@ def ingest_manifests(
     root = Path(directory)
     store = open_store(db, neo4j_uri)
     try:
-        print_summary(load_manifests(read_directory(root), store, actor=_cli_actor(),
-                                     source=str(root)))
+        summary = load_manifests(read_directory(root), store, actor=_cli_actor(),
+                                 source=str(root))
+        print_summary(summary)
+        for warning in summary.warnings:  # asked for, not done: a status the history holds
+            console.print(f"[yellow]not applied[/yellow] {escape(str(warning))}")
     except (IngestError, SchemaError) as error:
         _refuse("manifests", error)
     finally:

@@ -4,6 +4,11 @@ YAML/JSON readers that number documents so every problem can name where it is.
 A document model is the kind's identity and reference fields on top of the kind's property
 model from ``schema.kinds``, so declared properties are type-checked with their field paths
 and anything else is kept as a property (``extra="allow"``).
+
+A document for a node that exists is a merge patch (``manifests``): ``properties`` holds only
+what the document states, and ``stated`` also names the fields it sets to null — a list or
+mapping field too (``residency: null``), which validation alone would refuse; removed, it
+takes its kind's default (an empty list).
 """
 
 from __future__ import annotations
@@ -14,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from lineagegraph.schema import approval_name, normalize_version
 from lineagegraph.schema.kinds import (
@@ -85,6 +98,9 @@ class Doc(BaseModel):
 
     kind: str | None = None
     created_at: UtcDatetime | None = None
+    # Declared fields the document sets to null whose type has no null (``residency: null``
+    # on a policy pack): left out of validation, and removed from the node.
+    _nulls: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     def node_name(self) -> str:
         return self.name  # type: ignore[attr-defined]
@@ -92,14 +108,21 @@ class Doc(BaseModel):
     def node_version(self) -> str | None:
         return None
 
+    @classmethod
+    def property_fields(cls) -> frozenset[str]:
+        """The declared fields that are properties: not identity, references, annotations."""
+        return frozenset(cls.model_fields) - cls.IDENTITY - set(cls.REFS) - cls.ANNOTATIONS
+
     def properties(self) -> dict[str, Any]:
-        """Declared properties and unknown fields: everything but identity and references."""
+        """The properties the document states, unknown fields too: everything but identity
+        and references. Defaults are the node's to fill: a merge patch that leaves a field
+        out must not reset it (a pack's ``risk_tier`` to the default tier)."""
         skip = set(self.IDENTITY) | set(self.REFS) | self.ANNOTATIONS
-        return self.model_dump(mode="json", exclude=skip, exclude_none=True)
+        return self.model_dump(mode="json", exclude=skip, exclude_none=True, exclude_unset=True)
 
     def stated(self) -> frozenset[str]:
         """The property names the document states, ``null`` ones too (what it removes)."""
-        fields = self.model_fields_set | set(self.model_extra or ())
+        fields = self.model_fields_set | set(self.model_extra or ()) | self._nulls
         return frozenset(fields - set(self.IDENTITY) - set(self.REFS) - self.ANNOTATIONS)
 
     def digest(self) -> str:
@@ -508,9 +531,29 @@ def parse_document(raw: RawDoc) -> Doc | StageMoveDoc:
         raise IngestError(Problem(f"{message}; kinds: {', '.join(KINDS)}", record=raw.record,
                                   field="kind"))
     try:
-        return model.model_validate(raw.data)
+        if not issubclass(model, Doc):
+            return model.model_validate(raw.data)
+        return _validate_doc(model, raw.data)
     except ValidationError as error:
         raise IngestError([
             Problem(item["msg"], record=raw.record,
                     field=".".join(str(p) for p in item["loc"]) or None)
             for item in error.errors()]) from None
+
+
+def _validate_doc(model: type[Doc], data: dict[str, Any]) -> Doc:
+    """``data`` as a ``model`` document; a property field with a default set to null where
+    its type has no null (a list, a mapping, a tier) is what the document removes."""
+    nulls = frozenset(key for key, value in data.items()
+                      if value is None and key in model.property_fields()
+                      and not model.model_fields[key].is_required())
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        refused = {item["loc"][0] for item in error.errors() if len(item["loc"]) == 1}
+        removed = nulls & refused
+        if not removed:
+            raise
+    doc = model.model_validate({k: v for k, v in data.items() if k not in removed})
+    doc._nulls = frozenset(removed)
+    return doc

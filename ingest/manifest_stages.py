@@ -1,33 +1,61 @@
 """Stage moves a manifest load asks for, planned against the append-only history so that a
-re-sent manifest appends nothing.
+re-sent manifest appends nothing — also after promotions and rollbacks made through the API,
+which a re-send must not undo. Every rule decides from what is stored, never from what is
+live at the moment alone.
 
 - ``status: <environment>`` on a bundle entry is a declaration recorded once: a move of
   that version into the environment, unless the history already holds one (at any time).
   So re-loading the registry never undoes a later promotion or rollback made through the
-  API. The move is dated at the version's creation, or at load time when the environment
-  has moved since (a move dated before the latest one would never take effect). When
-  several versions of one name declare the same environment in one load, only the highest
-  counts — a registry directory keeps old entries with their old status.
-- ``status: retired`` takes the version out of every environment where it is live now (a
-  move to no version; ``StageMove.to_version`` None), unless that retirement is already
-  recorded there. It names no environment of its own, so a retired version is never
-  "live" in a ``retired`` environment.
-- A ``kind: StageMove`` document is explicit history: appended unless the same move
-  (environment, version, time) is recorded; without ``at`` it happens at load time unless
-  the version is already in effect there.
+  API. Such a declaration is not silent: when the version is not live there now, the load
+  answers a warning naming the record (``StagePlanner.warnings``). The move happens at load
+  time; only an entry whose version is new in this load and that states ``created_at`` is
+  history being imported, and its move is dated then — unless the environment has moved
+  since (a move dated before the latest one would never take effect). So a later load never
+  changes what ``resolve(asOf: past)`` answered. When several versions of one name declare
+  the same environment in one load, only the highest counts — a registry directory keeps
+  old entries with their old status.
+- ``status: retired`` is recorded once per version: a move into the environment
+  ``retired`` (``RETIRED``; never an environment a version serves in, see
+  ``graph.store.live_from``) to that version, a lasting record even when it was live
+  nowhere, and a move to no version (``StageMove.to_version`` None) in every environment
+  where it is live now. Every version a load retires is retired. A retirement already
+  recorded records nothing: a version promoted again since stays where it was (with a
+  warning).
+- A ``kind: StageMove`` document is explicit history. With ``at`` it is appended unless
+  the same move (environment, version, time) is recorded. Without ``at`` it is applied
+  once, at load time: it is recognised by what it states — a move recorded into that
+  environment to that version, with its ``reason`` and ``actor`` where the document states
+  them — and when one is recorded, at any time, nothing is appended. (To move a version in
+  again, send the move with ``at`` or its own ``reason``.)
+- Scheduled moves are not supported: the loader refuses a move dated in the future.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from lineagegraph.graph.store import GraphStore, version_order
+from lineagegraph.graph.store import RETIRED, GraphStore, live_from, version_order
 from lineagegraph.schema import Node, StageMove
 
+from .batch import Problem
 from .manifest_formats import StageMoveDoc
 
-RETIRED = "retired"
+# The reason of the moves a retirement records; also how retirements recorded before the
+# ``retired`` environment existed (moves to no version only) are recognised.
+RETIRED_REASON = "retired in manifest"
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """One bundle entry's ``status``: ``dated`` is its ``created_at`` when the version is
+    new in this load and the entry states one (history being imported), else None."""
+
+    record: int | str
+    bundle: Node
+    status: str
+    dated: datetime | None = None
 
 
 class StagePlanner:
@@ -36,6 +64,8 @@ class StagePlanner:
         self.actor = actor
         self.now = now
         self.planned: list[StageMove] = []
+        # Declarations the load did not apply, with why: answered with the load's summary.
+        self.warnings: list[Problem] = []
         self._history: dict[str, list[StageMove]] = {}
 
     def history(self, name: str) -> list[StageMove]:
@@ -79,47 +109,80 @@ class StagePlanner:
                                from_version=self.in_effect(name, environment, at), at=at,
                                actor=actor or self.actor, reason=reason))
 
-    def apply_statuses(self, statuses: Sequence[tuple[Node, datetime, str]]) -> None:
-        """(bundle node, its creation time, status) of a load's bundle entries."""
-        chosen: dict[tuple[str, str], tuple[Node, datetime]] = {}
-        for bundle, created, status in statuses:
-            key = (bundle.name, status)
-            if key not in chosen or version_order(bundle) > version_order(chosen[key][0]):
-                chosen[key] = (bundle, created)
-        # Declarations first: a retirement then only acts where nothing replaced the version.
-        for (name, status), (bundle, created) in sorted(
-                chosen.items(), key=lambda item: item[0][1] == RETIRED):
-            if status == RETIRED:
-                self._retire(name, bundle.version)
-            else:
-                self._declare(name, status, bundle.version, created)
+    def _warn(self, status: Status, message: str) -> None:
+        self.warnings.append(Problem(message, record=status.record, field="status"))
 
-    def _declare(self, name: str, environment: str, version: str | None,
-                 created: datetime) -> None:
+    def apply_statuses(self, statuses: Sequence[Status]) -> None:
+        """The ``status`` of a load's bundle entries."""
+        chosen: dict[tuple[str, str], Status] = {}
+        retirements: list[Status] = []
+        for status in statuses:
+            if status.status == RETIRED:  # "only the highest" is for environments only
+                retirements.append(status)
+                continue
+            key = (status.bundle.name, status.status)
+            if key not in chosen or version_order(status.bundle) > version_order(
+                    chosen[key].bundle):
+                chosen[key] = status
+        # Declarations first: a retirement then only acts where nothing replaced the version.
+        for status in chosen.values():
+            self._declare(status)
+        for status in retirements:
+            self._retire(status)
+
+    def _declare(self, status: Status) -> None:
+        bundle, environment = status.bundle, status.status
+        name, version = bundle.name, bundle.version
         moves = [m for m in self.history(name) if m.environment == environment]
         if any(m.to_version == version for m in moves):
+            live = self.in_effect(name, environment)
+            if live != version:  # the registry and the graph disagree: say so
+                serves = f"@{live}" if live else "nothing"
+                self._warn(status, f"status: {environment} of {bundle.id} not applied: "
+                           f"@{version} was in {environment} before, and a load does not undo "
+                           f"the moves made since ({environment} serves {serves} now); promote "
+                           "or roll back through the API, or send a StageMove")
             return
-        at = created if not moves or moves[-1].at <= created else self.now
+        dated = status.dated
+        at = dated if dated is not None and (not moves or moves[-1].at <= dated) else self.now
         self._move(name, environment, version, at, reason="status in manifest")
 
-    def _retire(self, name: str, version: str | None) -> None:
-        live = {m.environment for m in self.history(name)}
-        for environment in sorted(live):
-            if self.in_effect(name, environment) != version:
-                continue
-            if any(m.environment == environment and m.from_version == version
-                   and m.to_version is None for m in self.history(name)):
-                continue  # retired here before and promoted again since: leave it
-            self._move(name, environment, None, self.now, reason="retired in manifest")
+    def _retire(self, status: Status) -> None:
+        name, version = status.bundle.name, status.bundle.version
+        history = self.history(name)
+        if any(_is_retirement(m, version) for m in history):
+            live = sorted(env for env, v in live_from(history).items() if v == version)
+            if live:
+                self._warn(status, f"status: retired of {status.bundle.id} not applied again: "
+                           f"it was retired before and moved into {', '.join(live)} since, "
+                           "and a load does not undo the moves made since")
+            return
+        self._move(name, RETIRED, version, self.now, reason=RETIRED_REASON)
+        for environment in sorted({m.environment for m in history} - {RETIRED}):
+            if self.in_effect(name, environment) == version:
+                self._move(name, environment, None, self.now, reason=RETIRED_REASON)
 
     def apply_move(self, name: str, doc: StageMoveDoc) -> None:
+        history = self.history(name)
         if doc.at is None:
-            if self.in_effect(name, doc.environment) == doc.version:
+            # applied once: recognised by what the document states, whatever is live now
+            if any(m.environment == doc.environment and m.to_version == doc.version
+                   and (doc.reason is None or m.reason == doc.reason)
+                   and (doc.actor is None or m.actor == doc.actor) for m in history):
                 return
             at = self.now
         else:
             at = doc.at
             if any(m.environment == doc.environment and m.to_version == doc.version
-                   and m.at == at for m in self.history(name)):
+                   and m.at == at for m in history):
                 return
         self._move(name, doc.environment, doc.version, at, doc.actor, doc.reason)
+
+
+def _is_retirement(move: StageMove, version: str | None) -> bool:
+    """A recorded retirement of ``version``: a move into ``retired``, or one to no version
+    made by a manifest retirement before there was a ``retired`` environment."""
+    if move.environment == RETIRED:
+        return move.to_version == version
+    return (move.to_version is None and move.from_version == version
+            and move.reason == RETIRED_REASON)

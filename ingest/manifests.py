@@ -26,7 +26,13 @@ Rules beyond the document formats (see ``manifest_formats``):
 - ``approved_by`` becomes ``approval:{bundle id}/{who}`` and ``eval`` becomes
   ``eval:{suite}/{run}`` (run default: ``name@version``): deterministic IDs, and the
   entry's fields are merged over the node's, so re-sends are no-ops and what another
-  document added (an evaluation's report) stays. Stage moves follow ``manifest_stages``.
+  document added (an evaluation's report) stays. They are created at the entry's
+  ``created_at`` only when the bundle version is new in this load; one added to a version
+  loaded before is created at load time (a re-run evaluation is then the latest).
+- Stage moves follow ``manifest_stages``; a move dated more than ``FUTURE_SKEW`` past load
+  time (a StageMove's ``at``, or the ``created_at`` a new entry's status is dated at) is
+  refused: scheduled moves are not supported. A ``status`` the load does not apply because
+  the history already holds it comes back in the summary's ``warnings`` (``ManifestSummary``).
 """
 
 from __future__ import annotations
@@ -36,14 +42,14 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
 
 from lineagegraph.graph.registry import pin_change_message, pin_changes, pins_of
-from lineagegraph.graph.store import GraphStore, NodesStored, version_order
+from lineagegraph.graph.store import RETIRED, GraphStore, NodesStored, version_order
 from lineagegraph.schema import (
     NODE_KINDS_BY_LABEL,
     AuditEntry,
@@ -66,7 +72,7 @@ from .manifest_formats import (
     StageMoveDoc,
     parse_document,
 )
-from .manifest_stages import StagePlanner
+from .manifest_stages import StagePlanner, Status
 from .refs import ref_id
 
 DIGEST = "manifest_digest"
@@ -77,10 +83,29 @@ BACKOFF_S = 0.02
 # One load at a time in this process: loads racing for a version then meet only across
 # processes, where the store refuses the one that comes second.
 _LOADS = threading.Lock()
+# How far past load time a move may be dated (clocks differ a little); later is a scheduled
+# move, which the history cannot hold: it would count as live now everywhere it is read.
+FUTURE_SKEW = timedelta(minutes=5)
 
 
 class VersionConflict(IngestError):
     """Other loads kept creating the versions this load gave its documents."""
+
+
+@dataclass(slots=True)
+class ManifestSummary(LoadSummary):
+    """A load's summary and what it was asked for but did not do, with why (``warnings``:
+    record, field, message): a ``status`` the history already holds, not applied again."""
+
+    warnings: list[Problem] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, summary: LoadSummary, warnings: list[Problem]) -> ManifestSummary:
+        return cls(**{f.name: getattr(summary, f.name) for f in fields(LoadSummary)},
+                   warnings=warnings)
+
+    def to_json(self) -> dict[str, Any]:
+        return LoadSummary.to_json(self) | {"warnings": [w.to_json() for w in self.warnings]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +138,7 @@ def map_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
 
 def load_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
                    source: str = "api",
-                   check: Callable[[Batch], None] | None = None) -> LoadSummary:
+                   check: Callable[[Batch], None] | None = None) -> ManifestSummary:
     """Map and write one load in one transaction; ``check`` sees each batch before it is
     written (a route's scope check) and may refuse it by raising.
 
@@ -131,7 +156,7 @@ def load_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
             if check is not None:
                 check(batch)
             try:
-                return load_batches(store, [batch])
+                return ManifestSummary.of(load_batches(store, [batch]), load.warnings)
             except NodesStored as error:
                 taken = {i: load.fresh[i] for i in error.ids}
     raise VersionConflict([
@@ -154,6 +179,7 @@ class _ManifestLoad:
         self._fetched: set[str] = set()
         self._versions: dict[tuple[str, str], list[Node]] = {}
         self.fresh: dict[str, int | str] = {}  # node ID → record, of the previous + 1 versions
+        self.warnings: list[Problem] = []  # declarations not applied (``ManifestSummary``)
 
     def problem(self, record: int | str, path: str | None, message: str) -> None:
         self.problems.append(Problem(message, record=record, field=path))
@@ -406,7 +432,11 @@ class _ManifestLoad:
     def _bundle_annotations(self, entry: _Entry, doc: BundleDoc) -> None:
         bundle = entry.node
         assert bundle is not None
-        for node, edge_type in _annotations(doc, bundle, self.now):
+        # A bundle new in this load may bring its history: its approvals and evaluation
+        # happened at its created_at. Added to a version loaded before, they are news of
+        # this load: a re-run evaluation must be the latest, not tie with the first.
+        dated = doc.created_at if bundle.id not in self.existing else None
+        for node, edge_type in _annotations(doc, bundle, dated or self.now, dated):
             if self._annotate(node, entry.record):
                 self.edge(node.id, edge_type, bundle.id)
 
@@ -435,10 +465,8 @@ class _ManifestLoad:
         statuses = []
         for entry in entries:
             if isinstance(entry.doc, BundleDoc) and entry.doc.status and entry.node:
-                # the move happens when the version was created: its first write's time
-                stored = self.existing.get(entry.node.id)
-                created = stored.created_at if stored else entry.node.created_at
-                statuses.append((entry.node, created, entry.doc.status))
+                statuses.append(Status(entry.record, entry.node, entry.doc.status,
+                                       self._dated(entry, entry.doc)))
         planner.apply_statuses(statuses)
         for record, doc in moves:
             name = doc.bundle.removeprefix("bundle:")
@@ -447,8 +475,27 @@ class _ManifestLoad:
                 self.problem(record, "bundle", f"{target} is neither in the graph nor in "
                              "this load")
                 continue
+            if doc.at is not None and doc.at > self.now + FUTURE_SKEW:
+                self.problem(record, "at", f"{doc.at.isoformat()} is in the future: "
+                             "scheduled moves are not supported; send the move when it happens")
+                continue
             planner.apply_move(name, doc)
         self.batch.stage_moves = planner.planned
+        self.warnings = planner.warnings
+
+    def _dated(self, entry: _Entry, doc: BundleDoc) -> datetime | None:
+        """When an entry's ``status`` move happened, if the entry says: its ``created_at``
+        where the version is new in this load (history being imported). A status on a
+        version loaded before is news of this load: dating it at the version's creation
+        would change what ``resolve(asOf)`` answered about the past."""
+        assert entry.node is not None
+        if doc.created_at is None or entry.node.id in self.existing:
+            return None
+        if doc.status != RETIRED and doc.created_at > self.now + FUTURE_SKEW:
+            self.problem(entry.record, "created_at", f"{doc.created_at.isoformat()} is in the "
+                         f"future, and the entry's status: {doc.status} would be a move dated "
+                         "then: scheduled moves are not supported")
+        return doc.created_at
 
     def _audit(self, source: str, documents: int) -> None:
         at, actor = self.now, self.actor
@@ -470,11 +517,12 @@ class _ManifestLoad:
         self.batch.audit = entries
 
 
-def _annotations(doc: BundleDoc, bundle: Node, now: datetime) -> list[tuple[Node, str]]:
+def _annotations(doc: BundleDoc, bundle: Node, created: datetime,
+                 dated: datetime | None = None) -> list[tuple[Node, str]]:
     """The Approval and Evaluation nodes a bundle entry's ``approved_by`` and ``eval`` stand
-    for, each with the type of its edge to the bundle."""
-    created = doc.created_at or now
-    at = {"at": doc.created_at} if doc.created_at else {}
+    for, each with the type of its edge to the bundle, created at ``created``; an approval
+    says ``at`` only when ``dated`` (stated by the entry: a re-send then states it again)."""
+    at = {"at": dated} if dated else {}
     found = [(Node(kind="Approval", name=approval_name(bundle.id, who), created_at=created,
                    properties={"approved_by": who, "target": bundle.id, **at}), "APPROVES")
              for who in doc.approved_by]

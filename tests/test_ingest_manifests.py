@@ -300,7 +300,8 @@ def test_a_status_dated_before_the_latest_move_happens_at_load_time(store: Graph
 
 def test_retired_takes_the_version_out_of_where_it_is_live(store: GraphStore) -> None:
     """``status: retired`` appends a move to no version in every environment serving that
-    version (there is no "retired" environment to be live in); a re-send adds nothing."""
+    version (besides its record in ``retired``, where nothing is live); a re-send adds
+    nothing."""
     load(store, _bundle(1, "production") + "---\n" + _bundle(2, "staging"))
     store.record_stage_move(StageMove(name="b", environment="canary", to_version="1"))
 
