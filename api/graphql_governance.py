@@ -14,6 +14,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from lineagegraph.graph import governance
+from lineagegraph.graph.registry import GATE_INPUTS
 from lineagegraph.schema import Edge as EdgeRecord
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import canonical_id, parse_id
@@ -212,11 +213,15 @@ class Mutation:
         links = [_input(f"edges.{i}", lambda e=e: EdgeRecord(
             source=e.source, type=e.type, target=e.target, properties=e.properties or {}))
             for i, e in enumerate(edges or [])]
+        context: Context = info.context
+        # What the gates read of a stored node changes under `admin` only: read it first.
+        gated = [r.id for r in records if r.kind in GATE_INPUTS]
+        stored = await context.run(lambda: context.store.get(gated)) if gated else {}
         try:  # an approval is the approve mutation's to record, under `admin`
-            require_admin_for(principal_of(info.context.request), records, links)
+            require_admin_for(principal_of(info.context.request), records, links,
+                              stored=stored)
         except AuthError as error:
             raise Forbidden(error.message) from None
-        context: Context = info.context
         result = await _governed(info, lambda: governance.audited_upsert(
             context.store, records, links, actor))
         return UpsertResult(

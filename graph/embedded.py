@@ -230,12 +230,15 @@ class _SqliteTransaction:
         )
         return move.model_copy(update={"seq": cursor.lastrowid})
 
-    def lock_stage(self, name: str, environment: str, at: datetime) -> str | None:
+    def lock_stage(self, name: str, environment: str,
+                   until: datetime) -> tuple[str | None, datetime] | None:
         # The transaction is BEGIN IMMEDIATE: other writers already wait.
         row = self.conn.execute(
-            "SELECT to_version FROM stage_moves WHERE name = ? AND environment = ? AND at <= ?"
-            " ORDER BY at DESC, seq DESC LIMIT 1", (name, environment, _ts(at))).fetchone()
-        return None if row is None else row[0]
+            "SELECT to_version, at FROM stage_moves WHERE name = ? AND environment = ?"
+            " AND at <= ? ORDER BY at DESC, seq DESC LIMIT 1",
+            (name, environment, _ts(until))).fetchone()
+        at = None if row is None else _dt(row[1])
+        return None if row is None or at is None else (row[0], at)
 
     def append_audit(self, entry: AuditEntry) -> None:
         self.conn.execute(

@@ -2,6 +2,11 @@
 
 Each gate is a small function of a ``GateInput`` returning a ``Gate`` with a reason when it
 fails; ``promotion_report`` runs them all and diffs the candidate against what is live.
+
+Promoting into ``retired`` is a retirement, not a promotion: no gate applies (the report
+carries a single passed ``retirement`` note saying where the version leaves), and it records
+a move into ``retired`` plus a move to no version wherever the version is live. Everything
+here judges "now" as the clock (or the ``at`` given): a move dated later is not in effect.
 """
 
 from __future__ import annotations
@@ -14,8 +19,16 @@ from typing import Any
 
 from lineagegraph.schema import AuditEntry, Edge, Node, StageMove, approval_name, format_id
 from lineagegraph.schema.models import check_environment
+from lineagegraph.schema.models import now as utc_now
 
-from .impact import STRUCTURE_EDGES, Action, BlastRadius, blast_radius, previous_live
+from .impact import (
+    STRUCTURE_EDGES,
+    Action,
+    AffectedBundle,
+    BlastRadius,
+    blast_radius,
+    rollback_plans,
+)
 from .registry import (
     BundleParts,
     annotations,
@@ -24,7 +37,15 @@ from .registry import (
     pin_change_message,
     pin_changes,
 )
-from .store import Direction, GraphStore, UpsertResult
+from .store import (
+    RETIRED,
+    Direction,
+    GraphStore,
+    StageMoved,
+    UpsertResult,
+    live_from,
+    retired_versions,
+)
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
 # Approvals a risk tier needs unless its policy pack says otherwise.
@@ -101,7 +122,8 @@ def approvals_gate(g: GateInput) -> Gate:
 
 
 def pinned_model_gate(g: GateInput) -> Gate:
-    """No floating model alias in a production-like environment."""
+    """No floating model alias in a production-like environment. Aliases match whatever
+    their case (``gpt-5-mini-Latest`` floats as ``-latest`` does)."""
     if not g.production_like:
         return Gate("pinned_model", True, f"{g.environment} is not a production environment")
     names = [str(g.candidate.properties.get("model") or "")]
@@ -109,8 +131,11 @@ def pinned_model_gate(g: GateInput) -> Gate:
         names += [g.parts.model.id, g.parts.model.name]
     for name in filter(None, names):
         bare = name.split(":", 1)[1] if name.startswith("model:") else name
+        # Providers resolve aliases whatever their case: compare both lowered.
+        lowered = bare.lower()
         for pattern in g.policy.floating_model_patterns:
-            if fnmatchcase(bare, pattern) or fnmatchcase(bare.rsplit("@", 1)[-1], pattern):
+            if (fnmatchcase(lowered, pattern.lower())
+                    or fnmatchcase(lowered.rsplit("@", 1)[-1], pattern.lower())):
                 return Gate("pinned_model", False,
                             f"model {name!r} is a floating alias (matches {pattern!r})")
     if g.parts.model is None:
@@ -170,9 +195,19 @@ class PromotionReport:
     diff: list[Difference]
     blast_radius: BlastRadius | None
     parts: BundleParts = field(default_factory=BundleParts)
+    # A retirement (into ``retired``): the environments the candidate leaves, and whether
+    # it is retired already (retiring it again would record nothing new).
+    leaves: list[str] = field(default_factory=list)
+    already_retired: bool = False
+
+    @property
+    def retirement(self) -> bool:
+        return self.environment == RETIRED
 
     @property
     def already_live(self) -> bool:
+        if self.retirement:
+            return self.already_retired
         return self.current is not None and self.current.id == self.candidate.id
 
     @property
@@ -182,8 +217,11 @@ class PromotionReport:
 
     @property
     def reasons(self) -> list[str]:
-        live = ([f"{self.candidate.id} is already live in {self.environment}: nothing to "
-                 "promote"] if self.already_live else [])
+        live = ([] if not self.already_live else
+                [f"{self.candidate.id} is already retired: nothing to retire"]
+                if self.retirement else
+                [f"{self.candidate.id} is already live in {self.environment}: nothing to "
+                 "promote"])
         return live + [f"{g.name}: {g.reason}" for g in self.gates if not g.passed]
 
 
@@ -218,7 +256,12 @@ def promotion_report(
     environment: str,
     policy: GatePolicy = GatePolicy(),
     limits: WalkLimits = DEFAULT_LIMITS,
+    at: datetime | None = None,
 ) -> PromotionReport:
+    """The report on promoting ``name@version`` into ``environment`` as of ``at`` (default
+    now; a move dated later is not in effect). Into ``retired`` it is a retirement report:
+    verdict ALLOW with one passed ``retirement`` note instead of gates (BLOCK only when the
+    version is retired already), no diff, and the RETIRE blast radius of the candidate."""
     try:
         check_environment(environment)
     except ValueError as error:
@@ -227,7 +270,10 @@ def promotion_report(
     candidate = store.get([candidate_id]).get(candidate_id)
     if candidate is None:
         raise GovernanceError(f"no bundle {candidate_id}")
-    live = store.stage_at(name, environment)
+    when = at or utc_now()
+    if environment == RETIRED:
+        return _retirement_report(store, candidate, when, limits)
+    live = store.stage_at(name, environment, when)
     current = store.get([bundle_id(name, live)]).get(bundle_id(name, live)) if live else None
     parts = bundle_parts(store, [candidate.id] + ([current.id] if current else []))
     evaluations, approvals = annotations(store, candidate.id)
@@ -238,9 +284,28 @@ def promotion_report(
         candidate=candidate, environment=environment, current=current,
         gates=[gate(gate_input) for gate in GATES],
         diff=_diff(current, candidate, parts),
-        blast_radius=blast_radius(store, impact_root, Action.CHANGE, limits=limits),
+        blast_radius=blast_radius(store, impact_root, Action.CHANGE, limits=limits, now=when),
         parts=parts[candidate.id],
     )
+
+
+def _retirement_report(store: GraphStore, candidate: Node, when: datetime,
+                       limits: WalkLimits) -> PromotionReport:
+    # Retiring takes a version out of service: the gates guard what goes into service, so
+    # none applies (a version failing its eval must be retirable without an override).
+    history = store.stage_history(name=candidate.name, until=when)
+    leaves = sorted(env for env, version in live_from(history).items()
+                    if version == candidate.version)
+    already = candidate.version in retired_versions(history)
+    note = (f"retiring {candidate.id}: no promotion gate applies; it leaves "
+            + (", ".join(leaves) if leaves else "no environment (it is live nowhere)"))
+    return PromotionReport(
+        candidate=candidate, environment=RETIRED, current=None,
+        gates=[Gate("retirement", True, note)], diff=[],
+        blast_radius=blast_radius(store, candidate.id, Action.RETIRE, limits=limits,
+                                  now=when),
+        parts=bundle_parts(store, [candidate.id])[candidate.id],
+        leaves=leaves, already_retired=already)
 
 
 def promote(
@@ -256,10 +321,17 @@ def promote(
 ) -> tuple[PromotionReport, StageMove | None]:
     """Move ``name@version`` into ``environment`` if every gate passes, or if an admin
     overrides with a reason (recorded in the move and the audit log). Returns the report and
-    the recorded move (None when refused)."""
-    report = promotion_report(store, name, version, environment, policy)
+    the recorded move (None when refused).
+
+    Into ``retired`` it retires the version instead: no gates; a move into ``retired`` (the
+    one returned) and a move to no version in each environment where it is live, in one
+    transaction with a ``retire`` audit entry (``override_reason``, if given, is kept as
+    the reason). Promoting a retired version into a serving environment revives it."""
+    report = promotion_report(store, name, version, environment, policy, at=at)
     if report.already_live:
-        raise GovernanceError(f"{report.candidate.id} is already live in {environment}")
+        raise GovernanceError(report.reasons[0])
+    if report.retirement:
+        return report, _retire(store, report, actor, override_reason, at or utc_now())
     if report.verdict == "BLOCK" and not override_reason:
         return report, None
     current = report.current.version if report.current else None
@@ -274,7 +346,36 @@ def promote(
         before={"environment": environment, "version": current},
         after={"environment": environment, "version": report.candidate.version,
                "gates": {g.name: g.passed for g in report.gates}, "reason": reason})
-    return report, store.record_stage_move(move, audit)
+    return report, _recorded(store, [move], [audit])[0]
+
+
+def _recorded(store: GraphStore, moves: list[StageMove],
+              audit: list[AuditEntry]) -> list[StageMove]:
+    """Record moves judged against the versions they move from: if another move landed
+    since they were read (two promotions at once), none is kept and the caller is told."""
+    try:
+        return store.record_stage_moves(moves, audit, check_from=True)
+    except StageMoved as error:
+        raise GovernanceError(str(error)) from None
+
+
+def _retire(store: GraphStore, report: PromotionReport, actor: str, note: str | None,
+            when: datetime) -> StageMove:
+    candidate = report.candidate
+    reason = f"retired: {note}" if note else "retired"
+    # The move into ``retired`` is the lasting record, even where the version served
+    # nowhere; the moves to no version take it out of service.
+    into = StageMove(name=candidate.name, environment=RETIRED, to_version=candidate.version,
+                     from_version=store.stage_at(candidate.name, RETIRED, when), actor=actor,
+                     reason=reason, at=when)
+    out = [StageMove(name=candidate.name, environment=env, from_version=candidate.version,
+                     to_version=None, actor=actor, reason=reason, at=when)
+           for env in report.leaves]
+    audit = AuditEntry(action="retire", target=candidate.id, actor=actor, at=when,
+                       before={"environments": report.leaves},
+                       after={"environment": RETIRED, "version": candidate.version,
+                              "reason": reason})
+    return _recorded(store, [into, *out], [audit])[0]
 
 
 @dataclass(slots=True)
@@ -286,26 +387,50 @@ class Rollback:
 def rollback(store: GraphStore, name: str, environment: str, actor: str,
              reason: str | None = None, at: datetime | None = None) -> Rollback:
     """Record a move back to the version live in ``environment`` before the current one,
-    with the compatibility warnings a release engineer should read."""
-    moves = store.stage_history(name=name, environment=environment)
+    with the compatibility warnings a release engineer should read.
+
+    The target is ``impact.rollback_plans``'s, as blastRadius names it: the latest earlier
+    version there that is not retired now, not archived and registered (those passed over
+    are named in the warnings; with none left the rollback is refused). A target that was
+    itself rolled back from there stays the target — rolling back twice undoes the first
+    rollback, as ``kubectl rollout undo`` does — with the warning "… was rolled back from
+    at <time>". Only moves at or before ``at`` (default now) count. ``retired`` is no
+    environment to roll back in: promote a retired version to revive it.
+
+    Audited twice in the move's transaction, each entry with the reason and both versions:
+    ``rollback`` on the version rolled back from and ``rollback.restore`` on the one put
+    back, so the audit log of either finds it."""
+    if environment == RETIRED:
+        raise GovernanceError(f"{RETIRED} is no environment a version serves in: nothing to "
+                              f"roll back there (promote a retired version to revive it)")
+    when = at or utc_now()
+    history = store.stage_history(name=name, until=when)
+    moves = [m for m in history if m.environment == environment]
     current = moves[-1].to_version if moves else None
     if current is None:
         raise GovernanceError(f"nothing of {name} is live in {environment}")
-    target = previous_live(moves, current)
-    if target is None:
-        raise GovernanceError(f"no earlier version of {name} was live in {environment}")
-    radius = blast_radius(store, bundle_id(name, current), Action.ROLLBACK)
-    warnings = [] if radius is None else [
-        w for plan in radius.rollbacks if plan.environment == environment
-        for w in plan.warnings]
+    current_id = bundle_id(name, current)
+    # An unregistered or archived current version is still rolled back from: ``get``
+    # returns archived nodes, and a bare node stands in for one never registered.
+    node = store.get([current_id]).get(current_id) or Node.from_id(current_id)
+    plan = rollback_plans(store, node, [AffectedBundle(node, [environment])],
+                          {name: history})[0]
+    if plan.target is None:
+        raise GovernanceError(
+            f"no earlier version of {name} was live in {environment}" if not plan.skipped
+            else f"no earlier version of {name} to roll back to in {environment}: "
+                 + "; ".join(plan.skipped))
+    target = plan.target.version
     move = StageMove(name=name, environment=environment, from_version=current,
-                     to_version=target, actor=actor, reason=reason or "rollback",
-                     **({"at": at} if at else {}))
-    audit = AuditEntry(action="rollback", target=bundle_id(name, current), actor=actor,
-                       before={"environment": environment, "version": current},
-                       after={"environment": environment, "version": target,
-                              "warnings": warnings})
-    return Rollback(store.record_stage_move(move, audit), warnings)
+                     to_version=target, actor=actor, reason=reason or "rollback", at=when)
+    before = {"environment": environment, "version": current}
+    after = {"environment": environment, "version": target, "reason": move.reason,
+             "warnings": plan.warnings}
+    audit = [AuditEntry(action=action, target=target_id, actor=actor, at=when,
+                        before=before, after=after)
+             for action, target_id in (("rollback", current_id),
+                                       ("rollback.restore", plan.target.id))]
+    return Rollback(_recorded(store, [move], audit)[0], plan.warnings)
 
 
 def approve(store: GraphStore, target: str, actor: str, gate: str | None = None,

@@ -8,9 +8,10 @@ from datetime import datetime
 from enum import StrEnum
 
 from lineagegraph.schema import LINEAGE_EDGE_TYPES, Node, StageMove
+from lineagegraph.schema.models import now as utc_now
 
 from .registry import BundleParts, bundle_id, bundle_parts
-from .store import Direction, GraphStore, concurrently, live_from
+from .store import RETIRED, Direction, GraphStore, concurrently, live_from, retired_versions
 from .traffic import OUTCOME_EDGES
 from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
 
@@ -20,8 +21,10 @@ STRUCTURE_EDGES = tuple(e for e in LINEAGE_EDGE_TYPES if e not in OUTCOME_EDGES)
 DIRECT_TRAFFIC_KINDS = {"Bundle", "ModelVersion", "PromptVersion", "PolicyPack", "Feature"}
 
 
-# Kinds whose blast radius names what a rollback returns to (per affected bundle).
-ROLLBACK_KINDS = {"Bundle", "ModelVersion", "PromptVersion"}
+# Kinds whose blast radius names what a rollback returns to (per affected bundle): what a
+# bundle pins, besides the data it retrieves from, is undone by returning the bundles that
+# pin it to versions that do not.
+ROLLBACK_KINDS = {"Bundle", "ModelVersion", "PromptVersion", "Toolset", "PolicyPack"}
 
 
 class Action(StrEnum):
@@ -40,8 +43,10 @@ class AffectedBundle:
 class RollbackTarget:
     environment: str
     current: Node
-    target: Node | None  # None: nothing was live there before
+    target: Node | None  # None: nothing fit to return to was live there before
     warnings: list[str] = field(default_factory=list)
+    # The versions live there before that a rollback passes over: "<bundle ID>: why".
+    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -73,26 +78,59 @@ class BlastRadius:
                           for w in r.warnings]
 
 
-def previous_live(moves: list[StageMove], current: str) -> str | None:
-    """The version live before the current stint of ``current`` (moves of one name in one
-    environment, oldest first): what a rollback returns to."""
+def earlier_live(moves: list[StageMove], current: str) -> list[str]:
+    """The versions live before the current stint of ``current`` (moves of one name in one
+    environment, oldest first), latest first and each once, ``current`` left out: what a
+    rollback may return to, best first. A move to no version empties the environment and
+    is no version to return to."""
     live: list[str] = []
     for move in moves:
         if move.to_version is not None and (not live or live[-1] != move.to_version):
             live.append(move.to_version)
     while live and live[-1] == current:
         live.pop()
-    return live[-1] if live else None
+    return list(dict.fromkeys(v for v in reversed(live) if v != current))
+
+
+def rolled_back_from(moves: list[StageMove]) -> dict[str, datetime]:
+    """version → when its latest stint in the environment ended in a rollback: a move from
+    it back to a version live there before it (the rollback mutation's moves, and an
+    on-call's StageMove document back to the previous version alike). A stint that ended
+    otherwise (a new version, or the environment emptied) clears it. Moves of one name in
+    one environment, oldest first."""
+    rolled: dict[str, datetime] = {}
+    seen: set[str] = set()
+    live: str | None = None
+    for move in moves:
+        if move.to_version == live:
+            continue
+        if live is not None:
+            if move.to_version is not None and move.to_version in seen:
+                rolled[live] = move.at
+            else:
+                rolled.pop(live, None)
+        live = move.to_version
+        if live is not None:
+            seen.add(live)
+    return rolled
+
+
+def retired_at(moves: list[StageMove]) -> dict[str, datetime]:
+    """version → when it was last moved into ``retired`` (moves of one name, oldest first)."""
+    return {m.to_version: m.at for m in moves
+            if m.environment == RETIRED and m.to_version is not None}
 
 
 def compatibility_warnings(current: Node, target: Node, parts: dict[str, BundleParts],
                            designed_for: dict[str, set[str]],
-                           retired: set[str]) -> list[str]:
-    """What may break when ``target`` replaces ``current``."""
+                           retired: dict[str, datetime]) -> list[str]:
+    """What may break when ``target`` replaces ``current``; ``retired`` maps the bundle IDs
+    ever retired to when (one retired now is no target: it was promoted again since)."""
     now, then = parts[current.id], parts[target.id]
     warnings = []
     if target.id in retired:
-        warnings.append(f"{target.id} was retired")
+        warnings.append(f"{target.id} was retired at {retired[target.id].isoformat()} "
+                        "(promoted again since)")
     if (now.policy and now.policy.id) != (then.policy and then.policy.id):
         warnings.append(f"policy pack differs: {_id(now.policy)} live, {_id(then.policy)} "
                         "in the target")
@@ -121,11 +159,17 @@ def blast_radius(
     since: datetime | None = None,
     until: datetime | None = None,
     limits: WalkLimits = DEFAULT_LIMITS,
+    *,
+    now: datetime | None = None,
 ) -> BlastRadius | None:
     """Everything downstream of ``node_id`` (lineage edges, request edges excluded) with
     degrees; the affected bundles and where each is live now; request traffic in the
     window counted by environment in the store; and, for ROLLBACK and RETIRE, per
-    environment the version a rollback returns to with compatibility warnings."""
+    environment the version a rollback returns to with compatibility warnings
+    (``rollback_plans``).
+
+    "Now" is ``now`` (default: the clock): a stage move dated later is not in effect yet,
+    and ``retired`` is no environment a version is live in."""
     downstream = walk(store, node_id, Direction.DOWNSTREAM, limits.max_depth, limits=limits,
                       edge_types=STRUCTURE_EDGES)
     root = downstream.nodes.get(node_id)
@@ -135,15 +179,15 @@ def blast_radius(
     bundles = [n for n in downstream.nodes.values() if n.kind == "Bundle"]
     counted = [n.id for n in downstream.nodes.values() if n.kind in DIRECT_TRAFFIC_KINDS]
     plans_rollback = action is not Action.CHANGE and root.kind in ROLLBACK_KINDS
-    # Independent reads at once: the stage history of every affected name (versions of a
-    # name share it; one read for all), the traffic and whether it is complete, and what
-    # was ever retired.
+    when = now or utc_now()
+    # Independent reads at once: the stage history of every affected name up to now
+    # (versions of a name share it; one read for all, its retirements included), the
+    # traffic and whether it is complete.
     histories: dict[str, list[StageMove]] = {b.name: [] for b in bundles}
-    moves, traffic_by_env, counted_through, retired_moves = concurrently(
-        lambda: store.stage_history(names=sorted(histories)) if bundles else [],
+    moves, traffic_by_env, counted_through = concurrently(
+        lambda: store.stage_history(names=sorted(histories), until=when) if bundles else [],
         lambda: store.traffic(counted, since, until),
-        store.traffic_rebuild_position,
-        lambda: store.stage_history(environment="retired") if plans_rollback else [])
+        store.traffic_rebuild_position)
     for move in moves:
         histories[move.name].append(move)
     affected = []
@@ -153,38 +197,93 @@ def blast_radius(
             bundle, sorted(env for env, version in live.items() if version == bundle.version)))
 
     traffic = {env or "unknown": count for env, count in traffic_by_env.items()}
-    retired = {bundle_id(m.name, m.to_version) for m in retired_moves
-               if m.to_version is not None}
-    rollbacks = _rollbacks(store, affected, histories, retired) if plans_rollback else []
+    rollbacks = rollback_plans(store, root, affected, histories) if plans_rollback else []
     return BlastRadius(root=root, action=action, downstream=downstream, bundles=affected,
                        traffic=dict(sorted(traffic.items())), rollbacks=rollbacks,
                        traffic_counted_through=counted_through)
 
 
-def _rollbacks(store: GraphStore, affected: list[AffectedBundle],
-               histories: dict[str, list[StageMove]], retired: set[str]) -> list[RollbackTarget]:
-    plans: list[tuple[str, Node, str | None]] = []
+def _pins(parts: BundleParts) -> set[str]:
+    pinned = [parts.model, parts.prompt, parts.toolset, parts.policy, *parts.retrieves_from]
+    return {node.id for node in pinned if node is not None}
+
+
+def rollback_plans(store: GraphStore, root: Node, affected: list[AffectedBundle],
+                   histories: dict[str, list[StageMove]]) -> list[RollbackTarget]:
+    """Per affected bundle and environment where it is live, what a rollback of ``root``
+    returns to: the latest version live there before the current one that is fit, with
+    compatibility warnings. ``histories`` holds each name's moves up to now, oldest first.
+
+    Passed over, each named in ``skipped`` and the warnings: a version retired now
+    (``retired_versions``), one archived by retention (``archived: true``), one that is no
+    registered bundle, and one that still pins ``root`` (rolling back a model, prompt, tool
+    set or policy pack to a bundle that uses it undoes nothing). With none left there is no
+    target, and a warning says why.
+
+    A target that was itself rolled back from there (``rolled_back_from``) stays the
+    target, as ``kubectl rollout undo`` toggles — a second rollback undoes the first — but
+    with the warning "… was rolled back from at <time>": the heuristic that spots a
+    rollback (a move back to an earlier version) cannot tell an undo from a re-release,
+    so it informs rather than decides."""
+    plans: list[tuple[str, Node, list[str], dict[str, datetime]]] = []
     for entry in affected:
         for env in entry.environments:
             moves = [m for m in histories[entry.bundle.name] if m.environment == env]
-            plans.append((env, entry.bundle, previous_live(moves, entry.bundle.version or "")))
-    target_ids = sorted({bundle_id(b.name, v) for _, b, v in plans if v is not None})
-    # What each bundle pins, asked for every target ID at once with the target nodes (an
-    # ID that is no node pins nothing and is dropped below).
-    targets, parts = concurrently(
-        lambda: store.get(target_ids),
-        lambda: bundle_parts(store, sorted({b.id for _, b, _ in plans} | set(target_ids))))
-    prompts = sorted({p.prompt.id for p in parts.values() if p.prompt is not None})
+            plans.append((env, entry.bundle, earlier_live(moves, entry.bundle.version or ""),
+                          rolled_back_from(moves)))
+    candidate_ids = sorted({bundle_id(b.name, v) for _, b, versions, _ in plans
+                            for v in versions})
+    # Every candidate's node (archived ones included: ``get`` does not hide them) and what
+    # it pins, with the current bundles', at once.
+    nodes, parts = concurrently(
+        lambda: store.get(candidate_ids),
+        lambda: bundle_parts(store, sorted({b.id for _, b, _, _ in plans} | set(candidate_ids))))
+    retired_now = {name: {bundle_id(name, v) for v in retired_versions(moves)}
+                   for name, moves in histories.items()}
+    ever_retired = {name: {bundle_id(name, v): at for v, at in retired_at(moves).items()}
+                    for name, moves in histories.items()}
+
+    chosen: list[tuple[str, Node, Node | None, list[str], dict[str, datetime]]] = []
+    for env, bundle, versions, rolled in plans:
+        target, skipped = None, []
+        for version in versions:
+            candidate_id = bundle_id(bundle.name, version)
+            node = nodes.get(candidate_id)
+            if node is None:
+                skipped.append(f"{candidate_id}: no registered bundle")
+            elif candidate_id in retired_now[bundle.name]:
+                skipped.append(f"{candidate_id}: retired")
+            elif node.properties.get("archived"):
+                skipped.append(f"{candidate_id}: archived")
+            elif root.id != bundle.id and root.id in _pins(parts[candidate_id]):
+                skipped.append(f"{candidate_id}: still uses {root.id}")
+            else:
+                target = node
+                break
+        chosen.append((env, bundle, target, skipped, rolled))
+
+    prompts = sorted({p.prompt.id for _, b, t, _, _ in chosen for p in
+                      (parts[b.id], parts[t.id] if t is not None else BundleParts())
+                      if p.prompt is not None})
     designed_for: dict[str, set[str]] = {}
-    for hop in store.expand(prompts, Direction.UPSTREAM, edge_types=["DESIGNED_FOR"]):
-        designed_for.setdefault(hop.origin, set()).add(hop.node.id)
+    if prompts:
+        for hop in store.expand(prompts, Direction.UPSTREAM, edge_types=["DESIGNED_FOR"]):
+            designed_for.setdefault(hop.origin, set()).add(hop.node.id)
 
     result = []
-    for env, bundle, version in plans:
-        target = targets.get(bundle_id(bundle.name, version)) if version else None
-        warnings = (compatibility_warnings(bundle, target, parts, designed_for, retired)
-                    if target is not None else [f"nothing was live in {env} before "
-                                                f"{bundle.id}: a rollback leaves it empty"])
+    for env, bundle, target, skipped, rolled in chosen:
+        if target is None:
+            warnings = ([f"nothing fit to return to in {env} before {bundle.id} ("
+                         + "; ".join(skipped) + "): a rollback leaves it empty"] if skipped else
+                        [f"nothing was live in {env} before {bundle.id}: a rollback leaves "
+                         "it empty"])
+        else:
+            warnings = [f"skipped {why}" for why in skipped]
+            if target.version in rolled:
+                warnings.append(f"{target.id} was rolled back from at "
+                                f"{rolled[target.version].isoformat()}")
+            warnings += compatibility_warnings(bundle, target, parts, designed_for,
+                                               ever_retired[bundle.name])
         result.append(RollbackTarget(environment=env, current=bundle, target=target,
-                                     warnings=warnings))
+                                     warnings=warnings, skipped=skipped))
     return result

@@ -295,15 +295,17 @@ class _Neo4jTransaction:
         )
         return move.model_copy(update={"seq": seq})
 
-    def lock_stage(self, name: str, environment: str, at: datetime) -> str | None:
+    def lock_stage(self, name: str, environment: str,
+                   until: datetime) -> tuple[str | None, datetime] | None:
         # The stage log's counter node, written (not bumped: its numbers stay gap-free) to
         # hold its write lock, which every append of a move takes too.
         record = self.tx.run(
             _COUNTER + "SET c.locked = timestamp() WITH c "
-            "OPTIONAL MATCH (m:StageMove {name: $name, environment: $env}) WHERE m.at <= $at "
-            "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT 1 RETURN m.to_version AS version",
-            counter="StageMove", name=name, env=environment, at=at).single(strict=True)
-        return record["version"]
+            "OPTIONAL MATCH (m:StageMove {name: $name, environment: $env}) WHERE m.at <= $until "
+            "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT 1 "
+            "RETURN m IS NOT NULL AS found, m.to_version AS version, m.at AS at",
+            counter="StageMove", name=name, env=environment, until=until).single(strict=True)
+        return (record["version"], _native(record["at"])) if record["found"] else None
 
     def append_audit(self, entry: AuditEntry) -> None:
         self._append_numbered(

@@ -17,7 +17,15 @@ from lineagegraph.schema import (
     parse_id,
 )
 
-from .store import ORIGIN, Direction, GraphStore, Hop, replaced, version_order
+from .store import (
+    ORIGIN,
+    RETIRED,
+    Direction,
+    GraphStore,
+    Hop,
+    replaced,
+    version_order,
+)
 from .traffic import OUTCOME_EDGES
 
 # What a bundle pins, by the edge that pins it.
@@ -81,7 +89,10 @@ def split_annotations(hops: Iterable[Hop]) -> tuple[list[Node], list[Node]]:
 def resolve(store: GraphStore, name: str, environment: str,
             as_of: datetime | None = None) -> Node | None:
     """The bundle version in effect for ``name`` in ``environment`` at ``as_of`` (default
-    now), from the stage-move history; None before the first move."""
+    now), from the stage-move history; None before the first move, and in ``retired``,
+    where no version serves."""
+    if environment == RETIRED:
+        return None
     version = store.stage_at(name, environment, as_of)
     if version is None:
         return None

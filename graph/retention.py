@@ -1,6 +1,7 @@
 """Retention: archive bundle versions that never went past staging and are older than a
-limit. Production versions are kept forever; archiving is a recorded property change
-(``archived: true``), never a delete, and walks skip archived nodes unless asked."""
+limit. Production versions are kept forever, and so is any version live now (staging
+included); archiving is a recorded property change (``archived: true``), never a delete;
+walks skip archived nodes unless asked, and rollbacks never return to them."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from lineagegraph.schema import AuditEntry, Node
 from lineagegraph.schema.models import now as utc_now
 
 from .drift import parse_duration
-from .store import GraphStore
+from .store import RETIRED, GraphStore, live_from
 
-# Environments a version may have visited and still be archived.
-PRE_RELEASE = frozenset({"draft", "staging"})
+# Environments a version may have visited and still be archived (``retired`` is a record
+# that it left service, no environment it served in).
+PRE_RELEASE = frozenset({"draft", "staging", RETIRED})
 _SHORT = re.compile(r"^(\d+(?:\.\d+)?)\s*([wdhm])$")
 _UNITS = {"w": "weeks", "d": "days", "h": "hours", "m": "minutes"}
 
@@ -36,16 +38,19 @@ def parse_age(text: str) -> timedelta:
 @dataclass(frozen=True, slots=True)
 class Candidate:
     node: Node
-    environments: tuple[str, ...]  # where it ever was (all pre-release)
+    environments: tuple[str, ...]  # where it ever was (all pre-release, none now)
 
 
 def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
          page: int = 1000) -> list[Candidate]:
     """Bundle versions created before ``at - older_than``, not archived, never moved into
-    an environment past staging."""
-    cutoff = (at or utc_now()) - older_than
+    an environment past staging, and live nowhere: neither at ``at`` nor now (a version
+    serving staging is in use, whatever its age; a move dated later is not in effect)."""
+    clock = utc_now()
+    cutoff = (at or clock) - older_than
     candidates: list[Candidate] = []
     visits: dict[str, dict[str, set[str]]] = {}  # name → version → environments
+    live: dict[str, set[str]] = {}  # name → versions live at ``at`` or now
     after: str | None = None
     while True:
         bundles = store.find(kinds=["Bundle"], first=page, after=after)
@@ -54,12 +59,16 @@ def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
                 continue
             if bundle.name not in visits:
                 by_version: dict[str, set[str]] = {}
-                for move in store.stage_history(name=bundle.name):
+                moves = store.stage_history(name=bundle.name)
+                for move in moves:
                     if move.to_version is not None:
                         by_version.setdefault(move.to_version, set()).add(move.environment)
                 visits[bundle.name] = by_version
+                live[bundle.name] = {
+                    version for when in {at or clock, clock}
+                    for version in live_from(m for m in moves if m.at <= when).values()}
             visited = visits[bundle.name].get(bundle.version or "", set())
-            if visited <= PRE_RELEASE:
+            if visited <= PRE_RELEASE and bundle.version not in live[bundle.name]:
                 candidates.append(Candidate(bundle, tuple(sorted(visited))))
         if len(bundles) < page:
             return candidates

@@ -31,6 +31,7 @@ from lineagegraph.schema import (
     bundle_id,
     check_edge_endpoints,
 )
+from lineagegraph.schema.models import now
 
 from .traffic import (
     OUTCOME_EDGES,
@@ -131,9 +132,11 @@ class StoreTransaction(Protocol):
                     ) -> tuple[WriteCounts, dict[str, str]]: ...
     def write_edges(self, rows: Any, *, new: bool = False) -> WriteCounts: ...
     def append_stage_move(self, move: StageMove) -> StageMove: ...
-    # The version in effect for ``name`` in ``environment`` at ``at`` per the stored moves;
-    # stage moves of every writer wait from here to the end of the transaction.
-    def lock_stage(self, name: str, environment: str, at: datetime) -> str | None: ...
+    # The latest stored move of ``name`` in ``environment`` dated no later than ``until``
+    # (by time, then sequence): its version and time, or None; stage moves of every writer
+    # wait from here to the end of the transaction.
+    def lock_stage(self, name: str, environment: str,
+                   until: datetime) -> tuple[str | None, datetime] | None: ...
     def append_audit(self, entry: AuditEntry) -> None: ...
     def append_record(self, record: Record) -> bool: ...
     def outcome_states(self, ids: Sequence[str]) -> dict[str, OutcomeState]: ...
@@ -421,18 +424,30 @@ class GraphStore(ABC):
 
     def record_stage_move(self, move: StageMove, audit: AuditEntry | None = None, *,
                           check_from: bool = False) -> StageMove:
-        """Append a stage move (and its audit entry) in one transaction. ``check_from``: only
-        if ``move.from_version`` is still in effect there when written (``StageMoved``
-        otherwise) — a promotion or rollback judged what it read."""
+        """Append a stage move (and its audit entry) in one transaction; ``check_from`` as
+        ``record_stage_moves``."""
+        return self.record_stage_moves([move], [audit] if audit else [],
+                                       check_from=check_from)[0]
 
-        def work(tx: StoreTransaction) -> StageMove:
-            if check_from:
-                found = tx.lock_stage(move.name, move.environment, move.at)
-                if found != move.from_version:
+    def record_stage_moves(self, moves: Sequence[StageMove], audit: Sequence[AuditEntry] = (),
+                           *, check_from: bool = False) -> list[StageMove]:
+        """Append stage moves and their audit entries in one transaction. ``check_from``:
+        only if each move's ``from_version`` is still in effect there when written
+        (``StageMoved`` otherwise, nothing kept) — a promotion or rollback judged what it
+        read, and another may have landed since."""
+
+        def work(tx: StoreTransaction) -> list[StageMove]:
+            for move in moves if check_from else ():
+                # A move landed since, or one dated after this one (this would slip in under
+                # it): either way, not what the caller judged. Moves dated later than now
+                # (scheduled, which ingest refuses) are in effect for nobody yet.
+                latest = tx.lock_stage(move.name, move.environment, max(now(), move.at))
+                found = latest[0] if latest else None
+                if found != move.from_version or latest and latest[1] > move.at:
                     raise StageMoved(move, found)
-            stored = tx.append_stage_move(move)
-            if audit is not None:
-                tx.append_audit(audit)
+            stored = [tx.append_stage_move(move) for move in moves]
+            for entry in audit:
+                tx.append_audit(entry)
             return stored
 
         return self._write(work)
@@ -642,7 +657,7 @@ class GraphStore(ABC):
     def stage_at(self, name: str, environment: str, at: datetime | None = None) -> str | None:
         """The version of ``name`` in effect in ``environment`` at ``at`` (default: now);
         None before the first move or after a move to nothing."""
-        history = self.stage_history(name=name, environment=environment, until=at)
+        history = self.stage_history(name=name, environment=environment, until=at or now())
         return history[-1].to_version if history else None
 
     def versions(self, kind: str, name: str) -> list[Node]:
@@ -676,14 +691,15 @@ class GraphStore(ABC):
     def live_bundles(self, environment: str, at: datetime | None = None) -> list[Node]:
         """Every bundle version in effect in ``environment`` at ``at`` (default: now), by
         name."""
-        live = live_from(self.stage_history(environment=environment, until=at), by="name")
+        live = live_from(self.stage_history(environment=environment, until=at or now()),
+                         by="name")
         ids = [bundle_id(name, version) for name, version in sorted(live.items())]
         found = self.get(ids)
         return [found[i] for i in ids if i in found]
 
     def live_environments(self, name: str, at: datetime | None = None) -> dict[str, str]:
         """environment → version of ``name`` live there at ``at`` (default: now)."""
-        return live_from(self.stage_history(name=name, until=at))
+        return live_from(self.stage_history(name=name, until=at or now()))
 
 
 # Independent reads of one analysis overlap their round trips. The stores are safe to call

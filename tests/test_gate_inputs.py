@@ -124,3 +124,24 @@ def test_dotted_versions_sort_by_their_numbers_not_as_text(store: GraphStore) ->
     supersedes = {hop.node.id for hop in store.expand(
         ["prompt:triage@1.10.0"], Direction.UPSTREAM, edge_types=["SUPERSEDES"])}
     assert supersedes == {"prompt:triage@1.9.0"}
+
+
+def test_the_upsert_mutation_keeps_the_gate_inputs_for_admin_too(
+    tokens: tuple[TestClient, dict[str, dict[str, str]]], store: GraphStore,
+) -> None:
+    client, headers = tokens
+    upsert = """mutation ($props: JSON) { upsert(nodes: [{id: "policy:support-safety@7",
+      kind: "PolicyPack", properties: $props}]) { nodes { updated } } }"""
+    relaxed = {"risk_tier": "sandbox", "residency": ["eu"]}
+
+    def send(who: str) -> dict:
+        return client.post("/graphql", json={"query": upsert, "variables": {"props": relaxed}},
+                           headers={"Authorization": headers[who]["Authorization"]}).json()
+
+    refused = send("ci-bot")
+    assert refused["data"]["upsert"] is None
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert "risk_tier 'production' → 'sandbox'" in refused["errors"][0]["message"]
+    pack = store.get(["policy:support-safety@7"])["policy:support-safety@7"]
+    assert pack.properties["risk_tier"] == "production"
+    assert send("release-eng")["data"]["upsert"]["nodes"]["updated"] == 1

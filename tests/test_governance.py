@@ -208,7 +208,7 @@ def test_an_override_promotes_with_its_reason_in_the_move_and_the_audit_log(
     assert store.stage_at("b", "production") == "1"
 
 
-def test_promote_then_rollback_round_trip_leaves_two_moves_and_two_audit_entries(
+def test_promote_then_rollback_round_trip_leaves_moves_and_audit_entries_on_both_versions(
     store: GraphStore,
 ) -> None:
     setup_bundle(store, 1, policy=dict(EU_PRODUCTION))
@@ -222,8 +222,10 @@ def test_promote_then_rollback_round_trip_leaves_two_moves_and_two_audit_entries
     assert store.stage_at("b", "production") == "1"
     assert (result.move.from_version, result.move.to_version) == ("2", "1")
     assert any("policy pack differs" in w for w in result.warnings)
-    assert [(e.action, e.actor) for e in store.audit_log()] == [
-        ("promote", "alice"), ("promote", "alice"), ("rollback", "bob")]
+    # The rollback is filed under the version rolled back from and the one put back.
+    assert [(e.action, e.target, e.actor) for e in store.audit_log()] == [
+        ("promote", "bundle:b@1", "alice"), ("promote", "bundle:b@2", "alice"),
+        ("rollback", "bundle:b@2", "bob"), ("rollback.restore", "bundle:b@1", "bob")]
 
 
 def test_rollback_with_nothing_earlier_is_refused(store: GraphStore) -> None:

@@ -98,7 +98,8 @@ def test_admin_promotes_then_rolls_back_with_audit_entries_under_its_name(
     assert any("policy pack differs" in w for w in rolled["data"]["rollback"]["warnings"])
     log = admin.gql("""{ auditLog(actor: "release-eng") { action target actor } }""")
     assert [(e["action"], e["target"]) for e in log["data"]["auditLog"]] == [
-        ("promote", "bundle:support-triage@15"), ("rollback", "bundle:support-triage@15")]
+        ("promote", "bundle:support-triage@15"), ("rollback", "bundle:support-triage@15"),
+        ("rollback.restore", "bundle:support-triage@14")]
     assert store.stage_at("support-triage", "production") == "14"
 
 

@@ -32,6 +32,9 @@ def _load(store: GraphStore) -> None:
             StageMove(name="b", environment="production", to_version="2", at=old),
             StageMove(name="b", environment="production", from_version="2", to_version=None,
                       at=recent),
+            # staging no longer serves 1: a version live anywhere is never archived
+            StageMove(name="b", environment="staging", from_version="1", to_version=None,
+                      at=recent),
         ],
     )
 

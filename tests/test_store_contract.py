@@ -714,7 +714,10 @@ def test_a_checked_move_is_refused_when_another_landed_since_it_read(store: Grap
     assert [(m.from_version, m.to_version) for m in store.stage_history(name="b")] == [
         (None, "1"), ("1", "2")]
     assert [e.target for e in store.audit_log()] == ["bundle:b@2"]
-    # Judged against what is in effect at the move's own time, a move after @2 goes in.
+    # Dated before the latest move, it would slip in under it: refused too.
+    with pytest.raises(StageMoved):
+        store.record_stage_move(second.model_copy(update={"from_version": "2", "at": T0}),
+                                check_from=True)
     store.record_stage_move(second.model_copy(update={"from_version": "2"}), check_from=True)
     assert store.stage_at("b", "production") == "3"
 
