@@ -223,25 +223,33 @@ def subgraph_cursor(node: NodeRecord, degree: int) -> str:
     return encode_cursor(_position(node, degree))
 
 
-def page_reached(first: int | None, after: str | None) -> Callable[[WalkResult], bool] | None:
-    """For a walk serving one page: true once it holds the page and one node more (so the
-    page knows it has a next one). Walks go by degree, so deeper hops cannot change it."""
+def page_reached(first: int | None,
+                 after: str | None) -> Callable[[WalkResult, int], bool] | None:
+    """For a walk serving one page: true once, after ``hops`` hops, it holds the page and
+    one node more (so the page knows it has a next one), and has read every edge among the
+    nodes shown so far. Walks go by degree, so deeper hops add neither nodes nor edges to it:
+    an edge is read expanding one of its ends, at the hop after that end's degree."""
     if first is None:
         return None
     position = decode_cursor(after) or ""
 
-    def reached(result: WalkResult) -> bool:
-        beyond = sum(1 for node_id, degree in result.degrees.items()
-                     if _position(result.nodes[node_id], degree) > position)
-        return beyond > first
+    def reached(result: WalkResult, hops: int) -> bool:
+        beyond = sorted(_position(result.nodes[node_id], degree)
+                        for node_id, degree in result.degrees.items()
+                        if _position(result.nodes[node_id], degree) > position)
+        if len(beyond) <= first:
+            return False
+        # The page's deepest nodes were expanded: the edges back from them are read too.
+        return not beyond[:first] or int(beyond[first - 1].split("|", 1)[0]) < hops
 
     return reached
 
 
 def subgraph_page(result: WalkResult, first: int | None = None,
                   after: str | None = None) -> Subgraph:
-    """A keyset page of a walk's nodes, ordered by (degree, ID), with the edges among the
-    nodes shown so far."""
+    """A keyset page of a walk's nodes, ordered by (degree, ID). Each edge is on one page:
+    the page of the later of its two ends in that order, so the pages of a query together
+    hold the edges of the whole walk, none twice."""
     if first is not None and first < 0:
         raise UserError("first: must be ≥ 0")
     ordered = result.ordered()
@@ -256,14 +264,13 @@ def subgraph_page(result: WalkResult, first: int | None = None,
                      len(ordered))
     end = len(ordered) if first is None else min(len(ordered), start + first)
     page = ordered[start:end]
-    shown = {node.id for node, _ in ordered[:end]}
-    page_ids = {node.id for node, _ in page}
+    rank = {node.id: i for i, (node, _) in enumerate(ordered)}
     edges = [
         Edge(source=strawberry.ID(e.source), target=strawberry.ID(e.target), type=e.type,
              properties=e.properties or None)
         for e in result.edges.values()
-        if (e.source in page_ids or e.target in page_ids) and e.source in shown
-        and e.target in shown
+        if e.source in rank and e.target in rank
+        and start <= max(rank[e.source], rank[e.target]) < end
     ]
     return Subgraph(
         nodes=[NodeAtDegree(node=to_gql(node), degree=degree) for node, degree in page],

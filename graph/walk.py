@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from lineagegraph.schema import LINEAGE_EDGE_TYPES, Edge, Node
+from lineagegraph.schema import EDGE_KINDS_BY_TYPE, LINEAGE_EDGE_TYPES, Edge, Node
 
-from .store import Direction, GraphStore, Hop, HopsAhead, SideHop
+from .store import Direction, GraphStore, Hop, HopsAhead, SideHop, replaced
 
 
 @dataclass(slots=True)
@@ -59,39 +59,50 @@ def walk(
     limits: WalkLimits = DEFAULT_LIMITS,
     kinds: Sequence[str] | None = None,
     edge_types: Sequence[str] = LINEAGE_EDGE_TYPES,
-    enough: Callable[[Subgraph], bool] | None = None,
+    enough: Callable[[Subgraph, int], bool] | None = None,
     include_archived: bool = False,
     root: Node | None = None,
     side: SideHop | None = None,
 ) -> Subgraph:
     """Walk from ``start`` up to ``depth`` hops.
 
-    ``enough`` is asked after each complete hop of a one-direction walk whether the nodes
-    so far suffice (a page needs no deeper hops): a paged query walks only as far as its
-    page reaches.
+    ``enough`` is asked after each complete hop of a one-direction walk, with the hops
+    walked, whether the walk so far serves a page: its nodes and every edge among them (a
+    paged query walks only as far as its page reaches, one hop past the page's deepest
+    degree, where the edges from those nodes are read).
 
     ``BOTH`` is the union of an upstream and a downstream walk (as DataHub and Marquez
     show lineage), not an undirected walk that would wander from a model's inputs into
     their other consumers. ``kinds`` filters the nodes returned, not the ones walked
-    through: a trace still reaches data sources through runs and features. Archived nodes
-    (retention) are neither returned nor walked through unless ``include_archived``.
+    through: a trace still reaches data sources through runs and features. But edges that
+    can only lead to leaves outside ``kinds`` are not walked (a model's requests, for
+    ``kinds: [Bundle]`` downstream), so they neither spend the node cap nor cut the walk.
+    Archived nodes (retention) are neither returned nor walked through unless
+    ``include_archived``.
 
     ``truncated`` says a limit cut the walk: the depth cap stopped it short of what was
     asked with more to reach (one more row is read to know), the node cap stopped it, or a
     hop had more edge rows than the walk reads at once (``max_nodes`` plus the nodes
-    already visited plus one per frontier node).
+    already visited plus one per frontier node). Every page of one query says the same
+    about the depth cap: a paged walk asked past the cap walks to the cap, as the unpaged
+    one does, since only there can it tell. The node cap is only known where the walk
+    meets it: a page whose walk stops before it says false, as nothing before the page's
+    end was cut; knowing more would take the whole walk for every page.
     """
     result = Subgraph(root=start)
     effective_depth = max(0, min(depth, limits.max_depth))
+    if depth > limits.max_depth:
+        enough = None  # only a walk that reaches the depth cap can tell whether it cut
     directions = (
         (Direction.UPSTREAM, Direction.DOWNSTREAM) if direction is Direction.BOTH
         else (direction,)
     )
+    types = {one: _walked_types(edge_types, one, kinds) for one in directions}
 
     def fetch_ahead(frontier: list[str], one: Direction, hops: int, seen: set[str],
                     side: SideHop | None = None) -> HopsAhead | None:
         return store.expand_hops(frontier, one, min(HOPS_AHEAD, hops), seen=seen,
-                                 edge_types=edge_types, row_cap=limits.max_nodes + 1,
+                                 edge_types=types[one], row_cap=limits.max_nodes + 1,
                                  side=side)
 
     # Hops fetched ahead in one round trip, for stores that offer it: [] means "ask when
@@ -125,7 +136,7 @@ def walk(
                 fetched = fetch_ahead(frontier, one, effective_depth - hop + 1, seen)
                 ahead = fetched.hops if fetched is not None else None
             rows = (ahead.pop(0) if ahead
-                    else store.expand(frontier, one, edge_types=edge_types, limit=limit))
+                    else store.expand(frontier, one, edge_types=types[one], limit=limit))
             if len(rows) >= limit:
                 result.truncated = True
             next_frontier: list[str] = []
@@ -152,14 +163,35 @@ def walk(
                 ahead = []  # fetch again from this walk's own frontier
             # A page counts the nodes it will show: with ``kinds``, only those kinds.
             if (enough is not None and direction is not Direction.BOTH
-                    and enough(_of_kinds(result, kinds))):
-                frontier = []  # the page is full: deeper hops were not asked for
-                break
+                    and enough(_of_kinds(result, kinds), hop)):
+                break  # the page and its edges are read: deeper hops were not asked for
         if depth > limits.max_depth and frontier and not result.truncated:
-            result.truncated = _reaches_on(store, frontier, one, edge_types, seen,
+            result.truncated = _reaches_on(store, frontier, one, types[one], seen,
                                            include_archived)
 
     return _of_kinds(result, kinds)
+
+
+def _walked_types(edge_types: Sequence[str], direction: Direction,
+                  kinds: Sequence[str] | None) -> tuple[str, ...]:
+    """The edge types a walk returning only ``kinds`` needs: not those whose far ends (the
+    nodes they reach, this way) are all leaves outside ``kinds`` — kinds no walked edge
+    leads on from, like requests downstream (nothing points into an InferenceOutcome).
+    Such nodes are neither returned nor walked through, so no kept node's degree or edge
+    depends on them. Derived from the declared endpoints, to a fixed point (a bundle whose
+    only onward edges are its requests is then a leaf too)."""
+    if not kinds:
+        return tuple(edge_types)
+    near, far = (0, 1) if direction is Direction.UPSTREAM else (1, 0)
+    walked = set(edge_types)
+    while True:
+        onward = {pair[near] for t in walked for pair in EDGE_KINDS_BY_TYPE[t].endpoints}
+        dead = {t for t in walked
+                if all(pair[far] not in kinds and pair[far] not in onward
+                       for pair in EDGE_KINDS_BY_TYPE[t].endpoints)}
+        if not dead:
+            return tuple(t for t in edge_types if t in walked)
+        walked -= dead
 
 
 def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
@@ -173,8 +205,9 @@ def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
 
 
 def _hidden(node: Node, include_archived: bool) -> bool:
-    """Archived by retention: neither returned nor walked through, unless asked for."""
-    return not include_archived and bool(node.properties.get("archived"))
+    """Archived by retention: neither returned nor walked through, unless asked for. A
+    replaced placeholder (``store.replaced``) never is: it was no version of its own."""
+    return replaced(node) or (not include_archived and bool(node.properties.get("archived")))
 
 
 def _of_kinds(result: Subgraph, kinds: Sequence[str] | None) -> Subgraph:
