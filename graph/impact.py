@@ -74,8 +74,12 @@ class BlastRadius:
             "traffic: partial — a rebuild of the request-count rollup is under way or "
             f"stopped half-way (counted through {self.traffic_counted_through or 'nothing'}"
             "); run `lineagegraph traffic rebuild` to the end"]
-        return partial + [f"{r.environment}: {w}" for r in self.rollbacks
-                          for w in r.warnings]
+        # A dashboard reads bundles and traffic, not ``downstream.truncated``: say it here.
+        cut = ["downstream: partial — the walk reached a limit (LINEAGEGRAPH_MAX_NODES or "
+               "LINEAGEGRAPH_MAX_DEPTH), so the bundles, traffic and rollback plans cover "
+               "only what it reached"] if self.downstream.truncated else []
+        return cut + partial + [f"{r.environment}: {w}" for r in self.rollbacks
+                                for w in r.warnings]
 
 
 def earlier_live(moves: list[StageMove], current: str) -> list[str]:

@@ -35,8 +35,11 @@ _ANNOTATIONS = SideHop(via=("SERVED_BY",), direction=Direction.DOWNSTREAM,
                        edge_types=ANNOTATION_EDGES)
 
 
-def outcome_id(request_id: str) -> str:
-    return request_id if request_id.startswith("outcome:") else format_id("outcome", request_id)
+def outcome_ids(request_id: str) -> list[str]:
+    """The outcome IDs a request ID given to ``trace`` may mean, likeliest first: an
+    ``outcome:`` ID, or a request ID that itself starts with ``outcome:``."""
+    bare = format_id("outcome", request_id.strip())
+    return [request_id.strip(), bare] if request_id.startswith("outcome:") else [bare]
 
 
 def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMITS) -> Trace | None:
@@ -46,13 +49,16 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
     down to the data sources (lineage edges only, so a model version's trace never holds
     the data behind its previous version). What else was live there then is ``live_then``:
     a read of its own, made only when asked."""
-    oid = outcome_id(request_id)
     # The upstream walk brings the request itself (with the first hops, where the store
-    # can), what served it (hop 1) and what that pins (hop 2): all read off the walk.
-    upstream = walk(store, oid, Direction.UPSTREAM, limits.max_depth, limits=limits,
-                    side=_ANNOTATIONS)
-    outcome = upstream.nodes.get(oid)
-    if outcome is None:
+    # can), what served it (hop 1) and what that pins (hop 2): all read off the walk. A
+    # trace is history: a bundle version retention archived since still served it.
+    for oid in outcome_ids(request_id):
+        upstream = walk(store, oid, Direction.UPSTREAM, limits.max_depth, limits=limits,
+                        side=_ANNOTATIONS, include_archived=True)
+        outcome = upstream.nodes.get(oid)
+        if outcome is not None:
+            break
+    else:
         return None
     at = outcome.created_at
     environment = outcome.properties.get("environment")

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, partial
 from pathlib import Path
-from typing import Any, ClassVar, TextIO
+from typing import Annotated, Any, ClassVar, TextIO
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, StringConstraints, ValidationError
 
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.schema import (
@@ -74,7 +74,8 @@ class OutcomeRecord(InferenceOutcomeProps):
     REFERENCES: ClassVar[frozenset[str]] = frozenset(
         {"request_id", "timestamp", "bundle", "model", "prompt", "policy", "features"})
 
-    request_id: str = Field(min_length=1)
+    # Stripped, as IDs are parsed: " req-1 " stored as is could not be named again.
+    request_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
     timestamp: datetime
     bundle: str | None = None
     model: str | None = None
@@ -260,11 +261,12 @@ class OutcomeMapper:
         if key not in self._stages:
             self._stages[key] = self.store.stage_history(name=key[0], environment=key[1])
         moves = self._stages[key]
-        index = bisect_right([m.at for m in moves], outcome.timestamp)
+        at = utc(outcome.timestamp)  # a time without a zone is UTC, as when it is stored
+        index = bisect_right([m.at for m in moves], at)
         version = moves[index - 1].to_version if index else None
         if version is None:
             raise ValueError(f"no version of bundle {parsed.name} was live in "
-                             f"{outcome.environment} at {outcome.timestamp.isoformat()}")
+                             f"{outcome.environment} at {at.isoformat()}")
         return bundle_id(parsed.name, version)
 
     def _lookup(self, ids: Iterable[str]) -> None:

@@ -319,6 +319,9 @@ def test_a_run_that_read_the_placeholder_follows_it_to_the_named_version(
         ("ingest.openlineage.replace", {"replaced_by": named})]
     versions = history(store, "source:warehouse/raw.payments")
     assert versions is not None and [v.id for v in versions.versions] == [named]
+    # Never walked, even by a walk that shows what retention archived (a trace does).
+    seen = walk(store, f"run:{reader}", Direction.UPSTREAM, 3, include_archived=True).nodes
+    assert placeholder not in seen and named in seen
 
 
 def test_a_reader_that_arrives_before_its_writer_reads_the_writers_version(

@@ -1,0 +1,100 @@
+"""Answers an investigator relies on at the edges, on the story of ``tests/story.py``, on
+both stores: a trace after retention archived what served the request, request IDs as
+they are logged, a bundle named without a version at a time without a zone, and a blast
+radius that says when the node cap cut it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lineagegraph.api.app import create_app
+from lineagegraph.api.settings import Settings
+from lineagegraph.graph.store import Direction, GraphStore
+
+from .story import load_story
+
+TRACE = """query ($id: String!) { trace(requestId: $id) {
+  outcome { id } bundle { id properties } modelVersion { id } promptVersion { id }
+  policyPack { id } } }"""
+
+
+def client_for(store: GraphStore, **settings: Any) -> TestClient:
+    return TestClient(create_app(Settings(neo4j_uri=None, **settings), store=store))
+
+
+@pytest.fixture
+def client(store: GraphStore) -> Iterator[TestClient]:
+    load_story(store)
+    with client_for(store) as test_client:
+        yield test_client
+
+
+def gql(client: TestClient, query: str, **variables: Any) -> dict[str, Any]:
+    body = client.post("/graphql", json={"query": query, "variables": variables}).json()
+    assert "errors" not in body, body["errors"]
+    return body["data"]
+
+
+def test_a_trace_shows_the_bundle_that_served_even_once_retention_archived_it(
+    client: TestClient, store: GraphStore,
+) -> None:
+    bundle = store.get(["bundle:support-triage@15"])["bundle:support-triage@15"]
+    store.upsert([bundle.model_copy(update={"properties": {**bundle.properties,
+                                                           "archived": True}})])
+
+    trace = gql(client, TRACE, id="req-2002")["trace"]
+
+    assert trace["bundle"]["id"] == "bundle:support-triage@15"
+    assert trace["bundle"]["properties"]["archived"] is True
+    assert (trace["modelVersion"]["id"], trace["promptVersion"]["id"],
+            trace["policyPack"]["id"]) == ("model:gpt-5-mini-2026-11",
+                                           "prompt:triage-prompt@10", "policy:support-safety@7")
+
+
+def test_request_ids_are_found_again_as_they_were_logged(
+    client: TestClient, store: GraphStore,
+) -> None:
+    records = [{"request_id": rid, "timestamp": "2026-11-08T06:00:00Z",
+                "environment": "production", "bundle": "support-triage@15"}
+               for rid in ("outcome:req-x", " req-space ")]
+    assert client.post("/api/v1/outcomes", json=records).status_code == 200
+
+    # A request whose own ID starts with "outcome:": by that ID, and by its outcome ID.
+    for asked in ("outcome:req-x", "outcome:outcome:req-x"):
+        assert gql(client, TRACE, id=asked)["trace"]["outcome"]["id"] == (
+            "outcome:outcome:req-x")
+    # Blanks around an ID are no part of it, as anywhere an ID is read.
+    assert gql(client, TRACE, id="req-space")["trace"]["outcome"]["id"] == "outcome:req-space"
+    assert store.get(["outcome:req-space"])["outcome:req-space"].name == "req-space"
+
+
+def test_a_bundle_named_without_version_at_a_time_without_zone_is_the_one_live_then(
+    client: TestClient, store: GraphStore,
+) -> None:
+    # Production moved 14 → 15 on 7 November and back to 14 on the 10th (the story).
+    response = client.post("/api/v1/outcomes", json=[
+        {"request_id": "bare-naive", "timestamp": "2026-11-08T06:00:00",
+         "environment": "production", "bundle": "support-triage"}])
+
+    assert response.status_code == 200, response.text
+    served = {hop.node.id for hop in store.expand(["outcome:bare-naive"], Direction.UPSTREAM,
+                                                  edge_types=["SERVED_BY"])}
+    assert served == {"bundle:support-triage@15"}
+
+
+def test_a_blast_radius_cut_by_the_node_cap_says_so_in_its_warnings(store: GraphStore) -> None:
+    load_story(store)
+    query = """{ blastRadius(id: "model:gpt-5-mini-2026-11") { warnings
+      downstream { truncated } } }"""
+    with client_for(store) as whole, client_for(store, max_nodes=2) as capped:
+        full = gql(whole, query)["blastRadius"]
+        cut = gql(capped, query)["blastRadius"]
+
+    assert full["downstream"]["truncated"] is False
+    assert not any(w.startswith("downstream: partial") for w in full["warnings"])
+    assert cut["downstream"]["truncated"] is True
+    assert cut["warnings"][0].startswith("downstream: partial")
