@@ -138,6 +138,14 @@ def split_window(since: datetime | None, until: datetime | None) -> Window:
     until = until.astimezone(UTC) if until is not None else None
     if since is not None and until is not None and until < since:
         return Window(None, None, False, ())
+    # The calendar's first and last days have no day before or after: a window starting
+    # within its last day, or ending within its first, holds no whole day.
+    end = datetime.max.replace(tzinfo=UTC)
+    if since is not None and since.date() == date.max and since != _midnight(date.max):
+        return Window(None, None, False, ((since, until or end),))
+    if until is not None and until.date() == date.min and until < _midnight(
+            date.min) + _DAY - _TICK:
+        return Window(None, None, False, ((since or _midnight(date.min), until),))
     first = (None if since is None
              else since.date() if since == _midnight(since.date()) else since.date() + _DAY)
     last = (None if until is None

@@ -98,3 +98,14 @@ def test_a_blast_radius_cut_by_the_node_cap_says_so_in_its_warnings(store: Graph
     assert not any(w.startswith("downstream: partial") for w in full["warnings"])
     assert cut["downstream"]["truncated"] is True
     assert cut["warnings"][0].startswith("downstream: partial")
+
+
+@pytest.mark.parametrize("window", ['since: "9999-12-31T12:00:00Z"',
+                                    'until: "0001-01-01T12:00:00Z"'])
+def test_a_window_within_the_calendars_first_or_last_day_counts_no_traffic(
+    client: TestClient, window: str,
+) -> None:
+    radius = gql(client, f"""{{ blastRadius(id: "model:gpt-5-mini-2026-11", {window})
+      {{ totalTraffic traffic {{ environment count }} }} }}""")["blastRadius"]
+
+    assert (radius["totalTraffic"], radius["traffic"]) == (0, [])
