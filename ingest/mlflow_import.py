@@ -21,10 +21,13 @@ Mapping (IDs follow design §2):
   ``model:{name}@{version}``, ``VERSION_OF`` the model, ``PRODUCED_BY`` its run (the
   version's ``run_id``, else its logged model's source run), ``SUPERSEDES`` the previous
   version;
-- alias → a ``StageMove`` of the registered model's name into the environment named like
+- alias (of a registered model or a prompt) → a ``StageMove`` of its family ID
+  (``model:{name}``, ``prompt:{name}``) into the environment named like
   the alias, appended only when another version (or none) is in effect there; a
   stage this importer set whose alias is gone moves to nothing. MLflow keeps no history
   of aliases, so a move is dated when the import saw it;
+- a version an earlier import brought and MLflow has since deleted stays (requests and
+  lineage may name it), archived with ``deleted_in_mlflow``;
 - prompt → ``Prompt`` ``prompt:{name}``; version → ``PromptVersion`` ``prompt:{name}@{version}``
   (``VERSION_OF``, ``SUPERSEDES``); ``mlflow.linkedPrompts`` on a logged model or a run →
   ``DESIGNED_FOR`` from the prompt version to the registered versions of that model/run.
@@ -87,7 +90,7 @@ class MlflowSnapshot:
     versions: list[ModelVersion] = field(default_factory=list)
     logged_models: dict[str, LoggedModel] = field(default_factory=dict)  # by model ID
     prompts: list[Prompt] = field(default_factory=list)
-    prompt_versions: list[PromptVersion] = field(default_factory=list)
+    prompt_versions: list[PromptVersion] = field(default_factory=list)  # aliases filled in
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -139,8 +142,11 @@ def read_mlflow(client: MlflowClient) -> MlflowSnapshot:
     try:
         for prompt in _pages(lambda t: client.search_prompts(page_token=t)):
             snap.prompts.append(prompt)
-            snap.prompt_versions += _pages(
-                lambda t, name=prompt.name: client.search_prompt_versions(name, page_token=t))
+            # Search results come back without aliases, as for models: a get fills them in.
+            snap.prompt_versions += [
+                client.get_prompt_version(prompt.name, found.version) for found in _pages(
+                    lambda t, name=prompt.name: client.search_prompt_versions(
+                        name, page_token=t))]
     except MlflowException as error:  # a registry without prompts still has models
         snap.warnings.append(f"prompt registry not read ({error.error_code}): {error.message}")
     prompt_names = {prompt.name for prompt in snap.prompts}
@@ -438,19 +444,26 @@ def alias_moves(
     """Stage moves for aliases that changed since the stage log last saw them.
 
     ``history(name)`` is the stage log of one name, oldest first. A model's stages are
-    logged under its family ID (``model:{name}``), so they never mix with a bundle of the
-    same name (bundles log under their bare name). An alias is an environment; a move is
-    appended only when the version in effect there differs, so a re-import appends none.
-    A stage this importer set whose alias has since been deleted in MLflow moves to
-    nothing; stages set by others are left alone.
+    logged under its family ID (``model:{name}``), a prompt's under ``prompt:{name}``, so
+    they never mix with a bundle of the same name (bundles log under their bare name). An
+    alias is an environment; a move is appended only when the version in effect there
+    differs, so a re-import appends none. A stage this importer set whose alias has since
+    been deleted in MLflow moves to nothing; stages set by others are left alone.
     """
+    families = [(format_id("model", model.name),
+                 {alias: str(version) for alias, version in model.aliases.items()})
+                for model in snap.models]
+    prompt_aliases: dict[str, dict[str, str]] = {p.name: {} for p in snap.prompts}
+    for version in snap.prompt_versions:
+        for alias in version.aliases or ():
+            prompt_aliases.setdefault(version.name, {})[alias] = str(version.version)
+    families += [(format_id("prompt", name), aliases)
+                 for name, aliases in sorted(prompt_aliases.items())]
     moves = []
-    for model in snap.models:
-        stage_name = format_id("model", model.name)
+    for stage_name, aliases in families:
         current: dict[str, StageMove] = {}
         for move in history(stage_name):
             current[move.environment] = move
-        aliases = {alias: str(version) for alias, version in model.aliases.items()}
         for environment, version in sorted(aliases.items()):
             before = current.get(environment)
             if before is None or before.to_version != version:
@@ -490,6 +503,23 @@ def audit_entries(source: str, nodes: Sequence[Node], existing: dict[str, Node],
     return entries
 
 
+def deleted_versions(snap: MlflowSnapshot, store: GraphStore) -> list[Node]:
+    """Versions of the registered models MLflow lists that an earlier import brought
+    (they carry MLflow's ``status``) and MLflow no longer has: deleted there. Kept —
+    requests and lineage may name them — but archived with ``deleted_in_mlflow``, so they
+    are no registered, ready version any more, and walks and rollbacks pass them by."""
+    listed = {(v.name, str(v.version)) for v in snap.versions}
+    gone = []
+    for model in snap.models:
+        for node in store.versions("ModelVersion", model.name):
+            props = node.properties
+            if ((model.name, node.version) not in listed and "status" in props
+                    and not props.get("deleted_in_mlflow")):
+                gone.append(node.model_copy(update={"properties": {
+                    **props, "archived": True, "deleted_in_mlflow": True}}))
+    return gone
+
+
 def redact(uri: str) -> str:
     """A tracking URI fit for the audit log: no ``user:password@``."""
     parts = urlsplit(uri)
@@ -510,7 +540,7 @@ def to_batch(snap: MlflowSnapshot, store: GraphStore, source: str,
     _add_prompts(graph, snap)
     _add_models(graph, snap)
     _add_prompt_links(graph, snap)
-    nodes = list(graph.nodes.values())
+    nodes = list(graph.nodes.values()) + deleted_versions(snap, store)
     moves = alias_moves(snap, lambda name: store.stage_history(name=name), at)
     audit = audit_entries(source, nodes, store.get([n.id for n in nodes]), moves, at, actor)
     batch = Batch(nodes=nodes, edges=graph.edges, stage_moves=moves, audit=audit,

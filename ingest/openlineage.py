@@ -29,7 +29,10 @@ Mapping of a RunEvent:
   run that already named its output's version writes that version. What stays order-bound:
   an input is linked to the newest version known when its event arrives, and only a
   placeholder is re-linked later — two writers arriving after their reader, the older last,
-  leave it on the older one (Marquez, linking inputs to the current version, is bound alike).
+  leave it on the older one; and readers of a dataset no known run writes share the first
+  reader's placeholder when they arrive in time order, but each keep their own when a
+  later reader arrives first (Marquez, linking inputs to the current version, is bound
+  alike). File loads and batches map in time order, which avoids both.
 - Models: a dataset whose ``datasetType`` facet (the spec's DatasetTypeDatasetFacet) says
   ``MODEL`` is a ``ModelVersion`` ``model:{name}@{version}`` (dataset name; version as above)
   ``VERSION_OF`` ``model:{name}``. A model output is ``PRODUCED_BY`` the run; a model input

@@ -282,6 +282,39 @@ def test_aliases_become_stage_moves_of_the_model_name(store: GraphStore,
         ("staging", None, ACTOR), ("production", None, ACTOR)}
 
 
+def test_prompt_aliases_become_stage_moves_of_the_prompt_name(
+        store: GraphStore, tracking: Tracking, tmp_path: Path) -> None:
+    mlflow = require_mlflow()
+    copy = copy_of(tracking, tmp_path)
+    client = mlflow.MlflowClient(tracking_uri=copy.uri, registry_uri=copy.uri)
+    client.set_prompt_alias(PROMPT, "production", 1)
+    import_mlflow(store, copy.uri)
+    client.set_prompt_alias(PROMPT, "production", 2)
+    moved = import_mlflow(store, copy.uri)
+
+    assert [(m.name, m.environment, m.from_version, m.to_version)
+            for m in moved.batch.stage_moves] == [(f"prompt:{PROMPT}", "production", "1", "2")]
+    assert store.live_environments(f"prompt:{PROMPT}") == {"production": "2"}
+    assert not import_mlflow(store, copy.uri).result.changed
+
+
+def test_a_version_deleted_in_mlflow_is_archived_not_left_registered(
+        store: GraphStore, tracking: Tracking, tmp_path: Path) -> None:
+    mlflow = require_mlflow()
+    copy = copy_of(tracking, tmp_path)
+    client = mlflow.MlflowClient(tracking_uri=copy.uri, registry_uri=copy.uri)
+    import_mlflow(store, copy.uri)
+    client.delete_registered_model_alias(MODEL, "staging")
+    client.delete_model_version(MODEL, "1")
+    import_mlflow(store, copy.uri)
+
+    gone = store.get([f"model:{MODEL}@1"])[f"model:{MODEL}@1"].properties
+    assert (gone["archived"], gone["deleted_in_mlflow"]) == (True, True)
+    kept = store.get([f"model:{MODEL}@2"])[f"model:{MODEL}@2"].properties
+    assert "archived" not in kept
+    assert not import_mlflow(store, copy.uri).result.changed
+
+
 def test_reimporting_the_same_mlflow_state_changes_nothing(store: GraphStore,
                                                            tracking: Tracking) -> None:
     first = import_mlflow(store, tracking.uri).result
