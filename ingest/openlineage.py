@@ -29,10 +29,10 @@ Mapping of a RunEvent:
   run that already named its output's version writes that version. What stays order-bound:
   an input is linked to the newest version known when its event arrives, and only a
   placeholder is re-linked later — two writers arriving after their reader, the older last,
-  leave it on the older one; and readers of a dataset no known run writes share the first
-  reader's placeholder when they arrive in time order, but each keep their own when a
-  later reader arrives first (Marquez, linking inputs to the current version, is bound
-  alike). File loads and batches map in time order, which avoids both.
+  leave it on the older one (Marquez, linking inputs to the current version, is bound
+  alike). File loads and batches map in time order, which avoids it. Readers of a dataset
+  no known run writes share the first reader's placeholder, also when a later reader's
+  event arrives first: the earlier reader then takes over the later one's placeholder.
 - Models: a dataset whose ``datasetType`` facet (the spec's DatasetTypeDatasetFacet) says
   ``MODEL`` is a ``ModelVersion`` ``model:{name}@{version}`` (dataset name; version as above)
   ``VERSION_OF`` ``model:{name}``. A model output is ``PRODUCED_BY`` the run; a model input
@@ -612,6 +612,8 @@ class _RunMapping:
     store: GraphStore
     actor: str = SOURCE
     batch: Batch = field(default_factory=Batch)
+    # Later readers' placeholders this read takes over (``_join_later_readers``).
+    joins: list[tuple[Node, str]] = field(default_factory=list)
 
     def node(self, kind: str, node_id: str, props: dict[str, Any], *,
              created_at: datetime | None = None) -> None:
@@ -673,6 +675,8 @@ class _RunMapping:
                 created_at=self._first_seen(version_id, existing))
             self.edge(version_id, "VERSION_OF", dataset.source_id)
             self.edge(version_id, "PRODUCED_BY", run_id)
+        for placeholder, ours in self.joins:
+            self._replace(placeholder, ours, None)
         self._derived_from(data_outputs, out_ids, in_ids, lineage, existing)
         self._models(model_outputs, model_ids, model_inputs, read_models, existing)
         self._adopt_readers(data_outputs, out_ids, existing)
@@ -726,7 +730,6 @@ class _RunMapping:
         """Readers that arrived before this writer: a version of an output's source that no
         run produced, named after a run that consumed it (its placeholder for what it
         read), created at or after this run's version — the reader read this version."""
-        run_id = self.event.run.runId
         written_at = {d.source_id: self._first_seen(out_ids[d.qualified], existing)
                       for d in outputs}
         if not written_at:
@@ -737,8 +740,18 @@ class _RunMapping:
             node_kinds=["DatasetVersion"], since=min(written_at.values()))
             if hop.node.id not in own and not replaced(hop.node)
             and hop.node.created_at >= written_at[hop.origin]}
+        by_source = {d.source_id: d for d in outputs}
+        found = {i: (by_source[source], node) for i, (source, node) in candidates.items()}
+        for node in self._reader_placeholders(found):
+            self._replace(node, out_ids[found[node.id][0].qualified], None)
+
+    def _reader_placeholders(self, candidates: Mapping[str, tuple[Dataset, Node]],
+                             ) -> list[Node]:
+        """The candidate versions (ID → its dataset and node) that are another run's
+        placeholder for what it read: no run produced them, and they are named after a run
+        that consumed them."""
         if not candidates:
-            return
+            return []
         produced: set[str] = set()
         readers: dict[str, set[str]] = {}
         for hop in self.store.expand(list(candidates), Direction.BOTH,
@@ -747,15 +760,12 @@ class _RunMapping:
                 produced.add(hop.origin)
             elif hop.edge.type == "CONSUMED" and hop.node.kind == "TrainingRun":
                 readers.setdefault(hop.origin, set()).add(hop.node.name)
-        by_source = {d.source_id: d for d in outputs}
-        for candidate, (source, node) in sorted(candidates.items()):
-            dataset = by_source[source]
-            if candidate in produced or not any(
+        run_id = self.event.run.runId
+        return [node for candidate, (dataset, node) in sorted(candidates.items())
+                if candidate not in produced and any(
                     candidate in (dataset_version_id(dataset, r),
                                   dataset_version_id(dataset, f"before-{r}"))
-                    for r in readers.get(candidate, ()) if r != run_id):
-                continue
-            self._replace(node, out_ids[dataset.qualified], None)
+                    for r in readers.get(candidate, ()) if r != run_id)]
 
     def _replace(self, old: Node, real: str, existing: dict[str, Node] | None) -> None:
         """Move ``old``'s edges to ``real`` and archive ``old``. Given ``existing`` (the same
@@ -841,12 +851,40 @@ class _RunMapping:
             if hop.origin not in newest or candidate > newest[hop.origin]:
                 newest[hop.origin] = candidate
         run_id = self.event.run.runId
+        unknown: list[Dataset] = []
         for dataset in pending:
             fallback = f"before-{run_id}" if dataset.qualified in written_names else run_id
             found = newest.get(dataset.source_id)
             resolved[dataset.qualified] = found[1] if found else dataset_version_id(
                 dataset, fallback)
+            if not found:
+                unknown.append(dataset)
+        self._join_later_readers(unknown, resolved, written)
         return resolved, owned | self._fallbacks(inputs)
+
+    def _join_later_readers(self, unknown: list[Dataset], resolved: Mapping[str, str],
+                            written: set[str]) -> None:
+        """Readers of a dataset no known run wrote share the first reader's placeholder,
+        as they do when their events arrive in time order. A reader whose event arrives
+        after a later reader's takes that one's placeholder over — when it is the next
+        version of the source after this read — so arrival order changes nothing."""
+        if not unknown:
+            return
+        at = self.event.eventTime
+        later: dict[str, Node] = {}
+        for hop in self.store.expand([d.source_id for d in unknown], Direction.DOWNSTREAM,
+                                     edge_types=["VERSION_OF"], node_kinds=["DatasetVersion"],
+                                     since=at):
+            node = hop.node
+            if node.created_at <= at or node.id in written or replaced(node):
+                continue
+            if hop.origin not in later or (node.created_at, node.id) < (
+                    later[hop.origin].created_at, later[hop.origin].id):
+                later[hop.origin] = node
+        by_source = {d.source_id: d for d in unknown}
+        candidates = {node.id: (by_source[source], node) for source, node in later.items()}
+        for node in self._reader_placeholders(candidates):
+            self.joins.append((node, resolved[candidates[node.id][0].qualified]))
 
     def _fallbacks(self, inputs: list[Dataset]) -> set[str]:
         run_id = self.event.run.runId

@@ -343,6 +343,31 @@ def test_a_reader_that_arrives_before_its_writer_reads_the_writers_version(
     assert snapshots[1] == snapshots[0] and snapshots[2] == snapshots[0]
 
 
+
+@pytest.mark.parametrize("with_writer", [False, True])
+def test_readers_of_one_dataset_share_what_they_read_in_any_arrival_order(
+    store: GraphStore, with_writer: bool,
+) -> None:
+    # Two runs read raw.payments, which no run wrote (an external source) or one wrote
+    # before both read it: what they read is one version, whichever event arrives first.
+    first, second, writer = ("0192f000-0000-7000-8000-0000000000a1",
+                             "0192f000-0000-7000-8000-0000000000a2",
+                             "0192f000-0000-7000-8000-0000000000a0")
+    events = [run_event("COMPLETE", run_id=run, job=("airflow", f"read-{i}"), at=minutes(m),
+                        inputs=[RAW]) for i, (run, m) in enumerate(((first, 5), (second, 8)))]
+    if with_writer:
+        events.append(run_event("COMPLETE", run_id=writer, at=minutes(0), outputs=[RAW]))
+    read = f"dataset:warehouse/raw.payments@{writer if with_writer else first}"
+    snapshots = []
+    for order in itertools.permutations(events):
+        store.wipe()
+        for event in order:
+            event_to_batch(event, store).write(store)
+        for run in (first, second):
+            assert (f"run:{run}", "CONSUMED", read) in edges(store, f"run:{run}"), order
+        snapshots.append(snapshot(store, "source:warehouse/raw.payments", created=False))
+    assert all(one == snapshots[0] for one in snapshots[1:])
+
 def test_a_writer_later_than_the_read_does_not_take_the_readers_placeholder(
     client: TestClient, store: GraphStore,
 ) -> None:
