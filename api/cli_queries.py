@@ -143,6 +143,12 @@ def blast_radius(
     kinds = ", ".join(f"{k['count']} {k['kind']}" for k in data["byKind"]) or "—"
     console.print(f"[bold]{data['action']}[/bold] {data['root']['id']}: "
                   f"{sum(k['count'] for k in data['byKind'])} nodes downstream ({kinds})")
+    # The answer's own warnings (a count in doubt, a walk cut by a cap) first; the
+    # rollback plans' are printed with each plan below.
+    per_plan = {f"{p['environment']}: {w}" for p in data["rollbacks"] for w in p["warnings"]}
+    for warning in data["warnings"]:
+        if warning not in per_plan:
+            console.print(f"[yellow]⚠ {warning}[/yellow]")
     bundles = Table(title="affected bundles")
     bundles.add_column("bundle")
     bundles.add_column("live in")

@@ -85,8 +85,11 @@ def evidence(bundle: str, version: str, fmt: Format = "html", output: Output = N
         raise typer.Exit(1) from None
     finally:
         store.close()
-    pins = {"model version": pack.parts.model, "prompt version": pack.parts.prompt,
-            "tool set": pack.parts.toolset, "policy pack": pack.parts.policy}
+    parts = pack.parts
+    pins = {**{what: [node] if node else [] for what, node in (
+        ("model version", parts.model), ("prompt version", parts.prompt),
+        ("tool set", parts.toolset), ("policy pack", parts.policy))},
+        "retrieves from": parts.retrieves_from}
     sections = evidence_sections(pack.bundle, pins, pack.upstream, pack.evaluations,
                                  pack.approvals, pack.stage_moves, pack.audit)
     title = f"Evidence pack: {pack.bundle.id}"

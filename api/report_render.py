@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -109,7 +110,10 @@ def _plural(count: int, noun: str) -> str:
 
 def promotion_sections(report: PromotionReport) -> tuple[str, list[Section]]:
     verdict = f"{report.verdict}: {report.candidate.id} → {report.environment}"
-    sections = [
+    # Why it is blocked, first: a BLOCK may have every gate passed (already live there).
+    why = [Section("Why", [(reason,) for reason in report.reasons], ("reason",))
+           ] if report.reasons else []
+    sections = why + [
         Section("Gates", [("✔" if g.passed else "✘", g.name, g.reason or "")
                           for g in report.gates], ("", "gate", "why")),
         Section("Diff against what is live",
@@ -140,13 +144,16 @@ def promotion_sections(report: PromotionReport) -> tuple[str, list[Section]]:
     return verdict, sections
 
 
-def evidence_sections(bundle: Node, pins: dict[str, Node | None], upstream: Subgraph,
+def evidence_sections(bundle: Node, pins: dict[str, Sequence[Node]], upstream: Subgraph,
                       evaluations: list[Node], approvals: list[Node],
                       moves: list[StageMove], audit: list[AuditEntry]) -> list[Section]:
+    """``pins``: what the bundle pins, by what it is (the data it retrieves from may be
+    several sources)."""
     return [
         Section("The bundle and what it pins",
                 [("bundle", bundle.id), ("params", _cell(bundle.properties.get("params"))),
-                 *[(k, v.id if v else "—") for k, v in pins.items()]], ("", "")),
+                 *[(k, ", ".join(n.id for n in v) or "—") for k, v in pins.items()]],
+                ("", "")),
         Section("Upstream lineage", [(str(d), n.kind, n.id) for n, d in upstream.ordered()],
                 ("hops", "kind", "id"), note="truncated by a cap" if upstream.truncated
                 else None),

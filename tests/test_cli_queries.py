@@ -45,6 +45,25 @@ def test_blast_radius_prints_traffic_and_the_rollback_with_warnings(tmp_path: Pa
     assert data["traffic"] == [{"environment": "production", "count": 1}]
 
 
+def test_blast_radius_prints_the_answers_own_warnings(tmp_path: Path) -> None:
+    db = story_db(tmp_path)
+    store = EmbeddedStore(Path(db))
+
+    def stop(counted: int) -> None:
+        raise RuntimeError("interrupted")
+
+    try:  # a rebuild of the request counts stopped half-way: the counts are in doubt
+        store.rebuild_traffic(page=1, progress=stop)
+    except RuntimeError:
+        pass
+    finally:
+        store.close()
+    result = runner.invoke(app, ["blast-radius", "model:gpt-5-mini-2026-08", "--db", db])
+
+    assert result.exit_code == 0, result.output
+    assert "traffic: partial" in result.output
+
+
 def test_drift_sources_and_resolve_answer_like_the_api(tmp_path: Path) -> None:
     db = story_db(tmp_path)
 

@@ -90,8 +90,23 @@ def test_a_blocked_promotion_says_why_first(store: GraphStore) -> None:
     title, sections = promotion_sections(report)
 
     assert title.startswith("BLOCK")
-    failed = {row[1] for row in sections[0].rows if row[0] == "✘"}
+    assert sections[0].title == "Why" and len(sections[0].rows) == 4  # live, and 3 gates
+    gates = next(s for s in sections if s.title == "Gates")
+    failed = {row[1] for row in gates.rows if row[0] == "✘"}
     assert failed == {"eval", "approvals", "policy_present"}
+
+
+def test_a_block_with_every_gate_passed_still_says_why(store: GraphStore) -> None:
+    load_story(store)
+    # 15 is live in staging already: nothing to promote, though every gate passes there.
+    report = promotion_report(store, "support-triage", "15", "staging")
+    title, sections = promotion_sections(report)
+
+    assert title.startswith("BLOCK")
+    gates = next(s for s in sections if s.title == "Gates")
+    assert all(row[0] == "✔" for row in gates.rows)
+    assert sections[0].title == "Why"
+    assert "already live in staging" in sections[0].rows[0][0]
 
 
 def test_a_report_says_its_traffic_is_partial_while_the_rollup_is_rebuilt(
@@ -151,3 +166,5 @@ def test_cli_writes_html_and_markdown_with_a_linked_svg(tmp_path: Path) -> None:
     assert "![affected subgraph](r.svg)" in (tmp_path / "r.md").read_text()
     assert "bundle:support-triage@15" in (tmp_path / "r.svg").read_text()
     assert "verdict: ALLOW" in html_run.output
+    pins = parse((tmp_path / "e.html").read_text()).cells
+    assert pins[pins.index("retrieves from") + 1] == "source:kb.articles"
