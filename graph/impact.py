@@ -13,7 +13,7 @@ from lineagegraph.schema.models import now as utc_now
 from .registry import BundleParts, bundle_id, bundle_parts
 from .store import RETIRED, Direction, GraphStore, concurrently, live_from, retired_versions
 from .traffic import OUTCOME_EDGES
-from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
+from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk, without_archived
 
 # The walk skips request edges: traffic is counted in the store, never listed node by node.
 STRUCTURE_EDGES = tuple(e for e in LINEAGE_EDGE_TYPES if e not in OUTCOME_EDGES)
@@ -174,14 +174,17 @@ def blast_radius(
 
     "Now" is ``now`` (default: the clock): a stage move dated later is not in effect yet,
     and ``retired`` is no environment a version is live in."""
-    downstream = walk(store, node_id, Direction.DOWNSTREAM, limits.max_depth, limits=limits,
-                      edge_types=STRUCTURE_EDGES)
+    # Versions retention archived are no part of the answer, but the requests they served
+    # used what is rolled back all the same: they count as traffic hit in the window.
+    walked = walk(store, node_id, Direction.DOWNSTREAM, limits.max_depth, limits=limits,
+                  edge_types=STRUCTURE_EDGES, include_archived=True)
+    downstream = without_archived(walked)
     root = downstream.nodes.get(node_id)
     if root is None:
         return None
 
     bundles = [n for n in downstream.nodes.values() if n.kind == "Bundle"]
-    counted = [n.id for n in downstream.nodes.values() if n.kind in DIRECT_TRAFFIC_KINDS]
+    counted = [n.id for n in walked.nodes.values() if n.kind in DIRECT_TRAFFIC_KINDS]
     plans_rollback = action is not Action.CHANGE and root.kind in ROLLBACK_KINDS
     when = now or utc_now()
     # Independent reads at once: the stage history of every affected name up to now

@@ -215,7 +215,19 @@ def _of_kinds(result: Subgraph, kinds: Sequence[str] | None) -> Subgraph:
     among them."""
     if not kinds:
         return result
-    keep = {i for i, node in result.nodes.items() if node.kind in kinds or i == result.root}
+    return _restricted(result, {i for i, node in result.nodes.items() if node.kind in kinds})
+
+
+def without_archived(result: Subgraph) -> Subgraph:
+    """A walk made ``include_archived`` as one made without: for an answer that counts
+    what archived nodes did but does not show them (a blast radius's traffic)."""
+    return _restricted(result, {i for i, node in result.nodes.items()
+                                if not node.properties.get("archived")})
+
+
+def _restricted(result: Subgraph, keep: set[str]) -> Subgraph:
+    """The walk's nodes in ``keep``, the start node always, and the edges among them."""
+    keep = keep | {result.root}
     return Subgraph(
         root=result.root,
         nodes={i: n for i, n in result.nodes.items() if i in keep},

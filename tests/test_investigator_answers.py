@@ -109,3 +109,24 @@ def test_a_window_within_the_calendars_first_or_last_day_counts_no_traffic(
       {{ totalTraffic traffic {{ environment count }} }} }}""")["blastRadius"]
 
     assert (radius["totalTraffic"], radius["traffic"]) == (0, [])
+
+
+def test_requests_served_by_an_archived_version_still_count_in_a_blast_radius(
+    client: TestClient, store: GraphStore,
+) -> None:
+    query = """{ blastRadius(id: "model:gpt-5-mini-2026-11") { totalTraffic
+      traffic { environment count } bundles { bundle { id } } downstream { nodes {
+      node { id } } } } }"""
+    before = gql(client, query)["blastRadius"]
+    bundle = store.get(["bundle:support-triage@15"])["bundle:support-triage@15"]
+    store.upsert([bundle.model_copy(update={"properties": {**bundle.properties,
+                                                           "archived": True}})])
+    after = gql(client, query)["blastRadius"]
+
+    assert after["totalTraffic"] == before["totalTraffic"] > 0
+    assert after["traffic"] == before["traffic"]
+    # The archived version is out of the answer itself.
+    assert [b["bundle"]["id"] for b in before["bundles"]] == ["bundle:support-triage@15"]
+    assert after["bundles"] == []
+    assert "bundle:support-triage@15" not in {n["node"]["id"]
+                                              for n in after["downstream"]["nodes"]}
