@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import lineagegraph.schema
 
@@ -152,8 +153,13 @@ def export_schema(
 
     from .graphql_schema import schema_sdl
 
-    output.write_text(schema_sdl())
-    docs.write_text(schema_markdown())
+    for path, text in ((output, schema_sdl()), (docs, schema_markdown())):
+        try:
+            path.write_text(text)
+        except OSError as error:  # no such directory, not writable: one line, not a traceback
+            console.print(f"[red]cannot write {escape(str(path))}: "
+                          f"{escape(error.strerror or str(error))}[/red]", soft_wrap=True)
+            raise typer.Exit(1) from None
     console.print(f"wrote {output} and {docs}")
 
 
@@ -163,7 +169,7 @@ def main() -> None:
     try:
         app()
     except StoreUnreachable as error:
-        console.print(f"[red]{error}[/red]")
+        console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)  # one line, unbroken
         raise SystemExit(1) from None
 
 

@@ -121,12 +121,18 @@ def _cli_actor() -> str:
     return os.environ.get("USER") or "cli"
 
 
-def _must_exist(name: str) -> None:
-    """Exit 2 saying so when there is no such file or directory."""
+def _must_exist(name: str, file: bool = False) -> None:
+    """Exit 2 saying so when there is no such file or directory (or, with ``file``, when
+    it is a directory)."""
     import os
 
+    from rich.markup import escape
+
     if not os.path.exists(name):
-        console.print(f"[red]no such file or directory: {name}[/red]")
+        console.print(f"[red]no such file or directory: {escape(name)}[/red]")
+        raise typer.Exit(2)
+    if file and os.path.isdir(name):
+        console.print(f"[red]not a file: {escape(name)} is a directory[/red]")
         raise typer.Exit(2)
 
 
@@ -136,9 +142,14 @@ def _refuse(what: str, error: Exception) -> None:
 
     from lineagegraph.ingest.batch import IngestError
 
-    console.print(f"[red]{what} refused, nothing was written:[/red]")
-    for problem in error.problems if isinstance(error, IngestError) else [error]:
-        console.print(f"  {escape(str(problem))}")
+    problems = error.problems if isinstance(error, IngestError) else [error]
+    if len(problems) == 1:  # one line, as every other CLI error is
+        console.print(f"[red]{what} refused, nothing was written:[/red] "
+                      f"{escape(str(problems[0]))}", soft_wrap=True)
+    else:
+        console.print(f"[red]{what} refused, nothing was written:[/red]")
+        for problem in problems:
+            console.print(f"  {escape(str(problem))}")
     raise typer.Exit(1) from error
 
 
@@ -193,7 +204,7 @@ def ingest_outcomes(
     from lineagegraph.ingest.outcomes import DeadLetteringLoad, count_records, read_file
     from lineagegraph.schema import SchemaError
 
-    _must_exist(file)
+    _must_exist(file, file=True)
     path = Path(file)
     store = open_store(db, neo4j_uri)
     try:

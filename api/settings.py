@@ -4,10 +4,11 @@ the CLI (``lineagegraph serve --neo4j-uri …`` overrides ``NEO4J_URI``)."""
 from __future__ import annotations
 
 import json
-from typing import get_origin
+import sqlite3
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from lineagegraph.graph.governance import GatePolicy
 from lineagegraph.graph.store import GraphStore
@@ -60,20 +61,34 @@ class Settings(BaseSettings):
     require_auth: bool = Field(False, description="never serve open, even with no token")
 
     # Promotion gates.
-    production_environments: list[str] = Field(
+    # NoDecode: the variable is parsed by _list_setting as the flag is, so a bad value is a
+    # ValidationError naming it (the usage error of for_cli), not the env source's own error.
+    production_environments: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["production"],
         description="environments where the pinned-model and policy gates apply")
-    floating_model_patterns: list[str] = Field(
+    floating_model_patterns: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["latest", "*-latest", "*:latest", "*@latest"],
         description="model names that are floating aliases (fnmatch patterns)")
+
+    @field_validator("production_environments", "floating_model_patterns", mode="before")
+    @classmethod
+    def _list_setting(cls, value: object) -> object:
+        """A list setting as its variable or flag gives it: a JSON list, or comma-separated."""
+        if not isinstance(value, str):
+            return value
+        if value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError as error:
+                raise ValueError(f"not a JSON list ({error})") from None
+        return [item.strip() for item in value.split(",") if item.strip()]
 
     @classmethod
     def for_cli(cls, db: str | None = None, neo4j_uri: str | None = None,
                 **flags: object) -> Settings:
         """Settings with CLI flags over the environment. An explicit ``--db`` means the
         embedded store even when NEO4J_URI is set in the environment."""
-        overrides = {k: _list_flag(v) if _is_list(cls, k) else v
-                     for k, v in flags.items() if v is not None}
+        overrides = {k: v for k, v in flags.items() if v is not None}
         if neo4j_uri:
             overrides["neo4j_uri"] = neo4j_uri
         elif db:
@@ -126,7 +141,11 @@ class Settings(BaseSettings):
                                        f"{error}") from None
         from lineagegraph.graph.embedded import EmbeddedStore
 
-        return EmbeddedStore(self.db)
+        try:
+            return EmbeddedStore(self.db)
+        except (sqlite3.DatabaseError, OSError) as error:  # not SQLite, a directory, unreadable
+            raise StoreUnreachable(f"cannot use the embedded store at {self.db} "
+                                   f"(LINEAGEGRAPH_DB / --db): {error}") from None
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -136,16 +155,3 @@ def _where(loc: tuple[int | str, ...]) -> str:
     name = str(loc[0])
     return f"{Settings.env_name(name)} / --{name.replace('_', '-')}"
 
-
-def _is_list(settings: type[Settings], name: str) -> bool:
-    field = settings.model_fields.get(name)
-    return field is not None and get_origin(field.annotation) is list
-
-
-def _list_flag(value: object) -> object:
-    """A list setting's flag as its variable takes it (a JSON list), or comma-separated."""
-    if not isinstance(value, str):
-        return value
-    if value.lstrip().startswith("["):
-        return json.loads(value)
-    return [item.strip() for item in value.split(",") if item.strip()]

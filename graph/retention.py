@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from lineagegraph.schema import AuditEntry, Node
 from lineagegraph.schema.models import now as utc_now
 
-from .drift import parse_duration
+from .drift import MAX_LOOKBACK, parse_duration
 from .store import RETIRED, GraphStore, live_from
 
 # Environments a version may have visited and still be archived (``retired`` is a record
@@ -26,7 +26,13 @@ def parse_age(text: str) -> timedelta:
     """``90d``, ``12h``, ``2w`` or an ISO 8601 duration (``P90D``)."""
     match = _SHORT.match(text.strip().lower())
     if match:
-        return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        try:
+            age = timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+        except OverflowError:  # past timedelta's own range: longer still
+            age = timedelta.max
+        if age > MAX_LOOKBACK:  # the cap parse_duration puts on P…: a cutoff must stay a date
+            raise ValueError(f"{text!r} is longer than a hundred years ({MAX_LOOKBACK.days}d)")
+        return age
     try:
         return parse_duration(text)
     except ValueError as error:

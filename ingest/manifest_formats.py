@@ -506,12 +506,26 @@ def read_directory(root: Path) -> list[RawDoc]:
     for path in files:
         where = str(path.relative_to(root)) if path != root else path.name
         try:
-            docs += read_yaml(path.read_text(encoding="utf-8"), where)
+            docs += read_yaml(_read_text(path, where), where)
         except IngestError as error:
             problems += error.problems
     if problems:
         raise IngestError(problems)
     return docs
+
+
+def _read_text(path: Path, where: str) -> str:
+    """A manifest file's text; one that is not UTF-8 or cannot be read is a problem naming it
+    (and the first bad byte), listed with the others."""
+    try:
+        data = path.read_bytes()
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        message = f"not UTF-8 text: line {line}, byte {error.start}"
+    except OSError as error:
+        message = error.strerror or str(error)
+    raise IngestError(Problem(message, record=where))
 
 
 def parse_document(raw: RawDoc) -> Doc | StageMoveDoc:

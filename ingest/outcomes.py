@@ -26,15 +26,17 @@ transaction, its dead letters included.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import sys
+import zlib
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, partial
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, TextIO
+from typing import Annotated, Any, BinaryIO, ClassVar, TextIO
 
 from pydantic import ConfigDict, Field, StringConstraints, ValidationError
 
@@ -426,19 +428,52 @@ def read_file(path: Path) -> Iterator[Item]:
     """The records of an outcome file, gzipped or not: of NDJSON, (``file:line``, text) of
     each non-blank line; of a JSON array (the first non-blank character is ``[``),
     (``file#N``, value) of each item, numbered from 1 as the REST route numbers them."""
-    if _opens_array(path):
-        yield from _array_items(path)
-        return
-    with _open_text(path) as lines:
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                yield f"{path.name}:{number}", line
+    try:
+        if _opens_array(path):
+            yield from _array_items(path)
+            return
+        with _open_text(path) as lines:
+            for number, line in enumerate(lines, 1):
+                if line.strip():
+                    yield f"{path.name}:{number}", line
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
+        # The file as a whole cannot be read: one problem naming it, not a traceback (count
+        # _records reads it all before the load writes anything).
+        raise IngestError(Problem(_unreadable(path, error), record=path.name)) from None
+
+
+def _unreadable(path: Path, error: OSError | EOFError | zlib.error | UnicodeDecodeError) -> str:
+    if isinstance(error, UnicodeDecodeError):
+        return _not_utf8(path, error)
+    if isinstance(error, EOFError):  # gzip's "ended before the end-of-stream marker"
+        return "truncated: its gzip data ends early"
+    if isinstance(error, gzip.BadGzipFile | zlib.error):
+        return f"not valid gzip: {error}"
+    return (error.strerror if isinstance(error, OSError) else None) or str(error)
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:
+    """Where the first byte that is not UTF-8 is: the text decoder knows only its chunk, so
+    look again line by line (no UTF-8 sequence holds a newline byte)."""
+    offset = 0
+    with _open_binary(path) as raw:
+        for number, line in enumerate(raw, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return f"not UTF-8 text: line {number}, byte {offset + bad.start}"
+            offset += len(line)
+    return f"not UTF-8 text: {error.reason}"
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    with path.open("rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else path.open("rb")
 
 
 def _open_text(path: Path) -> TextIO:
-    with path.open("rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rt", encoding="utf-8") if gzipped else path.open(encoding="utf-8")
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8")
 
 
 def _opens_array(path: Path) -> bool:
