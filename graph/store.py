@@ -218,25 +218,26 @@ class RequestsStored(Exception):
 
 
 class RequestsConflict(Exception):
-    """Stored requests a batch of whole records names other references for (bundle, model,
-    prompt, policy, features): what served a request does not change when its record is
-    sent again. ``stored``: each one's stored targets. Raised inside the transaction, so
-    nothing of the batch is kept."""
+    """Stored requests a batch of whole records gives other references (bundle, model,
+    prompt, policy, features) or another time: what served a request, and when, does not
+    change when its record is sent again. ``stored``: each one's stored state. Raised
+    inside the transaction, so nothing of the batch is kept."""
 
-    def __init__(self, stored: dict[str, frozenset[str]]) -> None:
+    def __init__(self, stored: dict[str, OutcomeState]) -> None:
         self.stored = stored
-        super().__init__(f"stored with other references: {', '.join(sorted(stored))}")
+        super().__init__(f"stored with other references or time: {', '.join(sorted(stored))}")
 
 
 def _reference_conflicts(batch: PreparedWrite,
-                         before: dict[str, OutcomeState]) -> dict[str, frozenset[str]]:
-    own = {n.id for n in batch.nodes if n.kind == OUTCOME_KIND}
+                         before: dict[str, OutcomeState]) -> dict[str, OutcomeState]:
+    own = {n.id: n.created_at for n in batch.nodes if n.kind == OUTCOME_KIND}
     named: dict[str, set[str]] = {}
     for edge in batch.edges:
         if edge.type in OUTCOME_EDGES and edge.source in own:
             named.setdefault(edge.source, set()).add(edge.target)
-    return {oid: state.targets for oid, state in before.items()
-            if oid in own and frozenset(named.get(oid, ())) != state.targets}
+    return {oid: state for oid, state in before.items()
+            if oid in own and (frozenset(named.get(oid, ())) != state.targets
+                               or own[oid] != state.created_at)}
 
 
 class StageMoved(Exception):

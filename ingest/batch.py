@@ -20,6 +20,7 @@ from lineagegraph.graph.store import (
     RequestsConflict,
     UpsertResult,
 )
+from lineagegraph.graph.traffic import OutcomeState
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
 
 T = TypeVar("T")
@@ -67,7 +68,7 @@ class Batch:
     # (``RequestsConflict``), and ``on_conflict`` says what to write instead — the batch
     # without those records, dead-lettered — or raises.
     whole_requests: bool = False
-    on_conflict: Callable[[dict[str, frozenset[str]]], Batch] | None = None
+    on_conflict: Callable[[dict[str, OutcomeState]], Batch] | None = None
     # Nodes the write must create, not find stored (a manifest's previous + 1 versions):
     # ``NodesStored`` otherwise.
     new_nodes: frozenset[str] = frozenset()

@@ -12,7 +12,8 @@ name meant then (the registry's aliases are labels, not the record's environment
 linking one would be a guess that traces and blast radii would repeat as fact.
 
 A record is whole (``Batch.whole_requests``): sent again for a stored request, it updates
-the request's fields but may not name other references — the store refuses that inside
+the request's fields but may not name other references or another time — the store
+refuses that inside
 the write (``RequestsConflict``, read where it reads the stored requests' rollup keys, so
 new requests pay nothing), and the record is refused like a bad one (``on_conflict``).
 
@@ -41,6 +42,7 @@ from typing import Annotated, Any, BinaryIO, ClassVar, TextIO
 from pydantic import ConfigDict, Field, StringConstraints, ValidationError
 
 from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.traffic import OutcomeState
 from lineagegraph.schema import (
     AuditEntry,
     Edge,
@@ -349,7 +351,7 @@ def strict_batch(items: Sequence[Item], store: GraphStore, *, actor: str,
     if mapped.rejected:
         raise IngestError(mapped.problems)
 
-    def refuse(stored: dict[str, frozenset[str]]) -> Batch:
+    def refuse(stored: dict[str, OutcomeState]) -> Batch:
         raise IngestError([_conflict(mapped.sent[oid][0], oid, stored[oid])
                            for oid in sorted(stored)])
 
@@ -357,12 +359,13 @@ def strict_batch(items: Sequence[Item], store: GraphStore, *, actor: str,
     return mapped.batch
 
 
-def _conflict(record: int | str, request: str, stored: frozenset[str]) -> Problem:
-    return Problem(f"{request} was stored as served by {', '.join(sorted(stored))}: a record "
-                   "sent again cannot change what served it", record=record, field="bundle")
+def _conflict(record: int | str, request: str, stored: OutcomeState) -> Problem:
+    return Problem(f"{request} was stored as served by {', '.join(sorted(stored.targets))} "
+                   f"at {stored.created_at.isoformat()}: a record sent again cannot change "
+                   "what served it, or when", record=record, field="bundle")
 
 
-def _without(mapped: Mapped, stored: dict[str, frozenset[str]]) -> Batch:
+def _without(mapped: Mapped, stored: dict[str, OutcomeState]) -> Batch:
     """The batch without the requests stored with other references, each a dead letter,
     and its audit entry's counts following."""
     batch = mapped.batch
@@ -398,8 +401,8 @@ class DeadLetteringLoad:
             mapped.batch.on_conflict = partial(self._dead_letter_conflicts, mapped, {})
             yield mapped.batch
 
-    def _dead_letter_conflicts(self, mapped: Mapped, earlier: dict[str, frozenset[str]],
-                               stored: dict[str, frozenset[str]]) -> Batch:
+    def _dead_letter_conflicts(self, mapped: Mapped, earlier: dict[str, OutcomeState],
+                               stored: dict[str, OutcomeState]) -> Batch:
         """The batch without every conflicting request found so far (another writer may
         store more before it is written again). Called by a writer thread: the count is
         read once the load is over."""

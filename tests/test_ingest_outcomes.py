@@ -311,12 +311,28 @@ def test_a_request_sent_again_with_another_bundle_is_refused_naming_what_served_
     assert moved.status_code == 400
     assert moved.json()["problems"] == [{
         "record": 2, "field": "bundle",
-        "message": "outcome:req-9 was stored as served by bundle:support-triage@14: a "
-                   "record sent again cannot change what served it"}]
+        "message": f"outcome:req-9 was stored as served by bundle:support-triage@14 at "
+                   f"{T0.isoformat()}: a record sent again cannot change what served it, "
+                   "or when"}]
     assert after == before  # nothing of the refused request was written
     assert again.status_code == 200, again.text
     assert edges_of(registry, "outcome:req-9") == {("SERVED_BY", "bundle:support-triage@14")}
 
+
+def test_a_request_sent_again_at_another_time_is_refused(registry: GraphStore) -> None:
+    # When a request happened is what its traffic counts by: a re-send does not move it
+    # (it was kept at the first time while the load said "updated").
+    with client_for(registry) as client:
+        first = post(client, ndjson(outcome("req-9")))
+        later = post(client, ndjson(outcome("req-9", at=T0 + timedelta(days=4))))
+        same = post(client, ndjson(outcome("req-9", quality=0.3)))
+
+    assert first.status_code == 200, first.text
+    assert later.status_code == 400
+    assert "cannot change what served it, or when" in later.json()["problems"][0]["message"]
+    assert same.status_code == 200, same.text
+    stored = registry.get(["outcome:req-9"])["outcome:req-9"]
+    assert stored.created_at == T0 and stored.properties["quality"] == 0.3
 
 def test_a_file_load_dead_letters_a_request_sent_again_with_other_references(
     registry: GraphStore, request: pytest.FixtureRequest, tmp_path: Path,

@@ -542,7 +542,8 @@ def test_whole_request_records_that_name_other_references_are_refused_not_added(
 
     with pytest.raises(RequestsConflict) as refused:
         store.write(again)
-    assert refused.value.stored == {"outcome:w1": frozenset({"bundle:b@1"})}
+    assert {oid: state.targets for oid, state in refused.value.stored.items()} == {
+        "outcome:w1": frozenset({"bundle:b@1"})}
     assert store.get(["outcome:w2"]) == {}  # nothing of the batch was written
     assert store.write(same).changed is False
     assert store.traffic(["bundle:b@1", "bundle:b@2"]) == {"production": 1}
