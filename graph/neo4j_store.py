@@ -297,14 +297,17 @@ class _Neo4jTransaction:
 
     def lock_stage(self, name: str, environment: str,
                    until: datetime) -> tuple[str | None, datetime] | None:
-        # The stage log's counter node, written (not bumped: its numbers stay gap-free) to
-        # hold its write lock, which every append of a move takes too.
+        # The stage log's counter node, written to hold its write lock, which every append
+        # of a move takes too: a property of its own (the numbers stay gap-free) that always
+        # changes (a write of the value already there may take no lock). Its own statement:
+        # in one with the read, the planner may read the moves before the lock is held.
+        self.tx.run(_COUNTER + "SET c.locks = coalesce(c.locks, 0) + 1",
+                    counter="StageMove").consume()
         record = self.tx.run(
-            _COUNTER + "SET c.locked = timestamp() WITH c "
             "OPTIONAL MATCH (m:StageMove {name: $name, environment: $env}) WHERE m.at <= $until "
             "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT 1 "
             "RETURN m IS NOT NULL AS found, m.to_version AS version, m.at AS at",
-            counter="StageMove", name=name, env=environment, until=until).single(strict=True)
+            name=name, env=environment, until=until).single(strict=True)
         return (record["version"], _native(record["at"])) if record["found"] else None
 
     def append_audit(self, entry: AuditEntry) -> None:

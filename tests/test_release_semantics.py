@@ -398,6 +398,6 @@ def test_promotions_at_once_never_record_a_move_from_a_version_no_longer_live(
     moves = store.stage_history(name="b", environment="canary")
     assert len(moves) > 1
     assert all(later.from_version == earlier.to_version
-               for earlier, later in itertools.pairwise(moves)), [
-        (m.from_version, m.to_version) for m in moves]
+               for earlier, later in itertools.pairwise(moves)), "\n".join(
+        f"{m.seq} {m.at.isoformat()} {m.from_version}->{m.to_version} {m.actor}" for m in moves)
     assert all("moved meanwhile" in reason or "already live" in reason for reason in refused)
