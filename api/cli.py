@@ -153,7 +153,9 @@ def export_schema(
 
     from .graphql_schema import schema_sdl
 
-    for path, text in ((output, schema_sdl()), (docs, schema_markdown())):
+    # The settings as every command reads them: a bad LINEAGEGRAPH_* value is a usage error.
+    sdl = schema_sdl(Settings.for_cli())
+    for path, text in ((output, sdl), (docs, schema_markdown())):
         try:
             path.write_text(text)
         except OSError as error:  # no such directory, not writable: one line, not a traceback

@@ -280,6 +280,6 @@ def build_schema(settings: Settings) -> strawberry.Schema:
     )
 
 
-def schema_sdl() -> str:
+def schema_sdl(settings: Settings | None = None) -> str:
     """The SDL clients build against (kept in ``schema/schema.graphql``)."""
-    return build_schema(Settings()).as_str() + "\n"
+    return build_schema(settings or Settings()).as_str() + "\n"

@@ -139,6 +139,17 @@ def test_export_schema_to_a_path_it_cannot_write_is_one_line(tmp_path: Path) -> 
     _one_error(result, 1, "cannot write", "schema.graphql")
 
 
+def test_export_schema_with_a_bad_setting_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LINEAGEGRAPH_MAX_DEPTH", "abc")
+    result = run_cli("export-schema", "--output", str(tmp_path / "schema.graphql"),
+                     "--docs", str(tmp_path / "SCHEMA.md"))
+
+    _one_error(result, 2, "LINEAGEGRAPH_MAX_DEPTH", "--max-depth")
+    assert not (tmp_path / "schema.graphql").exists()
+
+
 @pytest.mark.parametrize("command", ["plan", "apply"])
 @pytest.mark.parametrize("age", ["99999999d", "99999999999999999999w"])
 def test_retention_with_an_age_past_any_date_is_a_usage_error(
