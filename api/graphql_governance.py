@@ -4,7 +4,7 @@ under the caller's token name."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -14,7 +14,6 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from lineagegraph.graph import governance
-from lineagegraph.graph.registry import GATE_INPUTS
 from lineagegraph.schema import Edge as EdgeRecord
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import canonical_id, parse_id
@@ -214,16 +213,18 @@ class Mutation:
             source=e.source, type=e.type, target=e.target, properties=e.properties or {}))
             for i, e in enumerate(edges or [])]
         context: Context = info.context
-        # What the gates read of a stored node changes under `admin` only: read it first.
-        gated = [r.id for r in records if r.kind in GATE_INPUTS]
-        stored = await context.run(lambda: context.store.get(gated)) if gated else {}
-        try:  # an approval is the approve mutation's to record, under `admin`
-            require_admin_for(principal_of(info.context.request), records, links,
-                              stored=stored)
+        principal = principal_of(info.context.request)
+
+        def check(stored: Mapping[str, NodeRecord]) -> None:
+            # An approval is the approve mutation's to record, and what the gates read of a
+            # stored node changes, under `admin` only: judged on what the upsert read.
+            require_admin_for(principal, records, links, stored=stored)
+
+        try:
+            result = await _governed(info, lambda: governance.audited_upsert(
+                context.store, records, links, actor, check))
         except AuthError as error:
             raise Forbidden(error.message) from None
-        result = await _governed(info, lambda: governance.audited_upsert(
-            context.store, records, links, actor))
         return UpsertResult(
             nodes=UpsertCounts(created=result.nodes.created, updated=result.nodes.updated,
                                unchanged=result.nodes.unchanged),

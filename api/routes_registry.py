@@ -7,6 +7,7 @@ written — not even dead letters. The CLI's file loads are the ones that dead-l
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -14,12 +15,12 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from lineagegraph.graph.registry import GATE_INPUTS
 from lineagegraph.ingest import deadletter, outcomes
 from lineagegraph.ingest.batch import Batch, load_batches
 from lineagegraph.ingest.bodies import decode, json_flaw
 from lineagegraph.ingest.manifest_formats import read_json, read_yaml
 from lineagegraph.ingest.manifests import load_manifests
+from lineagegraph.schema import Node
 
 from .auth import principal_of, require_admin_for
 from .content_encoding import TOO_LARGE, inflate
@@ -67,13 +68,12 @@ async def post_manifests(request: Request, store: StoreDep, actor: ActorDep,
                               settings.max_body_bytes))
         docs = read_json(text) if media_type == "application/json" else read_yaml(text)
 
-        def check(batch: Batch) -> None:
+        def check(batch: Batch, stored: Mapping[str, Node]) -> None:
             # `status`, `approved_by`, StageMove and Approval documents record stage moves
             # and approvals, which need `admin` (design §8) however they arrive; so does
-            # changing what the gates read of a stored node.
-            gated = [n.id for n in batch.nodes if n.kind in GATE_INPUTS]
+            # changing what the gates read of a stored node (the load read them already).
             require_admin_for(principal_of(request), batch.nodes, batch.edges,
-                              batch.stage_moves, store.get(gated) if gated else {})
+                              batch.stage_moves, stored)
 
         return load_manifests(docs, store, actor=actor, source="api", check=check).to_json()
 

@@ -11,7 +11,7 @@ here judges "now" as the clock (or the ``at`` given): a move dated later is not 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -481,10 +481,12 @@ def _edge_audit(edge: Edge) -> dict[str, Any]:
     return {"type": edge.type, "target": edge.target, "properties": edge.properties}
 
 
-def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge],
-                   actor: str) -> UpsertResult:
+def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge], actor: str,
+                   check: Callable[[Mapping[str, Node]], None] | None = None) -> UpsertResult:
     """The upsert mutation: the write with an audit entry for each change it makes, what
-    was there before included (read just before, in the same call)."""
+    was there before included (read just before, in the same call). ``check`` sees what
+    was read of the stored nodes (a scope check: what the write changes of them) and may
+    refuse the write by raising."""
     sources = sorted({e.source for e in edges})
     # One read for the audit's "before" and the registered bundles' pins alike: the nodes
     # and the edge sources, and those sources' edges of the write's types.
@@ -492,6 +494,8 @@ def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge],
     existing_edges = {hop.edge.key: hop.edge for hop in store.expand(
         sources, Direction.UPSTREAM, edge_types=sorted({e.type for e in edges}))
         } if edges else {}
+    if check is not None:
+        check(existing)
     changes = pin_changes(nodes, edges, existing, existing_edges.keys())
     if changes:
         raise GovernanceError("; ".join(pin_change_message(b, c) for b, c in changes.items()))

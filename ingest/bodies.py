@@ -33,6 +33,14 @@ _DECODER = json.JSONDecoder()
 Path = tuple[str | int, ...]
 
 
+def utf8_flaw(data: bytes, error: UnicodeDecodeError, *, line: int = 1,
+              offset: int = 0) -> str:
+    """Where ``data`` — a file's text from ``line``, ``offset`` bytes in — stops being
+    UTF-8, as ``error`` (decoding ``data``) found."""
+    lines = data.count(b"\n", 0, error.start)
+    return f"not UTF-8 text: line {line + lines}, byte {offset + error.start}"
+
+
 def decode(body: bytes) -> str:
     try:
         return body.decode("utf-8")

@@ -46,7 +46,7 @@ from lineagegraph.schema.kinds import (
 from lineagegraph.schema.models import UtcDatetime, canonical_json
 
 from .batch import IngestError, Problem
-from .bodies import MAX_DEPTH, TOO_DEEP, check_value, parse_json
+from .bodies import MAX_DEPTH, TOO_DEEP, check_value, parse_json, utf8_flaw
 from .refs import ref_id
 
 # Bounds on one document, counted as its consumers see it (an alias counts each time it is
@@ -521,8 +521,7 @@ def _read_text(path: Path, where: str) -> str:
         data = path.read_bytes()
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        message = f"not UTF-8 text: line {line}, byte {error.start}"
+        message = utf8_flaw(data, error)
     except OSError as error:
         message = error.strerror or str(error)
     raise IngestError(Problem(message, record=where))

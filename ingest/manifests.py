@@ -41,7 +41,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -138,9 +138,11 @@ def map_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
 
 def load_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
                    source: str = "api",
-                   check: Callable[[Batch], None] | None = None) -> ManifestSummary:
+                   check: Callable[[Batch, Mapping[str, Node]], None] | None = None,
+                   ) -> ManifestSummary:
     """Map and write one load in one transaction; ``check`` sees each batch before it is
-    written (a route's scope check) and may refuse it by raising.
+    written, with the stored nodes the load read (a route's scope check: what changes of
+    them), and may refuse it by raising.
 
     A version given as previous + 1 that another load created meanwhile (another process:
     this one's loads take turns) refuses the write inside its transaction, and the load is
@@ -154,7 +156,7 @@ def load_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
             load = _ManifestLoad(store, actor, datetime.now(UTC))
             batch = load.run(raws, source)
             if check is not None:
-                check(batch)
+                check(batch, load.existing)
             try:
                 return ManifestSummary.of(load_batches(store, [batch]), load.warnings)
             except NodesStored as error:

@@ -56,7 +56,15 @@ from lineagegraph.schema.kinds import FAMILY_OF, InferenceOutcomeProps
 from lineagegraph.schema.models import utc
 
 from .batch import Batch, IngestError, Problem
-from .bodies import check_value, decode, json_flaw, keepable, load_json, parse_json
+from .bodies import (
+    check_value,
+    decode,
+    json_flaw,
+    keepable,
+    load_json,
+    parse_json,
+    utf8_flaw,
+)
 from .deadletter import dead_letter, register_mapper
 from .refs import ref_id
 
@@ -464,7 +472,7 @@ def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:
             try:
                 line.decode("utf-8")
             except UnicodeDecodeError as bad:
-                return f"not UTF-8 text: line {number}, byte {offset + bad.start}"
+                return utf8_flaw(line, bad, line=number, offset=offset)
             offset += len(line)
     return f"not UTF-8 text: {error.reason}"
 

@@ -8,7 +8,7 @@ import gzip
 import json
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ from lineagegraph.ingest.manifests import (
     map_manifests,
 )
 from lineagegraph.ingest.openlineage import read_events
+from lineagegraph.schema import Node
 
 from .ingest_support import MANIFESTS, cli_args, client_for, run_cli
 from .openlineage_support import run_event
@@ -58,12 +59,13 @@ def supersedes(store: GraphStore) -> dict[str, str]:
                                                         edge_types=["SUPERSEDES"])}
 
 
-def another_load_first(store: GraphStore, *texts: str) -> Callable[[Batch], None]:
+def another_load_first(store: GraphStore, *texts: str,
+                       ) -> Callable[[Batch, Mapping[str, Node]], None]:
     """A ``check`` that writes the next of ``texts`` each time this load has been mapped and
     is about to be written: another process won the race for the version it chose."""
     queue = list(texts)
 
-    def check(_: Batch) -> None:
+    def check(_: Batch, __: Mapping[str, Node]) -> None:
         if queue:
             write_manifest(store, queue.pop(0))
 
