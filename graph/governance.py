@@ -211,8 +211,20 @@ class PromotionReport:
         return self.current is not None and self.current.id == self.candidate.id
 
     @property
+    def archived(self) -> bool:
+        """The candidate is archived (by retention, or replaced or deleted upstream): walks
+        hide it, so serving it would leave it out of every answer about what is live —
+        blastRadius among them. No override promotes it; retiring it is still allowed."""
+        return not self.retirement and bool(self.candidate.properties.get("archived"))
+
+    @property
+    def refused(self) -> bool:
+        """Nothing an override could make right: already there, or archived."""
+        return self.already_live or self.archived
+
+    @property
     def verdict(self) -> str:
-        passed = all(g.passed for g in self.gates) and not self.already_live
+        passed = all(g.passed for g in self.gates) and not self.refused
         return "ALLOW" if passed else "BLOCK"
 
     @property
@@ -222,7 +234,13 @@ class PromotionReport:
                 if self.retirement else
                 [f"{self.candidate.id} is already live in {self.environment}: nothing to "
                  "promote"])
-        return live + [f"{g.name}: {g.reason}" for g in self.gates if not g.passed]
+        archived = ([] if not self.archived else
+                    [f"{self.candidate.id} is archived"
+                     + (f" (at {self.candidate.properties['archived_at']})"
+                        if self.candidate.properties.get("archived_at") else "")
+                     + ": an archived version serves nowhere; upsert it with "
+                       "`archived: false` to bring it back first"])
+        return live + archived + [f"{g.name}: {g.reason}" for g in self.gates if not g.passed]
 
 
 class GovernanceError(ValueError):
@@ -328,7 +346,7 @@ def promote(
     transaction with a ``retire`` audit entry (``override_reason``, if given, is kept as
     the reason). Promoting a retired version into a serving environment revives it."""
     report = promotion_report(store, name, version, environment, policy, at=at)
-    if report.already_live:
+    if report.refused:
         raise GovernanceError(report.reasons[0])
     if report.retirement:
         return report, _retire(store, report, actor, override_reason, at or utc_now())

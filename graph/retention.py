@@ -6,10 +6,11 @@ walks skip archived nodes unless asked, and rollbacks never return to them."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from lineagegraph.schema import AuditEntry, Node
+from lineagegraph.schema import AuditEntry, Node, StageMove
 from lineagegraph.schema.models import now as utc_now
 
 from .drift import MAX_LOOKBACK, parse_duration
@@ -47,6 +48,18 @@ class Candidate:
     environments: tuple[str, ...]  # where it ever was (all pre-release, none now)
 
 
+def _archivable(bundle: Node, moves: Sequence[StageMove],
+                times: Iterable[datetime]) -> tuple[str, ...] | None:
+    """Where ``bundle`` ever was, if retention may archive it: never moved into an
+    environment past staging, and live nowhere at any of ``times``; None otherwise."""
+    visited = {m.environment for m in moves if m.to_version == bundle.version}
+    live = {version for when in set(times)
+            for version in live_from(m for m in moves if m.at <= when).values()}
+    if visited <= PRE_RELEASE and bundle.version not in live:
+        return tuple(sorted(visited))
+    return None
+
+
 def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
          page: int = 1000) -> list[Candidate]:
     """Bundle versions created before ``at - older_than``, not archived, never moved into
@@ -55,27 +68,18 @@ def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
     clock = utc_now()
     cutoff = (at or clock) - older_than
     candidates: list[Candidate] = []
-    visits: dict[str, dict[str, set[str]]] = {}  # name → version → environments
-    live: dict[str, set[str]] = {}  # name → versions live at ``at`` or now
+    histories: dict[str, list[StageMove]] = {}
     after: str | None = None
     while True:
         bundles = store.find(kinds=["Bundle"], first=page, after=after)
         for bundle in bundles:
             if bundle.created_at >= cutoff or bundle.properties.get("archived"):
                 continue
-            if bundle.name not in visits:
-                by_version: dict[str, set[str]] = {}
-                moves = store.stage_history(name=bundle.name)
-                for move in moves:
-                    if move.to_version is not None:
-                        by_version.setdefault(move.to_version, set()).add(move.environment)
-                visits[bundle.name] = by_version
-                live[bundle.name] = {
-                    version for when in {at or clock, clock}
-                    for version in live_from(m for m in moves if m.at <= when).values()}
-            visited = visits[bundle.name].get(bundle.version or "", set())
-            if visited <= PRE_RELEASE and bundle.version not in live[bundle.name]:
-                candidates.append(Candidate(bundle, tuple(sorted(visited))))
+            if bundle.name not in histories:
+                histories[bundle.name] = store.stage_history(name=bundle.name)
+            visited = _archivable(bundle, histories[bundle.name], (at or clock, clock))
+            if visited is not None:
+                candidates.append(Candidate(bundle, visited))
         if len(bundles) < page:
             return candidates
         after = bundles[-1].id
@@ -83,14 +87,31 @@ def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
 
 def apply(store: GraphStore, candidates: list[Candidate], actor: str,
           at: datetime | None = None) -> int:
-    """Mark the candidates archived, with an audit entry each, in one transaction."""
+    """Mark the candidates archived, with an audit entry each, in one transaction.
+
+    A plan may be old by the time it is applied (a reviewed ``plan``, or a long one over
+    many bundles), so each candidate is judged again from what is stored now: one archived
+    meanwhile, promoted past staging, or live now is left alone. Liveness is checked once
+    more as they are written (``GraphStore.archive_unless_live``). Returns how many
+    versions were archived."""
     when = at or utc_now()
-    archived = [
-        c.node.model_copy(update={"properties": {**c.node.properties, "archived": True,
-                                                 "archived_at": when.isoformat()}})
-        for c in candidates
-    ]
-    audit = [AuditEntry(action="retention.archive", target=n.id, actor=actor, at=when,
-                        before={"archived": False}, after={"archived": True})
-             for n in archived]
-    return store.upsert(archived, audit=audit).nodes.updated
+    nodes = store.get([c.node.id for c in candidates])
+    histories = {name: store.stage_history(name=name)
+                 for name in sorted({c.node.name for c in candidates if c.node.name})}
+    clock = utc_now()
+    judged = [node for c in candidates if (node := nodes.get(c.node.id)) is not None
+              and not node.properties.get("archived")
+              and _archivable(node, histories.get(node.name or "", []), (clock,)) is not None]
+    environments = {name: sorted({m.environment for m in moves} - {RETIRED})
+                    for name, moves in histories.items()}
+
+    def marked(node: Node) -> Node:
+        return node.model_copy(update={"properties": {**node.properties, "archived": True,
+                                                      "archived_at": when.isoformat()}})
+
+    archived = store.archive_unless_live(
+        [marked(node) for node in judged], environments,
+        lambda node: AuditEntry(action="retention.archive", target=node.id, actor=actor,
+                                at=when, before={"archived": False},
+                                after={"archived": True}))
+    return len(archived)

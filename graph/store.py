@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -450,6 +450,27 @@ class GraphStore(ABC):
             for entry in audit:
                 tx.append_audit(entry)
             return stored
+
+        return self._write(work)
+
+    def archive_unless_live(self, nodes: Sequence[Node],
+                            environments: Mapping[str, Sequence[str]],
+                            audit: Callable[[Node], AuditEntry]) -> list[Node]:
+        """Write ``nodes`` (versions marked archived) with an audit entry each, in one
+        transaction, leaving out any version live now in one of the environments given
+        for its name. Read under the stage log's lock, which every recorded move takes:
+        a promotion landing while the caller judged is seen. Returns the nodes written."""
+
+        def work(tx: StoreTransaction) -> list[Node]:
+            kept = [node for node in nodes if not any(
+                (latest := tx.lock_stage(node.name or "", environment, now()))
+                and latest[0] == node.version
+                for environment in environments.get(node.name or "", ()))]
+            if kept:
+                tx.write_nodes(self._node_rows(kept))
+            for node in kept:
+                tx.append_audit(audit(node))
+            return kept
 
         return self._write(work)
 

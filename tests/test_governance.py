@@ -284,3 +284,29 @@ def test_the_report_on_the_version_already_live_blocks_with_nothing_to_promote(
     assert report.reasons == ["bundle:b@1 is already live in production: nothing to promote"]
     with pytest.raises(GovernanceError, match="already live"):
         promote(store, "b", "1", "production", "release-eng", override_reason="again")
+
+
+def test_an_archived_version_is_not_promoted_even_with_an_override_until_brought_back(
+    store: GraphStore,
+) -> None:
+    # Walks hide archived versions: served, one would be missing from every blastRadius.
+    setup_bundle(store, policy=dict(EU_PRODUCTION))
+    bundle = store.get(["bundle:b@1"])["bundle:b@1"]
+    store.upsert([bundle.model_copy(update={"properties": {
+        **bundle.properties, "archived": True, "archived_at": "2026-11-02T00:00:00+00:00"}})])
+
+    report = promotion_report(store, "b", "1", "staging")
+
+    assert report.verdict == "BLOCK"
+    assert report.reasons[0].startswith(
+        "bundle:b@1 is archived (at 2026-11-02T00:00:00+00:00): an archived version serves "
+        "nowhere")
+    with pytest.raises(GovernanceError, match="archived"):
+        promote(store, "b", "1", "staging", "release-eng", override_reason="need it")
+    assert store.stage_history(name="b") == []
+    assert promotion_report(store, "b", "1", "retired").verdict == "ALLOW"  # retiring is fine
+
+    store.upsert([bundle.model_copy(update={"properties": {**bundle.properties,
+                                                           "archived": False}})])
+    _, move = promote(store, "b", "1", "staging", "release-eng")
+    assert move is not None and move.to_version == "1"

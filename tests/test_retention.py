@@ -14,7 +14,7 @@ from lineagegraph.graph import retention
 from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.store import Direction, GraphStore
 from lineagegraph.graph.walk import walk
-from lineagegraph.schema import Edge, Node, StageMove
+from lineagegraph.schema import AuditEntry, Edge, Node, StageMove
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -66,6 +66,53 @@ def test_apply_archives_with_audit_entries_and_walks_skip_archived_nodes(
     assert set(default.nodes) == {"model:m@1", "bundle:b@2", "bundle:b@4"}
     assert {"bundle:b@1", "bundle:b@3"} <= set(everything.nodes)
     assert retention.plan(store, timedelta(days=90), at=NOW) == []  # nothing left to do
+
+
+def test_apply_leaves_alone_a_planned_version_promoted_since_the_plan(
+    store: GraphStore,
+) -> None:
+    _load(store)
+    planned = retention.plan(store, timedelta(days=90), at=NOW)
+    # After the plan: 1 goes back into staging, 3 reaches production and leaves it.
+    store.record_stage_moves([
+        StageMove(name="b", environment="staging", to_version="1"),
+        StageMove(name="b", environment="production", to_version="3"),
+        StageMove(name="b", environment="production", from_version="3", to_version=None)])
+
+    archived = retention.apply(store, planned, actor="ops")
+
+    assert archived == 0
+    stored = store.get(["bundle:b@1", "bundle:b@3"])
+    assert not any(n.properties.get("archived") for n in stored.values())
+    assert store.audit_log() == []
+
+
+def test_apply_keeps_what_changed_on_a_version_since_the_plan(store: GraphStore) -> None:
+    _load(store)
+    planned = retention.plan(store, timedelta(days=90), at=NOW)
+    store.upsert([Node.from_id("bundle:b@3", properties={"owner": "search"})])
+
+    assert retention.apply(store, planned, actor="ops") == 2
+
+    kept = store.get(["bundle:b@3"])["bundle:b@3"].properties
+    assert kept["owner"] == "search" and kept["archived"] is True
+
+
+def test_archive_unless_live_reads_liveness_as_it_writes(store: GraphStore) -> None:
+    # What retention judged a moment before may be stale by the write: a version live now
+    # in an environment of its name is left out, in the same transaction.
+    _load(store)
+    store.record_stage_move(StageMove(name="b", environment="staging", to_version="3"))
+    marked = [Node.from_id(i, properties={"archived": True})
+              for i in ("bundle:b@1", "bundle:b@3")]
+
+    written = store.archive_unless_live(
+        marked, {"b": ["production", "staging"]},
+        lambda node: AuditEntry(action="retention.archive", target=node.id, actor="ops"))
+
+    assert [n.id for n in written] == ["bundle:b@1"]
+    assert [e.target for e in store.audit_log()] == ["bundle:b@1"]
+    assert not store.get(["bundle:b@3"])["bundle:b@3"].properties.get("archived")
 
 
 def test_parse_age_reads_short_and_iso_forms() -> None:
