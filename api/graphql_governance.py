@@ -235,7 +235,12 @@ class Mutation:
                          description="Move `bundle@version` into `environment` when every "
                          "gate passes; refused with the failed gates otherwise. An admin "
                          "may override with a reason, recorded in the move and the audit "
-                         "log.")
+                         "log. A version already live there, or archived, is refused even "
+                         "with an override. Into `retired` it retires the version: no "
+                         "gates; it leaves every environment where it is live and rollbacks "
+                         "pass it over; promoting it again revives it. Recorded only if the "
+                         "version it replaces is still live when written (two at once: the "
+                         "second is refused).")
     async def promote(self, info: Info, bundle: str, version: str, environment: str,
                       override_reason: str | None = None) -> PromotionResult | None:
         if override_reason is not None and not override_reason.strip():
@@ -248,8 +253,11 @@ class Mutation:
                                move=stage_move_type(move) if move else None)
 
     @strawberry.mutation(permission_classes=[NeedsAdmin],
-                         description="Move `name` in `environment` back to the version live "
-                         "there before the current one.")
+                         description="Move `name` in `environment` back to the latest "
+                         "earlier version live there that is not retired, archived or "
+                         "unregistered (those passed over are named in `warnings`, with "
+                         "compatibility notes). `environment` `retired` is refused; so is a "
+                         "rollback with no such version, or one another move overtook.")
     async def rollback(self, info: Info, name: str, environment: str,
                        reason: str | None = None) -> RollbackResult | None:
         context: Context = info.context
