@@ -26,10 +26,11 @@ Mapping (IDs follow design §2):
   the alias, appended only when another version (or none) is in effect there; a
   stage this importer set whose alias is gone moves to nothing. MLflow keeps no history
   of aliases, so a move is dated when the import saw it;
-- a version an earlier import brought and MLflow has since deleted stays (requests and
-  lineage may name it), archived with ``deleted_in_mlflow``;
+- a model or prompt version an earlier import brought and MLflow has since deleted stays
+  (requests and lineage may name it), archived with ``deleted_in_mlflow``;
 - prompt → ``Prompt`` ``prompt:{name}``; version → ``PromptVersion`` ``prompt:{name}@{version}``
-  (``VERSION_OF``, ``SUPERSEDES``); ``mlflow.linkedPrompts`` on a logged model or a run →
+  (``VERSION_OF``, ``SUPERSEDES``; ``registry: mlflow`` marks it as the importer's);
+  ``mlflow.linkedPrompts`` on a logged model or a run →
   ``DESIGNED_FOR`` from the prompt version to the registered versions of that model/run.
 
 ``created_at`` comes from MLflow's own timestamps (a dataset version's: the start of the
@@ -69,6 +70,7 @@ ACTOR = "mlflow-import"  # stage moves this importer appends carry it, so it can
 NAMESPACE = "mlflow"  # of the jobs, and of the data sources of datasets built in code
 LINKED_PROMPTS_TAG = "mlflow.linkedPrompts"
 IS_PROMPT_TAG = "mlflow.prompt.is_prompt"
+MLFLOW_REGISTRY = "mlflow"  # the ``registry`` of the prompt versions this importer brings
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 DATA_CONTEXT_TAG = "mlflow.data.context"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -389,7 +391,8 @@ def _add_prompts(graph: _Graph, snap: MlflowSnapshot) -> None:
 
 def _prompt_properties(version: PromptVersion) -> dict[str, Any]:
     template = version.template
-    props: dict[str, Any] = {"commit_message": version.commit_message,
+    props: dict[str, Any] = {"registry": MLFLOW_REGISTRY,
+                             "commit_message": version.commit_message,
                              "params": version.model_config or {},
                              "response_format": version.response_format,
                              "tags": user_tags(version.tags)}
@@ -503,17 +506,31 @@ def audit_entries(source: str, nodes: Sequence[Node], existing: dict[str, Node],
     return entries
 
 
+def _imported(node: Node) -> bool:
+    """A version this importer brought: a model version carries MLflow's ``status``, a
+    prompt version the ``registry`` mark (MLflow's prompt versions have no field that a
+    version registered by a manifest lacks)."""
+    if node.kind == "ModelVersion":
+        return "status" in node.properties
+    return node.properties.get("registry") == MLFLOW_REGISTRY
+
+
 def deleted_versions(snap: MlflowSnapshot, store: GraphStore) -> list[Node]:
-    """Versions of the registered models MLflow lists that an earlier import brought
-    (they carry MLflow's ``status``) and MLflow no longer has: deleted there. Kept —
-    requests and lineage may name them — but archived with ``deleted_in_mlflow``, so they
-    are no registered, ready version any more, and walks and rollbacks pass them by."""
-    listed = {(v.name, str(v.version)) for v in snap.versions}
+    """Versions of the registered models and prompts MLflow lists that an earlier import
+    brought (``_imported``) and MLflow no longer has: deleted there. Kept — requests and
+    lineage may name them — but archived with ``deleted_in_mlflow``, so they are no
+    registered, ready version any more, and walks and rollbacks pass them by."""
+    families = [("ModelVersion", model.name, {str(v.version) for v in snap.versions
+                                              if v.name == model.name})
+                for model in snap.models]
+    families += [("PromptVersion", prompt.name, {str(v.version) for v in snap.prompt_versions
+                                                 if v.name == prompt.name})
+                 for prompt in snap.prompts]
     gone = []
-    for model in snap.models:
-        for node in store.versions("ModelVersion", model.name):
+    for kind, name, listed in families:
+        for node in store.versions(kind, name):
             props = node.properties
-            if ((model.name, node.version) not in listed and "status" in props
+            if (node.version not in listed and _imported(node)
                     and not props.get("deleted_in_mlflow")):
                 gone.append(node.model_copy(update={"properties": {
                     **props, "archived": True, "deleted_in_mlflow": True}}))

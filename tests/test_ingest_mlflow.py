@@ -21,7 +21,7 @@ from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.store import Direction, GraphStore
 from lineagegraph.graph.walk import walk
 from lineagegraph.ingest.mlflow_import import ACTOR, dataset_locator, import_mlflow, redact
-from lineagegraph.schema import EDGE_KINDS_BY_TYPE
+from lineagegraph.schema import EDGE_KINDS_BY_TYPE, Node
 
 # MLflow's own chatter while building the tracking store, not the importer's.
 pytestmark = [
@@ -312,6 +312,25 @@ def test_a_version_deleted_in_mlflow_is_archived_not_left_registered(
     assert (gone["archived"], gone["deleted_in_mlflow"]) == (True, True)
     kept = store.get([f"model:{MODEL}@2"])[f"model:{MODEL}@2"].properties
     assert "archived" not in kept
+    assert not import_mlflow(store, copy.uri).result.changed
+
+
+def test_a_prompt_version_deleted_in_mlflow_is_archived_and_a_manifests_is_left_alone(
+        store: GraphStore, tracking: Tracking, tmp_path: Path) -> None:
+    mlflow = require_mlflow()
+    copy = copy_of(tracking, tmp_path)
+    client = mlflow.MlflowClient(tracking_uri=copy.uri, registry_uri=copy.uri)
+    import_mlflow(store, copy.uri)
+    # A version of the same prompt registered by a manifest, not by MLflow.
+    store.upsert([Node.from_id(f"prompt:{PROMPT}@7", properties={"template": "by hand"})])
+    client.delete_prompt_version(PROMPT, "1")
+    import_mlflow(store, copy.uri)
+
+    found = store.get([f"prompt:{PROMPT}@1", f"prompt:{PROMPT}@2", f"prompt:{PROMPT}@7"])
+    gone = found[f"prompt:{PROMPT}@1"].properties
+    assert (gone["archived"], gone["deleted_in_mlflow"]) == (True, True)
+    assert "archived" not in found[f"prompt:{PROMPT}@2"].properties
+    assert "archived" not in found[f"prompt:{PROMPT}@7"].properties
     assert not import_mlflow(store, copy.uri).result.changed
 
 
