@@ -198,7 +198,11 @@ class PageInfo:
 class Subgraph:
     nodes: list[NodeAtDegree]
     edges: list[Edge]
-    truncated: bool
+    truncated: bool = strawberry.field(description=(
+        "A cap cut the walk: the depth cap stopped it short of what was there, or the "
+        "node cap stopped it. Paged (`first`), each page walks only as deep as it needs: "
+        "a depth-cap cut shows on every page, a node-cap cut from the first page whose "
+        "walk meets the cap (read `truncated` of the last page for the whole walk)."))
     page_info: PageInfo | None = None
 
 

@@ -148,3 +148,16 @@ def test_every_page_of_a_walk_cut_by_the_depth_cap_says_so(store: GraphStore) ->
     assert unpaged["truncated"] is True
     assert cut == [True] * 4  # f0..f3: f4, past the cap, is there
     assert whole == [False] * 4  # from f3, f6 is 3 hops up: the cap cut nothing
+
+
+def test_the_last_page_of_a_walk_cut_by_the_node_cap_says_so(store: GraphStore) -> None:
+    # A page walks only as far as it needs, so a node-cap cut may first show on a later
+    # page; the last page's walk is the whole walk, and says what the unpaged answer says.
+    ids = _features(store, 12, [(0, i) for i in range(1, 6)] + [(1, i) for i in range(6, 12)])
+    with _client(store, max_nodes=8) as client:
+        unpaged = gql(client, LINEAGE, id=ids[0], depth=3)["data"]["lineage"]
+        pages = list(_pages(client, 2, id=ids[0], depth=3))
+
+    assert unpaged["truncated"] is True
+    assert pages[-1]["truncated"] is True
+    assert [n for p in pages for n in _degrees(p)] == list(_degrees(unpaged))
