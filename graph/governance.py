@@ -22,6 +22,8 @@ from lineagegraph.schema.models import check_environment
 from lineagegraph.schema.models import now as utc_now
 
 from .impact import (
+    OVERRIDDEN,
+    PROMOTED,
     STRUCTURE_EDGES,
     Action,
     AffectedBundle,
@@ -353,8 +355,8 @@ def promote(
     if report.verdict == "BLOCK" and not override_reason:
         return report, None
     current = report.current.version if report.current else None
-    reason = (f"override: {override_reason}; blocked by "
-              + "; ".join(report.reasons)) if report.verdict == "BLOCK" else "gates passed"
+    reason = (f"{OVERRIDDEN}{override_reason}; blocked by "
+              + "; ".join(report.reasons)) if report.verdict == "BLOCK" else PROMOTED
     move = StageMove(name=name, environment=environment, from_version=current,
                      to_version=report.candidate.version, actor=actor, reason=reason,
                      **({"at": at} if at else {}))

@@ -62,11 +62,13 @@ class BlastRadius:
     traffic_counted_through: str | None = None
 
     def rollback_target(self, production: Collection[str] = ("production",)) -> Node | None:
-        """The target in a production environment if the root is live in one, else in the
-        first environment where it is."""
-        ranked = sorted(self.rollbacks, key=lambda r: (r.environment not in production,
-                                                       r.environment))
-        return next((r.target for r in ranked if r.target is not None), None)
+        """The target in a production environment if the root is live in one (the first
+        such environment that has one), else in the first environment where it is. Never
+        another environment's target when the chosen one has none: a rollback there would
+        be refused, and a dashboard would show a target nothing can roll back to."""
+        plans = sorted(self.rollbacks, key=lambda r: r.environment)
+        chosen = [r for r in plans if r.environment in production] or plans[:1]
+        return next((r.target for r in chosen if r.target is not None), None)
 
     @property
     def warnings(self) -> list[str]:
@@ -96,10 +98,22 @@ def earlier_live(moves: list[StageMove], current: str) -> list[str]:
     return list(dict.fromkeys(v for v in reversed(live) if v != current))
 
 
+# The reasons ``governance.promote`` records: a move through the gates (or past them) is
+# a release, even of a version live there before, never a rollback.
+PROMOTED = "gates passed"
+OVERRIDDEN = "override: "
+
+
+def promoted(move: StageMove) -> bool:
+    return move.reason is not None and (move.reason == PROMOTED
+                                        or move.reason.startswith(OVERRIDDEN))
+
+
 def rolled_back_from(moves: list[StageMove]) -> dict[str, datetime]:
     """version → when its latest stint in the environment ended in a rollback: a move from
     it back to a version live there before it (the rollback mutation's moves, and an
-    on-call's StageMove document back to the previous version alike). A stint that ended
+    on-call's StageMove document back to the previous version alike), unless ``promote``
+    made it (re-releasing an earlier version through the gates). A stint that ended
     otherwise (a new version, or the environment emptied) clears it. Moves of one name in
     one environment, oldest first."""
     rolled: dict[str, datetime] = {}
@@ -109,7 +123,7 @@ def rolled_back_from(moves: list[StageMove]) -> dict[str, datetime]:
         if move.to_version == live:
             continue
         if live is not None:
-            if move.to_version is not None and move.to_version in seen:
+            if move.to_version is not None and move.to_version in seen and not promoted(move):
                 rolled[live] = move.at
             else:
                 rolled.pop(live, None)

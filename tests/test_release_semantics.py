@@ -257,6 +257,41 @@ def test_a_second_rollback_undoes_the_first_with_a_warning(store: GraphStore) ->
     assert not any("rolled back from" in w for w in last.warnings)
 
 
+def test_a_version_released_again_through_the_gates_is_no_rollback(store: GraphStore) -> None:
+    # 3 rolled back to 2, then 3 promoted again (fixed, gates passed): 2's stint ended in a
+    # release, not a rollback, so rolling 3 back to 2 carries no "rolled back from".
+    _bundles(store, 1, 2, 3)
+    for i, version in enumerate("23"):
+        promote(store, "b", version, "production", "release-eng", at=_hours(i))
+    rollback(store, "b", "production", "oncall", reason="3 is bad", at=_hours(2))
+    promote(store, "b", "3", "production", "release-eng", at=_hours(3))
+
+    plan = _plan(store, "bundle:b@3")
+
+    assert plan.target is not None and plan.target.id == "bundle:b@2"
+    assert not any("rolled back from" in w for w in plan.warnings)
+
+
+def test_the_rollback_target_is_productions_even_when_production_has_none(
+    store: GraphStore,
+) -> None:
+    # 2 is live in production with nothing before it, and in canary after 1: the rollback
+    # a dashboard shows is production's (none), not canary's 1.
+    _bundles(store, 1, 2)
+    store.record_stage_moves([
+        StageMove(name="b", environment="canary", to_version="1", at=_hours(0)),
+        StageMove(name="b", environment="canary", from_version="1", to_version="2",
+                  at=_hours(1)),
+        StageMove(name="b", environment="production", to_version="2", at=_hours(1))])
+
+    radius = blast_radius(store, "bundle:b@2", Action.ROLLBACK)
+
+    assert {r.environment: r.target and r.target.id for r in radius.rollbacks} == {
+        "canary": "bundle:b@1", "production": None}
+    assert radius.rollback_target() is None
+    assert radius.rollback_target({"canary"}).id == "bundle:b@1"
+
+
 # -- #15: retention keeps what is live --------------------------------------------------------
 
 
