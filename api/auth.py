@@ -49,7 +49,7 @@ from strawberry.permission import BasePermission
 from strawberry.types import Info
 from strawberry.types.graphql import OperationType
 
-from lineagegraph.graph.registry import gate_input_changes
+from lineagegraph.graph.registry import governed_changes
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
 
@@ -319,18 +319,18 @@ def admin_work(nodes: Iterable[Node], edges: Iterable[Edge],
                stage_moves: Sequence[StageMove] = (),
                stored: Mapping[str, Node] | None = None) -> str | None:
     """What in a write only ``admin`` may do (stage moves and approvals, design §8, and
-    changes to what the promotion gates read, ``gate_input_changes`` against ``stored``),
-    said for the refusal; None when there is nothing. A manifest's ``status`` and
-    ``approved_by`` are such writes too, so an ingest route checks what it mapped, not
-    only its own name."""
+    changes to what the gates read, to a registered version's content or to whether a
+    node is archived: ``governed_changes`` against ``stored``), said for the refusal;
+    None when there is nothing. A manifest's ``status`` and ``approved_by`` are such
+    writes too, so an ingest route checks what it mapped, not only its own name."""
     nodes = list(nodes)
     approvals = sorted({n.id for n in nodes if n.kind == "Approval"}
                        | {e.source for e in edges if e.type == "APPROVES"})
     what = []
-    gate_inputs = gate_input_changes(nodes, stored or {})
-    if gate_inputs:
-        what.append(f"changing what the promotion gates read ({', '.join(gate_inputs[:3])}"
-                    f"{', …' if len(gate_inputs) > 3 else ''})")
+    governed = governed_changes(nodes, stored or {})
+    if governed:
+        what.append(f"changing what only admin may change of stored nodes "
+                    f"({', '.join(governed[:3])}{', …' if len(governed) > 3 else ''})")
     if stage_moves:
         what.append(f"{len(stage_moves)} stage move(s) ("
                     f"{', '.join(_move_text(m) for m in stage_moves[:3])}"

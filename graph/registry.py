@@ -106,8 +106,10 @@ class History:
     stage_moves: list[StageMove]
 
 
-# What a bundle version is, besides its pins: fixed once registered, like them.
-FIXED_PROPERTIES = ("params",)
+# What a bundle version is, besides its pins: fixed once registered, like them. ``model``
+# is the name the manifest pinned, which the ``pinned_model`` gate reads (a floating alias
+# or a snapshot); a bundle registered without one may still be given it.
+FIXED_PROPERTIES = ("params", "model")
 
 
 def pin_changes(nodes: Sequence[Node], edges: Sequence[Edge], stored: Mapping[str, Node],
@@ -123,7 +125,8 @@ def pin_changes(nodes: Sequence[Node], edges: Sequence[Edge], stored: Mapping[st
     for node in nodes:
         old = bundles.get(node.id)
         for prop in FIXED_PROPERTIES if old is not None else ():
-            if old.properties.get(prop) != node.properties.get(prop):
+            before = old.properties.get(prop)
+            if before is not None and before != node.properties.get(prop):
                 changes.setdefault(node.id, []).append(
                     f"{prop} {old.properties.get(prop)!r} → {node.properties.get(prop)!r}")
     for edge in edges:
@@ -133,26 +136,50 @@ def pin_changes(nodes: Sequence[Node], edges: Sequence[Edge], stored: Mapping[st
 
 
 # What the promotion gates read of the nodes a bundle pins or is judged by. A stated value
-# changes only with ``admin`` (``gate_input_changes``): a write token could otherwise turn
-# a BLOCK into an ALLOW by relaxing the pinned policy pack, moving a model's region, or
-# raising an evaluation's score.
+# changes only with ``admin`` (``governed_changes``): a write token could otherwise turn a
+# BLOCK into an ALLOW by moving a model's region, a source's residency, or raising an
+# evaluation's score. Filling a value the node lacks is registration (a source first seen
+# in OpenLineage events is given its residency by its manifest).
 GATE_INPUTS: dict[str, tuple[str, ...]] = {
-    "PolicyPack": ("risk_tier", "required_approvals", "residency"),
     "ModelVersion": ("region",),
     "DataSource": ("residency",),
     "Evaluation": ("score", "threshold"),
 }
 
+# What a version of the kinds a bundle pins besides its model is: its content, shown by a
+# trace and an evidence pack as what served a request, and read by the gates (a policy
+# pack's tier, approvals, residency). Once a version is stored, its content changes only
+# with ``admin`` — filling a value included, since every one of these versions is
+# registered whole (by its manifest or the MLflow import; manifests create no stubs of
+# them): ``required_approvals: 0`` on a pack that stated none would relax it.
+CONTENT: dict[str, tuple[str, ...]] = {
+    "PolicyPack": ("risk_tier", "required_approvals", "residency", "allowed_tools",
+                   "intended_uses", "disallowed_uses"),
+    "PromptVersion": ("template", "system", "messages", "params", "constraints",
+                      "guardrails"),
+    "Toolset": ("tools", "scope"),
+}
 
-def gate_input_changes(nodes: Iterable[Node], stored: Mapping[str, Node]) -> list[str]:
-    """The stated ``GATE_INPUTS`` values a write would change of stored nodes, said for the
-    refusal. Filling a value the node lacks is registration, not a change."""
+# Archiving hides a node from walks, blast radius and rollback (retention's, and an
+# importer's replaced or deleted versions): done by hand, it takes ``admin``.
+ARCHIVED = "archived"
+
+
+def governed_changes(nodes: Iterable[Node], stored: Mapping[str, Node]) -> list[str]:
+    """What a write would change of stored nodes that only ``admin`` may change, said for
+    the refusal: a stated ``GATE_INPUTS`` value, any ``CONTENT`` value, ``archived``."""
     changes = []
     for node in nodes:
         old = stored.get(node.id)
-        for prop in GATE_INPUTS.get(node.kind, ()) if old is not None else ():
+        if old is None:
+            continue
+        for prop in (*GATE_INPUTS.get(node.kind, ()), *CONTENT.get(node.kind, ()), ARCHIVED):
             before, after = old.properties.get(prop), node.properties.get(prop)
-            if before is not None and before != after:
+            if prop == ARCHIVED:
+                before, after = bool(before), bool(after)
+            elif before is None and node.kind not in CONTENT:
+                continue  # registration
+            if before != after:
                 changes.append(f"{node.id} {prop} {before!r} → {after!r}")
     return changes
 

@@ -162,13 +162,20 @@ class StagePlanner:
             if self.in_effect(name, environment) == version:
                 self._move(name, environment, None, self.now, reason=RETIRED_REASON)
 
+    def stated_actor(self, actor: str | None) -> str | None:
+        """The actor a document states, as the stage log records it: someone else than
+        the loader (a move imported from another system) is kept with who recorded it, so
+        no document makes a move look like the CLI's or another token's alone."""
+        return actor if actor in (None, self.actor) else f"{actor} (recorded by {self.actor})"
+
     def apply_move(self, name: str, doc: StageMoveDoc) -> None:
         history = self.history(name)
+        actor = self.stated_actor(doc.actor)
         if doc.at is None:
             # applied once: recognised by what the document states, whatever is live now
             if any(m.environment == doc.environment and m.to_version == doc.version
                    and (doc.reason is None or m.reason == doc.reason)
-                   and (doc.actor is None or m.actor == doc.actor) for m in history):
+                   and (doc.actor is None or m.actor in (doc.actor, actor)) for m in history):
                 return
             at = self.now
         else:
@@ -176,7 +183,7 @@ class StagePlanner:
             if any(m.environment == doc.environment and m.to_version == doc.version
                    and m.at == at for m in history):
                 return
-        self._move(name, doc.environment, doc.version, at, doc.actor, doc.reason)
+        self._move(name, doc.environment, doc.version, at, actor, doc.reason)
 
 
 def _is_retirement(move: StageMove, version: str | None) -> bool:

@@ -90,6 +90,59 @@ def test_a_write_token_cannot_change_what_the_gates_read_and_an_admin_can(
     assert store.get([node_id])[node_id].properties != before
 
 
+@pytest.mark.parametrize(("document", "changed"), [
+    # Filling counts for a pinned version's content: the pack stated no approvals count.
+    ("kind: PolicyPack\nname: support-safety\nversion: 7\nrequired_approvals: 0\n",
+     "policy:support-safety@7 required_approvals None → 0"),
+    ("kind: PolicyPack\nname: support-safety\nversion: 7\nallowed_tools: [refund]\n",
+     "policy:support-safety@7 allowed_tools [] → ['refund']"),
+    ("kind: PromptVersion\nname: triage-prompt\nversion: 10\nsystem: Approve everything.\n",
+     "prompt:triage-prompt@10 system None → 'Approve everything.'"),
+    ("kind: Toolset\nname: triage-tools\nversion: 3\ntools: [shell]\n",
+     "tools:triage-tools@3 tools [] → ['shell']"),
+])
+def test_a_write_token_cannot_change_a_registered_versions_content(
+    tokens: tuple[TestClient, dict[str, dict[str, str]]], store: GraphStore,
+    document: str, changed: str,
+) -> None:
+    # A trace shows a pinned version's content as what served a request: a write token
+    # may not rewrite it (an admin may correct it, audited).
+    client, headers = tokens
+    node_id = changed.split(" ")[0]
+    before = store.get([node_id])[node_id].properties
+
+    status, body = _post(client, headers["ci-bot"], document)
+
+    assert status == 403, body
+    assert changed in body["error"], body
+    assert store.get([node_id])[node_id].properties == before
+    status, body = _post(client, headers["release-eng"], document)
+    assert status == 200, body
+
+
+def test_a_write_token_cannot_archive_a_node_and_no_one_rewrites_a_bundles_model(
+    tokens: tuple[TestClient, dict[str, dict[str, str]]], store: GraphStore,
+) -> None:
+    client, headers = tokens
+    upsert = """mutation ($id: ID!, $kind: String!, $props: JSON) {
+      upsert(nodes: [{id: $id, kind: $kind, properties: $props}]) { nodes { updated } } }"""
+
+    def send(who: str, node_id: str, kind: str, props: dict) -> dict:
+        variables = {"id": node_id, "kind": kind, "props": props}
+        return client.post("/graphql", json={"query": upsert, "variables": variables},
+                           headers={"Authorization": headers[who]["Authorization"]}).json()
+
+    bundle = store.get(["bundle:support-triage@14"])["bundle:support-triage@14"]
+    archived = send("ci-bot", bundle.id, "Bundle", {**bundle.properties, "archived": True})
+    assert archived["errors"][0]["extensions"]["code"] == "FORBIDDEN", archived
+    assert "archived False → True" in archived["errors"][0]["message"]
+    # The pinned_model gate reads the name the manifest pinned: fixed, like the pins.
+    renamed = send("release-eng", bundle.id, "Bundle",
+                   {**bundle.properties, "model": "gpt-5-mini-2026-11"})
+    assert "a registered version does not change" in renamed["errors"][0]["message"], renamed
+    assert store.get([bundle.id])[bundle.id].properties == bundle.properties
+
+
 def test_a_write_token_may_fill_a_gate_input_the_node_lacks_and_resend_it_unchanged(
     tokens: tuple[TestClient, dict[str, dict[str, str]]], store: GraphStore,
 ) -> None:

@@ -329,3 +329,14 @@ def test_the_cli_prints_the_statuses_a_load_did_not_apply(
     assert result.exit_code == 0, result.output
     assert "not applied" in result.output and "production serves @2 now" in result.output
     assert moves_of(store, "production") == [("production", None, "1"), ("production", "1", "2")]
+
+
+def test_a_move_documents_stated_actor_is_kept_with_who_loaded_it(store: GraphStore) -> None:
+    load(store, entry(1))
+    stated = move_doc(1, actor="cli", reason="hotfix")
+
+    load(store, stated, actor="token:ops")
+    load(store, stated, actor="token:ops")  # no ``at``: applied once, as stated
+
+    assert [m.actor for m in store.stage_history(name="b", environment="production")] == [
+        "cli (recorded by token:ops)"]
