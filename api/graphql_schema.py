@@ -132,9 +132,11 @@ class Query(GovernanceQuery):
 
     @strawberry.field(description="Nodes up to `depth` hops from `id`, each with its degree "
                       "(fewest hops). Walks follow lineage edges only (not SUPERSEDES, "
-                      "EVALUATES, APPROVES). `kinds` filters the nodes returned, not the "
-                      "walk. Depth is capped by configuration; `truncated` says a cap cut "
-                      "the walk. Pages are keyset pages ordered by (degree, id).")
+                      "EVALUATES, APPROVES). `kinds` filters the nodes returned; edges that "
+                      "lead only to nodes it drops, and nothing past them, are not walked "
+                      "(so they spend no node cap). Depth is capped by configuration; "
+                      "`truncated` says a cap cut the walk. Pages are keyset pages ordered "
+                      "by (degree, id).")
     async def lineage(
         self,
         info: Info,

@@ -32,15 +32,15 @@ def schema_markdown() -> str:
         "",
         "## Node kinds",
         "",
-        "| kind | ID | versioned | properties (required in bold) | indexed |",
-        "|---|---|---|---|---|",
+        "| kind | ID | versioned | meaning | properties (required in bold) | indexed |",
+        "|---|---|---|---|---|---|",
     ]
     for kind in NODE_KINDS:
         example = f"`{kind.prefix}:name@version`" if kind.versioned else f"`{kind.prefix}:name`"
         props = ", ".join(f"**{n}**: {t}" if required else f"{n}: {t}"
                           for n, t, required in _fields(kind.props)) or "—"
         lines.append(f"| {kind.label} | {example} | {'yes' if kind.versioned else 'no'} | "
-                     f"{props} | {', '.join(kind.indexed) or '—'} |")
+                     f"{kind.description} | {props} | {', '.join(kind.indexed) or '—'} |")
     lines += ["", "## Edge kinds", "",
               "Edges point from the dependent to what it depends on. Walks follow lineage "
               "edges only.", "",
