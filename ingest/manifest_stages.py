@@ -10,8 +10,9 @@ live at the moment alone.
   answers a warning naming the record (``StagePlanner.warnings``). The move happens at load
   time; only an entry whose version is new in this load and that states ``created_at`` is
   history being imported, and its move is dated then — unless the environment has moved
-  since (a move dated before the latest one would never take effect). So a later load never
-  changes what ``resolve(asOf: past)`` answered. When several versions of one name declare
+  since: then it is not applied, with a warning (dated then, it would rewrite the past;
+  dated now, an old entry would displace what is live without the gates). So a later load
+  never changes what ``resolve(asOf: past)`` answered. When several versions of one name declare
   the same environment in one load, only the highest counts — a registry directory keeps
   old entries with their old status.
 - ``status: retired`` is recorded once per version: a move into the environment
@@ -144,8 +145,19 @@ class StagePlanner:
                            "or roll back through the API, or send a StageMove")
             return
         dated = status.dated
-        at = dated if dated is not None and (not moves or moves[-1].at <= dated) else self.now
-        self._move(name, environment, version, at, reason="status in manifest")
+        latest = max((m.at for m in moves), default=None)
+        if dated is not None and latest is not None and latest > dated:
+            # History older than what is recorded: dated then, it would change what
+            # ``resolve(asOf)`` answered; dated now, an old entry would displace the
+            # version live there without the gates. Neither without being asked.
+            serves = f"@{live}" if (live := self.in_effect(name, environment)) else "nothing"
+            self._warn(status, f"status: {environment} of {bundle.id} not applied: it is "
+                       f"dated {dated.isoformat()} (created_at), before {environment}'s "
+                       f"latest move ({latest.isoformat()}; it serves {serves} now), and a "
+                       "load neither rewrites the past nor moves an old entry in now; "
+                       "promote through the API, or send a StageMove")
+            return
+        self._move(name, environment, version, dated or self.now, reason="status in manifest")
 
     def _retire(self, status: Status) -> None:
         name, version = status.bundle.name, status.bundle.version

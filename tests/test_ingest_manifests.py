@@ -289,13 +289,13 @@ def test_re_loading_the_registry_does_not_undo_a_later_rollback(store: GraphStor
     assert store.stage_at("b", "production") == "1"
 
 
-def test_a_status_dated_before_the_latest_move_happens_at_load_time(store: GraphStore) -> None:
+def test_a_status_dated_before_the_latest_move_is_not_applied(store: GraphStore) -> None:
     load(store, _bundle(2, "production", "2026-06-05T00:00:00Z"))
     now = datetime(2026, 7, 1, tzinfo=UTC)
     load(store, _bundle(3, "production", "2026-06-01T00:00:00Z"), now=now)
 
-    assert store.stage_history(name="b")[-1].at == now
-    assert store.stage_at("b", "production") == "3"
+    assert len(store.stage_history(name="b")) == 1
+    assert store.stage_at("b", "production") == "2"
 
 
 def test_retired_takes_the_version_out_of_where_it_is_live(store: GraphStore) -> None:
@@ -469,6 +469,54 @@ def test_a_cli_load_with_a_bad_file_writes_nothing_and_names_the_file(
     assert result.exit_code == 1
     assert "sub/bad.yml#2" in result.output and "malformed YAML" in result.output
     assert store.find() == []
+
+
+def test_a_cli_directory_load_takes_json_files_as_the_route_takes_json(
+    store: GraphStore, request: pytest.FixtureRequest, tmp_path: Path,
+) -> None:
+    (tmp_path / "sources.json").write_text(
+        '[{"kind": "DataSource", "name": "json.src"}, {"kind": "DataSource", "name": "b"}]')
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "one.json").write_text('{"kind": "Toolset", "name": "t", "version": 1}')
+    (tmp_path / "sub" / "also.yml").write_text("kind: DataSource\nname: yaml.src\n")
+    (tmp_path / "notes.txt").write_text("not a manifest")
+
+    result = run_cli("ingest", "manifests", str(tmp_path), *cli_args(store, request))
+
+    assert result.exit_code == 0, result.output
+    assert {n.id for n in store.find()} == {"source:json.src", "source:b", "tools:t@1",
+                                           "source:yaml.src"}
+
+
+def test_a_json_manifest_file_names_its_items_and_where_it_breaks(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text('[{"kind": "DataSource", "name": "a"}, {"kind": 7}]')
+    assert [doc.record for doc in read_directory(tmp_path / "a.json")] == ["a.json#1",
+                                                                          "a.json#2"]
+    (tmp_path / "b.json").write_text('{"kind": ')
+
+    with pytest.raises(IngestError) as refused:
+        read_directory(tmp_path)
+
+    assert [problem.record for problem in refused.value.problems] == ["b.json"]
+    assert "malformed JSON at line 1" in str(refused.value)
+
+
+@pytest.mark.parametrize("holding", [[], ["README.md", "sub/notes.txt"]])
+def test_a_cli_load_of_a_directory_with_nothing_to_load_is_a_usage_error(
+    tmp_path: Path, holding: list[str],
+) -> None:
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    for name in holding:
+        (registry / name).parent.mkdir(parents=True, exist_ok=True)
+        (registry / name).write_text("kind: DataSource\nname: x\n")
+
+    result = run_cli("ingest", "manifests", str(registry), "--db", str(tmp_path / "x.db"))
+
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "nothing to load: no *.yaml, *.yml or *.json file below" in said
+    assert "ingest summary" not in result.output
 
 
 def test_two_documents_defining_one_id_differently_are_refused(store: GraphStore) -> None:

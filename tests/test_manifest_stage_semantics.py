@@ -134,6 +134,26 @@ def test_a_status_added_to_an_entry_loaded_before_is_dated_at_load_time(
     assert store.stage_at("b", "production") == "2"
 
 
+def test_a_new_entrys_status_older_than_the_environments_latest_move_is_not_applied(
+    store: GraphStore, admin: TestClient,
+) -> None:
+    # Dated at its created_at it would change what resolve(asOf) answered; dated now, an
+    # old entry would displace the live version without the gates: a warning instead.
+    now = datetime.now(UTC).replace(microsecond=0)
+    load(store, entry(1, "staging", now - timedelta(days=5)), now=now - timedelta(days=5))
+    asked = now - timedelta(days=7)
+    before = store.stage_history(name="b")
+
+    body = post(admin, entry(2, "staging", now - timedelta(days=30))).json()
+
+    assert store.stage_history(name="b") == before
+    assert store.stage_at("b", "staging") == "1"
+    assert store.stage_at("b", "staging", asked) is None
+    assert [(w["record"], w["field"]) for w in body["warnings"]] == [(1, "status")]
+    assert "not applied" in body["warnings"][0]["message"]
+    assert "it serves @1 now" in body["warnings"][0]["message"]
+
+
 def test_a_status_on_an_entry_without_created_at_moves_when_it_is_loaded(
     store: GraphStore,
 ) -> None:
