@@ -21,6 +21,7 @@ ID, then the kind of change.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -30,7 +31,7 @@ from lineagegraph.schema import Node, StageMove
 
 from .registry import stage_name
 from .store import Direction, GraphStore
-from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
+from .walk import DEFAULT_LIMITS, FULL_DEPTH, Subgraph, WalkLimits, walk
 
 _DURATION = re.compile(
     r"^P(?:(?P<weeks>\d+(?:\.\d+)?)W)?(?:(?P<days>\d+(?:\.\d+)?)D)?"
@@ -82,6 +83,15 @@ class DriftCandidate:
     path: list[str]  # from the candidate to the target
 
 
+class DriftSources(list[DriftCandidate]):
+    """Candidates best first; ``truncated``: a cap cut the upstream walk, so changes past
+    it are missing. A list still, for callers that only rank."""
+
+    def __init__(self, candidates: Iterable[DriftCandidate], truncated: bool) -> None:
+        super().__init__(candidates)
+        self.truncated = truncated
+
+
 def score(changed_at: datetime, onset: datetime, lookback: timedelta, hops: int) -> float:
     recency = 1 - (onset - changed_at) / lookback if lookback else 1.0
     return (1 + recency) / (2 * (1 + hops))
@@ -93,10 +103,11 @@ def drift_sources(
     onset: datetime,
     lookback: timedelta = timedelta(days=7),
     limits: WalkLimits = DEFAULT_LIMITS,
-) -> list[DriftCandidate] | None:
+) -> DriftSources | None:
     """Ranked upstream changes in the window; None if ``node_id`` is unknown."""
     since = onset - lookback
-    upstream = walk(store, node_id, Direction.UPSTREAM, limits.max_depth, limits=limits)
+    # Everything upstream: a walk the depth cap cuts says ``truncated``.
+    upstream = walk(store, node_id, Direction.UPSTREAM, FULL_DEPTH, limits=limits)
     if node_id not in upstream.nodes:
         return None
     graph = _digraph(upstream)
@@ -144,8 +155,8 @@ def drift_sources(
                           f"{move.to_version or '-'}")
                 add(node, change, move.at, upstream.degrees[nid], _path(graph, nid, node_id))
 
-    return sorted(found.values(), key=lambda c: (-c.score, -c.changed_at.timestamp(),
-                                                 c.node.id, c.change))
+    return DriftSources(sorted(found.values(), key=lambda c: (
+        -c.score, -c.changed_at.timestamp(), c.node.id, c.change)), upstream.truncated)
 
 
 def _digraph(subgraph: Subgraph) -> nx.DiGraph:

@@ -48,7 +48,7 @@ from .store import (
     live_from,
     retired_versions,
 )
-from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
+from .walk import DEFAULT_LIMITS, FULL_DEPTH, Subgraph, WalkLimits, walk
 
 # Approvals a risk tier needs unless its policy pack says otherwise.
 APPROVALS_BY_TIER = {"sandbox": 0, "production": 1, "regulated": 2}
@@ -101,11 +101,17 @@ def eval_gate(g: GateInput) -> Gate:
         return Gate("eval", True, f"no evaluation; not required for the {g.tier} tier")
     latest = max(g.evaluations, key=lambda e: (e.created_at, e.id))
     score, threshold = latest.properties.get("score"), latest.properties.get("threshold")
+    passed = score is not None and threshold is not None and not score < threshold
+    return Gate("eval", passed, f"{latest.id} {scored(score, threshold)}")
+
+
+def scored(score: Any, threshold: Any) -> str:
+    """An evaluation's score against its threshold as the eval gate judges it: ``scored 0.5
+    < threshold 0.9`` fails, ``scored 0.94 ≥ threshold 0.9`` passes. One wording for the
+    gate and for whatever else shows an evaluation (the trace CLI)."""
     if score is None or threshold is None:
-        return Gate("eval", False, f"{latest.id} has no score or threshold")
-    if score < threshold:
-        return Gate("eval", False, f"{latest.id} scored {score} < threshold {threshold}")
-    return Gate("eval", True, f"{latest.id} scored {score} ≥ threshold {threshold}")
+        return "has no score or threshold"
+    return f"scored {score} {'<' if score < threshold else '≥'} threshold {threshold}"
 
 
 def approvals_gate(g: GateInput) -> Gate:
@@ -550,7 +556,7 @@ def evidence_pack(store: GraphStore, name: str, version: str,
                    key=lambda e: (e.at, e.seq or 0))
     return EvidencePack(
         bundle=bundle, parts=bundle_parts(store, [target])[target],
-        upstream=walk(store, target, Direction.UPSTREAM, limits.max_depth, limits=limits),
+        upstream=walk(store, target, Direction.UPSTREAM, FULL_DEPTH, limits=limits),
         evaluations=sorted(evaluations, key=lambda n: (n.created_at, n.id)),
         approvals=sorted(approvals, key=lambda n: (n.created_at, n.id)),
         stage_moves=store.stage_history(name=name), audit=audit)

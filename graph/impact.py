@@ -13,7 +13,7 @@ from lineagegraph.schema.models import now as utc_now
 from .registry import BundleParts, bundle_id, bundle_parts
 from .store import RETIRED, Direction, GraphStore, concurrently, live_from, retired_versions
 from .traffic import OUTCOME_EDGES
-from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk, without_archived
+from .walk import DEFAULT_LIMITS, FULL_DEPTH, Subgraph, WalkLimits, walk, without_archived
 
 # The walk skips request edges: traffic is counted in the store, never listed node by node.
 STRUCTURE_EDGES = tuple(e for e in LINEAGE_EDGE_TYPES if e not in OUTCOME_EDGES)
@@ -190,7 +190,8 @@ def blast_radius(
     and ``retired`` is no environment a version is live in."""
     # Versions retention archived are no part of the answer, but the requests they served
     # used what is rolled back all the same: they count as traffic hit in the window.
-    walked = walk(store, node_id, Direction.DOWNSTREAM, limits.max_depth, limits=limits,
+    # Everything downstream: a walk the depth cap cuts says ``truncated`` (and ``warnings``).
+    walked = walk(store, node_id, Direction.DOWNSTREAM, FULL_DEPTH, limits=limits,
                   edge_types=STRUCTURE_EDGES, include_archived=True)
     downstream = without_archived(walked)
     root = downstream.nodes.get(node_id)

@@ -15,7 +15,7 @@ from .registry import (
     split_annotations,
 )
 from .store import Direction, GraphStore, SideHop
-from .walk import DEFAULT_LIMITS, Subgraph, WalkLimits, walk
+from .walk import DEFAULT_LIMITS, FULL_DEPTH, Subgraph, WalkLimits, walk
 
 
 @dataclass(slots=True)
@@ -51,9 +51,10 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
     a read of its own, made only when asked."""
     # The upstream walk brings the request itself (with the first hops, where the store
     # can), what served it (hop 1) and what that pins (hop 2): all read off the walk. A
-    # trace is history: a bundle version retention archived since still served it.
+    # trace is history: a bundle version retention archived since still served it. All of
+    # it: a walk the depth cap cuts says ``truncated``.
     for oid in outcome_ids(request_id):
-        upstream = walk(store, oid, Direction.UPSTREAM, limits.max_depth, limits=limits,
+        upstream = walk(store, oid, Direction.UPSTREAM, FULL_DEPTH, limits=limits,
                         side=_ANNOTATIONS, include_archived=True)
         outcome = upstream.nodes.get(oid)
         if outcome is not None:
@@ -67,8 +68,9 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
     bundle = served.get("SERVED_BY", [None])[0]
     result.bundle = bundle
     if bundle is not None:
-        result.parts = (_parts_from(result.upstream, bundle.id)
-                        if not result.upstream.truncated
+        # The pins are at hop 2: a walk cut only past the cap still holds them all.
+        walked_pins = not upstream.truncated or upstream.depth_cut and limits.max_depth >= 2
+        result.parts = (_parts_from(result.upstream, bundle.id) if walked_pins
                         else bundle_parts(store, [bundle.id])[bundle.id])
         result.evaluations, result.approvals = (
             split_annotations(h for h in upstream.side if h.origin == bundle.id)

@@ -10,6 +10,7 @@ hop, so both stores follow the same rules.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +28,9 @@ class Subgraph:
     degrees: dict[str, int] = field(default_factory=dict)
     edges: dict[tuple[str, str, str], Edge] = field(default_factory=dict)
     truncated: bool = False
+    # The depth cap cut it (more lay one hop past it); in a one-direction walk nothing else
+    # did, so every node within the cap is here.
+    depth_cut: bool = False
     # The rows of the walk's ``SideHop``, when the store read them with the first hops.
     side: list[Hop] | None = None
 
@@ -45,6 +49,10 @@ class WalkLimits:
 DEFAULT_LIMITS = WalkLimits()
 # The depth of a lineage query that names none (GraphQL `lineage`; the warm-up runs it).
 LINEAGE_DEPTH = 3
+# The depth of a walk that wants everything there is (trace, blast radius, drift sources):
+# past any cap, so the cap bounds it and, where it cut more, the walk says ``truncated``.
+# A depth the caller picked within the cap is that caller's choice, never a cut.
+FULL_DEPTH = sys.maxsize
 
 # Hops per ``expand_hops`` round trip: lineage from a request to its sources is 5-7 hops.
 HOPS_AHEAD = 8
@@ -81,13 +89,15 @@ def walk(
     ``include_archived``.
 
     ``truncated`` says a limit cut the walk: the depth cap stopped it short of what was
-    asked with more to reach (one more row is read to know), the node cap stopped it, or a
-    hop had more edge rows than the walk reads at once (``max_nodes`` plus the nodes
-    already visited plus one per frontier node). Every page of one query says the same
-    about the depth cap: a paged walk asked past the cap walks to the cap, as the unpaged
-    one does, since only there can it tell. The node cap is only known where the walk
-    meets it: a page whose walk stops before it says false, as nothing before the page's
-    end was cut; knowing more would take the whole walk for every page.
+    asked with more to reach (one more hop is read from the last frontier to know, only
+    when that frontier is not empty; ``FULL_DEPTH`` asks for everything the caps allow),
+    the node cap stopped it, or a hop had more edge rows than the walk reads at once
+    (``max_nodes`` plus the nodes already visited plus one per frontier node). Every page
+    of one query says the same about the depth cap: a paged walk asked past the cap walks
+    to the cap, as the unpaged one does, since only there can it tell. The node cap is
+    only known where the walk meets it: a page whose walk stops before it says false, as
+    nothing before the page's end was cut; knowing more would take the whole walk for
+    every page.
     """
     result = Subgraph(root=start)
     effective_depth = max(0, min(depth, limits.max_depth))
@@ -165,9 +175,10 @@ def walk(
             if (enough is not None and direction is not Direction.BOTH
                     and enough(_of_kinds(result, kinds), hop)):
                 break  # the page and its edges are read: deeper hops were not asked for
+        # Only a frontier left at the cap can lead on: one bounded hop from it, not a walk.
         if depth > limits.max_depth and frontier and not result.truncated:
-            result.truncated = _reaches_on(store, frontier, one, types[one], seen,
-                                           include_archived)
+            result.truncated = result.depth_cut = _reaches_on(
+                store, frontier, one, types[one], seen, include_archived)
 
     return _of_kinds(result, kinds)
 
@@ -233,4 +244,4 @@ def _restricted(result: Subgraph, keep: set[str]) -> Subgraph:
         nodes={i: n for i, n in result.nodes.items() if i in keep},
         degrees={i: d for i, d in result.degrees.items() if i in keep},
         edges={k: e for k, e in result.edges.items() if e.source in keep and e.target in keep},
-        truncated=result.truncated, side=result.side)
+        truncated=result.truncated, depth_cut=result.depth_cut, side=result.side)
