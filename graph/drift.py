@@ -168,7 +168,16 @@ def _digraph(subgraph: Subgraph) -> nx.DiGraph:
 
 def _path(graph: nx.DiGraph, candidate: str, target: str) -> list[str]:
     """Fewest-hop path from the candidate down to the target (edges point upstream, so it
-    runs against them)."""
+    runs against them); of several as short, the least by node IDs, so the answer does not
+    depend on the order a store returned the edges in."""
     if candidate == target:
         return [target]
-    return list(reversed(nx.shortest_path(graph, target, candidate)))
+    # Hops to the candidate from each node; then from the target, each step to the least
+    # ID one hop nearer: the least path of the fewest hops, in one breadth-first pass
+    # (listing every shortest path could take exponentially many in a lattice).
+    to_candidate = dict(nx.single_target_shortest_path_length(graph, candidate))
+    path = [target]
+    while path[-1] != candidate:
+        nearer = to_candidate[path[-1]] - 1
+        path.append(min(n for n in graph.successors(path[-1]) if to_candidate.get(n) == nearer))
+    return list(reversed(path))

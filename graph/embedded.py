@@ -325,6 +325,9 @@ class EmbeddedStore(GraphStore):
         # SQLite allows one writer anyway, and reads are short.
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._conn.row_factory = sqlite3.Row
+        # SQLite's lower() folds ASCII only: search compares as Python (and Neo4j's
+        # toLower) fold, so `café` finds `feature:CAFÉ@1` on both stores.
+        self._conn.create_function("unicode_lower", 1, str.lower, deterministic=True)
         # A query's budget reaches inside a long statement: SQLite asks every N steps.
         self._conn.set_progress_handler(_past_deadline, _DEADLINE_STEPS)
         self._lock = threading.RLock()
@@ -397,7 +400,7 @@ class EmbeddedStore(GraphStore):
                 sql += f" AND {clause}"
                 params.append(value)
         if text:
-            sql += " AND instr(lower(id), ?) > 0"
+            sql += " AND instr(unicode_lower(id), ?) > 0"
             params.append(text.lower())
         for prop, value in (where or {}).items():
             sql += " AND json_extract(props, ?) = ?"

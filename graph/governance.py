@@ -301,7 +301,8 @@ def promotion_report(
         return _retirement_report(store, candidate, when, limits)
     live = store.stage_at(name, environment, when)
     current = store.get([bundle_id(name, live)]).get(bundle_id(name, live)) if live else None
-    parts = bundle_parts(store, [candidate.id] + ([current.id] if current else []))
+    # Once each: a candidate live there already is also the current version.
+    parts = bundle_parts(store, sorted({candidate.id} | ({current.id} if current else set())))
     evaluations, approvals = annotations(store, candidate.id)
     gate_input = GateInput(candidate, parts[candidate.id], environment, evaluations, approvals,
                            policy)

@@ -310,3 +310,14 @@ def test_an_archived_version_is_not_promoted_even_with_an_override_until_brought
                                                            "archived": False}})])
     _, move = promote(store, "b", "1", "staging", "release-eng")
     assert move is not None and move.to_version == "1"
+
+
+def test_the_report_on_a_version_live_already_names_each_retrieved_source_once(
+    store: GraphStore,
+) -> None:
+    setup_bundle(store, policy=dict(EU_PRODUCTION), sources={"source:kb": "eu"})
+    store.record_stage_move(StageMove(name="b", environment="production", to_version="1"))
+
+    report = promotion_report(store, "b", "1", "production")
+
+    assert [n.id for n in report.parts.retrieves_from] == ["source:kb"]

@@ -74,7 +74,9 @@ def test_changed_properties_count_as_updated_and_keep_created_at(store: GraphSto
     datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=UTC),
 ])
 def test_created_at_comes_back_to_the_microsecond(store: GraphStore, at: datetime) -> None:
-    store.upsert([node("source:wh.payments", at=at)])
+    # Trusted: ingest refuses a time in the future (schema.bounds.FUTURE_SKEW), but the
+    # stores keep any time a node holds, to the edge of what Neo4j's nanoseconds reach.
+    store.upsert([Node.trusted("DataSource", "wh.payments", None, at, {})])
 
     assert store.get(["source:wh.payments"])["source:wh.payments"].created_at == at
 
@@ -836,3 +838,33 @@ def test_records_filtered_by_key_prefix_match_it_literally_and_page(store: Graph
     assert [r.key for r in store.records("openlineage.event", key_prefix="run:a_")] == [
         "run:a_\x1f1"]
     assert store.records("openlineage.event", key_prefix="run:zz") == []
+
+
+def test_search_folds_case_beyond_ascii_on_both_stores(store: GraphStore) -> None:
+    store.upsert([Node.from_id("feature:CAFÉ@1"), Node.from_id("feature:cafe@1")])
+
+    assert [n.id for n in store.find(text="café")] == ["feature:CAFÉ@1"]
+    assert [n.id for n in store.find(text="CAFÉ")] == ["feature:CAFÉ@1"]
+
+
+def test_drift_paths_through_a_diamond_do_not_depend_on_write_order(store: GraphStore) -> None:
+    # A dataset version read by two features one run consumes: two paths of three hops,
+    # built twice with the features' edges written in either order.
+    from lineagegraph.graph.drift import drift_sources
+    at = datetime(2026, 5, 5, tzinfo=UTC)
+    paths = []
+    for graph, order in (("g1", ("alpha", "zeta")), ("g2", ("zeta", "alpha"))):
+        store.upsert([Node.from_id(f"dataset:{graph}@1", created_at=at),
+                      Node.from_id(f"run:{graph}"), Node.from_id(f"model:{graph}@1")],
+                     [Edge(source=f"model:{graph}@1", type="PRODUCED_BY", target=f"run:{graph}")])
+        for name in order:
+            feature = f"feature:{graph}-{name}@1"
+            store.upsert([Node.from_id(feature)],
+                         [Edge(source=feature, type="DERIVED_FROM", target=f"dataset:{graph}@1"),
+                          Edge(source=f"run:{graph}", type="CONSUMED", target=feature)])
+        found = drift_sources(store, f"model:{graph}@1", at + timedelta(days=1))
+        assert found is not None
+        paths += [c.path for c in found if c.node.id == f"dataset:{graph}@1"]
+
+    assert paths == [[f"dataset:{g}@1", f"feature:{g}-alpha@1", f"run:{g}", f"model:{g}@1"]
+                     for g in ("g1", "g2")]
