@@ -46,7 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 from strawberry.extensions import SchemaExtension
 from strawberry.permission import BasePermission
-from strawberry.types import Info
+from strawberry.types import Info, get_object_definition
 from strawberry.types.graphql import OperationType
 
 from lineagegraph.graph.registry import governed_changes
@@ -630,10 +630,31 @@ class NeedsAdmin(_NeedsScope):
     message = "this field needs the 'admin' scope"
 
 
+def _guarded(field: Any) -> bool:
+    """Whether a mutation field refuses itself to a principal without ``write``."""
+    return any(isinstance(guard, type) and issubclass(guard, _NeedsScope)
+               and WRITE in implied({guard.scope}) for guard in field.permission_classes)
+
+
+def unguarded_mutations(schema: Any) -> list[str]:
+    """The mutation fields of a strawberry schema with no permission class needing
+    ``write`` or more (``NeedsWrite``, ``NeedsAdmin``)."""
+    mutation = getattr(schema, "mutation", None)
+    definition = get_object_definition(mutation) if mutation is not None else None
+    return [] if definition is None else [
+        field.python_name for field in definition.fields if not _guarded(field)]
+
+
 class MutationsNeedWrite(SchemaExtension):
-    """A schema-wide floor under the field permissions: a mutation operation from a
-    principal without ``write`` is refused whole, before any resolver runs — a mutation
-    field that forgot its permission class still cannot be reached with a read token."""
+    """A schema-wide floor under the field permissions: no mutation field runs for a
+    principal without ``write``.
+
+    Where every mutation field carries a permission class needing ``write`` or more, each
+    refuses itself (README "Tokens"): null with a FORBIDDEN error naming the scope, its
+    resolver never run, the rest of the operation answered — for a read token as for a
+    write token on an admin field. Where one does not (a field that forgot its class), a
+    mutation operation from a principal without ``write`` is refused whole, before any
+    resolver runs: that field still cannot be reached with a read token."""
 
     def on_execute(self) -> Any:
         context = self.execution_context
@@ -641,7 +662,7 @@ class MutationsNeedWrite(SchemaExtension):
             is_mutation = context.operation_type is OperationType.MUTATION
         except Exception:  # no such operation: graphql-core reports it as it executes
             is_mutation = False
-        if is_mutation:
+        if is_mutation and unguarded_mutations(context.schema):
             principal = principal_of(getattr(context.context, "request", None))
             if principal is None or WRITE not in principal.scopes:
                 context.result = ExecutionResult(data=None, errors=[GraphQLError(

@@ -1,13 +1,22 @@
 """Request bodies sent compressed (``Content-Encoding: gzip``), as OpenLineage's HTTP
 transport and bulk shippers of logs send them: inflated within the body size limit, so a
-small body that would expand into gigabytes stops at the limit."""
+small body that would expand into gigabytes stops at the limit.
+
+One mechanism for every ingest route: the routers' ``route_class`` is ``InflatingRoute``,
+so a route reads ``await request.body()`` as sent before its encoding, and a route whose
+body FastAPI parses into a model (dead-letter replay) sees the inflated JSON too."""
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope
 
 from lineagegraph.ingest.batch import IngestError, Problem
 
@@ -63,3 +72,33 @@ def _gunzip(body: bytes, limit: int) -> bytes:
         body = inflater.unused_data  # the next member, if any
         if not body:
             return members[0] if len(members) == 1 else b"".join(members)
+
+
+class _Inflated(Request):
+    """A request whose body is already read and inflated."""
+
+    def __init__(self, scope: Scope, receive: Receive, body: bytes) -> None:
+        super().__init__(scope, receive)
+        self._body = body  # what Request.body() returns once read
+
+
+class InflatingRoute(APIRoute):
+    """A route that inflates a ``Content-Encoding: gzip`` body before anything reads it.
+
+    Inflated here, ahead of the route's own handler, so a body that is not gzip is a 400
+    saying so and one past the limit a 413, rather than FastAPI's bare "error parsing the
+    body" for a route with a model body. In a worker thread: up to the body limit of
+    inflating would stall the event loop."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def inflating_handler(request: Request) -> Response:
+            encoding = request.headers.get("content-encoding")
+            if encoding is not None and request.method not in ("GET", "HEAD"):
+                limit: int = request.app.state.settings.max_body_bytes
+                body = await run_in_threadpool(inflate, await request.body(), encoding, limit)
+                request = _Inflated(request.scope, request.receive, body)
+            return await handler(request)
+
+        return inflating_handler

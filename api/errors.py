@@ -14,9 +14,11 @@ from cross_web import HTTPException as GraphQLHTTPError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIWebSocketRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from strawberry.fastapi import GraphQLRouter
+from strawberry.schema.base import BaseSchema
 from strawberry.types.unset import UNSET
 
 from lineagegraph.ingest.batch import IngestError, Problem
@@ -51,6 +53,8 @@ def _validation_problem(error: dict[str, Any]) -> Problem:
         reason = (error.get("ctx") or {}).get("error", "")
         return Problem(_printable(f"malformed JSON: {reason}"))
     message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":  # pydantic: "Extra inputs are not permitted"
+        message = "unknown field (misspelled?); nothing was done"
     if not path:  # the whole body or query: say which
         return Problem(_printable(f"{where}: {message}"))
     field = ".".join(str(part) for part in path)
@@ -90,7 +94,16 @@ class GraphQLJsonErrors(GraphQLRouter):
     """strawberry's router, with its transport errors (a body that is not JSON, a mutation
     over GET, an unsupported content type) answered as JSON ``{"errors": [...]}`` rather
     than text/plain, and JSON the service cannot answer (nested too deeply for the parser,
-    NaN, a lone surrogate) refused with a 400 before it reaches the schema."""
+    NaN, a lone surrogate) refused with a 400 before it reaches the schema.
+
+    No websocket: the schema has no subscriptions, so no subscription protocol is offered
+    and strawberry's websocket route is dropped. A handshake then meets no route and is
+    refused (HTTP 403 from the server) before any of the app's code runs — that route
+    built the context from a ``Request``, which a websocket is not: a 500."""
+
+    def __init__(self, schema: BaseSchema, **options: Any) -> None:
+        super().__init__(schema, subscription_protocols=(), **options)
+        self.routes[:] = [r for r in self.routes if not isinstance(r, APIWebSocketRoute)]
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         try:

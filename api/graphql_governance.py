@@ -163,16 +163,34 @@ class GovernanceQuery:
             raise UserError(str(error)) from None
         return report_type(report, _policy(info))
 
-    @strawberry.field(description="The append-only audit log, oldest first.")
+    @strawberry.field(description="The append-only audit log, oldest first. `target` "
+                      "selects the entries of one target as the log names it, blanks around "
+                      "it ignored: a node ID (`model:x@v7` also finds its canonical "
+                      "`model:x@7`), `token:NAME` for token changes, or the source of a "
+                      "load (`api`, `demo`, a file path).")
     async def audit_log(self, info: Info, since: datetime | None = None,
                         until: datetime | None = None, actor: str | None = None,
                         target: str | None = None, first: int = 500) -> list[AuditEntry]:
         if not 0 <= first <= MAX_AUDIT_PAGE:
             raise UserError(f"first: must be between 0 and {MAX_AUDIT_PAGE}")
+        # Targets are node IDs, but also `token:NAME` and load sources, which are none: each
+        # matches as given, and a node ID in its canonical spelling too (entries name nodes
+        # canonically), without refusing what is no node ID.
+        targets: list[str | None] = [None]
+        if target is not None:
+            wanted = target.strip()
+            if not wanted:
+                raise UserError("target: empty; leave it out to list every target")
+            try:
+                canonical = canonical_id(wanted)
+            except ValueError:  # InvalidId: a token, a source — matched as given
+                canonical = wanted
+            targets = [wanted] if canonical == wanted else [wanted, canonical]
         context: Context = info.context
-        entries = await context.run(lambda: context.store.audit_log(
-            since=since, until=until, actor=actor,
-            target=node_id_arg(target, "target") if target else None, limit=first))
+        entries = await context.run(lambda: sorted(
+            (e for one in targets for e in context.store.audit_log(
+                since=since, until=until, actor=actor, target=one, limit=first)),
+            key=lambda e: e.seq or 0)[:first])  # stored entries all carry a seq
         return [AuditEntry(seq=e.seq, at=e.at, actor=e.actor, action=e.action, target=e.target,
                            before=e.before, after=e.after) for e in entries]
 

@@ -1,10 +1,16 @@
 """``/metrics`` in the Prometheus text format: requests by route template, method and
 status, with latency histograms — enough for a dashboard and an alert, no extra
-dependency. Route templates (``/api/v1/lineage``), never raw paths, keep the label set
-bounded."""
+dependency.
+
+Every label a request sets comes from a fixed set, so no caller (none needs a token to be
+counted) can grow the label sets, the process's memory and the ``/metrics`` answer without
+bound: the route is one of the app's route templates (``/api/v1/lineage``), never a raw
+path, else ``unmatched``; the method one of HTTP's, else ``OTHER``; the status is the one
+the app answered with."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import defaultdict
@@ -13,9 +19,18 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import BaseRoute, Match
+from starlette.routing import compile_path
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# HTTP's methods (RFC 9110, and PATCH); the server passes on whatever token a caller sends.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
+                     "CONNECT"})
+OTHER_METHOD = "OTHER"
+UNMATCHED = "unmatched"
+
+
+def method_label(method: str) -> str:
+    return method if method in METHODS else OTHER_METHOD
 
 
 class Metrics:
@@ -60,13 +75,39 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
+class _Templates:
+    """The app's route templates, each with the pattern of the paths it serves: read at
+    the first request (routes are added after the middleware), from its OpenAPI paths and
+    the routes outside them (the docs pages)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+        self._known: dict[str, re.Pattern[str]] | None = None
+
+    def of(self, scope: Any) -> str:
+        """The route template of a request. FastAPI leaves the route it served in
+        ``scope["route"]``; a request refused before routing (401, 403, 413), strawberry's
+        route ("" under the /graphql prefix) and Starlette's own routes (``/docs``) do
+        not, so their path is matched against the templates: a path a caller made up
+        matches none and is never a label."""
+        if self._known is None:
+            paths = [*self._app.openapi()["paths"],
+                     *(getattr(route, "path", None) for route in self._app.routes)]
+            self._known = {path: compile_path(path)[0] for path in paths
+                           if isinstance(path, str) and path}
+        served = getattr(scope.get("route"), "path", None)
+        if served in self._known:
+            return served
+        return next((template for template, pattern in self._known.items()
+                     if pattern.match(scope["path"])), UNMATCHED)
+
+
 class _Measure:
     """Pure ASGI (not BaseHTTPMiddleware, which would buffer and reorder the body handling
-    of the middlewares around it): time each HTTP request and record its route template,
-    which the router leaves in ``scope["route"]``."""
+    of the middlewares around it): time each HTTP request and record its route template."""
 
-    def __init__(self, app: Any, metrics: Metrics, routes: list[BaseRoute]) -> None:
-        self.app, self.metrics, self.routes = app, metrics, routes
+    def __init__(self, app: Any, metrics: Metrics, templates: _Templates) -> None:
+        self.app, self.metrics, self.templates = app, metrics, templates
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -84,39 +125,15 @@ class _Measure:
         try:
             await self.app(scope, receive, record_status)
         finally:
-            self.metrics.observe(scope["method"], self._template(scope), status,
-                                 time.perf_counter() - begun)
-
-    def _template(self, scope: Any) -> str:
-        """The route template: FastAPI's routes leave themselves in ``scope["route"]``;
-        a request refused before routing (401, 403, 413) and Starlette's own routes
-        (``/docs``, ``/openapi.json``) do not, so those are matched here."""
-        route = scope.get("route")
-        if route is None:
-            route = _match(self.routes, scope)
-        if route is None:
-            return "unmatched"
-        # strawberry's router registers its route as "" under the /graphql prefix
-        return getattr(route, "path", "") or scope["path"]
-
-
-def _match(routes: list[BaseRoute], scope: Any) -> BaseRoute | None:
-    """The route serving this path: a full match, else one for another method (405)."""
-    partial = None
-    for route in routes:
-        found, _ = route.matches(scope)
-        if found == Match.FULL:
-            return route
-        if found == Match.PARTIAL and partial is None:
-            partial = route
-    return partial
+            self.metrics.observe(method_label(scope["method"]), self.templates.of(scope),
+                                 status, time.perf_counter() - begun)
 
 
 def install_metrics(app: FastAPI) -> Metrics:
     metrics = Metrics()
     started = time.time()
     # Added last, so outermost: it counts the auth and body-limit refusals too.
-    app.add_middleware(_Measure, metrics=metrics, routes=app.router.routes)
+    app.add_middleware(_Measure, metrics=metrics, templates=_Templates(app))
 
     @app.get("/metrics", tags=["probes"], response_class=PlainTextResponse)
     async def metrics_route(request: Request) -> PlainTextResponse:

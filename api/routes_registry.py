@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from lineagegraph.ingest import deadletter, outcomes
@@ -23,10 +23,11 @@ from lineagegraph.ingest.manifests import load_manifests
 from lineagegraph.schema import Node
 
 from .auth import principal_of, require_admin_for
-from .content_encoding import TOO_LARGE, inflate
-from .deps import ActorDep, SettingsDep, StoreDep
+from .content_encoding import TOO_LARGE, InflatingRoute
+from .deps import ActorDep, StoreDep
 
-router = APIRouter(prefix="/api/v1", tags=["ingest"])
+# InflatingRoute: every body here may come gzip-compressed (api/content_encoding.py).
+router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=InflatingRoute)
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl",
@@ -56,16 +57,14 @@ def _write(store: Any, batch: Batch) -> dict[str, Any]:
 @router.post("/manifests", openapi_extra=_body_schema(*YAML_TYPES, "application/json"),
              summary="Load registry manifest documents (YAML or JSON, one or many; gzip ok)",
              responses={413: TOO_LARGE})
-async def post_manifests(request: Request, store: StoreDep, actor: ActorDep,
-                         settings: SettingsDep) -> Any:
+async def post_manifests(request: Request, store: StoreDep, actor: ActorDep) -> Any:
     media_type = _media_type(request) or "application/yaml"
     if media_type not in (*YAML_TYPES, "application/json"):
         return _unsupported(media_type, (*YAML_TYPES, "application/json"))
     body = await request.body()
 
     def load() -> dict[str, Any]:
-        text = decode(inflate(body, request.headers.get("content-encoding", ""),
-                              settings.max_body_bytes))
+        text = decode(body)
         docs = read_json(text) if media_type == "application/json" else read_yaml(text)
 
         def check(batch: Batch, stored: Mapping[str, Node]) -> None:
@@ -83,16 +82,13 @@ async def post_manifests(request: Request, store: StoreDep, actor: ActorDep,
 @router.post("/outcomes", openapi_extra=_body_schema("application/json", *NDJSON_TYPES),
              summary="Load inference outcome records (NDJSON or a JSON array; gzip ok)",
              responses={413: TOO_LARGE})
-async def post_outcomes(request: Request, store: StoreDep, actor: ActorDep,
-                        settings: SettingsDep) -> Any:
+async def post_outcomes(request: Request, store: StoreDep, actor: ActorDep) -> Any:
     media_type = _media_type(request)
-    encoding = request.headers.get("content-encoding", "")
-    body = await request.body()
+    sent = await request.body()
     if media_type and media_type not in ("application/json", *NDJSON_TYPES):
         return _unsupported(media_type, ("application/json", *NDJSON_TYPES))
 
     def load() -> dict[str, Any]:
-        sent = inflate(body, encoding, settings.max_body_bytes)
         # With no content type, a body that opens with '[' is a JSON array.
         json_array = media_type == "application/json" or (
             not media_type and sent.lstrip().startswith(b"["))
@@ -112,6 +108,10 @@ def _unicode(key: str) -> str:
 
 
 class Replay(BaseModel):
+    # A misspelled field ({"key": [...]}) ignored would leave `keys` unset, which replays
+    # every pending letter: refused instead, naming the field.
+    model_config = ConfigDict(extra="forbid")
+
     keys: list[Annotated[str, AfterValidator(_unicode)]] | None = Field(
         None, description="keys or unique key prefixes to replay; none: every pending letter")
 
@@ -126,7 +126,8 @@ async def list_dead_letters(
 
 
 @router.post("/deadletter/replay", tags=["dead letters"],
-             summary="Map rejected records again and write those that now pass")
+             summary="Map rejected records again and write those that now pass (gzip ok)",
+             responses={413: TOO_LARGE})
 async def replay_dead_letters(store: StoreDep, actor: ActorDep,
                               body: Replay | None = None) -> dict[str, Any]:
     """Each letter that now passes is written in its own transaction, audited under the

@@ -12,10 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lineagegraph.api.app import create_app
+from lineagegraph.api.auth import create_token
 from lineagegraph.api.graphql_schema import schema_sdl
 from lineagegraph.api.settings import Settings
 from lineagegraph.graph.store import GraphStore
-from lineagegraph.schema import Edge, Node
+from lineagegraph.schema import AuditEntry, Edge, Node
 
 SDL_FILE = Path(__file__).resolve().parents[1] / "schema" / "schema.graphql"
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -248,3 +249,34 @@ def test_graphiql_answers_a_browser_at_graphql(client: TestClient) -> None:
 
     assert page.status_code == 200
     assert "graphiql" in page.text.lower()
+
+
+AUDIT_LOG = "query ($target: String) { auditLog(target: $target) { action target } }"
+
+
+def test_the_audit_log_selects_any_target_it_holds_node_ids_also_canonically(
+    store: GraphStore,
+) -> None:
+    create_token(store, "auditor", "read", actor="cli")
+    store.upsert([Node.from_id("model:m@7", created_at=T0)], audit=[
+        AuditEntry(action="upsert", target="model:m@7", actor="ci"),
+        AuditEntry(action="ingest.manifests", target="demo", actor="cli")])
+    settings = Settings(neo4j_uri=None)
+    with TestClient(create_app(settings, store=store)) as client:
+        secret = create_token(store, "reader", "read", actor="cli")[1]
+        client.headers["Authorization"] = f"Bearer {secret}"
+
+        def selected(target: str) -> Any:
+            return gql(client, AUDIT_LOG, target=target)
+
+        # A token's and a load's entries are no node's: the target was refused as no ID.
+        assert selected("token:auditor")["data"]["auditLog"] == [
+            {"action": "token.create", "target": "token:auditor"}]
+        assert selected(" demo ")["data"]["auditLog"] == [
+            {"action": "ingest.manifests", "target": "demo"}]
+        assert selected("model:m@v7")["data"]["auditLog"] == [
+            {"action": "upsert", "target": "model:m@7"}]
+        assert selected("nothing-like-it")["data"]["auditLog"] == []
+        blank = selected("  ")
+    assert blank["data"] is None
+    assert blank["errors"][0]["message"].startswith("target: empty")

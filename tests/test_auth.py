@@ -41,9 +41,10 @@ from lineagegraph.api.auth import (
     list_tokens,
     require_scope,
     revoke_token,
+    unguarded_mutations,
 )
 from lineagegraph.api.deps import ActorDep
-from lineagegraph.api.graphql_schema import LineageSchema, _should_mask
+from lineagegraph.api.graphql_schema import LineageSchema, _should_mask, build_schema
 from lineagegraph.api.graphql_types import Context
 from lineagegraph.api.settings import Settings
 from lineagegraph.graph.embedded import EmbeddedStore
@@ -406,6 +407,20 @@ def test_a_websocket_without_a_token_is_closed(store: GraphStore, secrets: dict[
     assert closed.value.code == 1008
 
 
+@pytest.mark.parametrize("protocols", [["graphql-transport-ws"], ["graphql-ws"], []])
+def test_graphql_offers_no_websocket_so_a_token_holder_s_handshake_is_refused_cleanly(
+    store: GraphStore, secrets: dict[str, str], protocols: list[str],
+) -> None:
+    # The schema has no subscriptions. strawberry's websocket route built the context from
+    # a Request, which a websocket is not: a 500 and a traceback, once a server could speak
+    # websocket (uvicorn[standard]). No route now: closed before it is accepted (a 403).
+    with serving(store) as client, pytest.raises(WebSocketDisconnect) as closed, \
+            client.websocket_connect("/graphql", subprotocols=protocols,
+                                     headers=bearer(secrets["admin"])):
+        pass
+    assert closed.value.code == 1000
+
+
 # -- GraphQL: permission classes on mutation fields --------------------------------------
 
 
@@ -436,9 +451,9 @@ class Mutation:
         return "promoted"
 
 
-def graphql_app(store: GraphStore, *extensions: Any) -> FastAPI:
+def graphql_app(store: GraphStore, *extensions: Any, mutation: type = Mutation) -> FastAPI:
     """A test-only schema behind the real middleware, masking errors as the real one."""
-    schema = LineageSchema(query=Query, mutation=Mutation, extensions=[
+    schema = LineageSchema(query=Query, mutation=mutation, extensions=[
         lambda: MaskErrors(should_mask_error=_should_mask), *extensions])
     app = FastAPI()
     app.state.store = store
@@ -497,9 +512,10 @@ def test_write_mutations_need_write_and_admin_mutations_need_admin(
     assert admin == {"data": {"echo": "hi", "upsert": "upserted", "promote": "promoted"}}
 
 
-def test_mutations_need_write_refuses_a_whole_mutation_operation_to_a_read_token(
+def test_mutations_need_write_refuses_a_read_token_a_whole_operation_past_an_unguarded_field(
     store: GraphStore, secrets: dict[str, str],
 ) -> None:
+    # `echo` has no permission class: the floor refuses the operation before any resolver.
     with TestClient(graphql_app(store, MutationsNeedWrite)) as client:
         reader = gql(client, secrets["reader"], MIXED, "Change")
         reader_query = gql(client, secrets["reader"], MIXED, "Look")
@@ -509,6 +525,71 @@ def test_mutations_need_write_refuses_a_whole_mutation_operation_to_a_read_token
     assert refusals(reader) == [(None, "FORBIDDEN", "mutations need the 'write' scope")]
     assert reader_query == {"data": {"hello": "hello"}}
     assert writer == {"data": {"echo": "hi"}}
+
+
+@strawberry.type
+class GuardedMutation:
+    @strawberry.mutation(permission_classes=[NeedsWrite])
+    def upsert(self) -> str | None:
+        RESOLVED.append("upsert")
+        return "upserted"
+
+
+def test_mutations_need_write_leaves_guarded_fields_to_refuse_themselves_one_by_one(
+    store: GraphStore, secrets: dict[str, str],
+) -> None:
+    RESOLVED.clear()
+    with TestClient(graphql_app(store, MutationsNeedWrite, mutation=GuardedMutation)) as client:
+        reader = gql(client, secrets["reader"], "mutation { __typename upsert }")
+
+    assert unguarded_mutations(strawberry.Schema(query=Query, mutation=GuardedMutation)) == []
+    assert reader["data"] == {"__typename": "GuardedMutation", "upsert": None}
+    assert refusals(reader) == [(["upsert"], "FORBIDDEN", "this field needs the 'write' scope")]
+    assert RESOLVED == []
+
+
+def test_every_mutation_field_of_the_service_needs_write_or_admin() -> None:
+    # What lets a read token's mutation fields be refused one by one, the rest answered
+    # (README "Tokens"): with a field unguarded the floor refuses the whole operation.
+    assert unguarded_mutations(build_schema(OPEN)) == []
+
+
+READ_TOKEN_MUTATION = """
+mutation Change($nodes: [NodeInput!]!) {
+  __typename
+  a: upsert(nodes: $nodes) { nodes { created } }
+  ...Admin
+}
+fragment Admin on Mutation {
+  b: promote(bundle: "support-triage", version: "1", environment: "staging") { promoted }
+  rollback(name: "support-triage", environment: "staging") { warnings }
+  approve(target: "bundle:support-triage@1") { id }
+}
+"""
+
+
+def test_a_read_token_s_mutation_fields_are_refused_each_and_nothing_is_written(
+    store: GraphStore, secrets: dict[str, str],
+) -> None:
+    before = (store.audit_log(), store.stage_history())
+    with serving(store) as client:
+        response = client.post("/graphql", headers=bearer(secrets["reader"]), json={
+            "query": READ_TOKEN_MUTATION,
+            "variables": {"nodes": [{"id": "source:x1"}, {"id": "bundle:support-triage@1"}]}})
+
+    assert response.status_code == 200, response.text
+    result = response.json()
+    # As for a write token on an admin field: each field null with its FORBIDDEN error,
+    # the rest of the operation answered (it was refused whole, `__typename` unanswered).
+    assert result["data"] == {"__typename": "Mutation", "a": None, "b": None,
+                              "rollback": None, "approve": None}
+    assert refusals(result) == [
+        (["a"], "FORBIDDEN", "this field needs the 'write' scope"),
+        (["b"], "FORBIDDEN", "this field needs the 'admin' scope"),
+        (["rollback"], "FORBIDDEN", "this field needs the 'admin' scope"),
+        (["approve"], "FORBIDDEN", "this field needs the 'admin' scope")]
+    assert store.get(["source:x1", "bundle:support-triage@1"]) == {}
+    assert (store.audit_log(), store.stage_history()) == before
 
 
 def test_graphql_needs_a_token_once_tokens_exist(store: GraphStore, secrets: dict[str, str]

@@ -5,16 +5,20 @@ counts every response, refusals included."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter, FastAPI
 from fastapi.testclient import TestClient
 
 from lineagegraph.api.app import create_app
-from lineagegraph.api.auth import create_token
+from lineagegraph.api.auth import create_token, install_auth
+from lineagegraph.api.metrics import install_metrics
 from lineagegraph.api.settings import Settings
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.ingest.batch import Problem
@@ -28,6 +32,7 @@ from .openlineage_support import run_event
 
 OPEN = Settings(neo4j_uri=None)
 JSON = {"Content-Type": "application/json"}
+GZIP = {**JSON, "Content-Encoding": "gzip"}
 OUTCOME = {"request_id": "req-r", "timestamp": "2026-11-20T10:00:00Z",
            "environment": "production", "bundle": "support-triage@14"}
 
@@ -191,6 +196,40 @@ def test_a_rest_replay_is_audited_under_the_token_name(
     assert {e.actor for e in written} == {"writer"}
 
 
+def test_replay_refuses_a_misspelled_field_naming_it_and_replays_nothing(
+    client: TestClient, store: GraphStore,
+) -> None:
+    _replayable_letters(store)
+    letters = [letter.key for letter in pending(store)]
+
+    response = client.post("/api/v1/deadletter/replay", json={"key": [letters[0][:12]]})
+
+    # Ignored, the typo left `keys` unset: every pending letter was replayed.
+    assert fields_named(response) == ["key"]
+    assert [letter.key for letter in pending(store)] == letters
+
+
+def test_replay_takes_a_gzip_body_as_every_ingest_route_does(
+    store: GraphStore,
+) -> None:
+    _replayable_letters(store)
+    first, second = (letter.key for letter in pending(store))
+    packed = gzip.compress(json.dumps({"keys": [first[:12]]}).encode())
+    settings = Settings(neo4j_uri=None, max_body_bytes=1000)
+    with TestClient(create_app(settings, store=store)) as client:
+        replayed = client.post("/api/v1/deadletter/replay", content=packed, headers=GZIP)
+        not_gzip = client.post("/api/v1/deadletter/replay", content=b'{"keys": []}',
+                               headers=GZIP)
+        too_large = client.post("/api/v1/deadletter/replay", headers=GZIP, content=gzip.compress(
+            json.dumps({"keys": ["x" * 2000]}).encode()))
+
+    assert replayed.status_code == 200, replayed.text
+    assert list(replayed.json()["replayed"]) == [first]
+    assert [letter.key for letter in pending(store)] == [second]
+    assert "not gzip" in refusal(not_gzip)["problems"][0]["message"]
+    assert too_large.status_code == 413 and too_large.json()["code"] == "PAYLOAD_TOO_LARGE"
+
+
 def test_a_cli_replay_keeps_the_mappers_own_actors(
     store: GraphStore, request: pytest.FixtureRequest,
 ) -> None:
@@ -335,3 +374,44 @@ def test_metrics_label_the_docs_pages_by_their_own_routes(client: TestClient) ->
     assert counted(text, "GET", "/docs", 200) == 1
     assert counted(text, "GET", "/openapi.json", 200) == 1
     assert counted(text, "GET", "unmatched", 404) == 1
+
+
+def test_metrics_count_made_up_methods_as_one_other_method(client: TestClient) -> None:
+    for n in range(40):
+        client.request(f"M{n:04d}X", "/readyz")
+    client.request("PATCH", "/readyz")
+    text = client.get("/metrics").text
+
+    # The raw method as a label let any caller, token or none, grow /metrics without bound.
+    assert 'method="M' not in text
+    assert counted(text, "OTHER", "/readyz", 405) == 40
+    assert counted(text, "PATCH", "/readyz", 405) == 1
+
+
+def test_metrics_label_a_path_only_by_a_template_the_app_serves(
+    store: GraphStore, secrets: dict[str, str],
+) -> None:
+    # A route with a parameter: requests refused before routing (no token) carry only their
+    # raw path, which must never become a label.
+    router = APIRouter(prefix="/api/items")
+
+    @router.get("/{item_id}")
+    async def item(item_id: str) -> dict[str, str]:
+        return {"id": item_id}
+
+    app = FastAPI()
+    app.state.store = store
+    app.include_router(router)
+    install_auth(app, OPEN)
+    install_metrics(app)
+    with TestClient(app) as client:
+        for n in range(30):
+            client.get(f"/api/items/{n}")
+        client.get("/api/items/7", headers=bearer(secrets["reader"]))
+        client.get("/api/nothing/here")
+        text = client.get("/metrics", headers=bearer(secrets["reader"])).text
+
+    routes = set(re.findall(r'route="([^"]*)"', text))
+    assert routes == {"/api/items/{item_id}", "unmatched"}
+    assert counted(text, "GET", "/api/items/{item_id}", 401) == 30
+    assert counted(text, "GET", "/api/items/{item_id}", 200) == 1
