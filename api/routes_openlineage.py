@@ -28,18 +28,18 @@ from lineagegraph.ingest.bodies import load_json
 from lineagegraph.schema import InvalidId, SchemaError
 from lineagegraph.schema.models import utc
 
-from .content_encoding import TOO_LARGE, inflate
-from .deps import ActorDep, SettingsDep, StoreDep
+from .content_encoding import TOO_LARGE, InflatingRoute
+from .deps import ActorDep, StoreDep
 from .errors import bad_parameter, problem_response
 
-router = APIRouter(prefix="/api/v1", tags=["ingest"])
+# InflatingRoute: a gzip body is inflated before a route reads it (api/content_encoding.py).
+router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=InflatingRoute)
 
 _CURSOR = re.compile("[0-9]{1,19}")
 MAX_SEQ = 2**63 - 1  # the largest integer SQLite and Neo4j hold
 
 
-def _decode(body: bytes, encoding: str, limit: int, first_record: int | None) -> Any:
-    body = inflate(body, encoding, limit)
+def _decode(body: bytes, first_record: int | None) -> Any:
     try:
         # Strictly decoded: json.loads would let UTF-8-encoded surrogates through.
         text = body.decode(json.detect_encoding(body))
@@ -48,23 +48,21 @@ def _decode(body: bytes, encoding: str, limit: int, first_record: int | None) ->
         raise IngestError(Problem(f"malformed JSON: {error}")) from None
 
 
-async def _json_body(request: Request, limit: int, first_record: int | None = None) -> Any:
-    """The body's JSON value, problems numbering records from ``first_record`` (see
-    ``bodies.parse_json``); decoded in a thread, as a large body takes a while."""
-    return await run_in_threadpool(_decode, await request.body(),
-                                   request.headers.get("content-encoding", ""), limit,
-                                   first_record)
+async def _json_body(request: Request, first_record: int | None = None) -> Any:
+    """The body's JSON value (inflated already: ``InflatingRoute``), problems numbering
+    records from ``first_record`` (see ``bodies.parse_json``); decoded in a thread, as a
+    large body takes a while."""
+    return await run_in_threadpool(_decode, await request.body(), first_record)
 
 
 @router.post("/lineage", status_code=201, summary="Send one OpenLineage event",
              responses={400: {"description": "malformed JSON (nothing kept), or a missing "
                                   "or invalid field (the event is kept as a dead letter)"},
                         413: TOO_LARGE})
-async def post_lineage(request: Request, store: StoreDep, actor: ActorDep,
-                       settings: SettingsDep) -> JSONResponse:
+async def post_lineage(request: Request, store: StoreDep, actor: ActorDep) -> JSONResponse:
     """One RunEvent (or DatasetEvent/JobEvent): 201 once written. Events of one run
     accumulate; re-sending an event changes nothing (``changed`` is false)."""
-    event = await _json_body(request, settings.max_body_bytes)
+    event = await _json_body(request)
     if isinstance(event, list):
         raise IngestError(Problem("expected one event object; post arrays to "
                                   "/api/v1/lineage/batch"))
@@ -92,20 +90,22 @@ def _dead_lettered(event: Any, error: Exception) -> JSONResponse:
 @router.post("/lineage/batch", summary="Send a batch of OpenLineage events",
              responses={204: {"description": "every event was written"},
                         200: {"description": "some events failed: see failedEvents"},
-                        413: TOO_LARGE})
-async def post_lineage_batch(request: Request, store: StoreDep, actor: ActorDep,
-                             settings: SettingsDep) -> Response:
+                        413: TOO_LARGE,
+                        500: {"description": "the store failed: the batch stopped, and "
+                                             "failedEvents lists the events not written"}})
+async def post_lineage_batch(request: Request, store: StoreDep, actor: ActorDep) -> Response:
     """A JSON array of events, each written in its own transaction. 204 when every event
     is written; otherwise 200 with ``summary`` and ``failedEvents`` (index, reason,
     problems). Failed events are dead-lettered. A body that is not JSON the graph can keep
-    (too deep, NaN, a lone surrogate) is refused whole, naming the item."""
-    events = await _json_body(request, settings.max_body_bytes, first_record=0)
+    (too deep, NaN, a lone surrogate) is refused whole, naming the item. A failure of the
+    store stops the batch: 500 with the same summary, listing the events not written."""
+    events = await _json_body(request, first_record=0)
     if not isinstance(events, list):
         raise IngestError(Problem("expected a JSON array of events"))
     outcome = await run_in_threadpool(openlineage.ingest_events, store, events, actor=actor)
     if not outcome.failures:
         return Response(status_code=204)
-    return JSONResponse(status_code=200, content={
+    return JSONResponse(status_code=500 if outcome.stopped else 200, content={
         "status": "partial_success" if outcome.succeeded else "failure",
         "summary": {"received": outcome.received, "successful": outcome.succeeded,
                     "failed": len(outcome.failures)},

@@ -6,6 +6,7 @@ after ``check_filters`` or from the schema's own tables; every value is a parame
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,6 +27,7 @@ from lineagegraph.schema import (
     Record,
     StageMove,
 )
+from lineagegraph.schema.bounds import NEO4J_INDEX_KEY_BYTES
 from lineagegraph.schema.constraints import indexes, uniqueness_constraints
 from lineagegraph.schema.kinds import COUNTER_LABEL, NODE_LABEL, TRAFFIC_EDGE, TRAFFIC_LABEL
 from lineagegraph.schema.models import canonical_json, properties_from_json
@@ -106,6 +108,20 @@ def _hop(record: Any) -> Hop:
                           properties_from_json(record["eprops"])),
         node=_node(record),
     )
+
+
+def _counter_id(key: TrafficKey) -> str:
+    """A traffic counter's ID under its uniqueness index: the key's text, or, past what the
+    index takes (a request that read 150 features: a 500), its digest. A digest has no
+    U+001F, so it never equals a key's text; and no counter was stored under a key that
+    long, so every stored one keeps its ID."""
+    text = key.id
+    if len(text) * 4 <= NEO4J_INDEX_KEY_BYTES:  # short: no need to encode it
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= NEO4J_INDEX_KEY_BYTES:
+        return text
+    return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
 def _chunks(rows: list[T], size: int = CHUNK_ROWS) -> list[list[T]]:
@@ -349,7 +365,7 @@ class _Neo4jTransaction:
                 for oid, environment, created_us, targets in record["states"]}
 
     def add_traffic(self, changes: Sequence[tuple[TrafficKey, int]]) -> None:
-        rows = [{"id": k.id, "signature": k.signature, "targets": list(k.targets),
+        rows = [{"id": _counter_id(k), "signature": k.signature, "targets": list(k.targets),
                  "environment": k.environment, "day": k.day, "n": n} for k, n in changes]
         for chunk in _chunks(rows):
             # The counter's write lock (its MERGE under the uniqueness constraint)

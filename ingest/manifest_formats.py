@@ -14,7 +14,7 @@ takes its kind's default (an empty list).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -27,9 +27,11 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from lineagegraph.schema import approval_name, normalize_version
+from lineagegraph.schema.bounds import ID_PART
 from lineagegraph.schema.kinds import (
     ApprovalProps,
     BundleProps,
@@ -43,7 +45,12 @@ from lineagegraph.schema.kinds import (
     ToolsetProps,
     TrainingRunProps,
 )
-from lineagegraph.schema.models import UtcDatetime, canonical_json
+from lineagegraph.schema.models import (
+    UtcDatetime,
+    canonical_json,
+    check_environment,
+    check_properties_size,
+)
 
 from .batch import IngestError, Problem
 from .bodies import MAX_DEPTH, TOO_DEEP, check_value, parse_json, utf8_flaw
@@ -67,8 +74,18 @@ def _not_blank(value: str) -> str:
     return value
 
 
-Name = Annotated[str, AfterValidator(_not_blank)]
-"""A field that names a node (or an environment): never empty."""
+Name = Annotated[str, AfterValidator(_not_blank), ID_PART]
+"""A field that names a node, or a part of its ID: never empty (``bounds.ID_PART``)."""
+Version = Annotated[str | None, ID_PART]
+
+
+def _environment(name: str | None) -> str | None:
+    return check_environment(name) if name else name  # a blank status states none
+
+
+# An environment's name, as StageMove keeps it: checked here, naming the field (a name the
+# move then refused was a 500).
+Environment = Annotated[str, AfterValidator(_not_blank), AfterValidator(check_environment)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +153,7 @@ class Doc(BaseModel):
 class VersionedDoc(Doc):
     IDENTITY = Doc.IDENTITY | {"version", "supersedes"}
     name: Name
-    version: str | None = None
+    version: Version = None
     # false: supersedes nothing; a version or an ID: that one; absent: the previous version.
     # (str first: in pydantic's smart union `supersedes: 1` must stay a version, not True.)
     supersedes: str | bool | None = None
@@ -252,6 +269,13 @@ class BundleEval(BaseModel):
     score: float | None = None
     threshold: float | None = None
 
+    @model_validator(mode="after")
+    def _fits(self) -> BundleEval:
+        # The Evaluation's properties: refused here, naming ``eval``, before the load
+        # builds the node (``schema.bounds.MAX_PROPERTIES_BYTES``).
+        check_properties_size(self.model_dump(mode="json", exclude_none=True))
+        return self
+
 
 class BundleDoc(VersionedDoc, BundleProps):
     """The registry entry format users keep in git (no ``kind:``)."""
@@ -270,7 +294,7 @@ class BundleDoc(VersionedDoc, BundleProps):
     retrieves_from: list[str] = Field(default_factory=list)
     eval: BundleEval | None = None
     approved_by: list[Name] = Field(default_factory=list)
-    status: str | None = None  # an environment, or "retired"
+    status: Annotated[str | None, AfterValidator(_environment)] = None  # or "retired"
 
     @field_validator("approved_by", mode="before")
     @classmethod
@@ -285,8 +309,8 @@ class StageMoveDoc(BaseModel):
     model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True)
     kind: str
     bundle: Name
-    version: str | None
-    environment: Name
+    version: Version
+    environment: Environment
     at: UtcDatetime | None = None
     actor: str | None = None
     reason: str | None = None
@@ -495,23 +519,46 @@ def read_json(text: str) -> list[RawDoc]:
     return docs
 
 
+# The formats POST /api/v1/manifests takes (YAML or JSON), told apart by name in a directory.
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def manifest_files(root: Path) -> list[Path]:
+    """``root`` if it is a file, else every ``*.yaml``, ``*.yml`` and ``*.json`` below it, in
+    path order."""
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.suffix in MANIFEST_SUFFIXES and p.is_file())
+
+
 def read_directory(root: Path) -> list[RawDoc]:
-    """Every document of every ``*.yaml``/``*.yml`` below ``root`` (or the one file given),
-    in path order; records are ``relative/path.yaml#n``. Problems of all files are
-    reported together."""
-    files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
+    """Every document of every manifest file of ``root`` (``manifest_files``): a ``*.json``
+    file read as the route reads a JSON body, any other as YAML; records are
+    ``relative/path.yaml#n``. Problems of all files are reported together."""
     docs: list[RawDoc] = []
     problems: list[Problem] = []
-    for path in files:
+    for path in manifest_files(root):
         where = str(path.relative_to(root)) if path != root else path.name
         try:
-            docs += read_yaml(_read_text(path, where), where)
+            text = _read_text(path, where)
+            docs += _read_json_file(text, where) if path.suffix == ".json" else read_yaml(
+                text, where)
         except IngestError as error:
             problems += error.problems
     if problems:
         raise IngestError(problems)
     return docs
+
+
+def _read_json_file(text: str, where: str) -> list[RawDoc]:
+    """``read_json`` with records named ``where#n``, as a YAML file's are (a problem of the
+    whole text, such as malformed JSON, is ``where``)."""
+    try:
+        docs = read_json(text)
+    except IngestError as error:
+        raise IngestError([replace(p, record=where if p.record is None else f"{where}#{p.record}")
+                           for p in error.problems]) from None
+    return [RawDoc(f"{where}#{doc.record}", doc.data) for doc in docs]
 
 
 def _read_text(path: Path, where: str) -> str:

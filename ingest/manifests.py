@@ -43,7 +43,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -60,6 +60,7 @@ from lineagegraph.schema import (
     format_id,
     parse_id,
 )
+from lineagegraph.schema.bounds import FUTURE_SKEW
 from lineagegraph.schema.kinds import FAMILY_OF
 
 from .batch import Batch, IngestError, LoadSummary, Problem, load_batches
@@ -83,9 +84,6 @@ BACKOFF_S = 0.02
 # One load at a time in this process: loads racing for a version then meet only across
 # processes, where the store refuses the one that comes second.
 _LOADS = threading.Lock()
-# How far past load time a move may be dated (clocks differ a little); later is a scheduled
-# move, which the history cannot hold: it would count as live now everywhere it is read.
-FUTURE_SKEW = timedelta(minutes=5)
 
 
 class VersionConflict(IngestError):

@@ -50,9 +50,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import ValidationError
+
 from lineagegraph.graph.store import GraphStore, UpsertResult
-from lineagegraph.schema import AuditEntry, Edge, Node, StageMove, format_id
-from lineagegraph.schema.models import now
+from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, StageMove, format_id
+from lineagegraph.schema.models import describe_validation_error, now
 
 from .batch import Batch, IngestError, Problem
 
@@ -600,4 +602,11 @@ def read_batch(store: GraphStore, tracking_uri: str, registry_uri: str | None = 
     except MlflowException as error:
         raise IngestError(Problem(f"reading MLflow at {redact(tracking_uri)}: "
                                   f"{error.message}", field="tracking_uri")) from error
-    return to_batch(snap, store, redact(tracking_uri), actor=actor)
+    try:
+        return to_batch(snap, store, redact(tracking_uri), actor=actor)
+    except (ValidationError, InvalidId) as error:
+        # A name, a time or properties no node can hold (``schema.bounds``: too long, a
+        # control character, a run dated in the future): refused whole, saying which.
+        raise IngestError(Problem(describe_validation_error(error)
+                                  if isinstance(error, ValidationError) else str(error),
+                                  field="tracking_uri")) from None

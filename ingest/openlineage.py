@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -102,7 +103,13 @@ from lineagegraph.graph.store import (
     replaced,
 )
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, Record, SchemaError, format_id
-from lineagegraph.schema.models import canonical_json, describe_validation_error, utc
+from lineagegraph.schema.bounds import ID_PART
+from lineagegraph.schema.models import (
+    canonical_json,
+    describe_validation_error,
+    recorded_time,
+    utc,
+)
 
 from .batch import Batch, IngestError, Problem
 from .bodies import (
@@ -114,6 +121,8 @@ from .bodies import (
     unreadable_item,
 )
 from .deadletter import dead_letter, register_mapper
+
+log = logging.getLogger(__name__)
 
 COLLECTION = "openlineage.event"
 SOURCE = "openlineage"
@@ -188,8 +197,9 @@ class DatasetFacets(TypedDict, total=False):
 
 NullIsEmpty = BeforeValidator(_empty_dict_if_none)
 
-# Stripped: IDs are parsed stripped, so a padded name would not match its own edges.
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# Stripped: IDs are parsed stripped, so a padded name would not match its own edges. A part
+# of the IDs made of it (``bounds.ID_PART``: not too long to index, no control characters).
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), ID_PART]
 
 
 class _Spec(BaseModel):
@@ -263,7 +273,9 @@ class BaseEvent(_Spec):
     @field_validator("eventTime")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
-        return utc(value)
+        # Not in the future (producers' clocks may be minutes ahead, not days): nodes are
+        # created at it, and the latest event of a run decides its state.
+        return recorded_time(value)
 
 
 class RunEvent(BaseEvent):
@@ -1009,6 +1021,8 @@ def event_to_batch(event: Any, store: GraphStore, *, actor: str = SOURCE,
                   else _static_batch(parsed, store))
     except ValidationError as error:  # a name or version the graph's IDs cannot hold
         raise IngestError(Problem(describe_validation_error(error), record)) from None
+    except InvalidId as error:  # an ID made of them too long (``schema.bounds``)
+        raise IngestError(Problem(str(error), record)) from None
     batch.extend(mapped)
     batch.audit.append(AuditEntry(
         action="ingest.openlineage", target=parsed.subject, actor=actor,
@@ -1062,6 +1076,10 @@ class BatchOutcome:
     received: int = 0
     succeeded: int = 0
     failures: list[Failure] = field(default_factory=list)
+    # A failure of the store's, not of an event (the database unreachable, or refusing a
+    # write): the batch stopped there, and ``failures`` lists that event and every one
+    # after it in mapping order, none written.
+    stopped: bool = False
 
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
@@ -1080,14 +1098,24 @@ def ingest_events(store: GraphStore, events: Iterable[Any], *,
     ``eventTime`` order (a reader then finds the version its writer wrote, whatever order
     the array lists them in): failures are dead-lettered and reported by index; the rest
     are written."""
-    outcome = BatchOutcome()
-    for index, event in sorted(enumerate(events), key=lambda item: event_time(item[1])):
-        outcome.received += 1
+    ordered = sorted(enumerate(events), key=lambda item: event_time(item[1]))
+    outcome = BatchOutcome(received=len(ordered))
+    for position, (index, event) in enumerate(ordered):
         try:
             ingest_event(store, event, actor=actor, record=index)
         except (IngestError, SchemaError, InvalidId) as error:
             outcome.failures.append(Failure(index, problems_of(error, index)))
             continue
+        except Exception:
+            # Each event is its own transaction, so those before it are kept: stop, and
+            # say which were not written (a bare 500 left the caller to guess), rather
+            # than try the rest against a store that fails.
+            log.exception("OpenLineage batch stopped at event %s", index)
+            outcome.stopped = True
+            outcome.failures += [Failure(i, [Problem(
+                "not written: the store failed while writing this batch "
+                f"(at event {index}); send it again", i)]) for i, _ in ordered[position:]]
+            break
         outcome.succeeded += 1
     outcome.failures.sort(key=lambda failure: failure.index)
     return outcome

@@ -52,8 +52,9 @@ from lineagegraph.schema import (
     bundle_id,
     parse_id,
 )
+from lineagegraph.schema.bounds import ID_PART, MAX_PROPERTIES_BYTES
 from lineagegraph.schema.kinds import FAMILY_OF, InferenceOutcomeProps
-from lineagegraph.schema.models import utc
+from lineagegraph.schema.models import RecordedDatetime, check_properties_size, utc
 
 from .batch import Batch, IngestError, Problem
 from .bodies import (
@@ -87,8 +88,8 @@ class OutcomeRecord(InferenceOutcomeProps):
         {"request_id", "timestamp", "bundle", "model", "prompt", "policy", "features"})
 
     # Stripped, as IDs are parsed: " req-1 " stored as is could not be named again.
-    request_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-    timestamp: datetime
+    request_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), ID_PART]
+    timestamp: RecordedDatetime  # in UTC, and not in the future: it is the node's created_at
     bundle: str | None = None
     model: str | None = None
     prompt: str | None = None
@@ -128,7 +129,7 @@ def _validate(record: int | str, payload: Any) -> tuple[Any, OutcomeRecord]:
     if isinstance(payload, str):
         outcome = _parsed_line(payload)
         if outcome is not None:
-            return payload, _named(record, outcome)
+            return payload, _named(record, outcome, len(payload))
         try:
             payload = load_json(payload, record)
         except json.JSONDecodeError as error:
@@ -179,11 +180,24 @@ def _finite(values: Iterable[Any]) -> bool:
     return True
 
 
-def _named(record: int | str, outcome: OutcomeRecord) -> OutcomeRecord:
+def _named(record: int | str, outcome: OutcomeRecord, line: int | None = None) -> OutcomeRecord:
+    """The record, if it names what served it and its properties fit in a node; ``line``
+    the length of its text, where it came as one."""
     if outcome.bundle is None and outcome.model is None:
         raise IngestError(Problem("names neither a bundle nor a model", record=record,
                                   field="bundle"))
+    if line is None or line > _SHORT_LINE:
+        try:
+            check_properties_size(outcome.properties())
+        except ValueError as error:
+            raise IngestError(Problem(str(error), record=record)) from None
     return outcome
+
+
+# A line this short cannot hold properties past the bound, so bulk loads skip measuring
+# them: canonical JSON writes a character as at most 12 (an escaped surrogate pair), and a
+# number at most 4.5 times as long as the line does (1e15 as 1000000000000000.0).
+_SHORT_LINE = MAX_PROPERTIES_BYTES // 12
 
 
 def _value(payload: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .bounds import MAX_ID_PART_BYTES, id_flaw, shown
 from .kinds import VERSIONED_PREFIXES, known_prefixes
 
 _V_NUMBER = re.compile(r"^[vV](\d+)$")
@@ -62,7 +63,11 @@ def parse_id(text: str, *, versioned_prefixes: frozenset[str] | None = None) -> 
         prefixes = None
     if not isinstance(text, str) or ":" not in text:
         raise InvalidId(f"{text!r} is not an ID of the form kind:name[@version]")
-    prefix, rest = text.strip().split(":", 1)
+    text = text.strip()
+    flaw = id_flaw(text)  # too long to index, or a control character
+    if flaw is not None:
+        raise InvalidId(f"{shown(text)} {flaw}")
+    prefix, rest = text.split(":", 1)
     if prefixes is not None and prefix not in prefixes:
         raise InvalidId(f"{text!r}: unknown kind prefix {prefix!r} (known: {sorted(prefixes)})")
     if not rest:
@@ -94,5 +99,10 @@ def bundle_id(name: str, version: str) -> str:
 def approval_name(target: str, approver: str, gate: str | None = None) -> str:
     """The name of ``approver``'s approval of ``target`` (for ``gate``): one per approver,
     target and gate, so approving again is a no-op. The target keeps its kind prefix, so a
-    bundle and a model of one name never share approvals."""
+    bundle and a model of one name never share approvals. ``approver`` and ``gate`` are
+    parts of the ID: ``InvalidId`` naming the one that cannot be."""
+    for field, part in (("approver", approver), ("gate", gate or "")):
+        flaw = id_flaw(part, MAX_ID_PART_BYTES)
+        if flaw is not None:
+            raise InvalidId(f"{field}: {shown(part)} {flaw}")
     return f"{target}/{approver}" + (f"/{gate}" if gate else "")

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from .bounds import ID_PART
+
 
 class Properties(BaseModel):
     """Kind-specific properties. Unknown fields are kept (design §4: they go into
@@ -116,18 +118,20 @@ class EvaluationProps(Properties):
 class ApprovalProps(Properties):
     approved_by: str
     target: str | None = None
-    gate: str | None = None
+    gate: Annotated[str | None, ID_PART] = None  # a part of the approval's ID (approval_name)
     at: datetime | None = None
     comment: str | None = None
 
 
 class InferenceOutcomeProps(Properties):
-    environment: str
+    # Indexed, as is status (NodeKind.indexed): bounded as an ID's parts are, for the same
+    # index key limit.
+    environment: Annotated[str, ID_PART]
     latency_ms: float | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
     cost_usd: float | None = None
-    status: str | None = None
+    status: Annotated[str | None, ID_PART] = None
     quality: float | None = None
 
 

@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from .bounds import FUTURE_SKEW, MAX_PROPERTIES_BYTES, id_flaw, shown
 from .ids import InvalidId, id_text, normalize_version, parse_id
 from .kinds import EDGE_KINDS_BY_TYPE, NODE_KINDS_BY_LABEL, default_kind_for
 
@@ -32,17 +33,52 @@ class SchemaError(ValueError):
         self.where = where
 
 
+class OutOfRange(ValueError, OverflowError):
+    """A time UTC cannot hold (``0001-01-01T00:00:00+01:00`` is in year 0 there). A
+    ValueError, so that a model's validator refuses it naming the field (an OverflowError
+    escaped every ingest path as a 500); an OverflowError, as ``astimezone`` raised."""
+
+
 def utc(value: datetime) -> datetime:
     """Timestamps are kept in UTC; a naive one is read as UTC (as Marquez does)."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise OutOfRange(f"{value.isoformat()} is out of range in UTC "
+                         "(years 1 to 9999)") from None
 
 
 def now() -> datetime:
     return datetime.now(UTC)
 
 
+# Now + FUTURE_SKEW, as last read: time only moves on, so a time no later than it is no
+# later than the bound now either, and bulk loads of past records read no clock.
+_latest_seen = now() + FUTURE_SKEW
+
+
+def recorded_time(value: datetime) -> datetime:
+    """``value`` in UTC, refused (ValueError) when later than now by more than FUTURE_SKEW:
+    when something happened, which a clock ahead by minutes, not days, may misstate."""
+    global _latest_seen
+    at = utc(value)
+    if at > _latest_seen:
+        current = now()
+        _latest_seen = latest = current + FUTURE_SKEW
+        if at > latest:
+            raise ValueError(f"{at.isoformat()} is in the future: later than now "
+                             f"({current.isoformat(timespec='seconds')}) by more than the "
+                             f"{FUTURE_SKEW.total_seconds() / 60:g} minutes clocks may "
+                             "differ")
+    return at
+
+
 # A timestamp kept in UTC: every record's time fields use it.
 UtcDatetime = Annotated[datetime, AfterValidator(utc)]
+# When a node or a request came to be: kept in UTC, never later than now (+ FUTURE_SKEW).
+RecordedDatetime = Annotated[datetime, AfterValidator(recorded_time)]
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str,
@@ -63,6 +99,16 @@ def canonical_json(value: Any) -> str:
     if _C_CANONICAL is None:
         return _CANONICAL.encode(value)
     return "".join(_C_CANONICAL(value, 0))
+
+
+def check_properties_size(properties: dict[str, Any]) -> None:
+    """ValueError when a node's properties exceed MAX_PROPERTIES_BYTES of canonical JSON
+    (ASCII: its length is its size in bytes)."""
+    size = len(canonical_json(properties))
+    if size > MAX_PROPERTIES_BYTES:
+        raise ValueError(f"properties are {size:,} bytes of JSON; at most "
+                         f"{MAX_PROPERTIES_BYTES:,} (link a larger document instead, e.g. "
+                         "by an artifact_uri)")
 
 
 def properties_from_json(text: str | None) -> dict[str, Any]:
@@ -97,7 +143,7 @@ class Node(BaseModel):
     kind: str
     name: str
     version: str | None = None
-    created_at: UtcDatetime = Field(default_factory=now)
+    created_at: RecordedDatetime = Field(default_factory=now)
     properties: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("kind")
@@ -112,12 +158,30 @@ class Node(BaseModel):
     def _normalize_version(cls, version: Any) -> str | None:
         return normalize_version(version)
 
+    @field_validator("name", "version")
+    @classmethod
+    def _id_part(cls, part: str | None) -> str | None:
+        flaw = None if part is None else id_flaw(part)
+        if flaw is not None:
+            raise ValueError(flaw)
+        return part
+
+    @field_validator("properties")
+    @classmethod
+    def _size(cls, properties: dict[str, Any]) -> dict[str, Any]:
+        # As given (what the kind's model then coerces is the same size, or smaller once
+        # nulls are dropped): so the error names the field.
+        check_properties_size(properties)
+        return properties
 
     @model_validator(mode="after")
     def _check_properties(self) -> Node:
         spec = NODE_KINDS_BY_LABEL[self.kind]
         if self.version is not None and not spec.versioned:
             raise ValueError(f"{self.kind} has no versions (got version {self.version!r})")
+        flaw = id_flaw(self.id)  # name and version each fit; together they may not
+        if flaw is not None:
+            raise ValueError(f"the ID {shown(self.id)} {flaw}")
         # Validate (and coerce) the declared properties; keep undeclared ones as given.
         checked = spec.props.model_validate(self.properties)
         object.__setattr__(self, "properties", checked.model_dump(mode="json", exclude_none=True))
@@ -210,7 +274,7 @@ def check_environment(name: str) -> str:
     """An environment's name as written: users define their own, but a blank one, or one
     with spaces at its ends or control characters, would be a stage no one can name back."""
     if not name or name != name.strip() or len(name) > 64 or not name.isprintable():
-        raise ValueError(f"environment {name!r}: expected a name such as production "
+        raise ValueError(f"environment {shown(name)}: expected a name such as production "
                          "(no blanks at its ends, at most 64 characters)")
     return name
 

@@ -324,7 +324,7 @@ def test_a_request_sent_again_at_another_time_is_refused(registry: GraphStore) -
     # (it was kept at the first time while the load said "updated").
     with client_for(registry) as client:
         first = post(client, ndjson(outcome("req-9")))
-        later = post(client, ndjson(outcome("req-9", at=T0 + timedelta(days=4))))
+        later = post(client, ndjson(outcome("req-9", at=T0 + timedelta(days=2))))
         same = post(client, ndjson(outcome("req-9", quality=0.3)))
 
     assert first.status_code == 200, first.text
