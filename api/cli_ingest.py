@@ -156,23 +156,34 @@ def _refuse(what: str, error: Exception) -> None:
 @ingest_app.command("manifests")
 def ingest_manifests(
     directory: Annotated[str, typer.Argument(
-        metavar="DIR", help="registry directory (every *.yaml/*.yml below it) or one file")],
+        metavar="DIR", help="registry directory (every *.yaml/*.yml/*.json below it) or one "
+        "file")],
     db: DbPath = None,
     neo4j_uri: NeoUri = None,
 ) -> None:
-    """Load registry manifests (multi-document YAML) in one transaction: all of them, or
-    nothing and every problem listed by file#document and field."""
+    """Load registry manifests (multi-document YAML, or JSON: one document or an array, as
+    POST /api/v1/manifests takes them) in one transaction: all of them, or nothing and
+    every problem listed by file#document and field."""
     from pathlib import Path
 
     from rich.markup import escape
 
     from lineagegraph.ingest.batch import IngestError
-    from lineagegraph.ingest.manifest_formats import read_directory
+    from lineagegraph.ingest.manifest_formats import (
+        MANIFEST_SUFFIXES,
+        manifest_files,
+        read_directory,
+    )
     from lineagegraph.ingest.manifests import load_manifests
     from lineagegraph.schema import SchemaError
 
     _must_exist(directory)
     root = Path(directory)
+    if not manifest_files(root):  # a usage error, as a DIR that does not exist is
+        *others, last = ("*" + suffix for suffix in MANIFEST_SUFFIXES)
+        console.print(f"[red]nothing to load: no {', '.join(others)} or {last} file below "
+                      f"{escape(directory)}[/red]", soft_wrap=True)
+        raise typer.Exit(2)
     store = open_store(db, neo4j_uri)
     try:
         summary = load_manifests(read_directory(root), store, actor=_cli_actor(),

@@ -13,6 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lineagegraph.graph.governance import scored
+
 from .graphql_schema import build_schema
 from .graphql_types import Context
 from .settings import Settings
@@ -93,7 +95,7 @@ def trace(request_id: str, as_json: AsJson = False, db: DbPath = None,
         ("policy pack", node_line(data["policyPack"])),
         ("approvals", ", ".join(a["id"] for a in data["approvals"]) or "none"),
         ("evaluations", ", ".join(
-            f"{e['id']} ({e['properties'].get('score')} ≥ {e['properties'].get('threshold')})"
+            f"{e['id']} {scored(e['properties'].get('score'), e['properties'].get('threshold'))}"
             for e in data["evaluations"]) or "none"),
         ("also live there then", ", ".join(n["id"] for n in data["liveInEnvironment"])),
     ):

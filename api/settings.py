@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -13,6 +13,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from lineagegraph.graph.governance import GatePolicy
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.graph.walk import WalkLimits
+from lineagegraph.schema.models import check_environment
+
+if TYPE_CHECKING:
+    import neo4j
+
+# The schemes of the Bolt protocol. The driver also takes http(s):// (its preview Query API,
+# which needs aiohttp, not installed): refused as a bad value rather than a traceback.
+BOLT_SCHEMES = frozenset({"bolt", "bolt+s", "bolt+ssc", "neo4j", "neo4j+s", "neo4j+ssc"})
 
 
 def _env(name: str) -> AliasChoices:
@@ -44,8 +52,10 @@ class Settings(BaseSettings):
     # Bounds on every walk and query.
     max_depth: int = Field(20, ge=1, description="cap on lineage depth")
     max_nodes: int = Field(10_000, ge=1, description="cap on nodes one walk returns")
-    query_timeout_s: float = Field(10.0, gt=0, description="per-query time limit (one budget "
-                                   "for all of an operation's store work)")
+    # At most a day: the Neo4j driver's transaction timeout holds no infinity (`inf` or
+    # 1e300 crashed the server at start), and a longer budget bounds nothing.
+    query_timeout_s: float = Field(10.0, gt=0, le=86_400, description="per-query time limit "
+                                   "(one budget for all of an operation's store work)")
     warm_up: bool = Field(True, description="run the analyses once at start-up, so that "
                           "Neo4j has planned their statements before the first caller")
     graphql_max_depth: int = Field(12, ge=1, description="GraphQL query depth limit")
@@ -82,6 +92,45 @@ class Settings(BaseSettings):
             except ValueError as error:
                 raise ValueError(f"not a JSON list ({error})") from None
         return [item.strip() for item in value.split(",") if item.strip()]
+
+    # An empty list (an unset template variable gives "") would switch gates off without a
+    # word: with no production environment the policy gate applies nowhere and the
+    # pinned-model gate only under regulated packs, and with no floating pattern
+    # `gpt-5-latest` passes as pinned (design §3 names `latest` and `-latest` as what that
+    # gate refuses). So neither may be empty.
+    @field_validator("production_environments")
+    @classmethod
+    def _some_environment(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("empty: the production gates would apply nowhere; name at least "
+                             "one environment (the default is production)")
+        for name in value:
+            check_environment(name)  # " production" would never match a promotion's target
+        return value
+
+    @field_validator("floating_model_patterns")
+    @classmethod
+    def _some_pattern(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("empty: no model name would count as a floating alias; name at "
+                             "least one fnmatch pattern (the default is latest, *-latest, "
+                             "*:latest, *@latest)")
+        if not all(pattern.strip() for pattern in value):
+            raise ValueError("a blank pattern matches no model name")
+        return value
+
+    @field_validator("neo4j_uri")
+    @classmethod
+    def _bolt_uri(cls, value: str | None) -> str | None:
+        """Only a Bolt URI: another scheme fails later, in the driver, as a traceback or a
+        message that blames something else."""
+        if not value:
+            return value
+        scheme, separator, _ = value.partition("://")
+        if not separator or scheme.lower() not in BOLT_SCHEMES:
+            raise ValueError(f"{value!r} is not a Bolt URI: expected bolt://host:7687 or "
+                             f"neo4j://host (schemes: {', '.join(sorted(BOLT_SCHEMES))})")
+        return value
 
     @classmethod
     def for_cli(cls, db: str | None = None, neo4j_uri: str | None = None,
@@ -137,21 +186,68 @@ class Settings(BaseSettings):
                                   parallel_writes=self.neo4j_writes_in_flight)
             except (neo4j.exceptions.DriverError, neo4j.exceptions.Neo4jError,
                     ValueError) as error:
-                raise StoreUnreachable(f"cannot use Neo4j at {self.neo4j_uri} (NEO4J_URI): "
-                                       f"{error}") from None
+                raise StoreUnreachable(self._neo4j_problem(error)) from None
         from lineagegraph.graph.embedded import EmbeddedStore
 
         try:
             return EmbeddedStore(self.db)
         except (sqlite3.DatabaseError, OSError) as error:  # not SQLite, a directory, unreadable
             raise StoreUnreachable(f"cannot use the embedded store at {self.db} "
-                                   f"(LINEAGEGRAPH_DB / --db): {error}") from None
+                                   f"({_where(('db',))}): {error}") from None
+
+    def _neo4j_problem(self, error: neo4j.exceptions.DriverError
+                       | neo4j.exceptions.Neo4jError | ValueError) -> str:
+        """Why Neo4j cannot be used, on one line, naming the setting to fix: the database
+        when the server has no such one, the credentials when it refuses them, else the
+        URI (unreachable, malformed)."""
+        import neo4j
+
+        code = getattr(error, "code", None) or ""
+        what = f"Neo4j at {self.neo4j_uri}"
+        fields: tuple[str, ...] = ("neo4j_uri",)  # unreachable, malformed, anything else
+        if code.startswith(("Neo.ClientError.Database.", "Neo.TransientError.Database.")):
+            # no such database (DatabaseNotFound), or one that is offline
+            what = f"Neo4j database {self.neo4j_database!r} at {self.neo4j_uri}"
+            fields = ("neo4j_database",)
+        elif (isinstance(error, neo4j.exceptions.AuthError)
+              or code.startswith("Neo.ClientError.Security.")):
+            fields = ("neo4j_user", "neo4j_password")
+        # A server's error prints as its code, message and GQL status: its message says it.
+        detail = getattr(error, "message", None) if code else None
+        settings = ", ".join(_where((field,)) for field in fields)
+        # The driver's messages span lines (address, then reason): one line, as every error.
+        return f"cannot use {what} ({settings}): {' '.join(str(detail or error).split())}"
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
-    """A setting as its user sets it: ``LINEAGEGRAPH_PORT / --port``."""
+    """A setting as its user sets it: ``LINEAGEGRAPH_PORT / --port``, the flag only when the
+    running command has it (``serve`` has them all; ``trace`` has no ``--max-depth``)."""
     if not loc:
         return "settings"
-    name = str(loc[0])
-    return f"{Settings.env_name(name)} / --{name.replace('_', '-')}"
+    name = _field(str(loc[0]))
+    flag = f"--{name.replace('_', '-')}"
+    variable = Settings.env_name(name)
+    return f"{variable} / {flag}" if _command_has(flag) else variable
+
+
+def _field(name: str) -> str:
+    """The field a validation error's location names: a value read from the environment
+    is located by its variable (``NEO4J_URI``), one given by a flag by its field."""
+    for field, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if isinstance(alias, AliasChoices) and name in alias.choices:
+            return field
+    return name
+
+
+def _command_has(flag: str) -> bool:
+    """Whether the command running now takes ``flag`` (no command, as when a test or the
+    app builds settings: no flag to name)."""
+    try:  # a recent typer runs on its own copy of click, which holds the context
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+
+    context = get_current_context(silent=True)
+    return context is not None and any(flag in param.opts for param in context.command.params)
 

@@ -15,7 +15,7 @@ import pytest
 from lineagegraph.api.settings import Settings
 
 from .ingest_support import run_cli
-from .servers import EMBEDDED_ENV, cli
+from .servers import EMBEDDED_ENV, cli, free_port
 
 OUTCOME = {"request_id": "req-1", "timestamp": "2026-11-05T12:00:00Z",
            "bundle": "fraud-scoring@2", "environment": "production", "status": "ok"}
@@ -86,6 +86,105 @@ def test_a_list_variable_that_is_no_json_list_is_a_usage_error(
     assert getattr(Settings.for_cli(), name) == ["a", "b"]
 
 
+@pytest.mark.parametrize("name", ["production_environments", "floating_model_patterns"])
+@pytest.mark.parametrize("empty", ["", "[]", " , "])
+@pytest.mark.parametrize("given_as", ["variable", "flag"])
+def test_an_empty_list_setting_is_a_usage_error(
+    tmp_path: Path, name: str, empty: str, given_as: str,
+) -> None:
+    # Empty would switch a gate off without a word (an unset template variable gives "").
+    variable, flag = f"LINEAGEGRAPH_{name.upper()}", f"--{name.replace('_', '-')}"
+    if given_as == "variable":
+        result = _serve(tmp_path, {variable: empty})
+    else:
+        result = _serve(tmp_path, {}, flag, empty)
+
+    _one_error(result, 2, f"{variable} / {flag}", "empty")
+
+
+def _serve(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``serve`` in a process with a time limit: one that took a bad setting would serve
+    rather than return (TimeoutExpired fails the test)."""
+    return subprocess.run(cli("serve", "--port", str(free_port()), "--db",
+                              str(tmp_path / "x.db"), *args),
+                          capture_output=True, text=True, timeout=20,
+                          env={**EMBEDDED_ENV, **env}, cwd=tmp_path)
+
+
+def test_an_empty_production_environments_lets_no_floating_alias_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = str(tmp_path / "x.db")
+    (tmp_path / "reg.yaml").write_text("name: fl\nversion: 1\nmodel: gpt-5-latest\n")
+    assert run_cli("ingest", "manifests", str(tmp_path / "reg.yaml"), "--db", db).exit_code == 0
+    monkeypatch.setenv("LINEAGEGRAPH_PRODUCTION_ENVIRONMENTS", "")
+    result = run_cli("report", "promotion", "fl", "1", "production", "--format", "md",
+                     "-o", str(tmp_path / "r.md"), "--db", db)
+
+    # the variable only: `report` has no --production-environments (only serve has)
+    _one_error(result, 2, "LINEAGEGRAPH_PRODUCTION_ENVIRONMENTS:", "empty")
+    assert "--production-environments" not in result.output
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_a_blank_production_environment_is_a_usage_error(tmp_path: Path) -> None:
+    result = _serve(tmp_path, {"LINEAGEGRAPH_PRODUCTION_ENVIRONMENTS":
+                               '["production", " prod-eu"]'})
+
+    _one_error(result, 2, "LINEAGEGRAPH_PRODUCTION_ENVIRONMENTS", "' prod-eu'")
+
+
+# --- the flag a usage error names is one the command has --------------------------------------
+
+@pytest.mark.parametrize(("variable", "flag"), [("LINEAGEGRAPH_MAX_DEPTH", "--max-depth"),
+                                                ("LINEAGEGRAPH_PORT", "--port")])
+def test_a_bad_setting_names_no_flag_the_command_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, flag: str,
+) -> None:
+    monkeypatch.setenv(variable, "0")
+    trace = run_cli("trace", "req-1", "--db", str(tmp_path / "x.db"))
+    serve = run_cli("serve", "--db", str(tmp_path / "x.db"))
+
+    _one_error(trace, 2, f"{variable}:")
+    assert flag not in trace.output  # `trace --max-depth` would be "No such option"
+    _one_error(serve, 2, f"{variable} / {flag}:")
+
+
+# --- Neo4j settings that cannot work -------------------------------------------------------
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:7474", "https://neo4j.example.com",
+                                 "localhost:7687", "ftp://x"])
+def test_a_neo4j_uri_that_is_not_bolt_is_a_usage_error(tmp_path: Path, uri: str) -> None:
+    # http(s) reached the driver's preview HTTP support: a traceback for want of aiohttp.
+    result = subprocess.run(cli("token", "list"), capture_output=True, text=True, timeout=60,
+                            env={**EMBEDDED_ENV, "NEO4J_URI": uri}, cwd=tmp_path)
+
+    _one_error(result, 2, "NEO4J_URI / --neo4j-uri", "not a Bolt URI", "bolt+s")
+
+
+@pytest.mark.parametrize("uri", ["bolt://h:7687", "BOLT+S://h", "neo4j+ssc://h", ""])
+def test_a_bolt_uri_or_none_is_accepted(uri: str) -> None:
+    assert Settings(neo4j_uri=uri).neo4j_uri == uri  # any case, as the driver reads it
+
+
+def test_refused_neo4j_credentials_are_blamed_on_user_and_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import neo4j
+
+    from lineagegraph.api.settings import StoreUnreachable
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise neo4j.exceptions.AuthError("The client is unauthorized")
+
+    monkeypatch.setattr("lineagegraph.graph.neo4j_store.Neo4jStore", refuse)
+    with pytest.raises(StoreUnreachable) as refused:
+        Settings(neo4j_uri="bolt://h:7687").open_store()
+
+    assert "(NEO4J_USER, NEO4J_PASSWORD)" in str(refused.value)
+    assert "NEO4J_URI" not in str(refused.value)
+
+
 # --- ingest files --------------------------------------------------------------------------
 
 def test_ingest_outcomes_of_a_directory_says_it_is_not_a_file(tmp_path: Path) -> None:
@@ -146,7 +245,8 @@ def test_export_schema_with_a_bad_setting_is_a_usage_error(
     result = run_cli("export-schema", "--output", str(tmp_path / "schema.graphql"),
                      "--docs", str(tmp_path / "SCHEMA.md"))
 
-    _one_error(result, 2, "LINEAGEGRAPH_MAX_DEPTH", "--max-depth")
+    _one_error(result, 2, "LINEAGEGRAPH_MAX_DEPTH")
+    assert "--max-depth" not in result.output  # export-schema has no such flag: serve has
     assert not (tmp_path / "schema.graphql").exists()
 
 
@@ -158,3 +258,11 @@ def test_retention_with_an_age_past_any_date_is_a_usage_error(
     result = run_cli("retention", command, "--older-than", age, "--db", str(tmp_path / "x.db"))
 
     _one_error(result, 2, "--older-than", "longer than a hundred years")
+
+
+@pytest.mark.parametrize("timeout", ["inf", "1e300", "nan"])
+def test_a_query_timeout_past_a_day_is_a_usage_error(tmp_path: Path, timeout: str) -> None:
+    # The Neo4j driver's transaction timeout holds no infinity: the server died at start.
+    result = _serve(tmp_path, {}, "--query-timeout-s", timeout)
+
+    _one_error(result, 2, "LINEAGEGRAPH_QUERY_TIMEOUT_S", "--query-timeout-s")

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from lineagegraph.api.cli import app
 from lineagegraph.graph.embedded import EmbeddedStore
+from lineagegraph.schema import Edge, Node
 
 from .story import at, load_story
 
@@ -34,6 +35,27 @@ def test_trace_prints_the_serving_bundle_and_its_upstream(tmp_path: Path) -> Non
     assert "source:kb.articles" in table.output
     data = json.loads(as_json.output)
     assert data["policyPack"]["id"] == "policy:support-safety@7"
+
+
+def test_trace_says_whether_each_evaluation_reached_its_threshold(tmp_path: Path) -> None:
+    db = story_db(tmp_path)
+    store = EmbeddedStore(Path(db))
+    try:  # a re-run of @15's suite that failed, beside the story's passing run
+        store.upsert([Node.from_id("eval:triage-eval-v4/r15-rerun", created_at=at(6),
+                                   properties={"suite": "triage-eval-v4", "run": "r15-rerun",
+                                               "score": 0.5, "threshold": 0.9})],
+                     [Edge(source="eval:triage-eval-v4/r15-rerun", type="EVALUATES",
+                           target="bundle:support-triage@15")])
+    finally:
+        store.close()
+
+    result = runner.invoke(app, ["trace", "req-2002", "--db", db], env={"COLUMNS": "200"})
+
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.replace("│", " ").split())
+    # worded as the eval gate words it: "<" for a score below its threshold
+    assert "eval:triage-eval-v4/r15-rerun scored 0.5 < threshold 0.9" in said
+    assert "eval:triage-eval-v4/r15 scored 0.91 ≥ threshold 0.9" in said
 
 
 def test_blast_radius_prints_traffic_and_the_rollback_with_warnings(tmp_path: Path) -> None:

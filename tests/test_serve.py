@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .servers import EMBEDDED_ENV, cli, serving
 
@@ -87,5 +88,23 @@ def test_a_neo4j_that_cannot_be_reached_is_one_line_and_exit_1(tmp_path: Path) -
                             timeout=60, env=env, cwd=tmp_path)
 
     assert result.returncode == 1
-    assert "cannot use Neo4j at bolt://127.0.0.1:1 (NEO4J_URI)" in result.stderr
+    assert "cannot use Neo4j at bolt://127.0.0.1:1 (NEO4J_URI / --neo4j-uri)" in result.stderr
+    # one line, though the driver's message spans two
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.neo4j
+@pytest.mark.parametrize(("command", "named"), [
+    (["trace", "req-1"], "(NEO4J_DATABASE)"),  # trace has no --neo4j-database
+    (["serve", "--neo4j-database", "nosuch"], "(NEO4J_DATABASE / --neo4j-database)")])
+def test_an_unknown_neo4j_database_is_blamed_on_the_database(
+    tmp_path: Path, neo4j_uri: str, command: list[str], named: str,
+) -> None:
+    env = {**EMBEDDED_ENV, "NEO4J_URI": neo4j_uri, "NEO4J_DATABASE": "nosuch"}
+    result = subprocess.run(cli(*command), capture_output=True, text=True, timeout=60,
+                            env=env, cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (f"cannot use Neo4j database 'nosuch' at {neo4j_uri} "
+                                      f"{named}: Graph not found: nosuch")
