@@ -523,9 +523,15 @@ class Neo4jStore(GraphStore):
         check_filters(None, kinds, where=where)
         # Property names in `where` passed the whitelist above; values stay parameters.
         conditions = "".join(f" AND n.{prop} = $where.{prop}" for prop in where or {})
+        # A page after a cursor seeks the ID index: its order is ORDER BY's (code points),
+        # while `>` on values compares UTF-16 units — an ID holding a character past U+FFFF
+        # (an emoji) was skipped or repeated by a filter the planner did not seek with.
+        # (A name lookup keeps its own index: a name has few versions.)
+        paged = "n.id > $after AND " if after is not None else ""
+        seek = f"USING INDEX n:{NODE_LABEL}(id) " if paged and name is None else ""
         rows = self._rows(
-            f"MATCH (n:{NODE_LABEL}) WHERE ($kinds IS NULL OR n.kind IN $kinds) "
-            "AND ($name IS NULL OR n.name = $name) AND ($after IS NULL OR n.id > $after) "
+            f"MATCH (n:{NODE_LABEL}) {seek}WHERE {paged}($kinds IS NULL OR n.kind IN $kinds) "
+            "AND ($name IS NULL OR n.name = $name) "
             f"AND ($text IS NULL OR toLower(n.id) CONTAINS $text){conditions} "
             f"WITH n ORDER BY n.id LIMIT $first RETURN collect({{{_NODE_MAP}}}) AS rows",
             kinds=list(kinds) if kinds else None, name=name, after=after,
