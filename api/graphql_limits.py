@@ -12,10 +12,12 @@ Walks: each is bounded (depth, node cap, time), but fifty aliased walks are fift
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    ExecutionResult,
     FieldNode,
     FragmentSpreadNode,
     GraphQLError,
@@ -25,6 +27,9 @@ from graphql import (
     ValidationContext,
     ValidationRule,
 )
+from strawberry.extensions import SchemaExtension
+
+from .graphql_types import UserError
 
 # Fields that walk the graph (the analyses); the others are single reads or paged lists.
 WALK_FIELDS = frozenset({"lineage", "trace", "blastRadius", "driftSources",
@@ -111,3 +116,22 @@ def operation_limits_rule(max_depth: int, max_walks: int,
             return self._fragments[name]
 
     return OperationLimits
+
+
+class OperationNamed(SchemaExtension):
+    """A document holding several operations runs the one ``operationName`` names, and
+    none without it (the GraphQL spec's GetOperation; strawberry ran the first): a client
+    that forgot the name must not get an answer to a question it did not pick."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context
+        document = context.graphql_document
+        operations = 0 if document is None else sum(
+            isinstance(d, OperationDefinitionNode) for d in document.definitions)
+        # `operation_name` falls back to the first operation's: the name as sent is kept
+        # apart (a test pins this to strawberry's behaviour).
+        if operations > 1 and not getattr(context, "_provided_operation_name", None):
+            context.result = ExecutionResult(data=None, errors=[GraphQLError(
+                "operationName: the document holds several operations; name the one to run",
+                extensions=UserError.extensions)])
+        yield

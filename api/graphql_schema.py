@@ -27,7 +27,7 @@ from lineagegraph.schema.models import utc
 
 from .auth import MutationsNeedWrite
 from .graphql_governance import GovernanceQuery, Mutation
-from .graphql_limits import operation_limits_rule
+from .graphql_limits import OperationNamed, operation_limits_rule
 from .graphql_types import (
     NODE_TYPES,
     Action,
@@ -274,6 +274,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             # Defence in depth: a mutation field that forgot its permission class still
             # needs `write`.
             MutationsNeedWrite,
+            OperationNamed,
             # Dashboards send the same few documents over and over: parse and validate
             # each once (module-level LRU caches shared by every request).
             lambda: ParserCache(maxsize=256),

@@ -188,3 +188,16 @@ def test_an_operation_asking_for_more_walks_than_allowed_is_refused_before_runni
     assert "asks for 4 graph walks" in nested["errors"][0]["message"]
     # at once: strawberry's depth limiter, which this replaced, took ~2^60 steps on it
     assert f"asks for {2 ** 60} graph walks" in deep["errors"][0]["message"]
+
+
+def test_a_document_of_several_operations_runs_only_the_one_named(client: TestClient) -> None:
+    # GraphQL's GetOperation: without operationName there is no operation to pick.
+    document = 'query Look { __typename } query Find { node(id: "model:nope@1") { id } }'
+
+    unnamed = client.post("/graphql", json={"query": document}).json()
+    named = client.post("/graphql", json={"query": document, "operationName": "Find"}).json()
+
+    assert unnamed["data"] is None
+    assert unnamed["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "operationName" in unnamed["errors"][0]["message"]
+    assert named == {"data": {"node": None}}
