@@ -17,7 +17,7 @@ from lineagegraph.graph import governance
 from lineagegraph.schema import Edge as EdgeRecord
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import canonical_id, parse_id
-from lineagegraph.schema.models import describe_validation_error
+from lineagegraph.schema.models import describe_validation_error, utc
 
 from .auth import (
     AuthError,
@@ -186,10 +186,18 @@ class GovernanceQuery:
             except ValueError:  # InvalidId: a token, a source — matched as given
                 canonical = wanted
             targets = [wanted] if canonical == wanted else [wanted, canonical]
+        # In UTC before any store sees it: a time with no UTC equivalent is the caller's
+        # error, said alike by both stores (Neo4j's driver said "Ticks out of range").
+        window = []
+        for name, t in (("since", since), ("until", until)):
+            try:
+                window.append(utc(t) if t is not None else None)
+            except ValueError as error:
+                raise UserError(f"{name}: {error}") from None
         context: Context = info.context
         entries = await context.run(lambda: sorted(
             (e for one in targets for e in context.store.audit_log(
-                since=since, until=until, actor=actor, target=one, limit=first)),
+                since=window[0], until=window[1], actor=actor, target=one, limit=first)),
             key=lambda e: e.seq or 0)[:first])  # stored entries all carry a seq
         return [AuditEntry(seq=e.seq, at=e.at, actor=e.actor, action=e.action, target=e.target,
                            before=e.before, after=e.after) for e in entries]

@@ -280,3 +280,13 @@ def test_the_audit_log_selects_any_target_it_holds_node_ids_also_canonically(
         blank = selected("  ")
     assert blank["data"] is None
     assert blank["errors"][0]["message"].startswith("target: empty")
+
+
+def test_an_audit_log_window_with_no_utc_equivalent_is_refused_alike(client: TestClient) -> None:
+    # Year 1 at +01:00 is year 0 in UTC: refused with the same words by both stores.
+    found = gql(client, "query ($t: DateTime) { auditLog(since: $t) { seq } }",
+                t="0001-01-01T00:00:00+01:00")
+
+    assert found["data"] is None
+    assert found["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "out of range in UTC" in found["errors"][0]["message"]
