@@ -180,14 +180,30 @@ class StagePlanner:
         no document makes a move look like the CLI's or another token's alone."""
         return actor if actor in (None, self.actor) else f"{actor} (recorded by {self.actor})"
 
-    def apply_move(self, name: str, doc: StageMoveDoc) -> None:
+    def apply_move(self, name: str, doc: StageMoveDoc, record: int | str | None = None, *,
+                   latest: bool = False) -> None:
+        """``latest``: the load's last move document for this name and environment — what
+        it says is live there; when it is not applied again and something else is live
+        now, the load says so (``warnings``)."""
         history = self.history(name)
         actor = self.stated_actor(doc.actor)
         if doc.at is None:
             # applied once: recognised by what the document states, whatever is live now
-            if any(m.environment == doc.environment and m.to_version == doc.version
-                   and (doc.reason is None or m.reason == doc.reason)
-                   and (doc.actor is None or m.actor in (doc.actor, actor)) for m in history):
+            recorded = [m for m in history
+                        if m.environment == doc.environment and m.to_version == doc.version
+                        and (doc.reason is None or m.reason == doc.reason)
+                        and (doc.actor is None or m.actor in (doc.actor, actor))]
+            if recorded:
+                live = self.in_effect(name, doc.environment)
+                if latest and live != doc.version:  # the registry and the graph disagree
+                    serves = f"@{live}" if live else "nothing"
+                    self.warnings.append(Problem(
+                        f"StageMove of {name}@{doc.version or '-'} into {doc.environment} "
+                        f"not applied again: it was recorded at "
+                        f"{recorded[-1].at.isoformat()}, and a load does not undo the moves "
+                        f"made since ({doc.environment} serves {serves} now); send it with "
+                        "`at` or a reason of its own to move it in again",
+                        record=record, field="version"))
                 return
             at = self.now
         else:

@@ -468,6 +468,10 @@ class _ManifestLoad:
                 statuses.append(Status(entry.record, entry.node, entry.doc.status,
                                        self._dated(entry, entry.doc)))
         planner.apply_statuses(statuses)
+        # The last move document of each name and environment: what the load says is live
+        # there (the ones before it are history a registry keeps).
+        last = {(doc.bundle.removeprefix("bundle:"), doc.environment): record
+                for record, doc in moves}
         for record, doc in moves:
             name = doc.bundle.removeprefix("bundle:")
             target = bundle_id(name, doc.version) if doc.version is not None else None
@@ -479,7 +483,8 @@ class _ManifestLoad:
                 self.problem(record, "at", f"{doc.at.isoformat()} is in the future: "
                              "scheduled moves are not supported; send the move when it happens")
                 continue
-            planner.apply_move(name, doc)
+            planner.apply_move(name, doc, record,
+                               latest=last[(name, doc.environment)] == record)
         self.batch.stage_moves = planner.planned
         self.warnings = planner.warnings
 

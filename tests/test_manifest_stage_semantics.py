@@ -96,6 +96,24 @@ def test_a_re_send_does_not_undo_a_rollback_made_since(store: GraphStore) -> Non
     assert store.stage_at("b", "production") == "1"
 
 
+def test_a_registrys_last_move_not_applied_again_is_named_in_the_load_warnings(
+    store: GraphStore,
+) -> None:
+    registry = docs(entry(1), entry(2), move_doc(1), move_doc(2))
+    # As stated: nothing to say, about the history before the last move either.
+    quiet = [load_manifests(read_yaml(registry), store, actor="ci-bot").warnings
+             for _ in range(2)]
+    store.record_stage_move(StageMove(name="b", environment="production", from_version="2",
+                                      to_version="1", actor="oncall", reason="rollback"))
+
+    again = load_manifests(read_yaml(registry), store, actor="ci-bot")
+
+    assert quiet == [[], []]
+    assert [(w.record, w.field) for w in again.warnings] == [(4, "version")]
+    assert "production serves @1 now" in again.warnings[0].message
+    assert store.stage_at("b", "production") == "1"
+
+
 def test_a_stage_move_without_at_is_recognised_by_what_it_states(store: GraphStore) -> None:
     def rollback() -> None:
         store.record_stage_move(StageMove(name="b", environment="production",
