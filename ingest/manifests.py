@@ -62,6 +62,7 @@ from lineagegraph.schema import (
 )
 from lineagegraph.schema.bounds import FUTURE_SKEW
 from lineagegraph.schema.kinds import FAMILY_OF
+from lineagegraph.schema.models import describe_validation_error
 
 from .batch import Batch, IngestError, LoadSummary, Problem, load_batches
 from .manifest_formats import (
@@ -454,8 +455,16 @@ class _ManifestLoad:
             return True
         if node.id in self.nodes:  # defined by another document of this load, differently
             return self.add(node, record)
-        return self.add(Node(kind=base.kind, name=base.name, created_at=base.created_at,
-                             properties=merged), record, document=True)
+        try:
+            edited = Node(kind=base.kind, name=base.name, created_at=base.created_at,
+                          properties=merged)
+        except ValidationError as error:
+            # A stored node past a bound set after it was written (a created_at ahead of the
+            # clock, properties past 1 MiB): the edit is refused naming the record.
+            self.problem(record, None, f"{node.id} as stored, with this entry's fields: "
+                         f"{describe_validation_error(error)}")
+            return False
+        return self.add(edited, record, document=True)
 
     # -- stage moves and audit ------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from lineagegraph.graph.store import RETIRED, GraphStore, retired_versions
 from lineagegraph.ingest.batch import IngestError
 from lineagegraph.ingest.manifest_formats import read_yaml
 from lineagegraph.ingest.manifests import load_manifests, map_manifests
-from lineagegraph.schema import StageMove
+from lineagegraph.schema import Node, StageMove
 
 from .ingest_support import cli_args, run_cli
 
@@ -378,3 +378,20 @@ def test_a_move_documents_stated_actor_is_kept_with_who_loaded_it(store: GraphSt
 
     assert [m.actor for m in store.stage_history(name="b", environment="production")] == [
         "cli (recorded by token:ops)"]
+
+
+def test_an_entry_editing_a_stored_node_past_the_bounds_is_refused_naming_it(
+    store: GraphStore,
+) -> None:
+    # Written before the bounds (a created_at ahead of the clock then): an edit of it by an
+    # entry's annotation is the load's problem, not a 500.
+    store.upsert([Node.trusted("Evaluation", "s/r9", None, datetime(2099, 1, 1, tzinfo=UTC),
+                               {"suite": "s", "run": "r9", "score": 0.5, "threshold": 0.9})])
+    evaluation = "eval: { suite: s, score: 0.95, threshold: 0.9, run: r9 }\n"
+
+    with pytest.raises(IngestError) as refused:
+        load(store, entry(1, extra=evaluation))
+
+    assert [p.record for p in refused.value.problems] == [1]
+    assert "eval:s/r9 as stored" in str(refused.value)
+    assert store.get(["eval:s/r9"])["eval:s/r9"].properties["score"] == 0.5
