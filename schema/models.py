@@ -102,8 +102,8 @@ def canonical_json(value: Any) -> str:
 
 
 def check_properties_size(properties: dict[str, Any]) -> None:
-    """ValueError when a node's properties exceed MAX_PROPERTIES_BYTES of canonical JSON
-    (ASCII: its length is its size in bytes)."""
+    """ValueError when a node's or an edge's properties exceed MAX_PROPERTIES_BYTES of
+    canonical JSON (ASCII: its length is its size in bytes)."""
     size = len(canonical_json(properties))
     if size > MAX_PROPERTIES_BYTES:
         raise ValueError(f"properties are {size:,} bytes of JSON; at most "
@@ -243,6 +243,15 @@ class Edge(BaseModel):
     @classmethod
     def _canonical(cls, node_id: str) -> str:
         return str(parse_id(node_id))
+
+    @field_validator("properties")
+    @classmethod
+    def _size(cls, properties: dict[str, Any]) -> dict[str, Any]:
+        # An edge is read with its ends (a column-lineage map on DERIVED_FROM): bounded as
+        # a node's properties are. Most edges have none.
+        if properties:
+            check_properties_size(properties)
+        return properties
 
     @classmethod
     def trusted(cls, source: str, type: str, target: str,  # noqa: A002 (the field's name)

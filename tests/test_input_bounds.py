@@ -22,7 +22,7 @@ from lineagegraph.api.settings import Settings
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.ingest import deadletter
 from lineagegraph.ingest.openlineage import COLLECTION
-from lineagegraph.schema import InvalidId, Node, approval_name, parse_id
+from lineagegraph.schema import Edge, InvalidId, Node, approval_name, parse_id
 from lineagegraph.schema.bounds import (
     FUTURE_SKEW,
     MAX_ID_BYTES,
@@ -356,3 +356,19 @@ def test_a_node_measures_its_properties_as_stored(doc: str) -> None:
     # Canonical JSON is ASCII: é is stored as \\u00e9, six bytes.
     with pytest.raises(ValueError, match="properties are"):
         Node(kind="DataSource", name="a", properties={"doc": doc})
+
+
+def test_edge_properties_too_large_are_refused_as_a_nodes_are(
+    client: TestClient, store: GraphStore,
+) -> None:
+    with pytest.raises(ValueError, match="properties are"):
+        Edge(source="feature:f@1", type="DERIVED_FROM", target="dataset:d@1",
+             properties={"columns": BIG})
+    upsert = """mutation($n: [NodeInput!]!, $e: [EdgeInput!]) {
+      upsert(nodes: $n, edges: $e) { nodes { created } } }"""
+    answer = gql(client, upsert, n=[{"id": "feature:f@1"}, {"id": "dataset:d@1"}],
+                 e=[{"source": "feature:f@1", "type": "DERIVED_FROM", "target": "dataset:d@1",
+                     "properties": {"columns": BIG}}])
+
+    user_error(answer, "properties")
+    assert nodes_of(store) == {BUNDLE}
