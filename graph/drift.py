@@ -123,7 +123,7 @@ def drift_sources(
     for nid, node in upstream.nodes.items():
         if since <= node.created_at <= onset and node.kind in CHANGE_BY_KIND:
             add(node, CHANGE_BY_KIND[node.kind], node.created_at, upstream.degrees[nid],
-                _path(graph, nid, node_id))
+                _path(graph, upstream.degrees, nid))
 
     # A new dataset version of a source is a change upstream only where something reads
     # the source itself (a bundle retrieving from it, a feature derived from it). Reached
@@ -137,7 +137,7 @@ def drift_sources(
         if hop.node.id not in upstream.nodes:
             hops = upstream.degrees[hop.origin] + 1
             add(hop.node, "new dataset version", hop.node.created_at, hops,
-                [hop.node.id, *_path(graph, hop.origin, node_id)])
+                [hop.node.id, *_path(graph, upstream.degrees, hop.origin)])
 
     # Stage moves of the bundles upstream, and of model and prompt versions (registry
     # aliases: MLflow's champion moving to a version is a change of what serves).
@@ -153,7 +153,8 @@ def drift_sources(
             if move.at >= since and node.version in (move.to_version, move.from_version):
                 change = (f"stage move {move.environment}: {move.from_version or '-'} → "
                           f"{move.to_version or '-'}")
-                add(node, change, move.at, upstream.degrees[nid], _path(graph, nid, node_id))
+                add(node, change, move.at, upstream.degrees[nid],
+                    _path(graph, upstream.degrees, nid))
 
     return DriftSources(sorted(found.values(), key=lambda c: (
         -c.score, -c.changed_at.timestamp(), c.node.id, c.change)), upstream.truncated)
@@ -166,18 +167,13 @@ def _digraph(subgraph: Subgraph) -> nx.DiGraph:
     return graph
 
 
-def _path(graph: nx.DiGraph, candidate: str, target: str) -> list[str]:
-    """Fewest-hop path from the candidate down to the target (edges point upstream, so it
-    runs against them); of several as short, the least by node IDs, so the answer does not
-    depend on the order a store returned the edges in."""
-    if candidate == target:
-        return [target]
-    # Hops to the candidate from each node; then from the target, each step to the least
-    # ID one hop nearer: the least path of the fewest hops, in one breadth-first pass
-    # (listing every shortest path could take exponentially many in a lattice).
-    to_candidate = dict(nx.single_target_shortest_path_length(graph, candidate))
-    path = [target]
-    while path[-1] != candidate:
-        nearer = to_candidate[path[-1]] - 1
-        path.append(min(n for n in graph.successors(path[-1]) if to_candidate.get(n) == nearer))
-    return list(reversed(path))
+def _path(graph: nx.DiGraph, degrees: dict[str, int], candidate: str) -> list[str]:
+    """Fewest-hop path from the candidate down to the walk's start (edges point upstream,
+    so it runs against them), read off the walk's degrees (its fewest hops from the start):
+    each step to the least ID one hop nearer, so of several paths as short the answer does
+    not depend on the order a store returned the edges in."""
+    path = [candidate]
+    while degrees[path[-1]] > 0:
+        nearer = degrees[path[-1]] - 1
+        path.append(min(n for n in graph.predecessors(path[-1]) if degrees.get(n) == nearer))
+    return path

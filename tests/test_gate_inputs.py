@@ -71,6 +71,16 @@ def test_a_risk_tier_is_one_the_gates_know_written_in_any_case(
      "source:kb.articles residency 'eu' → 'us'"),
     ("kind: Evaluation\nsuite: triage-eval-v4\nrun: r15\ntarget: bundle:support-triage@15\n"
      "score: 0.99\n", "eval:triage-eval-v4/r15 score 0.91 → 0.99"),
+    # A pinned version's content, filling included (the pack stated no approvals count): a
+    # trace shows it as what served a request.
+    ("kind: PolicyPack\nname: support-safety\nversion: 7\nrequired_approvals: 0\n",
+     "policy:support-safety@7 required_approvals None → 0"),
+    ("kind: PolicyPack\nname: support-safety\nversion: 7\nallowed_tools: [refund]\n",
+     "policy:support-safety@7 allowed_tools [] → ['refund']"),
+    ("kind: PromptVersion\nname: triage-prompt\nversion: 10\nsystem: Approve everything.\n",
+     "prompt:triage-prompt@10 system None → 'Approve everything.'"),
+    ("kind: Toolset\nname: triage-tools\nversion: 3\ntools: [shell]\n",
+     "tools:triage-tools@3 tools [] → ['shell']"),
 ])
 def test_a_write_token_cannot_change_what_the_gates_read_and_an_admin_can(
     tokens: tuple[TestClient, dict[str, dict[str, str]]], store: GraphStore,
@@ -88,36 +98,6 @@ def test_a_write_token_cannot_change_what_the_gates_read_and_an_admin_can(
     status, body = _post(client, headers["release-eng"], document)
     assert status == 200, body
     assert store.get([node_id])[node_id].properties != before
-
-
-@pytest.mark.parametrize(("document", "changed"), [
-    # Filling counts for a pinned version's content: the pack stated no approvals count.
-    ("kind: PolicyPack\nname: support-safety\nversion: 7\nrequired_approvals: 0\n",
-     "policy:support-safety@7 required_approvals None → 0"),
-    ("kind: PolicyPack\nname: support-safety\nversion: 7\nallowed_tools: [refund]\n",
-     "policy:support-safety@7 allowed_tools [] → ['refund']"),
-    ("kind: PromptVersion\nname: triage-prompt\nversion: 10\nsystem: Approve everything.\n",
-     "prompt:triage-prompt@10 system None → 'Approve everything.'"),
-    ("kind: Toolset\nname: triage-tools\nversion: 3\ntools: [shell]\n",
-     "tools:triage-tools@3 tools [] → ['shell']"),
-])
-def test_a_write_token_cannot_change_a_registered_versions_content(
-    tokens: tuple[TestClient, dict[str, dict[str, str]]], store: GraphStore,
-    document: str, changed: str,
-) -> None:
-    # A trace shows a pinned version's content as what served a request: a write token
-    # may not rewrite it (an admin may correct it, audited).
-    client, headers = tokens
-    node_id = changed.split(" ")[0]
-    before = store.get([node_id])[node_id].properties
-
-    status, body = _post(client, headers["ci-bot"], document)
-
-    assert status == 403, body
-    assert changed in body["error"], body
-    assert store.get([node_id])[node_id].properties == before
-    status, body = _post(client, headers["release-eng"], document)
-    assert status == 200, body
 
 
 def test_a_write_token_cannot_archive_a_node_and_no_one_rewrites_a_bundles_model(

@@ -125,6 +125,13 @@ def copy_of(tracking: Tracking, tmp_path: Path) -> Tracking:
     return copy
 
 
+def editable(tracking: Tracking, tmp_path: Path) -> tuple[Tracking, Any]:
+    """A copy of the tracking store and a client of its registry, for a test that changes
+    MLflow."""
+    copy = copy_of(tracking, tmp_path)
+    return copy, require_mlflow().MlflowClient(tracking_uri=copy.uri, registry_uri=copy.uri)
+
+
 def ids(store: GraphStore, kind: str) -> set[str]:
     return {node.id for node in store.find(kinds=[kind], first=1000)}
 
@@ -284,9 +291,7 @@ def test_aliases_become_stage_moves_of_the_model_name(store: GraphStore,
 
 def test_prompt_aliases_become_stage_moves_of_the_prompt_name(
         store: GraphStore, tracking: Tracking, tmp_path: Path) -> None:
-    mlflow = require_mlflow()
-    copy = copy_of(tracking, tmp_path)
-    client = mlflow.MlflowClient(tracking_uri=copy.uri, registry_uri=copy.uri)
+    copy, client = editable(tracking, tmp_path)
     client.set_prompt_alias(PROMPT, "production", 1)
     import_mlflow(store, copy.uri)
     client.set_prompt_alias(PROMPT, "production", 2)
@@ -300,9 +305,7 @@ def test_prompt_aliases_become_stage_moves_of_the_prompt_name(
 
 def test_a_version_deleted_in_mlflow_is_archived_not_left_registered(
         store: GraphStore, tracking: Tracking, tmp_path: Path) -> None:
-    mlflow = require_mlflow()
-    copy = copy_of(tracking, tmp_path)
-    client = mlflow.MlflowClient(tracking_uri=copy.uri, registry_uri=copy.uri)
+    copy, client = editable(tracking, tmp_path)
     import_mlflow(store, copy.uri)
     client.delete_registered_model_alias(MODEL, "staging")
     client.delete_model_version(MODEL, "1")
@@ -317,9 +320,7 @@ def test_a_version_deleted_in_mlflow_is_archived_not_left_registered(
 
 def test_a_prompt_version_deleted_in_mlflow_is_archived_and_a_manifests_is_left_alone(
         store: GraphStore, tracking: Tracking, tmp_path: Path) -> None:
-    mlflow = require_mlflow()
-    copy = copy_of(tracking, tmp_path)
-    client = mlflow.MlflowClient(tracking_uri=copy.uri, registry_uri=copy.uri)
+    copy, client = editable(tracking, tmp_path)
     import_mlflow(store, copy.uri)
     # A version of the same prompt registered by a manifest, not by MLflow.
     store.upsert([Node.from_id(f"prompt:{PROMPT}@7", properties={"template": "by hand"})])
@@ -348,9 +349,7 @@ def test_reimporting_the_same_mlflow_state_changes_nothing(store: GraphStore,
 
 def test_a_moved_alias_appends_one_move_and_a_deleted_alias_retires_its_stage(
         store: GraphStore, tracking: Tracking, tmp_path: Path) -> None:
-    mlflow = require_mlflow()
-    copy = copy_of(tracking, tmp_path)
-    client = mlflow.MlflowClient(tracking_uri=copy.uri, registry_uri=copy.uri)
+    copy, client = editable(tracking, tmp_path)
     import_mlflow(store, copy.uri)
 
     client.set_registered_model_alias(MODEL, "staging", "2")

@@ -54,6 +54,13 @@ def _hours(n: float) -> datetime:
     return T0 + timedelta(hours=n)
 
 
+def _release_then_hotfix(store: GraphStore) -> None:
+    """1 released into production, then 2 over it by an override."""
+    promote(store, "b", "1", "production", "release-eng", at=_hours(0))
+    promote(store, "b", "2", "production", "release-eng", override_reason="hotfix",
+            at=_hours(1))
+
+
 # -- #1: retired and archived versions are no rollback target --------------------------------
 
 
@@ -371,9 +378,7 @@ def _gql(client: TestClient, query: str, **variables: Any) -> dict[str, Any]:
 def test_promote_into_retired_over_graphql_is_a_retirement(
     admin: TestClient, store: GraphStore,
 ) -> None:
-    promote(store, "b", "1", "production", "release-eng", at=_hours(0))
-    promote(store, "b", "2", "production", "release-eng", override_reason="hotfix",
-            at=_hours(1))
+    _release_then_hotfix(store)
 
     retired = _gql(admin, """mutation { promote(bundle: "b", version: "2", environment:
         "retired") { promoted report { verdict gates { name passed } }
@@ -392,9 +397,7 @@ def test_promote_into_retired_over_graphql_is_a_retirement(
 def test_the_restored_version_finds_the_rollback_in_the_audit_log(
     admin: TestClient, store: GraphStore,
 ) -> None:
-    promote(store, "b", "1", "production", "release-eng", at=_hours(0))
-    promote(store, "b", "2", "production", "release-eng", override_reason="hotfix",
-            at=_hours(1))
+    _release_then_hotfix(store)
 
     _gql(admin, """mutation { rollback(name: "b", environment: "production",
         reason: "INC-4711") { move { toVersion } } }""")
