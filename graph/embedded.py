@@ -460,14 +460,17 @@ class EmbeddedStore(GraphStore):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        ordered: bool = False,
     ) -> list[Hop]:
         check_filters(edge_types, node_kinds)
         sql, params = self._hop_sql(
             direction,
             "{origin} AS origin, e.source, e.type, e.target, e.props AS eprops, "
-            "n.kind, n.name, n.version, n.created_at, n.props",
+            "n.id AS nid, n.kind, n.name, n.version, n.created_at, n.props",
             frontier, edge_types, node_kinds, since, until,
         )
+        if ordered:  # ``hop_order``: TEXT compares by code point (BINARY), as in Python
+            sql += " ORDER BY nid, source, type, target"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)

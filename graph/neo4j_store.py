@@ -572,11 +572,15 @@ class Neo4jStore(GraphStore):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        ordered: bool = False,
     ) -> list[Hop]:
         check_filters(edge_types, node_kinds)
         query = (
             self._hop_match(direction, _rel_pattern(edge_types))
-            + "WITH fid, r, n" + (" LIMIT $limit" if limit is not None else "")
+            + "WITH fid, r, n"
+            # ``hop_order``: strings compare by code point here as in Python and SQLite.
+            + (" ORDER BY n.id, startNode(r).id, type(r), endNode(r).id" if ordered else "")
+            + (" LIMIT $limit" if limit is not None else "")
             + f" RETURN collect({{origin: fid, {_EDGE_MAP}, {_NODE_MAP}}}) AS rows"
         )
         rows = self._rows(query, frontier=list(frontier),

@@ -61,6 +61,12 @@ class Hop:
     node: Node
 
 
+def hop_order(row: Hop) -> tuple[str, str, str, str]:
+    """The order in which a cut hop keeps rows, the same on every store: by the node
+    reached, then the edge."""
+    return (row.node.id, *row.edge.key)
+
+
 @dataclass(frozen=True, slots=True)
 class SideHop:
     """One hop off a walk's first hop, read in the walk's first round trip: from the nodes
@@ -558,10 +564,13 @@ class GraphStore(ABC):
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int | None = None,
+        ordered: bool = False,
     ) -> list[Hop]:
         """Neighbours one hop from the frontier: out-edges for UPSTREAM, in-edges for
         DOWNSTREAM, both for BOTH. Filters apply to the neighbour node (kind, and
-        ``since <= created_at <= until``) and to the edge type. At most ``limit`` rows."""
+        ``since <= created_at <= until``) and to the edge type. At most ``limit`` rows:
+        the store's choice of them, or with ``ordered`` the first in ``hop_order`` (every
+        row is read and sorted before the limit)."""
 
     def expand_hops(
         self,

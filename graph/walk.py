@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from lineagegraph.schema import EDGE_KINDS_BY_TYPE, LINEAGE_EDGE_TYPES, Edge, Node
 
-from .store import Direction, GraphStore, Hop, HopsAhead, SideHop, replaced
+from .store import Direction, GraphStore, Hop, HopsAhead, SideHop, hop_order, replaced
 
 
 @dataclass(slots=True)
@@ -92,7 +92,9 @@ def walk(
     asked with more to reach (one more hop is read from the last frontier to know, only
     when that frontier is not empty; ``FULL_DEPTH`` asks for everything the caps allow),
     the node cap stopped it, or a hop had more edge rows than the walk reads at once
-    (``max_nodes`` plus the nodes already visited plus one per frontier node). Every page
+    (``max_nodes`` plus the nodes already visited plus one per frontier node). Where a hop
+    is cut, the rows kept are the first in ``hop_order`` (the least node IDs), on every
+    store. Every page
     of one query says the same about the depth cap: a paged walk asked past the cap walks
     to the cap, as the unpaged one does, since only there can it tell. The node cap is
     only known where the walk meets it: a page whose walk stops before it says false, as
@@ -145,10 +147,17 @@ def walk(
             if ahead == []:
                 fetched = fetch_ahead(frontier, one, effective_depth - hop + 1, seen)
                 ahead = fetched.hops if fetched is not None else None
+            # In ``hop_order``, so that a hop the limit cuts keeps the same rows on every
+            # store. The store then reads all of a cut hop's rows, not the first ``limit``
+            # (a hot bundle's 9,893 requests cut at 5,000 on Neo4j: 222 → 264 ms); asking
+            # again in order only once cut would have cost 446 ms.
             rows = (ahead.pop(0) if ahead
-                    else store.expand(frontier, one, edge_types=types[one], limit=limit))
+                    else store.expand(frontier, one, edge_types=types[one], limit=limit,
+                                      ordered=True))
             if len(rows) >= limit:
                 result.truncated = True
+            if len(rows) > limits.max_nodes - len(result.nodes):
+                rows = sorted(rows, key=hop_order)  # the node cap may cut: least IDs first
             next_frontier: list[str] = []
             dropped = False  # the store's frontier for the hops ahead still holds it
             for row in rows:

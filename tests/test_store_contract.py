@@ -387,6 +387,36 @@ def test_node_cap_stops_the_walk_and_says_truncated(store: GraphStore) -> None:
                for e in result.edges.values())
 
 
+def test_node_cap_keeps_the_least_ids_of_the_hop_it_cuts(store: GraphStore) -> None:
+    # Written in an order unlike the IDs', so a store's own row order is not ID order.
+    outcomes = [node(f"outcome:r{i:03}", environment="production") for i in range(300)]
+    outcomes.reverse()
+    store.upsert([node("bundle:b@1"), *outcomes],
+                 [edge(o.id, "SERVED_BY", "bundle:b@1") for o in outcomes])
+
+    result = walk(store, "bundle:b@1", Direction.DOWNSTREAM, 3,
+                  limits=WalkLimits(max_depth=20, max_nodes=50))
+
+    assert set(result.nodes) == {"bundle:b@1"} | {f"outcome:r{i:03}" for i in range(49)}
+    assert result.truncated
+
+
+def test_node_cap_within_the_rows_read_keeps_the_least_ids(store: GraphStore) -> None:
+    # Hop 2 reads all its 15 rows (under the row limit) but has room for 2 new nodes.
+    inputs = [node(f"feature:a{i}@1") for i in range(5)]
+    shared = [node(f"feature:b{j}@1") for j in (9, 8, 7)]
+    store.upsert([node("feature:root@1"), *inputs, *shared],
+                 [edge("feature:root@1", "DERIVED_FROM", a.id) for a in inputs]
+                 + [edge(a.id, "DERIVED_FROM", b.id) for b in shared for a in inputs])
+
+    result = walk(store, "feature:root@1", Direction.UPSTREAM, 5,
+                  limits=WalkLimits(max_depth=20, max_nodes=8))
+
+    assert {i for i in result.nodes if i.startswith("feature:b")} == {
+        "feature:b7@1", "feature:b8@1"}
+    assert result.truncated
+
+
 def test_depth_cap_cuts_a_deeper_request_and_says_truncated(store: GraphStore) -> None:
     chain = [node(f"feature:f{i}@1") for i in range(8)]
     store.upsert(chain, [edge(chain[i].id, "DERIVED_FROM", chain[i + 1].id) for i in range(7)])
