@@ -42,6 +42,8 @@ def run_query(query: str, variables: dict[str, Any], db: str | None,
         for error in result.errors:
             err.print(f"[red]error:[/red] {error.message}")
         raise typer.Exit(1)
+    for warning in (result.extensions or {}).get("warnings", []):
+        err.print(f"[yellow]warning:[/yellow] {warning['message']}")
     return result.data or {}
 
 

@@ -40,6 +40,7 @@ from .graphql_types import (
     NodeConnection,
     NodeType,
     PageInfo,
+    ResponseWarnings,
     Subgraph,
     Trace,
     UnregisteredModel,
@@ -205,7 +206,9 @@ class Query(GovernanceQuery):
     @strawberry.field(description="Upstream changes in [onset - lookback, onset] that "
                       "could explain a quality drop at `id`, best first. score = (1 + "
                       "recency) / (2 (1 + hops)), recency = 1 - (onset - changedAt) / "
-                      "lookback.")
+                      "lookback. Where a cap cut the upstream walk, changes past it are "
+                      "not candidates, and the response's `extensions.warnings` names this "
+                      "field's path.")
     async def drift_sources(self, info: Info, id: strawberry.ID, onset: datetime,
                             lookback: str = "P7D") -> list[DriftCandidate]:
         node_id = node_id_arg(id)
@@ -218,6 +221,9 @@ class Query(GovernanceQuery):
             context.store, node_id, utc(onset), window, context.settings.walk_limits))
         if result is None:
             raise UserError(f"id: no node {node_id}")
+        if result.truncated:
+            context.warn(info, "a cap (LINEAGEGRAPH_MAX_DEPTH or LINEAGEGRAPH_MAX_NODES) cut "
+                         "the upstream walk: changes past it are not candidates")
         return [drift_type(c) for c in result]
 
     @strawberry.field(description="The bundle version in effect for `name` in "
@@ -275,6 +281,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             # needs `write`.
             MutationsNeedWrite,
             OperationNamed,
+            ResponseWarnings,
             # Dashboards send the same few documents over and over: parse and validate
             # each once (module-level LRU caches shared by every request).
             lambda: ParserCache(maxsize=256),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import strawberry
 from strawberry.dataloader import DataLoader
+from strawberry.extensions import SchemaExtension
 from strawberry.fastapi import BaseContext
 from strawberry.scalars import JSON
 from strawberry.types import Info
@@ -47,6 +48,16 @@ class QueryTimeout(UserError):
     extensions = {"code": "QUERY_TIMEOUT"}
 
 
+class ResponseWarnings(SchemaExtension):
+    """The fields' ``Context.warn`` warnings, as the response's ``extensions.warnings``:
+    a list answer (``driftSources``) has no field of its own to say a cap cut it."""
+
+    def get_results(self) -> dict[str, Any]:
+        context = self.execution_context.context
+        warnings = getattr(context, "warnings", None)
+        return {"warnings": warnings} if warnings else {}
+
+
 def node_id_arg(text: str, field: str = "id") -> str:
     """An ID argument in canonical form, or the caller's error naming the argument."""
     try:
@@ -65,11 +76,18 @@ class Context(BaseContext):
         self.settings = settings
         # One budget for the whole query, however many fields run store work.
         self.deadline = time.monotonic() + settings.query_timeout_s
+        # What a field's type has no place to say (``ResponseWarnings``).
+        self.warnings: list[dict[str, Any]] = []
         self.bundle_parts = DataLoader(load_fn=self._load_bundle_parts)
 
     async def _load_bundle_parts(self, ids: list[str]) -> list[registry.BundleParts]:
         parts = await self.run(lambda: registry.bundle_parts(self.store, ids))
         return [parts[i] for i in ids]
+
+    def warn(self, info: Info, message: str) -> None:
+        """A warning about the field ``info`` resolves, in the response's
+        ``extensions.warnings`` with the field's path."""
+        self.warnings.append({"path": info.path.as_list(), "message": message})
 
     async def run(self, work: Callable[[], T]) -> T:
         """Run store work in a thread, within what is left of the query's time budget.

@@ -103,3 +103,18 @@ def test_an_unknown_request_exits_non_zero_with_a_message(tmp_path: Path) -> Non
 
     assert result.exit_code == 1
     assert "no request req-nope" in result.output
+
+
+def test_drift_sources_warn_on_stderr_when_a_cap_cut_their_walk(tmp_path: Path) -> None:
+    db = story_db(tmp_path)
+    args = ["drift-sources", "bundle:fraud-scoring@2", "--onset", at(0).isoformat(),
+            "--db", db, "--json"]
+
+    cut = runner.invoke(app, args, env={"LINEAGEGRAPH_MAX_DEPTH": "3"})
+    whole = runner.invoke(app, args, env={"LINEAGEGRAPH_MAX_DEPTH": "5"})
+
+    assert cut.exit_code == 0, cut.output
+    assert json.loads(cut.stdout)  # the JSON on stdout stays parseable
+    said = " ".join(cut.stderr.split())  # as rich wrapped it
+    assert "warning: a cap" in said and "cut the upstream walk" in said
+    assert whole.exit_code == 0 and "warning" not in whole.stderr

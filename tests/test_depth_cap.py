@@ -115,6 +115,25 @@ def test_drift_sources_know_when_the_depth_cap_cut_their_walk(store: GraphStore)
             == {"dataset:warehouse.payments@2026-10-25"})
 
 
+def test_drift_sources_over_graphql_warn_in_extensions_when_a_cap_cut_their_walk(
+        store: GraphStore) -> None:
+    load_story(store)
+    document = f"""{{ cut: driftSources(id: "bundle:fraud-scoring@2",
+        onset: "{at(0).isoformat()}") {{ node {{ id }} }} }}"""
+
+    def post(max_depth: int) -> dict[str, Any]:
+        settings = Settings(neo4j_uri=None, max_depth=max_depth, warm_up=False)
+        with TestClient(create_app(settings, store=store)) as client:
+            return client.post("/graphql", json={"query": document}).json()
+
+    cut, whole = post(3), post(5)
+
+    assert "errors" not in cut and cut["data"]["cut"]
+    [warning] = cut["extensions"]["warnings"]
+    assert warning["path"] == ["cut"] and "cut the upstream walk" in warning["message"]
+    assert "warnings" not in whole.get("extensions", {})
+
+
 def test_the_depth_check_costs_one_statement_only_when_the_cap_hop_reached_nodes(
         store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
     load_story(store)
