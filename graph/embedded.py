@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -417,6 +417,7 @@ class EmbeddedStore(GraphStore):
         node_kinds: Sequence[str] | None,
         since: datetime | None,
         until: datetime | None,
+        exclude: Collection[str] | None = None,
     ) -> tuple[str, list[Any]]:
         """SQL over (frontier, edge, neighbour) rows in one or both directions.
 
@@ -447,6 +448,9 @@ class EmbeddedStore(GraphStore):
             if until is not None:
                 sql += " AND n.created_at <= ?"
                 params.append(_ts(until))
+            if exclude:
+                sql += " AND n.id NOT IN (SELECT value FROM json_each(?))"
+                params.append(_json_list(exclude))
             parts.append(sql)
         return " UNION ALL ".join(parts), params
 
@@ -461,13 +465,14 @@ class EmbeddedStore(GraphStore):
         until: datetime | None = None,
         limit: int | None = None,
         ordered: bool = False,
+        exclude: Collection[str] | None = None,
     ) -> list[Hop]:
         check_filters(edge_types, node_kinds)
         sql, params = self._hop_sql(
             direction,
             "{origin} AS origin, e.source, e.type, e.target, e.props AS eprops, "
             "n.id AS nid, n.kind, n.name, n.version, n.created_at, n.props",
-            frontier, edge_types, node_kinds, since, until,
+            frontier, edge_types, node_kinds, since, until, exclude,
         )
         if ordered:  # ``hop_order``: TEXT compares by code point (BINARY), as in Python
             sql += " ORDER BY nid, source, type, target"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -573,10 +573,12 @@ class Neo4jStore(GraphStore):
         until: datetime | None = None,
         limit: int | None = None,
         ordered: bool = False,
+        exclude: Collection[str] | None = None,
     ) -> list[Hop]:
         check_filters(edge_types, node_kinds)
         query = (
             self._hop_match(direction, _rel_pattern(edge_types))
+            + ("AND NOT n.id IN $exclude " if exclude else "")
             + "WITH fid, r, n"
             # ``hop_order``: strings compare by code point here as in Python and SQLite.
             + (" ORDER BY n.id, startNode(r).id, type(r), endNode(r).id" if ordered else "")
@@ -585,7 +587,8 @@ class Neo4jStore(GraphStore):
         )
         rows = self._rows(query, frontier=list(frontier),
                           kinds=list(node_kinds) if node_kinds else None,
-                          since=since, until=until, limit=limit)
+                          since=since, until=until, limit=limit,
+                          exclude=list(exclude) if exclude else None)
         return [_hop(r) for r in rows]
 
     def expand_hops(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -565,12 +565,13 @@ class GraphStore(ABC):
         until: datetime | None = None,
         limit: int | None = None,
         ordered: bool = False,
+        exclude: Collection[str] | None = None,
     ) -> list[Hop]:
         """Neighbours one hop from the frontier: out-edges for UPSTREAM, in-edges for
-        DOWNSTREAM, both for BOTH. Filters apply to the neighbour node (kind, and
-        ``since <= created_at <= until``) and to the edge type. At most ``limit`` rows:
-        the store's choice of them, or with ``ordered`` the first in ``hop_order`` (every
-        row is read and sorted before the limit)."""
+        DOWNSTREAM, both for BOTH. Filters apply to the neighbour node (kind,
+        ``since <= created_at <= until``, not in ``exclude``) and to the edge type. At
+        most ``limit`` rows: the store's choice of them, or with ``ordered`` the first in
+        ``hop_order`` (every row is read and sorted before the limit)."""
 
     def expand_hops(
         self,

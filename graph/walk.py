@@ -187,7 +187,8 @@ def walk(
         # Only a frontier left at the cap can lead on: one bounded hop from it, not a walk.
         if depth > limits.max_depth and frontier and not result.truncated:
             result.truncated = result.depth_cut = _reaches_on(
-                store, frontier, one, types[one], seen, include_archived)
+                store, frontier, one, types[one], seen, include_archived,
+                limits.max_nodes + 1)
 
     return _of_kinds(result, kinds)
 
@@ -215,13 +216,15 @@ def _walked_types(edge_types: Sequence[str], direction: Direction,
 
 
 def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
-                edge_types: Sequence[str], seen: set[str], include_archived: bool) -> bool:
+                edge_types: Sequence[str], seen: set[str], include_archived: bool,
+                limit: int) -> bool:
     """Whether the walk's last frontier leads anywhere it would have gone: what the depth
-    cap cut."""
-    limit = len(seen) + 1  # rows back to nodes already seen, and one more
-    rows = store.expand(frontier, direction, edge_types=edge_types, limit=limit)
-    return any(row.node.id not in seen and not _hidden(row.node, include_archived)
-               for row in rows)
+    cap cut. Nodes already seen are left out by the store: rows back to them could
+    otherwise fill any limit (frontier nodes each pointing at the same few seen ones).
+    A full page of hidden (archived) nodes may hide more: that counts as a cut."""
+    rows = store.expand(frontier, direction, edge_types=edge_types, limit=limit,
+                        exclude=seen)
+    return len(rows) >= limit or any(not _hidden(row.node, include_archived) for row in rows)
 
 
 def _hidden(node: Node, include_archived: bool) -> bool:

@@ -22,6 +22,7 @@ from lineagegraph.graph.impact import STRUCTURE_EDGES
 from lineagegraph.graph.store import Direction, GraphStore
 from lineagegraph.graph.trace import trace
 from lineagegraph.graph.walk import FULL_DEPTH, WalkLimits, walk
+from lineagegraph.schema import Edge, Node
 
 from .story import at, load_story
 
@@ -132,6 +133,27 @@ def test_drift_sources_over_graphql_warn_in_extensions_when_a_cap_cut_their_walk
     [warning] = cut["extensions"]["warnings"]
     assert warning["path"] == ["cut"] and "cut the upstream walk" in warning["message"]
     assert "warnings" not in whole.get("extensions", {})
+
+
+def test_a_depth_cut_shows_past_many_edges_back_to_nodes_already_seen(
+        store: GraphStore) -> None:
+    # root → a → f0..f9 (hop 2, the cap); root → s0..s4 (hop 1). Each f points back at
+    # every s (50 rows to nodes seen, 17 nodes seen); only f9 leads on, to u, past the cap.
+    fs = [f"feature:f{i}@1" for i in range(10)]
+    ss = [f"feature:s{i}@1" for i in range(5)]
+    store.upsert([Node.from_id(i)
+                  for i in ["feature:root@1", "feature:a@1", *fs, *ss, "feature:u@1"]],
+                 [Edge(source="feature:root@1", type="DERIVED_FROM", target=t)
+                  for t in ["feature:a@1", *ss]]
+                 + [Edge(source="feature:a@1", type="DERIVED_FROM", target=f) for f in fs]
+                 + [Edge(source=f, type="DERIVED_FROM", target=t) for f in fs for t in ss]
+                 + [Edge(source="feature:f9@1", type="DERIVED_FROM", target="feature:u@1")])
+
+    result = walk(store, "feature:root@1", Direction.UPSTREAM, FULL_DEPTH,
+                  limits=WalkLimits(max_depth=2))
+
+    assert max(result.degrees.values()) == 2
+    assert result.truncated and result.depth_cut
 
 
 def test_the_depth_check_costs_one_statement_only_when_the_cap_hop_reached_nodes(
