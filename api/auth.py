@@ -100,7 +100,6 @@ SECRET_PREFIX = "lg_"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 # Actors the service writes itself: a token with one of these names would blur the audit log.
 RESERVED_NAMES = frozenset({ANONYMOUS.name, "cli", "system"})
-_PAGE = 1000
 
 
 class TokenError(ValueError):
@@ -144,26 +143,15 @@ def parse_scopes(text: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(s for s in SCOPES if s in scopes)
 
 
-def _all_records(store: GraphStore, collection: str) -> list[Record]:
-    found: list[Record] = []
-    after: int | None = None
-    while True:
-        page = store.records(collection, after_seq=after, limit=_PAGE)
-        found += page
-        if len(page) < _PAGE:
-            return found
-        after = page[-1].seq
-
-
 def _read_tokens(store: GraphStore) -> list[tuple[TokenInfo, str]]:
     """Every token ever created, oldest first, with its revocation time and hash."""
-    revoked = {r.key: r.at for r in _all_records(store, REVOKED)}
+    revoked = {r.key: r.at for r in store.all_records(REVOKED)}
     return [
         (TokenInfo(name=r.payload["name"], token_id=r.payload["id"],
                    scopes=tuple(r.payload["scopes"]),
                    created_at=datetime.fromisoformat(r.payload["created_at"]),
                    revoked_at=revoked.get(r.key)), r.payload["hash"])
-        for r in _all_records(store, TOKENS)
+        for r in store.all_records(TOKENS)
     ]
 
 

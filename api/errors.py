@@ -8,6 +8,7 @@ REST errors share one shape: ``{"error": "...", "problems": [{"record"?, "field"
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from cross_web import HTTPException as GraphQLHTTPError
@@ -38,6 +39,20 @@ def bad_parameter(name: str, message: str) -> RequestValidationError:
     """A query parameter checked in a route: answered like one FastAPI refused."""
     return RequestValidationError([{"type": "value_error", "loc": ("query", name),
                                     "msg": message}])
+
+
+_CURSOR = re.compile("[0-9]{1,19}")
+MAX_SEQ = 2**63 - 1  # the largest integer SQLite and Neo4j hold
+
+
+def read_cursor(cursor: str | None) -> int | None:
+    """A REST page's cursor, a record's seq: ASCII digits (``isdigit`` also takes "²",
+    which ``int`` refuses) within a signed 64-bit integer, all SQLite or Neo4j can hold."""
+    if cursor is None:
+        return None
+    if _CURSOR.fullmatch(cursor) is None or int(cursor) > MAX_SEQ:
+        raise bad_parameter("cursor", f"{cursor!r} is not a cursor from this API")
+    return int(cursor)
 
 
 def _printable(text: str) -> str:

@@ -14,7 +14,6 @@ deadletter``), where they can be replayed.
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -22,6 +21,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from lineagegraph.graph.store import RecordFilter
 from lineagegraph.ingest import deadletter, openlineage
 from lineagegraph.ingest.batch import IngestError, Problem
 from lineagegraph.ingest.bodies import load_json
@@ -30,13 +30,11 @@ from lineagegraph.schema.models import utc
 
 from .content_encoding import TOO_LARGE, InflatingRoute
 from .deps import ActorDep, StoreDep
-from .errors import bad_parameter, problem_response
+from .errors import bad_parameter, problem_response, read_cursor
 
 # InflatingRoute: a gzip body is inflated before a route reads it (api/content_encoding.py).
 router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=InflatingRoute)
 
-_CURSOR = re.compile("[0-9]{1,19}")
-MAX_SEQ = 2**63 - 1  # the largest integer SQLite and Neo4j hold
 
 
 def _decode(body: bytes, first_record: int | None) -> Any:
@@ -113,16 +111,6 @@ async def post_lineage_batch(request: Request, store: StoreDep, actor: ActorDep)
     })
 
 
-def _cursor(cursor: str | None) -> int | None:
-    """A cursor is a record's seq: ASCII digits (``isdigit`` also takes "²", which ``int``
-    refuses) within a signed 64-bit integer, all that SQLite or Neo4j can hold."""
-    if cursor is None:
-        return None
-    if _CURSOR.fullmatch(cursor) is None or int(cursor) > MAX_SEQ:
-        raise bad_parameter("cursor", f"{cursor!r} is not a cursor from this API")
-    return int(cursor)
-
-
 def _utc(name: str, value: datetime | None) -> datetime | None:
     """``value`` in UTC (a naive one read as UTC, as the stores do), or a 400 naming the
     parameter when UTC has no such time (9999-12-31T23:59:59-23:59 is in year 10000)."""
@@ -143,13 +131,12 @@ async def list_lineage_events(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
 ) -> dict[str, Any]:
-    """Raw events in the order they were first received, ``limit`` a page; pass
-    ``nextCursor`` back as ``cursor`` for the next page (null on the last)."""
+    """Raw events in the order they were first received, at most ``limit`` and 8 Mi
+    characters of JSON a page (at least one event); pass ``nextCursor`` back as
+    ``cursor`` for the next page (null on the last)."""
     prefix = openlineage.run_key_prefix(run_id) if run_id is not None else None
-    records = await run_in_threadpool(
-        store.records, openlineage.COLLECTION, key_prefix=prefix, since=_utc("after", after),
-        until=_utc("before", before), after_seq=_cursor(cursor), limit=limit + 1)
-    page = records[:limit]
-    more = len(records) > limit
-    return {"events": [r.payload for r in page],
-            "nextCursor": str(page[-1].seq) if more and page else None}
+    where = RecordFilter(openlineage.COLLECTION, key_prefix=prefix, since=_utc("after", after),
+                         until=_utc("before", before), after_seq=read_cursor(cursor))
+    page = await run_in_threadpool(store.record_page, where, limit=limit)
+    return {"events": [r.payload for r in page.records],
+            "nextCursor": str(page.records[-1].seq) if page.more else None}

@@ -25,6 +25,7 @@ from lineagegraph.schema import Node
 from .auth import principal_of, require_admin_for
 from .content_encoding import TOO_LARGE, InflatingRoute
 from .deps import ActorDep, StoreDep
+from .errors import read_cursor
 
 # InflatingRoute: every body here may come gzip-compressed (api/content_encoding.py).
 router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=InflatingRoute)
@@ -120,9 +121,14 @@ class Replay(BaseModel):
 async def list_dead_letters(
     store: StoreDep, source: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="at most this many")] = 100,
+    cursor: Annotated[str | None, Query(description="nextCursor of the previous page")] = None,
 ) -> dict[str, Any]:
-    letters = await run_in_threadpool(deadletter.pending, store, limit, source)
-    return {"items": [deadletter.describe(letter) for letter in letters]}
+    """Oldest first, at most ``limit`` and 8 Mi characters of JSON a page (at least one
+    letter); pass ``nextCursor`` back as ``cursor`` for the next page (null on the last)."""
+    letters, after = await run_in_threadpool(
+        deadletter.pending_page, store, limit, source, read_cursor(cursor))
+    return {"items": [deadletter.describe(letter) for letter in letters],
+            "nextCursor": None if after is None else str(after)}
 
 
 @router.post("/deadletter/replay", tags=["dead letters"],

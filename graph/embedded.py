@@ -28,6 +28,7 @@ from .store import (
     Direction,
     GraphStore,
     Hop,
+    RecordFilter,
     RequestsStored,
     Tally,
     WriteCounts,
@@ -584,33 +585,28 @@ class EmbeddedStore(GraphStore):
             for r in rows
         ]
 
-    def records(
-        self,
-        collection: str,
-        *,
-        key: str | None = None,
-        key_prefix: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        after_seq: int | None = None,
-        limit: int = 1000,
-    ) -> list[Record]:
-        sql, params = "SELECT * FROM records WHERE collection = ?", [collection]
-        for clause, value in (("key = ?", key), ("at >= ?", _ts(since)), ("at <= ?", _ts(until)),
-                              ("seq > ?", after_seq)):
-            if value is not None:
-                sql += f" AND {clause}"
-                params.append(value)
-        if key_prefix is not None:
-            # substr, not LIKE: a prefix holding % or _ must match literally.
-            sql += " AND substr(key, 1, length(?)) = ?"
-            params += [key_prefix, key_prefix]
-        rows = self._query(sql + " ORDER BY seq LIMIT ?", [*params, limit])
+    def read_records(self, where: RecordFilter, limit: int) -> list[Record]:
         return [
             Record(collection=r["collection"], key=r["key"], at=_dt(r["at"]),
                    payload=json.loads(r["payload"]), seq=r["seq"])
-            for r in rows
+            for r in self._record_rows("*", where, limit)
         ]
+
+    def record_sizes(self, where: RecordFilter, limit: int) -> list[int]:
+        return [row[0] for row in self._record_rows("length(payload)", where, limit)]
+
+    def _record_rows(self, select: str, where: RecordFilter, limit: int) -> list[sqlite3.Row]:
+        sql, params = f"SELECT {select} FROM records WHERE collection = ?", [where.collection]
+        for clause, value in (("key = ?", where.key), ("at >= ?", _ts(where.since)),
+                              ("at <= ?", _ts(where.until)), ("seq > ?", where.after_seq)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        if where.key_prefix is not None:
+            # substr, not LIKE: a prefix holding % or _ must match literally.
+            sql += " AND substr(key, 1, length(?)) = ?"
+            params += [where.key_prefix, where.key_prefix]
+        return self._query(sql + " ORDER BY seq LIMIT ?", [*params, limit])
 
     def traffic_rebuild_position(self) -> str | None:
         rows = self._query(_REBUILD_POSITION)

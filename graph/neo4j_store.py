@@ -40,6 +40,7 @@ from .store import (
     GraphStore,
     Hop,
     HopsAhead,
+    RecordFilter,
     RequestsStored,
     SideHop,
     Tally,
@@ -748,32 +749,26 @@ class Neo4jStore(GraphStore):
                 after=json.loads(props["after"]), seq=props["seq"]))
         return entries
 
-    def records(
-        self,
-        collection: str,
-        *,
-        key: str | None = None,
-        key_prefix: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        after_seq: int | None = None,
-        limit: int = 1000,
-    ) -> list[Record]:
-        where = _where(("r.key = $key", key), ("r.key STARTS WITH $prefix", key_prefix),
-                       ("r.at >= $since", since), ("r.at <= $until", until),
-                       ("r.seq > $after", after_seq))
-        rows = self._rows(
-            f"MATCH (r:Record {{collection: $collection}}) {where}"
-            f"WITH {_logged('r')} ORDER BY r.seq LIMIT $limit RETURN collect(r) AS rows",
-            collection=collection, key=key, prefix=key_prefix, since=since, until=until,
-            after=after_seq, limit=limit,
+    def read_records(self, where: RecordFilter, limit: int) -> list[Record]:
+        rows = self._record_rows(f"r {{.*, at: {_MICROS.format('r.at')}}}", where, limit)
+        return [Record(collection=props["collection"], key=props["key"],
+                       at=_from_micros(props["at"]), payload=json.loads(props["payload"]),
+                       seq=props["seq"]) for props in rows]
+
+    def record_sizes(self, where: RecordFilter, limit: int) -> list[int]:
+        return self._record_rows("size(r.payload)", where, limit)
+
+    def _record_rows(self, returned: str, where: RecordFilter, limit: int) -> list[Any]:
+        clauses = _where(("r.key = $key", where.key),
+                         ("r.key STARTS WITH $prefix", where.key_prefix),
+                         ("r.at >= $since", where.since), ("r.at <= $until", where.until),
+                         ("r.seq > $after", where.after_seq))
+        return self._rows(
+            f"MATCH (r:Record {{collection: $collection}}) {clauses}"
+            f"WITH r ORDER BY r.seq LIMIT $limit RETURN collect({returned}) AS rows",
+            collection=where.collection, key=where.key, prefix=where.key_prefix,
+            since=where.since, until=where.until, after=where.after_seq, limit=limit,
         )
-        records = []
-        for props in rows:
-            records.append(Record(collection=props["collection"], key=props["key"],
-                                  at=_from_micros(props["at"]),
-                                  payload=json.loads(props["payload"]), seq=props["seq"]))
-        return records
 
     def traffic_rebuild_position(self) -> str | None:
         records = self._read(f"MATCH (c:{COUNTER_LABEL} {{name: $name}}) "

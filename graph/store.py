@@ -12,9 +12,9 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, Protocol, TypeVar
@@ -87,6 +87,28 @@ class HopsAhead:
     hops: list[list[Hop]]  # the rows of each hop
     side: list[Hop] | None = None  # the ``SideHop``'s rows (origin: the node it left from)
 
+
+# What one page of records may hold (``GraphStore.record_page``): characters of JSON.
+PAGE_CHARS = 8 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """Which records of a collection a read takes (``GraphStore.records``)."""
+
+    collection: str
+    key: str | None = None
+    key_prefix: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    after_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordPage:
+    records: list[Record]
+    sizes: list[int]  # each record's characters of JSON
+    more: bool  # records past these match the filters too
 
 # ``group_by`` value for tallies keyed by the frontier node each neighbour was reached from.
 ORIGIN = "@origin"
@@ -658,7 +680,6 @@ class GraphStore(ABC):
     ) -> list[AuditEntry]:
         """Audit entries, oldest first."""
 
-    @abstractmethod
     def records(
         self,
         collection: str,
@@ -672,6 +693,16 @@ class GraphStore(ABC):
     ) -> list[Record]:
         """Records of a collection in append order, from ``after_seq`` on (keyset pages);
         ``key_prefix`` keeps those whose key starts with it (e.g. one run's events)."""
+        return self.read_records(
+            RecordFilter(collection, key, key_prefix, since, until, after_seq), limit)
+
+    @abstractmethod
+    def read_records(self, where: RecordFilter, limit: int) -> list[Record]:
+        """``records``: the first ``limit`` in append order."""
+
+    @abstractmethod
+    def record_sizes(self, where: RecordFilter, limit: int) -> list[int]:
+        """The characters of JSON of each record ``read_records`` would return."""
 
     @abstractmethod
     def ready(self) -> bool:
@@ -685,6 +716,32 @@ class GraphStore(ABC):
         """Delete everything. For tests and ``demo --reset``; not reachable from the API."""
 
     # -- derived lookups, written once over the primitives --------------------------------
+
+    def record_page(self, where: RecordFilter, *, limit: int,
+                    max_chars: int = PAGE_CHARS) -> RecordPage:
+        """The first records that fit in ``max_chars`` of JSON and ``limit`` — at least
+        one. Kept OpenLineage events and dead letters can each be as large as a request
+        body: a page of a thousand must not be read whole. Records are only appended, so
+        the sizes read first are those of the records read next."""
+        sizes = self.record_sizes(where, limit + 1)
+        fit = chars = 0
+        for size in sizes[:limit]:
+            if fit and chars + size > max_chars:
+                break
+            chars += size
+            fit += 1
+        return RecordPage(records=self.read_records(where, fit) if fit else [],
+                          sizes=sizes[:fit], more=len(sizes) > fit)
+
+    def all_records(self, collection: str) -> Iterator[Record]:
+        """Every record of a collection, a page at a time."""
+        where = RecordFilter(collection)
+        while True:
+            page = self.record_page(where, limit=1000)
+            yield from page.records
+            if not page.more:
+                return
+            where = replace(where, after_seq=page.records[-1].seq)
 
     def stage_at(self, name: str, environment: str, at: datetime | None = None) -> str | None:
         """The version of ``name`` in effect in ``environment`` at ``at`` (default: now);

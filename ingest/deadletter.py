@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.store import PAGE_CHARS, GraphStore, RecordFilter
 from lineagegraph.schema import InvalidId, Record, SchemaError
 from lineagegraph.schema.models import canonical_json
 
@@ -28,7 +28,6 @@ from .batch import Batch, IngestError, Problem
 
 COLLECTION = "deadletter"
 REPLAYED = "deadletter.replayed"
-PAGE = 1000
 
 # source name → function mapping one rejected payload to a Batch (raising IngestError or
 # SchemaError when it is still bad). Mappers register themselves at import.
@@ -55,28 +54,39 @@ def dead_letter(source: str, payload: Any, problems: list[Problem]) -> Record:
     })
 
 
-def _all(store: GraphStore, collection: str) -> Iterator[Record]:
-    """Every record of a collection, a keyset page at a time."""
-    after: int | None = None
-    while True:
-        page = store.records(collection, after_seq=after, limit=PAGE)
-        yield from page
-        if len(page) < PAGE:
-            return
-        after = page[-1].seq
-
-
 def pending(store: GraphStore, limit: int = 1000, source: str | None = None) -> list[Record]:
     """Dead letters not yet replayed (of ``source``, if given), oldest first."""
-    replayed = {r.key for r in _all(store, REPLAYED)}
-    found = []
-    for letter in _all(store, COLLECTION):
-        if letter.key in replayed or (source and letter.payload.get("source") != source):
-            continue
-        found.append(letter)
-        if len(found) >= limit:
-            break
-    return found
+    return pending_page(store, limit, source)[0]
+
+
+def pending_page(store: GraphStore, limit: int = 1000, source: str | None = None,
+                 after_seq: int | None = None, replayed: set[str] | None = None,
+                 ) -> tuple[list[Record], int | None]:
+    """A page of ``pending`` letters after ``after_seq``, and the cursor of the next page
+    (None at the end). A page holds at most ``store.PAGE_CHARS`` of letters' JSON, read
+    in store pages no larger (a letter keeps a rejected record, up to a request body
+    each), and at least one letter when any is left. ``replayed``: the keys replayed, if
+    the caller read them already."""
+    if replayed is None:
+        replayed = replayed_keys(store)
+    found: list[Record] = []
+    budget = PAGE_CHARS  # what the letters found may hold
+    while True:
+        page = store.record_page(RecordFilter(COLLECTION, after_seq=after_seq), limit=limit,
+                                 max_chars=max(budget, 1))
+        for index, (letter, size) in enumerate(zip(page.records, page.sizes, strict=True)):
+            if found and size > budget:
+                return found, after_seq
+            after_seq = letter.seq
+            if letter.key in replayed or (source and letter.payload.get("source") != source):
+                continue
+            found.append(letter)
+            budget -= size
+            if len(found) >= limit:
+                left = page.more or index < len(page.records) - 1
+                return found, after_seq if left else None
+        if not page.more:
+            return found, None
 
 
 def describe(letter: Record) -> dict[str, Any]:
@@ -115,11 +125,13 @@ def replay(store: GraphStore, keys: list[str] | None = None, *,
     still failing stays pending and its new reason is reported. ``actor`` signs the audit
     entries (a REST caller's token name); None keeps each mapper's own (the CLI's)."""
     _import_mappers()
-    letters = [letter for letter in pending(store, limit=1_000_000)
-               if keys is None or any(k and letter.key.startswith(k) for k in keys)]
-    result = ReplayResult(unknown=[
-        k for k in keys or () if not k or not any(x.key.startswith(k) for x in letters)])
-    for letter in letters:
+    result = ReplayResult()
+    matched: set[str] = set()
+    for letter in _pending_letters(store):  # streamed: letters can be large
+        asked = [k for k in keys if k and letter.key.startswith(k)] if keys else None
+        if asked == []:
+            continue
+        matched.update(asked or ())
         source = letter.payload["source"]
         mapper = MAPPERS.get(source)
         if mapper is None:
@@ -134,7 +146,23 @@ def replay(store: GraphStore, keys: list[str] | None = None, *,
             result.still_failing[letter.key] = str(error)
             continue
         result.replayed.append(letter.key)
+    result.unknown = [k for k in keys or () if k not in matched]
     return result
+
+
+def replayed_keys(store: GraphStore) -> set[str]:
+    return {r.key for r in store.all_records(REPLAYED)}
+
+
+def _pending_letters(store: GraphStore) -> Iterator[Record]:
+    """Every letter pending when called, a page at a time."""
+    replayed = replayed_keys(store)
+    after: int | None = None
+    while True:
+        letters, after = pending_page(store, after_seq=after, replayed=replayed)
+        yield from letters
+        if after is None:
+            return
 
 
 def _signed(batch: Batch, actor: str | None) -> Batch:

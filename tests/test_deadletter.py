@@ -118,3 +118,32 @@ def test_listing_pages_past_a_thousand_letters_and_skips_replayed_ones(
     found = pending(store, limit=10_000)
 
     assert len(found) == 1004 and found[0].key == letters[1].key
+
+
+def test_listing_pages_by_cursor_and_holds_at_most_8_mi_characters_a_page(
+    store: GraphStore,
+) -> None:
+    # Three letters of ~3 Mi characters (rejected records can be as large as a body), two
+    # small ones, one replayed.
+    big = [dead_letter("outcomes", {"n": n, "blob": "x" * 3_000_000}, [Problem("bad")])
+           for n in range(3)]
+    small = [dead_letter("outcomes", {"n": n}, [Problem("bad")]) for n in (3, 4, 5)]
+    store.upsert(records=[small[0], *big, small[1], small[2],
+                          Record(collection="deadletter.replayed", key=small[1].key)])
+
+    pages = []
+    with client_for(store) as client:
+        params: dict[str, str] = {"limit": "1000"}
+        while True:
+            body = client.get("/api/v1/deadletter", params=params).json()
+            pages.append([item["record"]["n"] for item in body["items"]])
+            if body["nextCursor"] is None:
+                break
+            params["cursor"] = body["nextCursor"]
+        by_two = client.get("/api/v1/deadletter", params={"limit": "2"}).json()
+        bad = client.get("/api/v1/deadletter", params={"cursor": "²"})
+
+    assert pages == [[3, 0, 1], [2, 5]]  # 8 Mi characters fit two big letters, not three
+    assert [item["record"]["n"] for item in by_two["items"]] == [3, 0]
+    assert by_two["nextCursor"] is not None
+    assert bad.status_code == 400 and bad.json()["problems"][0]["field"] == "cursor"

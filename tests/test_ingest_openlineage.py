@@ -668,6 +668,25 @@ def test_kept_events_are_listed_in_keyset_pages_and_filtered_by_run(
     assert client.get("/api/v1/events/lineage", params={"cursor": "x"}).status_code == 400
 
 
+def test_kept_events_pages_hold_at_most_8_mi_characters_and_at_least_one_event(
+    client: TestClient,
+) -> None:
+    # A Spark event's logical plan facet can run to megabytes.
+    plan = {"_producer": "https://example.com/spark", "_schemaURL": "https://example.com/plan",
+            "plan": "x" * 3_000_000}
+    sent = [run_event(kind, at=minutes(i), run_facets={"spark.logicalPlan": plan})
+            for i, kind in enumerate(["START", "RUNNING", "COMPLETE"])]
+    for event in sent:
+        assert post(client, event).status_code == 201
+
+    page1 = client.get("/api/v1/events/lineage", params={"limit": 1000}).json()
+    page2 = client.get("/api/v1/events/lineage",
+                       params={"limit": 1000, "cursor": page1["nextCursor"]}).json()
+
+    assert [e["eventType"] for e in page1["events"]] == ["START", "RUNNING"]
+    assert page2["events"] == sent[2:] and page2["nextCursor"] is None
+
+
 # -- the real producers' events ---------------------------------------------------------------
 
 def test_every_shared_event_is_accepted_and_each_output_is_downstream_of_each_input(

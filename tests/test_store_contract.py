@@ -14,6 +14,7 @@ from lineagegraph.graph.store import (
     Direction,
     GraphStore,
     Hop,
+    RecordFilter,
     SideHop,
     StageMoved,
     Tally,
@@ -800,6 +801,28 @@ def test_records_are_kept_once_per_key_and_paged_in_append_order(store: GraphSto
     assert [r.payload["i"] for r in page1 + page2] == [0, 1, 2, 3, 4]
     assert [r.payload for r in one] == [{"i": 3}]
     assert store.records("deadletter") == []
+
+
+def test_a_record_page_holds_what_fits_in_its_characters_and_at_least_one(
+        store: GraphStore) -> None:
+    # Payloads of 100, 300, 50 and 400 characters of JSON ({"t":"…"} is 8 around the text).
+    texts = ["a" * 92, "b" * 292, "c" * 42, "d" * 392]
+    store.upsert(records=[Record(collection="c", key=str(i), payload={"t": t})
+                          for i, t in enumerate(texts)])
+
+    first = store.record_page(RecordFilter("c"), limit=10, max_chars=450)
+    rest = store.record_page(RecordFilter("c", after_seq=first.records[-1].seq), limit=10,
+                             max_chars=450)
+    tiny = store.record_page(RecordFilter("c"), limit=10, max_chars=1)
+    by_count = store.record_page(RecordFilter("c"), limit=1, max_chars=10_000)
+
+    assert [r.key for r in first.records] == ["0", "1", "2"]
+    assert first.sizes == [100, 300, 50] and first.more
+    assert [r.key for r in rest.records] == ["3"] and not rest.more
+    assert [r.key for r in tiny.records] == ["0"] and tiny.more  # one, however large
+    assert [r.key for r in by_count.records] == ["0"] and by_count.more
+    assert [r.key for r in store.all_records("c")] == ["0", "1", "2", "3"]
+    assert store.record_page(RecordFilter("none"), limit=5).records == []
 
 
 def test_stage_moves_and_records_roll_back_with_a_failed_batch(store: GraphStore) -> None:
