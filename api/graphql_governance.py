@@ -17,7 +17,7 @@ from lineagegraph.graph import governance
 from lineagegraph.schema import Edge as EdgeRecord
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import canonical_id, parse_id
-from lineagegraph.schema.models import describe_validation_error, utc
+from lineagegraph.schema.models import describe_validation_error
 
 from .auth import (
     AuthError,
@@ -38,6 +38,7 @@ from .graphql_types import (
     node_id_arg,
     stage_move_type,
     to_gql,
+    window_args,
 )
 
 MAX_AUDIT_PAGE = 5000
@@ -186,14 +187,7 @@ class GovernanceQuery:
             except ValueError:  # InvalidId: a token, a source — matched as given
                 canonical = wanted
             targets = [wanted] if canonical == wanted else [wanted, canonical]
-        # In UTC before any store sees it: a time with no UTC equivalent is the caller's
-        # error, said alike by both stores (Neo4j's driver said "Ticks out of range").
-        window = []
-        for name, t in (("since", since), ("until", until)):
-            try:
-                window.append(utc(t) if t is not None else None)
-            except ValueError as error:
-                raise UserError(f"{name}: {error}") from None
+        window = window_args(since, until)
         context: Context = info.context
         entries = await context.run(lambda: sorted(
             (e for one in targets for e in context.store.audit_log(

@@ -23,7 +23,6 @@ from lineagegraph.graph.drift import drift_sources, parse_duration
 from lineagegraph.graph.store import Direction as StoreDirection
 from lineagegraph.graph.trace import trace as run_trace
 from lineagegraph.graph.walk import LINEAGE_DEPTH, walk
-from lineagegraph.schema.models import utc
 
 from .auth import MutationsNeedWrite
 from .graphql_governance import GovernanceQuery, Mutation
@@ -55,6 +54,8 @@ from .graphql_types import (
     stage_move_type,
     subgraph_page,
     to_gql,
+    utc_arg,
+    window_args,
 )
 from .settings import Settings
 
@@ -72,20 +73,6 @@ def _page_size(first: int | None, field: str = "first") -> int:
     if not 0 <= size <= MAX_PAGE:
         raise UserError(f"{field}: must be between 0 and {MAX_PAGE}")
     return size
-
-
-def _when(value: datetime | None) -> datetime | None:
-    return utc(value) if value is not None else None
-
-
-def _window(since: datetime | None,
-            until: datetime | None) -> tuple[datetime | None, datetime | None]:
-    """``[since, until]`` in UTC; one that ends before it starts is the caller's mistake,
-    not an empty answer."""
-    start, end = _when(since), _when(until)
-    if start is not None and end is not None and end < start:
-        raise UserError(f"until: {end.isoformat()} is before since ({start.isoformat()})")
-    return start, end
 
 
 def _search_text(text: str | None) -> str | None:
@@ -197,7 +184,7 @@ class Query(GovernanceQuery):
         node_id = node_id_arg(id)
         context: Context = info.context
         result = await context.run(lambda: impact.blast_radius(
-            context.store, node_id, impact.Action(action.value), *_window(since, until),
+            context.store, node_id, impact.Action(action.value), *window_args(since, until),
             context.settings.walk_limits))
         if result is None:
             return None
@@ -216,9 +203,10 @@ class Query(GovernanceQuery):
             window = parse_duration(lookback)
         except ValueError as error:
             raise UserError(f"lookback: {error}") from None
+        onset_utc = utc_arg("onset", onset)
         context: Context = info.context
         result = await context.run(lambda: drift_sources(
-            context.store, node_id, utc(onset), window, context.settings.walk_limits))
+            context.store, node_id, onset_utc, window, context.settings.walk_limits))
         if result is None:
             raise UserError(f"id: no node {node_id}")
         if result.truncated:
@@ -232,7 +220,7 @@ class Query(GovernanceQuery):
                       as_of: datetime | None = None) -> NodeType | None:
         context: Context = info.context
         found = await context.run(lambda: registry.resolve(context.store, name, environment,
-                                                           _when(as_of)))
+                                                           utc_arg("asOf", as_of)))
         return maybe(found)
 
     @strawberry.field(description="Models seen in inference outcomes that no manifest or "
@@ -241,7 +229,7 @@ class Query(GovernanceQuery):
                            until: datetime | None = None) -> list[UnregisteredModel]:
         context: Context = info.context
         found = await context.run(lambda: registry.unregistered(
-            context.store, *_window(since, until)))
+            context.store, *window_args(since, until)))
         return [UnregisteredModel(node=to_gql(u.node), requests=u.requests,
                                   first_seen=u.first_seen, last_seen=u.last_seen)
                 for u in found]

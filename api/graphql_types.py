@@ -28,6 +28,7 @@ from lineagegraph.graph.walk import Subgraph as WalkResult
 from lineagegraph.schema import NODE_KINDS, InvalidId, SchemaError, canonical_id
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import StageMove as StageMoveRecord
+from lineagegraph.schema.models import utc
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -56,6 +57,26 @@ class ResponseWarnings(SchemaExtension):
         context = self.execution_context.context
         warnings = getattr(context, "warnings", None)
         return {"warnings": warnings} if warnings else {}
+
+
+def utc_arg(name: str, value: datetime | None) -> datetime | None:
+    """A time argument in UTC before any store sees it, or the caller's error naming the
+    argument: a time with no UTC equivalent is said alike by both stores (Neo4j's driver
+    said "Ticks out of range")."""
+    try:
+        return utc(value) if value is not None else None
+    except ValueError as error:
+        raise UserError(f"{name}: {error}") from None
+
+
+def window_args(since: datetime | None,
+                until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    """``[since, until]`` in UTC; one that ends before it starts is the caller's mistake,
+    not an empty answer."""
+    start, end = utc_arg("since", since), utc_arg("until", until)
+    if start is not None and end is not None and end < start:
+        raise UserError(f"until: {end.isoformat()} is before since ({start.isoformat()})")
+    return start, end
 
 
 def node_id_arg(text: str, field: str = "id") -> str:

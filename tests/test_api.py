@@ -282,11 +282,20 @@ def test_the_audit_log_selects_any_target_it_holds_node_ids_also_canonically(
     assert blank["errors"][0]["message"].startswith("target: empty")
 
 
-def test_an_audit_log_window_with_no_utc_equivalent_is_refused_alike(client: TestClient) -> None:
+@pytest.mark.parametrize(("field", "argument"), [
+    ("auditLog(since: $t) { seq }", "since"),
+    ("auditLog(until: $t) { seq }", "until"),
+    ('blastRadius(id: "model:m@7", since: $t) { totalTraffic }', "since"),
+    ("unregistered(until: $t) { requests }", "until"),
+    ('driftSources(id: "model:m@7", onset: $t) { score }', "onset"),
+    ('resolve(name: "b", environment: "production", asOf: $t) { id }', "asOf"),
+])
+def test_a_time_argument_with_no_utc_equivalent_is_refused_naming_it(
+        client: TestClient, field: str, argument: str) -> None:
     # Year 1 at +01:00 is year 0 in UTC: refused with the same words by both stores.
-    found = gql(client, "query ($t: DateTime) { auditLog(since: $t) { seq } }",
-                t="0001-01-01T00:00:00+01:00")
+    found = gql(client, f"query ($t: DateTime!) {{ {field} }}", t="0001-01-01T00:00:00+01:00")
 
-    assert found["data"] is None
+    assert not any((found["data"] or {}).values())  # null, or the nullable field null
     assert found["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert found["errors"][0]["message"].startswith(f"{argument}: ")
     assert "out of range in UTC" in found["errors"][0]["message"]
