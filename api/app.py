@@ -11,7 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.deadline import DeadlinePassed
+from lineagegraph.graph.store import GraphStore, StoreUnavailable
 from lineagegraph.graph.warmup import warm_up
 
 from . import routes_openlineage, routes_registry
@@ -78,8 +79,16 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
         rebuild of the request-count rollup is under way (or stopped half-way), when
         request counts are partial."""
         store: GraphStore = request.app.state.store
-        ok, rebuild = await run_in_threadpool(
-            lambda: (True, store.traffic_rebuild_position()) if store.ready() else (False, None))
+
+        def probe() -> tuple[bool, str | None]:
+            try:
+                if store.ready():
+                    return True, store.traffic_rebuild_position()
+            except (StoreUnavailable, DeadlinePassed):  # gone since ready() answered
+                pass
+            return False, None
+
+        ok, rebuild = await run_in_threadpool(probe)
         warmed = request.app.state.warm_up
         return JSONResponse(
             {"status": "ready" if ok else "unavailable", "store": store.name,

@@ -49,10 +49,12 @@ from strawberry.permission import BasePermission
 from strawberry.types import Info, get_object_definition
 from strawberry.types.graphql import OperationType
 
+from lineagegraph.graph.deadline import DeadlinePassed
 from lineagegraph.graph.registry import governed_changes
-from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.store import GraphStore, StoreUnavailable
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
 
+from .errors import timed_out, unavailable_message, unavailable_response
 from .graphql_types import UserError
 from .settings import Settings
 
@@ -346,9 +348,15 @@ def require_admin_for(principal: Principal | None, nodes: Iterable[Node],
         raise MissingScope(principal, ADMIN, what)
 
 
-class StoreUnavailable(AuthError):
+class TokensUnavailable(AuthError):
+    """The tokens cannot be read: refused (fail closed) as every request that meets an
+    unavailable store is, a 503 to retry (``errors.unavailable_response``)."""
+
     status = 503
-    code = "UNAVAILABLE"
+    code = "STORE_UNAVAILABLE"
+
+    def response(self) -> JSONResponse:
+        return unavailable_response(self.message)
 
 
 class CrossOrigin(AuthError):
@@ -448,6 +456,7 @@ class BearerAuth:
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.require_auth = settings.require_auth
+        self.timeout_s = settings.query_timeout_s
         self.cache = TokenCache(settings.token_cache_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -474,12 +483,13 @@ class BearerAuth:
     async def _principal(self, scope: Scope) -> Principal:
         tokens = self.cache.fresh()
         if tokens is None:
+            store = scope["app"].state.store
             try:
-                tokens = await run_in_threadpool(self.cache.load, scope["app"].state.store)
-            except Exception as error:  # fail closed: no token check, no access
-                log.warning("cannot read tokens from the store: %s", type(error).__name__)
-                raise StoreUnavailable("cannot check the bearer token: the store is "
-                                       "unavailable") from None
+                tokens = await run_in_threadpool(self.cache.load, store)
+            except (StoreUnavailable, DeadlinePassed) as error:  # fail closed: no access
+                if isinstance(error, DeadlinePassed):  # Neo4j's statement limit: too slow
+                    error = StoreUnavailable(store.name, timed_out(self.timeout_s))
+                raise TokensUnavailable(unavailable_message(error, "token check")) from None
         if not tokens.configured and not self.require_auth:
             return ANONYMOUS
         principal = tokens.authenticate(bearer_secret(Headers(scope=scope)))

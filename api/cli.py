@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import lineagegraph.schema
+from lineagegraph.graph.store import StoreUnavailable
 
 from . import cli_queries
 from .auth import is_loopback, list_tokens
@@ -166,12 +167,20 @@ def export_schema(
 
 
 def main() -> None:
-    """The ``lineagegraph`` command: a store that cannot be opened is one line and exit 1,
-    not a driver's traceback."""
+    """The ``lineagegraph`` command: a store that cannot be opened, or that fails while the
+    command runs (Neo4j stopped mid-load), is one line naming the setting and exit 1, not
+    a driver's traceback."""
     try:
         app()
     except StoreUnreachable as error:
         console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)  # one line, unbroken
+        raise SystemExit(1) from None
+    except StoreUnavailable as error:
+        setting = Settings.env_name("neo4j_uri" if error.store == "neo4j" else "db")
+        detail = f": {error.detail}" if error.detail not in str(error) else ""
+        console.print(f"[red]the store failed: {escape(f'{error} ({setting}){detail}')}; "
+                      "run the command again once it is back (re-sending changes nothing "
+                      "written)[/red]", soft_wrap=True)
         raise SystemExit(1) from None
 
 

@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.store import GraphStore, StoreUnavailable
 from lineagegraph.ingest.batch import Batch, LoadSummary, load_batches
 
 from .settings import Settings
@@ -50,12 +50,24 @@ def load_with_progress(store: GraphStore, batches: Iterable[Batch], label: str,
                        prefetch: bool = False) -> LoadSummary:
     """Write batches with a rich progress bar, then print the summary table. ``rejected``
     is asked once the batches are exhausted: mappers count dead letters as they go."""
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  RecordsPerSecond(), TimeElapsedColumn(), console=console,
-                  transient=False) as progress:
-        task = progress.add_task(label, total=total)
-        summary = load_batches(store, batches, prefetch=prefetch,
-                               on_progress=lambda n: progress.advance(task, n))
+    written = 0
+
+    def advance(records: int) -> None:
+        nonlocal written
+        written += records
+        progress.advance(task, records)
+
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                      MofNCompleteColumn(), RecordsPerSecond(), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            task = progress.add_task(label, total=total)
+            summary = load_batches(store, batches, prefetch=prefetch, on_progress=advance)
+    except StoreUnavailable:  # `main` says why, in one line
+        beside = (" (and a batch written beside the failed one may be)"
+                  if prefetch and store.parallel_writes > 1 else "")
+        console.print(f"the store failed after {written:,} record(s) were written{beside}")
+        raise
     if rejected is not None:
         summary.rejected = rejected()
     print_summary(summary)

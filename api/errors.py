@@ -3,11 +3,17 @@
 REST errors share one shape: ``{"error": "...", "problems": [{"record"?, "field"?,
 "message"}]}``. GraphQL transport errors (``GraphQLJsonErrors``) are
 ``{"errors": [{"message": ...}]}``, as GraphQL clients read them.
+
+A store that cannot answer (``StoreUnavailable``) is a 503 with ``Retry-After`` and code
+``STORE_UNAVAILABLE``, one line in the log; a Neo4j statement past its time limit is a 504
+with code ``QUERY_TIMEOUT``. GraphQL answers both with the same codes in
+``extensions.code`` (``graphql_types.Context.run``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from typing import Any
 
@@ -22,17 +28,39 @@ from strawberry.fastapi import GraphQLRouter
 from strawberry.schema.base import BaseSchema
 from strawberry.types.unset import UNSET
 
+from lineagegraph.graph.deadline import DeadlinePassed
+from lineagegraph.graph.store import StoreUnavailable
 from lineagegraph.ingest.batch import IngestError, Problem
 from lineagegraph.ingest.bodies import load_json
 from lineagegraph.schema import InvalidId, SchemaError
 
+log = logging.getLogger(__name__)
+
 NOTHING_WRITTEN = "invalid input; nothing was written"
+# A Neo4j restart takes 5-20 s: clients come back soon rather than give up.
+RETRY_AFTER_S = "5"
 
 
 def problem_response(error: str, problems: list[Problem], status_code: int = 400,
                      headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": error, "problems": [p.to_json() for p in problems], **extra},
                         status_code=status_code, headers=headers)
+
+
+def unavailable_message(error: StoreUnavailable, where: str) -> str:
+    """What a caller is told when the store cannot answer; the log gets one line with
+    the underlying error (no traceback: it is the store's state, not a bug here)."""
+    log.warning("store unavailable (%s): %s", where, error.detail or error)
+    return f"the store is unavailable ({error}); try again shortly"
+
+
+def unavailable_response(message: str) -> JSONResponse:
+    return problem_response(message, [Problem(message)], 503,
+                            {"Retry-After": RETRY_AFTER_S}, code="STORE_UNAVAILABLE")
+
+
+def timed_out(seconds: float) -> str:
+    return f"query timed out after {seconds:g}s (LINEAGEGRAPH_QUERY_TIMEOUT_S)"
 
 
 def bad_parameter(name: str, message: str) -> RequestValidationError:
@@ -89,6 +117,17 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidId)
     async def invalid_id(_: Request, error: InvalidId) -> JSONResponse:
         return problem_response("invalid ID", [Problem(str(error))])
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:
+        return unavailable_response(
+            unavailable_message(error, f"{request.method} {request.url.path}"))
+
+    @app.exception_handler(DeadlinePassed)
+    async def query_timeout(request: Request, _: DeadlinePassed) -> JSONResponse:
+        # REST work sets no deadline: this is Neo4j's per-statement limit.
+        message = timed_out(request.app.state.settings.query_timeout_s)
+        return problem_response(message, [Problem(message)], 504, code="QUERY_TIMEOUT")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -21,7 +21,7 @@ from strawberry.types import Info
 from lineagegraph.graph import deadline, impact, registry
 from lineagegraph.graph.deadline import DeadlinePassed
 from lineagegraph.graph.drift import DriftCandidate as DriftResult
-from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.store import GraphStore, StoreUnavailable
 from lineagegraph.graph.trace import Trace as TraceResult
 from lineagegraph.graph.trace import live_then, served_live
 from lineagegraph.graph.walk import Subgraph as WalkResult
@@ -29,6 +29,8 @@ from lineagegraph.schema import NODE_KINDS, InvalidId, SchemaError, canonical_id
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import StageMove as StageMoveRecord
 from lineagegraph.schema.models import utc
+
+from .errors import timed_out, unavailable_message
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -47,6 +49,13 @@ class QueryTimeout(UserError):
     """A query ran past the configured time limit."""
 
     extensions = {"code": "QUERY_TIMEOUT"}
+
+
+class Unavailable(UserError):
+    """The store cannot answer now (``StoreUnavailable``): said, not masked, so that the
+    caller knows to try again."""
+
+    extensions = {"code": "STORE_UNAVAILABLE"}
 
 
 class ResponseWarnings(SchemaExtension):
@@ -121,8 +130,9 @@ class Context(BaseContext):
             return await asyncio.wait_for(
                 asyncio.to_thread(deadline.within, self.deadline, work), left)
         except (TimeoutError, DeadlinePassed):
-            raise QueryTimeout(f"query timed out after {self.settings.query_timeout_s:g}s "
-                               "(LINEAGEGRAPH_QUERY_TIMEOUT_S)") from None
+            raise QueryTimeout(timed_out(self.settings.query_timeout_s)) from None
+        except StoreUnavailable as error:
+            raise Unavailable(unavailable_message(error, "GraphQL")) from error
         except (InvalidId, SchemaError, ValueError) as error:
             raise UserError(str(error)) from error
         except OverflowError as error:  # a date argument at the edge of the calendar

@@ -30,7 +30,13 @@ from lineagegraph.schema.models import utc
 
 from .content_encoding import TOO_LARGE, InflatingRoute
 from .deps import ActorDep, StoreDep
-from .errors import bad_parameter, problem_response, read_cursor
+from .errors import (
+    RETRY_AFTER_S,
+    bad_parameter,
+    problem_response,
+    read_cursor,
+    unavailable_message,
+)
 
 # InflatingRoute: a gzip body is inflated before a route reads it (api/content_encoding.py).
 router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=InflatingRoute)
@@ -90,25 +96,33 @@ def _dead_lettered(event: Any, error: Exception) -> JSONResponse:
                         200: {"description": "some events failed: see failedEvents"},
                         413: TOO_LARGE,
                         500: {"description": "the store failed: the batch stopped, and "
-                                             "failedEvents lists the events not written"}})
+                                             "failedEvents lists the events not written"},
+                        503: {"description": "as 500, the store being unavailable: "
+                                             "send the events not written again later"}})
 async def post_lineage_batch(request: Request, store: StoreDep, actor: ActorDep) -> Response:
     """A JSON array of events, each written in its own transaction. 204 when every event
     is written; otherwise 200 with ``summary`` and ``failedEvents`` (index, reason,
     problems). Failed events are dead-lettered. A body that is not JSON the graph can keep
     (too deep, NaN, a lone surrogate) is refused whole, naming the item. A failure of the
-    store stops the batch: 500 with the same summary, listing the events not written."""
+    store stops the batch: the same summary, listing the events not written, with 503
+    (and ``Retry-After``) when the store is unavailable, else 500."""
     events = await _json_body(request, first_record=0)
     if not isinstance(events, list):
         raise IngestError(Problem("expected a JSON array of events"))
     outcome = await run_in_threadpool(openlineage.ingest_events, store, events, actor=actor)
     if not outcome.failures:
         return Response(status_code=204)
-    return JSONResponse(status_code=500 if outcome.stopped else 200, content={
+    content: dict[str, Any] = {
         "status": "partial_success" if outcome.succeeded else "failure",
         "summary": {"received": outcome.received, "successful": outcome.succeeded,
                     "failed": len(outcome.failures)},
         "failedEvents": [failure.to_json() for failure in outcome.failures],
-    })
+    }
+    if outcome.unavailable is not None:
+        message = unavailable_message(outcome.unavailable, "POST /api/v1/lineage/batch")
+        return JSONResponse({"error": message, "code": "STORE_UNAVAILABLE", **content},
+                            status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+    return JSONResponse(content, status_code=500 if outcome.stopped else 200)
 
 
 def _utc(name: str, value: datetime | None) -> datetime | None:

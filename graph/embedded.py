@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -21,6 +22,7 @@ from lineagegraph.schema import (
 )
 from lineagegraph.schema.models import canonical_json, properties_from_json, utc
 
+from .deadline import DeadlinePassed
 from .deadline import check as check_deadline
 from .deadline import passed as deadline_passed
 from .store import (
@@ -30,6 +32,7 @@ from .store import (
     Hop,
     RecordFilter,
     RequestsStored,
+    StoreUnavailable,
     Tally,
     WriteCounts,
     check_filters,
@@ -315,6 +318,32 @@ def _past_deadline() -> int:
     return 1 if deadline_passed() else 0  # non-zero interrupts the statement
 
 
+# SQLite's result codes (and their extended forms) for a file that cannot be used now,
+# rather than a bad statement: locked by another process past the busy timeout,
+# read-only, a disk full or failing, no database any more.
+_UNAVAILABLE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY", "SQLITE_IOERR",
+                "SQLITE_CANTOPEN", "SQLITE_FULL", "SQLITE_NOTADB", "SQLITE_CORRUPT")
+
+
+@contextmanager
+def _available() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as error:
+        if not (getattr(error, "sqlite_errorname", None) or "").startswith(_UNAVAILABLE):
+            raise
+        raise StoreUnavailable(EmbeddedStore.name, f"embedded store: {error}",
+                               str(error)) from error
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class EmbeddedStore(GraphStore):
     name = "embedded"
 
@@ -337,20 +366,33 @@ class EmbeddedStore(GraphStore):
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.executescript(_WIPE_MARKER + _SCHEMA)
+        # The file opened: SQLite goes on writing to it once deleted or replaced (its WAL
+        # too), and every write from then on would vanish with the process.
+        self._file = None if self.path == ":memory:" else _file_id(self.path)
+
+    def _check_file(self) -> None:
+        if self._file is not None and _file_id(self.path) != self._file:
+            raise StoreUnavailable(self.name, "embedded store: its file was deleted or "
+                                   "replaced while in use; restart the server to open it",
+                                   f"{self.path} is not the file opened")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, _available():
             check_deadline()
+            self._check_file()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException as error:
-                self._conn.execute("ROLLBACK")
+                # A full disk or an I/O error may have rolled it back already (SQLite's
+                # docs); a failed COMMIT has not, and would leave the connection in it.
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 if isinstance(error, sqlite3.OperationalError):
                     check_deadline()  # "interrupted" by _past_deadline
                 raise
-            self._conn.execute("COMMIT")
 
     def _node_rows(self, nodes: Sequence[Node]) -> list[tuple[Any, ...]]:
         return [(n.id, n.kind, n.name, n.version, _ts(n.created_at), n.props_json)
@@ -364,7 +406,7 @@ class EmbeddedStore(GraphStore):
             return work(_SqliteTransaction(conn))
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, _available():
             check_deadline()  # also after waiting for the lock
             try:
                 return self._conn.execute(sql, params).fetchall()
@@ -614,8 +656,9 @@ class EmbeddedStore(GraphStore):
 
     def ready(self) -> bool:
         try:
+            self._check_file()
             self._query("SELECT 1")
-        except sqlite3.Error:
+        except (sqlite3.Error, StoreUnavailable, DeadlinePassed):
             return False
         return True
 

@@ -43,6 +43,7 @@ from .store import (
     RecordFilter,
     RequestsStored,
     SideHop,
+    StoreUnavailable,
     Tally,
     WriteCounts,
     check_filters,
@@ -409,6 +410,21 @@ def _deadline_on_timeout() -> Iterator[None]:
         raise
 
 
+# Neo4j down, restarting (its database not yet available) or too busy: once the driver's
+# retries are spent, the caller may retry later. Other errors are bugs, not outages.
+_UNAVAILABLE = (neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.SessionExpired,
+                neo4j.exceptions.TransientError)
+
+
+@contextmanager
+def _available() -> Iterator[None]:
+    try:
+        yield
+    except _UNAVAILABLE as error:
+        raise StoreUnavailable(Neo4jStore.name, "Neo4j cannot be reached or is not ready",
+                               f"{type(error).__name__}: {error}") from error
+
+
 class Neo4jStore(GraphStore):
     name = "neo4j"
 
@@ -466,7 +482,8 @@ class Neo4jStore(GraphStore):
             return work(_Neo4jTransaction(tx))
 
         timed = unit if left is None else neo4j.unit_of_work(timeout=left)(unit)
-        with _deadline_on_timeout(), self._driver.session(database=self._database) as session:
+        with _available(), _deadline_on_timeout(), self._driver.session(
+                database=self._database) as session:
             return session.execute_write(timed)
 
     def _read(self, query: str, **params: Any) -> list[neo4j.Record]:
@@ -476,13 +493,12 @@ class Neo4jStore(GraphStore):
         # failure is retried here as the managed transaction would.
         for attempt in range(3):
             try:
-                with _deadline_on_timeout(), self._driver.session(
+                with _available(), _deadline_on_timeout(), self._driver.session(
                         database=self._database,
                         default_access_mode=neo4j.READ_ACCESS) as session:
                     return list(session.run(neo4j.Query(query, timeout=self._time_limit()),
                                             params))
-            except (neo4j.exceptions.TransientError, neo4j.exceptions.SessionExpired,
-                    neo4j.exceptions.ServiceUnavailable):
+            except StoreUnavailable:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
@@ -778,9 +794,8 @@ class Neo4jStore(GraphStore):
     def ready(self) -> bool:
         try:
             self._read("RETURN 1 AS ok")
-        except neo4j.exceptions.Neo4jError:
-            return False
-        except neo4j.exceptions.DriverError:
+        except (StoreUnavailable, DeadlinePassed, neo4j.exceptions.Neo4jError,
+                neo4j.exceptions.DriverError):
             return False
         return True
 

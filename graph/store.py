@@ -241,6 +241,20 @@ def _check_kind_conflicts(nodes: Sequence[Node], existing: dict[str, str]) -> No
                               where=node.id)
 
 
+class StoreUnavailable(Exception):
+    """The store cannot do the work now: Neo4j down, restarting or too busy, the embedded
+    file locked by another process, read-only, or gone. Each adapter raises it from its
+    driver's or SQLite's errors, so callers answer one way (the API: a 503 to retry, the
+    CLI: one line); retrying is safe, as re-sending a write changes nothing written.
+    The message is for callers (no addresses, no driver internals); ``detail``, the
+    underlying error on one line, is for the server's log."""
+
+    def __init__(self, store: str, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.store = store  # ``GraphStore.name`` of the store that failed
+        self.detail = " ".join(detail.split())
+
+
 class RequestsStored(Exception):
     """Raised in a write that did not read first, to roll it back and write again."""
 
@@ -706,7 +720,8 @@ class GraphStore(ABC):
 
     @abstractmethod
     def ready(self) -> bool:
-        """True when the store answers a trivial query."""
+        """True when the store answers a trivial query; False, not an error, when it
+        cannot (``StoreUnavailable``, or the query's time budget gone)."""
 
     @abstractmethod
     def close(self) -> None: ...

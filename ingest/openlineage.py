@@ -99,6 +99,7 @@ from lineagegraph.graph.store import (
     REPLACED_BY,
     Direction,
     GraphStore,
+    StoreUnavailable,
     UpsertResult,
     replaced,
 )
@@ -1080,6 +1081,7 @@ class BatchOutcome:
     # write): the batch stopped there, and ``failures`` lists that event and every one
     # after it in mapping order, none written.
     stopped: bool = False
+    unavailable: StoreUnavailable | None = None  # why it stopped, if the store was down
 
 
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
@@ -1106,11 +1108,14 @@ def ingest_events(store: GraphStore, events: Iterable[Any], *,
         except (IngestError, SchemaError, InvalidId) as error:
             outcome.failures.append(Failure(index, problems_of(error, index)))
             continue
-        except Exception:
+        except Exception as error:
             # Each event is its own transaction, so those before it are kept: stop, and
             # say which were not written (a bare 500 left the caller to guess), rather
             # than try the rest against a store that fails.
-            log.exception("OpenLineage batch stopped at event %s", index)
+            if isinstance(error, StoreUnavailable):
+                outcome.unavailable = error  # the caller says so: no traceback
+            else:
+                log.exception("OpenLineage batch stopped at event %s", index)
             outcome.stopped = True
             outcome.failures += [Failure(i, [Problem(
                 "not written: the store failed while writing this batch "
