@@ -22,6 +22,7 @@ from .errors import GraphQLJsonErrors, install_error_handlers
 from .graphql_schema import build_schema
 from .graphql_types import Context
 from .metrics import install_metrics
+from .request_ids import install_request_ids
 from .settings import Settings
 
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
     install_decompressed_limit(app)
     install_auth(app, settings)  # bearer tokens on every route but /healthz; body limit
     install_metrics(app)  # after install_auth: outside it, so refusals are counted too
+    install_request_ids(app)  # outermost: every answer carries one, refusals too
 
     @app.get("/healthz", tags=["probes"])
     async def healthz() -> dict[str, str]:

@@ -120,9 +120,18 @@ def _log_config() -> dict[str, Any]:
     """uvicorn's logging, with the service's own INFO lines (the warm-up's) beside it."""
     from uvicorn.config import LOGGING_CONFIG
 
+    from .request_ids import tag_log_records
+
+    tag_log_records()  # the formats below name its attributes
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["lineagegraph"] = {"handlers": ["default"], "level": "INFO",
-                                         "propagate": False}
+    # Each line logged in a request names its ID (api/request_ids.py), as the access
+    # log's line does: what a caller was answered can be found.
+    config["formatters"]["default"]["fmt"] = "%(levelprefix)s %(message)s%(request_tag)s"
+    config["formatters"]["access"]["fmt"] += "%(request_tag)s"
+    # strawberry logs the errors it masks from callers (the rest propagate to nothing).
+    for name in ("lineagegraph", "strawberry"):
+        config["loggers"][name] = {"handlers": ["default"], "level": "INFO",
+                                   "propagate": False}
     return config
 
 

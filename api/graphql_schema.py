@@ -57,6 +57,7 @@ from .graphql_types import (
     utc_arg,
     window_args,
 )
+from .request_ids import unexpected
 from .settings import Settings
 
 MAX_PAGE = 1000
@@ -264,7 +265,8 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             # Factories: strawberry builds fresh extension instances per request.
             lambda: AddValidationRules(rules),
             lambda: MaxTokensLimiter(max_token_count=settings.graphql_max_tokens),
-            lambda: MaskErrors(should_mask_error=_should_mask),
+            # Made per request: the message names the request's ID (api/request_ids.py).
+            lambda: MaskErrors(should_mask_error=_should_mask, error_message=unexpected()),
             # Defence in depth: a mutation field that forgot its permission class still
             # needs `write`.
             MutationsNeedWrite,
