@@ -254,20 +254,24 @@ def ingest_outcomes(
 def deadletter_list(
     source: Annotated[str | None, typer.Option(help="only letters of this source")] = None,
     limit: Annotated[int, typer.Option(min=1)] = 100,
+    after: Annotated[int | None, typer.Option(
+        min=0, help="the cursor a previous page printed: list the letters after it")] = None,
     db: DbPath = None,
     neo4j_uri: NeoUri = None,
 ) -> None:
-    """Rejected records not yet replayed: key (a prefix is enough for replay), source,
-    reason, when."""
+    """Rejected records not yet replayed, oldest first: key (a prefix is enough for
+    replay), source, reason, when. A page holds at most --limit letters and 8 Mi
+    characters of them; it ends with the command for the next one."""
     from rich.markup import escape
 
-    from lineagegraph.ingest.deadletter import describe, pending
+    from lineagegraph.ingest.deadletter import describe, pending_page
 
     store = open_store(db, neo4j_uri)
     try:
-        letters = [describe(letter) for letter in pending(store, limit, source)]
+        found, cursor = pending_page(store, limit, source, after)
     finally:
         store.close()
+    letters = [describe(letter) for letter in found]
     table = Table(title=f"dead letters ({len(letters)})")
     for column in ("key", "source", "reason", "when"):
         table.add_column(column, overflow="fold")
@@ -275,6 +279,9 @@ def deadletter_list(
         table.add_row(letter["key"][:12], letter["source"], escape(letter["reason"] or ""),
                       letter["at"][:19])
     Console().print(table)
+    if cursor is not None:
+        console.print(f"more: lineagegraph deadletter list --after {cursor}"
+                      + (f" --source {escape(source)}" if source else ""), soft_wrap=True)
 
 
 @deadletter_app.command("replay")

@@ -4,6 +4,7 @@ report what is still failing — on both stores."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -147,3 +148,20 @@ def test_listing_pages_by_cursor_and_holds_at_most_8_mi_characters_a_page(
     assert [item["record"]["n"] for item in by_two["items"]] == [3, 0]
     assert by_two["nextCursor"] is not None
     assert bad.status_code == 400 and bad.json()["problems"][0]["field"] == "cursor"
+
+
+def test_the_cli_lists_a_page_and_names_the_command_for_the_next(
+    store: GraphStore, request: pytest.FixtureRequest,
+) -> None:
+    letters = [dead_letter("outcomes", {"n": n}, [Problem(f"bad {n}")]) for n in range(3)]
+    store.upsert(records=letters)
+
+    first = run_cli("deadletter", "list", "--limit", "2", *cli_args(store, request))
+    [after] = re.findall(r"deadletter list --after (\d+)", first.output)
+    rest = run_cli("deadletter", "list", "--limit", "2", "--after", after,
+                   *cli_args(store, request))
+
+    assert first.exit_code == 0 and rest.exit_code == 0
+    assert [k[:12] in first.output for k in (x.key for x in letters)] == [True, True, False]
+    assert letters[2].key[:12] in rest.output and letters[0].key[:12] not in rest.output
+    assert "--after" not in rest.output  # the last page
