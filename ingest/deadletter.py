@@ -16,18 +16,20 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
 from lineagegraph.graph.store import PAGE_CHARS, GraphStore, RecordFilter
 from lineagegraph.schema import InvalidId, Record, SchemaError
-from lineagegraph.schema.models import canonical_json
+from lineagegraph.schema.models import canonical_json, now
 
 from .batch import Batch, IngestError, Problem
 
 COLLECTION = "deadletter"
 REPLAYED = "deadletter.replayed"
+STORE_PAGE = 1000  # letters read at once (within ``store.PAGE_CHARS``)
 
 # source name → function mapping one rejected payload to a Batch (raising IngestError or
 # SchemaError when it is still bad). Mappers register themselves at import.
@@ -61,19 +63,21 @@ def pending(store: GraphStore, limit: int = 1000, source: str | None = None) -> 
 
 def pending_page(store: GraphStore, limit: int = 1000, source: str | None = None,
                  after_seq: int | None = None, replayed: set[str] | None = None,
-                 ) -> tuple[list[Record], int | None]:
-    """A page of ``pending`` letters after ``after_seq``, and the cursor of the next page
-    (None at the end). A page holds at most ``store.PAGE_CHARS`` of letters' JSON, read
-    in store pages no larger (a letter keeps a rejected record, up to a request body
-    each), and at least one letter when any is left. ``replayed``: the keys replayed, if
-    the caller read them already."""
+                 until: datetime | None = None) -> tuple[list[Record], int | None]:
+    """A page of ``pending`` letters after ``after_seq`` (kept no later than ``until``),
+    and the cursor of the next page (None at the end). A page holds at most
+    ``store.PAGE_CHARS`` of letters' JSON, read in store pages of up to ``STORE_PAGE``
+    letters and no more characters (a letter keeps a rejected record, up to a request body
+    each; replayed letters stay, and a small ``limit`` must not mean a statement per
+    letter skipped), and at least one letter when any is left. ``replayed``: the keys
+    replayed, if the caller read them already."""
     if replayed is None:
         replayed = replayed_keys(store)
     found: list[Record] = []
     budget = PAGE_CHARS  # what the letters found may hold
     while True:
-        page = store.record_page(RecordFilter(COLLECTION, after_seq=after_seq), limit=limit,
-                                 max_chars=max(budget, 1))
+        page = store.record_page(RecordFilter(COLLECTION, after_seq=after_seq, until=until),
+                                 limit=STORE_PAGE, max_chars=max(budget, 1))
         for index, (letter, size) in enumerate(zip(page.records, page.sizes, strict=True)):
             if found and size > budget:
                 return found, after_seq
@@ -128,7 +132,8 @@ def replay(store: GraphStore, keys: list[str] | None = None, *,
     result = ReplayResult()
     matched: set[str] = set()
     for letter in _pending_letters(store):  # streamed: letters can be large
-        asked = [k for k in keys if k and letter.key.startswith(k)] if keys else None
+        # None: every letter; [] (or keys none matches): not this one.
+        asked = None if keys is None else [k for k in keys if k and letter.key.startswith(k)]
         if asked == []:
             continue
         matched.update(asked or ())
@@ -155,11 +160,12 @@ def replayed_keys(store: GraphStore) -> set[str]:
 
 
 def _pending_letters(store: GraphStore) -> Iterator[Record]:
-    """Every letter pending when called, a page at a time."""
-    replayed = replayed_keys(store)
+    """Every letter pending when called, a page at a time: not those kept meanwhile (a
+    replay under a steady inflow of letters would not end)."""
+    replayed, until = replayed_keys(store), now()
     after: int | None = None
     while True:
-        letters, after = pending_page(store, after_seq=after, replayed=replayed)
+        letters, after = pending_page(store, after_seq=after, replayed=replayed, until=until)
         yield from letters
         if after is None:
             return

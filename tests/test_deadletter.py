@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from lineagegraph.graph.store import GraphStore
-from lineagegraph.ingest.batch import Problem
+from lineagegraph.graph.store import GraphStore, RecordFilter
+from lineagegraph.ingest import deadletter
+from lineagegraph.ingest.batch import Batch, IngestError, Problem
 from lineagegraph.ingest.deadletter import dead_letter, pending
 from lineagegraph.ingest.manifest_formats import read_directory, read_yaml
 from lineagegraph.ingest.manifests import map_manifests
@@ -165,3 +166,58 @@ def test_the_cli_lists_a_page_and_names_the_command_for_the_next(
     assert [k[:12] in first.output for k in (x.key for x in letters)] == [True, True, False]
     assert letters[2].key[:12] in rest.output and letters[0].key[:12] not in rest.output
     assert "--after" not in rest.output  # the last page
+
+
+def test_replay_of_no_keys_replays_nothing(store: GraphStore) -> None:
+    letters = [dead_letter("outcomes", {"n": n}, [Problem("bad")]) for n in range(2)]
+    store.upsert(records=letters)
+
+    with client_for(store) as client:
+        body = client.post("/api/v1/deadletter/replay", json={"keys": []}).json()
+
+    assert body == {"replayed": [], "still_failing": {}, "unknown": []}
+    assert [letter.key for letter in pending(store)] == [x.key for x in letters]
+
+
+def test_replay_maps_the_letters_pending_when_it_began_not_those_kept_meanwhile(
+    store: GraphStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mapped: list[int] = []
+
+    def still_failing(record: dict[str, int], store: GraphStore) -> Batch:
+        mapped.append(record["n"])
+        if len(mapped) < 5:  # a steady inflow: each replay attempt brings another letter
+            store.upsert(records=[dead_letter("inflow", {"n": 100 + len(mapped)},
+                                              [Problem("bad")])])
+        raise IngestError(Problem("still bad"))
+
+    monkeypatch.setitem(deadletter.MAPPERS, "inflow", still_failing)
+    # More letters than one read takes, so the replay reads on past the first page.
+    unmapped = [dead_letter("carrier-pigeon", {"n": n}, [Problem("bad")]) for n in range(1000)]
+    store.upsert(records=[dead_letter("inflow", {"n": 0}, [Problem("bad")]), *unmapped])
+
+    result = deadletter.replay(store)
+
+    assert mapped == [0]
+    assert len(result.still_failing) == 1001 and len(pending(store, limit=2000)) == 1002
+
+
+def test_a_small_page_of_one_source_reads_past_replayed_letters_in_few_statements(
+    store: GraphStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    others = [dead_letter("outcomes", {"n": n}, [Problem("bad")]) for n in range(1500)]
+    mine = dead_letter("openlineage", {"n": "mine"}, [Problem("bad")])
+    store.upsert(records=[*others, mine])
+    reads: list[int] = []
+    real = store.record_sizes
+
+    def counted(where: RecordFilter, limit: int) -> list[int]:
+        reads.append(limit)
+        return real(where, limit)
+
+    monkeypatch.setattr(store, "record_sizes", counted)
+
+    found, cursor = deadletter.pending_page(store, limit=1, source="openlineage")
+
+    assert [letter.key for letter in found] == [mine.key] and cursor is None
+    assert len(reads) <= 3  # pages of many letters, not one statement per letter skipped
