@@ -26,6 +26,7 @@ from .deadline import DeadlinePassed
 from .deadline import check as check_deadline
 from .deadline import passed as deadline_passed
 from .store import (
+    ORDERED_SCAN,
     ORIGIN,
     Direction,
     GraphStore,
@@ -517,8 +518,11 @@ class EmbeddedStore(GraphStore):
             "n.id AS nid, n.kind, n.name, n.version, n.created_at, n.props",
             frontier, edge_types, node_kinds, since, until, exclude,
         )
-        if ordered:  # ``hop_order``: TEXT compares by code point (BINARY), as in Python
-            sql += " ORDER BY nid, source, type, target"
+        if ordered and limit is not None:
+            # ``hop_order`` among the first ``ORDERED_SCAN`` × ``limit`` rows: TEXT
+            # compares by code point (BINARY), as in Python.
+            sql = f"SELECT * FROM ({sql} LIMIT ?) ORDER BY nid, source, type, target"
+            params.append(limit * ORDERED_SCAN)
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)

@@ -35,6 +35,7 @@ from lineagegraph.schema.models import canonical_json, properties_from_json
 from .deadline import DeadlinePassed
 from .deadline import check as check_deadline
 from .store import (
+    ORDERED_SCAN,
     ORIGIN,
     Direction,
     GraphStore,
@@ -597,14 +598,18 @@ class Neo4jStore(GraphStore):
             self._hop_match(direction, _rel_pattern(edge_types))
             + ("AND NOT n.id IN $exclude " if exclude else "")
             + "WITH fid, r, n"
-            # ``hop_order``: strings compare by code point here as in Python and SQLite.
-            + (" ORDER BY n.id, startNode(r).id, type(r), endNode(r).id" if ordered else "")
+            # ``hop_order``: stored strings compare by code point here as in Python and
+            # SQLite; among the first ``ORDERED_SCAN`` × ``limit`` rows.
+            + (" LIMIT $scan WITH fid, r, n"
+               " ORDER BY n.id, fid, type(r)"
+               if ordered and limit is not None else "")
             + (" LIMIT $limit" if limit is not None else "")
             + f" RETURN collect({{origin: fid, {_EDGE_MAP}, {_NODE_MAP}}}) AS rows"
         )
         rows = self._rows(query, frontier=list(frontier),
                           kinds=list(node_kinds) if node_kinds else None,
                           since=since, until=until, limit=limit,
+                          scan=None if limit is None else limit * ORDERED_SCAN,
                           exclude=list(exclude) if exclude else None)
         return [_hop(r) for r in rows]
 

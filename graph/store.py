@@ -88,6 +88,12 @@ class HopsAhead:
     side: list[Hop] | None = None  # the ``SideHop``'s rows (origin: the node it left from)
 
 
+# An ``ordered`` expansion sorts at most this many rows per row it returns: a hop of a
+# bundle with millions of requests must not be read whole to keep the least IDs (1M rows:
+# 2.9 s on Neo4j against 0.37 s unordered). Past it, the rows kept are the least of the
+# first the store read, which the stores may pick differently.
+ORDERED_SCAN = 10
+
 # What one page of records may hold (``GraphStore.record_page``): characters of JSON.
 PAGE_CHARS = 8 * 2**20
 
@@ -607,7 +613,7 @@ class GraphStore(ABC):
         DOWNSTREAM, both for BOTH. Filters apply to the neighbour node (kind,
         ``since <= created_at <= until``, not in ``exclude``) and to the edge type. At
         most ``limit`` rows: the store's choice of them, or with ``ordered`` the first in
-        ``hop_order`` (every row is read and sorted before the limit)."""
+        ``hop_order`` of up to ``ORDERED_SCAN`` × ``limit`` rows read."""
 
     def expand_hops(
         self,

@@ -93,8 +93,8 @@ def walk(
     when that frontier is not empty; ``FULL_DEPTH`` asks for everything the caps allow),
     the node cap stopped it, or a hop had more edge rows than the walk reads at once
     (``max_nodes`` plus the nodes already visited plus one per frontier node). Where a hop
-    is cut, the rows kept are the first in ``hop_order`` (the least node IDs), on every
-    store. Every page
+    is cut, the rows kept are the first in ``hop_order`` (the least node IDs) on every
+    store, among the first ``ORDERED_SCAN`` times as many rows the store reads. Every page
     of one query says the same about the depth cap: a paged walk asked past the cap walks
     to the cap, as the unpaged one does, since only there can it tell. The node cap is
     only known where the walk meets it: a page whose walk stops before it says false, as
@@ -148,9 +148,10 @@ def walk(
                 fetched = fetch_ahead(frontier, one, effective_depth - hop + 1, seen)
                 ahead = fetched.hops if fetched is not None else None
             # In ``hop_order``, so that a hop the limit cuts keeps the same rows on every
-            # store. The store then reads all of a cut hop's rows, not the first ``limit``
-            # (a hot bundle's 9,893 requests cut at 5,000 on Neo4j: 222 → 264 ms); asking
-            # again in order only once cut would have cost 446 ms.
+            # store. The store then reads up to ``ORDERED_SCAN`` times the rows it keeps,
+            # not the first ``limit`` (a hot bundle's 9,893 requests cut at 5,000 on Neo4j:
+            # 222 → 264 ms; 300,000 cut at 10,000: ~410 → ~520 ms); asking again in order
+            # only once cut would have cost 446 ms for the first.
             rows = (ahead.pop(0) if ahead
                     else store.expand(frontier, one, edge_types=types[one], limit=limit,
                                       ordered=True))
@@ -221,10 +222,21 @@ def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
     """Whether the walk's last frontier leads anywhere it would have gone: what the depth
     cap cut. Nodes already seen are left out by the store: rows back to them could
     otherwise fill any limit (frontier nodes each pointing at the same few seen ones).
-    A full page of hidden (archived) nodes may hide more: that counts as a cut."""
-    rows = store.expand(frontier, direction, edge_types=edge_types, limit=limit,
-                        exclude=seen)
-    return len(rows) >= limit or any(not _hidden(row.node, include_archived) for row in rows)
+    Hidden (archived) nodes a full page held are left out of the next read in turn, a
+    few reads at most; past those, more may hide behind them: that counts as a cut."""
+    excluded = set(seen)
+    for _ in range(_HIDDEN_READS):
+        rows = store.expand(frontier, direction, edge_types=edge_types, limit=limit,
+                            exclude=excluded)
+        if any(not _hidden(row.node, include_archived) for row in rows):
+            return True
+        if len(rows) < limit:
+            return False
+        excluded |= {row.node.id for row in rows}
+    return True
+
+
+_HIDDEN_READS = 4
 
 
 def _hidden(node: Node, include_archived: bool) -> bool:

@@ -156,6 +156,25 @@ def test_a_depth_cut_shows_past_many_edges_back_to_nodes_already_seen(
     assert result.truncated and result.depth_cut
 
 
+def test_many_edges_into_a_few_archived_nodes_past_the_cap_are_no_depth_cut(
+        store: GraphStore) -> None:
+    # root → a → f0..f9 (hop 2, the cap); each f points on at the same three archived
+    # nodes: 30 rows past the cap, more than the check reads at once, none returnable.
+    fs = [f"feature:f{i}@1" for i in range(10)]
+    gone = [f"feature:old{i}@1" for i in range(3)]
+    store.upsert([Node.from_id(i) for i in ["feature:root@1", "feature:a@1", *fs]]
+                 + [Node.from_id(i, properties={"archived": True}) for i in gone],
+                 [Edge(source="feature:root@1", type="DERIVED_FROM", target="feature:a@1")]
+                 + [Edge(source="feature:a@1", type="DERIVED_FROM", target=f) for f in fs]
+                 + [Edge(source=f, type="DERIVED_FROM", target=g) for f in fs for g in gone])
+
+    capped = walk(store, "feature:root@1", Direction.UPSTREAM, FULL_DEPTH,
+                  limits=WalkLimits(max_depth=2, max_nodes=20))
+
+    assert len(capped.nodes) == 12
+    assert not capped.truncated and not capped.depth_cut
+
+
 def test_the_depth_check_costs_one_statement_only_when_the_cap_hop_reached_nodes(
         store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
     load_story(store)
