@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from lineagegraph.graph.embedded import EmbeddedStore
-from lineagegraph.graph.store import Direction
+from lineagegraph.graph.store import Direction, RecordFilter
 from lineagegraph.graph.walk import walk
-from lineagegraph.schema import AuditEntry, Edge, Node, StageMove
+from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
 
 
 def test_data_survives_closing_and_reopening_the_file(tmp_path: Path) -> None:
@@ -44,3 +44,22 @@ def test_the_logs_cannot_be_rewritten_even_with_sql(tmp_path: Path) -> None:
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             raw.execute(statement)
     raw.close()
+
+
+def test_a_file_from_before_record_sizes_were_kept_is_read_and_kept_alike(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    store = EmbeddedStore(path)
+    store.upsert(records=[Record(collection="c", key="old", payload={"t": "a" * 92})])
+    store.close()
+    old = sqlite3.connect(path)  # as a file made before the column was
+    old.execute("ALTER TABLE records DROP COLUMN size")
+    old.close()
+
+    store = EmbeddedStore(path)
+    store.upsert(records=[Record(collection="c", key="new", payload={"t": "b" * 42})])
+
+    assert store.record_sizes(RecordFilter("c"), 10) == [100, 50]
+    assert [r.key for r in store.record_page(RecordFilter("c"), limit=10,
+                                             max_chars=120).records] == ["old"]
+    store.close()
