@@ -65,9 +65,12 @@ def test_unexpected_failures_are_masked_not_leaked(tmp_path: Any) -> None:
     with TestClient(create_app(Settings(neo4j_uri=None), store=broken)) as client:
         client.get("/readyz")  # auth has read the (empty) token set: open mode
         broken.close()  # every query now fails inside sqlite3
-        body = post(client, '{ node(id: "run:x") { id } }')
+        answer = client.post("/graphql", json={"query": '{ node(id: "run:x") { id } }'})
 
-    assert body["errors"][0]["message"] == "Unexpected error."
+    body = answer.json()
+    request_id = answer.headers["x-request-id"]  # what to look for in the log
+    assert body["errors"][0]["message"] == (
+        f"unexpected error (request {request_id}); the server log has the details")
     assert "sqlite" not in str(body).lower()
 
 
