@@ -3,6 +3,7 @@ readiness probes, Prometheus metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -90,7 +91,11 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
                 pass
             return False, None
 
-        ok, rebuild = await run_in_threadpool(probe)
+        try:  # a hung store (not a stopped one) would hold the probe for minutes
+            ok, rebuild = await asyncio.wait_for(run_in_threadpool(probe),
+                                                 settings.query_timeout_s)
+        except TimeoutError:
+            ok, rebuild = False, None
         warmed = request.app.state.warm_up
         return JSONResponse(
             {"status": "ready" if ok else "unavailable", "store": store.name,

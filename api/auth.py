@@ -21,6 +21,7 @@ created or revoked through this process takes effect at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -485,9 +486,13 @@ class BearerAuth:
         if tokens is None:
             store = scope["app"].state.store
             try:
-                tokens = await run_in_threadpool(self.cache.load, store)
-            except (StoreUnavailable, DeadlinePassed) as error:  # fail closed: no access
-                if isinstance(error, DeadlinePassed):  # Neo4j's statement limit: too slow
+                # Bounded here too: a Neo4j that hangs (a frozen process, a dropped network)
+                # answers nothing until the driver's read timeout (minutes), and every
+                # request would queue behind this read.
+                tokens = await asyncio.wait_for(run_in_threadpool(self.cache.load, store),
+                                                self.timeout_s)
+            except (StoreUnavailable, DeadlinePassed, TimeoutError) as error:  # fail closed
+                if not isinstance(error, StoreUnavailable):  # too slow: no answer in time
                     error = StoreUnavailable(store.name, timed_out(self.timeout_s))
                 raise TokensUnavailable(unavailable_message(error, "token check")) from None
         if not tokens.configured and not self.require_auth:

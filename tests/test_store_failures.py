@@ -194,6 +194,38 @@ def test_neo4j_stopped_is_answered_as_unavailable_everywhere_and_then_recovered(
     store.close()
 
 
+@pytest.mark.neo4j
+def test_a_hung_neo4j_gets_the_probe_and_the_token_check_an_answer_in_time(
+    own_neo4j: OwnNeo4j, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Frozen, not stopped (a dropped network looks the same): connections open, no answer.
+    caplog.set_level(logging.WARNING)
+    store = Neo4jStore(own_neo4j.uri)
+    assert own_neo4j.process is not None
+    # `app` keeps the tokens it read (its probe meets the store), `door` reads them anew.
+    app, door = (TestClient(create_app(Settings(neo4j_uri=None, token_cache_s=cache_s,
+                                                query_timeout_s=2), store=store),
+                            raise_server_exceptions=False) for cache_s in (3600, 0))
+    with app, door:
+        assert app.get("/readyz").status_code == 200
+        os.killpg(own_neo4j.process.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            ready = app.get("/readyz")
+            checked = door.post("/graphql", json={"query": "{ __typename }"})
+            took = time.monotonic() - started
+        finally:
+            os.killpg(own_neo4j.process.pid, signal.SIGCONT)
+        back = door.get("/readyz")
+
+    assert took < 20  # two answers at the 2 s budget, not the driver's minutes
+    assert (ready.status_code, ready.json()["status"]) == (503, "unavailable")
+    assert checked.status_code == 503 and checked.json()["code"] == "STORE_UNAVAILABLE"
+    assert "timed out after 2s" in checked.json()["error"]
+    assert back.status_code == 200
+    store.close()
+
+
 # -- the embedded store --------------------------------------------------------------------
 
 
