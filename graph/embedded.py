@@ -529,7 +529,7 @@ class EmbeddedStore(GraphStore):
         if ordered and limit is not None:
             # ``hop_order`` among the first ``ORDERED_SCAN`` × ``limit`` rows: TEXT
             # compares by code point (BINARY), as in Python.
-            sql = f"SELECT * FROM ({sql} LIMIT ?) ORDER BY nid, source, type, target"
+            sql = f"SELECT * FROM ({sql} LIMIT ?) ORDER BY nid, origin, type"
             params.append(limit * ORDERED_SCAN)
         if limit is not None:
             sql += " LIMIT ?"

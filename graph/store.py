@@ -61,10 +61,10 @@ class Hop:
     node: Node
 
 
-def hop_order(row: Hop) -> tuple[str, str, str, str]:
+def hop_order(row: Hop) -> tuple[str, str, str]:
     """The order in which a cut hop keeps rows, the same on every store: by the node
-    reached, then the edge."""
-    return (row.node.id, *row.edge.key)
+    reached, then the frontier node it was reached from, then the edge's type."""
+    return (row.node.id, row.origin, row.edge.type)
 
 
 @dataclass(frozen=True, slots=True)
