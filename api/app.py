@@ -17,7 +17,7 @@ from lineagegraph.graph.store import GraphStore, StoreUnavailable
 from lineagegraph.graph.warmup import warm_up
 
 from . import routes_openlineage, routes_registry
-from .auth import install_auth
+from .auth import install_auth, store_check_s
 from .content_encoding import install_decompressed_limit
 from .errors import GraphQLJsonErrors, install_error_handlers
 from .graphql_schema import build_schema
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
 
         try:  # a hung store (not a stopped one) would hold the probe for minutes
             ok, rebuild = await asyncio.wait_for(run_in_threadpool(probe),
-                                                 settings.query_timeout_s)
+                                                 store_check_s(settings))
         except TimeoutError:
             ok, rebuild = False, None
         warmed = request.app.state.warm_up

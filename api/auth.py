@@ -349,6 +349,20 @@ def require_admin_for(principal: Principal | None, nodes: Iterable[Node],
         raise MissingScope(principal, ADMIN, what)
 
 
+def store_check_s(settings: Settings) -> float:
+    """How long the token check and the readiness probe wait for a store that does not
+    answer: a query's budget, but never under a few seconds (a budget set for queries
+    should not fail every request under load)."""
+    return max(settings.query_timeout_s, STORE_CHECK_MIN_S)
+
+
+def no_answer(seconds: float) -> str:
+    return f"no answer within {seconds:g}s"
+
+
+STORE_CHECK_MIN_S = 5.0
+
+
 class TokensUnavailable(AuthError):
     """The tokens cannot be read: refused (fail closed) as every request that meets an
     unavailable store is, a 503 to retry (``errors.unavailable_response``)."""
@@ -458,6 +472,7 @@ class BearerAuth:
         self.app = app
         self.require_auth = settings.require_auth
         self.timeout_s = settings.query_timeout_s
+        self.check_s = store_check_s(settings)
         self.cache = TokenCache(settings.token_cache_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -490,10 +505,12 @@ class BearerAuth:
                 # answers nothing until the driver's read timeout (minutes), and every
                 # request would queue behind this read.
                 tokens = await asyncio.wait_for(run_in_threadpool(self.cache.load, store),
-                                                self.timeout_s)
+                                                self.check_s)
             except (StoreUnavailable, DeadlinePassed, TimeoutError) as error:  # fail closed
-                if not isinstance(error, StoreUnavailable):  # too slow: no answer in time
+                if isinstance(error, DeadlinePassed):  # Neo4j's statement limit: too slow
                     error = StoreUnavailable(store.name, timed_out(self.timeout_s))
+                elif isinstance(error, TimeoutError):
+                    error = StoreUnavailable(store.name, no_answer(self.check_s))
                 raise TokensUnavailable(unavailable_message(error, "token check")) from None
         if not tokens.configured and not self.require_auth:
             return ANONYMOUS

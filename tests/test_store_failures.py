@@ -218,10 +218,10 @@ def test_a_hung_neo4j_gets_the_probe_and_the_token_check_an_answer_in_time(
             os.killpg(own_neo4j.process.pid, signal.SIGCONT)
         back = door.get("/readyz")
 
-    assert took < 20  # two answers at the 2 s budget, not the driver's minutes
+    assert took < 20  # two answers at the 5 s bound, not the driver's minutes
     assert (ready.status_code, ready.json()["status"]) == (503, "unavailable")
     assert checked.status_code == 503 and checked.json()["code"] == "STORE_UNAVAILABLE"
-    assert "timed out after 2s" in checked.json()["error"]
+    assert "no answer within 5s" in checked.json()["error"]
     assert back.status_code == 200
     store.close()
 
