@@ -349,6 +349,9 @@ def require_admin_for(principal: Principal | None, nodes: Iterable[Node],
         raise MissingScope(principal, ADMIN, what)
 
 
+STORE_CHECK_MIN_S = 5.0
+
+
 def store_check_s(settings: Settings) -> float:
     """How long the token check and the readiness probe wait for a store that does not
     answer: a query's budget, but never under a few seconds (a budget set for queries
@@ -358,9 +361,6 @@ def store_check_s(settings: Settings) -> float:
 
 def no_answer(seconds: float) -> str:
     return f"no answer within {seconds:g}s"
-
-
-STORE_CHECK_MIN_S = 5.0
 
 
 class TokensUnavailable(AuthError):
