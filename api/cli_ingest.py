@@ -50,20 +50,16 @@ def load_with_progress(store: GraphStore, batches: Iterable[Batch], label: str,
                        prefetch: bool = False) -> LoadSummary:
     """Write batches with a rich progress bar, then print the summary table. ``rejected``
     is asked once the batches are exhausted: mappers count dead letters as they go."""
-    written = 0
-
-    def advance(records: int) -> None:
-        nonlocal written
-        written += records
-        progress.advance(task, records)
-
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), RecordsPerSecond(), TimeElapsedColumn(),
+                        console=console, transient=False)
+    task = progress.add_task(label, total=total)
     try:
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                      MofNCompleteColumn(), RecordsPerSecond(), TimeElapsedColumn(),
-                      console=console, transient=False) as progress:
-            task = progress.add_task(label, total=total)
-            summary = load_batches(store, batches, prefetch=prefetch, on_progress=advance)
+        with progress:
+            summary = load_batches(store, batches, prefetch=prefetch,
+                                   on_progress=lambda n: progress.advance(task, n))
     except StoreUnavailable:  # `main` says why, in one line
+        written = int(progress.tasks[0].completed)  # what the bar counted: written batches
         beside = (" (and a batch written beside the failed one may be)"
                   if prefetch and store.parallel_writes > 1 else "")
         console.print(f"the store failed after {written:,} record(s) were written{beside}")
