@@ -32,7 +32,8 @@ from lineagegraph.api.settings import Settings
 from lineagegraph.graph.deadline import within
 from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.neo4j_store import Neo4jStore
-from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.store import GraphStore, RecordFilter
+from lineagegraph.schema.models import Record
 
 from .openlineage_support import run_event
 from .servers import EMBEDDED_ENV, cli, free_port
@@ -225,6 +226,25 @@ def test_a_hung_neo4j_gets_the_probe_and_the_token_check_an_answer_in_time(
     assert back.status_code == 200
     store.close()
 
+
+
+@pytest.mark.neo4j
+def test_wiping_kept_events_larger_than_the_heap_deletes_them_all(own_neo4j: OwnNeo4j) -> None:
+    # 400 events of 1 MiB deleted in one transaction ran this Neo4j (512 MiB of heap) out
+    # of memory, and `demo --reset` or a test's clean slate failed with it.
+    store = Neo4jStore(own_neo4j.uri)
+    store.wipe()
+    event = {"text": "x" * 2**20}
+    for first in range(0, 400, 20):
+        store.upsert(records=[Record(collection="events", key=str(key), payload=event)
+                              for key in range(first, first + 20)])
+    load_story(store)
+
+    store.wipe()
+
+    assert store.read_records(RecordFilter(collection="events"), limit=1) == []
+    assert store.get(["model:fraud-detector@7", "bundle:support-triage@14"]) == {}
+    store.close()
 
 # -- the embedded store --------------------------------------------------------------------
 
