@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +27,8 @@ from .metrics import install_metrics
 from .request_ids import install_request_ids
 from .settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings | None = None, store: GraphStore | None = None) -> FastAPI:
     """Build the app. A given ``store`` is used as is (and left open); otherwise the app
@@ -40,17 +43,22 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
         # A store this app opened is about to serve: have it plan the analyses' statements
         # before the first caller waits for that (graph/warmup.py). Start-up, and with it
         # readiness, waits for it; a store handed in is warmed by whoever opened it.
-        app.state.warm_up = (await run_in_threadpool(
-            warm_up, app.state.store, settings.walk_limits,
-            (settings.production_environments or ["production"])[0])
-            if owned and settings.warm_up else {})
+        app.state.warm_up, app.state.store_started_at = {}, None
+        warming = owned and settings.warm_up
+        if warming:
+            await run_in_threadpool(_warm, app, settings)
         # What start-up built (schema, driver, caches) lives as long as the process: move
         # it out of the collector's sight. Without this a full collection walks all of it
         # and stalls a request for ~90 ms now and then (the tail of trace latency).
         gc.freeze()
+        rewarm = (asyncio.create_task(_warm_after_restarts(app, settings))
+                  if warming and settings.warm_up_check_s and app.state.store_started_at
+                  else None)
         try:
             yield
         finally:
+            if rewarm is not None:
+                rewarm.cancel()
             if owned:
                 app.state.store.close()
 
@@ -96,12 +104,46 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
                                                  store_check_s(settings))
         except TimeoutError:
             ok, rebuild = False, None
-        warmed = request.app.state.warm_up
+        warmed, started = request.app.state.warm_up, request.app.state.store_started_at
         return JSONResponse(
             {"status": "ready" if ok else "unavailable", "store": store.name,
              "warm_up_s": {name: round(s, 3) for name, s in warmed.items()},
+             "store_started_at": started.isoformat() if started else None,
              "traffic_rebuild": None if rebuild is None else {"counted_through": rebuild}},
             status_code=200 if ok else 503,
         )
 
     return app
+
+
+def _warm(app: FastAPI, settings: Settings) -> None:
+    """Warm the app's store up, noting the start of the store it warmed."""
+    store: GraphStore = app.state.store
+    try:
+        started = store.started_at()
+    except (StoreUnavailable, DeadlinePassed):
+        started = None  # not known: no check for restarts until the next start-up
+    app.state.warm_up = warm_up(store, settings.walk_limits,
+                                (settings.production_environments or ["production"])[0])
+    app.state.store_started_at = started
+
+
+async def _warm_after_restarts(app: FastAPI, settings: Settings) -> None:
+    """A restarted Neo4j has forgotten its plans, and the first trace after it took ~4 s:
+    every ``warm_up_check_s`` the store's start time is read, and a new one warms it up
+    again. In the background, with the server still ready: every replica is cold at once
+    then, and taking them all out of rotation would be an outage."""
+    store: GraphStore = app.state.store
+    while True:
+        await asyncio.sleep(settings.warm_up_check_s)
+        try:
+            started = await asyncio.wait_for(run_in_threadpool(store.started_at),
+                                             store_check_s(settings))
+        except (StoreUnavailable, DeadlinePassed, TimeoutError):
+            continue  # down or hung: a later check finds it back
+        except Exception:  # noqa: BLE001 - the check must outlive a surprise
+            log.warning("checking whether the store restarted failed", exc_info=True)
+            continue
+        if started is not None and started != app.state.store_started_at:
+            log.info("the store started again at %s: warming it up", started.isoformat())
+            await run_in_threadpool(_warm, app, settings)

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
                                    "(one budget for all of an operation's store work)")
     warm_up: bool = Field(True, description="run the analyses once at start-up, so that "
                           "Neo4j has planned their statements before the first caller")
+    warm_up_check_s: float = Field(15.0, ge=0, description="how often to check whether "
+                                   "Neo4j restarted, to warm it up again (0: never)")
     graphql_max_depth: int = Field(12, ge=1, description="GraphQL query depth limit")
     graphql_max_tokens: int = Field(5_000, ge=10, description="GraphQL document token limit")
     graphql_max_aliases: int = Field(50, ge=1, description="GraphQL aliases per document")

@@ -815,6 +815,17 @@ class Neo4jStore(GraphStore):
             return False
         return True
 
+    def started_at(self) -> datetime | None:
+        # The JVM's start: the database's `lastStartTime` (SHOW DATABASE) keeps its first
+        # start across restarts of the process. None where the procedure is refused.
+        try:
+            rows = self._read('CALL dbms.queryJmx("java.lang:type=Runtime") '
+                              "YIELD attributes RETURN attributes.StartTime.value AS at")
+        except neo4j.exceptions.ClientError:
+            return None
+        at = rows[0]["at"] if rows else None
+        return _from_micros(at * 1000) if isinstance(at, int) else None
+
     def close(self) -> None:
         self._driver.close()
 

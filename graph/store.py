@@ -729,6 +729,12 @@ class GraphStore(ABC):
         """True when the store answers a trivial query; False, not an error, when it
         cannot (``StoreUnavailable``, or the query's time budget gone)."""
 
+    def started_at(self) -> datetime | None:
+        """When the database behind the store last started, for one that runs apart from
+        this process: a later time means a restart, with its query plans cold again
+        (``warmup``). None for a store that lives in this process."""
+        return None
+
     @abstractmethod
     def close(self) -> None: ...
 

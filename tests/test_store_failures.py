@@ -228,6 +228,32 @@ def test_a_hung_neo4j_gets_the_probe_and_the_token_check_an_answer_in_time(
 
 
 
+
+@pytest.mark.neo4j
+def test_a_restarted_neo4j_is_warmed_up_again_while_the_server_keeps_serving(
+    own_neo4j: OwnNeo4j, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Its query plans are gone with the restart: the first trace after it took ~4 s.
+    caplog.set_level(logging.INFO, logger="lineagegraph.api.app")
+    settings = Settings(neo4j_uri=own_neo4j.uri, neo4j_password=None, warm_up_check_s=0.2)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        before = client.get("/readyz").json()
+        own_neo4j.stop()
+        own_neo4j.start()
+        deadline = time.monotonic() + 60
+        while (after := client.get("/readyz").json())["store_started_at"] == \
+                before["store_started_at"]:
+            assert time.monotonic() < deadline, after
+            time.sleep(0.2)
+        answered = _gql(client, '{ node(id: "model:fraud-detector@7") { id } }')
+
+    assert before["status"] == "ready" and before["warm_up_s"]
+    assert before["store_started_at"] < after["store_started_at"]
+    assert after["status"] == "ready" and after["warm_up_s"]
+    assert [r.getMessage().split(" at ")[0] for r in caplog.records
+            if r.name == "lineagegraph.api.app"] == ["the store started again"]
+    assert "errors" not in answered  # a query answered on the restarted store
+
 @pytest.mark.neo4j
 def test_wiping_kept_events_larger_than_the_heap_deletes_them_all(own_neo4j: OwnNeo4j) -> None:
     # 400 events of 1 MiB deleted in one transaction ran this Neo4j (512 MiB of heap) out
