@@ -132,12 +132,13 @@ def drift_sources(
     read_whole = {e.target for e in upstream.edges.values() if e.type != "VERSION_OF"}
     sources = [nid for nid, n in upstream.nodes.items()
                if n.kind == "DataSource" and nid in read_whole]
+    # A version the walk reached too, through the data behind a model, may be nearer this
+    # way: ``add`` keeps the fewer hops.
     for hop in store.expand(sources, Direction.DOWNSTREAM, edge_types=["VERSION_OF"],
                             node_kinds=["DatasetVersion"], since=since, until=onset):
-        if hop.node.id not in upstream.nodes:
-            hops = upstream.degrees[hop.origin] + 1
-            add(hop.node, "new dataset version", hop.node.created_at, hops,
-                [hop.node.id, *_path(graph, upstream.degrees, hop.origin)])
+        add(hop.node, CHANGE_BY_KIND["DatasetVersion"], hop.node.created_at,
+            upstream.degrees[hop.origin] + 1,
+            [hop.node.id, *_path(graph, upstream.degrees, hop.origin)])
 
     # Stage moves of the bundles upstream, and of model and prompt versions (registry
     # aliases: MLflow's champion moving to a version is a change of what serves).

@@ -341,3 +341,32 @@ def test_search_pages_with_a_cursor(client: TestClient) -> None:
     assert first["pageInfo"]["hasNextPage"] is True
     assert ids(second["nodes"]) == ["bundle:support-triage@15"]
     assert second["pageInfo"]["hasNextPage"] is False
+
+
+def test_drift_sources_count_a_new_version_of_a_retrieved_source_at_its_fewest_hops(
+    store: GraphStore,
+) -> None:
+    # kb@2 is two hops up through the source the bundle retrieves from, and four through
+    # the data its model learned from: the fewer hops rank it, as design §3 asks.
+    from lineagegraph.graph.drift import drift_sources
+    from lineagegraph.schema import Edge, Node
+
+    def node(node_id: str, days: float) -> Node:
+        return Node.from_id(node_id, created_at=at(days))
+
+    store.upsert(
+        [node("source:kb", -30), node("dataset:kb@2", -1), node("feature:f@1", -20),
+         node("run:r1", -20), node("model:m@1", -20), node("bundle:app@1", -10)],
+        [Edge(source=s, type=t, target=d) for s, t, d in [
+            ("dataset:kb@2", "VERSION_OF", "source:kb"),
+            ("feature:f@1", "DERIVED_FROM", "dataset:kb@2"),
+            ("run:r1", "CONSUMED", "feature:f@1"),
+            ("model:m@1", "PRODUCED_BY", "run:r1"),
+            ("bundle:app@1", "USES_MODEL", "model:m@1"),
+            ("bundle:app@1", "RETRIEVES_FROM", "source:kb")]])
+
+    found = drift_sources(store, "bundle:app@1", at(0))
+
+    assert found is not None
+    assert [(c.node.id, c.hops, c.path) for c in found] == [
+        ("dataset:kb@2", 2, ["dataset:kb@2", "source:kb", "bundle:app@1"])]
