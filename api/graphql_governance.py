@@ -168,12 +168,18 @@ class GovernanceQuery:
                       "selects the entries of one target as the log names it, blanks around "
                       "it ignored: a node ID (`model:x@v7` also finds its canonical "
                       "`model:x@7`), `token:NAME` for token changes, or the source of a "
-                      "load (`api`, `demo`, a file path).")
+                      "load (`api`, `demo`, a file path). `after`: the entries after the one "
+                      "with that `seq` (pass the last entry's to page on). A page also stops "
+                      "at 8 Mi characters of `before` and `after`, with at least one entry; "
+                      "the response's `extensions.warnings` then says so.")
     async def audit_log(self, info: Info, since: datetime | None = None,
                         until: datetime | None = None, actor: str | None = None,
-                        target: str | None = None, first: int = 500) -> list[AuditEntry]:
+                        target: str | None = None, first: int = 500,
+                        after: int | None = None) -> list[AuditEntry]:
         if not 0 <= first <= MAX_AUDIT_PAGE:
             raise UserError(f"first: must be between 0 and {MAX_AUDIT_PAGE}")
+        if after is not None and after < 0:
+            raise UserError("after: must be an entry's seq, 0 or more")
         # Targets are node IDs, but also `token:NAME` and load sources, which are none: each
         # matches as given, and a node ID in its canonical spelling too (entries name nodes
         # canonically), without refusing what is no node ID.
@@ -189,10 +195,17 @@ class GovernanceQuery:
             targets = [wanted] if canonical == wanted else [wanted, canonical]
         window = window_args(since, until)
         context: Context = info.context
-        entries = await context.run(lambda: sorted(
-            (e for one in targets for e in context.store.audit_log(
-                since=window[0], until=window[1], actor=actor, target=one, limit=first)),
-            key=lambda e: e.seq or 0)[:first])  # stored entries all carry a seq
+        pages = await context.run(lambda: [context.store.audit_page(
+            since=window[0], until=window[1], actor=actor, target=one, after_seq=after,
+            limit=first) for one in targets] if first else [])
+        # Stored entries all carry a seq. Of two targets' pages, one cut short ends the
+        # merged page at its last entry, so that paging on skips none of its entries.
+        found = sorted((e for entries, _ in pages for e in entries), key=lambda e: e.seq or 0)
+        cut = [entries[-1].seq or 0 for entries, more in pages if more and entries]
+        entries = [e for e in found if not cut or (e.seq or 0) <= min(cut)][:first]
+        if any(more for _, more in pages) and len(entries) < first:
+            context.warn(info, f"cut at {len(entries)} entries by their size (8 Mi characters "
+                         "a page): more follow; page on with `after` set to the last `seq`")
         return [AuditEntry(seq=e.seq, at=e.at, actor=e.actor, action=e.action, target=e.target,
                            before=e.before, after=e.after) for e in entries]
 

@@ -31,9 +31,11 @@ from strawberry.extensions import SchemaExtension
 
 from .graphql_types import UserError
 
-# Fields that walk the graph (the analyses); the others are single reads or paged lists.
+# Fields that walk the graph (the analyses), and the lists whose pages may be large
+# (nodes and audit entries hold up to 1 MiB of properties each: fifty aliased auditLog
+# pages made a 462 MB answer); the others are single reads or small pages.
 WALK_FIELDS = frozenset({"lineage", "trace", "blastRadius", "driftSources",
-                         "promotionImpact", "promote", "rollback"})
+                         "promotionImpact", "promote", "rollback", "auditLog", "search"})
 # Selection sets inside one another (fields and inline fragments) past which a document
 # is refused without counting on: the counting recurses.
 MAX_NESTING = 200

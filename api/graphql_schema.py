@@ -20,6 +20,7 @@ from strawberry.types import ExecutionContext, Info
 
 from lineagegraph.graph import impact, registry
 from lineagegraph.graph.drift import drift_sources, parse_duration
+from lineagegraph.graph.store import PAGE_CHARS, fitting
 from lineagegraph.graph.store import Direction as StoreDirection
 from lineagegraph.graph.trace import trace as run_trace
 from lineagegraph.graph.walk import LINEAGE_DEPTH, walk
@@ -102,10 +103,12 @@ class Query(GovernanceQuery):
         context: Context = info.context
         found = await context.run(lambda: context.store.find(
             kinds=kinds, text=_search_text(text), first=size + 1, after=after_id))
+        # A page stops at PAGE_CHARS of properties too: a node holds up to 1 MiB of them.
         page = found[:size]
+        page = page[:fitting([len(n.props_json) for n in page], PAGE_CHARS)]
         return NodeConnection(
             nodes=[to_gql(n) for n in page],
-            page_info=PageInfo(has_next_page=len(found) > size,
+            page_info=PageInfo(has_next_page=len(found) > len(page),
                                end_cursor=encode_cursor(page[-1].id) if page else after))
 
     @strawberry.field(description="A node's versions (every version of its name) and, for "

@@ -623,21 +623,34 @@ class EmbeddedStore(GraphStore):
         until: datetime | None = None,
         actor: str | None = None,
         target: str | None = None,
+        after_seq: int | None = None,
         limit: int = 1000,
     ) -> list[AuditEntry]:
-        sql, params = "SELECT * FROM audit WHERE 1 = 1", []
-        for clause, value in (("at >= ?", _ts(since)), ("at <= ?", _ts(until)),
-                              ("actor = ?", actor), ("target = ?", target)):
-            if value is not None:
-                sql += f" AND {clause}"
-                params.append(value)
-        rows = self._query(sql + " ORDER BY seq LIMIT ?", [*params, limit])
         return [
             AuditEntry(at=_dt(r["at"]), actor=r["actor"], action=r["action"],
                        target=r["target"], before=json.loads(r["before"]),
                        after=json.loads(r["after"]), seq=r["seq"])
-            for r in rows
+            for r in self._audit_rows("*", since, until, actor, target, after_seq, limit)
         ]
+
+    def audit_sizes(self, *, since: datetime | None = None, until: datetime | None = None,
+                    actor: str | None = None, target: str | None = None,
+                    after_seq: int | None = None, limit: int = 1000) -> list[int]:
+        return [row[0] for row in self._audit_rows(
+            "coalesce(length(before), 0) + coalesce(length(after), 0)", since, until, actor,
+            target, after_seq, limit)]
+
+    def _audit_rows(self, select: str, since: datetime | None, until: datetime | None,
+                    actor: str | None, target: str | None, after_seq: int | None,
+                    limit: int) -> list[sqlite3.Row]:
+        sql, params = f"SELECT {select} FROM audit WHERE 1 = 1", []
+        for clause, value in (("at >= ?", _ts(since)), ("at <= ?", _ts(until)),
+                              ("actor = ?", actor), ("target = ?", target),
+                              ("seq > ?", after_seq)):
+            if value is not None:
+                sql += f" AND {clause}"
+                params.append(value)
+        return self._query(sql + " ORDER BY seq LIMIT ?", [*params, limit])
 
     def read_records(self, where: RecordFilter, limit: int) -> list[Record]:
         return [

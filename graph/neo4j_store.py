@@ -762,22 +762,35 @@ class Neo4jStore(GraphStore):
         until: datetime | None = None,
         actor: str | None = None,
         target: str | None = None,
+        after_seq: int | None = None,
         limit: int = 1000,
     ) -> list[AuditEntry]:
+        rows = self._audit_rows(f"a {{.*, at: {_MICROS.format('a.at')}}}", since, until,
+                                actor, target, after_seq, limit)
+        return [AuditEntry(at=_from_micros(props["at"]), actor=props["actor"],
+                           action=props["action"], target=props["target"],
+                           before=json.loads(props["before"]),
+                           after=json.loads(props["after"]), seq=props["seq"])
+                for props in rows]
+
+    def audit_sizes(self, *, since: datetime | None = None, until: datetime | None = None,
+                    actor: str | None = None, target: str | None = None,
+                    after_seq: int | None = None, limit: int = 1000) -> list[int]:
+        return self._audit_rows("coalesce(size(a.before), 0) + coalesce(size(a.after), 0)",
+                                since, until, actor, target, after_seq, limit)
+
+    def _audit_rows(self, returned: str, since: datetime | None, until: datetime | None,
+                    actor: str | None, target: str | None, after_seq: int | None,
+                    limit: int) -> list[Any]:
         where = _where(("a.at >= $since", since), ("a.at <= $until", until),
-                       ("a.actor = $actor", actor), ("a.target = $target", target))
-        rows = self._rows(
-            f"MATCH (a:AuditEntry) {where}WITH {_logged('a')} ORDER BY a.seq LIMIT $limit "
-            "RETURN collect(a) AS rows",
-            since=since, until=until, actor=actor, target=target, limit=limit,
+                       ("a.actor = $actor", actor), ("a.target = $target", target),
+                       ("a.seq > $after", after_seq))
+        return self._rows(
+            f"MATCH (a:AuditEntry) {where}WITH a ORDER BY a.seq LIMIT $limit "
+            f"RETURN collect({returned}) AS rows",
+            since=since, until=until, actor=actor, target=target, after=after_seq,
+            limit=limit,
         )
-        entries = []
-        for props in rows:
-            entries.append(AuditEntry(
-                at=_from_micros(props["at"]), actor=props["actor"], action=props["action"],
-                target=props["target"], before=json.loads(props["before"]),
-                after=json.loads(props["after"]), seq=props["seq"]))
-        return entries
 
     def read_records(self, where: RecordFilter, limit: int) -> list[Record]:
         rows = self._record_rows(f"r {{.*, at: {_MICROS.format('r.at')}}}", where, limit)

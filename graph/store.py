@@ -696,9 +696,16 @@ class GraphStore(ABC):
         until: datetime | None = None,
         actor: str | None = None,
         target: str | None = None,
+        after_seq: int | None = None,
         limit: int = 1000,
     ) -> list[AuditEntry]:
-        """Audit entries, oldest first."""
+        """Audit entries, oldest first; ``after_seq``: those appended after that one."""
+
+    @abstractmethod
+    def audit_sizes(self, *, since: datetime | None = None, until: datetime | None = None,
+                    actor: str | None = None, target: str | None = None,
+                    after_seq: int | None = None, limit: int = 1000) -> list[int]:
+        """The characters of the entries ``audit_log`` reads with the same arguments."""
 
     def records(
         self,
@@ -751,14 +758,19 @@ class GraphStore(ABC):
         body: a page of a thousand must not be read whole. Records are only appended, so
         the sizes read first are those of the records read next."""
         sizes = self.record_sizes(where, limit + 1)
-        fit = chars = 0
-        for size in sizes[:limit]:
-            if fit and chars + size > max_chars:
-                break
-            chars += size
-            fit += 1
+        fit = fitting(sizes[:limit], max_chars)
         return RecordPage(records=self.read_records(where, fit) if fit else [],
                           sizes=sizes[:fit], more=len(sizes) > fit)
+
+    def audit_page(self, *, limit: int, max_chars: int = PAGE_CHARS,
+                   **where: Any) -> tuple[list[AuditEntry], bool]:
+        """``audit_log(**where)``'s first entries that fit in ``max_chars`` and ``limit``
+        (at least one), and whether more follow: an entry holds a node's properties before
+        and after a change, up to 1 MiB each, and a page of thousands must not be read
+        whole."""
+        sizes = self.audit_sizes(limit=limit + 1, **where)
+        fit = fitting(sizes[:limit], max_chars)
+        return (self.audit_log(limit=fit, **where) if fit else []), len(sizes) > fit
 
     def all_records(self, collection: str) -> Iterator[Record]:
         """Every record of a collection, a page at a time."""
@@ -907,3 +919,13 @@ def check_filters(
         if prop not in indexed:
             raise SchemaError(f"cannot filter on {prop!r} (indexed: {sorted(indexed)})")
 
+
+def fitting(sizes: Sequence[int], max_chars: int) -> int:
+    """How many of the first ``sizes`` fit in ``max_chars``: at least one, if any."""
+    fit = chars = 0
+    for size in sizes:
+        if fit and chars + size > max_chars:
+            break
+        chars += size
+        fit += 1
+    return fit

@@ -282,6 +282,61 @@ def test_the_audit_log_selects_any_target_it_holds_node_ids_also_canonically(
     assert blank["errors"][0]["message"].startswith("target: empty")
 
 
+PAGED_LOG = "query ($after: Int) { auditLog(first: 5000, after: $after) { seq target } }"
+
+
+def test_the_audit_log_pages_on_after_a_seq_past_entries_logged_at_one_time(
+    store: GraphStore,
+) -> None:
+    # One load of 5,200 documents logs 5,201 entries at one time: `since` cannot page them.
+    store.upsert(audit=[AuditEntry(action="upsert", target=f"t{i}", actor="ci", at=T0)
+                        for i in range(5200)])
+    with TestClient(create_app(Settings(neo4j_uri=None), store=store)) as client:
+        first = gql(client, PAGED_LOG)["data"]["auditLog"]
+        rest = gql(client, PAGED_LOG, after=first[-1]["seq"])["data"]["auditLog"]
+
+    assert len(first) == 5000 and len(rest) == 200
+    assert [e["target"] for e in first + rest] == [f"t{i}" for i in range(5200)]
+
+
+def test_an_audit_log_page_stops_at_its_size_and_says_so(store: GraphStore) -> None:
+    # An entry holds properties before and after a change, up to 1 MiB each: 5,000 of them
+    # in one answer (and fifty aliases of it) ran a server to gigabytes.
+    large = {"text": "x" * 3 * 2**20}
+    store.upsert(audit=[AuditEntry(action="upsert", target=f"t{i}", actor="ci", after=large)
+                        for i in range(4)])
+    query = "query ($after: Int) { auditLog(after: $after) { seq target } }"
+    with TestClient(create_app(Settings(neo4j_uri=None), store=store)) as client:
+        cut = gql(client, query)
+        rest = gql(client, query, after=cut["data"]["auditLog"][-1]["seq"])
+        eleven = gql(client, "{ %s }" % " ".join(f"a{i}: auditLog {{ seq }}"
+                                                 for i in range(11)))
+
+    assert [e["target"] for e in cut["data"]["auditLog"]] == ["t0", "t1"]
+    assert cut["extensions"]["warnings"] == [{
+        "path": ["auditLog"],
+        "message": "cut at 2 entries by their size (8 Mi characters a page): more follow; "
+                   "page on with `after` set to the last `seq`"}]
+    assert [e["target"] for e in rest["data"]["auditLog"]] == ["t2", "t3"]
+    assert "asks for 11 graph walks" in eleven["errors"][0]["message"]
+
+SEARCH_PAGE = """query ($after: String) { search(text: "big", first: 50, after: $after) {
+    nodes { id } pageInfo { hasNextPage endCursor } } }"""
+
+
+def test_a_search_page_stops_at_its_size_and_the_next_page_goes_on(store: GraphStore) -> None:
+    large = {"text": "x" * (2**20 - 100)}  # about the most a node may hold
+    store.upsert([Node.from_id(f"source:big{i}", created_at=T0, properties=large)
+                  for i in range(10)])
+    with TestClient(create_app(Settings(neo4j_uri=None), store=store)) as client:
+        first = gql(client, SEARCH_PAGE)["data"]["search"]
+        rest = gql(client, SEARCH_PAGE, after=first["pageInfo"]["endCursor"])["data"]["search"]
+
+    assert len(first["nodes"]) == 8 and first["pageInfo"]["hasNextPage"]
+    assert sorted(n["id"] for n in first["nodes"] + rest["nodes"]) == sorted(
+        f"source:big{i}" for i in range(10))
+    assert not rest["pageInfo"]["hasNextPage"]
+
 @pytest.mark.parametrize(("field", "argument"), [
     ("auditLog(since: $t) { seq }", "since"),
     ("auditLog(until: $t) { seq }", "until"),
