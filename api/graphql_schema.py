@@ -208,6 +208,11 @@ class Query(GovernanceQuery):
         except ValueError as error:
             raise UserError(f"lookback: {error}") from None
         onset_utc = utc_arg("onset", onset)
+        try:
+            onset_utc - window
+        except OverflowError:
+            raise UserError(f"onset: {onset_utc.isoformat()} less the lookback ({lookback}) "
+                            "is before year 1") from None
         context: Context = info.context
         result = await context.run(lambda: drift_sources(
             context.store, node_id, onset_utc, window, context.settings.walk_limits))

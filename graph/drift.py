@@ -39,6 +39,9 @@ _DURATION = re.compile(
     r"(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
 )
 
+# A date part with years or months: ISO 8601, but no fixed length of time.
+_CALENDAR = re.compile(r"^P(?:\d+(?:\.\d+)?[YMWD])*?\d+(?:\.\d+)?[YM]")
+
 CHANGE_BY_KIND = {
     "DatasetVersion": "new dataset version",
     "TrainingRun": "new run",
@@ -61,6 +64,9 @@ def parse_duration(text: str) -> timedelta:
     """ISO 8601 durations of weeks, days, hours, minutes, seconds (``P7D``, ``PT36H``)."""
     written = text.strip().upper()
     match = _DURATION.match(written)
+    if not match and _CALENDAR.match(written):
+        raise ValueError(f"{text!r}: months and years have no fixed length; give days "
+                         "instead, such as P30D or P365D")
     if not match or written in ("P", "PT") or written.endswith("T"):
         raise ValueError(f"{text!r} is not an ISO 8601 duration such as P7D or PT12H")
     parts = {k: float(v) for k, v in match.groupdict().items() if v}

@@ -91,7 +91,11 @@ def test_unexpected_failures_are_masked_not_leaked(tmp_path: Any) -> None:
      "{ nodes { created } } }", {}, "edges.0.type: Value error, unknown edge type 'FEEDS'"),
     ("{ auditLog(first: -1) { seq } }", {}, "first: must be between 0 and 5000"),
     ('{ driftSources(id: "bundle:support-triage@14", onset: "0001-01-02T00:00:00Z") '
-     "{ hops } }", {}, "a date is out of range"),
+     "{ hops } }", {}, "onset: 0001-01-02T00:00:00+00:00 less the lookback (P7D) is before "
+     "year 1"),
+    ('{ driftSources(id: "bundle:support-triage@14", onset: "2026-11-08T00:00:00Z", '
+     'lookback: "P1M") { hops } }', {}, "lookback: 'P1M': months and years have no fixed "
+     "length; give days instead"),
     ('{ driftSources(id: "bundle:support-triage@14", onset: "2026-11-08T00:00:00Z", '
      'lookback: "P7DT") { hops } }', {}, "lookback: 'P7DT' is not an ISO 8601 duration"),
     ('{ blastRadius(id: "bundle:support-triage@14", since: "2026-11-08T00:00:00Z", '
