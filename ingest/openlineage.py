@@ -28,9 +28,12 @@ Mapping of a RunEvent:
   skip it), an ``ingest.openlineage.replace`` audit entry each. An unversioned event of a
   run that already named its output's version writes that version. What stays order-bound:
   an input is linked to the newest version known when its event arrives, and only a
-  placeholder is re-linked later — two writers arriving after their reader, the older last,
-  leave it on the older one (Marquez, linking inputs to the current version, is bound
-  alike). File loads and batches map in time order, which avoids it. Readers of a dataset
+  placeholder is re-linked later. So two writers that both arrive after their reader, the
+  older first, leave it on the older one: the first takes over its placeholder, and moving
+  the edge on to the newer would need an edge taken back, which the graph never does (the
+  newer first is right: the older is not newer than what the reader holds). Marquez,
+  linking inputs to the current version, is bound alike. File loads and batches map in
+  time order, which avoids it. Readers of a dataset
   no known run writes share the first reader's placeholder, also when a later reader's
   event arrives first: the earlier reader then takes over the later one's placeholder.
 - Models: a dataset whose ``datasetType`` facet (the spec's DatasetTypeDatasetFacet) says
