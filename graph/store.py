@@ -239,6 +239,38 @@ def _check_edge_kinds(edges: Sequence[Edge], kinds: dict[str, str]) -> None:
         check_edge_endpoints(edge, kinds[edge.source], kinds[edge.target])
 
 
+# What served a request: one bundle, or one model with at most one prompt and one policy
+# (the features it read may be many). These edges leave requests only.
+_ONE_PER_REQUEST = frozenset({"SERVED_BY", "USED_MODEL", "USED_PROMPT", "USED_POLICY"})
+_ONE_PER_REQUEST_PREFIXES = frozenset(
+    NODE_KINDS_BY_LABEL[target].prefix for edge_type in _ONE_PER_REQUEST
+    for _, target in EDGE_KINDS_BY_TYPE[edge_type].endpoints)
+
+
+def _served_by(edges: Iterable[Edge]) -> dict[str, set[str]]:
+    """request ID → the targets of its one-per-request edges among ``edges``."""
+    found: dict[str, set[str]] = {}
+    for edge in edges:
+        if edge.type in _ONE_PER_REQUEST:
+            found.setdefault(edge.source, set()).add(edge.target)
+    return found
+
+
+def _check_one_server(request: str, targets: Iterable[str]) -> None:
+    """Two bundles (or models, prompts, policies) serving one request: a record of two
+    requests under one ID, which a trace and the traffic counts would each read otherwise.
+    Their IDs' prefixes tell the kinds apart."""
+    seen: dict[str, str] = {}
+    for target in sorted(targets):
+        kind = target.partition(":")[0]
+        if kind not in _ONE_PER_REQUEST_PREFIXES:  # the features it read
+            continue
+        if kind in seen:
+            raise SchemaError(f"served by both {seen[kind]} and {target}: a request is "
+                              "served once", where=request)
+        seen[kind] = target
+
+
 def _check_kind_conflicts(nodes: Sequence[Node], existing: dict[str, str]) -> None:
     for node in nodes:
         kind = existing.get(node.id)
@@ -359,6 +391,8 @@ class GraphStore(ABC):
         (``NodesStored``)."""
         node_list = _dedupe_nodes(nodes)
         edge_list = _dedupe_edges(edges)
+        for request, targets in _served_by(edge_list).items():
+            _check_one_server(request, targets)
         batch_kinds = {n.id: n.kind for n in node_list}
         ends = {e for edge in edge_list for e in (edge.source, edge.target)}
         own_requests: list[Node] = []
@@ -434,6 +468,10 @@ class GraphStore(ABC):
             conflicts = _reference_conflicts(batch, before)
             if conflicts:
                 raise RequestsConflict(conflicts)
+        if before:  # an upsert adding to what served a stored request
+            for request, targets in _served_by(batch.edges).items():
+                if request in before:
+                    _check_one_server(request, targets | before[request].targets)
         if batch.nodes:
             # Not reading first, the batch's requests are created without looking: one
             # that is stored after all sends the batch back (``RequestsStored``).

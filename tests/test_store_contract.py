@@ -152,6 +152,31 @@ def test_an_id_cannot_change_kind(store: GraphStore) -> None:
     assert store.get(["model:gpt-5-mini", "run:r1"]) == before
 
 
+def test_a_request_is_served_once_in_a_batch_and_across_batches(store: GraphStore) -> None:
+    bundles = [node("bundle:b@1"), node("bundle:b@2"), node("feature:f@1"),
+               node("feature:g@1")]
+    store.upsert(bundles)
+    with pytest.raises(SchemaError, match="outcome:req-1: served by both bundle:b@1 and "
+                                          "bundle:b@2: a request is served once"):
+        store.upsert([node("outcome:req-1", environment="production")],
+                     [edge("outcome:req-1", "SERVED_BY", "bundle:b@1"),
+                      edge("outcome:req-1", "SERVED_BY", "bundle:b@2")])
+    assert store.get(["outcome:req-1"]) == {}
+
+    # Served once, reading two features: fine, and so is re-sending it.
+    served = [edge("outcome:req-1", "SERVED_BY", "bundle:b@1"),
+              edge("outcome:req-1", "USED_FEATURE", "feature:f@1"),
+              edge("outcome:req-1", "USED_FEATURE", "feature:g@1")]
+    store.upsert([node("outcome:req-1", environment="production")], served)
+    store.upsert([], served)
+    # A second bundle added later is refused the same way, and nothing of it is written.
+    with pytest.raises(SchemaError, match="outcome:req-1: served by both"):
+        store.upsert([], [edge("outcome:req-1", "SERVED_BY", "bundle:b@2")])
+
+    assert [h.node.id for h in store.expand(["outcome:req-1"], Direction.UPSTREAM,
+                                            edge_types=["SERVED_BY"])] == ["bundle:b@1"]
+
+
 # -- expansion and walks ----------------------------------------------------------------------
 
 
@@ -544,10 +569,11 @@ def test_traffic_rollup_ignores_resends_and_follows_changed_requests(
                             for i, o in enumerate(outcomes)])
     assert store.traffic(["bundle:b@1", "bundle:b@2"]) == {"production": 7, "canary": 3}
 
-    # r0 moves to canary and gains b@1; r1 gains the feature; a new request names nothing.
+    # r0 moves to canary and gains the feature, r1 too; a new request names nothing. (A
+    # second bundle would be refused: a request is served once.)
     moved = outcomes[0].model_copy(update={"properties": {"environment": "canary"}})
     store.upsert([moved, node("outcome:bare", at=T0, environment="production")],
-                 [edge("outcome:r0", "SERVED_BY", "bundle:b@1"),
+                 [edge("outcome:r0", "USED_FEATURE", "feature:f@1"),
                   edge("outcome:r1", "USED_FEATURE", "feature:f@1")])
 
     for targets in (["bundle:b@1"], ["bundle:b@2"], ["feature:f@1"],
