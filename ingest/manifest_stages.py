@@ -13,8 +13,12 @@ live at the moment alone.
   since: then it is not applied, with a warning (dated then, it would rewrite the past;
   dated now, an old entry would displace what is live without the gates). So a later load
   never changes what ``resolve(asOf: past)`` answered. When several versions of one name declare
-  the same environment in one load, only the highest counts — a registry directory keeps
-  old entries with their old status.
+  the same environment in one load, the highest is the one the load moves in; a lower one
+  already recorded in that environment is an old entry a registry directory keeps (nothing
+  to do), and a lower one new in this load with ``created_at`` before the next higher one's
+  move is history being imported: each is a move at its own ``created_at``, in time order.
+  Any other lower declaration (a version loaded before, one without ``created_at``, one
+  dated at or after a higher version's move) is not applied, with a warning.
 - ``status: retired`` is recorded once per version: a move into the environment
   ``retired`` (``RETIRED``; never an environment a version serves in, see
   ``graph.store.live_from``) to that version, a lasting record even when it was live
@@ -115,21 +119,50 @@ class StagePlanner:
 
     def apply_statuses(self, statuses: Sequence[Status]) -> None:
         """The ``status`` of a load's bundle entries."""
-        chosen: dict[tuple[str, str], Status] = {}
+        groups: dict[tuple[str, str], dict[str, Status]] = {}
         retirements: list[Status] = []
         for status in statuses:
-            if status.status == RETIRED:  # "only the highest" is for environments only
+            if status.status == RETIRED:  # "the highest" is for environments only
                 retirements.append(status)
                 continue
-            key = (status.bundle.name, status.status)
-            if key not in chosen or version_order(status.bundle) > version_order(
-                    chosen[key].bundle):
-                chosen[key] = status
+            group = groups.setdefault((status.bundle.name, status.status), {})
+            group.setdefault(status.bundle.id, status)  # an entry sent twice declares once
         # Declarations first: a retirement then only acts where nothing replaced the version.
-        for status in chosen.values():
-            self._declare(status)
+        for group in groups.values():
+            for status in self._imported(list(group.values())):
+                self._declare(status)
         for status in retirements:
             self._retire(status)
+
+    def _imported(self, group: list[Status]) -> list[Status]:
+        """Of the declarations of one environment by versions of one name: the ones to
+        declare, in time order — the highest version, and the lower ones that are history
+        being imported, each dated before the move of the next higher one (else the times
+        contradict the versions: which one was live last?). The rest are warned about."""
+        ordered = sorted(group, key=lambda s: version_order(s.bundle), reverse=True)
+        highest = ordered[0]
+        chosen, bound = [highest], highest.dated or self.now
+        for status in ordered[1:]:
+            bundle, environment = status.bundle, status.status
+            if any(m.environment == environment and m.to_version == bundle.version
+                   for m in self.history(bundle.name)):
+                continue  # an old entry a registry keeps with its old status: recorded
+            if status.dated is None:
+                self._warn(status, f"status: {environment} of {bundle.id} not applied: "
+                           f"{highest.bundle.id} is the version this load moves into "
+                           f"{environment}, and an older entry's status is applied only as "
+                           "history being imported (a version new in the load, with its "
+                           "created_at); promote through the API, or send a StageMove")
+            elif status.dated >= bound:
+                self._warn(status, f"status: {environment} of {bundle.id} not applied: it "
+                           f"is dated {status.dated.isoformat()} (created_at), not before "
+                           f"the move of a higher version into {environment} "
+                           f"({bound.isoformat()}), so the times contradict the versions; "
+                           "send StageMoves with `at` to say what was live when")
+            else:
+                chosen.append(status)
+                bound = status.dated
+        return chosen[::-1]  # lowest first: each dated before the next
 
     def _declare(self, status: Status) -> None:
         bundle, environment = status.bundle, status.status

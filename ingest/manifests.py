@@ -9,7 +9,10 @@ Rules beyond the document formats (see ``manifest_formats``):
   written without ``@version``: ``ModelVersion`` ``model:gpt-5-mini-2026-08``, no family,
   ``registered: true`` — naming it in a manifest registers it, also when inference traffic
   created it first as unregistered) and a training run's job. Model and prompt families
-  (``model:fraud-detector``) are created with their first version.
+  (``model:fraud-detector``) are created with their first version. A node created only
+  because documents reference it is dated at the earliest ``created_at`` among them (it
+  existed by then), not at load time: a snapshot dated after the bundle pinning it would
+  read as a change in ``driftSources``.
 - Nodes that exist and that the load only references are never rewritten (a family or a
   job may carry properties from another import). A document for a node that exists is a
   merge patch (RFC 7386's rule): what it does not state stays as the graph has it (a run's
@@ -28,7 +31,9 @@ Rules beyond the document formats (see ``manifest_formats``):
   entry's fields are merged over the node's, so re-sends are no-ops and what another
   document added (an evaluation's report) stays. They are created at the entry's
   ``created_at`` only when the bundle version is new in this load; one added to a version
-  loaded before is created at load time (a re-run evaluation is then the latest).
+  loaded before is created at load time (a re-run evaluation is then the latest). An
+  evaluation or approval has one target: an ID the load or the graph holds for another
+  target (two bundles evaluated in one run of a suite) is refused, whatever the token.
 - Stage moves follow ``manifest_stages``; a move dated more than ``FUTURE_SKEW`` past load
   time (a StageMove's ``at``, or the ``created_at`` a new entry's status is dated at) is
   refused: scheduled moves are not supported. A ``status`` the load does not apply because
@@ -176,6 +181,9 @@ class _ManifestLoad:
         self.batch = Batch()
         self.nodes: dict[str, Node] = {}  # what this load writes
         self.origin: dict[str, int | str] = {}  # node ID → the record that defines it
+        # Nodes the load creates only because documents reference them (a snapshot, a job,
+        # a family): each existed by the earliest of those documents' created_at.
+        self.referenced: set[str] = set()
         self.existing: dict[str, Node] = {}  # the graph's nodes this load touches
         self._fetched: set[str] = set()
         self._versions: dict[tuple[str, str], list[Node]] = {}
@@ -331,7 +339,33 @@ class _ManifestLoad:
                 self.problem(entry.record, ".".join(str(p) for p in item["loc"]) or None,
                              item["msg"])
             return
-        self.add(entry.node, entry.record, document=True)
+        if self._keeps_target(entry.node, entry.record, "target"):
+            self.add(entry.node, entry.record, document=True)
+
+    def _keeps_target(self, node: Node, record: int | str, path: str) -> bool:
+        """An evaluation or approval is of one target: a document giving one the load or the
+        graph has for another target its own (two bundles evaluated in one run of a suite,
+        both ``eval:{suite}/{run}``) is refused, whatever the token — merged, it would move
+        one bundle's gate onto the other's score."""
+        if node.kind not in ("Evaluation", "Approval"):  # another kind's `target` is data
+            return True
+        target = node.properties.get("target")
+        other = self.nodes.get(node.id) or self.existing.get(node.id)
+        if target is None or other is None or other.kind != node.kind:
+            return True
+        theirs = other.properties.get("target")
+        if theirs is None or theirs == target:
+            return True
+        where = (f"record {self.origin[node.id]} of this load" if node.id in self.nodes
+                 else "the graph")
+        if node.kind == "Evaluation":
+            field = "eval.run" if path == "eval" else "run"
+            hint = f"name the run uniquely for each target (`{field}`, e.g. with the bundle)"
+        else:
+            hint = "give this approval a `name` of its own"
+        self.problem(record, path, f"{node.id} is the {node.kind.lower()} of {theirs} (in "
+                     f"{where}), not of {target}: one ID, one target; {hint}")
+        return False
 
     def add(self, node: Node, record: int | str, *, document: bool = False) -> bool:
         """Write ``node`` with this load unless it clashes with another of the load (same
@@ -346,9 +380,13 @@ class _ManifestLoad:
                 self.problem(record, None, f"{node.id} is also defined, differently, by "
                                            f"record {self.origin[node.id]}")
                 return False
+            if node.id in self.referenced and node.created_at < self.nodes[node.id].created_at:
+                self.nodes[node.id] = node
             return True
         if not document and node.id in self.existing:
             return True  # referenced, not redefined: leave the graph's copy alone
+        if not document:
+            self.referenced.add(node.id)
         self.nodes[node.id] = node
         self.origin[node.id] = record
         return True
@@ -366,27 +404,34 @@ class _ManifestLoad:
     def _link(self, entry: _Entry) -> None:
         node = entry.node
         assert node is not None
+        # What a missing reference is created at: it existed by the time of this document
+        # (the graph's, for a node stored before), not only since the load.
+        at = (self.existing.get(node.id) or node).created_at
         for use in entry.refs:
-            target = self._resolve(entry.record, use)
+            target = self._resolve(entry.record, use, at)
             if target is not None:
                 self.edge(node.id, use.ref.edge, target)
         family = FAMILY_OF.get(node.kind)
         if family is not None and node.version is not None:
-            family_node = Node(kind=family, name=node.name, created_at=node.created_at)
+            family_node = Node(kind=family, name=node.name, created_at=at)
             if self.add(family_node, entry.record):
                 self.edge(node.id, "VERSION_OF", family_node.id)
         self._supersede(entry)
         if isinstance(entry.doc, BundleDoc):
             self._bundle_annotations(entry, entry.doc)
 
-    def _resolve(self, record: int | str, use: _RefUse) -> str | None:
+    def _resolve(self, record: int | str, use: _RefUse, at: datetime) -> str | None:
+        """The node ``use`` names; a missing one no document kind declares is created at
+        ``at``, the referencing document's time."""
         path, ref, target, kind = use.path, use.ref, use.target, use.kind
         if target is None or kind is None:
             self.problem(record, path, use.error or "unreadable reference")
             return None
         found = self.kind_of(target)
-        if found is None and ref.create and parse_id(target).version is None:
-            return target if self._create(target, kind, record) else None
+        if ref.create and parse_id(target).version is None and (
+                found is None or (found == kind and target in self.referenced)):
+            # created by this load, referenced again: it existed by the earliest reference
+            return target if self._create(target, kind, record, at) else None
         if found is None:
             self.problem(record, path, f"{target} is neither in the graph nor in this load")
             return None
@@ -397,10 +442,9 @@ class _ManifestLoad:
             self._register_snapshot(self.existing[target], record)
         return target
 
-    def _create(self, target: str, kind: str, record: int | str) -> bool:
+    def _create(self, target: str, kind: str, record: int | str, at: datetime) -> bool:
         props = {"pinned_snapshot": target.split(":", 1)[1]} if kind == "ModelVersion" else {}
-        return self.add(Node.from_id(target, kind=kind, created_at=self.now, properties=props),
-                        record)
+        return self.add(Node.from_id(target, kind=kind, created_at=at, properties=props), record)
 
     def _register_snapshot(self, node: Node, record: int | str) -> None:
         """A manifest naming a snapshot that traffic created as unregistered registers it."""
@@ -417,7 +461,8 @@ class _ManifestLoad:
         if isinstance(wanted, str):
             text = wanted if ":" in wanted else f"{node.name}@{wanted}"
             ref = Ref("SUPERSEDES", (node.kind,), NODE_KINDS_BY_LABEL[node.kind].prefix)
-            target = self._resolve(entry.record, _read_ref("supersedes", text, ref))
+            target = self._resolve(entry.record, _read_ref("supersedes", text, ref),
+                                   node.created_at)
         else:
             target = self._previous(node)
         if target is not None:
@@ -447,6 +492,9 @@ class _ManifestLoad:
         no audit), an edited one its own fields only, and what another document gave the
         node (an evaluation's report) stays. Leaving a stored node alone instead would
         drop an edited score silently."""
+        if not self._keeps_target(node, record, "eval" if node.kind == "Evaluation"
+                                  else "approved_by"):
+            return False
         base = self.nodes.get(node.id) or self.existing.get(node.id)
         if base is None or base.kind != node.kind:
             return self.add(node, record)  # new, or add() names the kind clash
