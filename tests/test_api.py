@@ -310,7 +310,7 @@ def test_an_audit_log_page_stops_at_its_size_and_says_so(store: GraphStore) -> N
         cut = gql(client, query)
         rest = gql(client, query, after=cut["data"]["auditLog"][-1]["seq"])
         eleven = gql(client, "{ " + " ".join(f"a{i}: auditLog {{ seq }}"
-                                                 for i in range(11)))
+                                             for i in range(11)) + " }")
 
     assert [e["target"] for e in cut["data"]["auditLog"]] == ["t0", "t1"]
     assert cut["extensions"]["warnings"] == [{
