@@ -17,6 +17,7 @@ from lineagegraph.graph import governance
 from lineagegraph.schema import Edge as EdgeRecord
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import canonical_id, parse_id
+from lineagegraph.schema.bounds import note_flaw
 from lineagegraph.schema.models import describe_validation_error
 
 from .auth import (
@@ -228,6 +229,15 @@ def _input(path: str, build: Callable[[], T]) -> T:
         raise UserError(f"{path}: {error}") from None
 
 
+def _note(argument: str, text: str | None) -> str | None:
+    """A reason or a comment as given, or the caller's error naming ``argument``: kept in
+    the append-only logs, it is bounded (``bounds.MAX_NOTE_BYTES``) as a manifest's is."""
+    flaw = None if text is None else note_flaw(text)
+    if flaw is not None:
+        raise UserError(f"{argument}: {flaw}")
+    return text
+
+
 @strawberry.type
 class Mutation:
     # Results are nullable: a field that is refused or fails is null with its error, and
@@ -278,6 +288,7 @@ class Mutation:
                       override_reason: str | None = None) -> PromotionResult | None:
         if override_reason is not None and not override_reason.strip():
             raise UserError("overrideReason: must say why")
+        _note("overrideReason", override_reason)
         context: Context = info.context
         report, move = await _governed(info, lambda: governance.promote(
             context.store, bundle, version, environment, actor_of(info),
@@ -293,6 +304,7 @@ class Mutation:
                          "rollback with no such version, or one another move overtook.")
     async def rollback(self, info: Info, name: str, environment: str,
                        reason: str | None = None) -> RollbackResult | None:
+        _note("reason", reason)
         context: Context = info.context
         result = await _governed(info, lambda: governance.rollback(
             context.store, name, environment, actor_of(info), reason))
@@ -303,6 +315,7 @@ class Mutation:
                          "as the caller, optionally for a named gate.")
     async def approve(self, info: Info, target: strawberry.ID, gate: str | None = None,
                       comment: str | None = None) -> NodeType | None:
+        _note("comment", comment)
         context: Context = info.context
         target_id = node_id_arg(target, "target")
         if parse_id(target_id).prefix not in ("bundle", "model", "prompt"):

@@ -30,8 +30,8 @@ from pydantic import (
     model_validator,
 )
 
-from lineagegraph.schema import approval_name, normalize_version
-from lineagegraph.schema.bounds import ID_PART
+from lineagegraph.schema import NODE_KINDS_BY_LABEL, approval_name, format_id, normalize_version
+from lineagegraph.schema.bounds import ID_PART, NOTE, shown
 from lineagegraph.schema.kinds import (
     ApprovalProps,
     BundleProps,
@@ -53,7 +53,14 @@ from lineagegraph.schema.models import (
 )
 
 from .batch import IngestError, Problem
-from .bodies import MAX_DEPTH, TOO_DEEP, check_value, parse_json, utf8_flaw
+from .bodies import (
+    MAX_DEPTH,
+    TOO_DEEP,
+    check_value,
+    field_path,
+    parse_json,
+    utf8_flaw,
+)
 from .refs import ref_id
 
 # Bounds on one document, counted as its consumers see it (an alias counts each time it is
@@ -165,6 +172,36 @@ class VersionedDoc(Doc):
 
     def node_version(self) -> str | None:
         return self.version
+
+    def links_to_itself(self) -> list[tuple[str, str]]:
+        """(field, own ID) of each field that names the document's own node: a version that
+        supersedes, is fine-tuned from or derived from itself is a loop no version order or
+        lineage walk can read. Only a document that states its version (or is a pinned
+        snapshot) can be told here: a version the load numbers is not known yet."""
+        if self.version is None and not getattr(self, "snapshot", False):
+            return []
+        prefix = NODE_KINDS_BY_LABEL[self.LABEL].prefix
+        own = format_id(prefix, self.node_name(), self.version)
+        named: list[tuple[str, str, Ref]] = []
+        if isinstance(self.supersedes, str):  # a bare version is one of this name
+            text = self.supersedes if ":" in self.supersedes else (
+                f"{self.node_name()}@{self.supersedes}")
+            named.append(("supersedes", text, Ref("SUPERSEDES", (self.LABEL,), prefix)))
+        for field, ref in self.REFS.items():
+            value = getattr(self, field)
+            if self.LABEL not in ref.kinds or value is None:
+                continue
+            named += ([(f"{field}.{i}", text, ref) for i, text in enumerate(value)] if ref.many
+                      else [(field, value, ref)])
+        found = []
+        for field, text, ref in named:
+            try:
+                target = ref_id(text, ref.kinds, ref.prefix)[0]
+            except ValueError:
+                continue  # reported naming the field when the load resolves it
+            if target == own:
+                found.append((field, own))
+        return found
 
 
 class DataSourceDoc(Doc, DataSourceProps):
@@ -312,8 +349,9 @@ class StageMoveDoc(BaseModel):
     version: Version
     environment: Environment
     at: UtcDatetime | None = None
-    actor: str | None = None
-    reason: str | None = None
+    # Kept in the append-only stage log, shown in every history: bounded (``bounds``).
+    actor: Annotated[str | None, ID_PART] = None
+    reason: Annotated[str | None, NOTE] = None
 
     @field_validator("version", mode="before")
     @classmethod
@@ -426,25 +464,154 @@ def _count_values(data: Any, limit: int) -> int:
     return count
 
 
+_TAG = "tag:yaml.org,2002:"
+_MERGE = _TAG + "merge"
+# The YAML tags whose values JSON has: the rest (!!binary, !!timestamp, !!set, !!omap,
+# !!pairs) construct what the graph cannot keep (bytes failed every response as a 500).
+_JSON_TAGS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null", "seq", "map"))
+# Key tags that construct text: ``=`` is read as text by PyYAML (flatten_mapping).
+_TEXT_KEY_TAGS = frozenset({_TAG + "str", _TAG + "value"})
+_KEYS_READ = {_TAG + "int": "a number", _TAG + "float": "a number",
+              _TAG + "bool": "true or false", _TAG + "null": "null"}
+
+
+_FieldPath = tuple[str | int, ...]
+
+
+class _NotJson(Exception):
+    """A YAML key or value that JSON has no form for, at ``path``."""
+
+    def __init__(self, path: _FieldPath, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def _tag_name(node: yaml.Node) -> str:
+    return f"!!{node.tag.removeprefix(_TAG)}" if node.tag.startswith(_TAG) else node.tag
+
+
+def _json_flaw(node: yaml.Node, path: _FieldPath) -> None:
+    """``_NotJson`` for a node, or a key of a mapping node, that constructs to no JSON value:
+    refused before anything is built, with what to write instead."""
+    if node.tag not in _JSON_TAGS:
+        raise _NotJson(path, f"a YAML {_tag_name(node)} value, which JSON has no form for: "
+                             "manifests hold text, numbers, true/false, null, lists and "
+                             "mappings (write it as text)")
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key, _ in node.value:
+        if key.tag == _MERGE or (isinstance(key, yaml.ScalarNode)
+                                 and key.tag in _TEXT_KEY_TAGS):
+            continue
+        if not isinstance(key, yaml.ScalarNode):
+            raise _NotJson(path, f"a mapping key must be text, not a YAML {key.id}")
+        read = _KEYS_READ.get(key.tag, f"a YAML {_tag_name(key)}")
+        raise _NotJson((*path, key.value), f"a mapping key must be text: YAML reads "
+                       f"{shown(key.value)} as {read}; quote it to keep it as text")
+
+
+def _merged(value: yaml.Node) -> list[yaml.Node]:
+    """The mappings a merge key's value brings in (a mapping or a list of them)."""
+    items = value.value if isinstance(value, yaml.SequenceNode) else [value]
+    return [item for item in items if isinstance(item, yaml.MappingNode)]
+
+
+def _expansion(root: yaml.Node, limit: int) -> int:
+    """How many values the YAML document ``root`` constructs to, counted as ``_count_values``
+    counts constructed data (an alias each time it is used) and a merge key's mappings each
+    time they are merged: PyYAML copies their key/value pairs into every mapping that merges
+    them before a dict drops repeats, so ``{<<: [*a, *a]}`` nested 22 deep costs 2**22
+    copies (13 s, 430 MB) for a dict of four keys. Counted on the nodes the parser gives,
+    so before any of it is built; each node is measured once. ``_TooMany`` past ``limit``,
+    ``_TooDeep`` past ``MAX_DEPTH`` levels or for a node inside itself (it never ends),
+    ``_NotJson`` for a key or value JSON has no form for."""
+    measured: dict[int, tuple[int, int]] = {}  # id(node): (values, levels), of collections
+    open_: set[int] = set()  # the nodes whose parts are being measured: the current path
+    stack: list[tuple[yaml.Node, _FieldPath, bool]] = [(root, (), False)]
+    while stack:
+        node, path, parts_done = stack.pop()
+        if parts_done:
+            values, levels = _measure(node, measured)
+            if levels > MAX_DEPTH:
+                raise _TooDeep
+            if values > limit:
+                raise _TooMany
+            measured[id(node)] = values, levels
+            open_.discard(id(node))
+            continue
+        if id(node) in measured:
+            continue
+        if id(node) in open_:
+            raise _TooDeep
+        _json_flaw(node, path)
+        if type(node) is yaml.ScalarNode:
+            continue
+        open_.add(id(node))
+        stack.append((node, path, True))
+        if type(node) is yaml.SequenceNode:
+            parts: Any = enumerate(node.value)
+        else:
+            parts = ((key.value, value) for key, value in node.value if key.tag != _MERGE)
+            stack += [(item, path, False) for key, value in node.value if key.tag == _MERGE
+                      for item in _merged(value)]
+        for step, part in parts:
+            # most values are scalars: checked here, with no path built for them
+            if type(part) is not yaml.ScalarNode or part.tag not in _JSON_TAGS:
+                stack.append((part, (*path, step), False))
+    return measured[id(root)][0] if id(root) in measured else 1
+
+
+_SCALAR = (1, 1)
+
+
+def _measure(node: yaml.Node, measured: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(values, levels) of a collection node whose parts are measured."""
+    if type(node) is yaml.SequenceNode:
+        parts = [measured.get(id(item), _SCALAR) for item in node.value]
+        return 1 + sum(v for v, _ in parts), 1 + max((lv for _, lv in parts), default=0)
+    values, levels = 1, 1
+    for key, value in node.value:
+        if key.tag == _MERGE:  # the merged pairs, at this mapping's level
+            for item in _merged(value):
+                merged_values, merged_levels = measured[id(item)]
+                values += merged_values - 1
+                levels = max(levels, merged_levels)
+        else:  # a key, and its value
+            value_values, value_levels = measured.get(id(value), _SCALAR)
+            values += 1 + value_values
+            levels = max(levels, 1 + value_levels)
+    return values, levels
+
+
 class _AliasBudget:
     """The values the documents of one YAML text may expand to: each at most ``MAX_VALUES``,
     all together no more than the text's length or ``MAX_VALUES``, whichever is more.
     Without aliases every value takes a character of text or more, so only alias expansion
-    meets the total — which stops a body of many small bombs each under the bound."""
+    (merge keys included) meets the total — which stops a body of many small bombs each
+    under the bound."""
 
     def __init__(self, text: str) -> None:
         self.total = max(MAX_VALUES, len(text))
         self.left = self.total
 
-    def spend(self, data: Any, record: int | str) -> None:
-        aliases = "(YAML aliases count each time they are used)"
+    def spend(self, node: yaml.Node, record: int | str) -> None:
+        """Count the document ``node`` (``_expansion``) before it is built, and refuse it
+        naming ``record`` when it is too large, too deep, or not JSON."""
+        aliases = "(YAML aliases count each time they are used)"  # merge keys use them
         try:
-            count = _count_values(data, MAX_VALUES)
+            count = _expansion(node, MAX_VALUES)
         except _TooDeep:
             raise IngestError(Problem(TOO_DEEP, record=record)) from None
         except _TooMany:
             raise IngestError(Problem(f"expands to more than {MAX_VALUES} values {aliases}",
                                       record=record)) from None
+        except _NotJson as flaw:
+            path = flaw.path
+            if isinstance(node, yaml.SequenceNode) and path:  # an item is a document
+                record, path = f"{record} item {int(path[0]) + 1}", path[1:]
+            raise IngestError(Problem(flaw.message, record=record,
+                                      field=field_path(path))) from None
         if count > self.left:
             raise IngestError(Problem(f"with the documents before it, expands to more than "
                                       f"{self.total} values {aliases}", record=record))
@@ -481,9 +648,10 @@ def read_yaml(text: str, where: str | None = None) -> list[RawDoc]:
     position = 0  # documents read so far
     try:
         while loader.check_node():
-            data = loader.construct_document(_version_text(loader, loader.get_node()))
+            node = loader.get_node()
+            budget.spend(node, _record(where, position + 1))  # before merge keys expand
+            data = loader.construct_document(_version_text(loader, node))
             position += 1
-            budget.spend(data, _record(where, position))
             # what JSON bodies are checked for, YAML can say too: .nan, .inf, "\ud800"
             check_value(data, _record(where, position))
             docs += _documents(data, _record(where, position))
@@ -593,12 +761,17 @@ def parse_document(raw: RawDoc) -> Doc | StageMoveDoc:
     try:
         if not issubclass(model, Doc):
             return model.model_validate(raw.data)
-        return _validate_doc(model, raw.data)
+        doc = _validate_doc(model, raw.data)
     except ValidationError as error:
         raise IngestError([
             Problem(item["msg"], record=raw.record,
                     field=".".join(str(p) for p in item["loc"]) or None)
             for item in error.errors()]) from None
+    if isinstance(doc, VersionedDoc) and (loops := doc.links_to_itself()):
+        raise IngestError([Problem(f"names the document itself, {own}: a version must link "
+                                   "to another", record=raw.record, field=field)
+                           for field, own in loops])
+    return doc
 
 
 def _validate_doc(model: type[Doc], data: dict[str, Any]) -> Doc:

@@ -39,6 +39,15 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 # template, a tool set's schemas) take kilobytes; a larger document belongs in an artifact
 # the node links to (``artifact_uri``).
 MAX_PROPERTIES_BYTES = 2**20
+# The longest free text given with a change, in UTF-8 bytes: the reason of a stage move (a
+# StageMove document's, a promotion override's, a rollback's) and an approval's comment.
+# Each is kept in the append-only stage and audit logs, which nothing trims, and comes back
+# in every history and audit answer: a 3 MB reason made each of those megabytes. A few
+# paragraphs fit; a longer account belongs in a ticket the text links to.
+MAX_NOTE_BYTES = 4096
+# The most approvals a policy pack may require: past any real sign-off process, and a count
+# the approvals gate can meet (10**23 could never be; -3 passed as 0 did).
+MAX_REQUIRED_APPROVALS = 100
 # How far past now a recorded time may be (clocks differ a little). Later is a time that has
 # not come: a node created then is the latest of its kind until then (the eval gate reads
 # the latest evaluation), a request logged then counts as traffic of a future day, and a
@@ -62,7 +71,7 @@ def id_flaw(text: str, limit: int = MAX_ID_BYTES) -> str | None:
     else:  # a character takes at most 4 bytes of UTF-8
         size = len(text.encode("utf-8", "surrogatepass")) if len(text) > limit // 4 else 0
     if size > limit:
-        return f"is {size:,} bytes long in UTF-8; at most {limit:,}"
+        return _too_long(size, limit)
     control = _CONTROL.search(text)
     if control is not None:
         return (f"holds the control character U+{ord(control.group()):04X} (at character "
@@ -87,3 +96,28 @@ def _part_or_none(text: str | None) -> str | None:
 # characters. ``Annotated[str, ID_PART]``, or ``Annotated[str | None, ID_PART]``: the field's
 # type stays what the schema docs show.
 ID_PART = AfterValidator(_part_or_none)
+
+
+def _too_long(size: int, limit: int) -> str:
+    return f"is {size:,} bytes long in UTF-8; at most {limit:,}"
+
+
+def note_flaw(text: str) -> str | None:
+    """Why ``text`` cannot be a note (a reason, a comment): longer than MAX_NOTE_BYTES. Line
+    breaks and tabs are fine: it is prose, never part of an ID."""
+    if len(text) <= MAX_NOTE_BYTES // 4:  # a character takes at most 4 bytes of UTF-8
+        return None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return _too_long(size, MAX_NOTE_BYTES) if size > MAX_NOTE_BYTES else None
+
+
+def _note_or_none(text: str | None) -> str | None:
+    flaw = None if text is None else note_flaw(text)
+    if flaw is not None:
+        raise ValueError(flaw)
+    return text
+
+
+# The validator of free text given with a change (MAX_NOTE_BYTES):
+# ``Annotated[str | None, NOTE]``.
+NOTE = AfterValidator(_note_or_none)

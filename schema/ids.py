@@ -15,16 +15,23 @@ from .bounds import MAX_ID_PART_BYTES, id_flaw, shown
 from .kinds import VERSIONED_PREFIXES, known_prefixes
 
 _V_NUMBER = re.compile(r"^[vV](\d+)$")
+_NOT_VERSIONS = {bool: "true or false (YAML reads an unquoted yes, no, on or off as one: "
+                       "quote it)", dict: "a mapping", list: "a list"}
 
 
 class InvalidId(ValueError):
     """An ID that cannot be parsed; the message names the offending text."""
 
 
-def normalize_version(version: str | int | None) -> str | None:
-    """``v7``/``V7``/``7``/7 → ``"7"``; other strings (dates, tags) are kept as written."""
+def normalize_version(version: str | int | float | None) -> str | None:
+    """``v7``/``V7``/``7``/7 → ``"7"``; other strings (dates, tags) are kept as written. A
+    JSON number is its value (1.10 → ``"1.1"``). Anything else — true, a list, a mapping —
+    is ``InvalidId``: its Python spelling (``@True``, ``@{'a': 1}``) was made the version."""
     if version is None:
         return None
+    if type(version) is not str and type(version) is not int and type(version) is not float:
+        kind = _NOT_VERSIONS.get(type(version), type(version).__name__)
+        raise InvalidId(f"a version is text or a number, not {kind}")
     text = str(version).strip()
     if not text:
         return None

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from .bounds import ID_PART
+from .bounds import ID_PART, MAX_REQUIRED_APPROVALS, NOTE
 
 
 class Properties(BaseModel):
@@ -96,7 +96,8 @@ class PolicyPackProps(Properties):
     risk_tier: Annotated[Literal["sandbox", "production", "regulated"],
                          BeforeValidator(_risk_tier)] = "production"
     residency: list[str] = Field(default_factory=list)
-    required_approvals: int | None = None
+    # A count the approvals gate can meet: -3 passed as 0 did, 10**23 never could.
+    required_approvals: Annotated[int | None, Field(ge=0, le=MAX_REQUIRED_APPROVALS)] = None
     allowed_tools: list[str] = Field(default_factory=list)
     intended_uses: list[str] = Field(default_factory=list)
     disallowed_uses: list[str] = Field(default_factory=list)
@@ -120,7 +121,7 @@ class ApprovalProps(Properties):
     target: str | None = None
     gate: Annotated[str | None, ID_PART] = None  # a part of the approval's ID (approval_name)
     at: datetime | None = None
-    comment: str | None = None
+    comment: Annotated[str | None, NOTE] = None  # kept in the audit log too
 
 
 class InferenceOutcomeProps(Properties):
