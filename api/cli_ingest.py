@@ -4,7 +4,7 @@ bar (records/s) and a closing summary."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -98,14 +98,18 @@ def ingest_openlineage(
     from rich.markup import escape
 
     from lineagegraph.ingest import openlineage
+    from lineagegraph.ingest.batch import IngestError
 
     paths = [Path(file) for file in files]
     for path in paths:
         if not path.is_file():
             console.print(f"[red]no such file: {escape(str(path))}[/red]")
             raise typer.Exit(2)
-    events = sorted((event for path in paths for event in openlineage.read_events(path)),
-                    key=lambda event: openlineage.event_time(event.payload))
+    try:  # every file is read before the store is opened: one unreadable, nothing written
+        events = sorted((event for path in paths for event in openlineage.read_events(path)),
+                        key=lambda event: openlineage.event_time(event.payload))
+    except IngestError as error:  # not UTF-8, not valid gzip
+        _refuse("OpenLineage", error)
     rejected: list[openlineage.Failure] = []
     store = open_store(db, neo4j_uri)
     try:
@@ -144,7 +148,7 @@ def _must_exist(name: str, file: bool = False) -> None:
         raise typer.Exit(2)
 
 
-def _refuse(what: str, error: Exception) -> None:
+def _refuse(what: str, error: Exception) -> NoReturn:
     """Print every problem and exit 1."""
     from rich.markup import escape
 

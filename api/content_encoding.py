@@ -53,25 +53,45 @@ def inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return body
 
 
+# zlib copies the input that follows a member's end (``unused_data``): fed the rest of the
+# body at each member, a body of many tiny members was quadratic (320k empty members, 6 MB,
+# took 19 s). Each member is fed in chunks from ``_FIRST_CHUNK`` bytes, doubling up to
+# ``_LAST_CHUNK``, so what is copied past a member's end is at most about its own size.
+_FIRST_CHUNK = 64
+_LAST_CHUNK = 1024 * 1024
+
+
 def _gunzip(body: bytes, limit: int) -> bytes:
-    """The body inflated one gzip member at a time, never past ``limit`` + 1 bytes."""
-    members: list[bytes] = []
+    """The body inflated one gzip member at a time, never past ``limit`` + 1 bytes, in time
+    linear in its size."""
+    view = memoryview(body)
+    pieces: list[bytes] = []
     size = 0
+    start = 0
     while True:
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            members.append(inflater.decompress(body, limit + 1 - size))
-        except zlib.error as error:
-            raise IngestError(Problem(f"Content-Encoding gzip, but the body is not gzip: "
-                                      f"{error}")) from None
-        size += len(members[-1])
-        if size > limit:
-            raise DecompressedTooLarge(limit)
-        if not inflater.eof:
-            raise IngestError(Problem("Content-Encoding gzip, but the body is truncated"))
-        body = inflater.unused_data  # the next member, if any
-        if not body:
-            return members[0] if len(members) == 1 else b"".join(members)
+        end, step = start, _FIRST_CHUNK
+        while not inflater.eof:
+            if end >= len(view):
+                raise IngestError(Problem("Content-Encoding gzip, but the body is truncated"))
+            chunk = view[end:end + step]
+            end += len(chunk)
+            step = min(2 * step, _LAST_CHUNK)
+            try:
+                # Output capped at what is left under the limit: if capped, the limit is
+                # passed; else the whole chunk was consumed (no unconsumed_tail to feed).
+                piece = inflater.decompress(chunk, limit + 1 - size)
+            except zlib.error as error:
+                raise IngestError(Problem(f"Content-Encoding gzip, but the body is not gzip: "
+                                          f"{error}")) from None
+            size += len(piece)
+            if size > limit:
+                raise DecompressedTooLarge(limit)
+            if piece:
+                pieces.append(piece)
+        start = end - len(inflater.unused_data)  # the next member, if any
+        if start >= len(view):
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 class _Inflated(Request):

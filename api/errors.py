@@ -172,8 +172,23 @@ class GraphQLJsonErrors(GraphQLRouter):
     def decode_json(self, data: str | bytes) -> object:
         try:
             text = data if isinstance(data, str) else data.decode(json.detect_encoding(data))
-            return load_json(text)
+            value = load_json(text)
         except UnicodeDecodeError as error:
             raise GraphQLHTTPError(400, f"the body is not valid Unicode: {error}") from None
         except IngestError as error:
             raise GraphQLHTTPError(400, _printable(str(error))) from None
+        # The body comes as bytes (query parameters and form fields as str, where strawberry
+        # checks the value's type itself): strawberry reads a body that is a JSON scalar
+        # with ``.get``, an AttributeError and a 500.
+        if isinstance(data, bytes) and not isinstance(value, dict | list):
+            raise GraphQLHTTPError(400, "the body must be a JSON object, a GraphQL request "
+                                   f'such as {{"query": "…"}}, not {_json_kind(value)}')
+        return value
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a string" if isinstance(value, str) else "a number"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .batch import IngestError, Problem
@@ -191,3 +192,16 @@ def unreadable_item(text: str) -> int | None:
             return None
         index += 1
         number += 1
+
+
+def ndjson_lines(text: str | Iterable[str]) -> Iterator[tuple[int, str]]:
+    """(number, line) of each non-blank line of NDJSON: a text, or the lines of a text
+    stream opened with ``newline="\\n"``. A line ends at "\\n" only ("\\r" before it is JSON
+    whitespace): ``str.splitlines`` also ends one at U+2028, U+2029, U+0085, \\x0b, \\x0c
+    and \\x1c-\\x1e, which a JSON string may hold raw."""
+    for number, line in enumerate(text.split("\n") if isinstance(text, str) else text, 1):
+        if line.strip(_JSON_SPACE):  # a line of other spaces is a record: not JSON
+            yield number, line
+
+
+_JSON_SPACE = " \t\r\n"

@@ -68,10 +68,12 @@ Raw events are kept as ``Record``s in ``openlineage.event`` keyed ``{subject}\\x
 new, so a re-send changes nothing.
 
 Lenient like Marquez: ``schemaURL``, ``eventType`` and ``producer`` may be missing, and a
-timestamp without a zone is UTC. ``schemaURL`` ending in ``DatasetEvent``/``JobEvent``
-selects those kinds; anything else is a RunEvent, which needs ``run.runId``,
-``job.namespace`` and ``job.name``. Strict where the graph must be: JSON it cannot keep
-(too deep, NaN, lone surrogates: ``ingest/bodies.py``) is refused as it is read.
+timestamp without a zone is UTC (but ``eventTime`` is ISO 8601 text, as the spec says: a
+number is refused, not read as Unix seconds). ``schemaURL`` ending in
+``DatasetEvent``/``JobEvent`` selects those kinds; anything else is a RunEvent, which
+needs ``run.runId``, ``job.namespace`` and ``job.name``. Strict where the graph must be:
+JSON it cannot keep (too deep, NaN, lone surrogates: ``ingest/bodies.py``) is refused as
+it is read.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ from lineagegraph.schema.bounds import ID_PART
 from lineagegraph.schema.models import (
     canonical_json,
     describe_validation_error,
+    iso_time,
     recorded_time,
     utc,
 )
@@ -121,10 +124,12 @@ from .bodies import (
     has_surrogate_escape,
     keepable,
     load_json,
+    ndjson_lines,
     unreadable,
     unreadable_item,
 )
 from .deadletter import dead_letter, register_mapper
+from .outcomes import read_text
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +275,7 @@ Outputs = Annotated[list[OutputDataset], BeforeValidator(_empty_list_if_none)]
 
 
 class BaseEvent(_Spec):
-    eventTime: datetime  # noqa: N815
+    eventTime: Annotated[datetime, BeforeValidator(iso_time)]  # noqa: N815
     producer: str = ""  # required by the spec; Marquez does not insist
     schemaURL: str | None = None  # noqa: N815
 
@@ -1162,12 +1167,14 @@ class FileEvent:
 def read_events(path: Path) -> list[FileEvent]:
     """A file holding one JSON event, a JSON array of events, or NDJSON (one per line). A
     file that is one JSON document and does not parse is one bad event: its lines are no
-    events of their own (a pretty-printed event's are fragments no replay could load)."""
-    text = path.read_text(encoding="utf-8")
+    events of their own (a pretty-printed event's are fragments no replay could load).
+    Gzipped or not, as outcome files; a file that is not UTF-8 (or not valid gzip) is an
+    ``IngestError`` naming it."""
+    text = read_text(path)
     try:
         whole = json.loads(text)
     except json.JSONDecodeError as error:
-        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        lines = list(ndjson_lines(text))
         if not _json_lines([line for _, line in lines]):
             at = f"line {error.lineno}, column {error.colno}: {error.msg}"
             return [FileEvent(path.name, text, [Problem(f"malformed JSON at {at}", path.name)])]

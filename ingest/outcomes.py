@@ -15,7 +15,9 @@ A record is whole (``Batch.whole_requests``): sent again for a stored request, i
 the request's fields but may not name other references or another time — the store
 refuses that inside
 the write (``RequestsConflict``, read where it reads the stored requests' rollup keys, so
-new requests pay nothing), and the record is refused like a bad one (``on_conflict``).
+new requests pay nothing), and the record is refused like a bad one (``on_conflict``). A
+request one batch holds twice is held to the same rule by the mapper (``_Served``): the
+later record updates the fields, or, naming other references or another time, is refused.
 
 What happens to a rejected record is the caller's choice: ``strict_batch`` (the REST
 route) refuses the whole request listing every problem by record and field; the file
@@ -33,13 +35,20 @@ import sys
 import zlib
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, partial
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, ClassVar, TextIO
 
-from pydantic import ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.graph.traffic import OutcomeState
@@ -54,7 +63,12 @@ from lineagegraph.schema import (
 )
 from lineagegraph.schema.bounds import ID_PART, MAX_PROPERTIES_BYTES
 from lineagegraph.schema.kinds import FAMILY_OF, InferenceOutcomeProps
-from lineagegraph.schema.models import RecordedDatetime, check_properties_size, utc
+from lineagegraph.schema.models import (
+    SentDatetime,
+    check_environment,
+    check_properties_size,
+    utc,
+)
 
 from .batch import Batch, IngestError, Problem
 from .bodies import (
@@ -63,6 +77,7 @@ from .bodies import (
     json_flaw,
     keepable,
     load_json,
+    ndjson_lines,
     parse_json,
     utf8_flaw,
 )
@@ -89,7 +104,9 @@ class OutcomeRecord(InferenceOutcomeProps):
 
     # Stripped, as IDs are parsed: " req-1 " stored as is could not be named again.
     request_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), ID_PART]
-    timestamp: RecordedDatetime  # in UTC, and not in the future: it is the node's created_at
+    timestamp: SentDatetime  # in UTC, and not in the future: it is the node's created_at
+    # As a StageMove's: " production" would count as traffic no stage of production matches.
+    environment: Annotated[str, ID_PART, AfterValidator(check_environment)]
     bundle: str | None = None
     model: str | None = None
     prompt: str | None = None
@@ -205,6 +222,39 @@ def _value(payload: Any) -> Any:
     return json.loads(payload) if isinstance(payload, str) else payload
 
 
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """What a batch's first record of a request says served it, and when. A later record of
+    the same request is held to it as a stored request is (``RequestsConflict``): with the
+    same references it updates the fields (the last record of an ID in a batch wins), with
+    others it is refused — written, both records' edges would link the request to both."""
+
+    request: str  # the node's ID
+    record: int | str
+    at: datetime
+    refs: dict[str, tuple[str, str]]  # field path → (target ID, kind)
+
+    def conflict(self, record: int | str, outcome: OutcomeRecord,
+                 refs: dict[str, tuple[str, str]]) -> list[Problem]:
+        """Why a later record of the request is refused, or nothing (only a request a batch
+        holds twice gets here: bulk loads pay nothing for it)."""
+        mine = {target for target, _ in self.refs.values()}
+        theirs = {target for target, _ in refs.values()}
+        if utc(outcome.timestamp) != self.at:
+            where = "timestamp"
+        elif theirs != mine:
+            # The first field naming what the other record does not (features in another
+            # order are the same references, as they are to a stored request).
+            where = next(path for path, (target, _) in [*refs.items(), *self.refs.items()]
+                         if target not in mine or target not in theirs)
+        else:
+            return []
+        return [Problem(f"{self.request} is also record {self.record}, served by "
+                        f"{', '.join(sorted(mine)) or 'nothing'} at {self.at.isoformat()}: "
+                        "a record sent again cannot change what served it, or when",
+                        record=record, field=where)]
+
+
 class OutcomeMapper:
     """Maps chunks of records, remembering across chunks what it found in the graph (one
     lookup per bundle or model, not per record)."""
@@ -236,12 +286,19 @@ class OutcomeMapper:
         self._lookup({target for *_, refs in valid for target, _ in refs.values()})
         shadows: dict[str, None] = {}  # unknown models this batch names, in order
         sent = mapped.sent
+        first: dict[str, _Served] = {}  # request ID → its first record written in the batch
         for record, payload, outcome, refs in valid:
             problems = self._check(record, refs)
+            twin = first.get(outcome.request_id)
+            if not problems and twin is not None:
+                problems = twin.conflict(record, outcome, refs)
             if problems:
                 mapped.rejected.append((record, _value(payload), problems))
                 continue
-            sent[self._write(mapped.batch, outcome, refs, shadows)] = (record, payload)
+            node = self._write(mapped.batch, outcome, refs, shadows)
+            sent[node.id] = (record, payload)
+            if twin is None:
+                first[outcome.request_id] = _Served(node.id, record, node.created_at, refs)
         mapped.batch.whole_requests = True
         mapped.batch.nodes += [
             Node.from_id(model, kind="ModelVersion", created_at=self._first_seen[model],
@@ -332,7 +389,7 @@ class OutcomeMapper:
     # -- writes ---------------------------------------------------------------------------
 
     def _write(self, batch: Batch, outcome: OutcomeRecord, refs: dict[str, tuple[str, str]],
-               shadows: dict[str, None]) -> str:
+               shadows: dict[str, None]) -> Node:
         # Built without re-validation: the record was validated by the outcome's own
         # property model and the targets are canonical IDs (at 100k records a second pass
         # through Node and Edge validation costs more than the store's write).
@@ -347,7 +404,7 @@ class OutcomeMapper:
             first = self._first_seen.get(target)
             if first is None or node.created_at < first:
                 self._first_seen[target] = node.created_at
-        return node.id
+        return node
 
 
 # Logs name the same few bundles and models millions of times: read each spelling once.
@@ -453,14 +510,28 @@ def read_file(path: Path) -> Iterator[Item]:
     """The records of an outcome file, gzipped or not: of NDJSON, (``file:line``, text) of
     each non-blank line; of a JSON array (the first non-blank character is ``[``),
     (``file#N``, value) of each item, numbered from 1 as the REST route numbers them."""
-    try:
+    with _reading(path):
         if _opens_array(path):
             yield from _array_items(path)
             return
-        with _open_text(path) as lines:
-            for number, line in enumerate(lines, 1):
-                if line.strip():
-                    yield f"{path.name}:{number}", line
+        with _open_text(path) as stream:
+            for number, line in ndjson_lines(stream):
+                yield f"{path.name}:{number}", line
+
+
+def read_text(path: Path) -> str:
+    """A whole file's text, gzipped or not, or ``IngestError`` naming the file (and where
+    it stops being UTF-8)."""
+    with _reading(path), _open_text(path) as stream:
+        return stream.read()
+
+
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    try:
+        yield
     except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
         # The file as a whole cannot be read: one problem naming it, not a traceback (count
         # _records reads it all before the load writes anything).
@@ -498,7 +569,8 @@ def _open_binary(path: Path) -> BinaryIO:
 
 
 def _open_text(path: Path) -> TextIO:
-    return io.TextIOWrapper(_open_binary(path), encoding="utf-8")
+    # newline="\n": lines end at "\n" alone, as NDJSON's do (see ``ndjson_lines``).
+    return io.TextIOWrapper(_open_binary(path), encoding="utf-8", newline="\n")
 
 
 def _opens_array(path: Path) -> bool:
@@ -537,7 +609,7 @@ def read_body(body: bytes, json_array: bool) -> list[Item]:
     """Records of a request body: a JSON array (numbered from 1) or NDJSON (by line)."""
     text = decode(body)
     if not json_array:
-        return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+        return list(ndjson_lines(text))
     data = parse_json(text)
     return list(enumerate(data if isinstance(data, list) else [data], 1))
 

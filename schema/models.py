@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -79,6 +80,28 @@ def recorded_time(value: datetime) -> datetime:
 UtcDatetime = Annotated[datetime, AfterValidator(utc)]
 # When a node or a request came to be: kept in UTC, never later than now (+ FUTURE_SKEW).
 RecordedDatetime = Annotated[datetime, AfterValidator(recorded_time)]
+
+
+def iso_time(value: Any) -> Any:
+    """A time as sent: ISO 8601 text (or a datetime, built in Python). pydantic also reads
+    a number, or text that is one, as Unix seconds: ``12345`` would be a time in 1970, and
+    milliseconds one in the year 50,000 (OpenLineage's eventTime is ISO 8601 text)."""
+    if isinstance(value, int | float) or (isinstance(value, str) and _is_number(value)):
+        raise ValueError("expected an ISO 8601 date-time such as 2026-01-31T09:30:00Z, not "
+                         "a number")
+    return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# A recorded time as it is sent: ISO 8601 text, never a number.
+SentDatetime = Annotated[datetime, BeforeValidator(iso_time), AfterValidator(recorded_time)]
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str,
