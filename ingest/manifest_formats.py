@@ -173,6 +173,15 @@ class VersionedDoc(Doc):
     def node_version(self) -> str | None:
         return self.version
 
+    def supersedes_ref(self) -> tuple[str, Ref] | None:
+        """What ``supersedes`` names, as reference text and its ``Ref``, when it names one (a
+        bare version is one of this name)."""
+        if not isinstance(self.supersedes, str):
+            return None
+        text = (self.supersedes if ":" in self.supersedes
+                else f"{self.node_name()}@{self.supersedes}")
+        return text, Ref("SUPERSEDES", (self.LABEL,), NODE_KINDS_BY_LABEL[self.LABEL].prefix)
+
     def links_to_itself(self) -> list[tuple[str, str]]:
         """(field, own ID) of each field that names the document's own node: a version that
         supersedes, is fine-tuned from or derived from itself is a loop no version order or
@@ -180,13 +189,11 @@ class VersionedDoc(Doc):
         snapshot) can be told here: a version the load numbers is not known yet."""
         if self.version is None and not getattr(self, "snapshot", False):
             return []
-        prefix = NODE_KINDS_BY_LABEL[self.LABEL].prefix
-        own = format_id(prefix, self.node_name(), self.version)
+        own = format_id(NODE_KINDS_BY_LABEL[self.LABEL].prefix, self.node_name(), self.version)
         named: list[tuple[str, str, Ref]] = []
-        if isinstance(self.supersedes, str):  # a bare version is one of this name
-            text = self.supersedes if ":" in self.supersedes else (
-                f"{self.node_name()}@{self.supersedes}")
-            named.append(("supersedes", text, Ref("SUPERSEDES", (self.LABEL,), prefix)))
+        superseded = self.supersedes_ref()
+        if superseded is not None:
+            named.append(("supersedes", *superseded))
         for field, ref in self.REFS.items():
             value = getattr(self, field)
             if self.LABEL not in ref.kinds or value is None:

@@ -77,6 +77,7 @@ from .manifest_formats import (
     RawDoc,
     Ref,
     StageMoveDoc,
+    VersionedDoc,
     parse_document,
 )
 from .manifest_stages import StagePlanner, Status
@@ -455,13 +456,11 @@ class _ManifestLoad:
     def _supersede(self, entry: _Entry) -> None:
         node, doc = entry.node, entry.doc
         assert node is not None
-        wanted = getattr(doc, "supersedes", None)
-        if node.version is None or wanted is False:
+        if node.version is None or getattr(doc, "supersedes", None) is False:
             return
-        if isinstance(wanted, str):
-            text = wanted if ":" in wanted else f"{node.name}@{wanted}"
-            ref = Ref("SUPERSEDES", (node.kind,), NODE_KINDS_BY_LABEL[node.kind].prefix)
-            target = self._resolve(entry.record, _read_ref("supersedes", text, ref),
+        named = doc.supersedes_ref() if isinstance(doc, VersionedDoc) else None
+        if named is not None:
+            target = self._resolve(entry.record, _read_ref("supersedes", *named),
                                    node.created_at)
         else:
             target = self._previous(node)
