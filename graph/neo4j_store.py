@@ -494,7 +494,19 @@ class Neo4jStore(GraphStore):
         timed = unit if left is None else neo4j.unit_of_work(timeout=left)(unit)
         with _available(), _deadline_on_timeout(), self._driver.session(
                 database=self._database) as session:
-            return session.execute_write(timed)
+            try:
+                return session.execute_write(timed)
+            except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError) as error:
+                # Rolling back, the driver reads what the transaction's statements left
+                # unread, and a failure met there replaces what the work raised: a load
+                # stopped on ResultFailedError where a CREATE meeting a stored twin had
+                # raised RequestsStored, which sends the batch back to read first (twice in
+                # twelve loads of a file repeating its requests, two writes in flight).
+                raised = error.__context__
+                if isinstance(raised, Exception) and not isinstance(
+                        raised, neo4j.exceptions.Neo4jError | neo4j.exceptions.DriverError):
+                    raise raised from error
+                raise
 
     def _read(self, query: str, **params: Any) -> list[neo4j.Record]:
         # An auto-commit read, not ``execute_query``'s managed transaction: BEGIN and COMMIT

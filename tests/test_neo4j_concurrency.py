@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -175,3 +176,20 @@ def test_how_many_writes_a_bulk_load_keeps_in_flight_is_a_setting(
         three.close()
     with pytest.raises(ValidationError, match="neo4j_writes_in_flight"):
         Settings(neo4j_uri=neo4j_uri, neo4j_writes_in_flight=0)
+
+
+def test_what_a_write_raises_is_what_its_caller_gets_when_the_rollback_fails_too(
+    store: GraphStore,
+) -> None:
+    # The driver's rollback reads what the work's statements left unread; a failure there
+    # (a CREATE's ConstraintError, as ResultFailedError) hid the work's own RequestsStored,
+    # so a bulk load stopped instead of sending the batch back to read first.
+    class Refused(Exception):
+        pass
+
+    def work(tx: Any) -> None:
+        tx.tx.run("UNWIND [1, 0] AS x RETURN 1 / x AS y")  # fails where the rollback reads
+        raise Refused
+
+    with pytest.raises(Refused):
+        store._write(work)  # type: ignore[attr-defined]
