@@ -128,7 +128,7 @@ class Mapped:
     batch: Batch
     rejected: list[tuple[int | str, Any, list[Problem]]] = field(default_factory=list)
     # request ID → (record, payload) of each record written: what a conflict names
-    sent: dict[str, tuple[int | str, Any]] = field(default_factory=dict)
+    sent: dict[str, _Served] = field(default_factory=dict)
 
     @property
     def problems(self) -> list[Problem]:
@@ -224,35 +224,45 @@ def _value(payload: Any) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class _Served:
-    """What a batch's first record of a request says served it, and when. A later record of
-    the same request is held to it as a stored request is (``RequestsConflict``): with the
-    same references it updates the fields (the last record of an ID in a batch wins), with
-    others it is refused — written, both records' edges would link the request to both."""
+    """A record written for a request: what it says served the request, and when. Another
+    record of the request — later in the batch, or stored — is held to it: with the same
+    references it updates the fields (the last record of an ID in a batch wins), with others
+    it is refused (written, both records' edges would link the request to both)."""
 
     request: str  # the node's ID
     record: int | str
+    payload: Any
     at: datetime
     refs: dict[str, tuple[str, str]]  # field path → (target ID, kind)
 
-    def conflict(self, record: int | str, outcome: OutcomeRecord,
-                 refs: dict[str, tuple[str, str]]) -> list[Problem]:
-        """Why a later record of the request is refused, or nothing (only a request a batch
-        holds twice gets here: bulk loads pay nothing for it)."""
-        mine = {target for target, _ in self.refs.values()}
-        theirs = {target for target, _ in refs.values()}
-        if utc(outcome.timestamp) != self.at:
-            where = "timestamp"
-        elif theirs != mine:
-            # The first field naming what the other record does not (features in another
-            # order are the same references, as they are to a stored request).
-            where = next(path for path, (target, _) in [*refs.items(), *self.refs.items()]
-                         if target not in mine or target not in theirs)
-        else:
-            return []
-        return [Problem(f"{self.request} is also record {self.record}, served by "
-                        f"{', '.join(sorted(mine)) or 'nothing'} at {self.at.isoformat()}: "
-                        "a record sent again cannot change what served it, or when",
-                        record=record, field=where)]
+    @property
+    def targets(self) -> set[str]:
+        return {target for target, _ in self.refs.values()}
+
+    def changed(self, at: datetime, targets: set[str] | frozenset[str]) -> str | None:
+        """The field by which this record departs from a request served by ``targets`` at
+        ``at``, or None (features in another order are the same references)."""
+        if at != self.at:
+            return "timestamp"
+        mine = self.targets
+        if mine == targets:
+            return None
+        added = [path for path, (target, _) in self.refs.items() if target not in targets]
+        if added:
+            return added[0]
+        dropped = min(targets - mine)  # what the other named and this record does not
+        return _FIELD_OF.get(dropped.partition(":")[0], "bundle")
+
+    def refused(self, served_by: set[str] | frozenset[str], at: datetime, where: str,
+                was: str) -> Problem:
+        return Problem(f"{self.request} {was} served by {', '.join(sorted(served_by)) or 'nothing'}"
+                       f" at {at.isoformat()}: a record sent again cannot change what served "
+                       "it, or when", record=self.record, field=where)
+
+
+# The record's field naming a target of each ID prefix (``changed``: one it leaves out).
+_FIELD_OF = {"bundle": "bundle", "model": "model", "prompt": "prompt", "policy": "policy",
+             "feature": "features"}
 
 
 class OutcomeMapper:
@@ -291,14 +301,18 @@ class OutcomeMapper:
             problems = self._check(record, refs)
             twin = first.get(outcome.request_id)
             if not problems and twin is not None:
-                problems = twin.conflict(record, outcome, refs)
+                this = _Served(twin.request, record, payload, utc(outcome.timestamp), refs)
+                where = this.changed(twin.at, twin.targets)
+                if where is not None:
+                    problems = [this.refused(twin.targets, twin.at, where,
+                                             f"is also record {twin.record},")]
             if problems:
                 mapped.rejected.append((record, _value(payload), problems))
                 continue
             node = self._write(mapped.batch, outcome, refs, shadows)
-            sent[node.id] = (record, payload)
+            sent[node.id] = _Served(node.id, record, payload, node.created_at, refs)
             if twin is None:
-                first[outcome.request_id] = _Served(node.id, record, node.created_at, refs)
+                first[outcome.request_id] = sent[node.id]
         mapped.batch.whole_requests = True
         mapped.batch.nodes += [
             Node.from_id(model, kind="ModelVersion", created_at=self._first_seen[model],
@@ -431,25 +445,24 @@ def strict_batch(items: Sequence[Item], store: GraphStore, *, actor: str,
         raise IngestError(mapped.problems)
 
     def refuse(stored: dict[str, OutcomeState]) -> Batch:
-        raise IngestError([_conflict(mapped.sent[oid][0], oid, stored[oid])
-                           for oid in sorted(stored)])
+        raise IngestError([_conflict(mapped.sent[oid], stored[oid]) for oid in sorted(stored)])
 
     mapped.batch.on_conflict = refuse
     return mapped.batch
 
 
-def _conflict(record: int | str, request: str, stored: OutcomeState) -> Problem:
-    return Problem(f"{request} was stored as served by {', '.join(sorted(stored.targets))} "
-                   f"at {stored.created_at.isoformat()}: a record sent again cannot change "
-                   "what served it, or when", record=record, field="bundle")
+def _conflict(sent: _Served, stored: OutcomeState) -> Problem:
+    return sent.refused(stored.targets, stored.created_at,
+                        sent.changed(stored.created_at, stored.targets) or "bundle",
+                        "was stored as")
 
 
 def _without(mapped: Mapped, stored: dict[str, OutcomeState]) -> Batch:
     """The batch without the requests stored with other references, each a dead letter,
     and its audit entry's counts following."""
     batch = mapped.batch
-    letters = [dead_letter(SOURCE, _value(mapped.sent[oid][1]),
-                           [_conflict(mapped.sent[oid][0], oid, stored[oid])])
+    letters = [dead_letter(SOURCE, _value(mapped.sent[oid].payload),
+                           [_conflict(mapped.sent[oid], stored[oid])])
                for oid in sorted(stored)]
     audit = [entry if entry.action != "ingest.outcomes" else entry.model_copy(update={
         "after": {"records": entry.after["records"] - len(stored),

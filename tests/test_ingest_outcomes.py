@@ -329,6 +329,7 @@ def test_a_request_sent_again_at_another_time_is_refused(registry: GraphStore) -
 
     assert first.status_code == 200, first.text
     assert later.status_code == 400
+    assert later.json()["problems"][0]["field"] == "timestamp"  # not "bundle": it is the same
     assert "cannot change what served it, or when" in later.json()["problems"][0]["message"]
     assert same.status_code == 200, same.text
     stored = registry.get(["outcome:req-9"])["outcome:req-9"]
