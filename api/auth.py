@@ -167,7 +167,7 @@ def create_token(store: GraphStore, name: str, scopes: str | Iterable[str], *,
                  actor: str) -> tuple[TokenInfo, str]:
     """Issue a token: its record and audit entry in one transaction. Returns the secret,
     which exists nowhere else — the caller shows it once."""
-    if not NAME_PATTERN.fullmatch(name) or name in RESERVED_NAMES:
+    if not NAME_PATTERN.fullmatch(name) or name.casefold() in RESERVED_NAMES:
         raise TokenError(f"name: {name!r} must be 1-64 of letters, digits, '.', '_', '@', "
                          f"'-' (starting with a letter or digit) and not one of "
                          f"{', '.join(sorted(RESERVED_NAMES))}")
