@@ -256,6 +256,17 @@ def _served_by(edges: Iterable[Edge]) -> dict[str, set[str]]:
     return found
 
 
+def _check_served_once(edges: Iterable[Edge]) -> None:
+    """``_check_one_server`` for the edges of one batch, a dict lookup an edge (each type
+    has one kind of target): it runs on every outcome a bulk load writes."""
+    first: dict[tuple[str, str], str] = {}
+    for edge in edges:
+        if edge.type in _ONE_PER_REQUEST:
+            target = first.setdefault((edge.source, edge.type), edge.target)
+            if target != edge.target:  # edges are deduplicated: another target
+                _check_one_server(edge.source, [target, edge.target])
+
+
 def _check_one_server(request: str, targets: Iterable[str]) -> None:
     """Two bundles (or models, prompts, policies) serving one request: a record of two
     requests under one ID, which a trace and the traffic counts would each read otherwise.
@@ -391,8 +402,7 @@ class GraphStore(ABC):
         (``NodesStored``)."""
         node_list = _dedupe_nodes(nodes)
         edge_list = _dedupe_edges(edges)
-        for request, targets in _served_by(edge_list).items():
-            _check_one_server(request, targets)
+        _check_served_once(edge_list)
         batch_kinds = {n.id: n.kind for n in node_list}
         ends = {e for edge in edge_list for e in (edge.source, edge.target)}
         own_requests: list[Node] = []
