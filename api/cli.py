@@ -20,7 +20,7 @@ from . import cli_queries
 from .auth import is_loopback, list_tokens
 from .cli_demo import demo_command
 from .cli_ingest import deadletter_app, ingest_app
-from .cli_reports import report_app
+from .cli_reports import cannot_write, report_app
 from .cli_retention import retention_app
 from .cli_tokens import token_app
 from .cli_traffic import traffic_app
@@ -169,9 +169,7 @@ def export_schema(
         try:
             path.write_text(text)
         except OSError as error:  # no such directory, not writable: one line, not a traceback
-            console.print(f"[red]cannot write {escape(str(path))}: "
-                          f"{escape(error.strerror or str(error))}[/red]", soft_wrap=True)
-            raise typer.Exit(1) from None
+            cannot_write(path, error.strerror or str(error))
     console.print(f"wrote {output} and {docs}")
 
 

@@ -3,11 +3,17 @@ humans, as Markdown (with the picture as a separate SVG file) or self-contained 
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
+import os
+import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from lineagegraph.graph.governance import (
     GovernanceError,
@@ -35,10 +41,60 @@ Format = Annotated[str, typer.Option("--format", help="md or html")]
 Output = Annotated[Path | None, typer.Option("--output", "-o", help="file to write")]
 
 
-def _write(output: Path, text: str) -> None:
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
-    console.print(f"wrote {output}")
+# What a default file name keeps of the names in it; the rest becomes "_".
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_STEM = 120  # well under any file system's 255 bytes, hash and suffix included
+
+
+def default_path(stem: str, fmt: str) -> Path:
+    """A file in the current directory named after ``stem``: anyone with write scope names
+    bundles, so a ``/`` or ``..`` in one must not choose where a report lands. A plain name
+    is kept as it is; an altered one gets a hash of the original, so two names that differ
+    only in what was replaced do not overwrite each other's report."""
+    safe = _UNSAFE_IN_NAME.sub("_", stem).lstrip(".")
+    if safe != stem or len(safe) > _MAX_STEM:
+        safe = f"{safe[:_MAX_STEM]}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}"
+    return Path(f"{safe}.{fmt}")
+
+
+def cannot_write(path: Path, reason: str) -> NoReturn:
+    """One line naming the path and why, exit 1: not a traceback."""
+    console.print(f"[red]cannot write {escape(str(path))}: {escape(reason)}[/red]",
+                  soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _picture(target: Path) -> Path:
+    """The SVG a Markdown report at ``target`` links, beside it."""
+    if os.path.isdir(target):  # "-o ." names no file (and with_suffix refuses it)
+        cannot_write(target, os.strerror(errno.EISDIR))
+    picture = target.with_suffix(".svg")
+    if picture == target:
+        cannot_write(target, "the Markdown and the SVG it links would be the same file")
+    return picture
+
+
+def _write(files: list[tuple[Path, str]], explicit: bool) -> None:
+    """Write every (path, text) or none: a file this call opened is removed again when a
+    later write fails, so a failure leaves no report without its picture."""
+    opened: list[Path] = []
+    path = files[-1][0]
+    try:
+        # Only a path the user gave may name directories to create (a parent that is a
+        # file is left for open to refuse as "Not a directory").
+        if explicit and not path.parent.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        for path, text in files:
+            with path.open("w", encoding="utf-8") as handle:
+                opened.append(path)
+                handle.write(text)
+    except OSError as error:
+        for done in opened:
+            with contextlib.suppress(OSError):
+                done.unlink()
+        cannot_write(path, error.strerror or str(error))
+    for path, _ in files:
+        console.print(f"wrote {path}")
 
 
 @report_app.command("promotion")
@@ -59,13 +115,14 @@ def promotion(bundle: str, version: str, environment: str, fmt: Format = "html",
     finally:
         store.close()
     title, sections = promotion_sections(report)
-    target = output or Path(f"promotion-{bundle}-{version}-{environment}.{fmt}")
+    target = output or default_path(f"promotion-{bundle}-{version}-{environment}", fmt)
     if fmt == "html":
-        _write(target, html_page(title, sections, svg, verdict=report.verdict))
+        _write([(target, html_page(title, sections, svg, verdict=report.verdict))],
+               explicit=output is not None)
     else:
-        picture = target.with_suffix(".svg")
-        _write(picture, svg)
-        _write(target, markdown(title, sections, svg_file=picture.name))
+        picture = _picture(target)
+        _write([(picture, svg), (target, markdown(title, sections, svg_file=picture.name))],
+               explicit=output is not None)
     console.print(f"verdict: [bold]{report.verdict}[/bold]"
                   + "".join(f"\n  ✘ {reason}" for reason in report.reasons))
 
@@ -94,10 +151,10 @@ def evidence(bundle: str, version: str, fmt: Format = "html", output: Output = N
                                  pack.approvals, pack.stage_moves, pack.audit)
     title = f"Evidence pack: {pack.bundle.id}"
     svg = subgraph_svg(pack.upstream, highlight=pack.bundle.id)
-    target = output or Path(f"evidence-{bundle}-{version}.{fmt}")
+    target = output or default_path(f"evidence-{bundle}-{version}", fmt)
     if fmt == "html":
-        _write(target, html_page(title, sections, svg))
+        _write([(target, html_page(title, sections, svg))], explicit=output is not None)
     else:
-        picture = target.with_suffix(".svg")
-        _write(picture, svg)
-        _write(target, markdown(title, sections, svg_file=picture.name))
+        picture = _picture(target)
+        _write([(picture, svg), (target, markdown(title, sections, svg_file=picture.name))],
+               explicit=output is not None)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 from lineagegraph.graph.governance import PromotionReport
 from lineagegraph.graph.walk import Subgraph
@@ -104,6 +105,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _md_cell(text: str) -> str:
+    """A table cell (header or body) of any text: an unescaped ``|`` would end the cell, and
+    a ``\\`` before it would escape the escape (a backslash renders the same either way)."""
+    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
 def _plural(count: int, noun: str) -> str:
     return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
@@ -177,16 +184,17 @@ def evidence_sections(bundle: Node, pins: dict[str, Sequence[Node]], upstream: S
 def markdown(title: str, sections: list[Section], svg_file: str | None = None) -> str:
     lines = [f"# {title}", ""]
     if svg_file:
-        lines += [f"![affected subgraph]({svg_file})", ""]
+        # Percent-encoded: a space, parenthesis or ``<`` in the file name would end the link.
+        lines += [f"![affected subgraph]({quote(svg_file)})", ""]
     for section in sections:
         lines += [f"## {section.title}", ""]
         if section.note:
             lines += [f"_{section.note}_", ""]
         if section.rows:
             header = section.header or tuple("" for _ in section.rows[0])
-            lines.append("| " + " | ".join(header) + " |")
+            lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
             lines.append("|" + "---|" * len(header))
-            lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |"
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |"
                       for row in section.rows]
             lines.append("")
     return "\n".join(lines)
