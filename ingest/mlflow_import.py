@@ -17,17 +17,26 @@ Mapping (IDs follow design §2):
   locator is the dataset source's URI when it has one (``s3://wh/payments.parquet``: the
   same ID OpenLineage's ``{namespace}/{name}`` gives that object), else
   ``{source_type}/{path or table}``, else ``mlflow/{dataset name}`` (data from code);
-- registered model → ``Model`` ``model:{name}``; version → ``ModelVersion``
+- registered model → ``Model`` ``model:{name}``, marked ``mlflow_registry`` (the registry
+  URI, without credentials: which registry brought it); version → ``ModelVersion``
   ``model:{name}@{version}``, ``VERSION_OF`` the model, ``PRODUCED_BY`` its run (the
   version's ``run_id``, else its logged model's source run), ``SUPERSEDES`` the previous
-  version;
+  version. ``@`` in a model or prompt name (MLflow allows it in model names) is written
+  ``%40``, as the OpenLineage mapper does: IDs split the version off at the last ``@``, so
+  model ``m@1`` would be read as version 1 of ``m``;
 - alias (of a registered model or a prompt) → a ``StageMove`` of its family ID
   (``model:{name}``, ``prompt:{name}``) into the environment named like
   the alias, appended only when another version (or none) is in effect there; a
   stage this importer set whose alias is gone moves to nothing. MLflow keeps no history
-  of aliases, so a move is dated when the import saw it;
+  of aliases, so a move is dated when the import saw it, and audited under the version's
+  ID (``model:{name}@{version}``: the one moved to, or from when none). An alias that
+  cannot name an environment (more than 64 characters) is skipped with a warning;
 - a model or prompt version an earlier import brought and MLflow has since deleted stays
-  (requests and lineage may name it), archived with ``deleted_in_mlflow``;
+  (requests and lineage may name it), archived with ``deleted_in_mlflow``; so do the
+  versions of a whole model or prompt MLflow deleted — one whose family an import from
+  the same registry marked, that the registry lists no more — and the stages this importer
+  set for it move to nothing. Finding those reads every ``Model`` and ``Prompt`` node of
+  the graph, a page at a time; a prompt registry that could not be read deletes nothing;
 - prompt → ``Prompt`` ``prompt:{name}``; version → ``PromptVersion`` ``prompt:{name}@{version}``
   (``VERSION_OF``, ``SUPERSEDES``; ``registry: mlflow`` marks it as the importer's);
   ``mlflow.linkedPrompts`` on a logged model or a run →
@@ -54,7 +63,9 @@ from pydantic import ValidationError
 
 from lineagegraph.graph.store import GraphStore, UpsertResult
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, StageMove, format_id
-from lineagegraph.schema.models import describe_validation_error, now
+from lineagegraph.schema.ids import escape_at
+from lineagegraph.schema.kinds import NODE_KINDS_BY_LABEL
+from lineagegraph.schema.models import check_environment, describe_validation_error, now
 
 from .batch import Batch, IngestError, Problem
 
@@ -73,6 +84,10 @@ NAMESPACE = "mlflow"  # of the jobs, and of the data sources of datasets built i
 LINKED_PROMPTS_TAG = "mlflow.linkedPrompts"
 IS_PROMPT_TAG = "mlflow.prompt.is_prompt"
 MLFLOW_REGISTRY = "mlflow"  # the ``registry`` of the prompt versions this importer brings
+# On the Model and Prompt nodes this importer writes: the registry they came from, so a later
+# import of that registry knows which families it brought when MLflow deletes one.
+REGISTRY_MARK = "mlflow_registry"
+FAMILY_PAGE = 1000  # Model and Prompt nodes read at a time, looking for deleted families
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 DATA_CONTEXT_TAG = "mlflow.data.context"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -95,6 +110,7 @@ class MlflowSnapshot:
     logged_models: dict[str, LoggedModel] = field(default_factory=dict)  # by model ID
     prompts: list[Prompt] = field(default_factory=list)
     prompt_versions: list[PromptVersion] = field(default_factory=list)  # aliases filled in
+    prompts_read: bool = True  # False: the prompt registry failed, prompts unknown (not gone)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -152,6 +168,7 @@ def read_mlflow(client: MlflowClient) -> MlflowSnapshot:
                     lambda t, name=prompt.name: client.search_prompt_versions(
                         name, page_token=t))]
     except MlflowException as error:  # a registry without prompts still has models
+        snap.prompts_read = False
         snap.warnings.append(f"prompt registry not read ({error.error_code}): {error.message}")
     prompt_names = {prompt.name for prompt in snap.prompts}
 
@@ -259,6 +276,7 @@ def _json_or_text(text: str | None) -> Any:
 class _Graph:
     """Nodes and edges being assembled; a node seen twice keeps its first (earliest) form."""
 
+    registry: str  # the registry URI read (``REGISTRY_MARK``)
     nodes: dict[str, Node] = field(default_factory=dict)
     edges: list[Edge] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -319,7 +337,8 @@ def _add_dataset(graph: _Graph, dataset: Dataset, first_seen: datetime) -> str:
                     "source_type": dataset.source_type}))
     profile = _json_or_text(dataset.profile)
     version_id = graph.node(Node(
-        kind="DatasetVersion", name=locator, version=dataset.digest, created_at=first_seen,
+        kind="DatasetVersion", name=locator, version=escape_at(dataset.digest),
+        created_at=first_seen,
         properties={
             "mlflow_name": dataset.name, "digest": dataset.digest,
             "source_type": dataset.source_type, "source": source,
@@ -345,13 +364,15 @@ def _add_family(graph: _Graph, kind: str, family: Any, versions: Sequence[Any],
                 props: Callable[[Any], dict[str, Any]]) -> list[tuple[Any, str]]:
     """A registered model or prompt and its versions (in version order), each version
     ``VERSION_OF`` the family and ``SUPERSEDES`` the one before: [(version, its ID)]."""
-    family_id = graph.node(Node(kind=kind, name=family.name,
+    name = escape_at(family.name)
+    family_id = graph.node(Node(kind=kind, name=name,
                                 created_at=utc_ms(family.creation_timestamp),
                                 properties={"description": family.description or None,
-                                            "tags": user_tags(family.tags)}))
+                                            "tags": user_tags(family.tags),
+                                            REGISTRY_MARK: graph.registry}))
     added: list[tuple[Any, str]] = []
     for version in versions:
-        version_id = graph.node(Node(kind=f"{kind}Version", name=family.name,
+        version_id = graph.node(Node(kind=f"{kind}Version", name=name,
                                      version=version.version,
                                      created_at=utc_ms(version.creation_timestamp),
                                      properties=props(version)))
@@ -415,7 +436,7 @@ def _linked_prompts(tags: dict[str, str], where: str, warnings: list[str]) -> li
         return []
     try:
         entries = json.loads(text)
-        return [format_id("prompt", e["name"], e["version"]) for e in entries]
+        return [format_id("prompt", escape_at(str(e["name"])), e["version"]) for e in entries]
     except (json.JSONDecodeError, TypeError, KeyError):
         warnings.append(f"{where}: unreadable {LINKED_PROMPTS_TAG} tag {text!r}")
         return []
@@ -441,10 +462,63 @@ def _add_prompt_links(graph: _Graph, snap: MlflowSnapshot) -> None:
         graph.edge(prompt_id, "DESIGNED_FOR", version_id, via=sorted(found))
 
 
+@dataclass(frozen=True, slots=True)
+class Family:
+    """A registered model or prompt, as the import compares it with the graph."""
+
+    kind: str  # Model or Prompt
+    name: str  # the name part of its IDs: ``@`` written ``%40``
+    versions: frozenset[str]  # the versions MLflow lists: none once MLflow deleted it
+    aliases: dict[str, str]  # alias → version
+
+    @property
+    def id(self) -> str:
+        return format_id(NODE_KINDS_BY_LABEL[self.kind].prefix, self.name)
+
+
+def families(snap: MlflowSnapshot, store: GraphStore, registry: str) -> list[Family]:
+    """The registered models and prompts MLflow lists, then those an import of ``registry``
+    brought earlier (their family node carries its ``REGISTRY_MARK``) that it lists no
+    more: deleted in MLflow. A family another registry brought, or a manifest, is not
+    ours to call deleted; nor is any prompt when the prompt registry could not be read."""
+    versions: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for model_version in snap.versions:
+        versions[("Model", model_version.name)].add(str(model_version.version))
+    prompt_aliases: dict[str, dict[str, str]] = defaultdict(dict)
+    for prompt_version in snap.prompt_versions:
+        versions[("Prompt", prompt_version.name)].add(str(prompt_version.version))
+        for alias in prompt_version.aliases or ():
+            prompt_aliases[prompt_version.name][alias] = str(prompt_version.version)
+    listed = [Family("Model", escape_at(model.name), frozenset(versions[("Model", model.name)]),
+                     {alias: str(version) for alias, version in model.aliases.items()})
+              for model in snap.models]
+    listed += [Family("Prompt", escape_at(name), frozenset(versions[("Prompt", name)]),
+                      prompt_aliases[name])
+               for name in sorted(prompt.name for prompt in snap.prompts)]
+    known = {(family.kind, family.name) for family in listed}
+    kinds = ["Model", "Prompt"] if snap.prompts_read else ["Model"]
+    gone = [Family(node.kind, node.name, frozenset(), {}) for node in _pages_of(store, kinds)
+            if node.properties.get(REGISTRY_MARK) == registry
+            and (node.kind, node.name) not in known]
+    return listed + gone
+
+
+def _pages_of(store: GraphStore, kinds: list[str]) -> Iterator[Node]:
+    """Every node of ``kinds``, read a page at a time."""
+    after = None
+    while True:
+        page = store.find(kinds=kinds, first=FAMILY_PAGE, after=after)
+        yield from page
+        if len(page) < FAMILY_PAGE:
+            return
+        after = page[-1].id
+
+
 def alias_moves(
-    snap: MlflowSnapshot,
+    listed: Sequence[Family],
     history: Callable[[str], list[StageMove]],
     at: datetime,
+    warnings: list[str],
 ) -> list[StageMove]:
     """Stage moves for aliases that changed since the stage log last saw them.
 
@@ -453,23 +527,22 @@ def alias_moves(
     they never mix with a bundle of the same name (bundles log under their bare name). An
     alias is an environment; a move is appended only when the version in effect there
     differs, so a re-import appends none. A stage this importer set whose alias has since
-    been deleted in MLflow moves to nothing; stages set by others are left alone.
+    been deleted in MLflow (or whose model or prompt has) moves to nothing; stages set by
+    others are left alone. An alias no environment can be named (``check_environment``:
+    MLflow takes 255 characters, an environment 64) is skipped, said in ``warnings``.
     """
-    families = [(format_id("model", model.name),
-                 {alias: str(version) for alias, version in model.aliases.items()})
-                for model in snap.models]
-    prompt_aliases: dict[str, dict[str, str]] = {p.name: {} for p in snap.prompts}
-    for version in snap.prompt_versions:
-        for alias in version.aliases or ():
-            prompt_aliases.setdefault(version.name, {})[alias] = str(version.version)
-    families += [(format_id("prompt", name), aliases)
-                 for name, aliases in sorted(prompt_aliases.items())]
     moves = []
-    for stage_name, aliases in families:
+    for family in listed:
+        stage_name = family.id
         current: dict[str, StageMove] = {}
         for move in history(stage_name):
             current[move.environment] = move
-        for environment, version in sorted(aliases.items()):
+        for environment, version in sorted(family.aliases.items()):
+            try:
+                check_environment(environment)
+            except ValueError as error:
+                warnings.append(f"{stage_name}: MLflow alias skipped: {error}")
+                continue
             before = current.get(environment)
             if before is None or before.to_version != version:
                 moves.append(StageMove(
@@ -477,7 +550,7 @@ def alias_moves(
                     from_version=before.to_version if before else None, at=at, actor=ACTOR,
                     reason=f"MLflow alias {environment!r} points at version {version}"))
         for environment, before in sorted(current.items()):
-            if (environment not in aliases and before.actor == ACTOR
+            if (environment not in family.aliases and before.actor == ACTOR
                     and before.to_version is not None):
                 moves.append(StageMove(
                     name=stage_name, environment=environment, to_version=None,
@@ -500,9 +573,10 @@ def audit_entries(source: str, nodes: Sequence[Node], existing: dict[str, Node],
                                       before=before.properties if before else None,
                                       after=node.properties))
     for move in moves:
+        prefix, name = move.name.split(":", 1)  # a family ID: model:{name}, prompt:{name}
         entries.append(AuditEntry(
             action="stage_move", actor=actor, at=at,
-            target=format_id("model", move.name, move.to_version or move.from_version),
+            target=format_id(prefix, name, move.to_version or move.from_version),
             before={"environment": move.environment, "version": move.from_version},
             after={"environment": move.environment, "version": move.to_version}))
     return entries
@@ -517,22 +591,16 @@ def _imported(node: Node) -> bool:
     return node.properties.get("registry") == MLFLOW_REGISTRY
 
 
-def deleted_versions(snap: MlflowSnapshot, store: GraphStore) -> list[Node]:
-    """Versions of the registered models and prompts MLflow lists that an earlier import
-    brought (``_imported``) and MLflow no longer has: deleted there. Kept — requests and
-    lineage may name them — but archived with ``deleted_in_mlflow``, so they are no
-    registered, ready version any more, and walks and rollbacks pass them by."""
-    families = [("ModelVersion", model.name, {str(v.version) for v in snap.versions
-                                              if v.name == model.name})
-                for model in snap.models]
-    families += [("PromptVersion", prompt.name, {str(v.version) for v in snap.prompt_versions
-                                                 if v.name == prompt.name})
-                 for prompt in snap.prompts]
+def deleted_versions(listed: Sequence[Family], store: GraphStore) -> list[Node]:
+    """Versions of ``listed`` families that an earlier import brought (``_imported``) and
+    MLflow no longer has: deleted there, alone or with their model or prompt. Kept —
+    requests and lineage may name them — but archived with ``deleted_in_mlflow``, so they
+    are no registered, ready version any more, and walks and rollbacks pass them by."""
     gone = []
-    for kind, name, listed in families:
-        for node in store.versions(kind, name):
+    for family in listed:
+        for node in store.versions(f"{family.kind}Version", family.name):
             props = node.properties
-            if (node.version not in listed and _imported(node)
+            if (node.version not in family.versions and _imported(node)
                     and not props.get("deleted_in_mlflow")):
                 gone.append(node.model_copy(update={"properties": {
                     **props, "archived": True, "deleted_in_mlflow": True}}))
@@ -548,19 +616,24 @@ def redact(uri: str) -> str:
 
 
 def to_batch(snap: MlflowSnapshot, store: GraphStore, source: str,
-             at: datetime | None = None, actor: str = ACTOR) -> tuple[Batch, list[str]]:
+             at: datetime | None = None, actor: str = ACTOR,
+             registry: str | None = None) -> tuple[Batch, list[str]]:
     """One batch holding the whole snapshot, the alias moves that are new and the audit
-    entries; and what could not be mapped (dangling links), said in words. Reads the
-    store only to compare: the stage log (which moves are new) and the nodes (what changes).
+    entries; and what could not be mapped (dangling links, skipped aliases), said in words.
+    Reads the store only to compare: the stage log (which moves are new), the nodes (what
+    changes) and the families ``registry`` (default: ``source``) brought (which are gone).
     """
     at = at or now()
-    graph = _Graph()
+    registry = registry or source
+    graph = _Graph(registry)
     _add_runs(graph, snap)
     _add_prompts(graph, snap)
     _add_models(graph, snap)
     _add_prompt_links(graph, snap)
-    nodes = list(graph.nodes.values()) + deleted_versions(snap, store)
-    moves = alias_moves(snap, lambda name: store.stage_history(name=name), at)
+    listed = families(snap, store, registry)
+    nodes = list(graph.nodes.values()) + deleted_versions(listed, store)
+    moves = alias_moves(listed, lambda name: store.stage_history(name=name), at,
+                        graph.warnings)
     audit = audit_entries(source, nodes, store.get([n.id for n in nodes]), moves, at, actor)
     batch = Batch(nodes=nodes, edges=graph.edges, stage_moves=moves, audit=audit,
                   size=snap.size)
@@ -603,7 +676,8 @@ def read_batch(store: GraphStore, tracking_uri: str, registry_uri: str | None = 
         raise IngestError(Problem(f"reading MLflow at {redact(tracking_uri)}: "
                                   f"{error.message}", field="tracking_uri")) from error
     try:
-        return to_batch(snap, store, redact(tracking_uri), actor=actor)
+        return to_batch(snap, store, redact(tracking_uri), actor=actor,
+                        registry=redact(registry_uri or tracking_uri))
     except (ValidationError, InvalidId) as error:
         # A name, a time or properties no node can hold (``schema.bounds``: too long, a
         # control character, a run dated in the future): refused whole, saying which.

@@ -110,6 +110,7 @@ from lineagegraph.graph.store import (
 )
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, Record, SchemaError, format_id
 from lineagegraph.schema.bounds import ID_PART
+from lineagegraph.schema.ids import escape_at
 from lineagegraph.schema.models import (
     canonical_json,
     describe_validation_error,
@@ -536,10 +537,6 @@ def _version_props(dataset: Dataset) -> dict[str, Any]:
 
 # -- versions and IDs ---------------------------------------------------------------------
 
-def _escape(text: str) -> str:
-    return text.replace("@", "%40")
-
-
 def _version_facet(dataset: Dataset) -> str | None:
     version = _get(dataset.all_facets(), "version", "datasetVersion")
     if isinstance(version, int | float):
@@ -548,7 +545,7 @@ def _version_facet(dataset: Dataset) -> str | None:
 
 
 def dataset_version_id(dataset: Dataset, version: str) -> str:
-    return format_id("dataset", dataset.qualified, _escape(version))
+    return format_id("dataset", dataset.qualified, escape_at(version))
 
 
 def is_model(dataset: Dataset) -> bool:
@@ -557,11 +554,11 @@ def is_model(dataset: Dataset) -> bool:
 
 
 def _model_family(dataset: Dataset) -> str:
-    return format_id("model", _escape(dataset.name))
+    return format_id("model", escape_at(dataset.name))
 
 
 def _model_version_id(dataset: Dataset, version: str) -> str:
-    return format_id("model", _escape(dataset.name), _escape(version))
+    return format_id("model", escape_at(dataset.name), escape_at(version))
 
 
 def _column_lineage(output: Dataset) -> dict[tuple[str, str], dict[str, Any]]:
@@ -920,7 +917,7 @@ class _RunMapping:
             if version is not None:
                 resolved[dataset.qualified] = _model_version_id(dataset, version)
                 continue
-            known = [v for v in self.store.versions("ModelVersion", _escape(dataset.name))
+            known = [v for v in self.store.versions("ModelVersion", escape_at(dataset.name))
                      if not replaced(v)]
             resolved[dataset.qualified] = known[-1].id if known else _model_family(dataset)
         return resolved

@@ -23,6 +23,13 @@ class InvalidId(ValueError):
     """An ID that cannot be parsed; the message names the offending text."""
 
 
+def escape_at(text: str) -> str:
+    """A name or version from another system as an ID part: IDs split the version off at the
+    last ``@``, so an ``@`` of its own is written ``%40`` (OpenLineage datasets, MLflow
+    models: ``m@1`` would be version 1 of ``m``)."""
+    return text.replace("@", "%40")
+
+
 def normalize_version(version: str | int | float | None) -> str | None:
     """``v7``/``V7``/``7``/7 → ``"7"``; other strings (dates, tags) are kept as written. A
     JSON number is its value (1.10 → ``"1.1"``). Anything else — true, a list, a mapping —
