@@ -106,7 +106,7 @@ class OutcomeRecord(InferenceOutcomeProps):
     request_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1), ID_PART]
     timestamp: SentDatetime  # in UTC, and not in the future: it is the node's created_at
     # As a StageMove's: " production" would count as traffic no stage of production matches.
-    environment: Annotated[str, ID_PART, AfterValidator(check_environment)]
+    environment: Annotated[str, AfterValidator(check_environment)]  # an ID part too
     bundle: str | None = None
     model: str | None = None
     prompt: str | None = None

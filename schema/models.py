@@ -93,6 +93,8 @@ def iso_time(value: Any) -> Any:
 
 
 def _is_number(text: str) -> bool:
+    if ":" in text or "-" in text[1:]:  # a date or a time (every sent one): no exception
+        return False
     try:
         float(text)
     except ValueError:
