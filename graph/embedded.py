@@ -247,6 +247,11 @@ class _SqliteTransaction:
         at = None if row is None else _dt(row[1])
         return None if row is None or at is None else (row[0], at)
 
+    def last_stage_seq(self, name: str) -> int | None:
+        row = self.conn.execute("SELECT max(seq) FROM stage_moves WHERE name = ?",
+                                (name,)).fetchone()
+        return None if row is None else row[0]
+
     def append_audit(self, entry: AuditEntry) -> None:
         self.conn.execute(
             "INSERT INTO audit (at, actor, action, target, before, after)"

@@ -354,11 +354,13 @@ def promote(
     one returned) and a move to no version in each environment where it is live, in one
     transaction with a ``retire`` audit entry (``override_reason``, if given, is kept as
     the reason). Promoting a retired version into a serving environment revives it."""
+    judged = {name: last_seq(store, name)}  # before anything the report reads
     report = promotion_report(store, name, version, environment, policy, at=at)
     if report.refused:
         raise GovernanceError(report.reasons[0])
     if report.retirement:
-        return report, _retire(store, report, actor, override_reason, at or utc_now())
+        return report, _retire(store, report, actor, override_reason, at or utc_now(),
+                               judged)
     if report.verdict == "BLOCK" and not override_reason:
         return report, None
     current = report.current.version if report.current else None
@@ -373,21 +375,29 @@ def promote(
         before={"environment": environment, "version": current},
         after={"environment": environment, "version": report.candidate.version,
                "gates": {g.name: g.passed for g in report.gates}, "reason": reason})
-    return report, _recorded(store, [move], [audit])[0]
+    return report, _recorded(store, [move], [audit], judged)[0]
 
 
-def _recorded(store: GraphStore, moves: list[StageMove],
-              audit: list[AuditEntry]) -> list[StageMove]:
-    """Record moves judged against the versions they move from: if another move landed
-    since they were read (two promotions at once), none is kept and the caller is told."""
+def last_seq(store: GraphStore, name: str) -> int | None:
+    """The seq of the latest stage move of ``name``: what a governance move is judged on."""
+    return max((m.seq for m in store.stage_history(name=name) if m.seq is not None),
+               default=None)
+
+
+def _recorded(store: GraphStore, moves: list[StageMove], audit: list[AuditEntry],
+              judged: dict[str, int | None]) -> list[StageMove]:
+    """Record moves judged on the name's stage history as ``judged`` saw it: if another
+    move of the name landed since (two promotions at once, or a promotion elsewhere while
+    a retirement took the version out of where it was live), none is kept and the caller
+    is told."""
     try:
-        return store.record_stage_moves(moves, audit, check_from=True)
+        return store.record_stage_moves(moves, audit, check_from=True, judged=judged)
     except StageMoved as error:
         raise GovernanceError(str(error)) from None
 
 
 def _retire(store: GraphStore, report: PromotionReport, actor: str, note: str | None,
-            when: datetime) -> StageMove:
+            when: datetime, judged: dict[str, int | None]) -> StageMove:
     candidate = report.candidate
     reason = f"retired: {note}" if note else "retired"
     # The move into ``retired`` is the lasting record, even where the version served
@@ -402,7 +412,7 @@ def _retire(store: GraphStore, report: PromotionReport, actor: str, note: str | 
                        before={"environments": report.leaves},
                        after={"environment": RETIRED, "version": candidate.version,
                               "reason": reason})
-    return _recorded(store, [into, *out], [audit])[0]
+    return _recorded(store, [into, *out], [audit], judged)[0]
 
 
 @dataclass(slots=True)
@@ -431,6 +441,7 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
         raise GovernanceError(f"{RETIRED} is no environment a version serves in: nothing to "
                               f"roll back there (promote a retired version to revive it)")
     when = at or utc_now()
+    judged = {name: last_seq(store, name)}
     history = store.stage_history(name=name, until=when)
     moves = [m for m in history if m.environment == environment]
     current = moves[-1].to_version if moves else None
@@ -457,7 +468,7 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
                         before=before, after=after)
              for action, target_id in (("rollback", current_id),
                                        ("rollback.restore", plan.target.id))]
-    return Rollback(_recorded(store, [move], audit)[0], plan.warnings)
+    return Rollback(_recorded(store, [move], audit, judged)[0], plan.warnings)
 
 
 def approve(store: GraphStore, target: str, actor: str, gate: str | None = None,

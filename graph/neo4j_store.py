@@ -337,6 +337,10 @@ class _Neo4jTransaction:
             name=name, env=environment, until=until).single(strict=True)
         return (record["version"], _native(record["at"])) if record["found"] else None
 
+    def last_stage_seq(self, name: str) -> int | None:
+        return self.tx.run("MATCH (m:StageMove {name: $name}) RETURN max(m.seq) AS seq",
+                           name=name).single(strict=True)["seq"]
+
     def append_audit(self, entry: AuditEntry) -> None:
         self._append_numbered(
             "AuditEntry", "id: seq, seq: seq, at: $at, actor: $actor, action: $action, "

@@ -171,6 +171,8 @@ class StoreTransaction(Protocol):
     # wait from here to the end of the transaction.
     def lock_stage(self, name: str, environment: str,
                    until: datetime) -> tuple[str | None, datetime] | None: ...
+    # The seq of the latest stage move of ``name`` (any environment), read under the lock.
+    def last_stage_seq(self, name: str) -> int | None: ...
     def append_audit(self, entry: AuditEntry) -> None: ...
     def append_record(self, record: Record) -> bool: ...
     def outcome_states(self, ids: Sequence[str]) -> dict[str, OutcomeState]: ...
@@ -341,6 +343,18 @@ class StageMoved(Exception):
         super().__init__(
             f"{move.name} in {move.environment} moved meanwhile: @{found or '-'} is in effect, "
             f"not @{move.from_version or '-'}; read it again and retry")
+
+
+class StagesMoved(StageMoved):
+    """A governance move judged on a name's stage history that another move of the name
+    changed before it was written — in any environment: a retirement reads where the
+    version is live, and a promotion into a new environment meanwhile names none of those.
+    Raised inside the transaction, so nothing is kept."""
+
+    def __init__(self, name: str) -> None:  # noqa: D107 - no move to name: the history moved
+        Exception.__init__(self, f"{name} moved meanwhile: another stage move of it landed "
+                                 "while this one was judged; read it again and retry")
+        self.name = name
 
 
 class NodesStored(Exception):
@@ -527,11 +541,15 @@ class GraphStore(ABC):
                                        check_from=check_from)[0]
 
     def record_stage_moves(self, moves: Sequence[StageMove], audit: Sequence[AuditEntry] = (),
-                           *, check_from: bool = False) -> list[StageMove]:
+                           *, check_from: bool = False,
+                           judged: Mapping[str, int | None] | None = None) -> list[StageMove]:
         """Append stage moves and their audit entries in one transaction. ``check_from``:
         only if each move's ``from_version`` is still in effect there when written
         (``StageMoved`` otherwise, nothing kept) — a promotion or rollback judged what it
-        read, and another may have landed since."""
+        read, and another may have landed since. ``judged`` (with ``check_from``): name →
+        the seq of its latest move when the caller read its history; any move of the name
+        since, in whatever environment, is ``StagesMoved``."""
+        assert check_from or not judged, "judged is checked under check_from's lock"
 
         def work(tx: StoreTransaction) -> list[StageMove]:
             for move in moves if check_from else ():
@@ -542,6 +560,9 @@ class GraphStore(ABC):
                 found = latest[0] if latest else None
                 if found != move.from_version or latest and latest[1] > move.at:
                     raise StageMoved(move, found)
+            for name, seq in (judged or {}).items():  # the lock is held: moves write in turn
+                if tx.last_stage_seq(name) != seq:
+                    raise StagesMoved(name)
             stored = [tx.append_stage_move(move) for move in moves]
             for entry in audit:
                 tx.append_audit(entry)

@@ -439,3 +439,44 @@ def test_promotions_at_once_never_record_a_move_from_a_version_no_longer_live(
                for earlier, later in itertools.pairwise(moves)), "\n".join(
         f"{m.seq} {m.at.isoformat()} {m.from_version}->{m.to_version} {m.actor}" for m in moves)
     assert all("moved meanwhile" in reason or "already live" in reason for reason in refused)
+
+
+def test_a_retirement_judged_before_a_promotion_elsewhere_landed_is_refused(
+    store: GraphStore,
+) -> None:
+    # The retirement read "live in canary only"; a promotion into production lands before
+    # it is written. Written anyway, the version was retired and serving production, and
+    # could not be retired again ("already retired").
+    from lineagegraph.graph.governance import _retire, last_seq
+
+    _bundles(store, 1, 2)
+    promote(store, "b", "2", "canary", "release-eng", override_reason="test", at=_hours(0))
+    judged = {"b": last_seq(store, "b")}
+    report = promotion_report(store, "b", "2", "retired", at=_hours(2))
+    promote(store, "b", "2", "production", "release-eng", override_reason="test",
+            at=_hours(1))
+
+    with pytest.raises(GovernanceError, match="b moved meanwhile: another stage move"):
+        _retire(store, report, "release-eng", None, _hours(2), judged)
+    assert store.stage_at("b", "production") == "2"
+    # Judged again, it takes the version out of both.
+    _, retired = promote(store, "b", "2", "retired", "release-eng", at=_hours(3))
+    assert retired is not None
+    assert (store.stage_at("b", "production"), store.stage_at("b", "canary")) == (None, None)
+
+
+def test_a_promotion_judged_before_a_retirement_of_its_name_landed_is_refused(
+    store: GraphStore,
+) -> None:
+    from lineagegraph.graph.store import StagesMoved
+
+    _bundles(store, 1, 2)
+    promote(store, "b", "2", "canary", "release-eng", override_reason="test", at=_hours(0))
+    judged = {"b": store.stage_history(name="b")[-1].seq}
+    promote(store, "b", "2", "retired", "release-eng", at=_hours(1))
+    into_production = StageMove(name="b", environment="production", to_version="2",
+                                at=_hours(0.5))
+
+    with pytest.raises(StagesMoved):
+        store.record_stage_moves([into_production], check_from=True, judged=judged)
+    assert store.stage_at("b", "production") is None
