@@ -38,6 +38,7 @@ from .registry import (
     bundle_parts,
     pin_change_message,
     pin_changes,
+    stage_name,
 )
 from .store import (
     RETIRED,
@@ -534,11 +535,42 @@ def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge], acto
         } if edges else {}
     if check is not None:
         check(existing)
+    live = _archiving_live(store, nodes, existing)
+    if live:
+        raise GovernanceError("; ".join(live))
     changes = pin_changes(nodes, edges, existing, existing_edges.keys())
     if changes:
         raise GovernanceError("; ".join(pin_change_message(b, c) for b, c in changes.items()))
     audit = change_audit(nodes, edges, existing, existing_edges, actor)
     return store.upsert(nodes, edges, audit)
+
+
+# What stage moves serve: a bundle version, and model and prompt versions (registry aliases).
+_STAGED = frozenset({"Bundle", "ModelVersion", "PromptVersion"})
+
+
+def _archiving_live(store: GraphStore, nodes: list[Node],
+                    existing: Mapping[str, Node]) -> list[str]:
+    """Why an upsert may not mark these versions archived: live somewhere, an archived one
+    would serve while walks hide it — missing from every blast radius, as a promotion of an
+    archived version would be (refused too). Retention archives only versions live nowhere,
+    read under the stage lock; here it is read just before the write."""
+    wanted = [n for n in nodes if n.kind in _STAGED and n.properties.get("archived") is True
+              and not (n.id in existing and existing[n.id].properties.get("archived"))]
+    if not wanted:
+        return []
+    moves: dict[str, list[StageMove]] = {}
+    for move in store.stage_history(names=sorted({stage_name(n) for n in wanted})):
+        moves.setdefault(move.name, []).append(move)
+    refused = []
+    for node in wanted:
+        live = sorted(env for env, version in live_from(moves.get(stage_name(node), [])).items()
+                      if version == node.version)
+        if live:
+            refused.append(f"{node.id} is live in {', '.join(live)}: archived, it would serve "
+                           "while walks hide it (missing from every blast radius); retire it "
+                           "first (promote it into retired), then archive it")
+    return refused
 
 
 @dataclass(slots=True)

@@ -480,3 +480,23 @@ def test_a_promotion_judged_before_a_retirement_of_its_name_landed_is_refused(
     with pytest.raises(StagesMoved):
         store.record_stage_moves([into_production], check_from=True, judged=judged)
     assert store.stage_at("b", "production") is None
+
+
+def test_an_upsert_may_not_archive_a_version_while_it_is_live(store: GraphStore) -> None:
+    # Walks hide an archived version: archived while serving production, it went missing
+    # from the blast radius of the model it pins, with no warning.
+    from lineagegraph.graph.governance import audited_upsert
+
+    _bundles(store, 1, 2)
+    promote(store, "b", "2", "production", "release-eng", override_reason="test", at=_hours(0))
+    stored = store.get(["bundle:b@2"])["bundle:b@2"]
+    archived = stored.model_copy(update={"properties": {**stored.properties, "archived": True}})
+
+    with pytest.raises(GovernanceError, match="bundle:b@2 is live in production: archived, it "
+                                              "would serve while walks hide it"):
+        audited_upsert(store, [archived], [], "admin")
+    assert not store.get(["bundle:b@2"])["bundle:b@2"].properties.get("archived")
+
+    promote(store, "b", "2", "retired", "release-eng", at=_hours(1))
+    audited_upsert(store, [archived], [], "admin")  # live nowhere now
+    assert store.get(["bundle:b@2"])["bundle:b@2"].properties["archived"] is True
