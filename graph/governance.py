@@ -122,7 +122,12 @@ def approvals_gate(g: GateInput) -> Gate:
         required = g.parts.policy.properties.get("required_approvals")
     if required is None:
         required = APPROVALS_BY_TIER.get(g.tier, 1)
-    approvers = sorted({str(a.properties.get("approved_by")) for a in g.approvals})
+    # Distinct people: names that differ only in case (zyql, ZYQL) are one approver.
+    named: dict[str, str] = {}
+    for approval in sorted(g.approvals, key=lambda a: str(a.properties.get("approved_by"))):
+        name = str(approval.properties.get("approved_by"))
+        named.setdefault(name.casefold(), name)
+    approvers = sorted(named.values())
     if len(approvers) < required:
         return Gate("approvals", False, f"{len(approvers)} of {required} required approvals "
                     f"({g.tier} tier){': ' + ', '.join(approvers) if approvers else ''}")
@@ -159,14 +164,20 @@ def residency_gate(g: GateInput) -> Gate:
     allowed = set(g.parts.policy.properties.get("residency") or [])
     if not allowed:
         return Gate("residency", True, f"{g.parts.policy.id} sets no residency")
+    # Regions whatever their case (EU is eu), as aliases and risk tiers are read.
+    within = {str(region).casefold() for region in allowed}
+
+    def outside(region: Any) -> bool:
+        return not isinstance(region, str) or region.casefold() not in within
+
     problems = []
     for source in g.parts.retrieves_from:
         where = source.properties.get("residency")
-        if where not in allowed:
+        if outside(where):
             problems.append(f"{source.id} resides in {where or 'an unknown region'}")
     if g.parts.model is not None:
         region = g.parts.model.properties.get("region")
-        if region not in allowed:
+        if outside(region):
             problems.append(f"{g.parts.model.id} runs in {region or 'an unknown region'}")
     if problems:
         return Gate("residency", False, f"{g.parts.policy.id} allows {sorted(allowed)}; "

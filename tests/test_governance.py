@@ -106,6 +106,16 @@ def test_approvals_gate_counts_distinct_approvers_against_the_tier(store: GraphS
     assert gate(store, "approvals")[0] is True
 
 
+def test_approvals_gate_counts_names_that_differ_only_in_case_as_one_approver(
+    store: GraphStore,
+) -> None:
+    # One person, written twice: a two-person rule met by one.
+    setup_bundle(store, policy={"risk_tier": "regulated", "residency": ["eu"]},
+                 approvers=["zyql", "ZYQL"])
+    assert gate(store, "approvals") == (False, "1 of 2 required approvals (regulated tier): "
+                                               "ZYQL")
+
+
 def test_approvals_gate_follows_the_packs_own_requirement(store: GraphStore) -> None:
     setup_bundle(store, policy={"risk_tier": "sandbox", "required_approvals": 1},
                  approvers=[])
@@ -138,6 +148,12 @@ def test_a_floating_alias_passes_in_staging_and_patterns_come_from_settings(
 
 def test_residency_gate_passes_when_sources_and_model_are_allowed(store: GraphStore) -> None:
     setup_bundle(store, policy=dict(EU_PRODUCTION), sources={"source:kb.eu": "eu"})
+    assert gate(store, "residency") == (True, "all within ['eu']")
+
+
+def test_residency_gate_reads_regions_whatever_their_case(store: GraphStore) -> None:
+    setup_bundle(store, policy=dict(EU_PRODUCTION), model_props={"region": "EU"},
+                 sources={"source:kb.eu": "Eu"})
     assert gate(store, "residency") == (True, "all within ['eu']")
 
 
