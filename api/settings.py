@@ -121,6 +121,16 @@ class Settings(BaseSettings):
             raise ValueError("a blank pattern matches no model name")
         return value
 
+    @field_validator("db")
+    @classmethod
+    def _named_file(cls, value: str) -> str:
+        # SQLite opens "" as a temporary database, gone when the process ends: everything
+        # loaded into it (an unset template variable) would be lost without a word.
+        if not value.strip():
+            raise ValueError("empty: name the embedded store's file (unset, it is "
+                             "./lineagegraph.db)")
+        return value
+
     @field_validator("neo4j_uri")
     @classmethod
     def _bolt_uri(cls, value: str | None) -> str | None:
@@ -142,9 +152,9 @@ class Settings(BaseSettings):
         overrides = {k: v for k, v in flags.items() if v is not None}
         if neo4j_uri:
             overrides["neo4j_uri"] = neo4j_uri
-        elif db:
+        elif db is not None:
             overrides["neo4j_uri"] = None
-        if db:
+        if db is not None:  # "--db ''" is refused, not taken for no flag
             overrides["db"] = db
         try:
             return cls(**overrides)

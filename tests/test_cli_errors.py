@@ -127,6 +127,21 @@ def test_an_empty_production_environments_lets_no_floating_alias_through(
     assert not (tmp_path / "r.md").exists()
 
 
+@pytest.mark.parametrize("given_as", ["variable", "flag"])
+def test_an_empty_embedded_store_file_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given_as: str,
+) -> None:
+    # SQLite opens "" as a temporary database: the demo "loaded" into it was gone on exit.
+    monkeypatch.chdir(tmp_path)
+    if given_as == "variable":
+        monkeypatch.setenv("LINEAGEGRAPH_DB", "")
+        result = run_cli("demo")
+    else:
+        result = run_cli("demo", "--db", "")
+
+    _one_error(result, 2, "LINEAGEGRAPH_DB", "empty")
+    assert list(tmp_path.iterdir()) == []
+
 def test_a_blank_production_environment_is_a_usage_error(tmp_path: Path) -> None:
     result = _serve(tmp_path, {"LINEAGEGRAPH_PRODUCTION_ENVIRONMENTS":
                                '["production", " prod-eu"]'})
