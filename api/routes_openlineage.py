@@ -149,8 +149,12 @@ async def list_lineage_events(
     characters of JSON a page (at least one event); pass ``nextCursor`` back as
     ``cursor`` for the next page (null on the last)."""
     prefix = openlineage.run_key_prefix(run_id) if run_id is not None else None
-    where = RecordFilter(openlineage.COLLECTION, key_prefix=prefix, since=_utc("after", after),
-                         until=_utc("before", before), after_seq=read_cursor(cursor))
+    since, until = _utc("after", after), _utc("before", before)
+    if since is not None and until is not None and until < since:  # as GraphQL windows are
+        raise bad_parameter("before", f"{until.isoformat()} is before after "
+                                      f"({since.isoformat()})")
+    where = RecordFilter(openlineage.COLLECTION, key_prefix=prefix, since=since, until=until,
+                         after_seq=read_cursor(cursor))
     page = await run_in_threadpool(store.record_page, where, limit=limit)
     return {"events": [r.payload for r in page.records],
             "nextCursor": str(page.records[-1].seq) if page.more else None}

@@ -666,6 +666,11 @@ def test_kept_events_are_listed_in_keyset_pages_and_filtered_by_run(
         "START", "RUNNING", "COMPLETE"]
     assert windowed["events"] == sent[1:3]
     assert client.get("/api/v1/events/lineage", params={"cursor": "x"}).status_code == 400
+    # A window ending before it starts is refused naming `before`, as GraphQL's are.
+    inverted = client.get("/api/v1/events/lineage", params={
+        "after": "2026-11-10T02:02:00Z", "before": "2026-11-10T02:01:00Z"})
+    assert inverted.status_code == 400
+    assert inverted.json()["problems"][0]["field"] == "before"
 
 
 def test_kept_events_pages_hold_at_most_8_mi_characters_and_at_least_one_event(
