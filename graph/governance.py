@@ -452,6 +452,10 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
     if environment == RETIRED:
         raise GovernanceError(f"{RETIRED} is no environment a version serves in: nothing to "
                               f"roll back there (promote a retired version to revive it)")
+    try:
+        check_environment(environment)
+    except ValueError as error:
+        raise GovernanceError(str(error)) from None
     when = at or utc_now()
     judged = {name: last_seq(store, name)}
     history = store.stage_history(name=name, until=when)

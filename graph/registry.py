@@ -16,6 +16,7 @@ from lineagegraph.schema import (
     format_id,
     parse_id,
 )
+from lineagegraph.schema.models import check_environment
 
 from .store import (
     ORIGIN,
@@ -90,7 +91,9 @@ def resolve(store: GraphStore, name: str, environment: str,
             as_of: datetime | None = None) -> Node | None:
     """The bundle version in effect for ``name`` in ``environment`` at ``as_of`` (default
     now), from the stage-move history; None before the first move, and in ``retired``,
-    where no version serves."""
+    where no version serves. An environment that is no environment name (blank, blanks at
+    its ends) is a ``ValueError`` naming it: no move could ever be recorded there."""
+    check_environment(environment)
     if environment == RETIRED:
         return None
     version = store.stage_at(name, environment, as_of)

@@ -217,3 +217,28 @@ def test_a_registered_bundle_keeps_its_pins_and_params(callers: dict[str, Caller
         "(a new USES_MODEL → model:fraud-detector@6)")
     assert "params" in params["errors"][0]["message"]
     assert parts["modelVersion"] == {"id": "model:fraud-detector@7"}
+
+
+@pytest.mark.parametrize("field", [
+    'resolve(name: "support-triage", environment: $e) { id }',
+    'promotionImpact(bundle: "support-triage", version: "14", environment: $e) { verdict }',
+])
+@pytest.mark.parametrize("environment", ["", " production"])
+def test_an_environment_argument_that_is_no_environment_name_is_refused_naming_it(
+    callers: dict[str, Caller], field: str, environment: str,
+) -> None:
+    # resolve answered null, as if nothing were live there: a blank makes no environment.
+    found = callers["release-eng"].gql(f"query ($e: String!) {{ {field} }}", e=environment)
+
+    assert found["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    assert found["errors"][0]["message"].startswith("environment ")
+
+
+def test_a_rollback_in_no_environment_name_is_refused_naming_it(
+    callers: dict[str, Caller],
+) -> None:
+    found = callers["release-eng"].gql(
+        'mutation { rollback(name: "support-triage", environment: " production") '
+        "{ move { toVersion } } }")
+
+    assert found["errors"][0]["message"].startswith("environment ' production'")
