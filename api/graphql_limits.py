@@ -36,6 +36,9 @@ from .graphql_types import UserError
 # pages made a 462 MB answer); the others are single reads or small pages.
 WALK_FIELDS = frozenset({"lineage", "trace", "blastRadius", "driftSources",
                          "promotionImpact", "promote", "rollback", "auditLog", "search"})
+# What a refusal by these limits says it is, apart from a mistake in the document: a
+# client can tell a cost limit from a schema error.
+TOO_COMPLEX = {"code": "QUERY_TOO_COMPLEX"}
 # Selection sets inside one another (fields and inline fragments) past which a document
 # is refused without counting on: the counting recurses.
 MAX_NESTING = 200
@@ -71,19 +74,23 @@ def operation_limits_rule(max_depth: int, max_walks: int,
                 shape = self._shape(node.selection_set, frozenset(), 0)
             except _TooNested:
                 self.report_error(GraphQLError(
-                    f"'{name}' nests selections more than {MAX_NESTING} deep", node))
+                    f"'{name}' nests selections more than {MAX_NESTING} deep", node,
+                    extensions=TOO_COMPLEX))
                 return
             if shape.depth > max_depth:
                 self.report_error(GraphQLError(
-                    f"'{name}' exceeds maximum operation depth of {max_depth}", node))
+                    f"'{name}' exceeds maximum operation depth of {max_depth}", node,
+                    extensions=TOO_COMPLEX))
             if shape.aliases > max_aliases:
                 self.report_error(GraphQLError(
-                    f"{shape.aliases} aliases found. Allowed: {max_aliases}", node))
+                    f"{shape.aliases} aliases found. Allowed: {max_aliases}", node,
+                    extensions=TOO_COMPLEX))
             if shape.walks > max_walks:
                 fields = ", ".join(sorted(WALK_FIELDS))
                 self.report_error(GraphQLError(
-                    f"the operation asks for {shape.walks} graph walks ({fields}); at most "
-                    f"{max_walks} (LINEAGEGRAPH_GRAPHQL_MAX_WALKS)", node))
+                    f"the operation asks for {shape.walks} graph walks or large reads "
+                    f"({fields}); at most {max_walks} (LINEAGEGRAPH_GRAPHQL_MAX_WALKS)", node,
+                    extensions=TOO_COMPLEX))
 
         def _shape(self, selections: SelectionSetNode | None, open_: frozenset[str],
                    nesting: int) -> Shape:

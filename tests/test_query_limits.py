@@ -191,6 +191,8 @@ def test_an_operation_asking_for_more_walks_than_allowed_is_refused_before_runni
     assert set(three["data"]) == {"a0", "a1", "a2"}
     assert four["data"] is None
     assert "asks for 4 graph walks" in four["errors"][0]["message"]
+    # a cost limit, which a client can tell from a mistake in the document
+    assert four["errors"][0]["extensions"] == {"code": "QUERY_TOO_COMPLEX"}
     assert "asks for 6 graph walks" in spread["errors"][0]["message"]
     assert "asks for 4 graph walks" in nested["errors"][0]["message"]
     # at once: strawberry's depth limiter, which this replaced, took ~2^60 steps on it
