@@ -24,6 +24,7 @@ from lineagegraph.graph.store import PAGE_CHARS, fitting
 from lineagegraph.graph.store import Direction as StoreDirection
 from lineagegraph.graph.trace import trace as run_trace
 from lineagegraph.graph.walk import LINEAGE_DEPTH, walk
+from lineagegraph.schema import InvalidId, parse_id
 
 from .auth import MutationsNeedWrite
 from .graphql_governance import GovernanceQuery, Mutation
@@ -100,6 +101,11 @@ class Query(GovernanceQuery):
         _check_kinds(kinds)
         size = _page_size(first)
         after_id = decode_cursor(after)
+        if after_id is not None:  # a node's ID: another query's cursor restarted the list
+            try:
+                parse_id(after_id)
+            except InvalidId:
+                raise UserError(f"after: {after!r} is not a cursor of this query") from None
         context: Context = info.context
         found = await context.run(lambda: context.store.find(
             kinds=kinds, text=_search_text(text), first=size + 1, after=after_id))

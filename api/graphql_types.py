@@ -263,9 +263,14 @@ def decode_cursor(cursor: str | None) -> str | None:
     if cursor is None:
         return None
     try:
-        return base64.urlsafe_b64decode(cursor.encode()).decode()
+        value = base64.urlsafe_b64decode(cursor.encode()).decode()
     except (ValueError, UnicodeDecodeError):
-        raise UserError(f"after: {cursor!r} is not a cursor from this API") from None
+        value = ""
+    # Decoding skips what is not base64 ("!!!!" read as nothing): only what encodes back
+    # to the cursor given is one (an empty one included, which would restart the list).
+    if not value or encode_cursor(value) != cursor:
+        raise UserError(f"after: {cursor!r} is not a cursor from this API")
+    return value
 
 
 def _position(node: NodeRecord, degree: int) -> str:

@@ -320,6 +320,18 @@ def test_an_audit_log_page_stops_at_its_size_and_says_so(store: GraphStore) -> N
     assert [e["target"] for e in rest["data"]["auditLog"]] == ["t2", "t3"]
     assert "asks for 11 graph walks" in eleven["errors"][0]["message"]
 
+@pytest.mark.parametrize("cursor", ["!!!!", "", "MDAwMDAwMDF8c291cmNlOndoLnBheW1lbnRz"])
+def test_a_search_cursor_not_of_a_search_is_refused_not_read_as_the_start(
+    client: TestClient, cursor: str,
+) -> None:
+    # Not base64, empty, and a lineage cursor ("00000001|source:wh.payments"): each
+    # restarted the list at its first page.
+    found = gql(client, 'query ($a: String) { search(text: "wh", after: $a) { nodes { id } } }',
+                a=cursor)
+
+    assert found["data"] is None
+    assert "is not a cursor" in found["errors"][0]["message"]
+
 SEARCH_PAGE = """query ($after: String) { search(text: "big", first: 50, after: $after) {
     nodes { id } pageInfo { hasNextPage endCursor } } }"""
 
