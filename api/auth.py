@@ -55,7 +55,7 @@ from lineagegraph.graph.registry import governed_changes
 from lineagegraph.graph.store import GraphStore, StoreUnavailable
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
 
-from .errors import timed_out, unavailable_message, unavailable_response
+from .errors import problem_response, timed_out, unavailable_message, unavailable_response
 from .graphql_types import UserError
 from .settings import Settings
 
@@ -287,12 +287,11 @@ class AuthError(Exception):
         self.challenge = challenge
         self.required_scope = required_scope
 
-    def response(self) -> JSONResponse:
-        body: dict[str, Any] = {"error": self.message, "code": self.code}
-        if self.required_scope is not None:
-            body["required_scope"] = self.required_scope
-        return JSONResponse(body, status_code=self.status,
-                            headers={"WWW-Authenticate": self.challenge})
+    def response(self, path: str = "") -> JSONResponse:
+        extra = {} if self.required_scope is None else {"required_scope": self.required_scope}
+        return problem_response(self.message, None, self.status,
+                                {"WWW-Authenticate": self.challenge}, code=self.code,
+                                path=path, **extra)
 
 
 class MissingScope(AuthError):
@@ -370,8 +369,8 @@ class TokensUnavailable(AuthError):
     status = 503
     code = "STORE_UNAVAILABLE"
 
-    def response(self) -> JSONResponse:
-        return unavailable_response(self.message)
+    def response(self, path: str = "") -> JSONResponse:
+        return unavailable_response(self.message, path)
 
 
 class CrossOrigin(AuthError):
@@ -489,7 +488,7 @@ class BearerAuth:
             if needed not in principal.scopes:
                 raise MissingScope(principal, needed)
         except AuthError as error:
-            refusal = (error.response() if scope["type"] == "http"
+            refusal = (error.response(scope["path"]) if scope["type"] == "http"
                        else WebSocketClose(code=1008, reason=error.code))
             await refusal(scope, receive, send)
             return
@@ -534,10 +533,9 @@ class BodySizeLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _refusal(self) -> JSONResponse:
-        return JSONResponse({"error": f"request body larger than {self.max_bytes} bytes "
-                             "(LINEAGEGRAPH_MAX_BODY_BYTES)", "code": "PAYLOAD_TOO_LARGE"},
-                            status_code=413)
+    def _refusal(self, path: str) -> JSONResponse:
+        return problem_response(f"request body larger than {self.max_bytes} bytes "
+                                "(LINEAGEGRAPH_MAX_BODY_BYTES)", None, 413, path=path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -545,7 +543,7 @@ class BodySizeLimit:
             return
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refusal()(scope, receive, send)
+            await self._refusal(scope["path"])(scope, receive, send)
             return
         received = 0
         exceeded = started = replaced = False
@@ -565,7 +563,7 @@ class BodySizeLimit:
             if exceeded and not started:
                 # Whatever the app made of the error (a 400, a 500), the answer is 413.
                 started = replaced = True
-                await self._refusal()(scope, receive, send)
+                await self._refusal(scope["path"])(scope, receive, send)
             if replaced:
                 return
             started = started or message["type"] == "http.response.start"
@@ -575,7 +573,7 @@ class BodySizeLimit:
         with contextlib.suppress(BodyTooLarge):
             await self.app(scope, limited_receive, guarded_send)
         if exceeded and not started:
-            await self._refusal()(scope, receive, send)
+            await self._refusal(scope["path"])(scope, receive, send)
 
 
 # -- installing -------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from starlette.types import Receive, Scope
 
 from lineagegraph.ingest.batch import IngestError, Problem
 
+from .errors import problem_response
+
 # For the routes' OpenAPI: what a 413 means on them.
 TOO_LARGE = {"description": "larger than LINEAGEGRAPH_MAX_BODY_BYTES, as sent or decompressed"}
 
@@ -37,9 +39,8 @@ def install_decompressed_limit(app: FastAPI) -> None:
     @app.exception_handler(DecompressedTooLarge)
     async def too_large(_: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, DecompressedTooLarge)
-        return JSONResponse({"error": f"request body larger than {error.limit} bytes once "
-                             "decompressed (LINEAGEGRAPH_MAX_BODY_BYTES)",
-                             "code": "PAYLOAD_TOO_LARGE"}, status_code=413)
+        return problem_response(f"request body larger than {error.limit} bytes once "
+                                "decompressed (LINEAGEGRAPH_MAX_BODY_BYTES)", None, 413)
 
 
 def inflate(body: bytes, encoding: str, limit: int) -> bytes:

@@ -1,8 +1,9 @@
 """Bad input becomes a 4xx with a JSON body that says what and where — never a 500.
 
-REST errors share one shape: ``{"error": "...", "problems": [{"record"?, "field"?,
-"message"}]}``. GraphQL transport errors (``GraphQLJsonErrors``) are
-``{"errors": [{"message": ...}]}``, as GraphQL clients read them.
+REST errors share one shape: ``{"error": "...", "code": "...", "problems": [{"record"?,
+"field"?, "message"}]}`` (``problem_response``). Errors of the GraphQL transport, a refused
+token on ``/graphql`` included, are ``{"errors": [{"message": ..., "extensions": {"code":
+...}}]}``, as GraphQL clients read them.
 
 A store that cannot answer (``StoreUnavailable``) is a 503 with ``Retry-After`` and code
 ``STORE_UNAVAILABLE``, one line in the log; a Neo4j statement past its time limit is a 504
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from http import HTTPStatus
 from typing import Any
 
 from cross_web import HTTPException as GraphQLHTTPError
@@ -41,10 +43,32 @@ NOTHING_WRITTEN = "invalid input; nothing was written"
 RETRY_AFTER_S = "5"
 
 
-def problem_response(error: str, problems: list[Problem], status_code: int = 400,
-                     headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": error, "problems": [p.to_json() for p in problems], **extra},
-                        status_code=status_code, headers=headers)
+# A status's code where HTTP's own name would say less (401 is about authentication).
+_CODES = {401: "UNAUTHENTICATED", 413: "PAYLOAD_TOO_LARGE", 422: "BAD_REQUEST",
+          500: "INTERNAL", 503: "STORE_UNAVAILABLE", 504: "QUERY_TIMEOUT"}
+GRAPHQL_PATH = "/graphql"
+
+
+def error_code(status_code: int) -> str:
+    return _CODES.get(status_code) or HTTPStatus(status_code).name
+
+
+def problem_response(error: str, problems: list[Problem] | None = None, status_code: int = 400,
+                     headers: dict[str, str] | None = None, *, code: str | None = None,
+                     path: str = "", **extra: Any) -> JSONResponse:
+    """An error the service answers itself, in the caller's shape: REST's ``{"error",
+    "code", "problems"}`` (the problems default to the error itself), or on ``/graphql`` a
+    GraphQL transport error ``{"errors": [{"message", "extensions": {"code", …}}]}``, as
+    GraphQL clients read them (a refused token there too)."""
+    code = code or error_code(status_code)
+    if path.rstrip("/") == GRAPHQL_PATH:
+        body: dict[str, Any] = {"errors": [{"message": error,
+                                            "extensions": {"code": code, **extra}}]}
+    else:
+        listed = problems if problems is not None else [Problem(error)]
+        body = {"error": error, "code": code, "problems": [p.to_json() for p in listed],
+                **extra}
+    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 def unavailable_message(error: StoreUnavailable, where: str) -> str:
@@ -54,9 +78,9 @@ def unavailable_message(error: StoreUnavailable, where: str) -> str:
     return f"the store is unavailable ({error}); try again shortly"
 
 
-def unavailable_response(message: str) -> JSONResponse:
-    return problem_response(message, [Problem(message)], 503,
-                            {"Retry-After": RETRY_AFTER_S}, code="STORE_UNAVAILABLE")
+def unavailable_response(message: str, path: str = "") -> JSONResponse:
+    return problem_response(message, None, 503, {"Retry-After": RETRY_AFTER_S},
+                            code="STORE_UNAVAILABLE", path=path)
 
 
 def timed_out(seconds: float) -> str:
@@ -165,9 +189,8 @@ class GraphQLJsonErrors(GraphQLRouter):
         except GraphQLHTTPError as error:
             if self.is_websocket_request(request):
                 raise
-            return JSONResponse({"errors": [{"message": error.reason,
-                                             "extensions": {"code": "BAD_REQUEST"}}]},
-                                status_code=error.status_code)
+            return problem_response(error.reason, status_code=error.status_code,
+                                    code="BAD_REQUEST", path=GRAPHQL_PATH)
 
     def decode_json(self, data: str | bytes) -> object:
         try:

@@ -73,7 +73,8 @@ class RequestIds:
             await with_id({"type": "http.response.start", "status": 500,
                            "headers": [(b"content-type", b"application/json")]})
             await send({"type": "http.response.body", "body": json.dumps({
-                "error": unexpected(), "code": "INTERNAL", "requestId": request_id,
+                "error": unexpected(), "code": "INTERNAL",
+                "problems": [{"message": unexpected()}], "requestId": request_id,
             }).encode()})
         finally:
             REQUEST_ID.reset(token)

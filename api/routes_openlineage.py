@@ -120,8 +120,8 @@ async def post_lineage_batch(request: Request, store: StoreDep, actor: ActorDep)
     }
     if outcome.unavailable is not None:
         message = unavailable_message(outcome.unavailable, "POST /api/v1/lineage/batch")
-        return JSONResponse({"error": message, "code": "STORE_UNAVAILABLE", **content},
-                            status_code=503, headers={"Retry-After": RETRY_AFTER_S})
+        return problem_response(message, None, 503, {"Retry-After": RETRY_AFTER_S},
+                                code="STORE_UNAVAILABLE", **content)
     return JSONResponse(content, status_code=500 if outcome.stopped else 200)
 
 

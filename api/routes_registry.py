@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from lineagegraph.ingest import deadletter, outcomes
-from lineagegraph.ingest.batch import Batch, load_batches
+from lineagegraph.ingest.batch import Batch, Problem, load_batches
 from lineagegraph.ingest.bodies import decode, json_flaw
 from lineagegraph.ingest.manifest_formats import read_json, read_yaml
 from lineagegraph.ingest.manifests import load_manifests
@@ -25,7 +25,7 @@ from lineagegraph.schema import Node
 from .auth import principal_of, require_admin_for
 from .content_encoding import TOO_LARGE, InflatingRoute
 from .deps import ActorDep, StoreDep
-from .errors import read_cursor
+from .errors import problem_response, read_cursor
 
 # InflatingRoute: every body here may come gzip-compressed (api/content_encoding.py).
 router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=InflatingRoute)
@@ -40,10 +40,8 @@ def _media_type(request: Request) -> str:
 
 
 def _unsupported(media_type: str, accepted: tuple[str, ...]) -> JSONResponse:
-    return JSONResponse(
-        {"error": f"unsupported content type {media_type!r}",
-         "problems": [{"message": f"send one of: {', '.join(accepted)}"}]},
-        status_code=415)
+    return problem_response(f"unsupported content type {media_type!r}",
+                            [Problem(f"send one of: {', '.join(accepted)}")], 415)
 
 
 def _body_schema(*types: str) -> dict[str, Any]:

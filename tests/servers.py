@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -58,3 +59,13 @@ def serving(*args: str, env: dict[str, str] | None = None,
     finally:
         process.terminate()
         served.output, _ = process.communicate(timeout=30)
+
+
+def error_code(response: Any) -> str:
+    """The code of an error the service answered itself: REST's ``code``, or on /graphql a
+    GraphQL transport error's ``extensions.code``."""
+    body = response.json()
+    if response.request.url.path.rstrip("/") == "/graphql":
+        return str(body["errors"][0]["extensions"]["code"])
+    assert set(body) >= {"error", "code", "problems"}, body  # REST's one shape
+    return str(body["code"])

@@ -52,7 +52,7 @@ from lineagegraph.graph.store import GraphStore
 from lineagegraph.schema import Record
 
 from .ingest_support import cli_args, run_cli
-from .servers import EMBEDDED_ENV, cli
+from .servers import EMBEDDED_ENV, cli, error_code
 from .servers import serving as serve_process
 
 OPEN = Settings(neo4j_uri=None)
@@ -187,7 +187,7 @@ def test_every_route_but_healthz_refuses_a_request_without_a_token(
     for route, response in answers.items():
         assert response.status_code == 401, route
         assert response.headers["www-authenticate"].startswith("Bearer"), route
-        assert response.json()["code"] == "UNAUTHENTICATED", route
+        assert error_code(response) == "UNAUTHENTICATED", route
 
 
 def test_every_route_refuses_an_unknown_a_malformed_or_a_revoked_token(
@@ -632,7 +632,7 @@ def test_a_streamed_body_over_the_limit_is_refused_with_413(small_limit: TestCli
                                     headers={"content-type": content_type})
         assert "content-length" not in response.request.headers
         assert response.status_code == 413, (path, response.text)
-        assert response.json()["code"] == "PAYLOAD_TOO_LARGE"
+        assert error_code(response) == "PAYLOAD_TOO_LARGE"
 
 
 def test_a_body_within_the_limit_passes(small_limit: TestClient) -> None:

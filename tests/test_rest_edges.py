@@ -29,6 +29,7 @@ from lineagegraph.ingest.openlineage import COLLECTION
 
 from .ingest_support import MANIFESTS, cli_args, run_cli
 from .openlineage_support import run_event
+from .servers import error_code
 
 OPEN = Settings(neo4j_uri=None)
 JSON = {"Content-Type": "application/json"}
@@ -415,3 +416,20 @@ def test_metrics_label_a_path_only_by_a_template_the_app_serves(
     assert routes == {"/api/items/{item_id}", "unmatched"}
     assert counted(text, "GET", "/api/items/{item_id}", 401) == 30
     assert counted(text, "GET", "/api/items/{item_id}", 200) == 1
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "code"), [
+    ("GET", "/api/v1/nothing-here", None, 404, "NOT_FOUND"),
+    ("DELETE", "/api/v1/outcomes", None, 405, "METHOD_NOT_ALLOWED"),
+    ("POST", "/api/v1/manifests", "x", 415, "UNSUPPORTED_MEDIA_TYPE"),
+    ("POST", "/api/v1/outcomes", "{", 400, "BAD_REQUEST"),
+])
+def test_every_rest_error_has_one_shape_with_a_code(
+    client: TestClient, method: str, path: str, body: str | None, status: int, code: str,
+) -> None:
+    # 4xx bodies came as {error, problems}, {error, code} or both, by who answered them.
+    headers = {"Content-Type": "text/csv" if status == 415 else "application/x-ndjson"}
+    response = client.request(method, path, content=body, headers=headers)
+
+    assert response.status_code == status, response.text
+    assert error_code(response) == code

@@ -36,7 +36,7 @@ from lineagegraph.graph.store import GraphStore, RecordFilter
 from lineagegraph.schema.models import Record
 
 from .openlineage_support import run_event
-from .servers import EMBEDDED_ENV, cli, free_port
+from .servers import EMBEDDED_ENV, cli, error_code, free_port
 from .story import load_story
 
 LAUNCHER = Path(__file__).resolve().parents[1] / "tools" / "neo4j" / "start"
@@ -128,9 +128,10 @@ def _one_line_logged(caplog: pytest.LogCaptureFixture, what: str) -> None:
 def _said_unavailable(response: Any, *hidden: str) -> None:
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "5"
+    assert error_code(response) == "STORE_UNAVAILABLE"
     body = response.json()
-    assert body["code"] == "STORE_UNAVAILABLE"
-    assert body["error"].startswith("the store is unavailable (Neo4j cannot be reached")
+    message = body["errors"][0]["message"] if "errors" in body else body["error"]
+    assert message.startswith("the store is unavailable (Neo4j cannot be reached")
     for text in hidden:  # the driver's words (address, port) stay in the log
         assert text not in response.text
 
@@ -221,8 +222,8 @@ def test_a_hung_neo4j_gets_the_probe_and_the_token_check_an_answer_in_time(
 
     assert took < 20  # two answers at the 5 s bound, not the driver's minutes
     assert (ready.status_code, ready.json()["status"]) == (503, "unavailable")
-    assert checked.status_code == 503 and checked.json()["code"] == "STORE_UNAVAILABLE"
-    assert "no answer within 5s" in checked.json()["error"]
+    assert checked.status_code == 503 and error_code(checked) == "STORE_UNAVAILABLE"
+    assert "no answer within 5s" in checked.json()["errors"][0]["message"]
     assert back.status_code == 200
     store.close()
 
