@@ -50,6 +50,7 @@ from .graphql_types import (
     decode_cursor,
     drift_type,
     encode_cursor,
+    id_part_arg,
     maybe,
     node_id_arg,
     page_reached,
@@ -162,6 +163,7 @@ class Query(GovernanceQuery):
                       "served it and what it pins, approvals and evaluations then, the "
                       "environment and what else was live there, the upstream lineage.")
     async def trace(self, info: Info, request_id: str) -> Trace | None:
+        id_part_arg("requestId", request_id.strip())
         context: Context = info.context
         result = await context.run(lambda: run_trace(context.store, request_id,
                                                      context.settings.walk_limits))

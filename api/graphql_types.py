@@ -28,6 +28,7 @@ from lineagegraph.graph.walk import Subgraph as WalkResult
 from lineagegraph.schema import NODE_KINDS, InvalidId, SchemaError, canonical_id
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import StageMove as StageMoveRecord
+from lineagegraph.schema.bounds import MAX_ID_PART_BYTES, id_flaw
 from lineagegraph.schema.models import utc
 
 from .errors import timed_out, unavailable_message
@@ -94,6 +95,16 @@ def node_id_arg(text: str, field: str = "id") -> str:
         return canonical_id(text)
     except InvalidId as error:
         raise UserError(f"{field}: {error}") from None
+
+
+def id_part_arg(field: str, value: str) -> None:
+    """The caller's error naming ``field`` when ``value`` could be no single part of an ID
+    (a request ID: ``MAX_ID_PART_BYTES``, no control character), so a query with one no
+    node can have is told so, not answered null. (A whole ID's name may be longer: an
+    approval's joins a bundle's ID, an approver and a gate.)"""
+    flaw = id_flaw(value, MAX_ID_PART_BYTES)
+    if flaw is not None:
+        raise UserError(f"{field}: {flaw}")
 
 
 class Context(BaseContext):
