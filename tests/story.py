@@ -33,7 +33,9 @@ requests
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.schema import Edge, Node, StageMove
 
@@ -149,3 +151,12 @@ def load_story(store: GraphStore) -> None:
         StageMove(name="fraud-scoring", environment="production", to_version="2", at=at(-5)),
     ]
     store.upsert(nodes, edges, stage_moves=moves)
+
+
+def story_db(folder: Path) -> str:
+    """An embedded store's file in ``folder`` holding the story, closed: for CLI runs."""
+    path = folder / "story.db"
+    store = EmbeddedStore(path)
+    load_story(store)
+    store.close()
+    return str(path)

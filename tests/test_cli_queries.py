@@ -11,17 +11,9 @@ from lineagegraph.api.cli import app
 from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.schema import Edge, Node
 
-from .story import at, load_story
+from .story import at, story_db
 
 runner = CliRunner()
-
-
-def story_db(tmp_path: Path) -> str:
-    path = tmp_path / "story.db"
-    store = EmbeddedStore(path)
-    load_story(store)
-    store.close()
-    return str(path)
 
 
 def test_trace_prints_the_serving_bundle_and_its_upstream(tmp_path: Path) -> None:

@@ -12,11 +12,10 @@ import pytest
 from markdown_it import MarkdownIt
 
 from lineagegraph.api.report_render import Section, markdown
-from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.store import GraphStore
 
 from .ingest_support import cli_args, run_cli
-from .story import load_story
+from .story import load_story, story_db
 from .test_cli_errors import _one_error
 
 ODD_NAMES = ["team/triage", "../../ESCAPED", "a b|c (x)", "ü-bündle", "dot.name"]
@@ -92,13 +91,9 @@ def test_markdown_of_an_odd_name_links_its_svg_and_keeps_its_table_header(
         header[i:i + 3] for i in range(len(header))]
 
 
-@pytest.fixture
-def story_db(tmp_path: Path) -> str:
-    db = tmp_path / "story.db"
-    store = EmbeddedStore(db)
-    load_story(store)
-    store.close()
-    return str(db)
+@pytest.fixture(name="story_db")
+def story_db_fixture(tmp_path: Path) -> str:
+    return story_db(tmp_path)
 
 
 @pytest.mark.parametrize("fmt", ["md", "html"])
