@@ -112,10 +112,9 @@ from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, Record, Schem
 from lineagegraph.schema.bounds import ID_PART
 from lineagegraph.schema.ids import escape_at
 from lineagegraph.schema.models import (
+    SentDatetime,
     canonical_json,
     describe_validation_error,
-    iso_time,
-    recorded_time,
     utc,
 )
 
@@ -276,16 +275,11 @@ Outputs = Annotated[list[OutputDataset], BeforeValidator(_empty_list_if_none)]
 
 
 class BaseEvent(_Spec):
-    eventTime: Annotated[datetime, BeforeValidator(iso_time)]  # noqa: N815
+    # ISO 8601 text, in UTC and not in the future (producers' clocks may be minutes ahead,
+    # not days): nodes are created at it, and the latest event of a run decides its state.
+    eventTime: SentDatetime  # noqa: N815
     producer: str = ""  # required by the spec; Marquez does not insist
     schemaURL: str | None = None  # noqa: N815
-
-    @field_validator("eventTime")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        # Not in the future (producers' clocks may be minutes ahead, not days): nodes are
-        # created at it, and the latest event of a run decides its state.
-        return recorded_time(value)
 
 
 class RunEvent(BaseEvent):

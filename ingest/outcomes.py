@@ -127,7 +127,7 @@ _NOT_PROPERTIES = _NOT_PROPERTIES_WITHOUT_BUNDLE - {"model", "prompt", "policy"}
 class Mapped:
     batch: Batch
     rejected: list[tuple[int | str, Any, list[Problem]]] = field(default_factory=list)
-    # request ID → (record, payload) of each record written: what a conflict names
+    # node ID → what each record written said served it: what a conflict names
     sent: dict[str, _Served] = field(default_factory=dict)
 
     @property
@@ -222,7 +222,8 @@ def _value(payload: Any) -> Any:
     return json.loads(payload) if isinstance(payload, str) else payload
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built for every record a bulk load writes (0.16 µs against 0.62).
+@dataclass(slots=True)
 class _Served:
     """A record written for a request: what it says served the request, and when. Another
     record of the request — later in the batch, or stored — is held to it: with the same
@@ -537,8 +538,6 @@ def read_text(path: Path) -> str:
     it stops being UTF-8)."""
     with _reading(path), _open_text(path) as stream:
         return stream.read()
-
-
 
 
 @contextmanager
