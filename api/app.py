@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
         app.state.warm_up, app.state.store_started_at = {}, None
         warming = owned and settings.warm_up
         if warming:
-            await run_in_threadpool(_warm, app, settings)
+            await run_in_threadpool(lambda: _warm(app, settings, _start_of(app.state.store)))
         # What start-up built (schema, driver, caches) lives as long as the process: move
         # it out of the collector's sight. Without this a full collection walks all of it
         # and stalls a request for ~90 ms now and then (the tail of trace latency).
@@ -116,14 +117,16 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
     return app
 
 
-def _warm(app: FastAPI, settings: Settings) -> None:
-    """Warm the app's store up, noting the start of the store it warmed."""
-    store: GraphStore = app.state.store
+def _start_of(store: GraphStore) -> datetime | None:
     try:
-        started = store.started_at()
+        return store.started_at()
     except (StoreUnavailable, DeadlinePassed):
-        started = None  # not known: no check for restarts until the next start-up
-    app.state.warm_up = warm_up(store, settings.walk_limits,
+        return None  # not known: no check for restarts until the next start-up
+
+
+def _warm(app: FastAPI, settings: Settings, started: datetime | None) -> None:
+    """Warm the app's store up, noting the start (read before) of the store it warmed."""
+    app.state.warm_up = warm_up(app.state.store, settings.walk_limits,
                                 (settings.production_environments or ["production"])[0])
     app.state.store_started_at = started
 
@@ -146,4 +149,4 @@ async def _warm_after_restarts(app: FastAPI, settings: Settings) -> None:
             continue
         if started is not None and started != app.state.store_started_at:
             log.info("the store started again at %s: warming it up", started.isoformat())
-            await run_in_threadpool(_warm, app, settings)
+            await run_in_threadpool(_warm, app, settings, started)

@@ -55,7 +55,13 @@ from lineagegraph.graph.registry import governed_changes
 from lineagegraph.graph.store import GraphStore, StoreUnavailable
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
 
-from .errors import problem_response, timed_out, unavailable_message, unavailable_response
+from .errors import (
+    GRAPHQL_PATH,
+    problem_response,
+    timed_out,
+    unavailable_message,
+    unavailable_response,
+)
 from .graphql_types import UserError
 from .settings import Settings
 
@@ -431,7 +437,6 @@ def bearer_secret(headers: Headers) -> str:
 # -- which scope a route needs -----------------------------------------------------------
 
 OPEN_PATHS = frozenset({"/healthz"})
-GRAPHQL_PATH = "/graphql"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 

@@ -78,9 +78,9 @@ def unavailable_message(error: StoreUnavailable, where: str) -> str:
     return f"the store is unavailable ({error}); try again shortly"
 
 
-def unavailable_response(message: str, path: str = "") -> JSONResponse:
-    return problem_response(message, None, 503, {"Retry-After": RETRY_AFTER_S},
-                            code="STORE_UNAVAILABLE", path=path)
+def unavailable_response(message: str, path: str = "", **extra: Any) -> JSONResponse:
+    return problem_response(message, None, 503, {"Retry-After": RETRY_AFTER_S}, path=path,
+                            **extra)
 
 
 def timed_out(seconds: float) -> str:
@@ -151,7 +151,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def query_timeout(request: Request, _: DeadlinePassed) -> JSONResponse:
         # REST work sets no deadline: this is Neo4j's per-statement limit.
         message = timed_out(request.app.state.settings.query_timeout_s)
-        return problem_response(message, [Problem(message)], 504, code="QUERY_TIMEOUT")
+        return problem_response(message, None, 504)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -11,7 +11,6 @@ the server masked.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import uuid
@@ -19,6 +18,8 @@ from contextvars import ContextVar
 from typing import Any
 
 from fastapi import FastAPI
+
+from .errors import problem_response
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 HEADER = b"x-request-id"
@@ -70,12 +71,8 @@ class RequestIds:
             log.exception("unexpected error in %s %s", scope["method"], scope["path"])
             if started:
                 raise
-            await with_id({"type": "http.response.start", "status": 500,
-                           "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": json.dumps({
-                "error": unexpected(), "code": "INTERNAL",
-                "problems": [{"message": unexpected()}], "requestId": request_id,
-            }).encode()})
+            await problem_response(unexpected(), None, 500, requestId=request_id)(
+                scope, receive, with_id)
         finally:
             REQUEST_ID.reset(token)
 

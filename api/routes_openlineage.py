@@ -31,11 +31,11 @@ from lineagegraph.schema.models import utc
 from .content_encoding import TOO_LARGE, InflatingRoute
 from .deps import ActorDep, StoreDep
 from .errors import (
-    RETRY_AFTER_S,
     bad_parameter,
     problem_response,
     read_cursor,
     unavailable_message,
+    unavailable_response,
 )
 
 # InflatingRoute: a gzip body is inflated before a route reads it (api/content_encoding.py).
@@ -120,8 +120,7 @@ async def post_lineage_batch(request: Request, store: StoreDep, actor: ActorDep)
     }
     if outcome.unavailable is not None:
         message = unavailable_message(outcome.unavailable, "POST /api/v1/lineage/batch")
-        return problem_response(message, None, 503, {"Retry-After": RETRY_AFTER_S},
-                                code="STORE_UNAVAILABLE", **content)
+        return unavailable_response(message, **content)
     return JSONResponse(content, status_code=500 if outcome.stopped else 200)
 
 

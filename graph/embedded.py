@@ -248,9 +248,8 @@ class _SqliteTransaction:
         return None if row is None or at is None else (row[0], at)
 
     def last_stage_seq(self, name: str) -> int | None:
-        row = self.conn.execute("SELECT max(seq) FROM stage_moves WHERE name = ?",
-                                (name,)).fetchone()
-        return None if row is None else row[0]
+        return self.conn.execute("SELECT max(seq) FROM stage_moves WHERE name = ?",
+                                 (name,)).fetchone()[0]  # one row, NULL when none
 
     def append_audit(self, entry: AuditEntry) -> None:
         self.conn.execute(

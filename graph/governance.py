@@ -21,6 +21,7 @@ from lineagegraph.schema import AuditEntry, Edge, Node, StageMove, approval_name
 from lineagegraph.schema.models import check_environment
 from lineagegraph.schema.models import now as utc_now
 
+from .drift import STAGED_KINDS
 from .impact import (
     OVERRIDDEN,
     PROMOTED,
@@ -392,8 +393,11 @@ def promote(
 
 def last_seq(store: GraphStore, name: str) -> int | None:
     """The seq of the latest stage move of ``name``: what a governance move is judged on."""
-    return max((m.seq for m in store.stage_history(name=name) if m.seq is not None),
-               default=None)
+    return _last_seq(store.stage_history(name=name))
+
+
+def _last_seq(moves: Iterable[StageMove]) -> int | None:
+    return max((m.seq for m in moves if m.seq is not None), default=None)
 
 
 def _recorded(store: GraphStore, moves: list[StageMove], audit: list[AuditEntry],
@@ -457,8 +461,10 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
     except ValueError as error:
         raise GovernanceError(str(error)) from None
     when = at or utc_now()
-    judged = {name: last_seq(store, name)}
-    history = store.stage_history(name=name, until=when)
+    # One read: the whole history judges the write, the moves up to ``when`` the rollback.
+    everything = store.stage_history(name=name)
+    judged = {name: _last_seq(everything)}
+    history = [m for m in everything if m.at <= when]
     moves = [m for m in history if m.environment == environment]
     current = moves[-1].to_version if moves else None
     if current is None:
@@ -560,17 +566,13 @@ def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge], acto
     return store.upsert(nodes, edges, audit)
 
 
-# What stage moves serve: a bundle version, and model and prompt versions (registry aliases).
-_STAGED = frozenset({"Bundle", "ModelVersion", "PromptVersion"})
-
-
 def _archiving_live(store: GraphStore, nodes: list[Node],
                     existing: Mapping[str, Node]) -> list[str]:
     """Why an upsert may not mark these versions archived: live somewhere, an archived one
     would serve while walks hide it — missing from every blast radius, as a promotion of an
     archived version would be (refused too). Retention archives only versions live nowhere,
     read under the stage lock; here it is read just before the write."""
-    wanted = [n for n in nodes if n.kind in _STAGED and n.properties.get("archived") is True
+    wanted = [n for n in nodes if n.kind in STAGED_KINDS and n.properties.get("archived") is True
               and not (n.id in existing and existing[n.id].properties.get("archived"))]
     if not wanted:
         return []
