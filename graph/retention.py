@@ -69,20 +69,15 @@ def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
     cutoff = (at or clock) - older_than
     candidates: list[Candidate] = []
     histories: dict[str, list[StageMove]] = {}
-    after: str | None = None
-    while True:
-        bundles = store.find(kinds=["Bundle"], first=page, after=after)
-        for bundle in bundles:
-            if bundle.created_at >= cutoff or bundle.properties.get("archived"):
-                continue
-            if bundle.name not in histories:
-                histories[bundle.name] = store.stage_history(name=bundle.name)
-            visited = _archivable(bundle, histories[bundle.name], (at or clock, clock))
-            if visited is not None:
-                candidates.append(Candidate(bundle, visited))
-        if len(bundles) < page:
-            return candidates
-        after = bundles[-1].id
+    for bundle in store.all_nodes(["Bundle"], page):
+        if bundle.created_at >= cutoff or bundle.properties.get("archived"):
+            continue
+        if bundle.name not in histories:
+            histories[bundle.name] = store.stage_history(name=bundle.name)
+        visited = _archivable(bundle, histories[bundle.name], (at or clock, clock))
+        if visited is not None:
+            candidates.append(Candidate(bundle, visited))
+    return candidates
 
 
 def apply(store: GraphStore, candidates: list[Candidate], actor: str,

@@ -841,6 +841,16 @@ class GraphStore(ABC):
         fit = fitting(sizes[:limit], max_chars)
         return (self.audit_log(limit=fit, **where) if fit else []), len(sizes) > fit
 
+    def all_nodes(self, kinds: Sequence[str], page: int = 1000) -> Iterator[Node]:
+        """Every node of ``kinds``, in ID order, a page (keyset) at a time."""
+        after: str | None = None
+        while True:
+            nodes = self.find(kinds=list(kinds), first=page, after=after)
+            yield from nodes
+            if len(nodes) < page:
+                return
+            after = nodes[-1].id
+
     def all_records(self, collection: str) -> Iterator[Record]:
         """Every record of a collection, a page at a time."""
         where = RecordFilter(collection)

@@ -87,7 +87,6 @@ MLFLOW_REGISTRY = "mlflow"  # the ``registry`` of the prompt versions this impor
 # On the Model and Prompt nodes this importer writes: the registry they came from, so a later
 # import of that registry knows which families it brought when MLflow deletes one.
 REGISTRY_MARK = "mlflow_registry"
-FAMILY_PAGE = 1000  # Model and Prompt nodes read at a time, looking for deleted families
 GIT_COMMIT_TAG = "mlflow.source.git.commit"
 DATA_CONTEXT_TAG = "mlflow.data.context"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -497,21 +496,10 @@ def families(snap: MlflowSnapshot, store: GraphStore, registry: str) -> list[Fam
                for name in sorted(prompt.name for prompt in snap.prompts)]
     known = {(family.kind, family.name) for family in listed}
     kinds = ["Model", "Prompt"] if snap.prompts_read else ["Model"]
-    gone = [Family(node.kind, node.name, frozenset(), {}) for node in _pages_of(store, kinds)
+    gone = [Family(node.kind, node.name, frozenset(), {}) for node in store.all_nodes(kinds)
             if node.properties.get(REGISTRY_MARK) == registry
             and (node.kind, node.name) not in known]
     return listed + gone
-
-
-def _pages_of(store: GraphStore, kinds: list[str]) -> Iterator[Node]:
-    """Every node of ``kinds``, read a page at a time."""
-    after = None
-    while True:
-        page = store.find(kinds=kinds, first=FAMILY_PAGE, after=after)
-        yield from page
-        if len(page) < FAMILY_PAGE:
-            return
-        after = page[-1].id
 
 
 def alias_moves(
