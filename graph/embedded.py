@@ -237,9 +237,11 @@ class _SqliteTransaction:
         )
         return move.model_copy(update={"seq": cursor.lastrowid})
 
+    def lock_stages(self) -> None:
+        pass  # The transaction is BEGIN IMMEDIATE: other writers already wait.
+
     def lock_stage(self, name: str, environment: str,
                    until: datetime) -> tuple[str | None, datetime] | None:
-        # The transaction is BEGIN IMMEDIATE: other writers already wait.
         row = self.conn.execute(
             "SELECT to_version, at FROM stage_moves WHERE name = ? AND environment = ?"
             " AND at <= ? ORDER BY at DESC, seq DESC LIMIT 1",

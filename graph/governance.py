@@ -556,38 +556,43 @@ def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge], acto
         } if edges else {}
     if check is not None:
         check(existing)
-    live = _archiving_live(store, nodes, existing)
+    live, judged = _archiving_live(store, nodes, existing)
     if live:
         raise GovernanceError("; ".join(live))
     changes = pin_changes(nodes, edges, existing, existing_edges.keys())
     if changes:
         raise GovernanceError("; ".join(pin_change_message(b, c) for b, c in changes.items()))
     audit = change_audit(nodes, edges, existing, existing_edges, actor)
-    return store.upsert(nodes, edges, audit)
+    try:
+        return store.upsert(nodes, edges, audit, judged=judged)
+    except StageMoved as error:
+        raise GovernanceError(str(error)) from None
 
 
-def _archiving_live(store: GraphStore, nodes: list[Node],
-                    existing: Mapping[str, Node]) -> list[str]:
+def _archiving_live(store: GraphStore, nodes: list[Node], existing: Mapping[str, Node]
+                    ) -> tuple[list[str], dict[str, int | None]]:
     """Why an upsert may not mark these versions archived: live somewhere, an archived one
     would serve while walks hide it — missing from every blast radius, as a promotion of an
     archived version would be (refused too). Retention archives only versions live nowhere,
-    read under the stage lock; here it is read just before the write."""
+    read under the stage lock. Also what the write is judged on, as a governance move: a
+    stage move of one of the names before the write lands refuses it."""
     wanted = [n for n in nodes if n.kind in STAGED_KINDS and n.properties.get("archived") is True
               and not (n.id in existing and existing[n.id].properties.get("archived"))]
     if not wanted:
-        return []
-    moves: dict[str, list[StageMove]] = {}
-    for move in store.stage_history(names=sorted({stage_name(n) for n in wanted})):
-        moves.setdefault(move.name, []).append(move)
+        return [], {}
+    names = sorted({stage_name(n) for n in wanted})
+    moves: dict[str, list[StageMove]] = {name: [] for name in names}
+    for move in store.stage_history(names=names):
+        moves[move.name].append(move)
     refused = []
     for node in wanted:
-        live = sorted(env for env, version in live_from(moves.get(stage_name(node), [])).items()
+        live = sorted(env for env, version in live_from(moves[stage_name(node)]).items()
                       if version == node.version)
         if live:
             refused.append(f"{node.id} is live in {', '.join(live)}: archived, it would serve "
                            "while walks hide it (missing from every blast radius); retire it "
                            "first (promote it into retired), then archive it")
-    return refused
+    return refused, {name: _last_seq(history) for name, history in moves.items()}
 
 
 @dataclass(slots=True)

@@ -322,14 +322,17 @@ class _Neo4jTransaction:
         )
         return move.model_copy(update={"seq": seq})
 
-    def lock_stage(self, name: str, environment: str,
-                   until: datetime) -> tuple[str | None, datetime] | None:
+    def lock_stages(self) -> None:
         # The stage log's counter node, written to hold its write lock, which every append
         # of a move takes too: a property of its own (the numbers stay gap-free) that always
         # changes (a write of the value already there may take no lock). Its own statement:
-        # in one with the read, the planner may read the moves before the lock is held.
+        # in one with a read, the planner may read the moves before the lock is held.
         self.tx.run(_COUNTER + "SET c.locks = coalesce(c.locks, 0) + 1",
                     counter="StageMove").consume()
+
+    def lock_stage(self, name: str, environment: str,
+                   until: datetime) -> tuple[str | None, datetime] | None:
+        self.lock_stages()
         record = self.tx.run(
             "OPTIONAL MATCH (m:StageMove {name: $name, environment: $env}) WHERE m.at <= $until "
             "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT 1 "

@@ -171,6 +171,9 @@ class StoreTransaction(Protocol):
     # wait from here to the end of the transaction.
     def lock_stage(self, name: str, environment: str,
                    until: datetime) -> tuple[str | None, datetime] | None: ...
+    # Stage moves of every writer wait from here to the end of the transaction (as from
+    # ``lock_stage``), with nothing read.
+    def lock_stages(self) -> None: ...
     # The seq of the latest stage move of ``name`` (any environment), read under the lock.
     def last_stage_seq(self, name: str) -> int | None: ...
     def append_audit(self, entry: AuditEntry) -> None: ...
@@ -217,6 +220,9 @@ class PreparedWrite:
     # The batch's requests are whole records (an outcome load): a stored request they give
     # other references is refused (``RequestsConflict``), where an edge upsert would add.
     whole_requests: bool = False
+    # Names the write was judged on (``record_stage_moves``'s ``judged``): any stage move
+    # of one since refuses it (``StagesMoved``).
+    judged: Mapping[str, int | None] = field(default_factory=dict)
 
 
 def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
@@ -357,6 +363,13 @@ class StagesMoved(StageMoved):
         self.name = name
 
 
+def _check_judged(tx: StoreTransaction, judged: Mapping[str, int | None]) -> None:
+    """Under the stage log's lock: ``StagesMoved`` if a name moved since it was judged."""
+    for name, seq in judged.items():
+        if tx.last_stage_seq(name) != seq:
+            raise StagesMoved(name)
+
+
 class NodesStored(Exception):
     """Nodes a write had to create (``PreparedWrite.new_nodes``) were stored when it ran:
     another writer created them meanwhile. Raised inside the transaction, so nothing of the
@@ -385,6 +398,7 @@ class GraphStore(ABC):
         *,
         stage_moves: Iterable[StageMove] = (),
         records: Iterable[Record] = (),
+        judged: Mapping[str, int | None] | None = None,
     ) -> UpsertResult:
         """Write one batch in one transaction: all of it or nothing.
 
@@ -396,9 +410,11 @@ class GraphStore(ABC):
         before the transaction commits, so it writes nothing. Stage moves
         and audit entries are appended as given (the caller decides whether a move is
         new); records are appended unless their (collection, key) is already kept.
+        ``judged`` as ``record_stage_moves``'s: a write judged on names' stage histories
+        (an upsert archiving versions live nowhere) is refused if one moved since.
         """
         return self.write(self.prepare(nodes, edges, audit, stage_moves=stage_moves,
-                                       records=records))
+                                       records=records, judged=judged))
 
     def prepare(
         self,
@@ -410,6 +426,7 @@ class GraphStore(ABC):
         records: Iterable[Record] = (),
         new_nodes: Iterable[str] = (),
         whole_requests: bool = False,
+        judged: Mapping[str, int | None] | None = None,
     ) -> PreparedWrite:
         """The part of ``upsert`` that needs no transaction (see ``PreparedWrite``).
         ``new_nodes``: nodes of the batch that must not be stored yet when it is written
@@ -444,6 +461,7 @@ class GraphStore(ABC):
             request_edge_rows=self._edge_rows(from_requests),
             new_nodes=frozenset(new_nodes),
             whole_requests=whole_requests,
+            judged=dict(judged or {}),
         )
 
     def write(self, batch: PreparedWrite) -> UpsertResult:
@@ -528,6 +546,9 @@ class GraphStore(ABC):
         for move in batch.stage_moves:
             tx.append_stage_move(move)
         result.stage_moves = len(batch.stage_moves)
+        if batch.judged:  # after the traffic lock, which writers of requests take first
+            tx.lock_stages()
+            _check_judged(tx, batch.judged)
         result.records_added = sum(tx.append_record(record) for record in batch.records)
         for entry in batch.audit:
             tx.append_audit(entry)
@@ -560,9 +581,7 @@ class GraphStore(ABC):
                 found = latest[0] if latest else None
                 if found != move.from_version or latest and latest[1] > move.at:
                     raise StageMoved(move, found)
-            for name, seq in (judged or {}).items():  # the lock is held: moves write in turn
-                if tx.last_stage_seq(name) != seq:
-                    raise StagesMoved(name)
+            _check_judged(tx, judged or {})  # the lock is held: moves write in turn
             stored = [tx.append_stage_move(move) for move in moves]
             for entry in audit:
                 tx.append_audit(entry)

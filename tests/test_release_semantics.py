@@ -500,3 +500,28 @@ def test_an_upsert_may_not_archive_a_version_while_it_is_live(store: GraphStore)
     promote(store, "b", "2", "retired", "release-eng", at=_hours(1))
     audited_upsert(store, [archived], [], "admin")  # live nowhere now
     assert store.get(["bundle:b@2"])["bundle:b@2"].properties["archived"] is True
+
+
+def test_an_upsert_archiving_a_version_is_refused_if_it_was_promoted_meanwhile(
+    store: GraphStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The upsert read "live nowhere"; a promotion landed before it wrote. Written anyway,
+    # the version served production archived, hidden from every blast radius.
+    from lineagegraph.graph import governance
+
+    _bundles(store, 1, 2)
+    stored = store.get(["bundle:b@2"])["bundle:b@2"]
+    archived = stored.model_copy(update={"properties": {**stored.properties, "archived": True}})
+    read = governance._archiving_live
+
+    def promoted_meanwhile(*args: object) -> object:
+        judged = read(*args)  # type: ignore[arg-type]
+        promote(store, "b", "2", "production", "release-eng", override_reason="test",
+                at=_hours(0))
+        return judged
+
+    monkeypatch.setattr(governance, "_archiving_live", promoted_meanwhile)
+    with pytest.raises(GovernanceError, match="b moved meanwhile"):
+        governance.audited_upsert(store, [archived], [], "admin")
+    assert not store.get(["bundle:b@2"])["bundle:b@2"].properties.get("archived")
+    assert store.stage_at("b", "production") == "2"
