@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -105,10 +106,16 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _md_cell(text: str) -> str:
-    """A table cell (header or body) of any text: an unescaped ``|`` would end the cell, and
-    a ``\\`` before it would escape the escape (a backslash renders the same either way)."""
-    return text.replace("\\", "\\\\").replace("|", "\\|")
+# What Markdown would read as markup inside a line of text: emphasis, code, links, HTML,
+# entities, strikethrough, and ``|`` (which ends a table cell). A name such as
+# ``fraud_model_v2`` or ``<script>`` must show as written; CommonMark lets a backslash
+# escape any ASCII punctuation, and a backslash itself first (it would escape the escape).
+_MD_MARKUP = re.compile(r"([\\`*_\[\]<>|~&])")
+
+
+def _md_text(text: str) -> str:
+    """Any text (a title, a note, a table cell) as Markdown that renders as that text."""
+    return _MD_MARKUP.sub(r"\\\1", text)
 
 
 def _plural(count: int, noun: str) -> str:
@@ -182,19 +189,19 @@ def evidence_sections(bundle: Node, pins: dict[str, Sequence[Node]], upstream: S
 
 
 def markdown(title: str, sections: list[Section], svg_file: str | None = None) -> str:
-    lines = [f"# {title}", ""]
+    lines = [f"# {_md_text(title)}", ""]
     if svg_file:
         # Percent-encoded: a space, parenthesis or ``<`` in the file name would end the link.
         lines += [f"![affected subgraph]({quote(svg_file)})", ""]
     for section in sections:
-        lines += [f"## {section.title}", ""]
+        lines += [f"## {_md_text(section.title)}", ""]
         if section.note:
-            lines += [f"_{section.note}_", ""]
+            lines += [f"_{_md_text(section.note)}_", ""]
         if section.rows:
             header = section.header or tuple("" for _ in section.rows[0])
-            lines.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
+            lines.append("| " + " | ".join(_md_text(h) for h in header) + " |")
             lines.append("|" + "---|" * len(header))
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |"
+            lines += ["| " + " | ".join(_md_text(c) for c in row) + " |"
                       for row in section.rows]
             lines.append("")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ path the report cannot be written to is one line, with nothing left half-written
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -138,3 +139,16 @@ def test_a_backslash_before_a_pipe_stays_in_its_markdown_cell() -> None:
     cells = [token.children[0].content for token in MarkdownIt("commonmark").enable("table")
              .parse(page) if token.type == "inline" and token.children][2:]
     assert cells == ["a\\|b", "c", "x\\|y", "z"]
+
+
+def test_markdown_shows_names_with_markup_characters_as_written() -> None:
+    # `fraud_model_v2`'s underscores, a `*`, a link or HTML in a name rendered as emphasis,
+    # links and tags in the title, the section headings, the notes and the cells.
+    odd = "a_b_ *c* **d** `e` [f](g) <i>h</i> ~~k~~ &amp; \\ m|n"
+    page = markdown(odd, [Section(odd, [(odd, "z")], (odd, "c"), note=odd)])
+
+    rendered = MarkdownIt("commonmark").enable(["table", "strikethrough"]).render(page)
+    shown = html.escape(odd, quote=False)
+    assert rendered.count(shown) == 5, rendered  # title, heading, note, header, cell
+    for markup in ("<em>", "<strong>", "<code>", "<a ", "<i>", "<s>", "<del>"):
+        assert markup not in rendered.replace("<em>" + shown, shown, 1), rendered
