@@ -20,7 +20,7 @@ from lineagegraph.graph.warmup import warm_up
 
 from . import routes_openlineage, routes_registry
 from .auth import install_auth, store_check_s
-from .content_encoding import install_decompressed_limit
+from .content_encoding import InflatingRoute, install_decompressed_limit
 from .errors import GraphQLJsonErrors, install_error_handlers
 from .graphql_schema import build_schema
 from .graphql_types import Context
@@ -70,8 +70,10 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
         return Context(store=request.app.state.store, settings=settings)
 
     # strawberry's router with JSON transport errors (api/errors.py)
-    app.include_router(GraphQLJsonErrors(build_schema(settings), context_getter=get_context),
-                       prefix="/graphql")
+    graphql = GraphQLJsonErrors(build_schema(settings), context_getter=get_context,
+                                route_class=InflatingRoute)
+    app.state.graphql_methods = graphql.methods
+    app.include_router(graphql, prefix="/graphql")
     app.include_router(routes_openlineage.router)
     app.include_router(routes_registry.router)
     install_error_handlers(app)

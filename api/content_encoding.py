@@ -2,9 +2,10 @@
 transport and bulk shippers of logs send them: inflated within the body size limit, so a
 small body that would expand into gigabytes stops at the limit.
 
-One mechanism for every ingest route: the routers' ``route_class`` is ``InflatingRoute``,
-so a route reads ``await request.body()`` as sent before its encoding, and a route whose
-body FastAPI parses into a model (dead-letter replay) sees the inflated JSON too."""
+One mechanism for every ingest route and /graphql: the routers' ``route_class`` is
+``InflatingRoute``, so a route reads ``await request.body()`` as sent before its encoding,
+and a route whose body FastAPI parses into a model (dead-letter replay) sees the inflated
+JSON too."""
 
 from __future__ import annotations
 
@@ -37,10 +38,11 @@ class DecompressedTooLarge(Exception):
 
 def install_decompressed_limit(app: FastAPI) -> None:
     @app.exception_handler(DecompressedTooLarge)
-    async def too_large(_: Request, error: Exception) -> JSONResponse:
+    async def too_large(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, DecompressedTooLarge)
         return problem_response(f"request body larger than {error.limit} bytes once "
-                                "decompressed (LINEAGEGRAPH_MAX_BODY_BYTES)", None, 413)
+                                "decompressed (LINEAGEGRAPH_MAX_BODY_BYTES)", None, 413,
+                                path=request.url.path)
 
 
 def inflate(body: bytes, encoding: str, limit: int) -> bytes:

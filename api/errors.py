@@ -23,7 +23,7 @@ from cross_web import HTTPException as GraphQLHTTPError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIWebSocketRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from strawberry.fastapi import GraphQLRouter
@@ -130,7 +130,10 @@ def _validation_problem(error: dict[str, Any]) -> Problem:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IngestError)
-    async def ingest_error(_: Request, error: IngestError) -> JSONResponse:
+    async def ingest_error(request: Request, error: IngestError) -> JSONResponse:
+        if request.url.path.rstrip("/") == GRAPHQL_PATH:  # a body that does not inflate
+            return problem_response("; ".join(p.message for p in error.problems),
+                                    path=GRAPHQL_PATH)
         return problem_response(NOTHING_WRITTEN, error.problems)
 
     @app.exception_handler(SchemaError)
@@ -160,12 +163,18 @@ def install_error_handlers(app: FastAPI) -> None:
                                 [_validation_problem(e) for e in error.errors()])
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> Response:
+    async def http_error(request: Request, error: HTTPException) -> Response:
         # 404, 405, and FastAPI's "error parsing the body" (a body nested too deeply).
         if error.status_code in (204, 304):  # no body allowed
             return Response(status_code=error.status_code, headers=error.headers)
+        headers = error.headers
+        if error.status_code == 405 and request.url.path.rstrip("/") == GRAPHQL_PATH:
+            # starlette names the first route's method alone (GET; POST serves it too)
+            headers = {**(headers or {}), "Allow": request.app.state.graphql_methods}
         detail = _printable(str(error.detail))
-        return problem_response(detail, [Problem(detail)], error.status_code, error.headers)
+        return problem_response(detail, [Problem(detail)], error.status_code, headers,
+                                path=request.url.path)
+
 
 
 class GraphQLJsonErrors(GraphQLRouter):
@@ -182,6 +191,9 @@ class GraphQLJsonErrors(GraphQLRouter):
     def __init__(self, schema: BaseSchema, **options: Any) -> None:
         super().__init__(schema, subscription_protocols=(), **options)
         self.routes[:] = [r for r in self.routes if not isinstance(r, APIWebSocketRoute)]
+        # What a 405 at /graphql names in its Allow header.
+        self.methods = ", ".join(sorted({m for r in self.routes if isinstance(r, APIRoute)
+                                         for m in r.methods}))
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
         try:

@@ -8,7 +8,7 @@ import re
 from datetime import datetime
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import (
     AddValidationRules,
     MaskErrors,
@@ -258,9 +258,27 @@ def _should_mask(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, UserError | GraphQLError)
 
 
+def _caller_code(error: GraphQLError) -> str | None:
+    """The ``extensions.code`` of a caller's mistake graphql-core found before running any
+    field (our own errors carry theirs), in the codes GraphQL clients know from Apollo: a
+    document that does not parse, one the schema refuses (an unknown field, a literal of the
+    wrong type), a variable whose value does not coerce (a malformed DateTime)."""
+    if isinstance(error, GraphQLSyntaxError):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.path is not None:  # raised while running a field
+        return None
+    return "BAD_USER_INPUT" if error.message.startswith("Variable '$") else (
+        "GRAPHQL_VALIDATION_FAILED")
+
+
 class LineageSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError],
                        execution_context: ExecutionContext | None = None) -> None:
+        for error in errors:  # every answered error carries a code clients can branch on
+            if not (error.extensions or {}).get("code") and not _should_mask(error):
+                code = _caller_code(error)
+                if code:
+                    error.extensions = {**(error.extensions or {}), "code": code}
         # Log only what went wrong on our side; a caller's mistake is answered, not logged.
         unexpected = [e for e in errors if _should_mask(e)]
         if unexpected:

@@ -333,6 +333,55 @@ def test_graphql_a_body_that_is_not_json_the_service_can_answer_is_a_json_400(
     graphql_refusal(client.post("/graphql", content=body, headers=JSON))
 
 
+def test_graphql_takes_a_gzip_body_as_the_ingest_routes_do(client: TestClient) -> None:
+    body = gzip.compress(json.dumps({"query": "{ __typename }"}).encode())
+
+    answered = client.post("/graphql", content=body, headers=GZIP)
+    not_gzip = client.post("/graphql", content=b'{"query": "{ __typename }"}', headers=GZIP)
+
+    assert answered.json() == {"data": {"__typename": "Query"}}
+    assert "not gzip" in graphql_refusal(not_gzip)
+
+
+def test_graphql_refuses_a_gzip_body_past_the_limit_in_graphql_shape(store: GraphStore) -> None:
+    settings = OPEN.model_copy(update={"max_body_bytes": 1000})
+    body = gzip.compress(json.dumps({"query": "{ __typename }", "pad": "x" * 5000}).encode())
+    with TestClient(create_app(settings, store=store)) as small:
+        response = small.post("/graphql", content=body, headers=GZIP)
+
+    assert response.status_code == 413
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "PAYLOAD_TOO_LARGE" and "decompressed" in error["message"]
+
+
+@pytest.mark.parametrize("method", ["DELETE", "PUT", "PATCH"])
+def test_graphql_a_method_it_does_not_serve_is_a_405_allowing_get_and_post(
+    client: TestClient, method: str,
+) -> None:
+    response = client.request(method, "/graphql")
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+    assert error_code(response) == "METHOD_NOT_ALLOWED"
+
+
+@pytest.mark.parametrize(("query", "variables", "code"), [
+    ("query($t: DateTime!) { auditLog(since: $t) { seq } }", {"t": "not-a-date"},
+     "BAD_USER_INPUT"),
+    ("query($t: DateTime!) { auditLog(since: $t) { seq } }", {}, "BAD_USER_INPUT"),
+    ('{ auditLog(since: "2026-13-01") { seq } }', None, "GRAPHQL_VALIDATION_FAILED"),
+    ("{ nosuch }", None, "GRAPHQL_VALIDATION_FAILED"),
+    ("{ auditLog { seq ", None, "GRAPHQL_PARSE_FAILED"),
+])
+def test_graphql_errors_before_any_field_runs_carry_a_code(
+    client: TestClient, query: str, variables: dict[str, Any] | None, code: str,
+) -> None:
+    response = client.post("/graphql", json={"query": query, "variables": variables})
+
+    assert response.status_code == 200
+    assert [e["extensions"]["code"] for e in response.json()["errors"]] == [code]
+
+
 def test_graphql_still_serves_graphiql_and_get_queries(client: TestClient) -> None:
     page = client.get("/graphql", headers={"Accept": "text/html"})
     query = client.get("/graphql", params={"query": "{ __typename }"})
