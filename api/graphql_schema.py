@@ -112,7 +112,7 @@ class Query(GovernanceQuery):
             kinds=kinds, text=_search_text(text), first=size + 1, after=after_id))
         # A page stops at PAGE_CHARS of properties too: a node holds up to 1 MiB of them.
         page = found[:size]
-        page = page[:fitting([len(n.props_json) for n in page], PAGE_CHARS)]
+        page = page[:fitting([n.props_chars for n in page], PAGE_CHARS)]
         return NodeConnection(
             nodes=[to_gql(n) for n in page],
             page_info=PageInfo(has_next_page=len(found) > len(page),
@@ -157,7 +157,7 @@ class Query(GovernanceQuery):
             enough=page_reached(first, after)))
         if not result.nodes:
             raise UserError(f"id: no node {node_id}")
-        return subgraph_page(result, first, after)
+        return subgraph_page(info, result, first, after)
 
     @strawberry.field(description="A request traced back to its data: the bundle that "
                       "served it and what it pins, approvals and evaluations then, the "

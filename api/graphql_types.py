@@ -21,7 +21,7 @@ from strawberry.types import Info
 from lineagegraph.graph import deadline, impact, registry
 from lineagegraph.graph.deadline import DeadlinePassed
 from lineagegraph.graph.drift import DriftCandidate as DriftResult
-from lineagegraph.graph.store import GraphStore, StoreUnavailable
+from lineagegraph.graph.store import PAGE_CHARS, GraphStore, StoreUnavailable, fitting
 from lineagegraph.graph.trace import Trace as TraceResult
 from lineagegraph.graph.trace import live_then, served_live
 from lineagegraph.graph.walk import Subgraph as WalkResult
@@ -314,11 +314,13 @@ def page_reached(first: int | None,
     return reached
 
 
-def subgraph_page(result: WalkResult, first: int | None = None,
+def subgraph_page(info: Info, result: WalkResult, first: int | None = None,
                   after: str | None = None) -> Subgraph:
     """A keyset page of a walk's nodes, ordered by (degree, ID). Each edge is on one page:
     the page of the later of its two ends in that order, so the pages of a query together
-    hold the edges of the whole walk, none twice."""
+    hold the edges of the whole walk, none twice. A page also stops at ``PAGE_CHARS`` of
+    properties, its nodes' and edges' (each may hold 1 MiB; the node cap alone would let a
+    page hold gigabytes), with a warning naming the cursor to go on from."""
     if first is not None and first < 0:
         raise UserError("first: must be ≥ 0")
     ordered = result.ordered()
@@ -332,14 +334,25 @@ def subgraph_page(result: WalkResult, first: int | None = None,
         start = next((i for i, (n, d) in enumerate(ordered) if _position(n, d) > position),
                      len(ordered))
     end = len(ordered) if first is None else min(len(ordered), start + first)
-    page = ordered[start:end]
     rank = {node.id: i for i, (node, _) in enumerate(ordered)}
+    # Each edge at the page position of its later end, with the characters each position
+    # adds to the page: its node's properties and those edges'.
+    placed = [(at, e) for e in result.edges.values() if e.source in rank and e.target in rank
+              and start <= (at := max(rank[e.source], rank[e.target])) < end]
+    sizes = [node.props_chars for node, _ in ordered[start:end]]
+    for at, e in placed:
+        sizes[at - start] += e.props_chars
+    fit = fitting(sizes, PAGE_CHARS)
+    if fit < len(sizes):
+        end = start + fit
+        info.context.warn(info, (
+            f"the page stops after {fit:,} nodes at {PAGE_CHARS:,} characters of properties; "
+            f"the next page starts after: {subgraph_cursor(*ordered[end - 1])!r}"))
+    page = ordered[start:end]
     edges = [
         Edge(source=strawberry.ID(e.source), target=strawberry.ID(e.target), type=e.type,
              properties=e.properties or None)
-        for e in result.edges.values()
-        if e.source in rank and e.target in rank
-        and start <= max(rank[e.source], rank[e.target]) < end
+        for at, e in placed if at < end
     ]
     return Subgraph(
         nodes=[NodeAtDegree(node=to_gql(node), degree=degree) for node, degree in page],
@@ -384,8 +397,9 @@ class Trace:
         return [to_gql(n) for n in await self._live.nodes()]
 
     @strawberry.field(description="Lineage upstream of the request, down to data sources.")
-    def upstream(self, first: int | None = None, after: str | None = None) -> Subgraph:
-        return subgraph_page(self._upstream, first, after)
+    def upstream(self, info: Info, first: int | None = None,
+                 after: str | None = None) -> Subgraph:
+        return subgraph_page(info, self._upstream, first, after)
 
 
 class LiveThen:
@@ -455,8 +469,9 @@ class BlastRadius:
 
     @strawberry.field(description="Everything downstream (request traffic is counted in "
                       "`traffic`, not listed), each with its degree.")
-    def downstream(self, first: int | None = None, after: str | None = None) -> Subgraph:
-        return subgraph_page(self._downstream, first, after)
+    def downstream(self, info: Info, first: int | None = None,
+                   after: str | None = None) -> Subgraph:
+        return subgraph_page(info, self._downstream, first, after)
 
 
 def blast_radius_type(result: impact.BlastRadius, production: Collection[str]) -> BlastRadius:

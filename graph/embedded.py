@@ -20,7 +20,7 @@ from lineagegraph.schema import (
     Record,
     StageMove,
 )
-from lineagegraph.schema.models import canonical_json, properties_from_json, utc
+from lineagegraph.schema.models import canonical_json, utc
 
 from .deadline import DeadlinePassed
 from .deadline import check as check_deadline
@@ -150,9 +150,8 @@ def _json_list(values: Sequence[str]) -> str:
 
 
 def _node(row: sqlite3.Row, prefix: str = "") -> Node:
-    return Node.trusted(row[prefix + "kind"], row[prefix + "name"], row[prefix + "version"],
-                        _at(row[prefix + "created_at"]),
-                        properties_from_json(row[prefix + "props"]))
+    return Node.stored(row[prefix + "kind"], row[prefix + "name"], row[prefix + "version"],
+                       _at(row[prefix + "created_at"]), row[prefix + "props"])
 
 
 # A batch's new requests and the edges from them go in with a plain INSERT (a stored twin
@@ -543,8 +542,7 @@ class EmbeddedStore(GraphStore):
         return [
             Hop(
                 origin=row["origin"],
-                edge=Edge.trusted(row["source"], row["type"], row["target"],
-                                  properties_from_json(row["eprops"])),
+                edge=Edge.stored(row["source"], row["type"], row["target"], row["eprops"]),
                 node=_node(row),
             )
             for row in self._query(sql, params)

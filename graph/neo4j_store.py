@@ -30,7 +30,7 @@ from lineagegraph.schema import (
 from lineagegraph.schema.bounds import NEO4J_INDEX_KEY_BYTES
 from lineagegraph.schema.constraints import indexes, uniqueness_constraints
 from lineagegraph.schema.kinds import COUNTER_LABEL, NODE_LABEL, TRAFFIC_EDGE, TRAFFIC_LABEL
-from lineagegraph.schema.models import canonical_json, properties_from_json
+from lineagegraph.schema.models import canonical_json
 
 from .deadline import DeadlinePassed
 from .deadline import check as check_deadline
@@ -104,9 +104,8 @@ def _native(value: Any) -> Any:
 
 
 def _node(record: dict[str, Any]) -> Node:
-    node = Node.trusted(record["kind"], record["name"], record["version"],
-                        _from_micros(record["created_us"]),
-                        properties_from_json(record["props"]))
+    node = Node.stored(record["kind"], record["name"], record["version"],
+                       _from_micros(record["created_us"]), record["props"])
     # The stored ID is the one ``Node.id`` would format again (a cached property).
     node.__dict__["id"] = record["id"]
     return node
@@ -115,8 +114,8 @@ def _node(record: dict[str, Any]) -> Node:
 def _hop(record: Any) -> Hop:
     return Hop(
         origin=record["origin"],
-        edge=Edge.trusted(record["source"], record["type"], record["target"],
-                          properties_from_json(record["eprops"])),
+        edge=Edge.stored(record["source"], record["type"], record["target"],
+                         record["eprops"]),
         node=_node(record),
     )
 

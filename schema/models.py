@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -136,6 +137,9 @@ def check_properties_size(properties: dict[str, Any]) -> None:
                          "by an artifact_uri)")
 
 
+_EMPTY_CHARS = len("{}")  # what no properties are, written
+
+
 def properties_from_json(text: str | None) -> dict[str, Any]:
     """A stored properties map back; the empty one (most edges) skips the decoder."""
     return json.loads(text) if text and text != "{}" else {}
@@ -160,7 +164,20 @@ def _trusted(cls: type[M], fields: dict[str, Any]) -> M:
     return model
 
 
-class Node(BaseModel):
+class _WithDerived(BaseModel):
+    """A model with values derived from its fields and cached (``id``, ``props_chars``):
+    a copy with fields changed derives them again, rather than carry the original's."""
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None,
+                   deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        if update:
+            for name in ("id", "props_chars"):
+                copied.__dict__.pop(name, None)
+        return copied
+
+
+class Node(_WithDerived):
     """A node of any kind. ``id`` is derived from kind, name and version."""
 
     model_config = ConfigDict(frozen=True)
@@ -224,6 +241,15 @@ class Node(BaseModel):
         node.__dict__["id"] = id_text(NODE_KINDS_BY_LABEL[kind].prefix, name, version)
         return node
 
+    @classmethod
+    def stored(cls, kind: str, name: str, version: str | None, created_at: datetime,
+               props_json: str | None) -> Node:
+        """A node read from a store, its properties as stored (canonical JSON): their size
+        is known from the text, so a page of nodes is measured without encoding them again."""
+        node = cls.trusted(kind, name, version, created_at, properties_from_json(props_json))
+        node.__dict__["props_chars"] = len(props_json) if props_json else _EMPTY_CHARS
+        return node
+
     @cached_property
     def id(self) -> str:
         # Computed once per node: bulk loads ask for it several times per record.
@@ -232,6 +258,11 @@ class Node(BaseModel):
     @property
     def props_json(self) -> str:
         return canonical_json(self.properties)
+
+    @cached_property
+    def props_chars(self) -> int:
+        """The characters of ``props_json``: what the node's properties add to a page."""
+        return len(self.props_json)
 
     def indexed(self) -> dict[str, Any]:
         return {key: self.properties.get(key) for key in NODE_KINDS_BY_LABEL[self.kind].indexed}
@@ -249,7 +280,7 @@ class Node(BaseModel):
         return cls(kind=label, name=parsed.name, version=parsed.version, **fields)
 
 
-class Edge(BaseModel):
+class Edge(_WithDerived):
     model_config = ConfigDict(frozen=True)
 
     source: str
@@ -285,6 +316,14 @@ class Edge(BaseModel):
         return _trusted(cls, {"source": source, "type": type, "target": target,
                               "properties": properties})
 
+    @classmethod
+    def stored(cls, source: str, type: str, target: str,  # noqa: A002 (the field's name)
+               props_json: str | None) -> Edge:
+        """An edge read from a store (see ``Node.stored``)."""
+        edge = cls.trusted(source, type, target, properties_from_json(props_json))
+        edge.__dict__["props_chars"] = len(props_json) if props_json else _EMPTY_CHARS
+        return edge
+
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.source, self.type, self.target)
@@ -292,6 +331,11 @@ class Edge(BaseModel):
     @property
     def props_json(self) -> str:
         return canonical_json(self.properties)
+
+    @cached_property
+    def props_chars(self) -> int:
+        """The characters of ``props_json`` (see ``Node.props_chars``)."""
+        return len(self.props_json)
 
 
 def check_edge_endpoints(edge: Edge, source_kind: str, target_kind: str) -> None:

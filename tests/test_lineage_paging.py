@@ -161,3 +161,35 @@ def test_the_last_page_of_a_walk_cut_by_the_node_cap_says_so(store: GraphStore) 
     assert unpaged["truncated"] is True
     assert pages[-1]["truncated"] is True
     assert [n for p in pages for n in _degrees(p)] == list(_degrees(unpaged))
+
+
+def test_a_page_stops_at_its_characters_of_properties_and_the_next_goes_on(
+    store: GraphStore,
+) -> None:
+    # Twenty sources of 600 kB of properties each: an unpaged answer held 12 MB, and the
+    # node cap (10,000) would let one hold gigabytes. A page stops at PAGE_CHARS (8 Mi).
+    from lineagegraph.graph.store import PAGE_CHARS
+
+    blob = "x" * 600_000
+    ids = [f"feature:f{i}@1" for i in range(21)]
+    store.upsert([Node.from_id(i, created_at=T0, properties={"blob": blob} if n else {})
+                  for n, i in enumerate(ids)],
+                 [Edge(source=ids[0], type="DERIVED_FROM", target=i) for i in ids[1:]])
+    args = {"id": ids[0], "direction": "UPSTREAM", "depth": 1}
+    with _client(store) as client:
+        first = gql(client, LINEAGE, **args)
+        pages = [first["data"]["lineage"]]
+        while pages[-1]["pageInfo"]["hasNextPage"]:
+            pages.append(gql(client, LINEAGE, after=pages[-1]["pageInfo"]["endCursor"],
+                             **args)["data"]["lineage"])
+
+    shown = [len(page["nodes"]) for page in pages]
+    assert shown == [14, 7]  # the root and 13 sources fit in 8 Mi; the rest next
+    assert all(sum(len(n["node"]["properties"].get("blob", "")) for n in page["nodes"])
+               <= PAGE_CHARS for page in pages)
+    assert sorted(n["node"]["id"] for page in pages for n in page["nodes"]) == sorted(ids)
+    assert sorted(e for page in pages for e in _edges(page)) == sorted(
+        (ids[0], "DERIVED_FROM", i) for i in ids[1:])  # each edge once
+    (warning,) = first["extensions"]["warnings"]
+    assert warning["path"] == ["lineage"]
+    assert pages[0]["pageInfo"]["endCursor"] in warning["message"]

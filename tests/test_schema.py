@@ -127,3 +127,14 @@ def test_trusted_models_are_what_model_construct_builds() -> None:
 def test_canonical_json_is_sorted_compact_ascii_json(value: object) -> None:
     assert canonical_json(value) == json.dumps(value, sort_keys=True, separators=(",", ":"),
                                                default=str)
+
+
+def test_a_stored_node_knows_its_properties_size_and_a_changed_copy_measures_again() -> None:
+    text = canonical_json({"b": [1, 2], "a": "é"})
+    node = Node.stored("Feature", "f", "1", datetime(2026, 1, 1, tzinfo=UTC), text)
+    edge = Edge.stored("feature:f@1", "DERIVED_FROM", "feature:g@1", None)
+
+    assert node == Node.trusted("Feature", "f", "1", node.created_at, json.loads(text))
+    assert (node.props_chars, edge.props_chars) == (len(node.props_json), len(edge.props_json))
+    grown = node.model_copy(update={"properties": {"a": "x" * 100}, "name": "g"})
+    assert (grown.props_chars, grown.id) == (len(grown.props_json), "feature:g@1")
