@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import lineagegraph.schema
-from lineagegraph.graph.store import StoreUnavailable
+from lineagegraph.graph.store import MetadataMoved, StageMoved, StoreUnavailable
 
 from . import cli_queries
 from .auth import is_loopback, list_tokens
@@ -188,6 +188,11 @@ def main() -> None:
         console.print(f"[red]the store failed: {escape(f'{error} ({setting}){detail}')}; "
                       "run the command again once it is back (re-sending changes nothing "
                       "written)[/red]", soft_wrap=True)
+        raise SystemExit(1) from None
+    except (MetadataMoved, StageMoved) as error:  # other writers won every try
+        console.print(f"[red]{escape(str(error))}: other writers kept landing first; run the "
+                      "command again (re-sending changes nothing written)[/red]",
+                      soft_wrap=True)
         raise SystemExit(1) from None
 
 

@@ -31,7 +31,7 @@ from strawberry.schema.base import BaseSchema
 from strawberry.types.unset import UNSET
 
 from lineagegraph.graph.deadline import DeadlinePassed
-from lineagegraph.graph.store import StoreUnavailable
+from lineagegraph.graph.store import MetadataMoved, StageMoved, StoreUnavailable
 from lineagegraph.ingest.batch import IngestError, Problem
 from lineagegraph.ingest.bodies import load_json
 from lineagegraph.schema import InvalidId, SchemaError
@@ -144,6 +144,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(InvalidId)
     async def invalid_id(_: Request, error: InvalidId) -> JSONResponse:
         return problem_response("invalid ID", [Problem(str(error))])
+
+    @app.exception_handler(MetadataMoved)
+    @app.exception_handler(StageMoved)
+    async def writers_raced(_: Request, error: Exception) -> JSONResponse:
+        # Other writers landed first on every one of the write's mappings: nothing of it
+        # was written, and sending it again is safe.
+        return problem_response(f"{error}: other writers kept landing first; nothing was "
+                                "written, send it again", None, 409, code="CONFLICT")
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:

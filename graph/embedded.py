@@ -111,6 +111,11 @@ CREATE TABLE IF NOT EXISTS traffic_rebuild (
     one INTEGER PRIMARY KEY CHECK (one = 1),
     counted_through TEXT NOT NULL
 );
+-- Writes of metadata mapped from what the graph held (``PreparedWrite.metadata_seen``).
+CREATE TABLE IF NOT EXISTS metadata_writes (
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    seq INTEGER NOT NULL
+);
 -- The logs are append-only: the database itself refuses to rewrite them.
 CREATE TRIGGER IF NOT EXISTS stage_moves_append_only BEFORE UPDATE ON stage_moves
 BEGIN SELECT RAISE(ABORT, 'stage history is append-only'); END;
@@ -123,6 +128,7 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 WHEN (SELECT count(*) FROM _wipe) = 0
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 """
+_METADATA_SEQ = "SELECT seq FROM metadata_writes"
 # How far a rebuild of the rollup has counted (no row: none under way).
 _REBUILD_POSITION = "SELECT counted_through FROM traffic_rebuild"
 # A marker table that only ``wipe`` fills, inside its own transaction.
@@ -238,6 +244,13 @@ class _SqliteTransaction:
 
     def lock_stages(self) -> None:
         pass  # The transaction is BEGIN IMMEDIATE: other writers already wait.
+
+    def bump_metadata(self) -> int:
+        # BEGIN IMMEDIATE: writers already take turns.
+        row = self.conn.execute(_METADATA_SEQ).fetchone()
+        seen = 0 if row is None else row[0]
+        self.conn.execute("INSERT OR REPLACE INTO metadata_writes VALUES (1, ?)", (seen + 1,))
+        return seen
 
     def lock_stage(self, name: str, environment: str,
                    until: datetime) -> tuple[str | None, datetime] | None:
@@ -679,6 +692,10 @@ class EmbeddedStore(GraphStore):
             sql += " AND substr(key, 1, length(?)) = ?"
             params += [where.key_prefix, where.key_prefix]
         return self._query(sql + " ORDER BY seq LIMIT ?", [*params, limit])
+
+    def metadata_seq(self) -> int:
+        rows = self._query(_METADATA_SEQ)
+        return rows[0][0] if rows else 0
 
     def traffic_rebuild_position(self) -> str | None:
         rows = self._query(_REBUILD_POSITION)

@@ -47,6 +47,7 @@ from .store import (
     GraphStore,
     StageMoved,
     UpsertResult,
+    latest_seq,
     live_from,
     retired_versions,
 )
@@ -393,11 +394,7 @@ def promote(
 
 def last_seq(store: GraphStore, name: str) -> int | None:
     """The seq of the latest stage move of ``name``: what a governance move is judged on."""
-    return _last_seq(store.stage_history(name=name))
-
-
-def _last_seq(moves: Iterable[StageMove]) -> int | None:
-    return max((m.seq for m in moves if m.seq is not None), default=None)
+    return latest_seq(store.stage_history(name=name))
 
 
 def _recorded(store: GraphStore, moves: list[StageMove], audit: list[AuditEntry],
@@ -463,7 +460,7 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
     when = at or utc_now()
     # One read: the whole history judges the write, the moves up to ``when`` the rollback.
     everything = store.stage_history(name=name)
-    judged = {name: _last_seq(everything)}
+    judged = {name: latest_seq(everything)}
     history = [m for m in everything if m.at <= when]
     moves = [m for m in history if m.environment == environment]
     current = moves[-1].to_version if moves else None
@@ -592,7 +589,7 @@ def _archiving_live(store: GraphStore, nodes: list[Node], existing: Mapping[str,
             refused.append(f"{node.id} is live in {', '.join(live)}: archived, it would serve "
                            "while walks hide it (missing from every blast radius); retire it "
                            "first (promote it into retired), then archive it")
-    return refused, {name: _last_seq(history) for name, history in moves.items()}
+    return refused, {name: latest_seq(history) for name, history in moves.items()}
 
 
 @dataclass(slots=True)

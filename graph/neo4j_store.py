@@ -158,6 +158,7 @@ def _counts(record: dict[str, Any], total: int) -> WriteCounts:
 
 
 _TRAFFIC_COUNTER = "traffic"
+_METADATA_COUNTER = "metadata"
 # A named counter (``$counter``) as ``c``, and the same counter moved on: its write lock is
 # held to the end of the transaction, so writers that bump one take turns.
 _COUNTER = f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) "
@@ -328,6 +329,11 @@ class _Neo4jTransaction:
         # in one with a read, the planner may read the moves before the lock is held.
         self.tx.run(_COUNTER + "SET c.locks = coalesce(c.locks, 0) + 1",
                     counter="StageMove").consume()
+
+    def bump_metadata(self) -> int:
+        record = self.tx.run(_BUMPED + "RETURN c.value AS seq",
+                             counter=_METADATA_COUNTER).single(strict=True)
+        return record["seq"] - 1
 
     def lock_stage(self, name: str, environment: str,
                    until: datetime) -> tuple[str | None, datetime] | None:
@@ -832,6 +838,11 @@ class Neo4jStore(GraphStore):
             collection=where.collection, key=where.key, prefix=where.key_prefix,
             since=where.since, until=where.until, after=where.after_seq, limit=limit,
         )
+
+    def metadata_seq(self) -> int:
+        records = self._read(f"MATCH (c:{COUNTER_LABEL} {{name: $name}}) RETURN c.value AS seq",
+                             name=_METADATA_COUNTER)
+        return (records[0]["seq"] or 0) if records else 0
 
     def traffic_rebuild_position(self) -> str | None:
         records = self._read(f"MATCH (c:{COUNTER_LABEL} {{name: $name}}) "

@@ -174,6 +174,10 @@ class StoreTransaction(Protocol):
     # Stage moves of every writer wait from here to the end of the transaction (as from
     # ``lock_stage``), with nothing read.
     def lock_stages(self) -> None: ...
+    # Writers judged on what they read of the graph's metadata (``PreparedWrite.
+    # metadata_seen``) take turns from here to the end of the transaction: the counter
+    # their writes move on, read before this one's move.
+    def bump_metadata(self) -> int: ...
     # The seq of the latest stage move of ``name`` (any environment), read under the lock.
     def last_stage_seq(self, name: str) -> int | None: ...
     def append_audit(self, entry: AuditEntry) -> None: ...
@@ -223,6 +227,10 @@ class PreparedWrite:
     # Names the write was judged on (``record_stage_moves``'s ``judged``): any stage move
     # of one since refuses it (``StagesMoved``).
     judged: Mapping[str, int | None] = field(default_factory=dict)
+    # What ``GraphStore.metadata_seq`` read before the batch was mapped from the graph: a
+    # write of metadata since (another process's, or another mapper's) refuses it
+    # (``MetadataMoved``), to be mapped again. None: the batch reads nothing it merges.
+    metadata_seen: int | None = None
 
 
 def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
@@ -363,11 +371,28 @@ class StagesMoved(StageMoved):
         self.name = name
 
 
+def latest_seq(moves: Iterable[StageMove]) -> int | None:
+    """The seq of the latest stored move among ``moves`` (planned ones have none): what a
+    write judged on a name's stage history is checked against (``judged``)."""
+    return max((m.seq for m in moves if m.seq is not None), default=None)
+
+
 def _check_judged(tx: StoreTransaction, judged: Mapping[str, int | None]) -> None:
     """Under the stage log's lock: ``StagesMoved`` if a name moved since it was judged."""
     for name, seq in judged.items():
         if tx.last_stage_seq(name) != seq:
             raise StagesMoved(name)
+
+
+class MetadataMoved(Exception):
+    """A batch mapped from what it read of the graph (an OpenLineage event folding a run,
+    a manifest patch merging properties) met a write of metadata landed since: written, it
+    would put back what it read over that write. Raised inside the transaction, so nothing
+    is kept; the batch is mapped again."""
+
+    def __init__(self) -> None:
+        super().__init__("the graph's metadata changed while this write was mapped; map it "
+                         "again")
 
 
 class NodesStored(Exception):
@@ -427,6 +452,7 @@ class GraphStore(ABC):
         new_nodes: Iterable[str] = (),
         whole_requests: bool = False,
         judged: Mapping[str, int | None] | None = None,
+        metadata_seen: int | None = None,
     ) -> PreparedWrite:
         """The part of ``upsert`` that needs no transaction (see ``PreparedWrite``).
         ``new_nodes``: nodes of the batch that must not be stored yet when it is written
@@ -462,6 +488,7 @@ class GraphStore(ABC):
             new_nodes=frozenset(new_nodes),
             whole_requests=whole_requests,
             judged=dict(judged or {}),
+            metadata_seen=metadata_seen,
         )
 
     def write(self, batch: PreparedWrite) -> UpsertResult:
@@ -543,15 +570,20 @@ class GraphStore(ABC):
         if batch.requests:
             tx.add_traffic(batch.fresh_traffic if not stored and rebuilt_through is None
                            else deltas(before, batch.nodes, batch.edges, rebuilt_through))
+        if batch.judged:  # after the traffic lock, which writers of requests take first
+            tx.lock_stages()
+            _check_judged(tx, batch.judged)  # before the batch's own moves are appended
         for move in batch.stage_moves:
             tx.append_stage_move(move)
         result.stage_moves = len(batch.stage_moves)
-        if batch.judged:  # after the traffic lock, which writers of requests take first
-            tx.lock_stages()
-            _check_judged(tx, batch.judged)
         result.records_added = sum(tx.append_record(record) for record in batch.records)
         for entry in batch.audit:
             tx.append_audit(entry)
+        # Last (a writer holding the counter then waits on no other lock): a write mapped
+        # from a graph that moved since is refused, after the checks that say more (a
+        # manifest version another load created: ``NodesStored``).
+        if batch.metadata_seen is not None and tx.bump_metadata() != batch.metadata_seen:
+            raise MetadataMoved
         return result
 
     def record_stage_move(self, move: StageMove, audit: AuditEntry | None = None, *,
@@ -891,6 +923,11 @@ class GraphStore(ABC):
         in numeric order, others by creation time)."""
         found = self.find(kinds=[kind], name=name, first=100_000)
         return sorted(found, key=version_order)
+
+    @abstractmethod
+    def metadata_seq(self) -> int:
+        """How many writes judged on the graph's metadata have landed (``PreparedWrite.
+        metadata_seen``): read before mapping such a write."""
 
     @abstractmethod
     def traffic_rebuild_position(self) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import queue
+import random
 import threading
 import time
 from collections import deque
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 
 from lineagegraph.graph.store import (
     GraphStore,
+    MetadataMoved,
     PreparedWrite,
     RequestsConflict,
     UpsertResult,
@@ -24,6 +26,18 @@ from lineagegraph.graph.traffic import OutcomeState
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
 
 T = TypeVar("T")
+
+# Mappings of a write judged on what it read of the graph, before it gives up on other
+# writers landing first (across processes: in one, such writers take turns), and the
+# longest pause before the next (doubling with each attempt), drawn at random.
+ATTEMPTS = 8
+BACKOFF_S = 0.02
+
+
+def pause_before(attempt: int) -> None:
+    """Writers that lost together should not map and race again together."""
+    if attempt:
+        time.sleep(random.uniform(0, BACKOFF_S * 2 ** attempt))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +86,13 @@ class Batch:
     # Nodes the write must create, not find stored (a manifest's previous + 1 versions):
     # ``NodesStored`` otherwise.
     new_nodes: frozenset[str] = frozenset()
+    # A batch mapped from what it read of the graph: ``GraphStore.metadata_seq`` before the
+    # read, and how to map it again if a write of metadata lands first (``MetadataMoved``).
+    metadata_seen: int | None = None
+    remap: Callable[[], Batch] | None = None
+    # Names whose stage history the mapping read, with the seq of each one's latest move
+    # (``GraphStore.record_stage_moves``'s ``judged``).
+    judged: dict[str, int | None] = field(default_factory=dict)
 
     def extend(self, other: Batch) -> None:
         self.nodes += other.nodes
@@ -84,7 +105,8 @@ class Batch:
     def prepare(self, store: GraphStore) -> PreparedWrite:
         return store.prepare(self.nodes, self.edges, self.audit, stage_moves=self.stage_moves,
                              records=self.records, new_nodes=self.new_nodes,
-                             whole_requests=self.whole_requests)
+                             whole_requests=self.whole_requests, judged=self.judged,
+                             metadata_seen=self.metadata_seen)
 
     def write(self, store: GraphStore) -> UpsertResult:
         return write_prepared(store, self.prepare(store), self)
@@ -92,16 +114,25 @@ class Batch:
 
 def write_prepared(store: GraphStore, ready: PreparedWrite, batch: Batch) -> UpsertResult:
     """``store.write``, and for requests stored with other references, the batch its
-    ``on_conflict`` makes instead (a few rounds: another writer may store more meanwhile)."""
-    for _ in range(3):
+    ``on_conflict`` makes instead (a few rounds: another writer may store more meanwhile);
+    for a batch mapped from a graph whose metadata moved since, the batch mapped again
+    (``remap``, up to ``ATTEMPTS`` mappings)."""
+    conflicts = mappings = 1
+    while True:
         try:
             return store.write(ready)
         except RequestsConflict as conflict:
-            if batch.on_conflict is None:
+            if batch.on_conflict is None or conflicts > 3:
                 raise
+            conflicts += 1
             batch = batch.on_conflict(conflict.stored)
-            ready = batch.prepare(store)
-    return store.write(ready)
+        except MetadataMoved:
+            if batch.remap is None or mappings >= ATTEMPTS:
+                raise
+            pause_before(mappings)
+            mappings += 1
+            batch = batch.remap()
+        ready = batch.prepare(store)
 
 
 @dataclass(slots=True)

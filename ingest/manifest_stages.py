@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from lineagegraph.graph.store import RETIRED, GraphStore, live_from, version_order
+from lineagegraph.graph.store import RETIRED, GraphStore, latest_seq, live_from, version_order
 from lineagegraph.schema import Node, StageMove
 
 from .batch import Problem
@@ -78,6 +78,11 @@ class StagePlanner:
         if name not in self._history:
             self._history[name] = self.store.stage_history(name=name)
         return sorted(self._history[name], key=lambda m: m.at)  # stable: append order kept
+
+    def judged(self) -> dict[str, int | None]:
+        """The names whose stored history the plan read, each with its latest move's seq:
+        a move of one landing before the load is written refuses it (``StagesMoved``)."""
+        return {name: latest_seq(moves) for name, moves in self._history.items()}
 
     def in_effect(self, name: str, environment: str, at: datetime | None = None) -> str | None:
         version = None

@@ -42,9 +42,7 @@ Rules beyond the document formats (see ``manifest_formats``):
 
 from __future__ import annotations
 
-import random
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -54,7 +52,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from lineagegraph.graph.registry import pin_change_message, pin_changes, pins_of
-from lineagegraph.graph.store import RETIRED, GraphStore, NodesStored, version_order
+from lineagegraph.graph.store import (
+    RETIRED,
+    GraphStore,
+    MetadataMoved,
+    NodesStored,
+    StageMoved,
+    version_order,
+)
 from lineagegraph.schema import (
     NODE_KINDS_BY_LABEL,
     AuditEntry,
@@ -69,7 +74,15 @@ from lineagegraph.schema.bounds import FUTURE_SKEW
 from lineagegraph.schema.kinds import FAMILY_OF
 from lineagegraph.schema.models import describe_validation_error
 
-from .batch import Batch, IngestError, LoadSummary, Problem, load_batches
+from .batch import (
+    ATTEMPTS,
+    Batch,
+    IngestError,
+    LoadSummary,
+    Problem,
+    load_batches,
+    pause_before,
+)
 from .manifest_formats import (
     BundleDoc,
     Doc,
@@ -84,10 +97,6 @@ from .manifest_stages import StagePlanner, Status
 from .refs import ref_id
 
 DIGEST = "manifest_digest"
-# Mappings of one load before it gives up on versions other loads keep taking first, and
-# the longest pause before the next (doubling with each attempt), drawn at random.
-ATTEMPTS = 8
-BACKOFF_S = 0.02
 # One load at a time in this process: loads racing for a version then meet only across
 # processes, where the store refuses the one that comes second.
 _LOADS = threading.Lock()
@@ -152,12 +161,15 @@ def load_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
     A version given as previous + 1 that another load created meanwhile (another process:
     this one's loads take turns) refuses the write inside its transaction, and the load is
     mapped again — to the next version, or to a re-send of what the other load wrote.
-    ``VersionConflict`` after ``ATTEMPTS`` mappings; nothing is written then."""
+    ``VersionConflict`` after ``ATTEMPTS`` mappings; nothing is written then. So is a load
+    mapped from metadata another writer changed before it was written (a patch merged into
+    properties an OpenLineage event changed meanwhile), or from a stage history a move
+    changed (a ``StageMove`` document and a promotion at once); after ``ATTEMPTS``
+    mappings, ``MetadataMoved`` or ``StagesMoved``."""
     with _LOADS:
         taken: dict[str, int | str] = {}
         for attempt in range(ATTEMPTS):
-            if attempt:  # loads that lost together should not map and race again together
-                time.sleep(random.uniform(0, BACKOFF_S * 2 ** attempt))
+            pause_before(attempt)
             load = _ManifestLoad(store, actor, datetime.now(UTC))
             batch = load.run(raws, source)
             if check is not None:
@@ -166,6 +178,9 @@ def load_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
                 return ManifestSummary.of(load_batches(store, [batch]), load.warnings)
             except NodesStored as error:
                 taken = {i: load.fresh[i] for i in error.ids}
+            except (MetadataMoved, StageMoved):
+                if attempt == ATTEMPTS - 1:
+                    raise
     raise VersionConflict([
         Problem(f"another load created {node_id} while this one was written (and beat it "
                 f"to the next version on each of {ATTEMPTS} tries): nothing was written; "
@@ -197,6 +212,9 @@ class _ManifestLoad:
     # -- the load -------------------------------------------------------------------------
 
     def run(self, raws: Sequence[RawDoc], source: str) -> Batch:
+        # Before the load reads the graph: what it merges into stored nodes (a patch) is
+        # judged on what it read.
+        self.batch.metadata_seen = self.store.metadata_seq()
         entries: list[_Entry] = []
         moves: list[tuple[int | str, StageMoveDoc]] = []
         for raw in raws:
@@ -542,6 +560,9 @@ class _ManifestLoad:
             planner.apply_move(name, doc, record,
                                latest=last[(name, doc.environment)] == record)
         self.batch.stage_moves = planner.planned
+        # Only a load that moves stages is judged on them: one that plans nothing wrote
+        # nothing a promotion meanwhile could make wrong.
+        self.batch.judged = planner.judged() if planner.planned else {}
         self.warnings = planner.warnings
 
     def _dated(self, entry: _Entry, doc: BundleDoc) -> datetime | None:

@@ -1013,7 +1013,11 @@ def event_to_batch(event: Any, store: GraphStore, *, actor: str = SOURCE,
     parsed = parse_event(event, record)
     kept = Record(collection=COLLECTION, key=event_key(parsed, event), payload=event,
                   at=parsed.eventTime)
-    batch = Batch(records=[kept], size=1)
+    # Read before the mapping reads the graph: what it folds into stored nodes (a run's
+    # state, a placeholder's replacement) is judged on what it read. Another process's
+    # event landing first sends the event back to be mapped again, onto that one.
+    batch = Batch(records=[kept], size=1, metadata_seen=store.metadata_seq(),
+                  remap=lambda: event_to_batch(event, store, actor=actor, record=record))
     if store.records(COLLECTION, key=kept.key, limit=1):
         return batch  # already kept: a re-send changes nothing
     try:
@@ -1037,7 +1041,8 @@ register_mapper(SOURCE, event_to_batch)
 # -- loading ------------------------------------------------------------------------------
 
 # One writer at a time per process: the mapper reads the graph before the write, so two
-# events of one run mapped concurrently would each fold the run without the other.
+# events of one run mapped concurrently would each fold the run without the other. Across
+# processes, the store refuses the second (``Batch.metadata_seen``) and it is mapped again.
 _WRITE_LOCK = threading.Lock()
 
 
@@ -1235,5 +1240,6 @@ def iter_batches(store: GraphStore, events: Iterable[FileEvent],
             yield Batch(records=[dead_letter(SOURCE, event, error.problems)], size=1)
             continue
         yield _EventBatch(batch.nodes, batch.edges, batch.stage_moves, batch.records,
-                          batch.audit, batch.size, event=event, number=number, where=where,
+                          batch.audit, batch.size, metadata_seen=batch.metadata_seen,
+                          remap=batch.remap, event=event, number=number, where=where,
                           rejected=rejected)

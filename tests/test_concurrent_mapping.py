@@ -1,0 +1,85 @@
+"""Writes mapped from what they read of the graph, with another writer landing between the
+read and the write — as a second server process on the same store does: the store refuses
+the stale write and it is mapped again onto what landed (``PreparedWrite.metadata_seen``,
+``judged``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lineagegraph.graph.governance import promote
+from lineagegraph.graph.store import GraphStore, MetadataMoved
+from lineagegraph.ingest.batch import Batch
+from lineagegraph.ingest.manifest_formats import read_yaml
+from lineagegraph.ingest.manifests import load_manifests
+from lineagegraph.ingest.openlineage import event_to_batch, ingest_event
+from lineagegraph.schema import Node
+
+from .openlineage_support import minutes, run_event
+from .test_governance import EU_PRODUCTION, setup_bundle
+
+RUN = "run:0192f000-0000-7000-8000-000000000001"
+
+
+def test_a_write_mapped_before_a_metadata_write_landed_is_refused_whole(
+    store: GraphStore,
+) -> None:
+    seen = store.metadata_seq()
+    Batch(nodes=[Node.from_id("source:pg/a")], metadata_seen=seen).write(store)  # moves it on
+
+    with pytest.raises(MetadataMoved):
+        Batch(nodes=[Node.from_id("source:pg/b")], metadata_seen=seen).write(store)
+    assert store.get(["source:pg/b"]) == {}
+    assert store.metadata_seq() == seen + 1
+    Batch(nodes=[Node.from_id("source:pg/b")], metadata_seen=seen + 1).write(store)
+    assert "source:pg/b" in store.get(["source:pg/b"])
+
+
+def test_an_event_mapped_before_another_of_its_run_landed_is_mapped_again(
+    store: GraphStore,
+) -> None:
+    # A run's START and COMPLETE at once on two processes: each folded the run without the
+    # other, and the later write left it START with no end, or COMPLETE with no start.
+    mapped = event_to_batch(run_event("START", at=minutes(0)), store)
+    ingest_event(store, run_event("COMPLETE", at=minutes(9)))
+    mapped.write(store)
+
+    run = store.get([RUN])[RUN].properties
+    assert (run["status"], run["started_at"], run["ended_at"]) == (
+        "COMPLETE", "2026-11-10T02:00:00Z", "2026-11-10T02:09:00Z")
+
+
+def test_an_event_mapped_before_a_manifest_patch_landed_keeps_the_patch(
+    store: GraphStore,
+) -> None:
+    load_manifests(read_yaml("kind: DataSource\nname: pg/t\nuri: x\n"), store, actor="t")
+    reading = run_event("COMPLETE", inputs=[{"namespace": "pg", "name": "t", "facets": {}}])
+    mapped = event_to_batch(reading, store)
+    load_manifests(read_yaml("kind: DataSource\nname: pg/t\nowner: alice\n"), store,
+                   actor="t")
+    mapped.write(store)
+
+    assert store.get(["source:pg/t"])["source:pg/t"].properties["owner"] == "alice"
+
+
+def test_a_stage_move_document_mapped_before_a_promotion_landed_is_mapped_again(
+    store: GraphStore,
+) -> None:
+    # With 1 live, the document (→ 2) and promote(2) at once both recorded "1 → 2", the
+    # document's dated before the promotion it was written after.
+    for version in (1, 2):
+        setup_bundle(store, version, policy=dict(EU_PRODUCTION))
+    promote(store, "b", "1", "production", "release-eng", override_reason="test")
+    landed = []
+
+    def promotion_meanwhile(*_: object) -> None:
+        if not landed:
+            landed.append(promote(store, "b", "2", "production", "release-eng",
+                                  override_reason="test"))
+
+    load_manifests(read_yaml("kind: StageMove\nbundle: b\nversion: 2\n"
+                             "environment: production\n"), store, actor="t",
+                   check=promotion_meanwhile)
+
+    moves = store.stage_history(name="b")
+    assert [(m.from_version, m.to_version) for m in moves] == [(None, "1"), ("1", "2")]
