@@ -83,3 +83,44 @@ def test_a_stage_move_document_mapped_before_a_promotion_landed_is_mapped_again(
 
     moves = store.stage_history(name="b")
     assert [(m.from_version, m.to_version) for m in moves] == [(None, "1"), ("1", "2")]
+
+
+def test_a_load_other_writers_land_before_on_every_try_is_refused_and_writes_nothing(
+    store: GraphStore,
+) -> None:
+    from lineagegraph.ingest.batch import ATTEMPTS
+
+    events = iter(run_event("COMPLETE", run_id=f"0192f000-0000-7000-8000-{i:012d}",
+                            outputs=[{"namespace": "pg", "name": f"t{i}", "facets": {}}])
+                  for i in range(ATTEMPTS))
+
+    def an_event_first(*_: object) -> None:
+        ingest_event(store, next(events))
+
+    with pytest.raises(MetadataMoved):
+        load_manifests(read_yaml("kind: DataSource\nname: pg/mine\n"), store, actor="t",
+                       check=an_event_first)
+    assert store.get(["source:pg/mine"]) == {}
+    assert next(events, None) is None  # mapped and refused ATTEMPTS times
+
+
+def test_a_load_refused_on_every_try_is_a_409_saying_to_send_it_again(
+    store: GraphStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from lineagegraph.api import routes_registry
+    from lineagegraph.api.app import create_app
+    from lineagegraph.api.settings import Settings
+
+    def lost_every_try(*_: object, **__: object) -> None:
+        raise MetadataMoved
+
+    monkeypatch.setattr(routes_registry, "load_manifests", lost_every_try)
+    with TestClient(create_app(Settings(neo4j_uri=None), store=store)) as client:
+        response = client.post("/api/v1/manifests", content="kind: DataSource\nname: pg/x\n",
+                               headers={"Content-Type": "application/yaml"})
+
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["code"] == "CONFLICT" and "send it again" in body["error"]
