@@ -208,7 +208,8 @@ class _SqliteTransaction:
             changed.append(row)
         return counts, changed
 
-    def write_nodes(self, rows: list[tuple[Any, ...]], *, new: bool = False
+    def write_nodes(self, rows: list[tuple[Any, ...]], *, new: bool = False,
+                    keep_stored: frozenset[str] = frozenset()
                     ) -> tuple[WriteCounts, dict[str, str]]:
         if new:  # no lookup; a stored twin fails the primary key
             try:
@@ -218,7 +219,11 @@ class _SqliteTransaction:
             return WriteCounts(created=len(rows)), {}
         keys = [row[0] for row in rows]
         stored = self._stored("nodes", "id", keys, "kind, props")
-        counts, changed = self._to_write(rows, keys, {row["k"]: row["props"] for row in stored})
+        before = {row["k"]: row["props"] for row in stored}
+        if keep_stored:  # as if unchanged: what is stored stays
+            rows = [row[:-1] + (before[row[0]],) if row[0] in keep_stored and row[0] in before
+                    else row for row in rows]
+        counts, changed = self._to_write(rows, keys, before)
         self.conn.executemany(UPSERT_NODE, changed)
         return counts, {row["k"]: row["kind"] for row in stored}
 

@@ -206,11 +206,15 @@ class _Neo4jTransaction:
         ).single(strict=True)
         return dict(record["found"])
 
-    def write_nodes(self, rows: dict[str, list[dict[str, Any]]], *, new: bool = False
+    def write_nodes(self, rows: dict[str, list[dict[str, Any]]], *, new: bool = False,
+                    keep_stored: frozenset[str] = frozenset()
                     ) -> tuple[WriteCounts, dict[str, str]]:
         counts, found = WriteCounts(), {}
         for label, label_rows in rows.items():
             assert label in NODE_KINDS_BY_LABEL, label
+            if keep_stored:
+                label_rows = [{**row, "keep": True} if row["id"] in keep_stored else row
+                              for row in label_rows]
             for chunk in _chunks(label_rows):
                 if new:
                     counts += self._create_nodes(label, chunk)
@@ -228,10 +232,13 @@ class _Neo4jTransaction:
                     ON CREATE SET n:{label}, n.kind = row.kind, n.name = row.name,
                                   n.version = row.version,
                                   n.created_at = {_FROM_EPOCH.format("created_at")}
-                    SET n.props = row.props, n += row.indexed
+                    WITH row, is_new, before, was, n,
+                         is_new OR row.keep IS NULL AS written
+                    SET n.props = CASE WHEN written THEN row.props ELSE before END,
+                        n += CASE WHEN written THEN row.indexed ELSE {{}} END
                     RETURN count(CASE WHEN is_new THEN 1 END) AS created,
-                           count(CASE WHEN NOT is_new AND before <> row.props THEN 1 END)
-                             AS updated,
+                           count(CASE WHEN written AND NOT is_new AND before <> row.props
+                                      THEN 1 END) AS updated,
                            collect(CASE WHEN NOT is_new THEN [row.id, was] END) AS found
                     """,
                     rows=chunk,

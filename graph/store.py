@@ -162,7 +162,9 @@ class StoreTransaction(Protocol):
     # rows are a batch's own requests, and edges from them, in a write that does not read
     # first: the store may create them without looking for stored twins, raising
     # ``RequestsStored`` if a request turns out to be stored.
-    def write_nodes(self, rows: Any, *, new: bool = False
+    # ``keep_stored``: nodes written only if absent (a stored one is left as it is).
+    def write_nodes(self, rows: Any, *, new: bool = False,
+                    keep_stored: frozenset[str] = frozenset()
                     ) -> tuple[WriteCounts, dict[str, str]]: ...
     def write_edges(self, rows: Any, *, new: bool = False) -> WriteCounts: ...
     def append_stage_move(self, move: StageMove) -> StageMove: ...
@@ -231,6 +233,10 @@ class PreparedWrite:
     # write of metadata since (another process's, or another mapper's) refuses it
     # (``MetadataMoved``), to be mapped again. None: the batch reads nothing it merges.
     metadata_seen: int | None = None
+    # Nodes the batch creates only if absent: what it knows of them is that they exist (an
+    # unregistered model traffic names), and one stored meanwhile (registered by a
+    # manifest) must keep what it holds.
+    keep_stored: frozenset[str] = frozenset()
 
 
 def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
@@ -453,6 +459,7 @@ class GraphStore(ABC):
         whole_requests: bool = False,
         judged: Mapping[str, int | None] | None = None,
         metadata_seen: int | None = None,
+        keep_stored: Iterable[str] = (),
     ) -> PreparedWrite:
         """The part of ``upsert`` that needs no transaction (see ``PreparedWrite``).
         ``new_nodes``: nodes of the batch that must not be stored yet when it is written
@@ -489,6 +496,7 @@ class GraphStore(ABC):
             whole_requests=whole_requests,
             judged=dict(judged or {}),
             metadata_seen=metadata_seen,
+            keep_stored=frozenset(keep_stored),
         )
 
     def write(self, batch: PreparedWrite) -> UpsertResult:
@@ -547,7 +555,7 @@ class GraphStore(ABC):
             found: dict[str, str] = {}
             for rows, new in ((batch.node_rows, False), (batch.request_rows, not read_first)):
                 if rows:
-                    counts, were = tx.write_nodes(rows, new=new)
+                    counts, were = tx.write_nodes(rows, new=new, keep_stored=batch.keep_stored)
                     result.nodes += counts
                     found.update(were)
             stored_kinds.update(found)

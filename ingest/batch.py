@@ -93,6 +93,8 @@ class Batch:
     # Names whose stage history the mapping read, with the seq of each one's latest move
     # (``GraphStore.record_stage_moves``'s ``judged``).
     judged: dict[str, int | None] = field(default_factory=dict)
+    # Nodes written only if absent (``PreparedWrite.keep_stored``).
+    keep_stored: frozenset[str] = frozenset()
 
     def extend(self, other: Batch) -> None:
         self.nodes += other.nodes
@@ -101,12 +103,13 @@ class Batch:
         self.records += other.records
         self.audit += other.audit
         self.size += other.size
+        self.keep_stored |= other.keep_stored
 
     def prepare(self, store: GraphStore) -> PreparedWrite:
         return store.prepare(self.nodes, self.edges, self.audit, stage_moves=self.stage_moves,
                              records=self.records, new_nodes=self.new_nodes,
                              whole_requests=self.whole_requests, judged=self.judged,
-                             metadata_seen=self.metadata_seen)
+                             metadata_seen=self.metadata_seen, keep_stored=self.keep_stored)
 
     def write(self, store: GraphStore) -> UpsertResult:
         return write_prepared(store, self.prepare(store), self)

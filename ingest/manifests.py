@@ -346,6 +346,8 @@ class _ManifestLoad:
             # (a run's status from OpenLineage, a source's uri); a field set to null goes.
             props = {k: v for k, v in stored.properties.items()
                      if k not in doc.stated()} | props
+            if props.get("registered") is False and "registered" not in doc.stated():
+                props["registered"] = True  # traffic saw it first: a document registers it
         props_model = NODE_KINDS_BY_LABEL[doc.LABEL].props.model_fields
         for use in entry.refs:
             if use.path in props_model and use.target:  # e.g. an evaluation's target

@@ -318,6 +318,9 @@ class OutcomeMapper:
         mapped.batch.nodes += [
             Node.from_id(model, kind="ModelVersion", created_at=self._first_seen[model],
                          properties={"registered": False}) for model in shadows]
+        # Unknown when mapped, maybe registered (by a manifest) by the time it is written:
+        # created if absent, never written over.
+        mapped.batch.keep_stored = frozenset(shadows)
         mapped.batch.audit.append(AuditEntry(
             action="ingest.outcomes", target=source, actor=self.actor,
             after={"records": len(items) - len(mapped.rejected),
@@ -471,7 +474,8 @@ def _without(mapped: Mapped, stored: dict[str, OutcomeState]) -> Batch:
     return Batch(nodes=[n for n in batch.nodes if n.id not in stored],
                  edges=[e for e in batch.edges if e.source not in stored],
                  stage_moves=batch.stage_moves, records=[*batch.records, *letters],
-                 audit=audit, size=batch.size, whole_requests=True)
+                 audit=audit, size=batch.size, whole_requests=True,
+                 keep_stored=batch.keep_stored)
 
 
 class DeadLetteringLoad:

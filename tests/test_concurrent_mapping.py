@@ -8,17 +8,21 @@ from __future__ import annotations
 import pytest
 
 from lineagegraph.graph.governance import promote
+from lineagegraph.graph.registry import unregistered
 from lineagegraph.graph.store import GraphStore, MetadataMoved
 from lineagegraph.ingest.batch import Batch
 from lineagegraph.ingest.manifest_formats import read_yaml
 from lineagegraph.ingest.manifests import load_manifests
 from lineagegraph.ingest.openlineage import event_to_batch, ingest_event
+from lineagegraph.ingest.outcomes import strict_batch
 from lineagegraph.schema import Node
 
 from .openlineage_support import minutes, run_event
 from .test_governance import EU_PRODUCTION, setup_bundle
 
 RUN = "run:0192f000-0000-7000-8000-000000000001"
+TRAFFIC = ('{"request_id": "req-1", "timestamp": "2026-11-01T00:00:00Z", '
+           '"environment": "production", "model": "m-1@1"}')
 
 
 def test_a_write_mapped_before_a_metadata_write_landed_is_refused_whole(
@@ -124,3 +128,29 @@ def test_a_load_refused_on_every_try_is_a_409_saying_to_send_it_again(
     assert response.status_code == 409, response.text
     body = response.json()
     assert body["code"] == "CONFLICT" and "send it again" in body["error"]
+
+
+def test_traffic_mapped_before_its_model_was_registered_leaves_the_registration(
+    store: GraphStore,
+) -> None:
+    # An outcome naming an unknown model creates it unregistered; a manifest registering it
+    # landed between the mapping and the write, and the write replaced its properties.
+    mapped = strict_batch([(1, TRAFFIC)], store, actor="t")
+    load_manifests(read_yaml("kind: ModelVersion\nname: m-1\nversion: 1\nregion: eu\n"),
+                   store, actor="t")
+    mapped.write(store)
+
+    model = store.get(["model:m-1@1"])["model:m-1@1"].properties
+    assert (model["region"], model.get("registered", True)) == ("eu", True)
+
+
+def test_a_model_version_document_registers_a_model_traffic_created(
+    store: GraphStore,
+) -> None:
+    strict_batch([(1, TRAFFIC)], store, actor="t").write(store)
+    assert [u.node.id for u in unregistered(store)] == ["model:m-1@1"]
+    load_manifests(read_yaml("kind: ModelVersion\nname: m-1\nversion: 1\nregion: eu\n"),
+                   store, actor="t")
+
+    assert unregistered(store) == []
+    assert store.get(["model:m-1@1"])["model:m-1@1"].properties["region"] == "eu"
