@@ -456,16 +456,51 @@ class BlastRadius:
     root: NodeType
     action: Action
     by_kind: list[KindCount]
-    bundles: list[AffectedBundle]
     traffic: list[TrafficCount]
     total_traffic: int
     rollback_target: NodeType | None = strawberry.field(
         description="What a rollback returns to: in a production environment "
                     "(LINEAGEGRAPH_PRODUCTION_ENVIRONMENTS) if the root is live in one, else "
                     "in the first environment where it is.")
-    rollbacks: list[RollbackPlan]
     warnings: list[str]
     _downstream: strawberry.Private[WalkResult]
+    _bundles: strawberry.Private[list[impact.AffectedBundle]]
+    _rollbacks: strawberry.Private[list[impact.RollbackTarget]]
+
+    @staticmethod
+    def _page(info: Info, field: str, keys: list[str], sizes: list[int],
+              after: str | None) -> tuple[int, int]:
+        """A page of ``bundles`` or ``rollbacks`` after the cursor ``after``; a first page
+        cut is said in ``warnings`` (``blast_radius_type``), a later one here."""
+        start, end = impact.page_after(keys, sizes, decode_cursor(after))
+        if after is not None and end < len(keys):
+            info.context.warn(info, (
+                f"{field}: the page stops after {end - start:,} at {PAGE_CHARS:,} characters "
+                f"of properties; the next page starts after: {encode_cursor(keys[end - 1])!r}"))
+        return start, end
+
+    @strawberry.field(description="The bundles downstream, by ID, each with the environments "
+                      "where it is live now. The list stops at 8 Mi characters of the bundles' "
+                      "properties: `warnings` then says so, with the cursor to read on from "
+                      "(`after`); a later page that stops says so in `extensions.warnings`.")
+    def bundles(self, info: Info, after: str | None = None) -> list[AffectedBundle]:
+        start, end = self._page(info, "bundles", [b.bundle.id for b in self._bundles],
+                                [b.bundle.props_chars for b in self._bundles], after)
+        return [AffectedBundle(bundle=to_gql(b.bundle), environments=b.environments)
+                for b in self._bundles[start:end]]
+
+    @strawberry.field(description="Per affected bundle (by ID) and environment where it is "
+                      "live, what a rollback returns to, with warnings. Each plan carries its "
+                      "current and target bundles whole, so the list stops at 8 Mi characters "
+                      "of their properties: `warnings` then says so, with the cursor to read "
+                      "on from (`after`); a later page that stops says so in "
+                      "`extensions.warnings`.")
+    def rollbacks(self, info: Info, after: str | None = None) -> list[RollbackPlan]:
+        start, end = self._page(info, "rollbacks", [impact.plan_key(r) for r in self._rollbacks],
+                                [impact.plan_chars(r) for r in self._rollbacks], after)
+        return [RollbackPlan(environment=r.environment, current=to_gql(r.current),
+                             target=maybe(r.target), warnings=r.warnings)
+                for r in self._rollbacks[start:end]]
 
     @strawberry.field(description="Everything downstream (request traffic is counted in "
                       "`traffic`, not listed), each with its degree.")
@@ -479,18 +514,29 @@ def blast_radius_type(result: impact.BlastRadius, production: Collection[str]) -
     for node_id, node in result.downstream.nodes.items():
         if node_id != result.root.id:
             kinds[node.kind] = kinds.get(node.kind, 0) + 1
+    # The lists are cut here, where nodes become the answer's JSON: the result shares one
+    # node object among all the plans that carry it (cheap), and ``rollback_target`` and the
+    # plans' own warnings are judged on them all.
+    cuts = []
+    for field, keys, sizes, each in (
+            ("bundles", [b.bundle.id for b in result.bundles],
+             [b.bundle.props_chars for b in result.bundles], "bundle"),
+            ("rollbacks", [impact.plan_key(r) for r in result.rollbacks],
+             [impact.plan_chars(r) for r in result.rollbacks],
+             "plan, carrying its current and target bundles whole")):
+        _, end = impact.page_after(keys, sizes, None)
+        if end < len(keys):
+            cuts.append(f"{field}: {end:,} of {len(keys):,} shown — each {each}, they hold "
+                        f"more than {PAGE_CHARS:,} characters of properties; read the rest "
+                        f"with {field}(after: \"{encode_cursor(keys[end - 1])}\")")
     return BlastRadius(
         root=to_gql(result.root), action=Action(result.action.value),
         by_kind=[KindCount(kind=k, count=c) for k, c in sorted(kinds.items())],
-        bundles=[AffectedBundle(bundle=to_gql(b.bundle), environments=b.environments)
-                 for b in result.bundles],
         traffic=[TrafficCount(environment=e, count=c) for e, c in result.traffic.items()],
         total_traffic=sum(result.traffic.values()),
         rollback_target=maybe(result.rollback_target(production)),
-        rollbacks=[RollbackPlan(environment=r.environment, current=to_gql(r.current),
-                                target=maybe(r.target), warnings=r.warnings)
-                   for r in result.rollbacks],
-        warnings=result.warnings, _downstream=result.downstream,
+        warnings=cuts + result.warnings, _downstream=result.downstream,
+        _bundles=result.bundles, _rollbacks=result.rollbacks,
     )
 
 

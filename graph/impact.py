@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from bisect import bisect_right
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -11,7 +12,16 @@ from lineagegraph.schema import LINEAGE_EDGE_TYPES, Node, StageMove
 from lineagegraph.schema.models import now as utc_now
 
 from .registry import BundleParts, bundle_id, bundle_parts
-from .store import RETIRED, Direction, GraphStore, concurrently, live_from, retired_versions
+from .store import (
+    PAGE_CHARS,
+    RETIRED,
+    Direction,
+    GraphStore,
+    concurrently,
+    fitting,
+    live_from,
+    retired_versions,
+)
 from .traffic import OUTCOME_EDGES
 from .walk import DEFAULT_LIMITS, FULL_DEPTH, Subgraph, WalkLimits, walk, without_archived
 
@@ -47,6 +57,28 @@ class RollbackTarget:
     warnings: list[str] = field(default_factory=list)
     # The versions live there before that a rollback passes over: "<bundle ID>: why".
     skipped: list[str] = field(default_factory=list)
+
+
+def plan_key(plan: RollbackTarget) -> str:
+    """A plan's place in ``BlastRadius.rollbacks`` (by bundle ID, then environment) as one
+    string that sorts alike: neither holds a control character, so the newline between
+    them sorts before anything either goes on with."""
+    return f"{plan.current.id}\n{plan.environment}"
+
+
+def plan_chars(plan: RollbackTarget) -> int:
+    """What a plan adds to an answer: its current and target bundles' properties, whole."""
+    return plan.current.props_chars + (plan.target.props_chars if plan.target else 0)
+
+
+def page_after(keys: Sequence[str], sizes: Sequence[int], after: str | None,
+               max_chars: int = PAGE_CHARS) -> tuple[int, int]:
+    """``[start, end)`` of a list in ascending ``keys``: the items after the key ``after``
+    (keyset: wherever that item is now) that fit in ``max_chars`` of properties, at least
+    one. The plans of a bundle live in thousands of environments each carry it whole: one
+    answer holding them all would hold gigabytes."""
+    start = 0 if after is None else bisect_right(keys, after)
+    return start, start + fitting(sizes[start:], max_chars)
 
 
 @dataclass(slots=True)
@@ -212,11 +244,15 @@ def blast_radius(
         store.traffic_rebuild_position)
     for move in moves:
         histories[move.name].append(move)
-    affected = []
-    for bundle in sorted(bundles, key=lambda n: n.id):
-        live = live_from(histories[bundle.name])
-        affected.append(AffectedBundle(
-            bundle, sorted(env for env, version in live.items() if version == bundle.version)))
+    # What is live is read once per name, not once per version: a name with thousands of
+    # versions and a long history would cost versions × moves of pure Python, which no
+    # deadline check interrupts.
+    live_in: dict[tuple[str, str], list[str]] = {}
+    for name, history in histories.items():
+        for env, version in live_from(history).items():
+            live_in.setdefault((name, version), []).append(env)
+    affected = [AffectedBundle(bundle, sorted(live_in.get((bundle.name, bundle.version or ""), [])))
+                for bundle in sorted(bundles, key=lambda n: n.id)]
 
     traffic = {env or "unknown": count for env, count in traffic_by_env.items()}
     rollbacks = rollback_plans(store, root, affected, histories) if plans_rollback else []
@@ -247,10 +283,16 @@ def rollback_plans(store: GraphStore, root: Node, affected: list[AffectedBundle]
     with the warning "… was rolled back from at <time>": the heuristic that spots a
     rollback (a move back to an earlier version) cannot tell an undo from a re-release,
     so it informs rather than decides."""
+    # Each name's moves split by environment in one pass (filtering the whole history per
+    # plan would cost plans × moves).
+    by_env: dict[tuple[str, str], list[StageMove]] = {}
+    for name, history in histories.items():
+        for move in history:
+            by_env.setdefault((name, move.environment), []).append(move)
     plans: list[tuple[str, Node, list[str], dict[str, datetime]]] = []
     for entry in affected:
         for env in entry.environments:
-            moves = [m for m in histories[entry.bundle.name] if m.environment == env]
+            moves = by_env[(entry.bundle.name, env)]
             plans.append((env, entry.bundle, earlier_live(moves, entry.bundle.version or ""),
                           rolled_back_from(moves)))
     candidate_ids = sorted({bundle_id(b.name, v) for _, b, versions, _ in plans
