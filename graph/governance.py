@@ -581,9 +581,10 @@ def _archiving_live(store: GraphStore, nodes: list[Node], existing: Mapping[str,
     moves: dict[str, list[StageMove]] = {name: [] for name in names}
     for move in store.stage_history(names=names):
         moves[move.name].append(move)
+    live_now = {name: live_from(history) for name, history in moves.items()}  # once a name
     refused = []
     for node in wanted:
-        live = sorted(env for env, version in live_from(moves[stage_name(node)]).items()
+        live = sorted(env for env, version in live_now[stage_name(node)].items()
                       if version == node.version)
         if live:
             refused.append(f"{node.id} is live in {', '.join(live)}: archived, it would serve "

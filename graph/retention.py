@@ -6,7 +6,7 @@ walks skip archived nodes unless asked, and rollbacks never return to them."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -48,16 +48,25 @@ class Candidate:
     environments: tuple[str, ...]  # where it ever was (all pre-release, none now)
 
 
-def _archivable(bundle: Node, moves: Sequence[StageMove],
-                times: Iterable[datetime]) -> tuple[str, ...] | None:
-    """Where ``bundle`` ever was, if retention may archive it: never moved into an
-    environment past staging, and live nowhere at any of ``times``; None otherwise."""
-    visited = {m.environment for m in moves if m.to_version == bundle.version}
+def _archivable(moves: Sequence[StageMove],
+                times: Iterable[datetime]) -> Callable[[Node], tuple[str, ...] | None]:
+    """For the versions of one name, from its history: where a version ever was, if
+    retention may archive it — never moved into an environment past staging, and live
+    nowhere at any of ``times`` — else None. The history is read once for all of them (a
+    name with thousands of versions would otherwise cost versions × moves)."""
+    visited: dict[str | None, set[str]] = {}
+    for move in moves:
+        visited.setdefault(move.to_version, set()).add(move.environment)
     live = {version for when in set(times)
             for version in live_from(m for m in moves if m.at <= when).values()}
-    if visited <= PRE_RELEASE and bundle.version not in live:
-        return tuple(sorted(visited))
-    return None
+
+    def where(bundle: Node) -> tuple[str, ...] | None:
+        ever = visited.get(bundle.version, set())
+        if ever <= PRE_RELEASE and bundle.version not in live:
+            return tuple(sorted(ever))
+        return None
+
+    return where
 
 
 def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
@@ -68,13 +77,14 @@ def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
     clock = utc_now()
     cutoff = (at or clock) - older_than
     candidates: list[Candidate] = []
-    histories: dict[str, list[StageMove]] = {}
+    judges: dict[str, Callable[[Node], tuple[str, ...] | None]] = {}
     for bundle in store.all_nodes(["Bundle"], page):
         if bundle.created_at >= cutoff or bundle.properties.get("archived"):
             continue
-        if bundle.name not in histories:
-            histories[bundle.name] = store.stage_history(name=bundle.name)
-        visited = _archivable(bundle, histories[bundle.name], (at or clock, clock))
+        if bundle.name not in judges:
+            judges[bundle.name] = _archivable(store.stage_history(name=bundle.name),
+                                              (at or clock, clock))
+        visited = judges[bundle.name](bundle)
         if visited is not None:
             candidates.append(Candidate(bundle, visited))
     return candidates
@@ -94,9 +104,10 @@ def apply(store: GraphStore, candidates: list[Candidate], actor: str,
     histories = {name: store.stage_history(name=name)
                  for name in sorted({c.node.name for c in candidates if c.node.name})}
     clock = utc_now()
+    judges = {name: _archivable(moves, (clock,)) for name, moves in histories.items()}
     judged = [node for c in candidates if (node := nodes.get(c.node.id)) is not None
               and not node.properties.get("archived")
-              and _archivable(node, histories.get(node.name or "", []), (clock,)) is not None]
+              and judges[node.name or ""](node) is not None]
     environments = {name: sorted({m.environment for m in moves} - {RETIRED})
                     for name, moves in histories.items()}
 

@@ -145,3 +145,25 @@ def test_an_age_that_is_no_age_names_both_forms_it_may_take() -> None:
     with pytest.raises(ValueError, match="longer than a hundred years"):
         retention.parse_age("P99999D")
     assert retention.parse_age("2w") == retention.parse_age("P14D")
+
+
+def test_retention_reads_a_names_history_once_for_all_its_versions(
+    store: GraphStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Once per version, a name with thousands of versions and moves cost versions × moves.
+    _load(store)
+    moves_read: list[int] = []
+    live_from = retention.live_from
+
+    def counted(moves):  # type: ignore[no-untyped-def]
+        listed = list(moves)
+        moves_read.append(len(listed))
+        return live_from(listed)
+
+    monkeypatch.setattr(retention, "live_from", counted)
+    planned = retention.plan(store, timedelta(days=90), at=NOW)
+    retention.apply(store, planned, actor="ops")
+
+    # plan: the history as of `at` and as of now (4 moves each), for three old versions;
+    # apply: as of now, for the two planned.
+    assert moves_read == [4, 4, 4]
