@@ -126,7 +126,14 @@ class Query(GovernanceQuery):
         result = await context.run(lambda: registry.history(context.store, node_id))
         if result is None:
             return None
-        return History(node=to_gql(result.node), versions=[to_gql(v) for v in result.versions],
+        # A name may have thousands of versions of up to 1 MiB of properties each.
+        shown = fitting([v.props_chars for v in result.versions], PAGE_CHARS)
+        if shown < len(result.versions):
+            context.warn(info, (
+                f"versions: the first {shown:,} of {len(result.versions):,}, oldest first, "
+                f"hold {PAGE_CHARS:,} characters of properties; node(id) reads any other"))
+        return History(node=to_gql(result.node),
+                       versions=[to_gql(v) for v in result.versions[:shown]],
                        stage_moves=[stage_move_type(m) for m in result.stage_moves])
 
     @strawberry.field(description="Nodes up to `depth` hops from `id`, each with its degree "

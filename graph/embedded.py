@@ -220,7 +220,10 @@ class _SqliteTransaction:
         keys = [row[0] for row in rows]
         stored = self._stored("nodes", "id", keys, "kind, props")
         before = {row["k"]: row["props"] for row in stored}
-        if keep_stored:  # as if unchanged: what is stored stays
+        if keep_stored:  # as if unchanged: what is stored stays, but for an earlier time
+            kept = [row for row in rows if row[0] in keep_stored and row[0] in before]
+            self.conn.executemany("UPDATE nodes SET created_at = min(created_at, ?) WHERE id = ?",
+                                  [(row[4], row[0]) for row in kept])
             rows = [row[:-1] + (before[row[0]],) if row[0] in keep_stored and row[0] in before
                     else row for row in rows]
         counts, changed = self._to_write(rows, keys, before)

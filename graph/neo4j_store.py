@@ -235,7 +235,10 @@ class _Neo4jTransaction:
                     WITH row, is_new, before, was, n,
                          is_new OR row.keep IS NULL AS written
                     SET n.props = CASE WHEN written THEN row.props ELSE before END,
-                        n += CASE WHEN written THEN row.indexed ELSE {{}} END
+                        n += CASE WHEN written THEN row.indexed ELSE {{}} END,
+                        n.created_at = CASE WHEN NOT written AND
+                          {_FROM_EPOCH.format("created_at")} < n.created_at
+                          THEN {_FROM_EPOCH.format("created_at")} ELSE n.created_at END
                     RETURN count(CASE WHEN is_new THEN 1 END) AS created,
                            count(CASE WHEN written AND NOT is_new AND before <> row.props
                                       THEN 1 END) AS updated,

@@ -5,7 +5,9 @@ A record names a bundle (``support-triage@14``; a bare name means the version in
 in the record's environment at its timestamp) or, without one, a ``model`` and optionally a
 ``prompt`` and ``policy``; ``features`` lists the feature IDs the request read. A model the
 graph does not know is kept, not refused: its ``ModelVersion`` is created with
-``registered: false`` (shadow-AI discovery). Any other unknown reference, a missing field
+``registered: false`` (shadow-AI discovery), dated by the earliest request that names it,
+whatever order the records arrive in, and created only if absent (a manifest registering
+it meanwhile keeps what it wrote). Any other unknown reference, a missing field
 or a bad value rejects the record — and so does a model family (``fraud-detector``, a
 ``Model``): a request was served by one version, and nothing records which one a family
 name meant then (the registry's aliases are labels, not the record's environment), so
@@ -274,6 +276,9 @@ class OutcomeMapper:
         self.store = store
         self.actor = actor
         self._known: dict[str, str] = {}  # ID → kind of nodes found in the graph
+        # Of those, models traffic created unregistered: written again (if absent, so only
+        # dated back) when a request older than their creation names them.
+        self._unregistered: set[str] = set()
         self._stages: dict[tuple[str, str], list[StageMove]] = {}
         self._latest: dict[str, str | None] = {}  # family ID → ``_latest_version``
         # The earliest request so far naming each model the graph did not know. Every
@@ -373,7 +378,10 @@ class OutcomeMapper:
     def _lookup(self, ids: Iterable[str]) -> None:
         unknown = sorted(set(ids) - self._known.keys())
         if unknown:
-            self._known.update({i: n.kind for i, n in self.store.get(unknown).items()})
+            found = self.store.get(unknown)
+            self._known.update({i: n.kind for i, n in found.items()})
+            self._unregistered.update(i for i, n in found.items()
+                                      if n.properties.get("registered") is False)
 
     def _check(self, record: int | str, refs: dict[str, tuple[str, str]]) -> list[Problem]:
         problems = []
@@ -416,7 +424,8 @@ class OutcomeMapper:
         batch.nodes.append(node)
         for target, kind in refs.values():
             batch.edges.append(Edge.trusted(node.id, EDGE_FOR[kind], target, {}))
-            if target in self._known or kind != "ModelVersion":
+            if kind != "ModelVersion" or (target in self._known
+                                          and target not in self._unregistered):
                 continue
             shadows[target] = None
             first = self._first_seen.get(target)

@@ -154,3 +154,20 @@ def test_a_model_version_document_registers_a_model_traffic_created(
 
     assert unregistered(store) == []
     assert store.get(["model:m-1@1"])["model:m-1@1"].properties["region"] == "eu"
+
+
+def test_an_unregistered_model_is_dated_by_its_earliest_request_in_any_order(
+    store: GraphStore,
+) -> None:
+    # The later body first dated the model after a request it had served, and driftSources
+    # listed it as a new model version then.
+    def request(name: str, day: int) -> tuple[int, str]:
+        return (1, f'{{"request_id": "{name}", "timestamp": "2026-11-{day:02d}T00:00:00Z", '
+                   '"environment": "production", "model": "shadow-x@1"}')
+
+    strict_batch([request("late", 10)], store, actor="t").write(store)
+    strict_batch([request("early", 2)], store, actor="t").write(store)
+
+    model = store.get(["model:shadow-x@1"])["model:shadow-x@1"]
+    assert model.created_at.isoformat() == "2026-11-02T00:00:00+00:00"
+    assert model.properties == {"registered": False}

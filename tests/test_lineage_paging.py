@@ -193,3 +193,19 @@ def test_a_page_stops_at_its_characters_of_properties_and_the_next_goes_on(
     (warning,) = first["extensions"]["warnings"]
     assert warning["path"] == ["lineage"]
     assert pages[0]["pageInfo"]["endCursor"] in warning["message"]
+
+
+def test_history_lists_versions_up_to_a_page_of_properties_and_says_so(
+    store: GraphStore,
+) -> None:
+    blob = "x" * 600_000
+    store.upsert([Node.from_id(f"feature:f@{v}", created_at=T0 + timedelta(minutes=v),
+                               properties={"blob": blob}) for v in range(1, 21)])
+    query = '{ history(id: "feature:f@1") { versions { version } } }'
+    with _client(store) as client:
+        answer = client.post("/graphql", json={"query": query}).json()
+
+    versions = [v["version"] for v in answer["data"]["history"]["versions"]]
+    assert versions == [str(v) for v in range(1, 14)]  # 13 × 600 kB fit in 8 Mi, oldest first
+    (warning,) = answer["extensions"]["warnings"]
+    assert "the first 13 of 20" in warning["message"] and warning["path"] == ["history"]
