@@ -509,9 +509,14 @@ class Neo4jStore(GraphStore):
         # A mutation whose query runs out of time writes nothing: not started past its
         # deadline, and rolled back by the server if it reaches it (ingest has none).
         left = check_deadline()
+        raised: list[Exception] = []  # what the work raised, attempt by attempt
 
         def unit(tx: ManagedTransaction) -> T:
-            return work(_Neo4jTransaction(tx))
+            try:
+                return work(_Neo4jTransaction(tx))
+            except Exception as error:
+                raised.append(error)
+                raise
 
         timed = unit if left is None else neo4j.unit_of_work(timeout=left)(unit)
         with _available(), _deadline_on_timeout(), self._driver.session(
@@ -524,10 +529,14 @@ class Neo4jStore(GraphStore):
                 # stopped on ResultFailedError where a CREATE meeting a stored twin had
                 # raised RequestsStored, which sends the batch back to read first (twice in
                 # twelve loads of a file repeating its requests, two writes in flight).
-                raised = error.__context__
-                if isinstance(raised, Exception) and not isinstance(
-                        raised, neo4j.exceptions.Neo4jError | neo4j.exceptions.DriverError):
-                    raise raised from error
+                # Only what this work raised: a write made while the caller handles another
+                # exception (the read-first retry, in ``except RequestsStored``) carries
+                # that one as its context, and re-raising it hid a Neo4j gone meanwhile.
+                ours = raised[-1] if raised else None
+                if ours is not None and ours is not error and not isinstance(
+                        ours, neo4j.exceptions.Neo4jError | neo4j.exceptions.DriverError):
+                    error.__context__ = None  # ours has error as its cause: no cycle
+                    raise ours from error
                 raise
 
     def _read(self, query: str, **params: Any) -> list[neo4j.Record]:

@@ -193,3 +193,29 @@ def test_what_a_write_raises_is_what_its_caller_gets_when_the_rollback_fails_too
 
     with pytest.raises(Refused):
         store._write(work)  # type: ignore[attr-defined]
+
+
+def test_a_write_failing_while_its_caller_handles_another_error_raises_its_own(
+    store: GraphStore,
+) -> None:
+    # The read-first retry runs inside `except RequestsStored`: a Neo4j gone meanwhile
+    # came back as that RequestsStored (the driver error's context), its chain a cycle, and
+    # a load re-sending stored requests hung rendering it.
+    import neo4j
+
+    class Handled(Exception):
+        pass
+
+    def work(tx: Any) -> None:
+        tx.tx.run("UNWIND [1, 0] AS x RETURN 1 / x AS y").consume()
+
+    with pytest.raises(neo4j.exceptions.Neo4jError) as failed:
+        try:
+            raise Handled
+        except Handled:
+            store._write(work)  # type: ignore[attr-defined]
+    seen, link = set(), failed.value
+    while link is not None:  # a finite chain
+        assert id(link) not in seen
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
