@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     neo4j_writes_in_flight: int = Field(
         2, ge=1, le=16, description="batches a bulk load writes at once on Neo4j (two "
         "keep a two-core box busy: bench/README.md)")
+    neo4j_write_retry_s: float = Field(
+        5.0, ge=0, le=300, description="how long a Neo4j write is retried through transient "
+        "failures (a deadlock, a restart, Neo4j unreachable) before the store is answered "
+        "unavailable; the driver's own default is 30 s, which with its back-off kept a write "
+        "to a stopped Neo4j waiting 31-66 s")
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -195,7 +200,8 @@ class Settings(BaseSettings):
             try:
                 return Neo4jStore(self.neo4j_uri, self.neo4j_user, self.neo4j_password,
                                   self.neo4j_database, query_timeout_s=self.query_timeout_s,
-                                  parallel_writes=self.neo4j_writes_in_flight)
+                                  parallel_writes=self.neo4j_writes_in_flight,
+                                  write_retry_s=self.neo4j_write_retry_s)
             except (neo4j.exceptions.DriverError, neo4j.exceptions.Neo4jError,
                     ValueError) as error:
                 raise StoreUnreachable(self._neo4j_problem(error)) from None

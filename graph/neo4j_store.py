@@ -469,6 +469,7 @@ class Neo4jStore(GraphStore):
         *,
         query_timeout_s: float | None = None,
         parallel_writes: int = 2,
+        write_retry_s: float = 5.0,
     ) -> None:
         auth = (user or "neo4j", password) if password else None
         # A batch's node write runs while the one before it links, counts and commits:
@@ -477,8 +478,11 @@ class Neo4jStore(GraphStore):
         self.parallel_writes = parallel_writes
         # Schema notifications (e.g. "relationship type does not exist yet" on an empty
         # graph) are noise for a service whose queries are generated from the schema.
+        # Writes retry transient failures for ``write_retry_s`` (reads: ``_read``, three
+        # tries): the driver's 30 s kept a REST write to a stopped Neo4j waiting a minute.
         self._driver = GraphDatabase.driver(
-            uri, auth=auth, notifications_min_severity=NotificationMinimumSeverity.OFF)
+            uri, auth=auth, notifications_min_severity=NotificationMinimumSeverity.OFF,
+            max_transaction_retry_time=write_retry_s)
         self._database = database
         self._timeout = query_timeout_s
         self._driver.verify_connectivity()

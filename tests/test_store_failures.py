@@ -32,7 +32,8 @@ from lineagegraph.api.settings import Settings
 from lineagegraph.graph.deadline import within
 from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.neo4j_store import Neo4jStore
-from lineagegraph.graph.store import GraphStore, RecordFilter
+from lineagegraph.graph.store import GraphStore, RecordFilter, StoreUnavailable
+from lineagegraph.schema import Node
 from lineagegraph.schema.models import Record
 
 from .openlineage_support import run_event
@@ -150,10 +151,17 @@ def test_neo4j_stopped_is_answered_as_unavailable_everywhere_and_then_recovered(
                      raise_server_exceptions=False)
     door = TestClient(create_app(Settings(neo4j_uri=None, token_cache_s=0), store=store),
                       raise_server_exceptions=False)
+    hasty = Neo4jStore(own_neo4j.uri, write_retry_s=1)
     with app, door:
         assert app.get("/readyz").status_code == 200
         own_neo4j.stop()
         try:
+            # A write is retried for the setting's time, not the driver's 30 s and back-off
+            # (31-66 s against a stopped Neo4j): a generous bound, far under that.
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                hasty.upsert([Node.from_id("source:pg/late")])
+            assert time.monotonic() - started < 15
             caplog.clear()
             for method, path, sent in REST:
                 _said_unavailable(app.request(method, path, **sent), port, "Errno")
@@ -185,6 +193,7 @@ def test_neo4j_stopped_is_answered_as_unavailable_everywhere_and_then_recovered(
             assert "NEO4J_URI" in cli_run.stderr and "Traceback" not in cli_run.stderr
         finally:
             own_neo4j.start()
+            hasty.close()
 
         # Back, on the same port and data: answered again without a restart.
         trace = _gql(app, GRAPHQL[0])
