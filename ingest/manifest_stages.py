@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from lineagegraph.graph.store import RETIRED, GraphStore, latest_seq, live_from, version_order
 from lineagegraph.schema import Node, StageMove
@@ -50,6 +50,8 @@ from .manifest_formats import StageMoveDoc
 # The reason of the moves a retirement records; also how retirements recorded before the
 # ``retired`` environment existed (moves to no version only) are recognised.
 RETIRED_REASON = "retired in manifest"
+# The least step in time a stored move keeps (microseconds, on both stores).
+_TICK = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,15 @@ class StagePlanner:
                 moves = self._history[name]
                 moves[moves.index(move)] = fixed
             previous = move.to_version
+
+    def _now_in(self, name: str, environment: str) -> datetime:
+        """When an undated move of the load happens: the load's time, or just after the
+        latest stored move there if that is later — one landed after the load began and
+        before it read the history (a promotion at once). Dated before it, the load's move
+        would be written under a move already made, from the version that move replaced."""
+        latest = max((m.at for m in self.history(name)
+                      if m.environment == environment and m.seq is not None), default=None)
+        return self.now if latest is None or latest < self.now else latest + _TICK
 
     def _move(self, name: str, environment: str, version: str | None, at: datetime,
               actor: str | None = None, reason: str | None = None) -> None:
@@ -195,7 +206,8 @@ class StagePlanner:
                        "load neither rewrites the past nor moves an old entry in now; "
                        "promote through the API, or send a StageMove")
             return
-        self._move(name, environment, version, dated or self.now, reason="status in manifest")
+        self._move(name, environment, version, dated or self._now_in(name, environment),
+                   reason="status in manifest")
 
     def _retire(self, status: Status) -> None:
         name, version = status.bundle.name, status.bundle.version
@@ -207,10 +219,11 @@ class StagePlanner:
                            f"it was retired before and moved into {', '.join(live)} since, "
                            "and a load does not undo the moves made since")
             return
-        self._move(name, RETIRED, version, self.now, reason=RETIRED_REASON)
+        self._move(name, RETIRED, version, self._now_in(name, RETIRED), reason=RETIRED_REASON)
         for environment in sorted({m.environment for m in history} - {RETIRED}):
             if self.in_effect(name, environment) == version:
-                self._move(name, environment, None, self.now, reason=RETIRED_REASON)
+                self._move(name, environment, None, self._now_in(name, environment),
+                           reason=RETIRED_REASON)
 
     def stated_actor(self, actor: str | None) -> str | None:
         """The actor a document states, as the stage log records it: someone else than
@@ -243,7 +256,7 @@ class StagePlanner:
                         "`at` or a reason of its own to move it in again",
                         record=record, field="version"))
                 return
-            at = self.now
+            at = self._now_in(name, doc.environment)
         else:
             at = doc.at
             if any(m.environment == doc.environment and m.to_version == doc.version

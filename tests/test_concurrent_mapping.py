@@ -171,3 +171,34 @@ def test_an_unregistered_model_is_dated_by_its_earliest_request_in_any_order(
     model = store.get(["model:shadow-x@1"])["model:shadow-x@1"]
     assert model.created_at.isoformat() == "2026-11-02T00:00:00+00:00"
     assert model.properties == {"registered": False}
+
+
+@pytest.mark.parametrize("document", [
+    "kind: StageMove\nbundle: b\nversion: 2\nenvironment: production\nreason: doc\n",
+    "name: b\nversion: 2\nmodel: gpt-5-mini-2026-08\nprompt_ref: triage@9\n"
+    "policy_ref: safety@1\nstatus: production\n",
+])
+def test_an_undated_move_of_a_load_begun_before_a_promotion_comes_after_it(
+    store: GraphStore, document: str,
+) -> None:
+    # The load's clock read before a promotion landed, its history read after: dated at
+    # the load's time, its move went in under the promotion, from the version the
+    # promotion had replaced — two moves 1 → 2 in a row.
+    from datetime import timedelta
+
+    from lineagegraph.ingest.manifests import map_manifests
+    from lineagegraph.schema.models import now
+
+    for version in (1, 2):
+        setup_bundle(store, version, policy=dict(EU_PRODUCTION))
+    promote(store, "b", "1", "production", "release-eng", override_reason="test")
+    began = now()
+    promote(store, "b", "2", "production", "release-eng", override_reason="test",
+            at=began + timedelta(milliseconds=5))
+
+    map_manifests(read_yaml(document), store, actor="t", now=began).write(store)
+
+    history = [m for m in store.stage_history(name="b") if m.environment == "production"]
+    moves = [(m.from_version, m.to_version, m.actor) for m in history]
+    assert [move[:2] for move in moves].count(("1", "2")) == 1, moves
+    assert [m for m in moves if m[2] == "t"] in ([], [("2", "2", "t")]), moves  # after it
