@@ -395,7 +395,16 @@ class EmbeddedStore(GraphStore):
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
+            tables = {row[0] for row in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
             self._conn.executescript(_WIPE_MARKER + _SCHEMA)
+            if "nodes" in tables and "traffic" not in tables and self._conn.execute(
+                    "SELECT 1 FROM nodes WHERE id >= ? AND id < ? LIMIT 1",
+                    REQUEST_IDS).fetchone():
+                # A file from before the traffic rollup: no counter holds its requests, and
+                # traffic answers said 0. They say partial, naming the rebuild, until one
+                # (`lineagegraph traffic rebuild`) has counted them.
+                self._conn.execute("INSERT OR REPLACE INTO traffic_rebuild VALUES (1, '')")
             # A file made before records kept their size: the column goes last there,
             # and its rows' sizes are measured when read (record_sizes).
             if "size" not in {row["name"] for row in self._conn.execute(

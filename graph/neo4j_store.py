@@ -488,6 +488,14 @@ class Neo4jStore(GraphStore):
         self._driver.verify_connectivity()
         for statement in [*uniqueness_constraints(), *indexes()]:
             self._driver.execute_query(statement, database_=database)
+        # A store from before the traffic rollup: requests but no rollup counter, which
+        # every writer of requests creates. Traffic answers said 0; they say partial,
+        # naming the rebuild, until one (`lineagegraph traffic rebuild`) has counted them.
+        self._driver.execute_query(
+            f"OPTIONAL MATCH (c:{COUNTER_LABEL} {{name: $counter}}) WITH c WHERE c IS NULL "
+            f"MATCH (:{OUTCOME_KIND}) WITH 1 AS stored LIMIT 1 "
+            f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) SET c.rebuilt_through = ''",
+            counter=_TRAFFIC_COUNTER, database_=database)
 
     def _node_rows(self, nodes: Sequence[Node]) -> dict[str, list[dict[str, Any]]]:
         by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
