@@ -10,7 +10,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -20,6 +20,7 @@ from lineagegraph.graph.store import (
     MetadataMoved,
     PreparedWrite,
     RequestsConflict,
+    StagesMoved,
     UpsertResult,
 )
 from lineagegraph.graph.traffic import OutcomeState
@@ -118,8 +119,8 @@ class Batch:
 def write_prepared(store: GraphStore, ready: PreparedWrite, batch: Batch) -> UpsertResult:
     """``store.write``, and for requests stored with other references, the batch its
     ``on_conflict`` makes instead (a few rounds: another writer may store more meanwhile);
-    for a batch mapped from a graph whose metadata moved since, the batch mapped again
-    (``remap``, up to ``ATTEMPTS`` mappings)."""
+    for a batch mapped from a graph whose metadata or judged stage histories moved since,
+    the batch mapped again (``remap``, up to ``ATTEMPTS`` mappings)."""
     conflicts = mappings = 1
     while True:
         try:
@@ -129,7 +130,7 @@ def write_prepared(store: GraphStore, ready: PreparedWrite, batch: Batch) -> Ups
                 raise
             conflicts += 1
             batch = batch.on_conflict(conflict.stored)
-        except MetadataMoved:
+        except (MetadataMoved, StagesMoved):
             if batch.remap is None or mappings >= ATTEMPTS:
                 raise
             pause_before(mappings)
@@ -165,12 +166,23 @@ class LoadSummary:
                 "stage_moves": self.stage_moves, "seconds": round(self.seconds, 3)}
 
 
+class LoadInterrupted(KeyboardInterrupt):
+    """A load stopped by its user (Ctrl-C): ``summary`` counts the batches committed. The
+    ones started were waited for, so each batch is written whole or not at all and the
+    rest can be sent again (re-sending changes nothing)."""
+
+    def __init__(self, summary: LoadSummary | None = None) -> None:
+        super().__init__()
+        self.summary = summary or LoadSummary()
+
+
 def load_batches(
     store: GraphStore,
     batches: Iterable[Batch],
     on_progress: Callable[[int], None] | None = None,
     *,
     prefetch: bool = False,
+    stop: threading.Event | None = None,
 ) -> LoadSummary:
     """Write batches one transaction each, adding up what they did.
 
@@ -184,41 +196,68 @@ def load_batches(
     wrote — an outcome file, where at most an unregistered model's placeholder is sent
     again (with the earliest time seen, so either order creates it the same), and where a
     request written twice with different properties ends with the properties of whichever
-    of its batches commits last (one batch at a time: the later record's)."""
+    of its batches commits last (one batch at a time: the later record's).
+
+    Once ``stop`` is set (the CLI's first Ctrl-C) no more batches are started; those being
+    written finish, and ``LoadInterrupted`` says how many records were. A
+    ``KeyboardInterrupt`` raised in the load is ``LoadInterrupted`` too, counted once the
+    writes in flight ended."""
     summary = LoadSummary()
     started = time.perf_counter()
-    with _collector_paused() if prefetch else nullcontext():
-        prepared = _prepared(store, batches, collect=prefetch)
-        width = store.parallel_writes if prefetch else 1
-        with closing(_built_ahead(prepared) if prefetch else prepared) as ready:
-            for size, result in _written(store, ready, width):
-                summary.add(result, size)
-                if on_progress is not None:
-                    on_progress(size)
+    try:
+        with _collector_paused() if prefetch else nullcontext():
+            prepared = _prepared(store, batches, collect=prefetch)
+            width = store.parallel_writes if prefetch else 1
+            with closing(_built_ahead(prepared) if prefetch else prepared) as ready:
+                for size, result in _written(store, ready, width, stop):
+                    summary.add(result, size)
+                    if on_progress is not None:
+                        on_progress(size)
+    except KeyboardInterrupt as interrupt:
+        summary.seconds = time.perf_counter() - started
+        raise LoadInterrupted(summary) from interrupt
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def _written(store: GraphStore, prepared: Iterable[tuple[int, PreparedWrite, Batch]],
-             width: int) -> Iterator[tuple[int, UpsertResult]]:
+             width: int, stop: threading.Event | None = None,
+             ) -> Iterator[tuple[int, UpsertResult]]:
     """(size, result) of each prepared batch, in order, with up to ``width`` of them being
     written at once, each in its own transaction. If one fails (or the next cannot be
     built), no more are started; the ones already started finish — so at most
-    ``width - 1`` batches after a failed one are written — and the failure is raised."""
+    ``width - 1`` batches after a failed one are written — and the failure is raised.
+    Once ``stop`` is set, no more are started either: the ones started are yielded, then
+    ``KeyboardInterrupt``; so is a ``KeyboardInterrupt`` raised while waiting for them,
+    after they ended (a thread's write cannot be called off: counted, not guessed)."""
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
     if width <= 1:
         for size, ready, batch in prepared:
+            if stopped():
+                raise KeyboardInterrupt
             yield size, write_prepared(store, ready, batch)
         return
     pending: deque[tuple[int, Future[UpsertResult]]] = deque()
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="batch-writer") as pool:
-        for size, ready, batch in prepared:
-            pending.append((size, pool.submit(write_prepared, store, ready, batch)))
-            if len(pending) == width:
-                written, future = pending.popleft()
-                yield written, future.result()
+        try:
+            for size, ready, batch in prepared:
+                if stopped():
+                    raise KeyboardInterrupt
+                pending.append((size, pool.submit(write_prepared, store, ready, batch)))
+                if len(pending) == width:
+                    yield pending[0][0], pending[0][1].result()
+                    pending.popleft()
+        except KeyboardInterrupt:
+            wait([future for _, future in pending])
+            for written, future in pending:
+                if future.exception() is None:
+                    yield written, future.result()
+            raise
         while pending:
-            written, future = pending.popleft()
-            yield written, future.result()
+            yield pending[0][0], pending[0][1].result()
+            pending.popleft()
 
 
 def _prepared(store: GraphStore, batches: Iterable[Batch],

@@ -61,7 +61,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
-from lineagegraph.graph.store import GraphStore, UpsertResult
+from lineagegraph.graph.store import GraphStore, UpsertResult, latest_seq
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, StageMove, format_id
 from lineagegraph.schema.ids import escape_at
 from lineagegraph.schema.kinds import NODE_KINDS_BY_LABEL
@@ -611,8 +611,18 @@ def to_batch(snap: MlflowSnapshot, store: GraphStore, source: str,
     Reads the store only to compare: the stage log (which moves are new), the nodes (what
     changes) and the families ``registry`` (default: ``source``) brought (which are gone).
     """
-    at = at or now()
+    given_at, at = at, at or now()
     registry = registry or source
+    # Judged on what it reads, as every mapper from the graph: another writer landing
+    # between the read and the write (a promotion of an aliased name, a manifest's
+    # version) sends the snapshot back to be mapped again (``Batch.remap``).
+    seen = store.metadata_seq()
+    histories: dict[str, list[StageMove]] = {}
+
+    def history(name: str) -> list[StageMove]:
+        histories[name] = store.stage_history(name=name)
+        return histories[name]
+
     graph = _Graph(registry)
     _add_runs(graph, snap)
     _add_prompts(graph, snap)
@@ -620,11 +630,13 @@ def to_batch(snap: MlflowSnapshot, store: GraphStore, source: str,
     _add_prompt_links(graph, snap)
     listed = families(snap, store, registry)
     nodes = list(graph.nodes.values()) + deleted_versions(listed, store)
-    moves = alias_moves(listed, lambda name: store.stage_history(name=name), at,
-                        graph.warnings)
+    moves = alias_moves(listed, history, at, graph.warnings)
     audit = audit_entries(source, nodes, store.get([n.id for n in nodes]), moves, at, actor)
     batch = Batch(nodes=nodes, edges=graph.edges, stage_moves=moves, audit=audit,
-                  size=snap.size)
+                  size=snap.size, metadata_seen=seen,
+                  remap=lambda: to_batch(snap, store, source, given_at, actor, registry)[0],
+                  judged={name: latest_seq(h) for name, h in histories.items()} if moves
+                  else {})
     return batch, snap.warnings + graph.warnings
 
 

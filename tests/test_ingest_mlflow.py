@@ -20,7 +20,13 @@ from typer.testing import CliRunner
 from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.store import Direction, GraphStore
 from lineagegraph.graph.walk import walk
-from lineagegraph.ingest.mlflow_import import ACTOR, dataset_locator, import_mlflow, redact
+from lineagegraph.ingest.mlflow_import import (
+    ACTOR,
+    dataset_locator,
+    import_mlflow,
+    read_batch,
+    redact,
+)
 from lineagegraph.schema import EDGE_KINDS_BY_TYPE, Node
 
 # MLflow's own chatter while building the tracking store, not the importer's.
@@ -463,3 +469,16 @@ def test_cli_names_an_unreadable_tracking_store_and_writes_nothing(
         assert store.find(first=1) == []
     finally:
         store.close()
+
+
+def test_an_import_mapped_before_another_landed_is_mapped_again(
+        store: GraphStore, tracking: Tracking) -> None:
+    # Two imports at once (two processes): each read no alias moves, and both appended
+    # staging → 1 and production → 2, the history holding each twice.
+    mapped, _ = read_batch(store, tracking.uri)
+    import_mlflow(store, tracking.uri)
+    mapped.write(store)
+
+    moves = [(m.environment, m.from_version, m.to_version)
+             for m in store.stage_history(name=f"model:{MODEL}")]
+    assert sorted(moves) == [("production", None, "2"), ("staging", None, "1")]
