@@ -149,9 +149,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StageMoved)
     async def writers_raced(_: Request, error: Exception) -> JSONResponse:
         # Other writers landed first on every one of the write's mappings: nothing of it
-        # was written, and sending it again is safe.
+        # was written, and sending it again is safe. A 503 with Retry-After, not a 409:
+        # it is the store's contention, not the request's, and the OpenLineage client's
+        # HTTP transport retries 503s (it drops a 409).
         return problem_response(f"{error}: other writers kept landing first; nothing was "
-                                "written, send it again", None, 409, code="CONFLICT")
+                                "written, send it again", None, 503,
+                                {"Retry-After": RETRY_AFTER_S}, code="WRITE_CONFLICT")
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:

@@ -589,9 +589,13 @@ class GraphStore(ABC):
             tx.append_audit(entry)
         # Last (a writer holding the counter then waits on no other lock): a write mapped
         # from a graph that moved since is refused, after the checks that say more (a
-        # manifest version another load created: ``NodesStored``).
-        if batch.metadata_seen is not None and tx.bump_metadata() != batch.metadata_seen:
-            raise MetadataMoved
+        # manifest version another load created: ``NodesStored``). Every write of nodes or
+        # edges other than requests moves the counter on, mapped or not (an admin upsert):
+        # a mapper that read before it would otherwise put back what it read.
+        if batch.metadata_seen is not None or batch.node_rows or batch.edge_rows:
+            seen = tx.bump_metadata()
+            if batch.metadata_seen is not None and seen != batch.metadata_seen:
+                raise MetadataMoved
         return result
 
     def record_stage_move(self, move: StageMove, audit: AuditEntry | None = None, *,
@@ -644,6 +648,7 @@ class GraphStore(ABC):
                 for environment in environments.get(node.name or "", ()))]
             if kept:
                 tx.write_nodes(self._node_rows(kept))
+                tx.bump_metadata()  # a mapper that read these before must map them again
             for node in kept:
                 tx.append_audit(audit(node))
             return kept

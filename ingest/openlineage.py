@@ -104,6 +104,8 @@ from lineagegraph.graph.store import (
     REPLACED_BY,
     Direction,
     GraphStore,
+    MetadataMoved,
+    StageMoved,
     StoreUnavailable,
     UpsertResult,
     replaced,
@@ -1111,6 +1113,11 @@ def ingest_events(store: GraphStore, events: Iterable[Any], *,
             ingest_event(store, event, actor=actor, record=index)
         except (IngestError, SchemaError, InvalidId) as error:
             outcome.failures.append(Failure(index, problems_of(error, index)))
+            continue
+        except (MetadataMoved, StageMoved) as error:  # the store's contention: not its fault
+            outcome.failures.append(Failure(index, [Problem(
+                f"not written: {error}; other writers kept landing first: send it again",
+                index)]))
             continue
         except Exception as error:
             # Each event is its own transaction, so those before it are kept: stop, and

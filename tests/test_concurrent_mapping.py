@@ -108,7 +108,7 @@ def test_a_load_other_writers_land_before_on_every_try_is_refused_and_writes_not
     assert next(events, None) is None  # mapped and refused ATTEMPTS times
 
 
-def test_a_load_refused_on_every_try_is_a_409_saying_to_send_it_again(
+def test_a_load_refused_on_every_try_is_a_503_saying_to_send_it_again(
     store: GraphStore, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from fastapi.testclient import TestClient
@@ -125,9 +125,10 @@ def test_a_load_refused_on_every_try_is_a_409_saying_to_send_it_again(
         response = client.post("/api/v1/manifests", content="kind: DataSource\nname: pg/x\n",
                                headers={"Content-Type": "application/yaml"})
 
-    assert response.status_code == 409, response.text
+    assert response.status_code == 503, response.text  # retried by OpenLineage clients
+    assert response.headers["Retry-After"]
     body = response.json()
-    assert body["code"] == "CONFLICT" and "send it again" in body["error"]
+    assert body["code"] == "WRITE_CONFLICT" and "send it again" in body["error"]
 
 
 def test_traffic_mapped_before_its_model_was_registered_leaves_the_registration(
@@ -202,3 +203,45 @@ def test_an_undated_move_of_a_load_begun_before_a_promotion_comes_after_it(
     moves = [(m.from_version, m.to_version, m.actor) for m in history]
     assert [move[:2] for move in moves].count(("1", "2")) == 1, moves
     assert [m for m in moves if m[2] == "t"] in ([], [("2", "2", "t")]), moves  # after it
+
+
+def test_an_admin_upsert_landing_between_a_mappers_read_and_write_is_kept(
+    store: GraphStore,
+) -> None:
+    # The upsert moved no counter: a manifest patch mapped before it passed its check and
+    # put back the residency it had read; retention's archive was undone the same way.
+    from lineagegraph.graph.governance import audited_upsert
+
+    load_manifests(read_yaml("kind: DataSource\nname: pg/t\nresidency: eu\n"), store,
+                   actor="t")
+    reading = run_event("COMPLETE", inputs=[{"namespace": "pg", "name": "t", "facets": {}}])
+    mapped = event_to_batch(reading, store)
+    stored = store.get(["source:pg/t"])["source:pg/t"]
+    audited_upsert(store, [stored.model_copy(update={
+        "properties": {**stored.properties, "residency": "us"}})], [], "admin")
+    mapped.write(store)
+
+    assert store.get(["source:pg/t"])["source:pg/t"].properties["residency"] == "us"
+
+
+def test_retention_archiving_between_a_loads_read_and_write_stays_archived(
+    store: GraphStore,
+) -> None:
+    from datetime import timedelta
+
+    from lineagegraph.graph import retention
+
+    setup_bundle(store, 1, policy=dict(EU_PRODUCTION))
+    archived: list[int] = []
+
+    def retention_meanwhile(*_: object) -> None:
+        if not archived:
+            archived.append(retention.apply(
+                store, retention.plan(store, timedelta(days=7)), actor="ops"))
+
+    load_manifests(read_yaml("name: b\nversion: 1\nmodel: gpt-5-mini-2026-08\n"
+                             "prompt_ref: triage@9\npolicy_ref: safety@1\n"), store,
+                   actor="t", check=retention_meanwhile)
+
+    assert archived == [1]
+    assert store.get(["bundle:b@1"])["bundle:b@1"].properties.get("archived") is True
