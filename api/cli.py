@@ -118,20 +118,41 @@ def serve(
 
 def _log_config() -> dict[str, Any]:
     """uvicorn's logging, with the service's own INFO lines (the warm-up's) beside it."""
+    import logging
+    import re
+
     from uvicorn.config import LOGGING_CONFIG
+    from uvicorn.logging import DefaultFormatter
 
     from .request_ids import tag_log_records
+
+    class OneLine(DefaultFormatter):
+        """A record's message on one line, the request ID at its end (the driver's hold
+        Neo4j's multi-line error texts). A traceback logged with it, an unexpected
+        error's, still follows it."""
+
+        def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+            return re.sub(r"\s*\n\s*", " ", super().formatMessage(record))
 
     tag_log_records()  # the formats below name its attributes
     config = copy.deepcopy(LOGGING_CONFIG)
     # Each line logged in a request names its ID (api/request_ids.py), as the access
     # log's line does: what a caller was answered can be found.
-    config["formatters"]["default"]["fmt"] = "%(levelprefix)s %(message)s%(request_tag)s"
+    config["formatters"]["default"].update(
+        {"()": OneLine, "fmt": "%(levelprefix)s %(message)s%(request_tag)s"})
     config["formatters"]["access"]["fmt"] += "%(request_tag)s"
     # strawberry logs the errors it masks from callers (the rest propagate to nothing).
     for name in ("lineagegraph", "strawberry"):
         config["loggers"][name] = {"handlers": ["default"], "level": "INFO",
                                    "propagate": False}
+    # The Neo4j driver's warnings (a transaction it retries, a connection gone), named as
+    # its: without a handler, Python printed their bare text, no level and no request ID.
+    config["formatters"]["neo4j"] = {
+        "()": OneLine, "fmt": "%(levelprefix)s %(name)s: %(message)s%(request_tag)s",
+        "use_colors": None}
+    config["handlers"]["neo4j"] = {**config["handlers"]["default"], "formatter": "neo4j"}
+    config["loggers"]["neo4j"] = {"handlers": ["neo4j"], "level": "WARNING",
+                                  "propagate": False}
     return config
 
 

@@ -3,7 +3,11 @@ bar (records/s) and a closing summary."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Annotated, NoReturn
 
 import typer
@@ -21,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lineagegraph.graph.store import GraphStore, StoreUnavailable
-from lineagegraph.ingest.batch import Batch, LoadSummary, load_batches
+from lineagegraph.ingest.batch import Batch, LoadInterrupted, LoadSummary, load_batches
 
 from .settings import Settings
 
@@ -55,9 +59,15 @@ def load_with_progress(store: GraphStore, batches: Iterable[Batch], label: str,
                         console=console, transient=False)
     task = progress.add_task(label, total=total)
     try:
-        with progress:
-            summary = load_batches(store, batches, prefetch=prefetch,
+        with progress, _stop_on_interrupt() as stop:
+            summary = load_batches(store, batches, prefetch=prefetch, stop=stop,
                                    on_progress=lambda n: progress.advance(task, n))
+    except LoadInterrupted as interrupted:
+        console.print(f"interrupted: {interrupted.summary.records:,} record(s) written (whole "
+                      "batches; the batch being written when interrupted was written whole "
+                      "or not at all); run the command again to load the rest — re-sending "
+                      "changes nothing", soft_wrap=True)
+        raise typer.Exit(130) from None
     except StoreUnavailable:  # `main` says why, in one line
         written = int(progress.tasks[0].completed)  # what the bar counted: written batches
         beside = (" (and a batch written beside the failed one may be)"
@@ -68,6 +78,31 @@ def load_with_progress(store: GraphStore, batches: Iterable[Batch], label: str,
         summary.rejected = rejected()
     print_summary(summary)
     return summary
+
+
+@contextmanager
+def _stop_on_interrupt() -> Iterator[threading.Event | None]:
+    """An event the first Ctrl-C sets, for the load to stop after the batches being
+    written (a KeyboardInterrupt would stop them mid-statement, or mid-read on the
+    embedded store, where SQLite turns it into an "interrupted" error); the second raises
+    KeyboardInterrupt, abandoning them. None where Ctrl-C is ignored (a background job)
+    or this is not the main thread (only it may set a handler)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield None
+        return
+    stop = threading.Event()
+
+    def interrupted(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def print_summary(summary: LoadSummary) -> None:
@@ -205,6 +240,11 @@ def ingest_manifests(
             console.print(f"[yellow]not applied[/yellow] {escape(str(warning))}")
     except (IngestError, SchemaError) as error:
         _refuse("manifests", error)
+    except KeyboardInterrupt:  # one line, as a load's interruption is
+        console.print("interrupted: the manifests load in one transaction, so it was "
+                      "written whole or not at all; run the command again — re-sending "
+                      "changes nothing", soft_wrap=True)
+        raise typer.Exit(130) from None
     finally:
         store.close()
 

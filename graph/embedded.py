@@ -348,6 +348,14 @@ def _past_deadline() -> int:
     return 1 if deadline_passed() else 0  # non-zero interrupts the statement
 
 
+def _reraise_interrupt(error: sqlite3.OperationalError) -> None:
+    """KeyboardInterrupt for a statement "interrupted" with its deadline not passed: Ctrl-C
+    runs in the first Python code of a long statement, _past_deadline, and sqlite3 drops
+    an exception raised in it and stops the statement (conn.interrupt() is not used)."""
+    if getattr(error, "sqlite_errorname", None) == "SQLITE_INTERRUPT" and not deadline_passed():
+        raise KeyboardInterrupt from None
+
+
 # SQLite's result codes (and their extended forms) for a file that cannot be used now,
 # rather than a bad statement: locked by another process past the busy timeout,
 # read-only, a disk full or failing, no database any more.
@@ -435,6 +443,7 @@ class EmbeddedStore(GraphStore):
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 if isinstance(error, sqlite3.OperationalError):
+                    _reraise_interrupt(error)  # rolled back: nothing of it is written
                     check_deadline()  # "interrupted" by _past_deadline
                 raise
 
@@ -454,7 +463,8 @@ class EmbeddedStore(GraphStore):
             check_deadline()  # also after waiting for the lock
             try:
                 return self._conn.execute(sql, params).fetchall()
-            except sqlite3.OperationalError:
+            except sqlite3.OperationalError as error:
+                _reraise_interrupt(error)  # Ctrl-C in a read, as in a write
                 check_deadline()  # "interrupted" by _past_deadline
                 raise
 

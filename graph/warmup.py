@@ -19,9 +19,10 @@ from typing import TypeVar
 from lineagegraph.schema import bundle_id
 
 from . import registry
+from .deadline import DeadlinePassed
 from .drift import drift_sources
 from .impact import blast_radius
-from .store import Direction, GraphStore
+from .store import Direction, GraphStore, StoreUnavailable
 from .trace import trace
 from .walk import DEFAULT_LIMITS, LINEAGE_DEPTH, WalkLimits, walk
 
@@ -50,8 +51,13 @@ def warm_up(store: GraphStore, limits: WalkLimits = DEFAULT_LIMITS,
         started = time.perf_counter()
         try:
             return work()
+        except (StoreUnavailable, DeadlinePassed) as error:
+            # Expected (a Neo4j restarting, or still slow to plan): the cause, in one line.
+            log.warning("warm-up: %s failed: %s", name,
+                        str(error) or "it ran past its time limit")
+            return None
         except Exception:  # noqa: BLE001 - the service still serves; it is just not warm
-            log.warning("warm-up: %s failed", name, exc_info=True)
+            log.warning("warm-up: %s failed", name, exc_info=True)  # a bug: where it is
             return None
         finally:
             spent[name] = time.perf_counter() - started
