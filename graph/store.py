@@ -237,6 +237,9 @@ class PreparedWrite:
     # unregistered model traffic names), and one stored meanwhile (registered by a
     # manifest) must keep what it holds.
     keep_stored: frozenset[str] = frozenset()
+    # Writes nodes or edges other than requests and nodes kept as stored: a mapper that
+    # read them before must map again (``metadata_seen``), so the write moves the check on.
+    moves_metadata: bool = False
 
 
 def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
@@ -464,6 +467,7 @@ class GraphStore(ABC):
         """The part of ``upsert`` that needs no transaction (see ``PreparedWrite``).
         ``new_nodes``: nodes of the batch that must not be stored yet when it is written
         (``NodesStored``)."""
+        keep = frozenset(keep_stored)
         node_list = _dedupe_nodes(nodes)
         edge_list = _dedupe_edges(edges)
         _check_served_once(edge_list)
@@ -496,7 +500,8 @@ class GraphStore(ABC):
             whole_requests=whole_requests,
             judged=dict(judged or {}),
             metadata_seen=metadata_seen,
-            keep_stored=frozenset(keep_stored),
+            keep_stored=keep,
+            moves_metadata=bool(other_edges) or any(n.id not in keep for n in other_nodes),
         )
 
     def write(self, batch: PreparedWrite) -> UpsertResult:
@@ -515,11 +520,35 @@ class GraphStore(ABC):
         except RequestsStored:
             return self._write(lambda tx: self._write_batch(tx, batch, read_first=True))
 
+    def write_mapped(self, mapped: Callable[[], PreparedWrite]) -> UpsertResult:
+        """Map a batch from the graph and write it in one transaction that holds the
+        metadata writers' turn from its start (``bump_metadata``): no write of metadata
+        lands between what the mapping reads and the write, so it cannot be refused for
+        one (``MetadataMoved``). For a batch refused that way before: a mapping that takes
+        long (a registry of thousands of documents) would otherwise lose to a steady
+        stream of events from other processes every time. Other metadata writers wait
+        meanwhile (on the embedded store, every writer)."""
+
+        def work(tx: StoreTransaction) -> UpsertResult:
+            tx.bump_metadata()
+            ready = mapped()
+            return self._write_batch(tx, replace(ready, metadata_seen=None), read_first=True)
+
+        return self._write(work)
+
     @staticmethod
     def _write_batch(tx: StoreTransaction, batch: PreparedWrite, *,
                      read_first: bool) -> UpsertResult:
         result = UpsertResult()
         rebuilt_through = None
+        # First, before any other lock (every writer of metadata takes this one first, so
+        # they queue here and never hold one another's): a write mapped from a graph that
+        # moved since is refused; any other write of nodes or edges (an admin upsert)
+        # moves the check on, as a mapper that read before it would put back what it read.
+        if batch.metadata_seen is not None or batch.moves_metadata:
+            seen = tx.bump_metadata()
+            if batch.metadata_seen is not None and seen != batch.metadata_seen:
+                raise MetadataMoved
         # Writers of requests take turns (``lock_traffic``), held to the end of the
         # transaction. Before any read of stored requests: a writer of the same requests
         # that started earlier has committed by then, so the stored state read is what
@@ -587,15 +616,6 @@ class GraphStore(ABC):
         result.records_added = sum(tx.append_record(record) for record in batch.records)
         for entry in batch.audit:
             tx.append_audit(entry)
-        # Last (a writer holding the counter then waits on no other lock): a write mapped
-        # from a graph that moved since is refused, after the checks that say more (a
-        # manifest version another load created: ``NodesStored``). Every write of nodes or
-        # edges other than requests moves the counter on, mapped or not (an admin upsert):
-        # a mapper that read before it would otherwise put back what it read.
-        if batch.metadata_seen is not None or batch.node_rows or batch.edge_rows:
-            seen = tx.bump_metadata()
-            if batch.metadata_seen is not None and seen != batch.metadata_seen:
-                raise MetadataMoved
         return result
 
     def record_stage_move(self, move: StageMove, audit: AuditEntry | None = None, *,
@@ -642,13 +662,13 @@ class GraphStore(ABC):
         a promotion landing while the caller judged is seen. Returns the nodes written."""
 
         def work(tx: StoreTransaction) -> list[Node]:
+            tx.bump_metadata()  # first, as every writer of metadata: a mapper maps again
             kept = [node for node in nodes if not any(
                 (latest := tx.lock_stage(node.name or "", environment, now()))
                 and latest[0] == node.version
                 for environment in environments.get(node.name or "", ()))]
             if kept:
                 tx.write_nodes(self._node_rows(kept))
-                tx.bump_metadata()  # a mapper that read these before must map them again
             for node in kept:
                 tx.append_audit(audit(node))
             return kept

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import closing, contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from lineagegraph.graph.store import (
@@ -120,23 +121,37 @@ def write_prepared(store: GraphStore, ready: PreparedWrite, batch: Batch) -> Ups
     """``store.write``, and for requests stored with other references, the batch its
     ``on_conflict`` makes instead (a few rounds: another writer may store more meanwhile);
     for a batch mapped from a graph whose metadata or judged stage histories moved since,
-    the batch mapped again (``remap``, up to ``ATTEMPTS`` mappings)."""
+    the batch mapped again (``remap``, up to ``ATTEMPTS`` mappings) — after another
+    metadata write, inside the write, holding the metadata writers' turn
+    (``GraphStore.write_mapped``)."""
     conflicts = mappings = 1
+    locked: Callable[[], Batch] | None = None  # mapped in the write, holding the turn
     while True:
         try:
+            if locked is not None:
+                return store.write_mapped(partial(_prepared_by, locked, store))
             return store.write(ready)
         except RequestsConflict as conflict:
             if batch.on_conflict is None or conflicts > 3:
                 raise
             conflicts += 1
             batch = batch.on_conflict(conflict.stored)
-        except (MetadataMoved, StagesMoved):
+        except (MetadataMoved, StagesMoved) as moved:
             if batch.remap is None or mappings >= ATTEMPTS:
                 raise
             pause_before(mappings)
             mappings += 1
-            batch = batch.remap()
-        ready = batch.prepare(store)
+            if isinstance(moved, MetadataMoved):  # beaten once: mapped again in turn
+                locked = batch.remap
+                continue
+            if locked is None:  # a stage move meanwhile: promotions take no such turn
+                batch = batch.remap()
+        if locked is None:
+            ready = batch.prepare(store)
+
+
+def _prepared_by(remap: Callable[[], Batch], store: GraphStore) -> PreparedWrite:
+    return remap().prepare(store)
 
 
 @dataclass(slots=True)

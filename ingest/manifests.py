@@ -55,9 +55,7 @@ from lineagegraph.graph.registry import pin_change_message, pin_changes, pins_of
 from lineagegraph.graph.store import (
     RETIRED,
     GraphStore,
-    MetadataMoved,
     NodesStored,
-    StageMoved,
     version_order,
 )
 from lineagegraph.schema import (
@@ -163,29 +161,43 @@ def load_manifests(raws: Sequence[RawDoc], store: GraphStore, *, actor: str,
     mapped again — to the next version, or to a re-send of what the other load wrote.
     ``VersionConflict`` after ``ATTEMPTS`` mappings; nothing is written then. So is a load
     mapped from metadata another writer changed before it was written (a patch merged into
-    properties an OpenLineage event changed meanwhile), or from a stage history a move
-    changed (a ``StageMove`` document and a promotion at once); after ``ATTEMPTS``
-    mappings, ``MetadataMoved`` or ``StagesMoved``."""
+    properties an OpenLineage event changed meanwhile): mapped again inside its write,
+    holding the metadata writers' turn (``write_prepared``); or from a stage history a
+    move changed (a ``StageMove`` document and a promotion at once): mapped again, up to
+    ``ATTEMPTS`` times, then ``StagesMoved``."""
     with _LOADS:
         taken: dict[str, int | str] = {}
         for attempt in range(ATTEMPTS):
             pause_before(attempt)
-            load = _ManifestLoad(store, actor, datetime.now(UTC))
-            batch = load.run(raws, source)
-            if check is not None:
-                check(batch, load.existing)
+            loads: list[_ManifestLoad] = []  # the last is the one written
+            batch = _mapping(store, raws, source, actor, check, loads)()
             try:
-                return ManifestSummary.of(load_batches(store, [batch]), load.warnings)
+                return ManifestSummary.of(load_batches(store, [batch]), loads[-1].warnings)
             except NodesStored as error:
-                taken = {i: load.fresh[i] for i in error.ids}
-            except (MetadataMoved, StageMoved):
-                if attempt == ATTEMPTS - 1:
-                    raise
+                taken = {i: loads[-1].fresh[i] for i in error.ids}
     raise VersionConflict([
         Problem(f"another load created {node_id} while this one was written (and beat it "
                 f"to the next version on each of {ATTEMPTS} tries): nothing was written; "
                 "send it again", record=record, field="version")
         for node_id, record in taken.items()])
+
+
+def _mapping(store: GraphStore, raws: Sequence[RawDoc], source: str, actor: str,
+             check: Callable[[Batch, Mapping[str, Node]], None] | None,
+             loads: list[_ManifestLoad]) -> Callable[[], Batch]:
+    """One mapping of a load, checked, kept in ``loads``; its batch maps it again if
+    another writer lands first (``Batch.remap``, ``write_prepared``)."""
+
+    def mapped() -> Batch:
+        load = _ManifestLoad(store, actor, datetime.now(UTC))
+        batch = load.run(raws, source)
+        if check is not None:
+            check(batch, load.existing)
+        loads.append(load)
+        batch.remap = mapped
+        return batch
+
+    return mapped
 
 
 class _ManifestLoad:

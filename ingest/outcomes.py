@@ -276,9 +276,9 @@ class OutcomeMapper:
         self.store = store
         self.actor = actor
         self._known: dict[str, str] = {}  # ID → kind of nodes found in the graph
-        # Of those, models traffic created unregistered: written again (if absent, so only
-        # dated back) when a request older than their creation names them.
-        self._unregistered: set[str] = set()
+        # Of those, models traffic created unregistered, with their creation: written again
+        # (if absent, so only dated back) when a request older than that names them.
+        self._unregistered: dict[str, datetime] = {}
         self._stages: dict[tuple[str, str], list[StageMove]] = {}
         self._latest: dict[str, str | None] = {}  # family ID → ``_latest_version``
         # The earliest request so far naming each model the graph did not know. Every
@@ -380,7 +380,7 @@ class OutcomeMapper:
         if unknown:
             found = self.store.get(unknown)
             self._known.update({i: n.kind for i, n in found.items()})
-            self._unregistered.update(i for i, n in found.items()
+            self._unregistered.update((i, n.created_at) for i, n in found.items()
                                       if n.properties.get("registered") is False)
 
     def _check(self, record: int | str, refs: dict[str, tuple[str, str]]) -> list[Problem]:
@@ -424,8 +424,9 @@ class OutcomeMapper:
         batch.nodes.append(node)
         for target, kind in refs.values():
             batch.edges.append(Edge.trusted(node.id, EDGE_FOR[kind], target, {}))
-            if kind != "ModelVersion" or (target in self._known
-                                          and target not in self._unregistered):
+            if kind != "ModelVersion" or (target in self._known and not (
+                    target in self._unregistered
+                    and node.created_at < self._unregistered[target])):
                 continue
             shadows[target] = None
             first = self._first_seen.get(target)
