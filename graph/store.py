@@ -532,7 +532,10 @@ class GraphStore(ABC):
         def work(tx: StoreTransaction) -> UpsertResult:
             tx.bump_metadata()
             ready = mapped()
-            return self._write_batch(tx, replace(ready, metadata_seen=None), read_first=True)
+            # Its turn taken once: a second write of the counter in this transaction waits
+            # on the lock a writer queued behind it holds on the counter (a deadlock).
+            return self._write_batch(tx, replace(ready, metadata_seen=None, moves_metadata=False),
+                                     read_first=True)
 
         return self._write(work)
 
@@ -541,14 +544,6 @@ class GraphStore(ABC):
                      read_first: bool) -> UpsertResult:
         result = UpsertResult()
         rebuilt_through = None
-        # First, before any other lock (every writer of metadata takes this one first, so
-        # they queue here and never hold one another's): a write mapped from a graph that
-        # moved since is refused; any other write of nodes or edges (an admin upsert)
-        # moves the check on, as a mapper that read before it would put back what it read.
-        if batch.metadata_seen is not None or batch.moves_metadata:
-            seen = tx.bump_metadata()
-            if batch.metadata_seen is not None and seen != batch.metadata_seen:
-                raise MetadataMoved
         # Writers of requests take turns (``lock_traffic``), held to the end of the
         # transaction. Before any read of stored requests: a writer of the same requests
         # that started earlier has committed by then, so the stored state read is what
@@ -607,6 +602,16 @@ class GraphStore(ABC):
         if batch.requests:
             tx.add_traffic(batch.fresh_traffic if not stored and rebuilt_through is None
                            else deltas(before, batch.nodes, batch.edges, rebuilt_through))
+        # After the writes of nodes and edges (writers of disjoint nodes overlap up to
+        # here), before the stage log's and the numbered logs' locks, which a write mapped
+        # in turn (``write_mapped``, holding this one from its start) takes after it: a
+        # write mapped from a graph that moved since is refused; any other write of nodes
+        # or edges (an admin upsert) moves the check on, as a mapper that read before it
+        # would put back what it read.
+        if batch.metadata_seen is not None or batch.moves_metadata:
+            seen = tx.bump_metadata()
+            if batch.metadata_seen is not None and seen != batch.metadata_seen:
+                raise MetadataMoved
         if batch.judged:  # after the traffic lock, which writers of requests take first
             tx.lock_stages()
             _check_judged(tx, batch.judged)  # before the batch's own moves are appended
@@ -662,7 +667,7 @@ class GraphStore(ABC):
         a promotion landing while the caller judged is seen. Returns the nodes written."""
 
         def work(tx: StoreTransaction) -> list[Node]:
-            tx.bump_metadata()  # first, as every writer of metadata: a mapper maps again
+            tx.bump_metadata()  # before the stage log's lock, as writers of batches take it
             kept = [node for node in nodes if not any(
                 (latest := tx.lock_stage(node.name or "", environment, now()))
                 and latest[0] == node.version
