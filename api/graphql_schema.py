@@ -92,6 +92,8 @@ class Query(GovernanceQuery):
         node_id = node_id_arg(id)
         context: Context = info.context
         found = await context.run(lambda: context.store.get([node_id]))
+        if node_id not in found:
+            _not_found(info, f"no node {node_id}")
         return maybe(found.get(node_id))
 
     @strawberry.field(description="Nodes whose ID contains `text` (case-insensitive), of "
@@ -125,6 +127,7 @@ class Query(GovernanceQuery):
         context: Context = info.context
         result = await context.run(lambda: registry.history(context.store, node_id))
         if result is None:
+            _not_found(info, f"no node {node_id}")
             return None
         # A name may have thousands of versions of up to 1 MiB of properties each.
         shown = fitting([v.props_chars for v in result.versions], PAGE_CHARS)
@@ -175,6 +178,7 @@ class Query(GovernanceQuery):
         result = await context.run(lambda: run_trace(context.store, request_id,
                                                      context.settings.walk_limits))
         if result is None:
+            _not_found(info, f"no request {request_id!r}")
             return None
         parts = result.parts
         return Trace(
@@ -206,6 +210,7 @@ class Query(GovernanceQuery):
             context.store, node_id, impact.Action(action.value), *window_args(since, until),
             context.settings.walk_limits))
         if result is None:
+            _not_found(info, f"no node {node_id}")
             return None
         return blast_radius_type(result, context.settings.gate_policy.production_environments)
 
@@ -257,6 +262,13 @@ class Query(GovernanceQuery):
         return [UnregisteredModel(node=to_gql(u.node), requests=u.requests,
                                   first_seen=u.first_seen, last_seen=u.last_seen)
                 for u in found]
+
+
+def _not_found(info: Info, message: str) -> None:
+    """A lookup answering null says why in ``extensions.warnings``: null alone reads the
+    same as a field left out, and an investigator pasting a mistyped ID sees nothing."""
+    context: Context = info.context
+    context.warn(info, f"{message} in the graph")
 
 
 def _should_mask(error: GraphQLError) -> bool:

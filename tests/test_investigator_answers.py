@@ -130,3 +130,22 @@ def test_requests_served_by_an_archived_version_still_count_in_a_blast_radius(
     assert after["bundles"] == []
     assert "bundle:support-triage@15" not in {n["node"]["id"]
                                               for n in after["downstream"]["nodes"]}
+
+
+@pytest.mark.parametrize(("field", "query", "said"), [
+    ("node", '{ node(id: "model:fraud-detectr@7") { id } }', "no node model:fraud-detectr@7"),
+    ("history", '{ history(id: "bundle:support-triage@99") { node { id } } }',
+     "no node bundle:support-triage@99"),
+    ("trace", '{ trace(requestId: "req-typo") { environment } }', "no request 'req-typo'"),
+    ("blastRadius", '{ blastRadius(id: "model:nope@1") { totalTraffic } }',
+     "no node model:nope@1"),
+])
+def test_a_lookup_answering_null_says_what_it_did_not_find(
+    client: TestClient, field: str, query: str, said: str,
+) -> None:
+    # A mistyped ID at 3 a.m. answered null, which reads the same as a field left out.
+    answer = client.post("/graphql", json={"query": query}).json()
+
+    assert answer["data"] == {field: None}
+    assert answer["extensions"]["warnings"] == [
+        {"path": [field], "message": f"{said} in the graph"}]

@@ -26,7 +26,7 @@ def test_serve_answers_health_ready_and_graphql_on_the_embedded_store(tmp_path: 
     assert set(ready.json()["warm_up_s"]) == {"live_bundles", "bundle_parts", "trace",
                                               "lineage", "blast_radius", "drift_sources",
                                               "resolve"}
-    assert graphql.json() == {"data": {"node": None}}
+    assert graphql.json()["data"] == {"node": None} and "errors" not in graphql.json()
     assert docs.status_code == 200
     assert "open mode" in served.output
     assert "warm-up took" in served.output  # the service's INFO lines reach the log
