@@ -56,7 +56,7 @@ from lineagegraph.graph.store import GraphStore, StoreUnavailable
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
 
 from .errors import (
-    GRAPHQL_PATH,
+    on_graphql,
     problem_response,
     timed_out,
     unavailable_message,
@@ -443,7 +443,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 def required_scope(method: str, path: str) -> str:
     """The baseline scope of a request. GraphQL is read at the door; its mutation fields
     check their own scope. Any other method that is not a read is a write (fail safe)."""
-    if method in SAFE_METHODS or path.rstrip("/") == GRAPHQL_PATH:
+    if method in SAFE_METHODS or on_graphql(path):
         return READ
     return WRITE
 

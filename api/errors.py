@@ -53,6 +53,11 @@ def error_code(status_code: int) -> str:
     return _CODES.get(status_code) or HTTPStatus(status_code).name
 
 
+def on_graphql(path: str) -> bool:
+    """The request is GraphQL's: its errors take GraphQL's shape."""
+    return path.rstrip("/") == GRAPHQL_PATH
+
+
 def problem_response(error: str, problems: list[Problem] | None = None, status_code: int = 400,
                      headers: dict[str, str] | None = None, *, code: str | None = None,
                      path: str = "", **extra: Any) -> JSONResponse:
@@ -61,7 +66,7 @@ def problem_response(error: str, problems: list[Problem] | None = None, status_c
     GraphQL transport error ``{"errors": [{"message", "extensions": {"code", …}}]}``, as
     GraphQL clients read them (a refused token there too)."""
     code = code or error_code(status_code)
-    if path.rstrip("/") == GRAPHQL_PATH:
+    if on_graphql(path):
         body: dict[str, Any] = {"errors": [{"message": error,
                                             "extensions": {"code": code, **extra}}]}
     else:
@@ -78,9 +83,11 @@ def unavailable_message(error: StoreUnavailable, where: str) -> str:
     return f"the store is unavailable ({error}); try again shortly"
 
 
-def unavailable_response(message: str, path: str = "", **extra: Any) -> JSONResponse:
-    return problem_response(message, None, 503, {"Retry-After": RETRY_AFTER_S}, path=path,
-                            **extra)
+def unavailable_response(message: str, path: str = "", *, code: str | None = None,
+                         **extra: Any) -> JSONResponse:
+    """A 503 to try again after ``RETRY_AFTER_S``."""
+    return problem_response(message, None, 503, {"Retry-After": RETRY_AFTER_S}, code=code,
+                            path=path, **extra)
 
 
 def timed_out(seconds: float) -> str:
@@ -131,7 +138,7 @@ def _validation_problem(error: dict[str, Any]) -> Problem:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(IngestError)
     async def ingest_error(request: Request, error: IngestError) -> JSONResponse:
-        if request.url.path.rstrip("/") == GRAPHQL_PATH:  # a body that does not inflate
+        if on_graphql(request.url.path):  # a body that does not inflate
             return problem_response("; ".join(p.message for p in error.problems),
                                     path=GRAPHQL_PATH)
         return problem_response(NOTHING_WRITTEN, error.problems)
@@ -152,9 +159,8 @@ def install_error_handlers(app: FastAPI) -> None:
         # was written, and sending it again is safe. A 503 with Retry-After, not a 409:
         # it is the store's contention, not the request's, and the OpenLineage client's
         # HTTP transport retries 503s (it drops a 409).
-        return problem_response(f"{error}: other writers kept landing first; nothing was "
-                                "written, send it again", None, 503,
-                                {"Retry-After": RETRY_AFTER_S}, code="WRITE_CONFLICT")
+        return unavailable_response(f"{error}: other writers kept landing first; nothing "
+                                    "was written, send it again", code="WRITE_CONFLICT")
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:
@@ -179,13 +185,12 @@ def install_error_handlers(app: FastAPI) -> None:
         if error.status_code in (204, 304):  # no body allowed
             return Response(status_code=error.status_code, headers=error.headers)
         headers = error.headers
-        if error.status_code == 405 and request.url.path.rstrip("/") == GRAPHQL_PATH:
+        if error.status_code == 405 and on_graphql(request.url.path):
             # starlette names the first route's method alone (GET; POST serves it too)
             headers = {**(headers or {}), "Allow": request.app.state.graphql_methods}
         detail = _printable(str(error.detail))
         return problem_response(detail, [Problem(detail)], error.status_code, headers,
                                 path=request.url.path)
-
 
 
 class GraphQLJsonErrors(GraphQLRouter):

@@ -466,12 +466,13 @@ class BlastRadius:
     _downstream: strawberry.Private[WalkResult]
     _bundles: strawberry.Private[list[impact.AffectedBundle]]
     _rollbacks: strawberry.Private[list[impact.RollbackTarget]]
+    # Per paged list: its items' keys and sizes, worked out once (``blast_radius_type``).
+    _index: strawberry.Private[dict[str, tuple[list[str], list[int]]]]
 
-    @staticmethod
-    def _page(info: Info, field: str, keys: list[str], sizes: list[int],
-              after: str | None) -> tuple[int, int]:
+    def _page(self, info: Info, field: str, after: str | None) -> tuple[int, int]:
         """A page of ``bundles`` or ``rollbacks`` after the cursor ``after``; a first page
         cut is said in ``warnings`` (``blast_radius_type``), a later one here."""
+        keys, sizes = self._index[field]
         start, end = impact.page_after(keys, sizes, decode_cursor(after))
         if after is not None and end < len(keys):
             info.context.warn(info, (
@@ -484,8 +485,7 @@ class BlastRadius:
                       "properties: `warnings` then says so, with the cursor to read on from "
                       "(`after`); a later page that stops says so in `extensions.warnings`.")
     def bundles(self, info: Info, after: str | None = None) -> list[AffectedBundle]:
-        start, end = self._page(info, "bundles", [b.bundle.id for b in self._bundles],
-                                [b.bundle.props_chars for b in self._bundles], after)
+        start, end = self._page(info, "bundles", after)
         return [AffectedBundle(bundle=to_gql(b.bundle), environments=b.environments)
                 for b in self._bundles[start:end]]
 
@@ -496,8 +496,7 @@ class BlastRadius:
                       "on from (`after`); a later page that stops says so in "
                       "`extensions.warnings`.")
     def rollbacks(self, info: Info, after: str | None = None) -> list[RollbackPlan]:
-        start, end = self._page(info, "rollbacks", [impact.plan_key(r) for r in self._rollbacks],
-                                [impact.plan_chars(r) for r in self._rollbacks], after)
+        start, end = self._page(info, "rollbacks", after)
         return [RollbackPlan(environment=r.environment, current=to_gql(r.current),
                              target=maybe(r.target), warnings=r.warnings)
                 for r in self._rollbacks[start:end]]
@@ -517,13 +516,14 @@ def blast_radius_type(result: impact.BlastRadius, production: Collection[str]) -
     # The lists are cut here, where nodes become the answer's JSON: the result shares one
     # node object among all the plans that carry it (cheap), and ``rollback_target`` and the
     # plans' own warnings are judged on them all.
+    index = {"bundles": ([b.bundle.id for b in result.bundles],
+                         [b.bundle.props_chars for b in result.bundles]),
+             "rollbacks": ([impact.plan_key(r) for r in result.rollbacks],
+                           [impact.plan_chars(r) for r in result.rollbacks])}
     cuts = []
-    for field, keys, sizes, each in (
-            ("bundles", [b.bundle.id for b in result.bundles],
-             [b.bundle.props_chars for b in result.bundles], "bundle"),
-            ("rollbacks", [impact.plan_key(r) for r in result.rollbacks],
-             [impact.plan_chars(r) for r in result.rollbacks],
-             "plan, carrying its current and target bundles whole")):
+    for field, each in (("bundles", "bundle"),
+                        ("rollbacks", "plan, carrying its current and target bundles whole")):
+        keys, sizes = index[field]
         _, end = impact.page_after(keys, sizes, None)
         if end < len(keys):
             cuts.append(f"{field}: {end:,} of {len(keys):,} shown — each {each}, they hold "
@@ -536,7 +536,7 @@ def blast_radius_type(result: impact.BlastRadius, production: Collection[str]) -
         total_traffic=sum(result.traffic.values()),
         rollback_target=maybe(result.rollback_target(production)),
         warnings=cuts + result.warnings, _downstream=result.downstream,
-        _bundles=result.bundles, _rollbacks=result.rollbacks,
+        _bundles=result.bundles, _rollbacks=result.rollbacks, _index=index,
     )
 
 

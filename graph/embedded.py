@@ -220,12 +220,11 @@ class _SqliteTransaction:
         keys = [row[0] for row in rows]
         stored = self._stored("nodes", "id", keys, "kind, props")
         before = {row["k"]: row["props"] for row in stored}
-        if keep_stored:  # as if unchanged: what is stored stays, but for an earlier time
-            kept = [row for row in rows if row[0] in keep_stored and row[0] in before]
+        kept = keep_stored & before.keys()
+        if kept:  # as if unchanged: what is stored stays, but for an earlier time
             self.conn.executemany("UPDATE nodes SET created_at = min(created_at, ?) WHERE id = ?",
-                                  [(row[4], row[0]) for row in kept])
-            rows = [row[:-1] + (before[row[0]],) if row[0] in keep_stored and row[0] in before
-                    else row for row in rows]
+                                  [(row[4], row[0]) for row in rows if row[0] in kept])
+            rows = [row[:-1] + (before[row[0]],) if row[0] in kept else row for row in rows]
         counts, changed = self._to_write(rows, keys, before)
         self.conn.executemany(UPSERT_NODE, changed)
         return counts, {row["k"]: row["kind"] for row in stored}

@@ -232,13 +232,12 @@ class _Neo4jTransaction:
                     ON CREATE SET n:{label}, n.kind = row.kind, n.name = row.name,
                                   n.version = row.version,
                                   n.created_at = {_FROM_EPOCH.format("created_at")}
-                    WITH row, is_new, before, was, n,
-                         is_new OR row.keep IS NULL AS written
+                    WITH row, is_new, before, was, n, is_new OR row.keep IS NULL AS written,
+                         {_FROM_EPOCH.format("created_at")} AS at
                     SET n.props = CASE WHEN written THEN row.props ELSE before END,
                         n += CASE WHEN written THEN row.indexed ELSE {{}} END,
-                        n.created_at = CASE WHEN NOT written AND
-                          {_FROM_EPOCH.format("created_at")} < n.created_at
-                          THEN {_FROM_EPOCH.format("created_at")} ELSE n.created_at END
+                        n.created_at = CASE WHEN NOT written AND at < n.created_at
+                                       THEN at ELSE n.created_at END
                     RETURN count(CASE WHEN is_new THEN 1 END) AS created,
                            count(CASE WHEN written AND NOT is_new AND before <> row.props
                                       THEN 1 END) AS updated,
@@ -870,15 +869,17 @@ class Neo4jStore(GraphStore):
             since=where.since, until=where.until, after=where.after_seq, limit=limit,
         )
 
+    def _counter(self, name: str, field: str) -> Any:
+        """A property of the named counter, None while it does not exist."""
+        records = self._read(f"MATCH (c:{COUNTER_LABEL} {{name: $name}}) "
+                             "RETURN c[$field] AS value", name=name, field=field)
+        return records[0]["value"] if records else None
+
     def metadata_seq(self) -> int:
-        records = self._read(f"MATCH (c:{COUNTER_LABEL} {{name: $name}}) RETURN c.value AS seq",
-                             name=_METADATA_COUNTER)
-        return (records[0]["seq"] or 0) if records else 0
+        return self._counter(_METADATA_COUNTER, "value") or 0
 
     def traffic_rebuild_position(self) -> str | None:
-        records = self._read(f"MATCH (c:{COUNTER_LABEL} {{name: $name}}) "
-                             "RETURN c.rebuilt_through AS through", name=_TRAFFIC_COUNTER)
-        return records[0]["through"] if records else None
+        return self._counter(_TRAFFIC_COUNTER, "rebuilt_through")
 
     def ready(self) -> bool:
         try:

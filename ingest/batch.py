@@ -139,15 +139,13 @@ def write_prepared(store: GraphStore, ready: PreparedWrite, batch: Batch) -> Ups
         except (MetadataMoved, StagesMoved) as moved:
             if batch.remap is None or mappings >= ATTEMPTS:
                 raise
-            pause_before(mappings)
             mappings += 1
-            if isinstance(moved, MetadataMoved):  # beaten once: mapped again in turn
-                locked = batch.remap
+            if locked is not None or isinstance(moved, MetadataMoved):
+                locked = batch.remap  # mapped again in turn: nothing lands in between
                 continue
-            if locked is None:  # a stage move meanwhile: promotions take no such turn
-                batch = batch.remap()
-        if locked is None:
-            ready = batch.prepare(store)
+            pause_before(mappings)  # a stage move meanwhile: promotions take no such turn
+            batch = batch.remap()
+        ready = batch.prepare(store)
 
 
 def _prepared_by(remap: Callable[[], Batch], store: GraphStore) -> PreparedWrite:

@@ -52,12 +52,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lineagegraph.graph.registry import pin_change_message, pin_changes, pins_of
-from lineagegraph.graph.store import (
-    RETIRED,
-    GraphStore,
-    NodesStored,
-    version_order,
-)
+from lineagegraph.graph.store import RETIRED, GraphStore, NodesStored, version_order
 from lineagegraph.schema import (
     NODE_KINDS_BY_LABEL,
     AuditEntry,

@@ -412,6 +412,14 @@ class OutcomeMapper:
             self._latest[family] = f"{name}@{versions[-1].version}" if versions else None
         return self._latest[family]
 
+    def _dates(self, model: str, at: datetime) -> bool:
+        """Whether a request at ``at`` writes ``model`` as traffic found it: unknown to the
+        graph (created unregistered), or created so by a later request (dated back)."""
+        if model not in self._known:
+            return True
+        created = self._unregistered.get(model)
+        return created is not None and at < created
+
     # -- writes ---------------------------------------------------------------------------
 
     def _write(self, batch: Batch, outcome: OutcomeRecord, refs: dict[str, tuple[str, str]],
@@ -424,9 +432,7 @@ class OutcomeMapper:
         batch.nodes.append(node)
         for target, kind in refs.values():
             batch.edges.append(Edge.trusted(node.id, EDGE_FOR[kind], target, {}))
-            if kind != "ModelVersion" or (target in self._known and not (
-                    target in self._unregistered
-                    and node.created_at < self._unregistered[target])):
+            if kind != "ModelVersion" or not self._dates(target, node.created_at):
                 continue
             shadows[target] = None
             first = self._first_seen.get(target)

@@ -164,9 +164,25 @@ def _trusted(cls: type[M], fields: dict[str, Any]) -> M:
     return model
 
 
-class _WithDerived(BaseModel):
-    """A model with values derived from its fields and cached (``id``, ``props_chars``):
-    a copy with fields changed derives them again, rather than carry the original's."""
+class _WithProperties(BaseModel):
+    """A node or an edge: its ``properties`` as canonical JSON and that text's size, and
+    values derived from its fields and cached (``id``, ``props_chars``): a copy with fields
+    changed derives them again, rather than carry the original's."""
+
+    @property
+    def props_json(self) -> str:
+        return canonical_json(self.properties)  # type: ignore[attr-defined]
+
+    @cached_property
+    def props_chars(self) -> int:
+        """The characters of ``props_json``: what the properties add to a page."""
+        return len(self.props_json)
+
+    def _sized(self, props_json: str | None) -> Self:
+        """Read from a store with its properties as stored (canonical JSON): their size is
+        known from the text, so a page is measured without encoding them again."""
+        self.__dict__["props_chars"] = len(props_json) if props_json else _EMPTY_CHARS
+        return self
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None,
                    deep: bool = False) -> Self:
@@ -177,7 +193,7 @@ class _WithDerived(BaseModel):
         return copied
 
 
-class Node(_WithDerived):
+class Node(_WithProperties):
     """A node of any kind. ``id`` is derived from kind, name and version."""
 
     model_config = ConfigDict(frozen=True)
@@ -244,25 +260,14 @@ class Node(_WithDerived):
     @classmethod
     def stored(cls, kind: str, name: str, version: str | None, created_at: datetime,
                props_json: str | None) -> Node:
-        """A node read from a store, its properties as stored (canonical JSON): their size
-        is known from the text, so a page of nodes is measured without encoding them again."""
-        node = cls.trusted(kind, name, version, created_at, properties_from_json(props_json))
-        node.__dict__["props_chars"] = len(props_json) if props_json else _EMPTY_CHARS
-        return node
+        """A node read from a store, its properties as stored (``_sized``)."""
+        return cls.trusted(kind, name, version, created_at,
+                           properties_from_json(props_json))._sized(props_json)
 
     @cached_property
     def id(self) -> str:
         # Computed once per node: bulk loads ask for it several times per record.
         return id_text(NODE_KINDS_BY_LABEL[self.kind].prefix, self.name, self.version)
-
-    @property
-    def props_json(self) -> str:
-        return canonical_json(self.properties)
-
-    @cached_property
-    def props_chars(self) -> int:
-        """The characters of ``props_json``: what the node's properties add to a page."""
-        return len(self.props_json)
 
     def indexed(self) -> dict[str, Any]:
         return {key: self.properties.get(key) for key in NODE_KINDS_BY_LABEL[self.kind].indexed}
@@ -280,7 +285,7 @@ class Node(_WithDerived):
         return cls(kind=label, name=parsed.name, version=parsed.version, **fields)
 
 
-class Edge(_WithDerived):
+class Edge(_WithProperties):
     model_config = ConfigDict(frozen=True)
 
     source: str
@@ -319,23 +324,14 @@ class Edge(_WithDerived):
     @classmethod
     def stored(cls, source: str, type: str, target: str,  # noqa: A002 (the field's name)
                props_json: str | None) -> Edge:
-        """An edge read from a store (see ``Node.stored``)."""
-        edge = cls.trusted(source, type, target, properties_from_json(props_json))
-        edge.__dict__["props_chars"] = len(props_json) if props_json else _EMPTY_CHARS
-        return edge
+        """An edge read from a store, its properties as stored (``_sized``)."""
+        return cls.trusted(source, type, target, properties_from_json(props_json))._sized(
+            props_json)
 
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.source, self.type, self.target)
 
-    @property
-    def props_json(self) -> str:
-        return canonical_json(self.properties)
-
-    @cached_property
-    def props_chars(self) -> int:
-        """The characters of ``props_json`` (see ``Node.props_chars``)."""
-        return len(self.props_json)
 
 
 def check_edge_endpoints(edge: Edge, source_kind: str, target_kind: str) -> None:
