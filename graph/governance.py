@@ -12,6 +12,7 @@ here judges "now" as the clock (or the ``at`` given): a move dated later is not 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -45,6 +46,8 @@ from .store import (
     RETIRED,
     Direction,
     GraphStore,
+    NodesStored,
+    Rejudged,
     StageMoved,
     UpsertResult,
     latest_seq,
@@ -83,10 +86,18 @@ class GateInput:
     policy: GatePolicy
 
     @property
-    def tier(self) -> str:
+    def stated_tier(self) -> str:
+        """The pack's ``risk_tier`` as stored, read as the schema reads it (``Regulated`` is
+        ``regulated``)."""
         if self.parts.policy is None:
             return "production"  # no pack: judge as the common case, not as a sandbox
-        return str(self.parts.policy.properties.get("risk_tier", "production"))
+        return str(self.parts.policy.properties.get("risk_tier", "production")).strip().lower()
+
+    @property
+    def tier(self) -> str:
+        # A tier the gates do not know, stored by a version that kept any text (ingest
+        # refuses one now): judged as the strictest, never as a milder one.
+        return self.stated_tier if self.stated_tier in APPROVALS_BY_TIER else "regulated"
 
     @property
     def production_like(self) -> bool:
@@ -122,8 +133,10 @@ def approvals_gate(g: GateInput) -> Gate:
     required = None
     if g.parts.policy is not None:
         required = g.parts.policy.properties.get("required_approvals")
-    if required is None:
-        required = APPROVALS_BY_TIER.get(g.tier, 1)
+    if not isinstance(required, int) or isinstance(required, bool):
+        # Unset, or a value no version's ingest accepts now (a pack stored by an older
+        # one): the tier's count.
+        required = APPROVALS_BY_TIER[g.tier]
     # Distinct people: names that differ only in case (zyql, ZYQL) are one approver.
     named: dict[str, str] = {}
     for approval in sorted(g.approvals, key=lambda a: str(a.properties.get("approved_by"))):
@@ -190,7 +203,10 @@ def residency_gate(g: GateInput) -> Gate:
 def policy_present_gate(g: GateInput) -> Gate:
     """A bundle entering a production environment has a policy pack."""
     if g.parts.policy is not None:
-        return Gate("policy_present", True, f"governed by {g.parts.policy.id}")
+        unknown = ("" if g.stated_tier == g.tier else
+                   f" (its risk_tier {g.stated_tier!r} is no tier the gates know: judged as "
+                   f"{g.tier}; upsert the pack with a tier to judge it as one)")
+        return Gate("policy_present", True, f"governed by {g.parts.policy.id}{unknown}")
     if g.environment in g.policy.production_environments:
         return Gate("policy_present", False,
                     f"{g.candidate.id} has no policy pack and is entering {g.environment}")
@@ -315,19 +331,31 @@ def promotion_report(
         return _retirement_report(store, candidate, when, limits)
     live = store.stage_at(name, environment, when)
     current = store.get([bundle_id(name, live)]).get(bundle_id(name, live)) if live else None
+    impact_root = current.id if current is not None else candidate.id
+    report = PromotionReport(
+        candidate=candidate, environment=environment, current=current, gates=[], diff=[],
+        blast_radius=blast_radius(store, impact_root, Action.CHANGE, limits=limits, now=when))
+    _judge(store, report, candidate, policy)
+    return report
+
+
+def _judge(store: GraphStore, report: PromotionReport, candidate: Node,
+           policy: GatePolicy) -> None:
+    """Fill ``report``'s gates, diff and parts from what is stored of ``candidate``: the
+    report's first judgement, and a promotion's second in its write's turn (``Rejudged``)."""
+    current = report.current
     # Once each: a candidate live there already is also the current version.
     parts = bundle_parts(store, sorted({candidate.id} | ({current.id} if current else set())))
     evaluations, approvals = annotations(store, candidate.id)
-    gate_input = GateInput(candidate, parts[candidate.id], environment, evaluations, approvals,
-                           policy)
-    impact_root = current.id if current is not None else candidate.id
-    return PromotionReport(
-        candidate=candidate, environment=environment, current=current,
-        gates=[gate(gate_input) for gate in GATES],
-        diff=_diff(current, candidate, parts),
-        blast_radius=blast_radius(store, impact_root, Action.CHANGE, limits=limits, now=when),
-        parts=parts[candidate.id],
-    )
+    # An archived evaluation or approval is withdrawn: kept for the record (the evidence
+    # pack lists it), counted by no gate.
+    gate_input = GateInput(candidate, parts[candidate.id], report.environment,
+                           [e for e in evaluations if not e.properties.get("archived")],
+                           [a for a in approvals if not a.properties.get("archived")], policy)
+    report.candidate = candidate
+    report.parts = parts[candidate.id]
+    report.gates = [gate(gate_input) for gate in GATES]
+    report.diff = _diff(current, candidate, parts)
 
 
 def _retirement_report(store: GraphStore, candidate: Node, when: datetime,
@@ -369,27 +397,52 @@ def promote(
     transaction with a ``retire`` audit entry (``override_reason``, if given, is kept as
     the reason). Promoting a retired version into a serving environment revives it."""
     judged = {name: last_seq(store, name)}  # before anything the report reads
+    seen = store.metadata_seq()  # ... and the gates' inputs
     report = promotion_report(store, name, version, environment, policy, at=at)
     if report.refused:
         raise GovernanceError(report.reasons[0])
     if report.retirement:
         return report, _retire(store, report, actor, override_reason, at or utc_now(),
                                judged)
-    if report.verdict == "BLOCK" and not override_reason:
+
+    def planned() -> tuple[list[StageMove], list[AuditEntry]]:
+        if report.refused:
+            raise GovernanceError(report.reasons[0])
+        if report.verdict == "BLOCK" and not override_reason:
+            raise _Blocked
+        current = report.current.version if report.current else None
+        reason = (f"{OVERRIDDEN}{override_reason}; blocked by "
+                  + "; ".join(report.reasons)) if report.verdict == "BLOCK" else PROMOTED
+        move = StageMove(name=name, environment=environment, from_version=current,
+                         to_version=report.candidate.version, actor=actor, reason=reason,
+                         **({"at": at} if at else {}))
+        audit = AuditEntry(
+            action="promote.override" if report.verdict == "BLOCK" else "promote",
+            target=report.candidate.id, actor=actor,
+            before={"environment": environment, "version": current},
+            after={"environment": environment, "version": report.candidate.version,
+                   "gates": {g.name: g.passed for g in report.gates}, "reason": reason})
+        return [move], [audit]
+
+    def again() -> tuple[list[StageMove], list[AuditEntry]]:
+        # A write of metadata landed since the report was read (an evaluation, an
+        # approval withdrawn, the policy pack, a source's residency, the candidate
+        # archived): judged again on what is stored now, which holds until the commit.
+        candidate = store.get([report.candidate.id]).get(report.candidate.id)
+        if candidate is None:
+            raise GovernanceError(f"no bundle {report.candidate.id}")
+        _judge(store, report, candidate, policy)
+        return planned()
+
+    try:
+        moves, audit = planned()
+        return report, _recorded(store, moves, audit, judged, Rejudged(seen, again))[0]
+    except _Blocked:
         return report, None
-    current = report.current.version if report.current else None
-    reason = (f"{OVERRIDDEN}{override_reason}; blocked by "
-              + "; ".join(report.reasons)) if report.verdict == "BLOCK" else PROMOTED
-    move = StageMove(name=name, environment=environment, from_version=current,
-                     to_version=report.candidate.version, actor=actor, reason=reason,
-                     **({"at": at} if at else {}))
-    audit = AuditEntry(
-        action="promote.override" if report.verdict == "BLOCK" else "promote",
-        target=report.candidate.id, actor=actor,
-        before={"environment": environment, "version": current},
-        after={"environment": environment, "version": report.candidate.version,
-               "gates": {g.name: g.passed for g in report.gates}, "reason": reason})
-    return report, _recorded(store, [move], [audit], judged)[0]
+
+
+class _Blocked(Exception):
+    """A promotion the gates block, with no override: nothing is recorded."""
 
 
 def last_seq(store: GraphStore, name: str) -> int | None:
@@ -398,13 +451,15 @@ def last_seq(store: GraphStore, name: str) -> int | None:
 
 
 def _recorded(store: GraphStore, moves: list[StageMove], audit: list[AuditEntry],
-              judged: dict[str, int | None]) -> list[StageMove]:
+              judged: dict[str, int | None],
+              rejudged: Rejudged | None = None) -> list[StageMove]:
     """Record moves judged on the name's stage history as ``judged`` saw it: if another
     move of the name landed since (two promotions at once, or a promotion elsewhere while
     a retirement took the version out of where it was live), none is kept and the caller
     is told."""
     try:
-        return store.record_stage_moves(moves, audit, check_from=True, judged=judged)
+        return store.record_stage_moves(moves, audit, check_from=True, judged=judged,
+                                        rejudged=rejudged)
     except StageMoved as error:
         raise GovernanceError(str(error)) from None
 
@@ -461,33 +516,42 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
     # One read: the whole history judges the write, the moves up to ``when`` the rollback.
     everything = store.stage_history(name=name)
     judged = {name: latest_seq(everything)}
+    seen = store.metadata_seq()  # what the target is chosen on: archived, registered
     history = [m for m in everything if m.at <= when]
     moves = [m for m in history if m.environment == environment]
     current = moves[-1].to_version if moves else None
     if current is None:
         raise GovernanceError(f"nothing of {name} is live in {environment}")
     current_id = bundle_id(name, current)
-    # An unregistered or archived current version is still rolled back from: ``get``
-    # returns archived nodes, and a bare node stands in for one never registered.
-    node = store.get([current_id]).get(current_id) or Node.from_id(current_id)
-    plan = rollback_plans(store, node, [AffectedBundle(node, [environment])],
-                          {name: history})[0]
-    if plan.target is None:
-        raise GovernanceError(
-            f"no earlier version of {name} was live in {environment}" if not plan.skipped
-            else f"no earlier version of {name} to roll back to in {environment}: "
-                 + "; ".join(plan.skipped))
-    target = plan.target.version
-    move = StageMove(name=name, environment=environment, from_version=current,
-                     to_version=target, actor=actor, reason=reason or "rollback", at=when)
-    before = {"environment": environment, "version": current}
-    after = {"environment": environment, "version": target, "reason": move.reason,
-             "warnings": plan.warnings}
-    audit = [AuditEntry(action=action, target=target_id, actor=actor, at=when,
-                        before=before, after=after)
-             for action, target_id in (("rollback", current_id),
-                                       ("rollback.restore", plan.target.id))]
-    return Rollback(_recorded(store, [move], audit, judged)[0], plan.warnings)
+    warnings: list[str] = []
+
+    def planned() -> tuple[list[StageMove], list[AuditEntry]]:
+        # An unregistered or archived current version is still rolled back from: ``get``
+        # returns archived nodes, and a bare node stands in for one never registered.
+        node = store.get([current_id]).get(current_id) or Node.from_id(current_id)
+        plan = rollback_plans(store, node, [AffectedBundle(node, [environment])],
+                              {name: history})[0]
+        if plan.target is None:
+            raise GovernanceError(
+                f"no earlier version of {name} was live in {environment}" if not plan.skipped
+                else f"no earlier version of {name} to roll back to in {environment}: "
+                     + "; ".join(plan.skipped))
+        warnings[:] = plan.warnings
+        target = plan.target.version
+        move = StageMove(name=name, environment=environment, from_version=current,
+                         to_version=target, actor=actor, reason=reason or "rollback", at=when)
+        before = {"environment": environment, "version": current}
+        after = {"environment": environment, "version": target, "reason": move.reason,
+                 "warnings": plan.warnings}
+        audit = [AuditEntry(action=action, target=target_id, actor=actor, at=when,
+                            before=before, after=after)
+                 for action, target_id in (("rollback", current_id),
+                                           ("rollback.restore", plan.target.id))]
+        return [move], audit
+
+    # A target archived meanwhile is passed over as one archived before (``Rejudged``).
+    recorded = _recorded(store, *planned(), judged, Rejudged(seen, planned))
+    return Rollback(recorded[0], warnings)
 
 
 def approve(store: GraphStore, target: str, actor: str, gate: str | None = None,
@@ -503,9 +567,14 @@ def approve(store: GraphStore, target: str, actor: str, gate: str | None = None,
     props = {"approved_by": actor, "target": target, "gate": gate, "comment": comment}
     approval = Node.from_id(approval_id, properties={k: v for k, v in props.items() if v},
                             **({"created_at": at} if at else {}))
-    store.upsert([approval], [Edge(source=approval.id, type="APPROVES", target=target)],
-                 [AuditEntry(action="approve", target=target, actor=actor,
-                             after={"gate": gate, "comment": comment})])
+    # Created, or nothing: the same approval recorded meanwhile (the approver twice at once,
+    # or on two servers) refuses this write whole, its audit entry with it.
+    with suppress(NodesStored):
+        store.write(store.prepare(
+            [approval], [Edge(source=approval.id, type="APPROVES", target=target)],
+            [AuditEntry(action="approve", target=target, actor=actor,
+                        after={"gate": gate, "comment": comment})],
+            new_nodes=[approval.id]))
     return store.get([approval.id])[approval.id]
 
 

@@ -95,28 +95,30 @@ def apply(store: GraphStore, candidates: list[Candidate], actor: str,
     """Mark the candidates archived, with an audit entry each, in one transaction.
 
     A plan may be old by the time it is applied (a reviewed ``plan``, or a long one over
-    many bundles), so each candidate is judged again from what is stored now: one archived
-    meanwhile, promoted past staging, or live now is left alone. Liveness is checked once
-    more as they are written (``GraphStore.archive_unless_live``). Returns how many
-    versions were archived."""
+    many bundles), so each candidate is judged again from what is stored as the write
+    lands (``GraphStore.archive_judged``): one archived meanwhile, promoted past staging,
+    or live now — in any environment, one its name never served in included — is left
+    alone. Returns how many versions were archived."""
     when = at or utc_now()
-    nodes = store.get([c.node.id for c in candidates])
-    histories = {name: store.stage_history(name=name)
-                 for name in sorted({c.node.name for c in candidates if c.node.name})}
-    clock = utc_now()
-    judges = {name: _archivable(moves, (clock,)) for name, moves in histories.items()}
-    judged = [node for c in candidates if (node := nodes.get(c.node.id)) is not None
-              and not node.properties.get("archived")
-              and judges[node.name or ""](node) is not None]
-    environments = {name: sorted({m.environment for m in moves} - {RETIRED})
-                    for name, moves in histories.items()}
+
+    def judged() -> list[Node]:
+        nodes = store.get([c.node.id for c in candidates])
+        names = sorted({c.node.name for c in candidates if c.node.name})
+        histories: dict[str, list[StageMove]] = {name: [] for name in names}
+        for move in store.stage_history(names=names) if names else ():
+            histories[move.name].append(move)
+        clock = utc_now()
+        judges = {name: _archivable(moves, (clock,)) for name, moves in histories.items()}
+        return [marked(node) for c in candidates if (node := nodes.get(c.node.id)) is not None
+                and not node.properties.get("archived")
+                and judges[node.name or ""](node) is not None]
 
     def marked(node: Node) -> Node:
         return node.model_copy(update={"properties": {**node.properties, "archived": True,
                                                       "archived_at": when.isoformat()}})
 
-    archived = store.archive_unless_live(
-        [marked(node) for node in judged], environments,
+    archived = store.archive_judged(
+        judged,
         lambda node: AuditEntry(action="retention.archive", target=node.id, actor=actor,
                                 at=when, before={"archived": False},
                                 after={"archived": True}))

@@ -10,10 +10,12 @@ construction.
 from __future__ import annotations
 
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -393,6 +395,19 @@ def _check_judged(tx: StoreTransaction, judged: Mapping[str, int | None]) -> Non
             raise StagesMoved(name)
 
 
+@dataclass(frozen=True, slots=True)
+class Rejudged:
+    """What a governance move read of the graph besides its name's stage history — a
+    promotion's gate inputs: evaluations, approvals, the policy pack, the candidate's
+    ``archived`` — as ``record_stage_moves`` checks it. ``seen`` is ``metadata_seq`` before
+    the caller read them; if a write of metadata landed since, the write judges again in
+    its turn (``again``: the moves and audit entries to record, or it raises to refuse),
+    so a promotion never lands on gates that a write committed before it would fail."""
+
+    seen: int
+    again: Callable[[], tuple[Sequence[StageMove], Sequence[AuditEntry]]]
+
+
 class MetadataMoved(Exception):
     """A batch mapped from what it read of the graph (an OpenLineage event folding a run,
     a manifest patch merging properties) met a write of metadata landed since: written, it
@@ -531,7 +546,8 @@ class GraphStore(ABC):
 
         def work(tx: StoreTransaction) -> UpsertResult:
             tx.bump_metadata()
-            ready = mapped()
+            with in_turn():
+                ready = mapped()
             # Its turn taken once: a second write of the counter in this transaction waits
             # on the lock a writer queued behind it holds on the counter (a deadlock).
             return self._write_batch(tx, replace(ready, metadata_seen=None, moves_metadata=False),
@@ -632,16 +648,24 @@ class GraphStore(ABC):
 
     def record_stage_moves(self, moves: Sequence[StageMove], audit: Sequence[AuditEntry] = (),
                            *, check_from: bool = False,
-                           judged: Mapping[str, int | None] | None = None) -> list[StageMove]:
+                           judged: Mapping[str, int | None] | None = None,
+                           rejudged: Rejudged | None = None) -> list[StageMove]:
         """Append stage moves and their audit entries in one transaction. ``check_from``:
         only if each move's ``from_version`` is still in effect there when written
         (``StageMoved`` otherwise, nothing kept) — a promotion or rollback judged what it
         read, and another may have landed since. ``judged`` (with ``check_from``): name →
         the seq of its latest move when the caller read its history; any move of the name
-        since, in whatever environment, is ``StagesMoved``."""
+        since, in whatever environment, is ``StagesMoved``. ``rejudged``: what else the
+        caller judged on, judged again in the write's turn if it moved (``Rejudged``)."""
         assert check_from or not judged, "judged is checked under check_from's lock"
 
         def work(tx: StoreTransaction) -> list[StageMove]:
+            nonlocal moves, audit
+            # The metadata writers' turn before the stage log's lock, as batches take them:
+            # held to the commit, so what ``again`` reads stays as read.
+            if rejudged is not None and tx.bump_metadata() != rejudged.seen:
+                with in_turn():
+                    moves, audit = rejudged.again()
             for move in moves if check_from else ():
                 # A move landed since, or one dated after this one (this would slip in under
                 # it): either way, not what the caller judged. Moves dated later than now
@@ -658,20 +682,20 @@ class GraphStore(ABC):
 
         return self._write(work)
 
-    def archive_unless_live(self, nodes: Sequence[Node],
-                            environments: Mapping[str, Sequence[str]],
-                            audit: Callable[[Node], AuditEntry]) -> list[Node]:
-        """Write ``nodes`` (versions marked archived) with an audit entry each, in one
-        transaction, leaving out any version live now in one of the environments given
-        for its name. Read under the stage log's lock, which every recorded move takes:
-        a promotion landing while the caller judged is seen. Returns the nodes written."""
+    def archive_judged(self, judge: Callable[[], Sequence[Node]],
+                       audit: Callable[[Node], AuditEntry]) -> list[Node]:
+        """Write the nodes ``judge`` returns (versions marked archived) with an audit entry
+        each, in one transaction. ``judge`` runs in the metadata writers' turn and under the
+        stage log's lock, which every recorded move takes, both held to the commit: what it
+        reads of the graph and of stage histories stays as read until the write lands, so
+        a promotion landing meanwhile is either seen or comes after the archive, which it
+        then sees (``Rejudged``). Returns the nodes written."""
 
         def work(tx: StoreTransaction) -> list[Node]:
             tx.bump_metadata()  # before the stage log's lock, as writers of batches take it
-            kept = [node for node in nodes if not any(
-                (latest := tx.lock_stage(node.name or "", environment, now()))
-                and latest[0] == node.version
-                for environment in environments.get(node.name or "", ()))]
+            tx.lock_stages()
+            with in_turn():
+                kept = list(judge())
             if kept:
                 tx.write_nodes(self._node_rows(kept))
             for node in kept:
@@ -1009,10 +1033,29 @@ class GraphStore(ABC):
 _READS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lineagegraph-read")
 
 
+# Set while a write's own thread reads the graph in its turn (``in_turn``): the embedded
+# store's lock is held by that thread, so reads handed to other threads would wait on it.
+_IN_TURN = threading.local()
+
+
 def concurrently(*calls: Callable[[], Any]) -> list[Any]:
-    """The results of ``calls``, run at the same time; the first failure is raised."""
+    """The results of ``calls``, run at the same time (one after the other inside a write's
+    turn, ``in_turn``); the first failure is raised."""
+    if getattr(_IN_TURN, "depth", 0):
+        return [call() for call in calls]
     futures = [_READS.submit(call) for call in calls]
     return [future.result() for future in futures]
+
+
+@contextmanager
+def in_turn() -> Iterator[None]:
+    """Reads of a write's judgement inside its transaction (``Rejudged``, ``archive_judged``,
+    ``write_mapped``): ``concurrently`` keeps them on this thread."""
+    _IN_TURN.depth = getattr(_IN_TURN, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _IN_TURN.depth -= 1
 
 
 # The stage a retired version moves into (design §2 lists it with the others): a record

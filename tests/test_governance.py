@@ -122,6 +122,45 @@ def test_approvals_gate_follows_the_packs_own_requirement(store: GraphStore) -> 
     assert gate(store, "approvals") == (False, "0 of 1 required approvals (sandbox tier)")
 
 
+def _stored_as_an_older_version_kept_it(store: GraphStore, node_id: str,
+                                        **props: Any) -> None:
+    # Ingest refuses these values now; a store written before it did keeps them.
+    old = store.get([node_id])[node_id]
+    store.upsert([Node.trusted(old.kind, old.name, old.version, old.created_at,
+                               {**old.properties, **props})])
+
+
+@pytest.mark.parametrize(("stored", "judged"), [("Regulated", "regulated"), ("high", "regulated"),
+                                                (" Sandbox", "sandbox")])
+def test_a_stored_risk_tier_is_read_as_ingest_reads_it_and_an_unknown_one_as_regulated(
+    store: GraphStore, stored: str, judged: str,
+) -> None:
+    setup_bundle(store, policy={"risk_tier": "production", "residency": ["eu"]},
+                 approvers=["zyql"])
+    _stored_as_an_older_version_kept_it(store, "policy:safety@1", risk_tier=stored)
+
+    report = promotion_report(store, "b", "1", "staging", GatePolicy())
+
+    required = {"regulated": 2, "sandbox": 0}[judged]
+    approvals = next(g for g in report.gates if g.name == "approvals")
+    assert approvals.reason is not None
+    assert approvals.reason.startswith(f"1 of {required} required")
+    assert f"({judged} tier)" in approvals.reason or required == 0
+    present = next(g for g in report.gates if g.name == "policy_present").reason or ""
+    assert ("judged as regulated" in present) == (stored == "high")
+
+
+def test_a_stored_required_approvals_that_is_no_count_falls_back_to_the_tier(
+    store: GraphStore,
+) -> None:
+    setup_bundle(store, policy={"risk_tier": "regulated", "residency": ["eu"]},
+                 approvers=["zyql"])
+    _stored_as_an_older_version_kept_it(store, "policy:safety@1", required_approvals="1")
+
+    assert gate(store, "approvals") == (False, "1 of 2 required approvals (regulated tier): "
+                                               "zyql")
+
+
 # -- pinned model -----------------------------------------------------------------------------
 
 

@@ -98,16 +98,15 @@ def test_apply_keeps_what_changed_on_a_version_since_the_plan(store: GraphStore)
     assert kept["owner"] == "search" and kept["archived"] is True
 
 
-def test_archive_unless_live_reads_liveness_as_it_writes(store: GraphStore) -> None:
-    # What retention judged a moment before may be stale by the write: a version live now
-    # in an environment of its name is left out, in the same transaction.
+def test_archive_judged_writes_what_its_judge_keeps_with_an_audit_entry_each(
+    store: GraphStore,
+) -> None:
     _load(store)
-    store.record_stage_move(StageMove(name="b", environment="staging", to_version="3"))
     marked = [Node.from_id(i, properties={"archived": True})
               for i in ("bundle:b@1", "bundle:b@3")]
 
-    written = store.archive_unless_live(
-        marked, {"b": ["production", "staging"]},
+    written = store.archive_judged(
+        lambda: marked[:1],
         lambda node: AuditEntry(action="retention.archive", target=node.id, actor="ops"))
 
     assert [n.id for n in written] == ["bundle:b@1"]
