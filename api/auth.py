@@ -111,6 +111,11 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 RESERVED_NAMES = frozenset({ANONYMOUS.name, "cli", "system"})
 
 
+def is_reserved(name: str) -> bool:
+    """A name only the service's own actors go by, in any case (``CLI`` too)."""
+    return name.casefold() in RESERVED_NAMES
+
+
 class TokenError(ValueError):
     """A token operation that cannot be done as asked (bad name or scope, name taken…)."""
 
@@ -130,6 +135,12 @@ class TokenInfo:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    @property
+    def refused(self) -> bool:
+        """Active but with a reserved name, which an older version let tokens have: it
+        does not authenticate, lest the audit log credit its writes to the service."""
+        return self.active and is_reserved(self.name)
 
     def describe(self) -> dict[str, Any]:
         """For audit entries and listings: everything but the hash."""
@@ -173,7 +184,7 @@ def create_token(store: GraphStore, name: str, scopes: str | Iterable[str], *,
                  actor: str) -> tuple[TokenInfo, str]:
     """Issue a token: its record and audit entry in one transaction. Returns the secret,
     which exists nowhere else — the caller shows it once."""
-    if not NAME_PATTERN.fullmatch(name) or name.casefold() in RESERVED_NAMES:
+    if not NAME_PATTERN.fullmatch(name) or is_reserved(name):
         raise TokenError(f"name: {name!r} must be 1-64 of letters, digits, '.', '_', '@', "
                          f"'-' (starting with a letter or digit) and not one of "
                          f"{', '.join(sorted(RESERVED_NAMES))}")
@@ -230,6 +241,7 @@ class TokenSet:
 
     active: tuple[tuple[str, Principal], ...]
     configured: bool  # a token has existed: open mode is over
+    refused: tuple[tuple[str, str], ...] = ()  # (hash, name) of ``TokenInfo.refused`` ones
 
     def authenticate(self, secret: str) -> Principal | None:
         digest = hash_secret(secret)
@@ -238,6 +250,28 @@ class TokenSet:
             if hmac.compare_digest(known, digest):
                 found = principal
         return found
+
+    def refused_name(self, secret: str) -> str | None:
+        """The name of the refused token ``secret`` is, to say why it fails."""
+        digest = hash_secret(secret)
+        return next((name for known, name in self.refused
+                     if hmac.compare_digest(known, digest)), None)
+
+
+_warned_refused: set[str] = set()  # keys of refused tokens logged in this process
+_warned_lock = threading.Lock()
+
+
+def _warn_refused(tokens: Iterable[TokenInfo]) -> None:
+    """One warning per refused token per process (not per load, nor per request)."""
+    for token in tokens:
+        with _warned_lock:
+            if not token.refused or token.key in _warned_refused:
+                continue
+            _warned_refused.add(token.key)
+        log.warning("token %r (id %s) has a reserved name and no longer authenticates: "
+                    "create another (lineagegraph token create) and revoke it "
+                    "(lineagegraph token revoke %s)", token.name, token.token_id, token.name)
 
 
 class TokenCache:
@@ -269,10 +303,12 @@ class TokenCache:
                 at, generation = self._clock(), _generation
                 found = _read_tokens(store)
                 self._seen_tokens |= bool(found)
+                _warn_refused(t for t, _ in found)
                 tokens = TokenSet(
                     active=tuple((digest, Principal(t.name, frozenset(t.scopes)))
-                                 for t, digest in found if t.active),
-                    configured=self._seen_tokens)
+                                 for t, digest in found if t.active and not t.refused),
+                    configured=self._seen_tokens,
+                    refused=tuple((digest, t.name) for t, digest in found if t.refused))
                 self._loaded = (at, generation, tokens)
             return tokens
 
@@ -518,9 +554,13 @@ class BearerAuth:
                 raise TokensUnavailable(unavailable_message(error, "token check")) from None
         if not tokens.configured and not self.require_auth:
             return ANONYMOUS
-        principal = tokens.authenticate(bearer_secret(Headers(scope=scope)))
+        secret = bearer_secret(Headers(scope=scope))
+        principal = tokens.authenticate(secret)
         if principal is None:
-            raise AuthError("the bearer token is not valid (unknown or revoked)",
+            refused = tokens.refused_name(secret)
+            raise AuthError(f"token {refused!r} has a reserved name: create another and "
+                            "revoke it" if refused is not None
+                            else "the bearer token is not valid (unknown or revoked)",
                             f'{REALM}, error="invalid_token"')
         return principal
 

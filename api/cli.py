@@ -163,7 +163,7 @@ def token_state(settings: Settings) -> tuple[bool, int]:
         tokens = list_tokens(store)
     finally:
         store.close()
-    return bool(tokens), sum(token.active for token in tokens)
+    return bool(tokens), sum(token.active and not token.refused for token in tokens)
 
 
 # The package's own copies (the repository's schema/ in an editable install), wherever

@@ -61,9 +61,11 @@ def list_(db: DbPath = None, neo4j_uri: NeoUri = None) -> None:
     for column in ("name", "id", "scopes", "created", "revoked"):
         table.add_column(column)
     for token in tokens:
+        # A reserved name an older version allowed: active, but refused (api/auth.py).
+        revoked = ("refused: reserved name" if token.refused
+                   else f"{token.revoked_at:%Y-%m-%d %H:%M:%S}Z" if token.revoked_at else "")
         table.add_row(escape(token.name), token.token_id, ",".join(token.scopes),
-                      f"{token.created_at:%Y-%m-%d %H:%M:%S}Z",
-                      f"{token.revoked_at:%Y-%m-%d %H:%M:%S}Z" if token.revoked_at else "")
+                      f"{token.created_at:%Y-%m-%d %H:%M:%S}Z", revoked)
     Console().print(table)
 
 

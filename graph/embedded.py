@@ -20,6 +20,7 @@ from lineagegraph.schema import (
     Record,
     StageMove,
 )
+from lineagegraph.schema.kinds import STORE_FORMAT
 from lineagegraph.schema.models import canonical_json, utc
 
 from .deadline import DeadlinePassed
@@ -37,6 +38,7 @@ from .store import (
     Tally,
     WriteCounts,
     check_filters,
+    newer_format,
 )
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
 
@@ -133,6 +135,7 @@ _METADATA_SEQ = "SELECT seq FROM metadata_writes"
 _REBUILD_POSITION = "SELECT counted_through FROM traffic_rebuild"
 # A marker table that only ``wipe`` fills, inside its own transaction.
 _WIPE_MARKER = "CREATE TABLE IF NOT EXISTS _wipe (x INTEGER);"
+
 
 def _ts(value: datetime | None) -> str | None:
     # Fixed-width UTC text sorts in time order, so range filters are plain string compares:
@@ -399,6 +402,13 @@ class EmbeddedStore(GraphStore):
         self._conn.set_progress_handler(_past_deadline, _DEADLINE_STEPS)
         self._lock = threading.RLock()
         with self._lock:
+            # Read before anything is written: a newer layout (a kind or a column this
+            # version lacks) would open and then fail request by request as internal errors.
+            stamped = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if stamped > STORE_FORMAT:
+                self._conn.close()
+                # The error type Settings.open_store already says on one line.
+                raise sqlite3.DatabaseError(newer_format(stamped))
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
@@ -417,6 +427,10 @@ class EmbeddedStore(GraphStore):
             if "size" not in {row["name"] for row in self._conn.execute(
                     "PRAGMA table_info(records)")}:
                 self._conn.execute("ALTER TABLE records ADD COLUMN size INTEGER")
+            # The steps above find the layouts they mend themselves (files from before the
+            # stamp: 0); a step to a later format runs where ``stamped`` is below it.
+            if stamped < STORE_FORMAT:
+                self._conn.execute(f"PRAGMA user_version = {STORE_FORMAT}")
         # The file opened: SQLite goes on writing to it once deleted or replaced (its WAL
         # too), and every write from then on would vanish with the process.
         self._file = None if self.path == ":memory:" else _file_id(self.path)

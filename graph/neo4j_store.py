@@ -29,7 +29,13 @@ from lineagegraph.schema import (
 )
 from lineagegraph.schema.bounds import NEO4J_INDEX_KEY_BYTES
 from lineagegraph.schema.constraints import indexes, uniqueness_constraints
-from lineagegraph.schema.kinds import COUNTER_LABEL, NODE_LABEL, TRAFFIC_EDGE, TRAFFIC_LABEL
+from lineagegraph.schema.kinds import (
+    COUNTER_LABEL,
+    NODE_LABEL,
+    STORE_FORMAT,
+    TRAFFIC_EDGE,
+    TRAFFIC_LABEL,
+)
 from lineagegraph.schema.models import canonical_json
 
 from .deadline import DeadlinePassed
@@ -48,6 +54,7 @@ from .store import (
     Tally,
     WriteCounts,
     check_filters,
+    newer_format,
 )
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
 
@@ -159,6 +166,8 @@ def _counts(record: dict[str, Any], total: int) -> WriteCounts:
 
 _TRAFFIC_COUNTER = "traffic"
 _METADATA_COUNTER = "metadata"
+# The store format (schema/kinds.py STORE_FORMAT) this database was written in, as ``value``.
+_FORMAT_COUNTER = "format"
 # A named counter (``$counter``) as ``c``, and the same counter moved on: its write lock is
 # held to the end of the transaction, so writers that bump one take turns.
 _COUNTER = f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) "
@@ -485,6 +494,12 @@ class Neo4jStore(GraphStore):
         self._database = database
         self._timeout = query_timeout_s
         self._driver.verify_connectivity()
+        # Read before anything is written: a newer layout (a kind or a property this
+        # version lacks) would open and then fail request by request as internal errors.
+        stamped = self._counter(_FORMAT_COUNTER, "value")
+        if stamped is not None and stamped > STORE_FORMAT:
+            self._driver.close()
+            raise ValueError(newer_format(stamped))  # Settings.open_store: one line
         for statement in [*uniqueness_constraints(), *indexes()]:
             self._driver.execute_query(statement, database_=database)
         # A store from before the traffic rollup: requests but no rollup counter, which
@@ -495,6 +510,19 @@ class Neo4jStore(GraphStore):
             f"MATCH (:{OUTCOME_KIND}) WITH 1 AS stored LIMIT 1 "
             f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) SET c.rebuilt_through = ''",
             counter=_TRAFFIC_COUNTER, database_=database)
+        # The step above finds the layout it mends itself (databases from before the
+        # stamp); a step to a later format runs where ``stamped`` is below it.
+        if stamped != STORE_FORMAT:
+            self._stamp_format()
+
+    def _stamp_format(self) -> None:
+        """Stamp ``STORE_FORMAT``. A MERGE under the counters' uniqueness constraint:
+        replicas opening one fresh database at once leave one stamp. Never lowered, should
+        a newer version have stamped it since it was read."""
+        self._driver.execute_query(
+            _COUNTER + "SET c.value = CASE WHEN c.value >= $format THEN c.value "
+            "ELSE $format END", counter=_FORMAT_COUNTER, format=STORE_FORMAT,
+            database_=self._database)
 
     def _node_rows(self, nodes: Sequence[Node]) -> dict[str, list[dict[str, Any]]]:
         by_label: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -916,3 +944,4 @@ class Neo4jStore(GraphStore):
                     session.run(f"{match} {where} CALL (x) {{ DELETE x }} "
                                 "IN TRANSACTIONS OF $rows ROWS", least=least, rows=rows
                                 ).consume()
+        self._stamp_format()  # emptied, still in this version's format

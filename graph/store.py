@@ -33,6 +33,7 @@ from lineagegraph.schema import (
     bundle_id,
     check_edge_endpoints,
 )
+from lineagegraph.schema.kinds import STORE_FORMAT
 from lineagegraph.schema.models import now
 
 from .traffic import (
@@ -329,6 +330,13 @@ class StoreUnavailable(Exception):
         super().__init__(message)
         self.store = store  # ``GraphStore.name`` of the store that failed
         self.detail = " ".join(detail.split())
+
+
+def newer_format(stamped: int) -> str:
+    """Why a store stamped by a newer version (``STORE_FORMAT``) is not opened, said alike
+    by both stores."""
+    return (f"written by a newer lineagegraph (store format {stamped}; this version reads "
+            f"format {STORE_FORMAT}): upgrade lineagegraph, or point it at another store")
 
 
 class RequestsStored(Exception):

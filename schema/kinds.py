@@ -274,5 +274,10 @@ TRAFFIC_EDGE = "COUNTS"
 # writers of requests take (``StoreTransaction.lock_traffic``); the "traffic" counter also
 # keeps how far a rebuild of the rollup has counted (``rebuilt_through``).
 COUNTER_LABEL = "LineagegraphCounter"
+# The layout of what a store holds (tables and columns, labels, properties, kinds), stamped
+# in each store (SQLite's user_version; Neo4j: the "format" counter). A version refuses a
+# store stamped higher than this: raise it with any change an older version would misread,
+# and add the step that upgrades a store stamped lower (graph/embedded.py, neo4j_store.py).
+STORE_FORMAT = 1
 # A label every node carries, so a lookup by ID alone uses one uniqueness index.
 NODE_LABEL = "Node"

@@ -1,0 +1,225 @@
+"""Upgrades: a store carries the format it was written in (schema/kinds.py STORE_FORMAT), and
+tokens an older version let have a reserved name are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import sqlite3
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from lineagegraph.api.app import create_app
+from lineagegraph.api.auth import TOKENS, TokenCache, create_token, list_tokens
+from lineagegraph.api.cli import token_state
+from lineagegraph.api.settings import Settings, StoreUnreachable
+from lineagegraph.graph.embedded import EmbeddedStore
+from lineagegraph.graph.store import GraphStore
+from lineagegraph.schema import Node, Record
+from lineagegraph.schema.kinds import COUNTER_LABEL, STORE_FORMAT
+
+from .ingest_support import cli_args, run_cli
+from .servers import EMBEDDED_ENV, cli
+
+T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+NEWER = STORE_FORMAT + 1
+REFUSAL = (f"written by a newer lineagegraph (store format {NEWER}; this version reads "
+           f"format {STORE_FORMAT}): upgrade lineagegraph, or point it at another store")
+
+
+# -- the stamp, read and set behind the store's back ------------------------------------------
+
+def _stamp(store: GraphStore) -> int | None:
+    if isinstance(store, EmbeddedStore):
+        with sqlite3.connect(store.path) as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0] or None
+    records, _, _ = store._driver.execute_query(  # type: ignore[attr-defined]
+        f"MATCH (c:{COUNTER_LABEL} {{name: 'format'}}) RETURN c.value AS value")
+    assert len(records) <= 1  # one stamp, never two
+    return records[0]["value"] if records else None
+
+
+def _set_stamp(store: GraphStore, value: int | None) -> None:
+    """``None``: no stamp, as a store an older version wrote."""
+    if isinstance(store, EmbeddedStore):
+        with sqlite3.connect(store.path) as conn:
+            conn.execute(f"PRAGMA user_version = {value or 0}")
+        return
+    driver = store._driver  # type: ignore[attr-defined]
+    driver.execute_query(f"MATCH (c:{COUNTER_LABEL} {{name: 'format'}}) DELETE c")
+    if value is not None:
+        driver.execute_query(f"CREATE (:{COUNTER_LABEL} {{name: 'format', value: $v}})",
+                             v=value)
+
+
+def _settings(store: GraphStore, request: pytest.FixtureRequest) -> Settings:
+    """Settings that open the same store as the ``store`` fixture."""
+    if isinstance(store, EmbeddedStore):
+        return Settings(neo4j_uri=None, db=store.path)
+    return Settings(neo4j_uri=request.getfixturevalue("neo4j_uri"))
+
+
+# -- the store format ---------------------------------------------------------------------------
+
+def test_a_fresh_store_is_stamped_with_this_versions_format(store: GraphStore) -> None:
+    assert _stamp(store) == STORE_FORMAT
+
+
+def test_a_store_stamped_by_a_newer_version_is_refused_naming_both_formats(
+    store: GraphStore, request: pytest.FixtureRequest,
+) -> None:
+    store.upsert([Node.from_id("bundle:b@1", created_at=T0)])
+    _set_stamp(store, NEWER)
+    try:
+        with pytest.raises(StoreUnreachable) as refused:
+            _settings(store, request).open_store()
+        # What it was written in is left as it was: nothing of the store is touched.
+        assert _stamp(store) == NEWER
+        assert set(store.get(["bundle:b@1"])) == {"bundle:b@1"}
+    finally:
+        _set_stamp(store, STORE_FORMAT)  # the Neo4j fixture's instance is shared
+
+    assert REFUSAL in str(refused.value)
+    setting = "LINEAGEGRAPH_DB" if isinstance(store, EmbeddedStore) else "NEO4J_URI"
+    assert setting in str(refused.value)  # which setting points at another store
+
+
+@pytest.mark.parametrize("command", [["token", "list"], ["serve"]])
+def test_the_cli_says_a_newer_store_in_one_line_and_exits_1(
+    tmp_path: Path, command: list[str],
+) -> None:
+    db = tmp_path / "newer.db"
+    EmbeddedStore(db).close()
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"PRAGMA user_version = {NEWER}")
+
+    result = subprocess.run(cli(*command, "--db", str(db)), capture_output=True, text=True,
+                            timeout=60, env=EMBEDDED_ENV, cwd=tmp_path)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    said = " ".join(result.stderr.split())  # as if unwrapped
+    assert REFUSAL in said and "LINEAGEGRAPH_DB" in said
+    assert len(result.stderr.strip().splitlines()) <= 3, result.stderr  # one line, wrapped
+
+
+def test_an_unstamped_store_with_data_is_stamped_on_open_and_keeps_its_data(
+    store: GraphStore, request: pytest.FixtureRequest,
+) -> None:
+    store.upsert([Node.from_id("bundle:b@1", created_at=T0)])
+    _set_stamp(store, None)  # as an older version left it
+
+    reopened = _settings(store, request).open_store()
+    try:
+        assert _stamp(store) == STORE_FORMAT
+        assert set(reopened.get(["bundle:b@1"])) == {"bundle:b@1"}
+    finally:
+        reopened.close()
+
+
+def test_stores_opened_at_once_on_an_unstamped_store_leave_one_stamp(
+    store: GraphStore, request: pytest.FixtureRequest,
+) -> None:
+    _set_stamp(store, None)  # replicas starting together on a store an older version wrote
+    settings = _settings(store, request)
+
+    with ThreadPoolExecutor(4) as pool:
+        opened = list(pool.map(lambda _: settings.open_store(), range(4)))
+    for each in opened:
+        each.close()
+
+    assert _stamp(store) == STORE_FORMAT  # and one stamp node (``_stamp`` checks)
+
+
+def test_a_wiped_store_is_still_stamped_and_opens_again(
+    store: GraphStore, request: pytest.FixtureRequest,
+) -> None:
+    store.upsert([Node.from_id("bundle:b@1", created_at=T0)])
+
+    store.wipe()
+
+    assert _stamp(store) == STORE_FORMAT
+    assert store.get(["bundle:b@1"]) == {}
+    _settings(store, request).open_store().close()
+
+
+# -- tokens an older version let have a reserved name ------------------------------------------
+
+def _old_reserved_token(store: GraphStore, name: str = "CLI") -> str:
+    """A token record as ``create_token`` wrote it before reserved names were refused in
+    any case: returns its secret."""
+    token_id = secrets.token_hex(6)  # warnings are once per token per process: a new one
+    secret = f"lg_old-{name}-{token_id}"
+    store.upsert(records=[Record(collection=TOKENS, key=f"{name}/{token_id}", at=T0, payload={
+        "name": name, "id": token_id, "scopes": ["admin"],
+        "hash": hashlib.sha256(secret.encode()).hexdigest(), "hash_alg": "sha256",
+        "created_at": T0.isoformat()})])
+    return secret
+
+
+def test_a_token_with_a_reserved_name_does_not_authenticate_and_is_logged_once(
+    store: GraphStore, caplog: pytest.LogCaptureFixture,
+) -> None:
+    reserved = {name: _old_reserved_token(store, name) for name in ("CLI", "Anonymous")}
+    _, secret = create_token(store, "ci", "write", actor="test")
+
+    with caplog.at_level(logging.WARNING, logger="lineagegraph.api.auth"):
+        cache = TokenCache(ttl_s=0)  # every load reads the store again
+        tokens = cache.load(store)
+        cache.load(store)
+
+    for name, old in reserved.items():
+        assert tokens.authenticate(old) is None
+        assert tokens.refused_name(old) == name
+    assert tokens.authenticate(secret) is not None
+    warned = [r.getMessage() for r in caplog.records if "reserved name" in r.getMessage()]
+    assert len(warned) == 2, warned  # one per token, not one per load
+    assert any("'CLI'" in w and "revoke" in w for w in warned), warned
+
+
+def test_a_request_with_a_reserved_name_token_is_told_why_it_is_refused(
+    store: GraphStore,
+) -> None:
+    old = _old_reserved_token(store)
+
+    with TestClient(create_app(Settings(neo4j_uri=None), store=store)) as client:
+        answer = client.post("/graphql", json={"query": "{ __typename }"},
+                             headers={"Authorization": f"Bearer {old}"})
+
+    assert answer.status_code == 401
+    assert "token 'CLI' has a reserved name: create another and revoke it" in answer.text
+
+
+def test_token_list_marks_a_reserved_name_token_refused_until_revoked(
+    store: GraphStore, request: pytest.FixtureRequest,
+) -> None:
+    _old_reserved_token(store)
+    flags = cli_args(store, request)
+
+    listed = run_cli("token", "list", *flags)
+    revoked = run_cli("token", "revoke", "CLI", *flags)
+    relisted = run_cli("token", "list", *flags)
+
+    assert listed.exit_code == 0, listed.output
+    row = next(line for line in listed.stdout.splitlines() if " CLI " in line)
+    assert "refused" in row
+    assert revoked.exit_code == 0, revoked.output
+    row = next(line for line in relisted.stdout.splitlines() if " CLI " in line)
+    assert "refused" not in row and len(re.findall(r"\d{4}-\d{2}-\d{2}", row)) == 2
+    assert [t.active for t in list_tokens(store)] == [False]
+
+
+def test_serve_counts_a_reserved_name_token_as_no_active_token(
+    store: GraphStore, request: pytest.FixtureRequest,
+) -> None:
+    _old_reserved_token(store)
+    create_token(store, "ci", "read", actor="cli")
+
+    assert token_state(_settings(store, request)) == (True, 1)
