@@ -31,7 +31,7 @@ from lineagegraph.schema import Node, StageMove
 
 from .registry import stage_name
 from .store import Direction, GraphStore
-from .walk import DEFAULT_LIMITS, FULL_DEPTH, Subgraph, WalkLimits, walk
+from .walk import DEFAULT_LIMITS, FULL_DEPTH, Subgraph, WalkLimits, hidden, walk
 
 _DURATION = re.compile(
     r"^P(?:(?P<weeks>\d+(?:\.\d+)?)W)?(?:(?P<days>\d+(?:\.\d+)?)D)?"
@@ -142,6 +142,8 @@ def drift_sources(
     # way: ``add`` keeps the fewer hops.
     for hop in store.expand(sources, Direction.DOWNSTREAM, edge_types=["VERSION_OF"],
                             node_kinds=["DatasetVersion"], since=since, until=onset):
+        if hidden(hop.node, include_archived=False):  # as the walk skips them
+            continue
         add(hop.node, CHANGE_BY_KIND["DatasetVersion"], hop.node.created_at,
             upstream.degrees[hop.origin] + 1,
             [hop.node.id, *_path(graph, upstream.degrees, hop.origin)])

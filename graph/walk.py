@@ -163,7 +163,7 @@ def walk(
             dropped = False  # the store's frontier for the hops ahead still holds it
             for row in rows:
                 node_id = row.node.id
-                if _hidden(row.node, include_archived):
+                if hidden(row.node, include_archived):
                     dropped = True
                     continue
                 if node_id not in result.nodes:
@@ -228,7 +228,7 @@ def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
     for _ in range(_HIDDEN_READS):
         rows = store.expand(frontier, direction, edge_types=edge_types, limit=limit,
                             exclude=excluded)
-        if any(not _hidden(row.node, include_archived) for row in rows):
+        if any(not hidden(row.node, include_archived) for row in rows):
             return True
         if len(rows) < limit:
             return False
@@ -239,7 +239,7 @@ def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
 _HIDDEN_READS = 4
 
 
-def _hidden(node: Node, include_archived: bool) -> bool:
+def hidden(node: Node, include_archived: bool) -> bool:
     """Archived by retention: neither returned nor walked through, unless asked for. A
     replaced placeholder (``store.replaced``) never is: it was no version of its own."""
     return replaced(node) or (not include_archived and bool(node.properties.get("archived")))

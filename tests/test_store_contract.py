@@ -949,6 +949,32 @@ def test_drift_paths_through_a_diamond_do_not_depend_on_write_order(store: Graph
                      for g in ("g1", "g2")]
 
 
+def test_drift_skips_archived_and_replaced_versions_of_a_source_read_whole(
+    store: GraphStore,
+) -> None:
+    # A bundle retrieving from a source: the source's new versions are candidates, but not
+    # one archived or a replaced placeholder, which walks hide (lineage does not list them).
+    from lineagegraph.graph.drift import drift_sources
+    from lineagegraph.graph.store import REPLACED_BY
+    at = datetime(2026, 10, 7, tzinfo=UTC)
+    versions = {"2026-10-04": {}, "2026-10-05": {"archived": True},
+                "run-1": {"archived": True, REPLACED_BY: "dataset:kb@2026-10-04"}}
+    store.upsert(
+        [Node.from_id("bundle:b@1", created_at=at - timedelta(days=30)),
+         Node.from_id("source:kb", created_at=at - timedelta(days=30)),
+         *(Node.from_id(f"dataset:kb@{v}", created_at=at - timedelta(days=2), properties=p)
+           for v, p in versions.items())],
+        [Edge(source="bundle:b@1", type="RETRIEVES_FROM", target="source:kb"),
+         *(Edge(source=f"dataset:kb@{v}", type="VERSION_OF", target="source:kb")
+           for v in versions)])
+
+    found = drift_sources(store, "bundle:b@1", at)
+
+    assert found is not None
+    assert [c.node.id for c in found if c.node.kind == "DatasetVersion"] == [
+        "dataset:kb@2026-10-04"]
+
+
 def test_search_pages_over_ids_past_u_ffff_hold_each_node_once(store: GraphStore) -> None:
     # Neo4j compares string values by UTF-16 units but orders its ID index by code points:
     # a cursor filter the planner did not seek with skipped `x😀` after `xＡ`.
