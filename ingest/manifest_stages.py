@@ -263,6 +263,14 @@ class StagePlanner:
                    and m.at == at for m in history):
                 return
         self._move(name, doc.environment, doc.version, at, actor, doc.reason)
+        if doc.environment == RETIRED and doc.version is not None:
+            # Into ``retired``, as a retirement anywhere: out of every environment where the
+            # version is in effect then (``retired`` is no environment a version serves in).
+            for environment in sorted({m.environment for m in history} - {RETIRED}):
+                if self.in_effect(name, environment, at) == doc.version:
+                    self._move(name, environment, None,
+                               at if doc.at is not None else self._now_in(name, environment),
+                               actor, doc.reason or RETIRED_REASON)
 
 
 def _is_retirement(move: StageMove, version: str | None) -> bool:

@@ -234,6 +234,29 @@ def test_every_version_a_load_retires_is_retired(store: GraphStore) -> None:
     assert retired_versions(store.stage_history(name="b")) == {"1", "2"}
 
 
+@pytest.mark.parametrize("dated", [True, False])
+def test_a_stage_move_document_into_retired_takes_the_version_out_where_it_serves(
+    store: GraphStore, dated: bool,
+) -> None:
+    # As promote(…, "retired") and `status: retired` do: `retired` is a record, never an
+    # environment a version serves in.
+    at = {"at": (T0 + timedelta(days=2)).isoformat()} if dated else {}
+    release = docs(entry(1), entry(2),
+                   move_doc(1, "canary", at=(T0 + timedelta(days=1)).isoformat()),
+                   move_doc(2, "staging", at=(T0 + timedelta(days=1)).isoformat()),
+                   move_doc(1, RETIRED, reason="end of life", **at))
+
+    load(store, release)
+    load(store, release)  # re-sent: nothing new
+
+    assert moves_of(store) == [("canary", None, "1"), ("staging", None, "2"),
+                               (RETIRED, None, "1"), ("canary", "1", None)]
+    exit_move = store.stage_history(name="b", environment="canary")[-1]
+    assert exit_move.reason == "end of life"
+    assert store.live_environments("b") == {"staging": "2"}
+    assert store.stage_at("b", "canary", T0 + timedelta(days=1, hours=1)) == "1"
+
+
 def test_a_retired_version_promoted_again_is_not_retired_by_a_re_send(
     store: GraphStore, admin: TestClient,
 ) -> None:
