@@ -201,9 +201,15 @@ def created_edges_query(edge_type: str) -> str:
     """
 
 
+def _turn(label: str) -> str:
+    """The name of the node whose write lock is the writers' turn at the ``label`` log."""
+    return f"{label}.turn"
+
+
 class _Neo4jTransaction:
     def __init__(self, tx: ManagedTransaction) -> None:
         self.tx = tx
+        self._logs_held: set[str] = set()  # numbered logs whose turn this transaction has
 
     def kinds(self, ids: Sequence[str]) -> dict[str, str]:
         # Collected into one record: a record apiece costs the driver ~30 µs (a batch's
@@ -302,12 +308,27 @@ class _Neo4jTransaction:
         """Create a ``label`` log entry with the next number of its sequence (``seq`` in
         ``fields``) in one statement: a counter node serialises appends (its write lock), so
         the numbers are gap-free and ordered even under concurrent writers. One round
-        trip, not two: every batch a load writes appends its audit entry."""
+        trip, not two: every batch a load writes appends its audit entry. The log's turn
+        (``_log_turn``) comes first, in the same statement the first time."""
         record = self.tx.run(
-            _BUMPED + f"WITH c.value AS seq CREATE (:{label} {{{fields}}}) RETURN seq",
-            counter=label, **params,
+            self._log_turn(label) + _BUMPED
+            + f"WITH c.value AS seq CREATE (:{label} {{{fields}}}) RETURN seq",
+            counter=label, turn=_turn(label), **params,
         ).single(strict=True)
         return int(record["seq"])
+
+    def _log_turn(self, label: str) -> str:
+        """Cypher taking the writers' turn at the ``label`` log (a node of its own, written
+        once a transaction), or nothing if this transaction has it. A transaction writes
+        the log's counter once an entry; written again while another transaction waited on
+        it, Neo4j found a deadlock and the driver retried a second later (two stage moves at
+        once from two sessions: 23 of 30 rounds; a promotion's check then its move: 20 of
+        30). Waiting on a node written once, writers queue instead."""
+        if label in self._logs_held:
+            return ""
+        self._logs_held.add(label)
+        return (f"MERGE (turn:{COUNTER_LABEL} {{name: $turn}}) "
+                "SET turn.value = coalesce(turn.value, 0) + 1 WITH turn LIMIT 1 ")
 
     def lock_traffic(self) -> str | None:
         # A counter's write lock, held to the end of the transaction; the counter node
@@ -341,12 +362,12 @@ class _Neo4jTransaction:
         return move.model_copy(update={"seq": seq})
 
     def lock_stages(self) -> None:
-        # The stage log's counter node, written to hold its write lock, which every append
-        # of a move takes too: a property of its own (the numbers stay gap-free) that always
-        # changes (a write of the value already there may take no lock). Its own statement:
-        # in one with a read, the planner may read the moves before the lock is held.
-        self.tx.run(_COUNTER + "SET c.locks = coalesce(c.locks, 0) + 1",
-                    counter="StageMove").consume()
+        # The stage log's turn (``_log_turn``), which every append of a move takes too. Its
+        # own statement: in one with a read, the planner may read the moves before the
+        # turn is held.
+        turn = self._log_turn("StageMove")
+        if turn:
+            self.tx.run(turn + "RETURN 1", turn=_turn("StageMove")).consume()
 
     def bump_metadata(self) -> int:
         record = self.tx.run(_BUMPED + "RETURN c.value AS seq",

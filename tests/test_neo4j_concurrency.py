@@ -219,3 +219,35 @@ def test_a_write_failing_while_its_caller_handles_another_error_raises_its_own(
         assert id(link) not in seen
         seen.add(id(link))
         link = link.__cause__ or link.__context__
+
+
+def test_writers_of_a_numbered_log_at_once_queue_without_deadlocks(
+    store: GraphStore, caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each transaction writes a log's counter once an entry: two stage moves, a promotion's
+    # check then its move, or several audit entries. Written twice while another writer
+    # waited on it, Neo4j found a deadlock, and the driver retried after a second.
+    from lineagegraph.schema import StageMove
+
+    rounds = 12
+    barrier = threading.Barrier(2)
+
+    def writer(side: int) -> None:
+        for i in range(rounds):
+            barrier.wait()
+            store.record_stage_moves(
+                [StageMove(name=f"n{i}", environment=f"env{side}-{k}", to_version="1")
+                 for k in (1, 2)],
+                [AuditEntry(action="move", target=f"n{i}", actor="t") for _ in (1, 2)],
+                check_from=True)
+
+    with caplog.at_level("WARNING", logger="neo4j"):
+        threads = [threading.Thread(target=writer, args=(side,)) for side in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert not [r for r in caplog.records if "Deadlock" in r.getMessage()]
+    assert sorted(m.seq for m in store.stage_history()) == list(range(1, 4 * rounds + 1))
+    assert sorted(e.seq for e in store.audit_log()) == list(range(1, 4 * rounds + 1))
