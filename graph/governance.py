@@ -613,6 +613,9 @@ def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge], acto
     was there before included (read just before, in the same call). ``check`` sees what
     was read of the stored nodes (a scope check: what the write changes of them) and may
     refuse the write by raising."""
+    loops = sorted({f"{e.source} -[{e.type}]-> itself" for e in edges if e.source == e.target})
+    if loops:  # as a manifest's supersedes, fine_tuned_from or derived_from naming itself
+        raise GovernanceError("; ".join(loops) + ": an edge links a node to another")
     sources = sorted({e.source for e in edges})
     # One read for the audit's "before" and the registered bundles' pins alike: the nodes
     # and the edge sources, and those sources' edges of the write's types.

@@ -46,6 +46,7 @@ from lineagegraph.schema.kinds import (
     TrainingRunProps,
 )
 from lineagegraph.schema.models import (
+    RecordedDatetime,
     UtcDatetime,
     canonical_json,
     check_environment,
@@ -293,6 +294,21 @@ class ApprovalDoc(Doc, ApprovalProps):
     name: Name | None = None
     target: str  # type: ignore[assignment]
     approved_by: Name
+    # When the approval was given (design §4): never later than now, as a node's time.
+    at: RecordedDatetime | None = None
+
+    @model_validator(mode="after")
+    def _dated_at(self) -> ApprovalDoc:
+        # ``at`` is the approval's time, as its node's ``created_at`` (a trace lists the
+        # approvals given by a request's time); it had been kept as a property only, and the
+        # node dated at load time.
+        if self.at is not None:
+            if self.created_at is not None and self.created_at != self.at:
+                raise ValueError(f"at ({self.at.isoformat()}) and created_at "
+                                 f"({self.created_at.isoformat()}) differ: an approval has "
+                                 "one time")
+            self.created_at = self.at
+        return self
 
     def node_name(self) -> str:
         if self.name:

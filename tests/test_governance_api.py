@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from lineagegraph.api.app import create_app
 from lineagegraph.api.auth import create_token
 from lineagegraph.api.settings import Settings
-from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.store import Direction, GraphStore
 
 from .story import load_story
 
@@ -171,6 +171,24 @@ def test_an_approval_is_not_upserted_without_admin(callers: dict[str, Caller]) -
     assert refused_edge["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     assert "ceo" not in str(report["data"]["promotionImpact"]["gates"])
     assert allowed["data"]["upsert"] == {"nodes": {"created": 1}}
+
+
+@pytest.mark.parametrize("edge_type", ["DERIVED_FROM", "SUPERSEDES"])
+def test_an_upsert_linking_a_node_to_itself_is_refused_naming_it(
+    callers: dict[str, Caller], store: GraphStore, edge_type: str,
+) -> None:
+    # As a manifest whose derived_from or supersedes names its own version is refused.
+    body = callers["ci-bot"].gql("""mutation ($type: String!) {
+        upsert(nodes: [], edges: [{source: "feature:txn_amount_7d@2", type: $type,
+                        target: "feature:txn_amount_7d@2"}]) { nodes { created } } }""",
+                                 type=edge_type)
+
+    assert body["data"] is None or body["data"]["upsert"] is None
+    assert body["errors"][0]["message"] == (
+        f"feature:txn_amount_7d@2 -[{edge_type}]-> itself: an edge links a node to another")
+    assert [h for h in store.expand(["feature:txn_amount_7d@2"], Direction.UPSTREAM,
+                                    edge_types=[edge_type])
+            if h.node.id == "feature:txn_amount_7d@2"] == []
 
 
 def test_upserts_are_audited_with_what_was_there_before_and_resends_are_not(

@@ -185,6 +185,38 @@ def test_a_manifest_approval_with_a_gate_is_the_one_approve_records(store: Graph
     assert approvals_of(store, "bundle:b@1") == {recorded.id, "approval:bundle:b@1/dave"}
 
 
+def test_an_approval_documents_at_is_its_time_which_a_trace_reads(store: GraphStore) -> None:
+    # design §4: `at` is when it was given. It was kept as a property only and the node
+    # dated at load time, so a trace of a request served after `at` left the approval out.
+    from lineagegraph.graph.registry import annotations
+
+    write_manifest(store, BUNDLE)
+    write_manifest(store, GATED + "at: 2026-11-02T00:00:00Z\n")
+
+    approval_id = "approval:bundle:b@1/carol/security"
+    approval = store.get([approval_id])[approval_id]
+    assert approval.created_at == datetime(2026, 11, 2, tzinfo=UTC)
+    _, given = annotations(store, "bundle:b@1", until=datetime(2026, 11, 4, tzinfo=UTC))
+    assert approval.id in {a.id for a in given}
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ("at: 2099-01-01T00:00:00Z\n", "at"),
+    ("at: 2026-11-02T00:00:00Z\ncreated_at: 2026-11-03T00:00:00Z\n", None),
+])
+def test_an_approval_dated_in_the_future_or_twice_is_refused(
+    store: GraphStore, extra: str, field: str | None,
+) -> None:
+    write_manifest(store, BUNDLE)
+
+    with pytest.raises(IngestError) as refused:
+        write_manifest(store, GATED + extra)
+
+    assert [p.field for p in refused.value.problems] == [field]
+    assert "approval:bundle:b@1/carol/security" not in store.get(
+        ["approval:bundle:b@1/carol/security"])
+
+
 def test_approve_then_the_same_sign_off_in_a_manifest_is_one_approval(
     store: GraphStore,
 ) -> None:
