@@ -361,7 +361,7 @@ def admin_work(nodes: Iterable[Node], edges: Iterable[Edge],
     what = []
     governed = governed_changes(nodes, stored or {})
     if governed:
-        what.append(f"changing what only admin may change of stored nodes "
+        what.append(f"changes only admin may make to stored nodes "
                     f"({', '.join(governed[:3])}{', …' if len(governed) > 3 else ''})")
     if stage_moves:
         what.append(f"{len(stage_moves)} stage move(s) ("

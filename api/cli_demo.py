@@ -28,7 +28,7 @@ def demo_command(
                            total=demo.total_records())
     finally:
         store.close()
-    console.print(f"demo loaded into the {settings.store_label}; try:\n"
+    console.print(f"demo loaded into {settings.store_label}; try:\n"
                   "  lineagegraph trace req-suppo-prod-07004\n"
                   "  lineagegraph blast-radius model:gpt-5-mini-2026-11\n"
                   "  lineagegraph drift-sources bundle:support-triage@15 "

@@ -1,5 +1,6 @@
 """OpenLineage ingest over HTTP, Marquez-compatible: the unmodified ``openlineage-python``
-client with ``HttpTransport(url=…)`` posts here (its default endpoint ``api/v1/lineage``).
+client with ``HttpTransport(HttpConfig(url=…))`` posts here (its default endpoint
+``api/v1/lineage``).
 
 - ``POST /api/v1/lineage``: one RunEvent, DatasetEvent or JobEvent → 201.
 - ``POST /api/v1/lineage/batch``: a JSON array, each event its own transaction (the spec's

@@ -185,7 +185,8 @@ class Settings(BaseSettings):
 
     @property
     def store_label(self) -> str:
-        return f"neo4j at {self.neo4j_uri}" if self.neo4j_uri else f"embedded at {self.db}"
+        return (f"Neo4j at {self.neo4j_uri}" if self.neo4j_uri
+                else f"the embedded store at {self.db}")
 
     @property
     def walk_limits(self) -> WalkLimits:

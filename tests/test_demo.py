@@ -45,3 +45,15 @@ def test_the_demo_loads_once_and_answers_the_readme_walkthrough(store: GraphStor
     shadow = registry.unregistered(store)
     assert [(u.node.id, u.requests) for u in shadow] == [
         ("model:gpt-4o-mini-unvetted", 42)]  # 6 a day, the 8th to the 14th
+
+
+def test_the_demo_command_says_which_store_it_loaded(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from lineagegraph.api.cli import app
+
+    db = tmp_path / "demo.db"
+    result = CliRunner().invoke(app, ["demo", "--db", str(db)])
+
+    assert result.exit_code == 0, result.output
+    assert f"demo loaded into the embedded store at {db}" in " ".join(result.output.split())
