@@ -557,24 +557,27 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
 def approve(store: GraphStore, target: str, actor: str, gate: str | None = None,
             comment: str | None = None, at: datetime | None = None) -> Node:
     """Record ``actor``'s approval of ``target`` (one per approver and gate: approving
-    twice changes nothing)."""
+    twice changes nothing; approving again after a withdrawal — ``archived: true`` — gives
+    it anew)."""
     approval_id = format_id("approval", approval_name(target, actor, gate))
     found = store.get([target, approval_id])
     if target not in found:
         raise GovernanceError(f"no node {target}")
-    if approval_id in found:
+    withdrawn = approval_id in found and bool(found[approval_id].properties.get("archived"))
+    if approval_id in found and not withdrawn:
         return found[approval_id]
     props = {"approved_by": actor, "target": target, "gate": gate, "comment": comment}
     approval = Node.from_id(approval_id, properties={k: v for k, v in props.items() if v},
                             **({"created_at": at} if at else {}))
     # Created, or nothing: the same approval recorded meanwhile (the approver twice at once,
-    # or on two servers) refuses this write whole, its audit entry with it.
+    # or on two servers) refuses this write whole, its audit entry with it. A withdrawn one
+    # is written over (its time stays its first).
     with suppress(NodesStored):
         store.write(store.prepare(
             [approval], [Edge(source=approval.id, type="APPROVES", target=target)],
             [AuditEntry(action="approve", target=target, actor=actor,
                         after={"gate": gate, "comment": comment})],
-            new_nodes=[approval.id]))
+            new_nodes=[] if withdrawn else [approval.id]))
     return store.get([approval.id])[approval.id]
 
 

@@ -204,3 +204,16 @@ def test_a_withdrawn_approval_or_evaluation_counts_for_no_gate(store: GraphStore
     assert {g.name: g.reason for g in report.gates if not g.passed} == {
         "eval": "eval:suite/1-0 scored 0.5 < threshold 0.9",
         "approvals": "0 of 1 required approvals (production tier)"}
+
+
+def test_an_approver_approving_again_after_withdrawing_counts_again(store: GraphStore) -> None:
+    setup_bundle(store, policy=dict(EU_PRODUCTION), approvers=[])
+    first = approve(store, "bundle:b@1", "carol")
+    _upsert(store, first.id, archived=True)()
+
+    again = approve(store, "bundle:b@1", "carol")
+
+    assert not again.properties.get("archived")
+    assert [e.action for e in store.audit_log()].count("approve") == 2
+    report, move = promote(store, "b", "1", "production", "release-eng")
+    assert move is not None, report.reasons
