@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 import networkx as nx
 
-from lineagegraph.schema import Node, StageMove
+from lineagegraph.schema import Node
 
 from .registry import stage_name
 from .store import Direction, GraphStore
@@ -152,10 +152,7 @@ def drift_sources(
     # aliases: MLflow's champion moving to a version is a change of what serves).
     staged = {nid: stage_name(node) for nid, node in upstream.nodes.items()
               if node.kind in STAGED_KINDS}
-    moves_of: dict[str, list[StageMove]] = {}
-    if staged:
-        for move in store.stage_history(names=sorted(set(staged.values())), until=onset):
-            moves_of.setdefault(move.name, []).append(move)
+    moves_of = store.stage_histories(staged.values(), until=onset)
     for nid, name in staged.items():
         node = upstream.nodes[nid]
         for move in moves_of.get(name, ()):

@@ -19,6 +19,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from lineagegraph.schema import AuditEntry, Edge, Node, StageMove, approval_name, format_id
+from lineagegraph.schema.kinds import read_risk_tier
 from lineagegraph.schema.models import check_environment
 from lineagegraph.schema.models import now as utc_now
 
@@ -91,7 +92,7 @@ class GateInput:
         ``regulated``)."""
         if self.parts.policy is None:
             return "production"  # no pack: judge as the common case, not as a sandbox
-        return str(self.parts.policy.properties.get("risk_tier", "production")).strip().lower()
+        return read_risk_tier(str(self.parts.policy.properties.get("risk_tier", "production")))
 
     @property
     def tier(self) -> str:
@@ -652,10 +653,7 @@ def _archiving_live(store: GraphStore, nodes: list[Node], existing: Mapping[str,
               and not (n.id in existing and existing[n.id].properties.get("archived"))]
     if not wanted:
         return [], {}
-    names = sorted({stage_name(n) for n in wanted})
-    moves: dict[str, list[StageMove]] = {name: [] for name in names}
-    for move in store.stage_history(names=names):
-        moves[move.name].append(move)
+    moves = store.stage_histories(stage_name(n) for n in wanted)
     live_now = {name: live_from(history) for name, history in moves.items()}  # once a name
     refused = []
     for node in wanted:

@@ -237,13 +237,10 @@ def blast_radius(
     # Independent reads at once: the stage history of every affected name up to now
     # (versions of a name share it; one read for all, its retirements included), the
     # traffic and whether it is complete.
-    histories: dict[str, list[StageMove]] = {b.name: [] for b in bundles}
-    moves, traffic_by_env, counted_through = concurrently(
-        lambda: store.stage_history(names=sorted(histories), until=when) if bundles else [],
+    histories, traffic_by_env, counted_through = concurrently(
+        lambda: store.stage_histories((b.name for b in bundles), until=when),
         lambda: store.traffic(counted, since, until),
         store.traffic_rebuild_position)
-    for move in moves:
-        histories[move.name].append(move)
     # What is live is read once per name, not once per version: a name with thousands of
     # versions and a long history would cost versions × moves of pure Python, which no
     # deadline check interrupts.

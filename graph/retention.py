@@ -103,10 +103,7 @@ def apply(store: GraphStore, candidates: list[Candidate], actor: str,
 
     def judged() -> list[Node]:
         nodes = store.get([c.node.id for c in candidates])
-        names = sorted({c.node.name for c in candidates if c.node.name})
-        histories: dict[str, list[StageMove]] = {name: [] for name in names}
-        for move in store.stage_history(names=names) if names else ():
-            histories[move.name].append(move)
+        histories = store.stage_histories(c.node.name for c in candidates if c.node.name)
         clock = utc_now()
         judges = {name: _archivable(moves, (clock,)) for name, moves in histories.items()}
         return [marked(node) for c in candidates if (node := nodes.get(c.node.id)) is not None

@@ -1030,6 +1030,15 @@ class GraphStore(ABC):
         found = self.get(ids)
         return [found[i] for i in ids if i in found]
 
+    def stage_histories(self, names: Iterable[str],
+                        until: datetime | None = None) -> dict[str, list[StageMove]]:
+        """Each name's stage history (``stage_history``) in one read, by name: [] for a
+        name with no move."""
+        histories: dict[str, list[StageMove]] = {name: [] for name in sorted(set(names))}
+        for move in self.stage_history(names=list(histories), until=until) if histories else ():
+            histories[move.name].append(move)
+        return histories
+
     def live_environments(self, name: str, at: datetime | None = None) -> dict[str, str]:
         """environment → version of ``name`` live there at ``at`` (default: now)."""
         return live_from(self.stage_history(name=name, until=at or now()))

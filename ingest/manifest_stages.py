@@ -220,10 +220,19 @@ class StagePlanner:
                            "and a load does not undo the moves made since")
             return
         self._move(name, RETIRED, version, self._now_in(name, RETIRED), reason=RETIRED_REASON)
+        self._out_of_service(name, version, history)
+
+    def _out_of_service(self, name: str, version: str | None, history: Sequence[StageMove],
+                        as_of: datetime | None = None, dated: datetime | None = None,
+                        actor: str | None = None, reason: str = RETIRED_REASON) -> None:
+        """A retirement's moves to no version, in every environment of ``history`` where
+        ``version`` is in effect ``as_of`` (default: last), each dated ``dated`` or that
+        environment's now (``_now_in``): ``retired`` is no environment a version serves
+        in."""
         for environment in sorted({m.environment for m in history} - {RETIRED}):
-            if self.in_effect(name, environment) == version:
-                self._move(name, environment, None, self._now_in(name, environment),
-                           reason=RETIRED_REASON)
+            if self.in_effect(name, environment, as_of) == version:
+                self._move(name, environment, None, dated or self._now_in(name, environment),
+                           actor, reason)
 
     def stated_actor(self, actor: str | None) -> str | None:
         """The actor a document states, as the stage log records it: someone else than
@@ -264,13 +273,9 @@ class StagePlanner:
                 return
         self._move(name, doc.environment, doc.version, at, actor, doc.reason)
         if doc.environment == RETIRED and doc.version is not None:
-            # Into ``retired``, as a retirement anywhere: out of every environment where the
-            # version is in effect then (``retired`` is no environment a version serves in).
-            for environment in sorted({m.environment for m in history} - {RETIRED}):
-                if self.in_effect(name, environment, at) == doc.version:
-                    self._move(name, environment, None,
-                               at if doc.at is not None else self._now_in(name, environment),
-                               actor, doc.reason or RETIRED_REASON)
+            # Into ``retired``, as a retirement anywhere: out of where it is in effect then.
+            self._out_of_service(name, doc.version, history, at, doc.at, actor,
+                                 doc.reason or RETIRED_REASON)
 
 
 def _is_retirement(move: StageMove, version: str | None) -> bool:

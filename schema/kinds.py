@@ -86,15 +86,16 @@ class ToolsetProps(Properties):
 
 
 
-def _risk_tier(value: Any) -> Any:
-    # `Regulated` is a way of writing `regulated`; a tier the gates do not know is refused
-    # (read as the mildest, it would let through what the pack's authors meant to stop).
+def read_risk_tier(value: Any) -> Any:
+    """A risk tier as written, read: `Regulated` is a way of writing `regulated`. Ingest
+    refuses a tier the gates do not know (read as the mildest, it would let through what
+    the pack's authors meant to stop); the gates read a stored one the same way."""
     return value.strip().lower() if isinstance(value, str) else value
 
 
 class PolicyPackProps(Properties):
     risk_tier: Annotated[Literal["sandbox", "production", "regulated"],
-                         BeforeValidator(_risk_tier)] = "production"
+                         BeforeValidator(read_risk_tier)] = "production"
     residency: list[str] = Field(default_factory=list)
     # A count the approvals gate can meet: -3 passed as 0 did, 10**23 never could.
     required_approvals: Annotated[int | None, Field(ge=0, le=MAX_REQUIRED_APPROVALS)] = None
