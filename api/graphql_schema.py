@@ -23,7 +23,7 @@ from lineagegraph.graph.drift import drift_sources, parse_duration
 from lineagegraph.graph.store import PAGE_CHARS, fitting
 from lineagegraph.graph.store import Direction as StoreDirection
 from lineagegraph.graph.trace import trace as run_trace
-from lineagegraph.graph.walk import LINEAGE_DEPTH, walk
+from lineagegraph.graph.walk import LINEAGE_DEPTH, WALK_CAPS, walk
 from lineagegraph.schema import InvalidId, parse_id
 
 from .auth import MutationsNeedWrite
@@ -239,8 +239,8 @@ class Query(GovernanceQuery):
         if result is None:
             raise UserError(f"id: no node {node_id}")
         if result.truncated:
-            context.warn(info, "a cap (LINEAGEGRAPH_MAX_DEPTH or LINEAGEGRAPH_MAX_NODES) cut "
-                         "the upstream walk: changes past it are not candidates")
+            context.warn(info, f"a cap ({WALK_CAPS}) cut the upstream walk: changes past "
+                         "it are not candidates")
         return [drift_type(c) for c in result]
 
     @strawberry.field(description="The bundle version in effect for `name` in "

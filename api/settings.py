@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # Bounds on every walk and query.
     max_depth: int = Field(20, ge=1, description="cap on lineage depth")
     max_nodes: int = Field(10_000, ge=1, description="cap on nodes one walk returns")
+    max_walk_chars: int = Field(32 * 2**20, ge=0, description="characters of large "
+                                "properties (each over 4,096) one walk reads; past it the "
+                                "walk leaves out the nodes and edges that hold them")
     # At most a day: the Neo4j driver's transaction timeout holds no infinity (`inf` or
     # 1e300 crashed the server at start), and a longer budget bounds nothing.
     query_timeout_s: float = Field(10.0, gt=0, le=86_400, description="per-query time limit "
@@ -190,7 +193,8 @@ class Settings(BaseSettings):
 
     @property
     def walk_limits(self) -> WalkLimits:
-        return WalkLimits(max_depth=self.max_depth, max_nodes=self.max_nodes)
+        return WalkLimits(max_depth=self.max_depth, max_nodes=self.max_nodes,
+                          max_chars=self.max_walk_chars)
 
     def open_store(self) -> GraphStore:
         if self.neo4j_uri:

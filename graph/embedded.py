@@ -38,6 +38,8 @@ from .store import (
     Tally,
     WriteCounts,
     check_filters,
+    elided,
+    held,
     newer_format,
 )
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
@@ -160,7 +162,11 @@ def _json_list(values: Sequence[str]) -> str:
 
 def _node(row: sqlite3.Row, prefix: str = "") -> Node:
     return Node.stored(row[prefix + "kind"], row[prefix + "name"], row[prefix + "version"],
-                       _at(row[prefix + "created_at"]), row[prefix + "props"])
+                       _at(row[prefix + "created_at"]), held(row[prefix + "props"]))
+
+
+# ``expand(inline=…)``: a column's properties if no longer than the limit, else their size.
+_INLINE = "CASE WHEN length({0}) <= ? THEN {0} ELSE length({0}) END"
 
 
 # A batch's new requests and the edges from them go in with a plain INSERT (a stored twin
@@ -490,6 +496,15 @@ class EmbeddedStore(GraphStore):
         )
         return {row["id"]: _node(row) for row in rows}
 
+    def get_edges(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], Edge]:
+        rows = self._query(
+            "SELECT e.* FROM json_each(?) k JOIN edges e ON e.source = k.value ->> 0 "
+            "AND e.type = k.value ->> 1 AND e.target = k.value ->> 2",
+            (json.dumps([list(key) for key in keys]),),
+        )
+        edges = (Edge.stored(r["source"], r["type"], r["target"], r["props"]) for r in rows)
+        return {edge.key: edge for edge in edges}
+
     def find(
         self,
         *,
@@ -576,6 +591,7 @@ class EmbeddedStore(GraphStore):
         limit: int | None = None,
         ordered: bool = False,
         exclude: Collection[str] | None = None,
+        inline: int | None = None,
     ) -> list[Hop]:
         check_filters(edge_types, node_kinds)
         sql, params = self._hop_sql(
@@ -584,6 +600,12 @@ class EmbeddedStore(GraphStore):
             "n.id AS nid, n.kind, n.name, n.version, n.created_at, n.props",
             frontier, edge_types, node_kinds, since, until, exclude,
         )
+        if inline is not None:
+            # Properties longer than ``inline`` come as their size, an integer: read apart.
+            sql = (f"SELECT origin, source, type, target, {_INLINE.format('eprops')} AS eprops,"
+                   f" nid, kind, name, version, created_at, {_INLINE.format('props')} AS props"
+                   f" FROM ({sql})")
+            params = [inline, inline, *params]
         if ordered and limit is not None:
             # ``hop_order`` among the first ``ORDERED_SCAN`` × ``limit`` rows: TEXT
             # compares by code point (BINARY), as in Python.
@@ -595,8 +617,11 @@ class EmbeddedStore(GraphStore):
         return [
             Hop(
                 origin=row["origin"],
-                edge=Edge.stored(row["source"], row["type"], row["target"], row["eprops"]),
+                edge=Edge.stored(row["source"], row["type"], row["target"],
+                                 held(row["eprops"])),
                 node=_node(row),
+                node_elided=elided(row["props"]),
+                edge_elided=elided(row["eprops"]),
             )
             for row in self._query(sql, params)
         ]

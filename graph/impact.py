@@ -23,7 +23,15 @@ from .store import (
     retired_versions,
 )
 from .traffic import OUTCOME_EDGES
-from .walk import DEFAULT_LIMITS, FULL_DEPTH, Subgraph, WalkLimits, walk, without_archived
+from .walk import (
+    DEFAULT_LIMITS,
+    FULL_DEPTH,
+    WALK_CAPS,
+    Subgraph,
+    WalkLimits,
+    walk,
+    without_archived,
+)
 
 # The walk skips request edges: traffic is counted in the store, never listed node by node.
 STRUCTURE_EDGES = tuple(e for e in LINEAGE_EDGE_TYPES if e not in OUTCOME_EDGES)
@@ -109,9 +117,9 @@ class BlastRadius:
             f"stopped half-way (counted through {self.traffic_counted_through or 'nothing'}"
             "); run `lineagegraph traffic rebuild` to the end"]
         # A dashboard reads bundles and traffic, not ``downstream.truncated``: say it here.
-        cut = ["downstream: partial — the walk reached a limit (LINEAGEGRAPH_MAX_NODES or "
-               "LINEAGEGRAPH_MAX_DEPTH), so the bundles, traffic and rollback plans cover "
-               "only what it reached"] if self.downstream.truncated else []
+        cut = [f"downstream: partial — the walk reached a limit ({WALK_CAPS}), so the "
+               "bundles, traffic and rollback plans cover only what it reached"
+               ] if self.downstream.truncated else []
         return cut + partial + [f"{r.environment}: {w}" for r in self.rollbacks
                                 for w in r.warnings]
 

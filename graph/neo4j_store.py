@@ -54,6 +54,8 @@ from .store import (
     Tally,
     WriteCounts,
     check_filters,
+    elided,
+    held,
     newer_format,
 )
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
@@ -83,6 +85,12 @@ _FIELDS = {"id": "n.id", "kind": "n.kind", "name": "n.name", "version": "n.versi
 _NODE_MAP = ", ".join(f"{key}: {value}" for key, value in _FIELDS.items())
 # An edge ``r``'s fields.
 _EDGE_MAP = "source: startNode(r).id, type: type(r), target: endNode(r).id, eprops: r.props"
+# A walk's rows (``expand(inline=…)``): properties longer than ``$inline`` characters come
+# as their size, an integer, and are read apart; the row keeps its shape.
+_INLINE = "CASE WHEN $inline IS NULL OR size({0}) <= $inline THEN {0} ELSE size({0}) END"
+_WALK_NODE_MAP = ", ".join(f"{key}: {_INLINE.format(value) if key == 'props' else value}"
+                           for key, value in _FIELDS.items())
+_WALK_EDGE_MAP = _EDGE_MAP.replace("eprops: r.props", f"eprops: {_INLINE.format('r.props')}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 # ... and enter it as integers too, for the same reason (the driver's DateTime
@@ -112,7 +120,7 @@ def _native(value: Any) -> Any:
 
 def _node(record: dict[str, Any]) -> Node:
     node = Node.stored(record["kind"], record["name"], record["version"],
-                       _from_micros(record["created_us"]), record["props"])
+                       _from_micros(record["created_us"]), held(record["props"]))
     # The stored ID is the one ``Node.id`` would format again (a cached property).
     node.__dict__["id"] = record["id"]
     return node
@@ -122,8 +130,10 @@ def _hop(record: Any) -> Hop:
     return Hop(
         origin=record["origin"],
         edge=Edge.stored(record["source"], record["type"], record["target"],
-                         record["eprops"]),
+                         held(record["eprops"])),
         node=_node(record),
+        node_elided=elided(record["props"]),
+        edge_elided=elided(record["eprops"]),
     )
 
 
@@ -640,6 +650,16 @@ class Neo4jStore(GraphStore):
         )
         return {r["id"]: _node(r) for r in rows}
 
+    def get_edges(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], Edge]:
+        rows = self._rows(
+            f"UNWIND $keys AS k MATCH (a:{NODE_LABEL} {{id: k[0]}})-[r]->"
+            f"(b:{NODE_LABEL} {{id: k[2]}}) WHERE type(r) = k[1] "
+            f"RETURN collect({{{_EDGE_MAP}}}) AS rows",
+            keys=[list(key) for key in keys],
+        )
+        edges = (Edge.stored(r["source"], r["type"], r["target"], r["eprops"]) for r in rows)
+        return {edge.key: edge for edge in edges}
+
     def find(
         self,
         *,
@@ -704,6 +724,7 @@ class Neo4jStore(GraphStore):
         limit: int | None = None,
         ordered: bool = False,
         exclude: Collection[str] | None = None,
+        inline: int | None = None,
     ) -> list[Hop]:
         check_filters(edge_types, node_kinds)
         query = (
@@ -716,9 +737,9 @@ class Neo4jStore(GraphStore):
                " ORDER BY n.id, fid, type(r)"
                if ordered and limit is not None else "")
             + (" LIMIT $limit" if limit is not None else "")
-            + f" RETURN collect({{origin: fid, {_EDGE_MAP}, {_NODE_MAP}}}) AS rows"
+            + f" RETURN collect({{origin: fid, {_WALK_EDGE_MAP}, {_WALK_NODE_MAP}}}) AS rows"
         )
-        rows = self._rows(query, frontier=list(frontier),
+        rows = self._rows(query, frontier=list(frontier), inline=inline,
                           kinds=list(node_kinds) if node_kinds else None,
                           since=since, until=until, limit=limit,
                           scan=None if limit is None else limit * ORDERED_SCAN,
@@ -735,6 +756,7 @@ class Neo4jStore(GraphStore):
         edge_types: Sequence[str] | None = None,
         row_cap: int,
         side: SideHop | None = None,
+        inline: int | None = None,
     ) -> HopsAhead | None:
         # One statement, one CALL subquery per hop over the frontier of distinct new nodes
         # (a BFS unrolled to ``hops`` levels): the rows grow with the nodes reached, never
@@ -744,7 +766,8 @@ class Neo4jStore(GraphStore):
         parts = [f"UNWIND $frontier AS fid MATCH (f:{NODE_LABEL} {{id: fid}}) "
                  # No grouping key beside collect(): one row even when nothing matched.
                  "WITH collect(f) AS frontier0 "
-                 f"WITH [n IN frontier0 | {{{_NODE_MAP}}}] AS start, frontier0, $seen AS seen0 "]
+                 f"WITH [n IN frontier0 | {{{_WALK_NODE_MAP}}}] AS start, frontier0, "
+                 "$seen AS seen0 "]
         carried = "start, "
         if side is not None:
             check_filters([*side.via, *side.edge_types], None)
@@ -753,14 +776,14 @@ class Neo4jStore(GraphStore):
             parts.append(
                 f"CALL (frontier0) {{ UNWIND frontier0 AS s MATCH {via} MATCH {off} "
                 "WHERE n.created_at <= s.created_at WITH f, r, n LIMIT $cap "
-                f"RETURN collect({{origin: f.id, {_EDGE_MAP}, {_NODE_MAP}}}) AS side }} ")
+                f"RETURN collect({{origin: f.id, {_WALK_EDGE_MAP}, {_WALK_NODE_MAP}}}) AS side }} ")
             carried = "start, side, "
         for k in range(1, hops + 1):
             kept = "".join(f"rows{j}, " for j in range(1, k + 1))
             parts.append(
                 f"CALL (frontier{k - 1}) {{ UNWIND frontier{k - 1} AS f MATCH {pattern} "
                 "WITH f, r, n LIMIT $cap "
-                f"RETURN collect({{origin: f.id, {_EDGE_MAP}, {_NODE_MAP}}}) AS rows{k}, "
+                f"RETURN collect({{origin: f.id, {_WALK_EDGE_MAP}, {_WALK_NODE_MAP}}}) AS rows{k}, "
                 f"collect(DISTINCT n) AS reached{k} }} "
                 f"WITH {carried}{kept}"
                 f"[n IN reached{k} WHERE NOT n.id IN seen{k - 1}] AS frontier{k}, "
@@ -769,7 +792,7 @@ class Neo4jStore(GraphStore):
                 f"seen{k - 1} + [n IN frontier{k} | n.id] AS seen{k} ")
         parts.append(f"RETURN {carried}" + ", ".join(f"rows{k}" for k in range(1, hops + 1)))
         record = self._read("".join(parts), frontier=list(frontier), seen=list(seen),
-                            cap=row_cap)[0]
+                            cap=row_cap, inline=inline)[0]
         result: list[list[Hop]] = []
         for k in range(1, hops + 1):
             rows = record[f"rows{k}"]
@@ -779,6 +802,7 @@ class Neo4jStore(GraphStore):
         side_rows = record["side"] if side is not None else None
         return HopsAhead(
             start={r["id"]: _node(r) for r in record["start"]}, hops=result,
+            elided=frozenset(r["id"] for r in record["start"] if elided(r["props"])),
             side=[_hop(row) for row in side_rows]
             if side_rows is not None and len(side_rows) < row_cap else None)
 

@@ -62,6 +62,21 @@ class Hop:
     origin: str
     edge: Edge
     node: Node
+    # Characters of the node's and the edge's properties the store left out of the row
+    # (``expand(inline=…)``): 0 where the row holds them.
+    node_elided: int = 0
+    edge_elided: int = 0
+
+
+def held(props: str | int | None) -> str | None:
+    """A walk's row's properties as stored; None where the store sent their size instead,
+    an integer (``expand(inline=…)``)."""
+    return None if type(props) is int else props
+
+
+def elided(props: str | int | None) -> int:
+    """The size of properties a walk's row left out (``held``); 0 where it holds them."""
+    return props if type(props) is int else 0
 
 
 def hop_order(row: Hop) -> tuple[str, str, str]:
@@ -89,6 +104,8 @@ class HopsAhead:
     start: dict[str, Node]  # the frontier's own nodes
     hops: list[list[Hop]]  # the rows of each hop
     side: list[Hop] | None = None  # the ``SideHop``'s rows (origin: the node it left from)
+    # Of ``start``, the nodes whose properties were left out (``inline``), by ID
+    elided: frozenset[str] = frozenset()
 
 
 # An ``ordered`` expansion sorts at most this many rows per row it returns: a hop of a
@@ -771,6 +788,10 @@ class GraphStore(ABC):
         """The nodes with these IDs; unknown IDs are absent from the result."""
 
     @abstractmethod
+    def get_edges(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], Edge]:
+        """The edges with these keys (source, type, target); unknown ones are absent."""
+
+    @abstractmethod
     def find(
         self,
         *,
@@ -798,12 +819,16 @@ class GraphStore(ABC):
         limit: int | None = None,
         ordered: bool = False,
         exclude: Collection[str] | None = None,
+        inline: int | None = None,
     ) -> list[Hop]:
         """Neighbours one hop from the frontier: out-edges for UPSTREAM, in-edges for
         DOWNSTREAM, both for BOTH. Filters apply to the neighbour node (kind,
         ``since <= created_at <= until``, not in ``exclude``) and to the edge type. At
         most ``limit`` rows: the store's choice of them, or with ``ordered`` the first in
-        ``hop_order`` of up to ``ORDERED_SCAN`` × ``limit`` rows read."""
+        ``hop_order`` of up to ``ORDERED_SCAN`` × ``limit`` rows read. With ``inline``, a
+        node's or an edge's properties longer than that many characters are left out of
+        its row (``Hop.node_elided``, ``Hop.edge_elided``): ``get`` and ``get_edges`` read
+        them."""
 
     def expand_hops(
         self,
@@ -815,6 +840,7 @@ class GraphStore(ABC):
         edge_types: Sequence[str] | None = None,
         row_cap: int,
         side: SideHop | None = None,
+        inline: int | None = None,
     ) -> HopsAhead | None:
         """The frontier's own nodes and several hops of a frontier walk, in one round trip;
         or None where a store has no round trips to save (the walk then asks ``get`` and
@@ -825,7 +851,8 @@ class GraphStore(ABC):
         is filtered out (archived nodes, node caps): the walk replays the rows and drops
         them when its own frontier differs. Returns None as well when a hop reaches
         ``row_cap`` rows, so the walk's per-hop limits decide what is cut. ``side`` rows
-        come back too (``HopsAhead.side``), unless they reach ``row_cap``."""
+        come back too (``HopsAhead.side``), unless they reach ``row_cap``. ``inline`` as
+        for ``expand``, for the rows and the frontier's nodes (``HopsAhead.elided``)."""
         return None
 
     @abstractmethod

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 
 from lineagegraph.schema import EDGE_KINDS_BY_TYPE, LINEAGE_EDGE_TYPES, Edge, Node
 
-from .store import Direction, GraphStore, Hop, HopsAhead, SideHop, hop_order, replaced
+from .store import (
+    PAGE_CHARS,
+    Direction,
+    GraphStore,
+    Hop,
+    HopsAhead,
+    SideHop,
+    hop_order,
+    replaced,
+)
 
 
 @dataclass(slots=True)
@@ -44,6 +53,18 @@ class Subgraph:
 class WalkLimits:
     max_depth: int = 20  # the configured cap: a requested depth beyond it is cut to it
     max_nodes: int = 10_000
+    # Characters of properties longer than ``INLINE_CHARS`` one walk reads (``_filled``).
+    max_chars: int = 32 * 2**20
+
+
+# The settings that cut walks, for the warnings that say a walk was cut.
+WALK_CAPS = "LINEAGEGRAPH_MAX_DEPTH, LINEAGEGRAPH_MAX_NODES or LINEAGEGRAPH_MAX_WALK_CHARS"
+
+# A walk's rows hold a node's or an edge's properties up to this many characters; longer
+# ones (up to 1 MiB each) are read apart, for the rows the walk goes on with, within
+# ``WalkLimits.max_chars``. Most nodes' properties are a few hundred characters; without
+# the bound, a walk of 10,000 nodes could hold 10 GiB of them.
+INLINE_CHARS = 4096
 
 
 DEFAULT_LIMITS = WalkLimits()
@@ -115,7 +136,9 @@ def walk(
                     side: SideHop | None = None) -> HopsAhead | None:
         return store.expand_hops(frontier, one, min(HOPS_AHEAD, hops), seen=seen,
                                  edge_types=types[one], row_cap=limits.max_nodes + 1,
-                                 side=side)
+                                 side=side, inline=INLINE_CHARS)
+
+    budget = _Budget(limits.max_chars)
 
     # Hops fetched ahead in one round trip, for stores that offer it: [] means "ask when
     # needed", None "ask hop by hop". A paged walk asks hop by hop, as it may stop early.
@@ -128,7 +151,11 @@ def walk(
             root = fetched.start.get(start)
             if root is None:
                 return result
-            result.side = fetched.side
+            if start in fetched.elided:
+                root = None  # read whole below
+            if fetched.side is not None:
+                side_rows, cut = _filled(store, fetched.side, budget, {})
+                result.side = None if cut else side_rows  # the caller reads them its way
     if root is None:  # a caller that already holds the start node saves the round trip
         root = store.get([start]).get(start)
     if root is None:
@@ -154,13 +181,15 @@ def walk(
             # only once cut would have cost 446 ms for the first.
             rows = (ahead.pop(0) if ahead
                     else store.expand(frontier, one, edge_types=types[one], limit=limit,
-                                      ordered=True))
+                                      ordered=True, inline=INLINE_CHARS))
             if len(rows) >= limit:
+                result.truncated = True
+            rows, dropped = _filled(store, rows, budget, result.nodes)
+            if dropped:  # the store's frontier for the hops ahead still holds them
                 result.truncated = True
             if len(rows) > limits.max_nodes - len(result.nodes):
                 rows = sorted(rows, key=hop_order)  # the node cap may cut: least IDs first
             next_frontier: list[str] = []
-            dropped = False  # the store's frontier for the hops ahead still holds it
             for row in rows:
                 node_id = row.node.id
                 if hidden(row.node, include_archived):
@@ -189,7 +218,7 @@ def walk(
         if depth > limits.max_depth and frontier and not result.truncated:
             result.truncated = result.depth_cut = _reaches_on(
                 store, frontier, one, types[one], seen, include_archived,
-                limits.max_nodes + 1)
+                limits.max_nodes + 1, budget)
 
     return _of_kinds(result, kinds)
 
@@ -218,7 +247,7 @@ def _walked_types(edge_types: Sequence[str], direction: Direction,
 
 def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
                 edge_types: Sequence[str], seen: set[str], include_archived: bool,
-                limit: int) -> bool:
+                limit: int, budget: _Budget) -> bool:
     """Whether the walk's last frontier leads anywhere it would have gone: what the depth
     cap cut. Nodes already seen are left out by the store: rows back to them could
     otherwise fill any limit (frontier nodes each pointing at the same few seen ones).
@@ -226,10 +255,11 @@ def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
     few reads at most; past those, more may hide behind them: that counts as a cut."""
     excluded = set(seen)
     for _ in range(_HIDDEN_READS):
-        rows = store.expand(frontier, direction, edge_types=edge_types, limit=limit,
-                            exclude=excluded)
-        if any(not hidden(row.node, include_archived) for row in rows):
-            return True
+        rows, cut = _filled(store, store.expand(
+            frontier, direction, edge_types=edge_types, limit=limit, exclude=excluded,
+            inline=INLINE_CHARS), budget, {})
+        if cut or any(not hidden(row.node, include_archived) for row in rows):
+            return True  # (rows it could not read may lead on)
         if len(rows) < limit:
             return False
         excluded |= {row.node.id for row in rows}
@@ -237,6 +267,61 @@ def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
 
 
 _HIDDEN_READS = 4
+
+
+@dataclass(slots=True)
+class _Budget:
+    """What is left of a walk's ``WalkLimits.max_chars``."""
+
+    left: int
+
+
+def _filled(store: GraphStore, rows: list[Hop], budget: _Budget,
+            known: dict[str, Node]) -> tuple[list[Hop], bool]:
+    """The rows, with the properties the store left out of them (``INLINE_CHARS``) read
+    in, and whether some were left out: those whose properties no longer fit the budget.
+    Those kept are the first in ``hop_order``, as a node cap keeps them, so every store
+    cuts alike. ``known``: nodes the walk holds whole already."""
+    if not any(row.node_elided or row.edge_elided for row in rows):
+        return rows, False
+    wanted: dict[str, int] = {}
+    edges: set[tuple[str, str, str]] = set()
+    kept: list[Hop] = []
+    for row in sorted(rows, key=hop_order):
+        node_id = row.node.id
+        node_cost = (row.node_elided if row.node_elided and node_id not in known
+                     and node_id not in wanted else 0)
+        if node_cost + row.edge_elided > budget.left:
+            continue
+        budget.left -= node_cost + row.edge_elided
+        if node_cost:
+            wanted[node_id] = node_cost
+        if row.edge_elided:
+            edges.add(row.edge.key)
+        kept.append(row)
+    nodes: dict[str, Node] = {}
+    for ids in _pages(wanted):
+        nodes |= store.get(ids)
+    read = store.get_edges(sorted(edges)) if edges else {}
+    filled = [Hop(row.origin, read[row.edge.key] if row.edge_elided else row.edge,
+                  (known.get(row.node.id) or nodes[row.node.id]) if row.node_elided else row.node)
+              for row in kept
+              if (not row.edge_elided or row.edge.key in read)
+              and (not row.node_elided or row.node.id in known or row.node.id in nodes)]
+    return filled, len(filled) < len(rows)
+
+
+def _pages(sizes: dict[str, int], page: int = PAGE_CHARS) -> list[list[str]]:
+    """IDs in reads of up to ``page`` characters of properties each (one at least)."""
+    pages: list[list[str]] = []
+    filled = page
+    for node_id, size in sizes.items():
+        if filled + size > page:
+            pages.append([])
+            filled = 0
+        pages[-1].append(node_id)
+        filled += size
+    return pages
 
 
 def hidden(node: Node, include_archived: bool) -> bool:
