@@ -165,6 +165,12 @@ def _node(row: sqlite3.Row, prefix: str = "") -> Node:
                        _at(row[prefix + "created_at"]), held(row[prefix + "props"]))
 
 
+def _stage_move(r: sqlite3.Row) -> StageMove:
+    return StageMove(name=r["name"], environment=r["environment"],
+                     from_version=r["from_version"], to_version=r["to_version"],
+                     at=_dt(r["at"]), actor=r["actor"], reason=r["reason"], seq=r["seq"])
+
+
 # ``expand(inline=…)``: a column's properties if no longer than the limit, else their size.
 _INLINE = "CASE WHEN length({0}) <= ? THEN {0} ELSE length({0}) END"
 
@@ -690,13 +696,30 @@ class EmbeddedStore(GraphStore):
         if until is not None:
             sql += " AND at <= ?"
             params.append(_ts(until))
-        rows = self._query(sql + " ORDER BY at, seq", params)
-        return [
-            StageMove(name=r["name"], environment=r["environment"],
-                      from_version=r["from_version"], to_version=r["to_version"],
-                      at=_dt(r["at"]), actor=r["actor"], reason=r["reason"], seq=r["seq"])
-            for r in rows
-        ]
+        return [_stage_move(r) for r in self._query(sql + " ORDER BY at, seq", params)]
+
+    def stage_latest(
+        self,
+        environment: str | None = None,
+        until: datetime | None = None,
+        *,
+        names: Sequence[str] | None = None,
+    ) -> list[StageMove]:
+        where, params = "1 = 1", []
+        if names is not None:
+            where += " AND name IN (SELECT value FROM json_each(?))"
+            params.append(_json_list(names))
+        if environment is not None:
+            where += " AND environment = ?"
+            params.append(environment)
+        if until is not None:
+            where += " AND at <= ?"
+            params.append(_ts(until))
+        rows = self._query(
+            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY name, environment "
+            f"ORDER BY at DESC, seq DESC) AS nth FROM stage_moves WHERE {where}) "
+            "WHERE nth = 1 ORDER BY at, seq", params)
+        return [_stage_move(r) for r in rows]
 
     def audit_log(
         self,

@@ -137,6 +137,14 @@ def _hop(record: Any) -> Hop:
     )
 
 
+def _stage_move(props: dict[str, Any]) -> StageMove:
+    # Neo4j stores no nulls: absent means None.
+    return StageMove(name=props["name"], environment=props["environment"],
+                     from_version=props.get("from_version"), to_version=props.get("to_version"),
+                     at=_from_micros(props["at"]), actor=props["actor"],
+                     reason=props.get("reason"), seq=props["seq"])
+
+
 def _counter_id(key: TrafficKey) -> str:
     """A traffic counter's ID under its uniqueness index: the key's text, or, past what the
     index takes (a request that read 150 features: a 500), its digest. A digest has no
@@ -859,14 +867,23 @@ class Neo4jStore(GraphStore):
             name=name, names=list(names) if names is not None else None, env=environment,
             until=until,
         )
-        moves = []
-        for props in rows:  # Neo4j stores no nulls: absent means None
-            moves.append(StageMove(
-                name=props["name"], environment=props["environment"],
-                from_version=props.get("from_version"), to_version=props.get("to_version"),
-                at=_from_micros(props["at"]), actor=props["actor"], reason=props.get("reason"),
-                seq=props["seq"]))
-        return moves
+        return [_stage_move(props) for props in rows]
+
+    def stage_latest(
+        self,
+        environment: str | None = None,
+        until: datetime | None = None,
+        *,
+        names: Sequence[str] | None = None,
+    ) -> list[StageMove]:
+        where = _where(("m.name IN $names", names), ("m.environment = $env", environment),
+                       ("m.at <= $until", until))
+        rows = self._rows(
+            f"MATCH (m:StageMove) {where}WITH m ORDER BY m.at DESC, m.seq DESC "
+            "WITH m.name AS name, m.environment AS env, head(collect(m)) AS m "
+            f"WITH {_logged('m')} ORDER BY m.at, m.seq RETURN collect(m) AS rows",
+            names=list(names) if names is not None else None, env=environment, until=until)
+        return [_stage_move(props) for props in rows]
 
     def live_bundles(self, environment: str, at: datetime | None = None) -> list[Node]:
         # The latest move per name, folded in the store: one round trip instead of every

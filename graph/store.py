@@ -906,6 +906,18 @@ class GraphStore(ABC):
         moves of any of those names (one read for many)."""
 
     @abstractmethod
+    def stage_latest(
+        self,
+        environment: str | None = None,
+        until: datetime | None = None,
+        *,
+        names: Sequence[str] | None = None,
+    ) -> list[StageMove]:
+        """The last move (by ``at``, then append order) of each name in each environment,
+        as ``stage_history`` filters them: what is in effect, read without the history
+        before it (a name promoted hourly for years has tens of thousands of moves)."""
+
+    @abstractmethod
     def audit_log(
         self,
         *,
@@ -1012,8 +1024,8 @@ class GraphStore(ABC):
     def stage_at(self, name: str, environment: str, at: datetime | None = None) -> str | None:
         """The version of ``name`` in effect in ``environment`` at ``at`` (default: now);
         None before the first move or after a move to nothing."""
-        history = self.stage_history(name=name, environment=environment, until=at or now())
-        return history[-1].to_version if history else None
+        latest = self.stage_latest(environment, until=at or now(), names=[name])
+        return latest[0].to_version if latest else None
 
     def versions(self, kind: str, name: str) -> list[Node]:
         """Every version of ``name`` of a versioned kind, oldest first (numeric versions
@@ -1051,8 +1063,7 @@ class GraphStore(ABC):
     def live_bundles(self, environment: str, at: datetime | None = None) -> list[Node]:
         """Every bundle version in effect in ``environment`` at ``at`` (default: now), by
         name."""
-        live = live_from(self.stage_history(environment=environment, until=at or now()),
-                         by="name")
+        live = live_from(self.stage_latest(environment, until=at or now()), by="name")
         ids = [bundle_id(name, version) for name, version in sorted(live.items())]
         found = self.get(ids)
         return [found[i] for i in ids if i in found]
@@ -1068,7 +1079,7 @@ class GraphStore(ABC):
 
     def live_environments(self, name: str, at: datetime | None = None) -> dict[str, str]:
         """environment → version of ``name`` live there at ``at`` (default: now)."""
-        return live_from(self.stage_history(name=name, until=at or now()))
+        return live_from(self.stage_latest(until=at or now(), names=[name]))
 
 
 # Independent reads of one analysis overlap their round trips. The stores are safe to call

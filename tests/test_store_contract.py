@@ -745,6 +745,40 @@ def test_stage_history_answers_as_of_and_what_is_live(store: GraphStore) -> None
     assert [m.seq for m in history] == sorted(m.seq for m in history)
 
 
+def test_stage_latest_is_the_last_move_of_each_name_in_each_environment(
+        store: GraphStore) -> None:
+    """What is in effect without the history before it; moves at the same instant are
+    ordered as appended, as in ``stage_history``."""
+    hour = timedelta(hours=1)
+    moves = [("a", "production", "1", T0), ("a", "production", "2", T0 + hour),
+             ("a", "production", "3", T0 + hour), ("a", "staging", "3", T0),
+             ("b", "production", "7", T0 + 2 * hour), ("b", "production", None, T0 + 3 * hour),
+             ("c", "staging", "1", T0)]
+    for name, env, version, at in moves:
+        store.record_stage_move(StageMove(name=name, environment=env, to_version=version,
+                                          at=at, actor="ci"))
+
+    def latest(**where: object) -> list[tuple[str, str, str | None]]:
+        return [(m.name, m.environment, m.to_version) for m in store.stage_latest(**where)]
+
+    def from_history(until: datetime, names: list[str] | None = None,
+                     environment: str | None = None) -> list[tuple[str, str, str | None]]:
+        last = {(m.name, m.environment): m for m in store.stage_history(
+            environment=environment, until=until, names=names)}
+        return [(m.name, m.environment, m.to_version)
+                for m in sorted(last.values(), key=lambda m: (m.at, m.seq))]
+
+    for until in (T0, T0 + hour, T0 + 2 * hour, T0 + 5 * hour):
+        assert latest(until=until) == from_history(until)
+        assert latest(until=until, names=["a"]) == from_history(until, ["a"])
+        assert latest(environment="staging", until=until) == from_history(
+            until, environment="staging")
+    assert latest(names=["a"], environment="production") == [("a", "production", "3")]
+    assert latest(environment="production") == [("a", "production", "3"),
+                                                 ("b", "production", None)]
+    assert latest(names=["nothing"]) == []
+
+
 def test_a_move_to_nothing_retires_the_name_in_that_environment(store: GraphStore) -> None:
     store.record_stage_move(StageMove(name="b", environment="production", to_version="1",
                                       at=T0))
