@@ -165,6 +165,9 @@ def _node(row: sqlite3.Row, prefix: str = "") -> Node:
                        _at(row[prefix + "created_at"]), held(row[prefix + "props"]))
 
 
+_LAST_SEQ = "SELECT max(seq) FROM stage_moves WHERE name = ?"
+
+
 def _stage_move(r: sqlite3.Row) -> StageMove:
     return StageMove(name=r["name"], environment=r["environment"],
                      from_version=r["from_version"], to_version=r["to_version"],
@@ -284,8 +287,7 @@ class _SqliteTransaction:
         return None if row is None or at is None else (row[0], at)
 
     def last_stage_seq(self, name: str) -> int | None:
-        return self.conn.execute("SELECT max(seq) FROM stage_moves WHERE name = ?",
-                                 (name,)).fetchone()[0]  # one row, NULL when none
+        return self.conn.execute(_LAST_SEQ, (name,)).fetchone()[0]  # one row, NULL when none
 
     def append_audit(self, entry: AuditEntry) -> None:
         self.conn.execute(
@@ -698,6 +700,9 @@ class EmbeddedStore(GraphStore):
             params.append(_ts(until))
         return [_stage_move(r) for r in self._query(sql + " ORDER BY at, seq", params)]
 
+    def last_stage_seq(self, name: str) -> int | None:
+        return self._query(_LAST_SEQ, (name,))[0][0]
+
     def stage_latest(
         self,
         environment: str | None = None,
@@ -715,10 +720,14 @@ class EmbeddedStore(GraphStore):
         if until is not None:
             where += " AND at <= ?"
             params.append(_ts(until))
-        rows = self._query(
-            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY name, environment "
-            f"ORDER BY at DESC, seq DESC) AS nth FROM stage_moves WHERE {where}) "
-            "WHERE nth = 1 ORDER BY at, seq", params)
+        if names is not None and len(names) == 1 and environment is not None:
+            # One key: the index (name, environment, at; seq as the rowid) seeks the row.
+            sql = f"SELECT * FROM stage_moves WHERE {where} ORDER BY at DESC, seq DESC LIMIT 1"
+        else:
+            sql = ("SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY name, "
+                   "environment ORDER BY at DESC, seq DESC) AS nth FROM stage_moves WHERE "
+                   f"{where}) WHERE nth = 1 ORDER BY at, seq")
+        rows = self._query(sql, params)
         return [_stage_move(r) for r in rows]
 
     def audit_log(

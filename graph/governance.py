@@ -397,7 +397,7 @@ def promote(
     one returned) and a move to no version in each environment where it is live, in one
     transaction with a ``retire`` audit entry (``override_reason``, if given, is kept as
     the reason). Promoting a retired version into a serving environment revives it."""
-    judged = {name: last_seq(store, name)}  # before anything the report reads
+    judged = {name: store.last_stage_seq(name)}  # before anything the report reads
     seen = store.metadata_seq()  # ... and the gates' inputs
     report = promotion_report(store, name, version, environment, policy, at=at)
     if report.refused:
@@ -444,11 +444,6 @@ def promote(
 
 class _Blocked(Exception):
     """A promotion the gates block, with no override: nothing is recorded."""
-
-
-def last_seq(store: GraphStore, name: str) -> int | None:
-    """The seq of the latest stage move of ``name``: what a governance move is judged on."""
-    return latest_seq(store.stage_history(name=name))
 
 
 def _recorded(store: GraphStore, moves: list[StageMove], audit: list[AuditEntry],

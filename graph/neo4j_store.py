@@ -137,6 +137,9 @@ def _hop(record: Any) -> Hop:
     )
 
 
+_LAST_SEQ = "MATCH (m:StageMove {name: $name}) RETURN max(m.seq) AS seq"
+
+
 def _stage_move(props: dict[str, Any]) -> StageMove:
     # Neo4j stores no nulls: absent means None.
     return StageMove(name=props["name"], environment=props["environment"],
@@ -403,8 +406,7 @@ class _Neo4jTransaction:
         return (record["version"], _native(record["at"])) if record["found"] else None
 
     def last_stage_seq(self, name: str) -> int | None:
-        return self.tx.run("MATCH (m:StageMove {name: $name}) RETURN max(m.seq) AS seq",
-                           name=name).single(strict=True)["seq"]
+        return self.tx.run(_LAST_SEQ, name=name).single(strict=True)["seq"]
 
     def append_audit(self, entry: AuditEntry) -> None:
         self._append_numbered(
@@ -868,6 +870,9 @@ class Neo4jStore(GraphStore):
             until=until,
         )
         return [_stage_move(props) for props in rows]
+
+    def last_stage_seq(self, name: str) -> int | None:
+        return self._read(_LAST_SEQ, name=name)[0]["seq"]
 
     def stage_latest(
         self,

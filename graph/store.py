@@ -906,6 +906,11 @@ class GraphStore(ABC):
         moves of any of those names (one read for many)."""
 
     @abstractmethod
+    def last_stage_seq(self, name: str) -> int | None:
+        """The seq of the latest move of ``name`` appended (None before any): what a write
+        judged on its stage history is checked against."""
+
+    @abstractmethod
     def stage_latest(
         self,
         environment: str | None = None,

@@ -447,11 +447,11 @@ def test_a_retirement_judged_before_a_promotion_elsewhere_landed_is_refused(
     # The retirement read "live in canary only"; a promotion into production lands before
     # it is written. Written anyway, the version was retired and serving production, and
     # could not be retired again ("already retired").
-    from lineagegraph.graph.governance import _retire, last_seq
+    from lineagegraph.graph.governance import _retire
 
     _bundles(store, 1, 2)
     promote(store, "b", "2", "canary", "release-eng", override_reason="test", at=_hours(0))
-    judged = {"b": last_seq(store, "b")}
+    judged = {"b": store.last_stage_seq("b")}
     report = promotion_report(store, "b", "2", "retired", at=_hours(2))
     promote(store, "b", "2", "production", "release-eng", override_reason="test",
             at=_hours(1))

@@ -779,6 +779,20 @@ def test_stage_latest_is_the_last_move_of_each_name_in_each_environment(
     assert latest(names=["nothing"]) == []
 
 
+def test_last_stage_seq_is_the_name_s_last_move_appended_whatever_its_time(
+        store: GraphStore) -> None:
+    assert store.last_stage_seq("a") is None
+    first = store.record_stage_move(StageMove(name="a", environment="production",
+                                              to_version="2", at=T0 + timedelta(days=1)))
+    store.record_stage_move(StageMove(name="b", environment="production", to_version="1",
+                                      at=T0))
+    backdated = store.record_stage_move(StageMove(name="a", environment="staging",
+                                                  to_version="1", at=T0))
+
+    assert backdated.seq is not None and first.seq is not None and backdated.seq > first.seq
+    assert store.last_stage_seq("a") == backdated.seq
+
+
 def test_a_move_to_nothing_retires_the_name_in_that_environment(store: GraphStore) -> None:
     store.record_stage_move(StageMove(name="b", environment="production", to_version="1",
                                       at=T0))
