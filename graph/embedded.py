@@ -165,6 +165,18 @@ def _node(row: sqlite3.Row, prefix: str = "") -> Node:
                        _at(row[prefix + "created_at"]), held(row[prefix + "props"]))
 
 
+# A hop's row (``_hop``) as ``_hop_sql`` selects it.
+_HOP_COLUMNS = ("{origin} AS origin, e.source, e.type, e.target, e.props AS eprops, "
+                "n.id AS nid, n.kind, n.name, n.version, n.created_at, n.props")
+
+
+def _hop(row: sqlite3.Row) -> Hop:
+    return Hop(origin=row["origin"],
+               edge=Edge.stored(row["source"], row["type"], row["target"], held(row["eprops"])),
+               node=_node(row), node_elided=elided(row["props"]),
+               edge_elided=elided(row["eprops"]))
+
+
 _LAST_SEQ = "SELECT max(seq) FROM stage_moves WHERE name = ?"
 
 
@@ -602,12 +614,8 @@ class EmbeddedStore(GraphStore):
         inline: int | None = None,
     ) -> list[Hop]:
         check_filters(edge_types, node_kinds)
-        sql, params = self._hop_sql(
-            direction,
-            "{origin} AS origin, e.source, e.type, e.target, e.props AS eprops, "
-            "n.id AS nid, n.kind, n.name, n.version, n.created_at, n.props",
-            frontier, edge_types, node_kinds, since, until, exclude,
-        )
+        sql, params = self._hop_sql(direction, _HOP_COLUMNS, frontier, edge_types,
+                                    node_kinds, since, until, exclude)
         if inline is not None:
             # Properties longer than ``inline`` come as their size, an integer: read apart.
             sql = (f"SELECT origin, source, type, target, {_INLINE.format('eprops')} AS eprops,"
@@ -622,17 +630,30 @@ class EmbeddedStore(GraphStore):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
-        return [
-            Hop(
-                origin=row["origin"],
-                edge=Edge.stored(row["source"], row["type"], row["target"],
-                                 held(row["eprops"])),
-                node=_node(row),
-                node_elided=elided(row["props"]),
-                edge_elided=elided(row["eprops"]),
-            )
-            for row in self._query(sql, params)
-        ]
+        return [_hop(row) for row in self._query(sql, params)]
+
+    def nearest(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        *,
+        count: int,
+        newest: bool,
+        edge_types: Sequence[str] | None = None,
+        node_kinds: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        exclude: Collection[str] | None = None,
+    ) -> list[Hop]:
+        check_filters(edge_types, node_kinds)
+        sql, params = self._hop_sql(direction, _HOP_COLUMNS, frontier, edge_types, node_kinds,
+                                    since, until, exclude)
+        order = "DESC" if newest else "ASC"
+        rows = self._query(
+            f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY origin ORDER BY "
+            f"created_at {order}, nid {order}) AS nth FROM ({sql})) WHERE nth <= ?",
+            [*params, count])
+        return [_hop(row) for row in rows]
 
     def tally_neighbours(
         self,

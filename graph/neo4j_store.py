@@ -756,6 +756,34 @@ class Neo4jStore(GraphStore):
                           exclude=list(exclude) if exclude else None)
         return [_hop(r) for r in rows]
 
+    def nearest(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        *,
+        count: int,
+        newest: bool,
+        edge_types: Sequence[str] | None = None,
+        node_kinds: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        exclude: Collection[str] | None = None,
+    ) -> list[Hop]:
+        check_filters(edge_types, node_kinds)
+        order = "DESC" if newest else "ASC"
+        rows = self._rows(
+            f"UNWIND $frontier AS fid MATCH (f:{NODE_LABEL} {{id: fid}}) CALL (f) {{ "
+            f"MATCH {self._pattern(direction, _rel_pattern(edge_types))} "
+            "WHERE ($kinds IS NULL OR n.kind IN $kinds) "
+            "AND ($since IS NULL OR n.created_at >= $since) "
+            "AND ($until IS NULL OR n.created_at <= $until) AND NOT n.id IN $exclude "
+            f"WITH r, n ORDER BY n.created_at {order}, n.id {order} LIMIT $count "
+            "RETURN r, n } "
+            f"RETURN collect({{origin: fid, {_EDGE_MAP}, {_NODE_MAP}}}) AS rows",
+            frontier=list(frontier), kinds=list(node_kinds) if node_kinds else None,
+            since=since, until=until, exclude=list(exclude or ()), count=count)
+        return [_hop(r) for r in rows]
+
     def expand_hops(
         self,
         frontier: Sequence[str],

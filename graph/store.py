@@ -830,6 +830,24 @@ class GraphStore(ABC):
         its row (``Hop.node_elided``, ``Hop.edge_elided``): ``get`` and ``get_edges`` read
         them."""
 
+    @abstractmethod
+    def nearest(
+        self,
+        frontier: Sequence[str],
+        direction: Direction,
+        *,
+        count: int,
+        newest: bool,
+        edge_types: Sequence[str] | None = None,
+        node_kinds: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        exclude: Collection[str] | None = None,
+    ) -> list[Hop]:
+        """Of the rows ``expand`` would return, each frontier node's first ``count`` by its
+        neighbour's (``created_at``, ID), newest first or oldest first: which version of a
+        source was the latest at a time, without reading every version it has."""
+
     def expand_hops(
         self,
         frontier: Sequence[str],

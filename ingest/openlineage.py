@@ -82,6 +82,7 @@ import hashlib
 import json
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -163,6 +164,11 @@ def _empty_list_if_none(value: Any) -> Any:
 # producer's own and may hold anything (as Marquez keeps them).
 Facet = dict[str, Any] | None
 _OPEN = ConfigDict(extra="allow")  # a TypedDict drops unknown keys unless told to keep them
+
+
+# Versions of a source read at a time, nearest first (``_nearest_versions``): past the
+# newest, only ones this event wrote itself or replaced placeholders are passed over.
+_NEAREST = 8
 
 
 @with_config(_OPEN)
@@ -855,21 +861,14 @@ class _RunMapping:
                 pending.append(dataset)
         if not pending:
             return resolved, owned | self._fallbacks(inputs)
-        newest: dict[str, tuple[datetime, str]] = {}
-        for hop in self.store.expand([d.source_id for d in pending], Direction.DOWNSTREAM,
-                                     edge_types=["VERSION_OF"], node_kinds=["DatasetVersion"],
-                                     until=self.event.eventTime):
-            if hop.node.id in written or replaced(hop.node):
-                continue
-            candidate = (hop.node.created_at, hop.node.id)
-            if hop.origin not in newest or candidate > newest[hop.origin]:
-                newest[hop.origin] = candidate
+        newest = self._nearest_versions([d.source_id for d in pending], newest=True,
+                                        until=self.event.eventTime, skip=written)
         run_id = self.event.run.runId
         unknown: list[Dataset] = []
         for dataset in pending:
             fallback = f"before-{run_id}" if dataset.qualified in written_names else run_id
             found = newest.get(dataset.source_id)
-            resolved[dataset.qualified] = found[1] if found else dataset_version_id(
+            resolved[dataset.qualified] = found.id if found else dataset_version_id(
                 dataset, fallback)
             if not found:
                 unknown.append(dataset)
@@ -885,20 +884,41 @@ class _RunMapping:
         if not unknown:
             return
         at = self.event.eventTime
-        later: dict[str, Node] = {}
-        for hop in self.store.expand([d.source_id for d in unknown], Direction.DOWNSTREAM,
-                                     edge_types=["VERSION_OF"], node_kinds=["DatasetVersion"],
-                                     since=at):
-            node = hop.node
-            if node.created_at <= at or node.id in written or replaced(node):
-                continue
-            if hop.origin not in later or (node.created_at, node.id) < (
-                    later[hop.origin].created_at, later[hop.origin].id):
-                later[hop.origin] = node
+        later = self._nearest_versions([d.source_id for d in unknown], newest=False,
+                                       since=at, skip=written)
         by_source = {d.source_id: d for d in unknown}
         candidates = {node.id: (by_source[source], node) for source, node in later.items()}
         for node in self._reader_placeholders(candidates):
             self.joins.append((node, resolved[candidates[node.id][0].qualified]))
+
+    def _nearest_versions(self, sources: list[str], *, newest: bool, skip: set[str],
+                          since: datetime | None = None, until: datetime | None = None,
+                          ) -> dict[str, Node]:
+        """Source ID → its dataset version created last by ``until`` (``newest``), or first
+        after ``since`` (not at it), leaving out ``skip`` and replaced placeholders. Read a
+        few at a time, nearest first: a source versioned hourly for years has tens of
+        thousands of versions, and this runs for every event naming it."""
+        found: dict[str, Node] = {}
+        passed: set[str] = set()  # read and left out: not read again
+        pending = sources
+        while pending:
+            rows = self.store.nearest(
+                pending, Direction.DOWNSTREAM, count=_NEAREST, newest=newest,
+                edge_types=["VERSION_OF"], node_kinds=["DatasetVersion"], since=since,
+                until=until, exclude=passed)
+            read = Counter(row.origin for row in rows)
+            rows.sort(key=lambda row: (row.node.created_at, row.node.id), reverse=newest)
+            for row in rows:
+                node = row.node
+                if row.origin in found:
+                    continue
+                if (node.id in skip or replaced(node)
+                        or since is not None and node.created_at <= since):
+                    passed.add(node.id)
+                else:
+                    found[row.origin] = node
+            pending = [s for s in pending if s not in found and read[s] == _NEAREST]
+        return found
 
     def _fallbacks(self, inputs: list[Dataset]) -> set[str]:
         run_id = self.event.run.runId

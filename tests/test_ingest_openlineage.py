@@ -23,10 +23,11 @@ from lineagegraph.api.cli import app as cli_app
 from lineagegraph.api.settings import Settings
 from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.registry import history
-from lineagegraph.graph.store import Direction, GraphStore
+from lineagegraph.graph.store import REPLACED_BY, Direction, GraphStore
 from lineagegraph.graph.walk import walk
 from lineagegraph.ingest import deadletter
 from lineagegraph.ingest.openlineage import COLLECTION, event_to_batch
+from lineagegraph.schema import Edge, Node
 
 from .openlineage_support import (
     PRODUCER,
@@ -231,6 +232,29 @@ def test_a_later_run_reads_the_version_an_earlier_run_wrote(
     assert store.get([f"dataset:warehouse/raw.payments@{reader}"]) == {}
     downstream = walk(store, written, Direction.DOWNSTREAM, 2).nodes
     assert f"dataset:warehouse/clean.payments@{reader}" in downstream
+
+
+def test_a_reader_passes_over_replaced_placeholders_however_many_are_newer(
+    client: TestClient, store: GraphStore,
+) -> None:
+    """The newest version is read a few at a time (``_nearest_versions``): placeholders
+    replaced since, more than one read holds, are passed over to the real version."""
+    writer = "0192f000-0000-7000-8000-00000000000a"
+    post(client, run_event("COMPLETE", run_id=writer, at=minutes(0), outputs=[RAW]))
+    source = "source:warehouse/raw.payments"
+    written = f"dataset:warehouse/raw.payments@{writer}"
+    placeholders = [f"dataset:warehouse/raw.payments@gone-{i:02d}" for i in range(12)]
+    store.upsert([Node.from_id(p, created_at=minutes(1 + i), properties={
+                      "archived": True, REPLACED_BY: written})
+                  for i, p in enumerate(placeholders)],
+                 [Edge(source=p, type="VERSION_OF", target=source) for p in placeholders])
+    reader = "0192f000-0000-7000-8000-00000000000b"
+
+    post(client, run_event("COMPLETE", run_id=reader, job=("airflow", "clean"),
+                           at=minutes(30), inputs=[RAW], outputs=[CLEAN]))
+
+    assert {key for key in edges(store, f"run:{reader}") if key[1] == "CONSUMED"} == {
+        (f"run:{reader}", "CONSUMED", written)}
 
 
 def test_a_run_that_reads_and_writes_one_dataset_never_reads_its_own_output(

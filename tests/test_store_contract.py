@@ -208,6 +208,34 @@ def test_expand_follows_out_edges_upstream_and_in_edges_downstream(store: GraphS
     assert {h.edge.key for h in down} == {("run:r1", "CONSUMED", "feature:f@1")}
 
 
+def test_nearest_reads_each_frontier_node_s_first_neighbours_by_creation(
+        store: GraphStore) -> None:
+    hour = timedelta(hours=1)
+    versions = {"source:a": [("dataset:a@1", T0), ("dataset:a@2", T0 + hour),
+                             ("dataset:a@3", T0 + hour), ("dataset:a@4", T0 + 3 * hour)],
+                "source:b": [("dataset:b@1", T0 + 2 * hour)]}
+    store.upsert([node("source:a"), node("source:b")]
+                 + [node(v, at=at) for vs in versions.values() for v, at in vs],
+                 [Edge(source=v, type="VERSION_OF", target=s)
+                  for s, vs in versions.items() for v, _ in vs])
+
+    def nearest(**how: object) -> list[tuple[str, str]]:
+        rows = store.nearest(["source:a", "source:b"], Direction.DOWNSTREAM,
+                             edge_types=["VERSION_OF"], **how)
+        return sorted((row.origin, row.node.id) for row in rows)
+
+    assert nearest(count=2, newest=True) == [
+        ("source:a", "dataset:a@3"), ("source:a", "dataset:a@4"), ("source:b", "dataset:b@1")]
+    # Equal times: by ID, the greater the newer.
+    assert nearest(count=1, newest=True, until=T0 + 2 * hour) == [
+        ("source:a", "dataset:a@3"), ("source:b", "dataset:b@1")]
+    assert nearest(count=1, newest=False, since=T0 + hour) == [
+        ("source:a", "dataset:a@2"), ("source:b", "dataset:b@1")]
+    assert nearest(count=1, newest=True, exclude={"dataset:a@4", "dataset:b@1"}) == [
+        ("source:a", "dataset:a@3")]
+    assert nearest(count=1, newest=True, node_kinds=["ModelVersion"]) == []
+
+
 def test_expand_filters_by_edge_type_kind_and_time(store: GraphStore) -> None:
     store.upsert(
         [node("bundle:b@1"), *[node(f"outcome:r{i}", at=T0 + timedelta(hours=i),
