@@ -239,8 +239,9 @@ class Query(GovernanceQuery):
         if result is None:
             raise UserError(f"id: no node {node_id}")
         if result.truncated:
-            context.warn(info, f"a cap ({WALK_CAPS}) cut the upstream walk: changes past "
-                         "it are not candidates")
+            context.warn(info, f"a cap ({WALK_CAPS}) cut the upstream walk or a source's "
+                         "new versions (the nearest the onset are kept): changes past it are "
+                         "not candidates")
         return [drift_type(c) for c in result]
 
     @strawberry.field(description="The bundle version in effect for `name` in "

@@ -21,6 +21,7 @@ ID, then the kind of change.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -91,7 +92,8 @@ class DriftCandidate:
 
 class DriftSources(list[DriftCandidate]):
     """Candidates best first; ``truncated``: a cap cut the upstream walk, so changes past
-    it are missing. A list still, for callers that only rank."""
+    it are missing, or a source's new versions (the node cap's worth of each, the nearest
+    the onset, are candidates). A list still, for callers that only rank."""
 
     def __init__(self, candidates: Iterable[DriftCandidate], truncated: bool) -> None:
         super().__init__(candidates)
@@ -117,6 +119,7 @@ def drift_sources(
     if node_id not in upstream.nodes:
         return None
     graph = _digraph(upstream)
+    truncated = upstream.truncated
     found: dict[tuple[str, str], DriftCandidate] = {}
 
     def add(node: Node, change: str, at: datetime, hops: int, path: list[str]) -> None:
@@ -139,9 +142,19 @@ def drift_sources(
     sources = [nid for nid, n in upstream.nodes.items()
                if n.kind == "DataSource" and nid in read_whole]
     # A version the walk reached too, through the data behind a model, may be nearer this
-    # way: ``add`` keeps the fewer hops.
-    for hop in store.expand(sources, Direction.DOWNSTREAM, edge_types=["VERSION_OF"],
-                            node_kinds=["DatasetVersion"], since=since, until=onset):
+    # way: ``add`` keeps the fewer hops. A source versioned every few minutes has
+    # thousands in the window: the node cap's worth per source, the nearest the onset.
+    cap = limits.max_nodes
+    rows = store.nearest(sources, Direction.DOWNSTREAM, count=cap + 1, newest=True,
+                         edge_types=["VERSION_OF"], node_kinds=["DatasetVersion"],
+                         since=since, until=onset)
+    rows.sort(key=lambda hop: (hop.origin, hop.node.created_at, hop.node.id), reverse=True)
+    kept: Counter[str] = Counter()
+    for hop in rows:
+        kept[hop.origin] += 1
+        if kept[hop.origin] > cap:
+            truncated = True
+            continue
         if hidden(hop.node, include_archived=False):  # as the walk skips them
             continue
         add(hop.node, CHANGE_BY_KIND["DatasetVersion"], hop.node.created_at,
@@ -163,7 +176,7 @@ def drift_sources(
                     _path(graph, upstream.degrees, nid))
 
     return DriftSources(sorted(found.values(), key=lambda c: (
-        -c.score, -c.changed_at.timestamp(), c.node.id, c.change)), upstream.truncated)
+        -c.score, -c.changed_at.timestamp(), c.node.id, c.change)), truncated)
 
 
 def _digraph(subgraph: Subgraph) -> nx.DiGraph:

@@ -343,6 +343,32 @@ def test_search_pages_with_a_cursor(client: TestClient) -> None:
     assert second["pageInfo"]["hasNextPage"] is False
 
 
+def test_drift_sources_keep_a_node_cap_of_a_source_s_versions_nearest_the_onset(
+    store: GraphStore,
+) -> None:
+    """A source versioned hourly has hundreds of versions in the window: the node cap's
+    worth, the newest before the onset, are candidates, and the answer says it was cut."""
+    from lineagegraph.graph.drift import drift_sources
+    from lineagegraph.graph.walk import WalkLimits
+    from lineagegraph.schema import Edge, Node
+
+    versions = [f"dataset:kb@{i}" for i in range(30)]
+    store.upsert(
+        [Node.from_id("source:kb", created_at=at(-30)),
+         Node.from_id("bundle:app@1", created_at=at(-20)),
+         *(Node.from_id(v, created_at=at(-3, i)) for i, v in enumerate(versions))],
+        [Edge(source="bundle:app@1", type="RETRIEVES_FROM", target="source:kb"),
+         *(Edge(source=v, type="VERSION_OF", target="source:kb") for v in versions)])
+
+    cut = drift_sources(store, "bundle:app@1", at(0), limits=WalkLimits(max_nodes=10))
+    whole = drift_sources(store, "bundle:app@1", at(0), limits=WalkLimits(max_nodes=30))
+
+    assert cut is not None and whole is not None
+    assert cut.truncated and not whole.truncated
+    assert {c.node.id for c in cut} == set(versions[-10:])
+    assert {c.node.id for c in whole} == set(versions)
+
+
 def test_drift_sources_count_a_new_version_of_a_retrieved_source_at_its_fewest_hops(
     store: GraphStore,
 ) -> None:
