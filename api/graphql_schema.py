@@ -180,6 +180,10 @@ class Query(GovernanceQuery):
         if result is None:
             _not_found(info, f"no request {request_id!r}")
             return None
+        if result.annotations_cut:
+            context.warn(info, "approvals and evaluations: the newest "
+                         f"{registry.ANNOTATIONS_READ:,} of each kind the bundle had then; "
+                         "older ones are left out")
         parts = result.parts
         return Trace(
             outcome=to_gql(result.outcome), bundle=maybe(result.bundle),

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lineagegraph.graph.governance import PromotionReport
+from lineagegraph.graph.registry import ANNOTATIONS_READ
 from lineagegraph.graph.walk import Subgraph
 from lineagegraph.schema import AuditEntry, Node, StageMove
 
@@ -160,9 +161,12 @@ def promotion_sections(report: PromotionReport) -> tuple[str, list[Section]]:
 
 def evidence_sections(bundle: Node, pins: dict[str, Sequence[Node]], upstream: Subgraph,
                       evaluations: list[Node], approvals: list[Node],
-                      moves: list[StageMove], audit: list[AuditEntry]) -> list[Section]:
+                      moves: list[StageMove], audit: list[AuditEntry],
+                      annotations_cut: bool = False) -> list[Section]:
     """``pins``: what the bundle pins, by what it is (the data it retrieves from may be
     several sources)."""
+    cut = (f"the newest {ANNOTATIONS_READ:,} of each kind: older evaluations or approvals "
+           "are left out" if annotations_cut else None)
     return [
         Section("The bundle and what it pins",
                 [("bundle", bundle.id), ("params", _cell(bundle.properties.get("params"))),
@@ -174,10 +178,10 @@ def evidence_sections(bundle: Node, pins: dict[str, Sequence[Node]], upstream: S
         Section("Evaluations", [(e.id, _cell(e.properties.get("score")),
                                  _cell(e.properties.get("threshold")), _cell(e.created_at))
                                 for e in evaluations], ("evaluation", "score", "threshold",
-                                                        "at")),
+                                                        "at"), note=cut),
         Section("Approvals", [(a.id, _cell(a.properties.get("approved_by")),
                                _cell(a.properties.get("gate")), _cell(a.created_at))
-                              for a in approvals], ("approval", "by", "gate", "at")),
+                              for a in approvals], ("approval", "by", "gate", "at"), note=cut),
         Section("Stage history", [(_cell(m.at), m.environment, _cell(m.from_version),
                                    _cell(m.to_version), m.actor, _cell(m.reason))
                                   for m in moves],

@@ -347,12 +347,13 @@ def _judge(store: GraphStore, report: PromotionReport, candidate: Node,
     current = report.current
     # Once each: a candidate live there already is also the current version.
     parts = bundle_parts(store, sorted({candidate.id} | ({current.id} if current else set())))
-    evaluations, approvals = annotations(store, candidate.id)
+    found = annotations(store, candidate.id)
     # An archived evaluation or approval is withdrawn: kept for the record (the evidence
     # pack lists it), counted by no gate.
     gate_input = GateInput(candidate, parts[candidate.id], report.environment,
-                           [e for e in evaluations if not e.properties.get("archived")],
-                           [a for a in approvals if not a.properties.get("archived")], policy)
+                           [e for e in found.evaluations if not e.properties.get("archived")],
+                           [a for a in found.approvals if not a.properties.get("archived")],
+                           policy)
     report.candidate = candidate
     report.parts = parts[candidate.id]
     report.gates = [gate(gate_input) for gate in GATES]
@@ -672,6 +673,7 @@ class EvidencePack:
     approvals: list[Node]
     stage_moves: list[StageMove]
     audit: list[AuditEntry]
+    annotations_cut: bool = False  # older evaluations or approvals left out (registry)
 
 
 def evidence_pack(store: GraphStore, name: str, version: str,
@@ -682,7 +684,8 @@ def evidence_pack(store: GraphStore, name: str, version: str,
     bundle = store.get([target]).get(target)
     if bundle is None:
         raise GovernanceError(f"no bundle {target}")
-    evaluations, approvals = annotations(store, target)
+    found = annotations(store, target)
+    evaluations, approvals = found.evaluations, found.approvals
     touched = [target, *(n.id for n in evaluations + approvals)]
     audit = sorted((e for node_id in touched for e in store.audit_log(target=node_id)),
                    key=lambda e: (e.at, e.seq or 0))
@@ -691,7 +694,7 @@ def evidence_pack(store: GraphStore, name: str, version: str,
         upstream=walk(store, target, Direction.UPSTREAM, FULL_DEPTH, limits=limits),
         evaluations=sorted(evaluations, key=lambda n: (n.created_at, n.id)),
         approvals=sorted(approvals, key=lambda n: (n.created_at, n.id)),
-        stage_moves=store.stage_history(name=name), audit=audit)
+        stage_moves=store.stage_history(name=name), audit=audit, annotations_cut=found.cut)
 
 
 def report_picture(store: GraphStore, report: PromotionReport, depth: int = 4) -> Subgraph:

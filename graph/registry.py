@@ -24,6 +24,7 @@ from .store import (
     Direction,
     GraphStore,
     Hop,
+    concurrently,
     replaced,
     version_order,
 )
@@ -71,20 +72,46 @@ def bundle_parts(store: GraphStore, bundle_ids: Sequence[str]) -> dict[str, Bund
 ANNOTATION_EDGES = ("EVALUATES", "APPROVES")
 
 
+# Evaluations, and approvals, of a node read at most: CI may evaluate a bundle on every
+# commit, tens of thousands of times. The newest are kept: the eval gate judges the latest
+# evaluation, the approvals gate distinct approvers.
+ANNOTATIONS_READ = 1000
+
+
+@dataclass(slots=True)
+class Annotations:
+    """A node's evaluations and approvals, each by ID; ``cut``: older ones were left out
+    (``ANNOTATIONS_READ`` of each kind kept, the newest)."""
+
+    evaluations: list[Node]
+    approvals: list[Node]
+    cut: bool = False
+
+
 def annotations(store: GraphStore, node_id: str,
-                until: datetime | None = None) -> tuple[list[Node], list[Node]]:
-    """(evaluations, approvals) of a node, created up to ``until``, each by ID."""
-    return split_annotations(store.expand([node_id], Direction.DOWNSTREAM,
-                                          edge_types=ANNOTATION_EDGES, until=until))
+                until: datetime | None = None) -> Annotations:
+    """The evaluations and approvals of a node created up to ``until``."""
+    rows = concurrently(*(
+        lambda edge_type=edge_type: store.nearest(
+            [node_id], Direction.DOWNSTREAM, count=ANNOTATIONS_READ + 1, newest=True,
+            edge_types=[edge_type], until=until)
+        for edge_type in ANNOTATION_EDGES))
+    return split_annotations(hop for found in rows for hop in found)
 
 
-def split_annotations(hops: Iterable[Hop]) -> tuple[list[Node], list[Node]]:
-    """Rows over ``ANNOTATION_EDGES`` as (evaluations, approvals), each by ID."""
-    evaluations: list[Node] = []
-    approvals: list[Node] = []
+def split_annotations(hops: Iterable[Hop]) -> Annotations:
+    """Rows over ``ANNOTATION_EDGES`` as ``Annotations``: the newest ``ANNOTATIONS_READ``
+    of each kind."""
+    kinds: dict[str, list[Node]] = {edge_type: [] for edge_type in ANNOTATION_EDGES}
     for hop in hops:
-        (evaluations if hop.edge.type == "EVALUATES" else approvals).append(hop.node)
-    return (sorted(evaluations, key=lambda n: n.id), sorted(approvals, key=lambda n: n.id))
+        kinds[hop.edge.type].append(hop.node)
+    cut = False
+    for edge_type, nodes in kinds.items():
+        if len(nodes) > ANNOTATIONS_READ:
+            nodes.sort(key=lambda n: (n.created_at, n.id), reverse=True)
+            kinds[edge_type], cut = nodes[:ANNOTATIONS_READ], True
+    return Annotations(sorted(kinds["EVALUATES"], key=lambda n: n.id),
+                       sorted(kinds["APPROVES"], key=lambda n: n.id), cut)
 
 
 def resolve(store: GraphStore, name: str, environment: str,

@@ -27,6 +27,7 @@ class Trace:
     approvals: list[Node] = field(default_factory=list)
     evaluations: list[Node] = field(default_factory=list)
     upstream: Subgraph | None = None
+    annotations_cut: bool = False  # more evaluations or approvals than shown (registry)
 
 
 # The serving bundle's evaluations and approvals, read with the walk's first hops where
@@ -72,9 +73,10 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
         walked_pins = not upstream.truncated or upstream.depth_cut and limits.max_depth >= 2
         result.parts = (_parts_from(result.upstream, bundle.id) if walked_pins
                         else bundle_parts(store, [bundle.id])[bundle.id])
-        result.evaluations, result.approvals = (
-            split_annotations(h for h in upstream.side if h.origin == bundle.id)
-            if upstream.side is not None else annotations(store, bundle.id, until=at))
+        found = (split_annotations(h for h in upstream.side if h.origin == bundle.id)
+                 if upstream.side is not None else annotations(store, bundle.id, until=at))
+        result.evaluations, result.approvals = found.evaluations, found.approvals
+        result.annotations_cut = found.cut
     else:
         # A request that named no bundle points straight at what it used.
         first = {edge: nodes[0] for edge, nodes in served.items()}

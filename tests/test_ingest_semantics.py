@@ -196,7 +196,7 @@ def test_an_approval_documents_at_is_its_time_which_a_trace_reads(store: GraphSt
     approval_id = "approval:bundle:b@1/carol/security"
     approval = store.get([approval_id])[approval_id]
     assert approval.created_at == datetime(2026, 11, 2, tzinfo=UTC)
-    _, given = annotations(store, "bundle:b@1", until=datetime(2026, 11, 4, tzinfo=UTC))
+    given = annotations(store, "bundle:b@1", until=datetime(2026, 11, 4, tzinfo=UTC)).approvals
     assert approval.id in {a.id for a in given}
 
 
