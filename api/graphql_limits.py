@@ -35,7 +35,8 @@ from .graphql_types import UserError
 # (nodes and audit entries hold up to 1 MiB of properties each: fifty aliased auditLog
 # pages made a 462 MB answer); the others are single reads or small pages.
 WALK_FIELDS = frozenset({"lineage", "trace", "blastRadius", "driftSources",
-                         "promotionImpact", "promote", "rollback", "auditLog", "search"})
+                         "promotionImpact", "promote", "rollback", "auditLog", "search",
+                         "history"})
 # What a refusal by these limits says it is, apart from a mistake in the document: a
 # client can tell a cost limit from a schema error.
 TOO_COMPLEX = {"code": "QUERY_TOO_COMPLEX"}

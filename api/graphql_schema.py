@@ -135,6 +135,9 @@ class Query(GovernanceQuery):
             context.warn(info, (
                 f"versions: the first {shown:,} of {len(result.versions):,}, oldest first, "
                 f"hold {PAGE_CHARS:,} characters of properties; node(id) reads any other"))
+        if result.moves_cut:
+            context.warn(info, f"stageMoves: the last {registry.HISTORY_MOVES:,}, oldest "
+                         "first; earlier moves are left out")
         return History(node=to_gql(result.node),
                        versions=[to_gql(v) for v in result.versions[:shown]],
                        stage_moves=[stage_move_type(m) for m in result.stage_moves])

@@ -707,6 +707,7 @@ class EmbeddedStore(GraphStore):
         until: datetime | None = None,
         *,
         names: Sequence[str] | None = None,
+        last: int | None = None,
     ) -> list[StageMove]:
         sql, params = "SELECT * FROM stage_moves WHERE 1 = 1", []
         for column, value in (("name", name), ("environment", environment)):
@@ -719,6 +720,9 @@ class EmbeddedStore(GraphStore):
         if until is not None:
             sql += " AND at <= ?"
             params.append(_ts(until))
+        if last is not None:
+            sql = (f"SELECT * FROM ({sql} ORDER BY at DESC, seq DESC LIMIT ?)")
+            params.append(last)
         return [_stage_move(r) for r in self._query(sql + " ORDER BY at, seq", params)]
 
     def last_stage_seq(self, name: str) -> int | None:

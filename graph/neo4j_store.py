@@ -888,14 +888,16 @@ class Neo4jStore(GraphStore):
         until: datetime | None = None,
         *,
         names: Sequence[str] | None = None,
+        last: int | None = None,
     ) -> list[StageMove]:
         where = _where(("m.name = $name", name), ("m.name IN $names", names),
                        ("m.environment = $env", environment), ("m.at <= $until", until))
+        cut = "" if last is None else "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT $last "
         rows = self._rows(
-            f"MATCH (m:StageMove) {where}WITH {_logged('m')} ORDER BY m.at, m.seq "
+            f"MATCH (m:StageMove) {where}{cut}WITH {_logged('m')} ORDER BY m.at, m.seq "
             "RETURN collect(m) AS rows",
             name=name, names=list(names) if names is not None else None, env=environment,
-            until=until,
+            until=until, last=last,
         )
         return [_stage_move(props) for props in rows]
 

@@ -134,6 +134,7 @@ class History:
     node: Node
     versions: list[Node]
     stage_moves: list[StageMove]
+    moves_cut: bool = False  # more moves than ``HISTORY_MOVES``: the last are kept
 
 
 # What a bundle version is, besides its pins: fixed once registered, like them. ``model``
@@ -234,6 +235,10 @@ def stage_name(node: Node) -> str:
                                                              node.name)
 
 
+# Stage moves ``history`` answers, the last: a name promoted hourly has thousands.
+HISTORY_MOVES = 1000
+
+
 def history(store: GraphStore, node_id: str) -> History | None:
     """All versions of the node's name (of its kind) and its stage moves: a bundle's under
     its bare name, a model's or prompt's under its family ID (``model:{name}``), as the
@@ -254,9 +259,9 @@ def history(store: GraphStore, node_id: str) -> History | None:
         found |= {hop.node.id: hop.node for hop in store.expand(
             [node_id], Direction.DOWNSTREAM, edge_types=["VERSION_OF"])}
         versions = sorted(found.values(), key=version_order)
-    moves = store.stage_history(name=stage_name(node))
+    moves = store.stage_history(name=stage_name(node), last=HISTORY_MOVES + 1)
     return History(node=node, versions=[v for v in versions if not replaced(v)],
-                   stage_moves=moves)
+                   stage_moves=moves[-HISTORY_MOVES:], moves_cut=len(moves) > HISTORY_MOVES)
 
 
 @dataclass(slots=True)

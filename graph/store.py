@@ -919,9 +919,11 @@ class GraphStore(ABC):
         until: datetime | None = None,
         *,
         names: Sequence[str] | None = None,
+        last: int | None = None,
     ) -> list[StageMove]:
         """Stage moves, oldest first (by ``at``, then append order); ``names`` keeps the
-        moves of any of those names (one read for many)."""
+        moves of any of those names (one read for many); ``last``: only the last that
+        many."""
 
     @abstractmethod
     def last_stage_seq(self, name: str) -> int | None:

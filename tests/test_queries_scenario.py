@@ -301,6 +301,21 @@ def test_history_lists_versions_and_stage_moves_in_order(client: TestClient) -> 
     assert history["stageMoves"][-1]["reason"] == "quality drop"
 
 
+def test_history_answers_the_last_stage_moves_and_says_earlier_ones_are_left_out(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lineagegraph.graph import registry
+
+    monkeypatch.setattr(registry, "HISTORY_MOVES", 3)
+    body = client.post("/graphql", json={"query": """query {
+        history(id: "bundle:support-triage@14") { stageMoves { environment toVersion } } }"""
+                                         }).json()
+
+    assert [(m["environment"], m["toVersion"]) for m in body["data"]["history"][
+        "stageMoves"]] == [("staging", "15"), ("production", "15"), ("production", "14")]
+    assert [w["message"] for w in body["extensions"]["warnings"]] == [
+        "stageMoves: the last 3, oldest first; earlier moves are left out"]
+
+
 def test_history_of_a_data_source_lists_its_dataset_versions(client: TestClient) -> None:
     history = gql(client, """query { history(id: "source:warehouse.payments") {
         versions { id } } }""")["history"]

@@ -215,3 +215,17 @@ def test_a_document_of_several_operations_runs_only_the_one_named(client: TestCl
     assert unnamed["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert "operationName" in unnamed["errors"][0]["message"]
     assert named["data"] == {"node": None} and "errors" not in named
+
+
+def test_history_counts_as_a_large_read_against_the_walk_limit(store: GraphStore) -> None:
+    """``history`` reads every version of a name: 50 aliases of it were one document."""
+    load_story(store)
+    read = 'history(id: "model:fraud-detector@7") { versions { id } }'
+    settings = Settings(neo4j_uri=None, graphql_max_walks=2)
+    with TestClient(create_app(settings, store=store)) as client:
+        two = post(client, "{ " + " ".join(f"h{i}: {read}" for i in range(2)) + " }")
+        three = post(client, "{ " + " ".join(f"h{i}: {read}" for i in range(3)) + " }")
+
+    assert set(two["data"]) == {"h0", "h1"}
+    assert three["data"] is None
+    assert "asks for 3 graph walks" in three["errors"][0]["message"]

@@ -1064,3 +1064,14 @@ def test_search_pages_over_ids_past_u_ffff_hold_each_node_once(store: GraphStore
             paged.append(page[0].id)
             after = page[0].id
         assert paged == whole == sorted(whole), filters
+
+
+def test_stage_history_reads_only_the_last_moves_when_asked(store: GraphStore) -> None:
+    hour = timedelta(hours=1)
+    for i, at in enumerate([T0, T0 + 2 * hour, T0 + hour, T0 + 2 * hour]):
+        store.record_stage_move(StageMove(name="a", environment="production",
+                                          to_version=str(i), at=at))
+
+    assert [m.to_version for m in store.stage_history(name="a", last=2)] == ["1", "3"]
+    assert [m.to_version for m in store.stage_history(name="a", last=10)] == [
+        "0", "2", "1", "3"]
