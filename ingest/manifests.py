@@ -95,6 +95,11 @@ DIGEST = "manifest_digest"
 _LOADS = threading.Lock()
 
 
+
+def _snapshot(target: str) -> dict[str, Any]:
+    """What a manifest writes on a model snapshot it names by its ID alone."""
+    return {"pinned_snapshot": target.split(":", 1)[1]}
+
 class VersionConflict(IngestError):
     """Other loads kept creating the versions this load gave its documents."""
 
@@ -471,14 +476,15 @@ class _ManifestLoad:
         return target
 
     def _create(self, target: str, kind: str, record: int | str, at: datetime) -> bool:
-        props = {"pinned_snapshot": target.split(":", 1)[1]} if kind == "ModelVersion" else {}
+        props = _snapshot(target) if kind == "ModelVersion" else {}
         return self.add(Node.from_id(target, kind=kind, created_at=at, properties=props), record)
 
     def _register_snapshot(self, node: Node, record: int | str) -> None:
-        """A manifest naming a snapshot that traffic created as unregistered registers it."""
+        """A manifest naming a snapshot that traffic created as unregistered registers it,
+        as it would have created it (its creation stays the first request's)."""
         if node.properties.get("registered", True) is False:
-            self.add(node.model_copy(update={
-                "properties": node.properties | {"registered": True}}), record, document=True)
+            self.add(node.model_copy(update={"properties": node.properties | _snapshot(
+                node.id) | {"registered": True}}), record, document=True)
 
     def _supersede(self, entry: _Entry) -> None:
         node, doc = entry.node, entry.doc

@@ -383,14 +383,17 @@ def test_a_registered_bundle_version_is_not_rewritten_with_other_pins(
 # -- registration ---------------------------------------------------------------------------------
 
 
-def test_naming_a_snapshot_that_traffic_discovered_registers_it(store: GraphStore) -> None:
+def test_naming_a_snapshot_that_traffic_discovered_registers_it_as_if_it_created_it(
+        store: GraphStore) -> None:
+    """The same properties whichever came first, the traffic or the manifest."""
     store.upsert([Node.from_id("model:gpt-x-2026", kind="ModelVersion",
                                properties={"registered": False, "seen_by": "gateway"})])
 
     load(store, _bundle(1, "draft"))
 
     model = store.get(["model:gpt-x-2026"])["model:gpt-x-2026"]
-    assert model.properties == {"registered": True, "seen_by": "gateway"}
+    assert model.properties == {"registered": True, "seen_by": "gateway",
+                                "pinned_snapshot": "gpt-x-2026"}
     assert store.find(kinds=["ModelVersion"], where={"registered": False}) == []
 
 
