@@ -59,7 +59,6 @@ from lineagegraph.schema import (
     Edge,
     Node,
     NodeId,
-    StageMove,
     bundle_id,
     parse_id,
 )
@@ -279,7 +278,8 @@ class OutcomeMapper:
         # Of those, models traffic created unregistered, with their creation: written again
         # (if absent, so only dated back) when a request older than that names them.
         self._unregistered: dict[str, datetime] = {}
-        self._stages: dict[tuple[str, str], list[StageMove]] = {}
+        # (bundle name, environment) → its moves' times and versions, oldest first
+        self._stages: dict[tuple[str, str], tuple[list[datetime], list[str | None]]] = {}
         self._latest: dict[str, str | None] = {}  # family ID → ``_latest_version``
         # The earliest request so far naming each model the graph did not know. Every
         # batch's placeholder for it carries that time, so whichever batch commits first
@@ -365,11 +365,12 @@ class OutcomeMapper:
             return str(parsed)
         key = (parsed.name, outcome.environment)
         if key not in self._stages:
-            self._stages[key] = self.store.stage_history(name=key[0], environment=key[1])
-        moves = self._stages[key]
+            moves = self.store.stage_history(name=key[0], environment=key[1])
+            self._stages[key] = ([m.at for m in moves], [m.to_version for m in moves])
+        times, versions = self._stages[key]  # listed once: logs name a bundle millions of times
         at = utc(outcome.timestamp)  # a time without a zone is UTC, as when it is stored
-        index = bisect_right([m.at for m in moves], at)
-        version = moves[index - 1].to_version if index else None
+        index = bisect_right(times, at)
+        version = versions[index - 1] if index else None
         if version is None:
             raise ValueError(f"no version of bundle {parsed.name} was live in "
                              f"{outcome.environment} at {at.isoformat()}")
