@@ -165,8 +165,9 @@ def evidence_sections(bundle: Node, pins: dict[str, Sequence[Node]], upstream: S
                       annotations_cut: bool = False) -> list[Section]:
     """``pins``: what the bundle pins, by what it is (the data it retrieves from may be
     several sources)."""
-    cut = (f"the newest {ANNOTATIONS_READ:,} of each kind: older evaluations or approvals "
-           "are left out" if annotations_cut else None)
+    cut = (f"some are left out: the newest {ANNOTATIONS_READ:,} of each kind are read, "
+           "within LINEAGEGRAPH_MAX_WALK_CHARS of large properties" if annotations_cut
+           else None)
     return [
         Section("The bundle and what it pins",
                 [("bundle", bundle.id), ("params", _cell(bundle.properties.get("params"))),

@@ -177,6 +177,16 @@ def _hop(row: sqlite3.Row) -> Hop:
                edge_elided=elided(row["eprops"]))
 
 
+def _inlined(sql: str, params: list[Any], inline: int | None) -> tuple[str, list[Any]]:
+    """Hop rows (``_HOP_COLUMNS``) whose properties longer than ``inline`` come as their
+    size, an integer, to be read apart (``expand(inline=…)``)."""
+    if inline is None:
+        return sql, params
+    return (f"SELECT origin, source, type, target, {_INLINE.format('eprops')} AS eprops, nid,"
+            f" kind, name, version, created_at, {_INLINE.format('props')} AS props FROM ({sql})",
+            [inline, inline, *params])
+
+
 _LAST_SEQ = "SELECT max(seq) FROM stage_moves WHERE name = ?"
 
 
@@ -616,12 +626,7 @@ class EmbeddedStore(GraphStore):
         check_filters(edge_types, node_kinds)
         sql, params = self._hop_sql(direction, _HOP_COLUMNS, frontier, edge_types,
                                     node_kinds, since, until, exclude)
-        if inline is not None:
-            # Properties longer than ``inline`` come as their size, an integer: read apart.
-            sql = (f"SELECT origin, source, type, target, {_INLINE.format('eprops')} AS eprops,"
-                   f" nid, kind, name, version, created_at, {_INLINE.format('props')} AS props"
-                   f" FROM ({sql})")
-            params = [inline, inline, *params]
+        sql, params = _inlined(sql, params, inline)
         if ordered and limit is not None:
             # ``hop_order`` among the first ``ORDERED_SCAN`` × ``limit`` rows: TEXT
             # compares by code point (BINARY), as in Python.
@@ -644,16 +649,17 @@ class EmbeddedStore(GraphStore):
         since: datetime | None = None,
         until: datetime | None = None,
         exclude: Collection[str] | None = None,
+        inline: int | None = None,
     ) -> list[Hop]:
         check_filters(edge_types, node_kinds)
         sql, params = self._hop_sql(direction, _HOP_COLUMNS, frontier, edge_types, node_kinds,
                                     since, until, exclude)
         order = "DESC" if newest else "ASC"
-        rows = self._query(
+        sql, params = _inlined(
             f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY origin ORDER BY "
             f"created_at {order}, nid {order}) AS nth FROM ({sql})) WHERE nth <= ?",
-            [*params, count])
-        return [_hop(row) for row in rows]
+            [*params, count], inline)
+        return [_hop(row) for row in self._query(sql, params)]
 
     def tally_neighbours(
         self,

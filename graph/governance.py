@@ -684,7 +684,7 @@ def evidence_pack(store: GraphStore, name: str, version: str,
     bundle = store.get([target]).get(target)
     if bundle is None:
         raise GovernanceError(f"no bundle {target}")
-    found = annotations(store, target)
+    found = annotations(store, target, chars=limits.max_chars)
     evaluations, approvals = found.evaluations, found.approvals
     touched = [target, *(n.id for n in evaluations + approvals)]
     audit = sorted((e for node_id in touched for e in store.audit_log(target=node_id)),

@@ -768,6 +768,7 @@ class Neo4jStore(GraphStore):
         since: datetime | None = None,
         until: datetime | None = None,
         exclude: Collection[str] | None = None,
+        inline: int | None = None,
     ) -> list[Hop]:
         check_filters(edge_types, node_kinds)
         order = "DESC" if newest else "ASC"
@@ -779,9 +780,10 @@ class Neo4jStore(GraphStore):
             "AND ($until IS NULL OR n.created_at <= $until) AND NOT n.id IN $exclude "
             f"WITH r, n ORDER BY n.created_at {order}, n.id {order} LIMIT $count "
             "RETURN r, n } "
-            f"RETURN collect({{origin: fid, {_EDGE_MAP}, {_NODE_MAP}}}) AS rows",
+            f"RETURN collect({{origin: fid, {_WALK_EDGE_MAP}, {_WALK_NODE_MAP}}}) AS rows",
             frontier=list(frontier), kinds=list(node_kinds) if node_kinds else None,
-            since=since, until=until, exclude=list(exclude or ()), count=count)
+            since=since, until=until, exclude=list(exclude or ()), count=count,
+            inline=inline)
         return [_hop(r) for r in rows]
 
     def expand_hops(

@@ -29,6 +29,7 @@ from .store import (
     version_order,
 )
 from .traffic import OUTCOME_EDGES
+from .walk import DEFAULT_LIMITS, INLINE_CHARS, Budget, filled
 
 # What a bundle pins, by the edge that pins it.
 PIN_EDGES = ("USES_MODEL", "USES_PROMPT", "USES_TOOLS", "GOVERNED_BY", "RETRIEVES_FROM")
@@ -88,30 +89,40 @@ class Annotations:
     cut: bool = False
 
 
-def annotations(store: GraphStore, node_id: str,
-                until: datetime | None = None) -> Annotations:
-    """The evaluations and approvals of a node created up to ``until``."""
+def annotations(store: GraphStore, node_id: str, until: datetime | None = None,
+                chars: int = DEFAULT_LIMITS.max_chars) -> Annotations:
+    """The evaluations and approvals of a node created up to ``until``; ``chars`` of
+    properties longer than ``INLINE_CHARS`` read at most, as a walk's."""
     rows = concurrently(*(
         lambda edge_type=edge_type: store.nearest(
             [node_id], Direction.DOWNSTREAM, count=ANNOTATIONS_READ + 1, newest=True,
-            edge_types=[edge_type], until=until)
+            edge_types=[edge_type], until=until, inline=INLINE_CHARS)
         for edge_type in ANNOTATION_EDGES))
-    return split_annotations(hop for found in rows for hop in found)
+    return split_annotations(store, [hop for found in rows for hop in found], chars)
 
 
-def split_annotations(hops: Iterable[Hop]) -> Annotations:
+def split_annotations(store: GraphStore, hops: Iterable[Hop], chars: int) -> Annotations:
     """Rows over ``ANNOTATION_EDGES`` as ``Annotations``: the newest ``ANNOTATIONS_READ``
-    of each kind."""
-    kinds: dict[str, list[Node]] = {edge_type: [] for edge_type in ANNOTATION_EDGES}
+    of each kind, with the properties a row left out read in (``walk.filled``) while
+    ``chars`` of them last, the newest first."""
+    kinds: dict[str, list[Hop]] = {edge_type: [] for edge_type in ANNOTATION_EDGES}
     for hop in hops:
-        kinds[hop.edge.type].append(hop.node)
+        kinds[hop.edge.type].append(hop)
     cut = False
-    for edge_type, nodes in kinds.items():
-        if len(nodes) > ANNOTATIONS_READ:
-            nodes.sort(key=lambda n: (n.created_at, n.id), reverse=True)
-            kinds[edge_type], cut = nodes[:ANNOTATIONS_READ], True
-    return Annotations(sorted(kinds["EVALUATES"], key=lambda n: n.id),
-                       sorted(kinds["APPROVES"], key=lambda n: n.id), cut)
+    for rows in kinds.values():
+        # Newest by (created_at, ID), as the stores' ``nearest`` orders them.
+        rows.sort(key=lambda hop: (hop.node.created_at, hop.node.id), reverse=True)
+        cut |= len(rows) > ANNOTATIONS_READ
+        del rows[ANNOTATIONS_READ:]
+    newest = [*kinds["EVALUATES"], *kinds["APPROVES"]]
+    rank = {(hop.edge.type, hop.node.id): i for i, hop in enumerate(newest)}
+    kept, spent = filled(store, newest, Budget(chars), {},
+                         order=lambda hop: rank[hop.edge.type, hop.node.id])
+    nodes: dict[str, list[Node]] = {edge_type: [] for edge_type in ANNOTATION_EDGES}
+    for hop in kept:
+        nodes[hop.edge.type].append(hop.node)
+    return Annotations(sorted(nodes["EVALUATES"], key=lambda n: n.id),
+                       sorted(nodes["APPROVES"], key=lambda n: n.id), cut or spent)
 
 
 def resolve(store: GraphStore, name: str, environment: str,

@@ -843,10 +843,12 @@ class GraphStore(ABC):
         since: datetime | None = None,
         until: datetime | None = None,
         exclude: Collection[str] | None = None,
+        inline: int | None = None,
     ) -> list[Hop]:
         """Of the rows ``expand`` would return, each frontier node's first ``count`` by its
         neighbour's (``created_at``, ID), newest first or oldest first: which version of a
-        source was the latest at a time, without reading every version it has."""
+        source was the latest at a time, without reading every version it has. ``inline``
+        as for ``expand``."""
 
     def expand_hops(
         self,

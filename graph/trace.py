@@ -73,8 +73,11 @@ def trace(store: GraphStore, request_id: str, limits: WalkLimits = DEFAULT_LIMIT
         walked_pins = not upstream.truncated or upstream.depth_cut and limits.max_depth >= 2
         result.parts = (_parts_from(result.upstream, bundle.id) if walked_pins
                         else bundle_parts(store, [bundle.id])[bundle.id])
-        found = (split_annotations(h for h in upstream.side if h.origin == bundle.id)
-                 if upstream.side is not None else annotations(store, bundle.id, until=at))
+        # Within what the walk left of its budget of large properties.
+        found = (split_annotations(store, [h for h in upstream.side if h.origin == bundle.id],
+                                   upstream.chars_left)
+                 if upstream.side is not None
+                 else annotations(store, bundle.id, until=at, chars=upstream.chars_left))
         result.evaluations, result.approvals = found.evaluations, found.approvals
         result.annotations_cut = found.cut
     else:

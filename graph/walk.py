@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from lineagegraph.schema import EDGE_KINDS_BY_TYPE, LINEAGE_EDGE_TYPES, Edge, Node
 
@@ -40,8 +41,10 @@ class Subgraph:
     # The depth cap cut it (more lay one hop past it); in a one-direction walk nothing else
     # did, so every node within the cap is here.
     depth_cut: bool = False
-    # The rows of the walk's ``SideHop``, when the store read them with the first hops.
+    # The rows of the walk's ``SideHop``, when the store read them with the first hops,
+    # as read (``filled`` reads in what they left out, within ``chars_left``).
     side: list[Hop] | None = None
+    chars_left: int = 0  # of ``WalkLimits.max_chars``, what the walk did not spend
 
     def ordered(self) -> list[tuple[Node, int]]:
         """Nodes by degree, then ID: a stable order for pages and tests."""
@@ -53,7 +56,7 @@ class Subgraph:
 class WalkLimits:
     max_depth: int = 20  # the configured cap: a requested depth beyond it is cut to it
     max_nodes: int = 10_000
-    # Characters of properties longer than ``INLINE_CHARS`` one walk reads (``_filled``).
+    # Characters of properties longer than ``INLINE_CHARS`` one walk reads (``filled``).
     max_chars: int = 32 * 2**20
 
 
@@ -138,7 +141,7 @@ def walk(
                                  edge_types=types[one], row_cap=limits.max_nodes + 1,
                                  side=side, inline=INLINE_CHARS)
 
-    budget = _Budget(limits.max_chars)
+    budget = Budget(limits.max_chars)
 
     # Hops fetched ahead in one round trip, for stores that offer it: [] means "ask when
     # needed", None "ask hop by hop". A paged walk asks hop by hop, as it may stop early.
@@ -153,9 +156,9 @@ def walk(
                 return result
             if start in fetched.elided:
                 root = None  # read whole below
-            if fetched.side is not None:
-                side_rows, cut = _filled(store, fetched.side, budget, {})
-                result.side = None if cut else side_rows  # the caller reads them its way
+            # As read: the caller fills them in (``filled``) after the walk, whose own
+            # rows go first within the budget (``Subgraph.chars_left``).
+            result.side = fetched.side
     if root is None:  # a caller that already holds the start node saves the round trip
         root = store.get([start]).get(start)
     if root is None:
@@ -184,9 +187,9 @@ def walk(
                                       ordered=True, inline=INLINE_CHARS))
             if len(rows) >= limit:
                 result.truncated = True
-            rows, dropped = _filled(store, rows, budget, result.nodes)
-            if dropped:  # the store's frontier for the hops ahead still holds them
-                result.truncated = True
+            rows, spent = filled(store, rows, budget, result.nodes)
+            dropped = spent  # the store's frontier for the hops ahead still holds them
+            result.truncated |= spent
             if len(rows) > limits.max_nodes - len(result.nodes):
                 rows = sorted(rows, key=hop_order)  # the node cap may cut: least IDs first
             next_frontier: list[str] = []
@@ -207,7 +210,10 @@ def walk(
                 if node_id not in seen:
                     seen.add(node_id)
                     next_frontier.append(node_id)
-            frontier = next_frontier
+            # Past a hop the budget cut, nodes would be reached the long way round the
+            # ones it left out, at degrees deeper than theirs: the walk stops, as at the
+            # node cap.
+            frontier = [] if spent else next_frontier
             if dropped and ahead is not None:
                 ahead = []  # fetch again from this walk's own frontier
             # A page counts the nodes it will show: with ``kinds``, only those kinds.
@@ -220,6 +226,7 @@ def walk(
                 store, frontier, one, types[one], seen, include_archived,
                 limits.max_nodes + 1, budget)
 
+    result.chars_left = budget.left
     return _of_kinds(result, kinds)
 
 
@@ -247,7 +254,7 @@ def _walked_types(edge_types: Sequence[str], direction: Direction,
 
 def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
                 edge_types: Sequence[str], seen: set[str], include_archived: bool,
-                limit: int, budget: _Budget) -> bool:
+                limit: int, budget: Budget) -> bool:
     """Whether the walk's last frontier leads anywhere it would have gone: what the depth
     cap cut. Nodes already seen are left out by the store: rows back to them could
     otherwise fill any limit (frontier nodes each pointing at the same few seen ones).
@@ -255,7 +262,7 @@ def _reaches_on(store: GraphStore, frontier: list[str], direction: Direction,
     few reads at most; past those, more may hide behind them: that counts as a cut."""
     excluded = set(seen)
     for _ in range(_HIDDEN_READS):
-        rows, cut = _filled(store, store.expand(
+        rows, cut = filled(store, store.expand(
             frontier, direction, edge_types=edge_types, limit=limit, exclude=excluded,
             inline=INLINE_CHARS), budget, {})
         if cut or any(not hidden(row.node, include_archived) for row in rows):
@@ -270,24 +277,24 @@ _HIDDEN_READS = 4
 
 
 @dataclass(slots=True)
-class _Budget:
-    """What is left of a walk's ``WalkLimits.max_chars``."""
+class Budget:
+    """What is left of a walk's ``WalkLimits.max_chars`` (``filled`` spends it)."""
 
     left: int
 
 
-def _filled(store: GraphStore, rows: list[Hop], budget: _Budget,
-            known: dict[str, Node]) -> tuple[list[Hop], bool]:
+def filled(store: GraphStore, rows: list[Hop], budget: Budget, known: dict[str, Node],
+           order: Callable[[Hop], Any] = hop_order) -> tuple[list[Hop], bool]:
     """The rows, with the properties the store left out of them (``INLINE_CHARS``) read
     in, and whether some were left out: those whose properties no longer fit the budget.
-    Those kept are the first in ``hop_order``, as a node cap keeps them, so every store
-    cuts alike. ``known``: nodes the walk holds whole already."""
+    Those kept are the first in ``order`` (``hop_order``, as a node cap keeps them), so
+    every store cuts alike. ``known``: nodes the walk holds whole already."""
     if not any(row.node_elided or row.edge_elided for row in rows):
         return rows, False
     wanted: dict[str, int] = {}
     edges: set[tuple[str, str, str]] = set()
     kept: list[Hop] = []
-    for row in sorted(rows, key=hop_order):
+    for row in sorted(rows, key=order):
         node_id = row.node.id
         node_cost = (row.node_elided if row.node_elided and node_id not in known
                      and node_id not in wanted else 0)
@@ -353,4 +360,5 @@ def _restricted(result: Subgraph, keep: set[str]) -> Subgraph:
         nodes={i: n for i, n in result.nodes.items() if i in keep},
         degrees={i: d for i, d in result.degrees.items() if i in keep},
         edges={k: e for k, e in result.edges.items() if e.source in keep and e.target in keep},
-        truncated=result.truncated, depth_cut=result.depth_cut, side=result.side)
+        truncated=result.truncated, depth_cut=result.depth_cut, side=result.side,
+        chars_left=result.chars_left)

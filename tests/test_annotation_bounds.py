@@ -46,7 +46,7 @@ def test_a_trace_shows_the_newest_annotations_and_says_older_ones_are_left_out(
     trace = body["data"]["trace"]
     assert [e["id"] for e in trace["evaluations"]] == [f"eval:suite/1-{i}" for i in (3, 4, 5)]
     assert len(trace["approvals"]) == few
-    assert any("older ones are left out" in w["message"]
+    assert any("approvals and evaluations: some are left out" in w["message"]
                for w in body["extensions"]["warnings"])
 
 

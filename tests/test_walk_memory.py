@@ -145,13 +145,42 @@ def test_a_trace_holds_a_large_request_and_large_approvals_whole(store: GraphSto
          Edge(source=approval, type="APPROVES", target=bundle),
          Edge(source="outcome:req-1", type="SERVED_BY", target=bundle)])
 
-    for limits in (WalkLimits(), WalkLimits(max_chars=0)):
-        result = trace(store, "req-1", limits)
+    whole = trace(store, "req-1", WalkLimits())
+    spent = trace(store, "req-1", WalkLimits(max_chars=0))
 
-        assert result is not None
+    assert whole is not None and spent is not None
+    for result in (whole, spent):  # the request is the trace's start: read whole always
         assert result.outcome.properties["transcript"] == LARGE
-        assert [a.properties["evidence"] for a in result.approvals] == [LARGE]
         assert result.parts.model is not None and result.parts.model.id == "model:m@1"
+    assert [a.properties["evidence"] for a in whole.approvals] == [LARGE]
+    assert not whole.annotations_cut
+    assert spent.approvals == [] and spent.annotations_cut  # it did not fit: said left out
+
+
+def test_a_trace_s_walk_goes_first_within_the_budget_then_its_annotations(
+        store: GraphStore) -> None:
+    """Large evaluations of the serving bundle spend what the walk leaves, not the walk's
+    own budget: the bundle and its pins are answered on both stores."""
+    bundle = "bundle:triage@1"
+    evals = [f"eval:suite/run-{i}" for i in range(3)]
+    store.upsert(
+        [_node("model:m@1"), _node(bundle, 1, params={"system": LARGE}),
+         *(_node(e, 1 + i / 10, suite="suite", run=f"run-{i}", score=0.9, threshold=0.8,
+                 report=LARGE)
+           for i, e in enumerate(evals)),
+         _node("outcome:req-1", 2, environment="production")],
+        [Edge(source=bundle, type="USES_MODEL", target="model:m@1"),
+         *(Edge(source=e, type="EVALUATES", target=bundle) for e in evals),
+         Edge(source="outcome:req-1", type="SERVED_BY", target=bundle)])
+    size = len(store.get([bundle])[bundle].props_json)
+
+    result = trace(store, "req-1", WalkLimits(max_chars=size + size + size // 2))
+
+    assert result is not None
+    assert result.bundle is not None and result.bundle.properties["params"]["system"] == LARGE
+    assert result.parts.model is not None
+    assert [e.id for e in result.evaluations] == [evals[-1]]  # the newest that fits
+    assert result.annotations_cut
 
 
 def test_blast_radius_names_the_walk_chars_setting_when_it_cuts(store: GraphStore) -> None:
@@ -176,3 +205,26 @@ def test_rows_cut_by_the_budget_are_the_last_in_hop_order(store: GraphStore) -> 
 
     assert sorted(set(kept.nodes) - {SOURCE}) == [r.node.id for r in sorted(
         rows, key=hop_order)][:3] == sorted(ids)[:3]
+
+
+def test_a_walk_the_budget_cut_stops_there_so_no_node_comes_at_a_deeper_degree(
+        store: GraphStore) -> None:
+    """feature:x is two hops from the source through the large dataset version, three
+    round it: left out at hop 1, the dataset must not push x to degree 3."""
+    store.upsert(
+        [_node(SOURCE), _node("dataset:warehouse.events@1", 1, schema=LARGE),
+         _node("feature:f3@1", 1), _node("feature:f2@1", 2), _node("feature:x@1", 3)],
+        [Edge(source="dataset:warehouse.events@1", type="VERSION_OF", target=SOURCE),
+         Edge(source="feature:x@1", type="DERIVED_FROM", target="dataset:warehouse.events@1"),
+         Edge(source="feature:f3@1", type="DERIVED_FROM", target=SOURCE),
+         Edge(source="feature:f2@1", type="DERIVED_FROM", target="feature:f3@1"),
+         Edge(source="feature:x@1", type="DERIVED_FROM", target="feature:f2@1")])
+
+    whole = walk(store, SOURCE, Direction.DOWNSTREAM, FULL_DEPTH)
+    cut = walk(store, SOURCE, Direction.DOWNSTREAM, FULL_DEPTH,
+               limits=WalkLimits(max_chars=INLINE_CHARS))
+
+    assert whole.degrees["feature:x@1"] == 2 and not whole.truncated
+    assert cut.truncated
+    assert set(cut.nodes) == {SOURCE, "feature:f3@1"}
+    assert all(cut.degrees[i] == whole.degrees[i] for i in cut.nodes)
