@@ -32,7 +32,17 @@ from lineagegraph.schema import Node
 
 from .registry import stage_name
 from .store import Direction, GraphStore
-from .walk import DEFAULT_LIMITS, FULL_DEPTH, Subgraph, WalkLimits, hidden, walk
+from .walk import (
+    DEFAULT_LIMITS,
+    FULL_DEPTH,
+    INLINE_CHARS,
+    Budget,
+    Subgraph,
+    WalkLimits,
+    filled,
+    hidden,
+    walk,
+)
 
 _DURATION = re.compile(
     r"^P(?:(?P<weeks>\d+(?:\.\d+)?)W)?(?:(?P<days>\d+(?:\.\d+)?)D)?"
@@ -147,14 +157,21 @@ def drift_sources(
     cap = limits.max_nodes
     rows = store.nearest(sources, Direction.DOWNSTREAM, count=cap + 1, newest=True,
                          edge_types=["VERSION_OF"], node_kinds=["DatasetVersion"],
-                         since=since, until=onset)
+                         since=since, until=onset, inline=INLINE_CHARS)
     rows.sort(key=lambda hop: (hop.origin, hop.node.created_at, hop.node.id), reverse=True)
-    kept: Counter[str] = Counter()
+    per_source: Counter[str] = Counter()
+    newest = []
     for hop in rows:
-        kept[hop.origin] += 1
-        if kept[hop.origin] > cap:
-            truncated = True
-            continue
+        per_source[hop.origin] += 1
+        if per_source[hop.origin] <= cap:
+            newest.append(hop)
+    truncated |= len(newest) < len(rows)
+    # Large properties within what the walk left of its budget, in that order.
+    rank = {(hop.origin, hop.node.id): i for i, hop in enumerate(newest)}
+    newest, spent = filled(store, newest, Budget(upstream.chars_left), upstream.nodes,
+                           order=lambda hop: rank[hop.origin, hop.node.id])
+    truncated |= spent
+    for hop in newest:
         if hidden(hop.node, include_archived=False):  # as the walk skips them
             continue
         add(hop.node, CHANGE_BY_KIND["DatasetVersion"], hop.node.created_at,

@@ -656,7 +656,7 @@ class EmbeddedStore(GraphStore):
                                     since, until, exclude)
         order = "DESC" if newest else "ASC"
         sql, params = _inlined(
-            f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY origin ORDER BY "
+            f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY origin, type ORDER BY "
             f"created_at {order}, nid {order}) AS nth FROM ({sql})) WHERE nth <= ?",
             [*params, count], inline)
         return [_hop(row) for row in self._query(sql, params)]

@@ -772,14 +772,17 @@ class Neo4jStore(GraphStore):
     ) -> list[Hop]:
         check_filters(edge_types, node_kinds)
         order = "DESC" if newest else "ASC"
-        rows = self._rows(
-            f"UNWIND $frontier AS fid MATCH (f:{NODE_LABEL} {{id: fid}}) CALL (f) {{ "
-            f"MATCH {self._pattern(direction, _rel_pattern(edge_types))} "
+        # One branch per edge type, each keeping its own first ``count``.
+        branches = " UNION ALL ".join(
+            f"MATCH {self._pattern(direction, _rel_pattern([edge_type]))} "
             "WHERE ($kinds IS NULL OR n.kind IN $kinds) "
             "AND ($since IS NULL OR n.created_at >= $since) "
             "AND ($until IS NULL OR n.created_at <= $until) AND NOT n.id IN $exclude "
-            f"WITH r, n ORDER BY n.created_at {order}, n.id {order} LIMIT $count "
-            "RETURN r, n } "
+            f"WITH r, n ORDER BY n.created_at {order}, n.id {order} LIMIT $count RETURN r, n"
+            for edge_type in (edge_types if edge_types is not None else LINEAGE_EDGE_TYPES))
+        rows = self._rows(
+            f"UNWIND $frontier AS fid MATCH (f:{NODE_LABEL} {{id: fid}}) CALL (f) {{ "
+            f"{branches} }} "
             f"RETURN collect({{origin: fid, {_WALK_EDGE_MAP}, {_WALK_NODE_MAP}}}) AS rows",
             frontier=list(frontier), kinds=list(node_kinds) if node_kinds else None,
             since=since, until=until, exclude=list(exclude or ()), count=count,

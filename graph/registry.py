@@ -24,7 +24,6 @@ from .store import (
     Direction,
     GraphStore,
     Hop,
-    concurrently,
     replaced,
     version_order,
 )
@@ -93,12 +92,10 @@ def annotations(store: GraphStore, node_id: str, until: datetime | None = None,
                 chars: int = DEFAULT_LIMITS.max_chars) -> Annotations:
     """The evaluations and approvals of a node created up to ``until``; ``chars`` of
     properties longer than ``INLINE_CHARS`` read at most, as a walk's."""
-    rows = concurrently(*(
-        lambda edge_type=edge_type: store.nearest(
-            [node_id], Direction.DOWNSTREAM, count=ANNOTATIONS_READ + 1, newest=True,
-            edge_types=[edge_type], until=until, inline=INLINE_CHARS)
-        for edge_type in ANNOTATION_EDGES))
-    return split_annotations(store, [hop for found in rows for hop in found], chars)
+    rows = store.nearest([node_id], Direction.DOWNSTREAM, count=ANNOTATIONS_READ + 1,
+                         newest=True, edge_types=ANNOTATION_EDGES, until=until,
+                         inline=INLINE_CHARS)
+    return split_annotations(store, rows, chars)
 
 
 def split_annotations(store: GraphStore, hops: Iterable[Hop], chars: int) -> Annotations:

@@ -845,10 +845,10 @@ class GraphStore(ABC):
         exclude: Collection[str] | None = None,
         inline: int | None = None,
     ) -> list[Hop]:
-        """Of the rows ``expand`` would return, each frontier node's first ``count`` by its
-        neighbour's (``created_at``, ID), newest first or oldest first: which version of a
-        source was the latest at a time, without reading every version it has. ``inline``
-        as for ``expand``."""
+        """Of the rows ``expand`` would return, each frontier node's first ``count`` over
+        each edge type by its neighbour's (``created_at``, ID), newest first or oldest
+        first: which version of a source was the latest at a time, without reading every
+        version it has. ``inline`` as for ``expand``."""
 
     def expand_hops(
         self,

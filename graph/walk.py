@@ -299,7 +299,7 @@ def filled(store: GraphStore, rows: list[Hop], budget: Budget, known: dict[str, 
         node_cost = (row.node_elided if row.node_elided and node_id not in known
                      and node_id not in wanted else 0)
         if node_cost + row.edge_elided > budget.left:
-            continue
+            break  # the first rows in order, as a cap keeps them: a prefix, no gaps
         budget.left -= node_cost + row.edge_elided
         if node_cost:
             wanted[node_id] = node_cost

@@ -234,6 +234,13 @@ def test_nearest_reads_each_frontier_node_s_first_neighbours_by_creation(
     assert nearest(count=1, newest=True, exclude={"dataset:a@4", "dataset:b@1"}) == [
         ("source:a", "dataset:a@3")]
     assert nearest(count=1, newest=True, node_kinds=["ModelVersion"]) == []
+    # Per edge type: the first ``count`` over each.
+    store.upsert([node("feature:f@1", at=T0 + 5 * hour)],
+                 [Edge(source="feature:f@1", type="DERIVED_FROM", target="source:a")])
+    both = store.nearest(["source:a"], Direction.DOWNSTREAM, count=1, newest=True,
+                         edge_types=["VERSION_OF", "DERIVED_FROM"])
+    assert sorted((row.edge.type, row.node.id) for row in both) == [
+        ("DERIVED_FROM", "feature:f@1"), ("VERSION_OF", "dataset:a@4")]
 
 
 def test_expand_filters_by_edge_type_kind_and_time(store: GraphStore) -> None:
