@@ -87,7 +87,7 @@ _NODE_MAP = ", ".join(f"{key}: {value}" for key, value in _FIELDS.items())
 _EDGE_MAP = "source: startNode(r).id, type: type(r), target: endNode(r).id, eprops: r.props"
 # A walk's rows (``expand(inline=…)``): properties longer than ``$inline`` characters come
 # as their size, an integer, and are read apart; the row keeps its shape.
-_INLINE = "CASE WHEN $inline IS NULL OR size({0}) <= $inline THEN {0} ELSE size({0}) END"
+_INLINE = "CASE WHEN size({0}) > $inline THEN size({0}) ELSE {0} END"  # null $inline: whole
 _WALK_NODE_MAP = ", ".join(f"{key}: {_INLINE.format(value) if key == 'props' else value}"
                            for key, value in _FIELDS.items())
 _WALK_EDGE_MAP = _EDGE_MAP.replace("eprops: r.props", f"eprops: {_INLINE.format('r.props')}")
