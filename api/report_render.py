@@ -162,7 +162,8 @@ def promotion_sections(report: PromotionReport) -> tuple[str, list[Section]]:
 def evidence_sections(bundle: Node, pins: dict[str, Sequence[Node]], upstream: Subgraph,
                       evaluations: list[Node], approvals: list[Node],
                       moves: list[StageMove], audit: list[AuditEntry],
-                      annotations_cut: bool = False) -> list[Section]:
+                      annotations_cut: bool = False, audit_cut: bool = False,
+                      ) -> list[Section]:
     """``pins``: what the bundle pins, by what it is (the data it retrieves from may be
     several sources)."""
     cut = (f"some are left out: the newest {ANNOTATIONS_READ:,} of each kind are read, "
@@ -189,7 +190,9 @@ def evidence_sections(bundle: Node, pins: dict[str, Sequence[Node]], upstream: S
                 ("at", "environment", "from", "to", "actor", "reason")),
         Section("Audit entries", [(_cell(e.at), e.actor, e.action, e.target, _cell(e.after))
                                   for e in audit], ("at", "actor", "action", "target",
-                                                    "after")),
+                                                    "after"),
+                note=f"the first {len(audit):,}: auditLog(target:) pages through the rest"
+                if audit_cut else None),
     ]
 
 

@@ -86,6 +86,7 @@ CREATE TABLE IF NOT EXISTS audit (
     after TEXT
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_target ON audit (target, seq);
 CREATE TABLE IF NOT EXISTS records (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     collection TEXT NOT NULL,
@@ -770,12 +771,14 @@ class EmbeddedStore(GraphStore):
         target: str | None = None,
         after_seq: int | None = None,
         limit: int = 1000,
+        targets: Sequence[str] | None = None,
     ) -> list[AuditEntry]:
         return [
             AuditEntry(at=_dt(r["at"]), actor=r["actor"], action=r["action"],
                        target=r["target"], before=json.loads(r["before"]),
                        after=json.loads(r["after"]), seq=r["seq"])
-            for r in self._audit_rows("*", since, until, actor, target, after_seq, limit)
+            for r in self._audit_rows("*", since, until, actor, target, after_seq, limit,
+                                      targets)
         ]
 
     def audit_sizes(self, *, since: datetime | None = None, until: datetime | None = None,
@@ -787,10 +790,12 @@ class EmbeddedStore(GraphStore):
 
     def _audit_rows(self, select: str, since: datetime | None, until: datetime | None,
                     actor: str | None, target: str | None, after_seq: int | None,
-                    limit: int) -> list[sqlite3.Row]:
+                    limit: int, targets: Sequence[str] | None = None) -> list[sqlite3.Row]:
         sql, params = f"SELECT {select} FROM audit WHERE 1 = 1", []
         for clause, value in (("at >= ?", _ts(since)), ("at <= ?", _ts(until)),
                               ("actor = ?", actor), ("target = ?", target),
+                              ("target IN (SELECT value FROM json_each(?))",
+                               None if targets is None else _json_list(targets)),
                               ("seq > ?", after_seq)):
             if value is not None:
                 sql += f" AND {clause}"

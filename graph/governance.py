@@ -674,6 +674,11 @@ class EvidencePack:
     stage_moves: list[StageMove]
     audit: list[AuditEntry]
     annotations_cut: bool = False  # older evaluations or approvals left out (registry)
+    audit_cut: bool = False  # more audit entries than ``EVIDENCE_AUDIT``: the oldest kept
+
+
+# Audit entries an evidence pack holds at most: `auditLog(target:)` pages through the rest.
+EVIDENCE_AUDIT = 10_000
 
 
 def evidence_pack(store: GraphStore, name: str, version: str,
@@ -687,14 +692,17 @@ def evidence_pack(store: GraphStore, name: str, version: str,
     found = annotations(store, target, chars=limits.max_chars)
     evaluations, approvals = found.evaluations, found.approvals
     touched = [target, *(n.id for n in evaluations + approvals)]
-    audit = sorted((e for node_id in touched for e in store.audit_log(target=node_id)),
-                   key=lambda e: (e.at, e.seq or 0))
+    # One read for all of them; the oldest ``EVIDENCE_AUDIT`` (one read per target each
+    # capped at 1,000 entries left later ones out without saying so).
+    entries = store.audit_log(targets=touched, limit=EVIDENCE_AUDIT + 1)
+    audit = sorted(entries[:EVIDENCE_AUDIT], key=lambda e: (e.at, e.seq or 0))
     return EvidencePack(
         bundle=bundle, parts=bundle_parts(store, [target])[target],
         upstream=walk(store, target, Direction.UPSTREAM, FULL_DEPTH, limits=limits),
         evaluations=sorted(evaluations, key=lambda n: (n.created_at, n.id)),
         approvals=sorted(approvals, key=lambda n: (n.created_at, n.id)),
-        stage_moves=store.stage_history(name=name), audit=audit, annotations_cut=found.cut)
+        stage_moves=store.stage_history(name=name), audit=audit, annotations_cut=found.cut,
+        audit_cut=len(entries) > EVIDENCE_AUDIT)
 
 
 def report_picture(store: GraphStore, report: PromotionReport, depth: int = 4) -> Subgraph:

@@ -948,9 +948,10 @@ class Neo4jStore(GraphStore):
         target: str | None = None,
         after_seq: int | None = None,
         limit: int = 1000,
+        targets: Sequence[str] | None = None,
     ) -> list[AuditEntry]:
         rows = self._audit_rows(f"a {{.*, at: {_MICROS.format('a.at')}}}", since, until,
-                                actor, target, after_seq, limit)
+                                actor, target, after_seq, limit, targets)
         return [AuditEntry(at=_from_micros(props["at"]), actor=props["actor"],
                            action=props["action"], target=props["target"],
                            before=json.loads(props["before"]),
@@ -965,14 +966,15 @@ class Neo4jStore(GraphStore):
 
     def _audit_rows(self, returned: str, since: datetime | None, until: datetime | None,
                     actor: str | None, target: str | None, after_seq: int | None,
-                    limit: int) -> list[Any]:
+                    limit: int, targets: Sequence[str] | None = None) -> list[Any]:
         where = _where(("a.at >= $since", since), ("a.at <= $until", until),
                        ("a.actor = $actor", actor), ("a.target = $target", target),
-                       ("a.seq > $after", after_seq))
+                       ("a.target IN $targets", targets), ("a.seq > $after", after_seq))
         return self._rows(
             f"MATCH (a:AuditEntry) {where}WITH a ORDER BY a.seq LIMIT $limit "
             f"RETURN collect({returned}) AS rows",
             since=since, until=until, actor=actor, target=target, after=after_seq,
+            targets=list(targets) if targets is not None else None,
             limit=limit,
         )
 

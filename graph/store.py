@@ -954,8 +954,10 @@ class GraphStore(ABC):
         target: str | None = None,
         after_seq: int | None = None,
         limit: int = 1000,
+        targets: Sequence[str] | None = None,
     ) -> list[AuditEntry]:
-        """Audit entries, oldest first; ``after_seq``: those appended after that one."""
+        """Audit entries, oldest first; ``after_seq``: those appended after that one;
+        ``targets``: of any of those targets (one read for many)."""
 
     @abstractmethod
     def audit_sizes(self, *, since: datetime | None = None, until: datetime | None = None,

@@ -14,7 +14,7 @@ from lineagegraph.api.settings import Settings
 from lineagegraph.graph import registry
 from lineagegraph.graph.governance import evidence_pack
 from lineagegraph.graph.store import GraphStore
-from lineagegraph.schema import Edge, Node
+from lineagegraph.schema import AuditEntry, Edge, Node
 
 from .test_governance import EU_PRODUCTION, T0, gate, setup_bundle
 
@@ -74,3 +74,23 @@ def test_nothing_is_said_cut_when_every_annotation_is_read(store: GraphStore) ->
 
     assert not pack.annotations_cut
     assert len(pack.evaluations) == len(EVALS) and len(pack.approvals) == 4
+
+
+def test_an_evidence_pack_reads_its_audit_entries_at_once_and_notes_a_cut(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lineagegraph.graph import governance
+
+    _with_request(store)
+    store.upsert(audit=[
+        AuditEntry(action="upsert", target="bundle:b@1", actor="ci", at=T0),
+        AuditEntry(action="approve", target="approval:b@1/ana", actor="ana",
+                   at=T0 + timedelta(hours=1)),
+        AuditEntry(action="upsert", target="bundle:other@1", actor="ci", at=T0)])
+    whole = evidence_pack(store, "b", "1")
+    monkeypatch.setattr(governance, "EVIDENCE_AUDIT", 1)
+    cut = evidence_pack(store, "b", "1")
+
+    assert [(e.action, e.target) for e in whole.audit] == [
+        ("upsert", "bundle:b@1"), ("approve", "approval:b@1/ana")]
+    assert not whole.audit_cut
+    assert cut.audit_cut and cut.audit == whole.audit[:1]

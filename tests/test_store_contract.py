@@ -881,6 +881,11 @@ def test_audit_log_records_writes_in_order_and_filters(store: GraphStore) -> Non
     assert entries[0].after == {"owner": "x"}
     assert [e.target for e in by_bob] == ["bundle:b@1"]
     assert [e.action for e in late] == ["promote"]
+    assert [e.target for e in store.audit_log(targets=["bundle:b@1", "source:wh.a"])] == [
+        "source:wh.a", "bundle:b@1"]
+    assert [e.target for e in store.audit_log(targets=["bundle:b@1", "x"], limit=5)] == [
+        "bundle:b@1"]
+    assert store.audit_log(targets=[]) == []
 
 
 def test_a_failed_batch_leaves_no_audit_entry(store: GraphStore) -> None:
