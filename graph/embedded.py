@@ -529,8 +529,11 @@ class EmbeddedStore(GraphStore):
 
     def get_edges(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], Edge]:
         rows = self._query(
-            "SELECT e.* FROM json_each(?) k JOIN edges e ON e.source = k.value ->> 0 "
-            "AND e.type = k.value ->> 1 AND e.target = k.value ->> 2",
+            # json_extract, not ->> (SQLite 3.38+): the json_each the store uses elsewhere.
+            "SELECT e.* FROM json_each(?) k JOIN edges e "
+            "ON e.source = json_extract(k.value, '$[0]') "
+            "AND e.type = json_extract(k.value, '$[1]') "
+            "AND e.target = json_extract(k.value, '$[2]')",
             (json.dumps([list(key) for key in keys]),),
         )
         edges = (Edge.stored(r["source"], r["type"], r["target"], r["props"]) for r in rows)
