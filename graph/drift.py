@@ -31,7 +31,7 @@ import networkx as nx
 from lineagegraph.schema import Node
 
 from .registry import stage_name
-from .store import Direction, GraphStore
+from .store import Direction, GraphStore, Hop
 from .walk import (
     DEFAULT_LIMITS,
     FULL_DEPTH,
@@ -166,12 +166,17 @@ def drift_sources(
         if per_source[hop.origin] <= cap:
             newest.append(hop)
     truncated |= len(newest) < len(rows)
-    # Large properties within what the walk left of its budget, in that order.
-    rank = {(hop.origin, hop.node.id): i for i, hop in enumerate(newest)}
-    newest, spent = filled(store, newest, Budget(upstream.chars_left), upstream.nodes,
-                           order=lambda hop: rank[hop.origin, hop.node.id])
+    # Large properties within what the walk left of its budget, the newest first. Versions
+    # the walk holds cost nothing and are kept whatever the budget cuts: left out, they
+    # would count only by the walk's longer way round to them.
+    held = [hop for hop in newest if hop.node.id in upstream.nodes]
+    rest = [hop for hop in newest if hop.node.id not in upstream.nodes]
+    rank = {(hop.origin, hop.node.id): i for i, hop in enumerate(rest)}
+    rest, spent = filled(store, rest, Budget(upstream.chars_left), {},
+                         order=lambda hop: rank[hop.origin, hop.node.id])
     truncated |= spent
-    for hop in newest:
+    held = [Hop(hop.origin, hop.edge, upstream.nodes[hop.node.id]) for hop in held]
+    for hop in held + rest:
         if hidden(hop.node, include_archived=False):  # as the walk skips them
             continue
         add(hop.node, CHANGE_BY_KIND["DatasetVersion"], hop.node.created_at,

@@ -85,6 +85,7 @@ class GateInput:
     evaluations: list[Node]
     approvals: list[Node]
     policy: GatePolicy
+    annotations_cut: bool = False  # some evaluations or approvals were not read (registry)
 
     @property
     def stated_tier(self) -> str:
@@ -112,12 +113,19 @@ def eval_gate(g: GateInput) -> Gate:
     if not g.evaluations:
         if g.tier in TIERS_NEEDING_EVAL:
             return Gate("eval", False, f"no evaluation of {g.candidate.id} "
-                        f"(required for the {g.tier} tier)")
+                        f"(required for the {g.tier} tier){_unread(g)}")
         return Gate("eval", True, f"no evaluation; not required for the {g.tier} tier")
     latest = max(g.evaluations, key=lambda e: (e.created_at, e.id))
     score, threshold = latest.properties.get("score"), latest.properties.get("threshold")
     passed = score is not None and threshold is not None and not score < threshold
     return Gate("eval", passed, f"{latest.id} {scored(score, threshold)}")
+
+
+def _unread(g: GateInput) -> str:
+    """What a failing gate adds when some of its inputs were not read."""
+    return ("; some evaluations or approvals were not read (the newest 1,000 of each kind, "
+            "within LINEAGEGRAPH_MAX_WALK_CHARS of large properties)"
+            if g.annotations_cut else "")
 
 
 def scored(score: Any, threshold: Any) -> str:
@@ -146,7 +154,8 @@ def approvals_gate(g: GateInput) -> Gate:
     approvers = sorted(named.values())
     if len(approvers) < required:
         return Gate("approvals", False, f"{len(approvers)} of {required} required approvals "
-                    f"({g.tier} tier){': ' + ', '.join(approvers) if approvers else ''}")
+                    f"({g.tier} tier){': ' + ', '.join(approvers) if approvers else ''}"
+                    f"{_unread(g)}")
     return Gate("approvals", True, f"{len(approvers)} of {required} required: "
                 f"{', '.join(approvers) or 'none needed'}")
 
@@ -336,24 +345,24 @@ def promotion_report(
     report = PromotionReport(
         candidate=candidate, environment=environment, current=current, gates=[], diff=[],
         blast_radius=blast_radius(store, impact_root, Action.CHANGE, limits=limits, now=when))
-    _judge(store, report, candidate, policy)
+    _judge(store, report, candidate, policy, limits.max_chars)
     return report
 
 
 def _judge(store: GraphStore, report: PromotionReport, candidate: Node,
-           policy: GatePolicy) -> None:
+           policy: GatePolicy, chars: int = DEFAULT_LIMITS.max_chars) -> None:
     """Fill ``report``'s gates, diff and parts from what is stored of ``candidate``: the
     report's first judgement, and a promotion's second in its write's turn (``Rejudged``)."""
     current = report.current
     # Once each: a candidate live there already is also the current version.
     parts = bundle_parts(store, sorted({candidate.id} | ({current.id} if current else set())))
-    found = annotations(store, candidate.id)
+    found = annotations(store, candidate.id, chars=chars)
     # An archived evaluation or approval is withdrawn: kept for the record (the evidence
     # pack lists it), counted by no gate.
     gate_input = GateInput(candidate, parts[candidate.id], report.environment,
                            [e for e in found.evaluations if not e.properties.get("archived")],
                            [a for a in found.approvals if not a.properties.get("archived")],
-                           policy)
+                           policy, found.cut)
     report.candidate = candidate
     report.parts = parts[candidate.id]
     report.gates = [gate(gate_input) for gate in GATES]

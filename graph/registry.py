@@ -101,7 +101,7 @@ def annotations(store: GraphStore, node_id: str, until: datetime | None = None,
 def split_annotations(store: GraphStore, hops: Iterable[Hop], chars: int) -> Annotations:
     """Rows over ``ANNOTATION_EDGES`` as ``Annotations``: the newest ``ANNOTATIONS_READ``
     of each kind, with the properties a row left out read in (``walk.filled``) while
-    ``chars`` of them last, the newest first."""
+    ``chars`` of them last."""
     kinds: dict[str, list[Hop]] = {edge_type: [] for edge_type in ANNOTATION_EDGES}
     for hop in hops:
         kinds[hop.edge.type].append(hop)
@@ -111,7 +111,11 @@ def split_annotations(store: GraphStore, hops: Iterable[Hop], chars: int) -> Ann
         rows.sort(key=lambda hop: (hop.node.created_at, hop.node.id), reverse=True)
         cut |= len(rows) > ANNOTATIONS_READ
         del rows[ANNOTATIONS_READ:]
-    newest = [*kinds["EVALUATES"], *kinds["APPROVES"]]
+    # Within the budget, what the gates read goes first: the latest evaluation, then the
+    # approvals; the older evaluations last (36 evaluation reports of 1 MB took it all, and
+    # the approvals gate then counted none).
+    evaluations = kinds["EVALUATES"]
+    newest = [*evaluations[:1], *kinds["APPROVES"], *evaluations[1:]]
     rank = {(hop.edge.type, hop.node.id): i for i, hop in enumerate(newest)}
     kept, spent = filled(store, newest, Budget(chars), {},
                          order=lambda hop: rank[hop.edge.type, hop.node.id])

@@ -230,3 +230,71 @@ def test_a_walk_the_budget_cut_stops_there_so_no_node_comes_at_a_deeper_degree(
     # first and does not fit, so nothing of that hop is kept.
     assert set(cut.nodes) == {SOURCE}
     assert all(cut.degrees[i] == whole.degrees[i] for i in cut.nodes)
+
+
+def test_drift_keeps_a_version_its_walk_holds_at_its_fewest_hops_whatever_the_budget(
+        store: GraphStore) -> None:
+    """A source's newer, large version the budget leaves out must not drop an older one
+    the walk already holds: answered only the walk's long way round, it would rank lower."""
+    from lineagegraph.graph.drift import drift_sources
+
+    old, new = "dataset:warehouse.events@1", "dataset:warehouse.events@2"
+    store.upsert(
+        [_node(SOURCE, -30), _node(old, 1), _node(new, 2, schema=LARGE),
+         _node("feature:f@1", 1.5), _node("run:r1", 2), _node("model:m@1", 2.5),
+         _node("bundle:b@1", 3)],
+        [Edge(source=old, type="VERSION_OF", target=SOURCE),
+         Edge(source=new, type="VERSION_OF", target=SOURCE),
+         Edge(source="feature:f@1", type="DERIVED_FROM", target=old),
+         Edge(source="run:r1", type="CONSUMED", target="feature:f@1"),
+         Edge(source="model:m@1", type="PRODUCED_BY", target="run:r1"),
+         Edge(source="bundle:b@1", type="USES_MODEL", target="model:m@1"),
+         Edge(source="bundle:b@1", type="RETRIEVES_FROM", target=SOURCE)])
+    onset = T + timedelta(days=4)
+
+    whole = drift_sources(store, "bundle:b@1", onset)
+    cut = drift_sources(store, "bundle:b@1", onset, limits=WalkLimits(max_chars=INLINE_CHARS))
+
+    assert whole is not None and cut is not None
+    hops = {c.node.id: (c.hops, c.path) for c in whole}
+    assert hops[old] == (2, [old, SOURCE, "bundle:b@1"]) and new in hops
+    assert cut.truncated and new not in {c.node.id for c in cut}
+    assert {c.node.id: (c.hops, c.path) for c in cut}[old] == hops[old]
+
+
+def test_the_gates_read_the_approvals_before_older_large_evaluations(store: GraphStore) -> None:
+    """Within the budget the latest evaluation and the approvals go first: large CI reports
+    must not leave the approvals gate counting none."""
+    from lineagegraph.graph.governance import GatePolicy, promotion_report
+    from lineagegraph.graph.registry import annotations
+
+    bundle = "bundle:b@1"
+    evals = [f"eval:suite/r{i}" for i in range(3)]
+    store.upsert(
+        [_node("model:m@1"), _node("policy:pp@1", risk_tier="production"), _node(bundle, 1),
+         _node("approval:b@1/alice", 2, approved_by="alice"),
+         *(_node(e, 1 + i / 10, suite="suite", run=f"r{i}", score=0.95, threshold=0.9,
+                 report=LARGE) for i, e in enumerate(evals))],
+        [Edge(source=bundle, type="USES_MODEL", target="model:m@1"),
+         Edge(source=bundle, type="GOVERNED_BY", target="policy:pp@1"),
+         Edge(source="approval:b@1/alice", type="APPROVES", target=bundle),
+         *(Edge(source=e, type="EVALUATES", target=bundle) for e in evals)])
+    size = len(store.get([evals[0]])[evals[0]].props_json)
+
+    report = promotion_report(store, "b", "1", "production", GatePolicy(),
+                              limits=WalkLimits(max_chars=size + size // 2))
+
+    read = annotations(store, bundle, chars=size + size // 2)
+
+    gates = {g.name: (g.passed, g.reason) for g in report.gates}
+    assert gates["approvals"] == (True, "1 of 1 required: alice")
+    assert gates["eval"] == (True, f"{evals[-1]} scored 0.95 ≥ threshold 0.9")
+    assert [a.id for a in read.approvals] == ["approval:b@1/alice"]
+    assert [e.id for e in read.evaluations] == [evals[-1]] and read.cut
+    # Read nothing at all: the failing gates say why, rather than look like no evidence.
+    starved = promotion_report(store, "b", "1", "production", GatePolicy(),
+                               limits=WalkLimits(max_chars=0))
+    for gate in starved.gates:
+        if gate.name in ("eval", "approvals"):
+            assert not gate.passed
+            assert "some evaluations or approvals were not read" in (gate.reason or "")
