@@ -184,9 +184,8 @@ class Query(GovernanceQuery):
             _not_found(info, f"no request {request_id!r}")
             return None
         if result.annotations_cut:
-            context.warn(info, f"approvals and evaluations: some are left out (the newest "
-                         f"{registry.ANNOTATIONS_READ:,} of each kind the bundle had then are "
-                         "read, within LINEAGEGRAPH_MAX_WALK_CHARS of large properties)")
+            context.warn(info, "approvals and evaluations: some are left out "
+                         f"({registry.annotations_read()})")
         parts = result.parts
         return Trace(
             outcome=to_gql(result.outcome), bundle=maybe(result.bundle),

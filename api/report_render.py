@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lineagegraph.graph.governance import PromotionReport
-from lineagegraph.graph.registry import ANNOTATIONS_READ
+from lineagegraph.graph.registry import annotations_read
 from lineagegraph.graph.walk import Subgraph
 from lineagegraph.schema import AuditEntry, Node, StageMove
 
@@ -166,9 +166,7 @@ def evidence_sections(bundle: Node, pins: dict[str, Sequence[Node]], upstream: S
                       ) -> list[Section]:
     """``pins``: what the bundle pins, by what it is (the data it retrieves from may be
     several sources)."""
-    cut = (f"some are left out: the newest {ANNOTATIONS_READ:,} of each kind are read, "
-           "within LINEAGEGRAPH_MAX_WALK_CHARS of large properties" if annotations_cut
-           else None)
+    cut = f"some are left out: {annotations_read()}" if annotations_cut else None
     return [
         Section("The bundle and what it pins",
                 [("bundle", bundle.id), ("params", _cell(bundle.properties.get("params"))),

@@ -171,9 +171,7 @@ def drift_sources(
     # would count only by the walk's longer way round to them.
     held = [hop for hop in newest if hop.node.id in upstream.nodes]
     rest = [hop for hop in newest if hop.node.id not in upstream.nodes]
-    rank = {(hop.origin, hop.node.id): i for i, hop in enumerate(rest)}
-    rest, spent = filled(store, rest, Budget(upstream.chars_left), {},
-                         order=lambda hop: rank[hop.origin, hop.node.id])
+    rest, spent = filled(store, rest, Budget(upstream.chars_left), {}, order=None)
     truncated |= spent
     held = [Hop(hop.origin, hop.edge, upstream.nodes[hop.node.id]) for hop in held]
     for hop in held + rest:

@@ -191,6 +191,21 @@ def _inlined(sql: str, params: list[Any], inline: int | None) -> tuple[str, list
 _LAST_SEQ = "SELECT max(seq) FROM stage_moves WHERE name = ?"
 
 
+def _stage_where(name: str | None, environment: str | None, until: datetime | None,
+                 names: Sequence[str] | None) -> tuple[str, list[Any]]:
+    """The filters of ``stage_history`` and ``stage_latest``: a WHERE clause and its
+    parameters."""
+    where, params = "1 = 1", []
+    for clause, value in (("name = ?", name), ("environment = ?", environment),
+                          ("name IN (SELECT value FROM json_each(?))",
+                           None if names is None else _json_list(names)),
+                          ("at <= ?", _ts(until))):
+        if value is not None:
+            where += f" AND {clause}"
+            params.append(value)
+    return where, params
+
+
 def _stage_move(r: sqlite3.Row) -> StageMove:
     return StageMove(name=r["name"], environment=r["environment"],
                      from_version=r["from_version"], to_version=r["to_version"],
@@ -719,17 +734,8 @@ class EmbeddedStore(GraphStore):
         names: Sequence[str] | None = None,
         last: int | None = None,
     ) -> list[StageMove]:
-        sql, params = "SELECT * FROM stage_moves WHERE 1 = 1", []
-        for column, value in (("name", name), ("environment", environment)):
-            if value is not None:
-                sql += f" AND {column} = ?"
-                params.append(value)
-        if names is not None:
-            sql += " AND name IN (SELECT value FROM json_each(?))"
-            params.append(_json_list(names))
-        if until is not None:
-            sql += " AND at <= ?"
-            params.append(_ts(until))
+        where, params = _stage_where(name, environment, until, names)
+        sql = f"SELECT * FROM stage_moves WHERE {where}"
         if last is not None:
             sql = (f"SELECT * FROM ({sql} ORDER BY at DESC, seq DESC LIMIT ?)")
             params.append(last)
@@ -745,16 +751,7 @@ class EmbeddedStore(GraphStore):
         *,
         names: Sequence[str] | None = None,
     ) -> list[StageMove]:
-        where, params = "1 = 1", []
-        if names is not None:
-            where += " AND name IN (SELECT value FROM json_each(?))"
-            params.append(_json_list(names))
-        if environment is not None:
-            where += " AND environment = ?"
-            params.append(environment)
-        if until is not None:
-            where += " AND at <= ?"
-            params.append(_ts(until))
+        where, params = _stage_where(None, environment, until, names)
         if names is not None and len(names) == 1 and environment is not None:
             # One key: the index (name, environment, at; seq as the rowid) seeks the row.
             sql = f"SELECT * FROM stage_moves WHERE {where} ORDER BY at DESC, seq DESC LIMIT 1"

@@ -37,6 +37,7 @@ from .impact import (
 from .registry import (
     BundleParts,
     annotations,
+    annotations_read,
     bundle_id,
     bundle_parts,
     pin_change_message,
@@ -123,8 +124,7 @@ def eval_gate(g: GateInput) -> Gate:
 
 def _unread(g: GateInput) -> str:
     """What a failing gate adds when some of its inputs were not read."""
-    return ("; some evaluations or approvals were not read (the newest 1,000 of each kind, "
-            "within LINEAGEGRAPH_MAX_WALK_CHARS of large properties)"
+    return (f"; some evaluations or approvals were not read ({annotations_read()})"
             if g.annotations_cut else "")
 
 

@@ -78,6 +78,12 @@ ANNOTATION_EDGES = ("EVALUATES", "APPROVES")
 ANNOTATIONS_READ = 1000
 
 
+def annotations_read() -> str:
+    """How annotations are read, for the answers that left some out to say."""
+    return (f"the newest {ANNOTATIONS_READ:,} of each kind are read, within "
+            "LINEAGEGRAPH_MAX_WALK_CHARS of large properties")
+
+
 @dataclass(slots=True)
 class Annotations:
     """A node's evaluations and approvals, each by ID; ``cut``: older ones were left out
@@ -115,10 +121,8 @@ def split_annotations(store: GraphStore, hops: Iterable[Hop], chars: int) -> Ann
     # approvals; the older evaluations last (36 evaluation reports of 1 MB took it all, and
     # the approvals gate then counted none).
     evaluations = kinds["EVALUATES"]
-    newest = [*evaluations[:1], *kinds["APPROVES"], *evaluations[1:]]
-    rank = {(hop.edge.type, hop.node.id): i for i, hop in enumerate(newest)}
-    kept, spent = filled(store, newest, Budget(chars), {},
-                         order=lambda hop: rank[hop.edge.type, hop.node.id])
+    kept, spent = filled(store, [*evaluations[:1], *kinds["APPROVES"], *evaluations[1:]],
+                         Budget(chars), {}, order=None)
     nodes: dict[str, list[Node]] = {edge_type: [] for edge_type in ANNOTATION_EDGES}
     for hop in kept:
         nodes[hop.edge.type].append(hop.node)

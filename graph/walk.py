@@ -284,17 +284,17 @@ class Budget:
 
 
 def filled(store: GraphStore, rows: list[Hop], budget: Budget, known: dict[str, Node],
-           order: Callable[[Hop], Any] = hop_order) -> tuple[list[Hop], bool]:
+           order: Callable[[Hop], Any] | None = hop_order) -> tuple[list[Hop], bool]:
     """The rows, with the properties the store left out of them (``INLINE_CHARS``) read
     in, and whether some were left out: those whose properties no longer fit the budget.
-    Those kept are the first in ``order`` (``hop_order``, as a node cap keeps them), so
-    every store cuts alike. ``known``: nodes the walk holds whole already."""
+    Those kept are the first in ``order`` (``hop_order``, as a node cap keeps them; None:
+    as given), so every store cuts alike. ``known``: nodes the walk holds whole already."""
     if not any(row.node_elided or row.edge_elided for row in rows):
         return rows, False
     wanted: dict[str, int] = {}
     edges: set[tuple[str, str, str]] = set()
     kept: list[Hop] = []
-    for row in sorted(rows, key=order):
+    for row in (rows if order is None else sorted(rows, key=order)):
         node_id = row.node.id
         node_cost = (row.node_elided if row.node_elided and node_id not in known
                      and node_id not in wanted else 0)
@@ -310,24 +310,24 @@ def filled(store: GraphStore, rows: list[Hop], budget: Budget, known: dict[str, 
     for ids in _pages(wanted):
         nodes |= store.get(ids)
     read = store.get_edges(sorted(edges)) if edges else {}
-    filled = [Hop(row.origin, read[row.edge.key] if row.edge_elided else row.edge,
-                  (known.get(row.node.id) or nodes[row.node.id]) if row.node_elided else row.node)
-              for row in kept
-              if (not row.edge_elided or row.edge.key in read)
-              and (not row.node_elided or row.node.id in known or row.node.id in nodes)]
-    return filled, len(filled) < len(rows)
+    whole = [Hop(row.origin, read[row.edge.key] if row.edge_elided else row.edge,
+                 (known.get(row.node.id) or nodes[row.node.id]) if row.node_elided else row.node)
+             for row in kept
+             if (not row.edge_elided or row.edge.key in read)
+             and (not row.node_elided or row.node.id in known or row.node.id in nodes)]
+    return whole, len(whole) < len(rows)
 
 
 def _pages(sizes: dict[str, int], page: int = PAGE_CHARS) -> list[list[str]]:
     """IDs in reads of up to ``page`` characters of properties each (one at least)."""
     pages: list[list[str]] = []
-    filled = page
+    in_page = page
     for node_id, size in sizes.items():
-        if filled + size > page:
+        if in_page + size > page:
             pages.append([])
-            filled = 0
+            in_page = 0
         pages[-1].append(node_id)
-        filled += size
+        in_page += size
     return pages
 
 
