@@ -19,6 +19,7 @@ from lineagegraph.graph.store import GraphStore, StoreUnavailable
 from lineagegraph.graph.warmup import warm_up
 
 from . import routes_openlineage, routes_registry
+from .admission import BodyBudget
 from .auth import install_auth, store_check_s
 from .content_encoding import InflatingRoute, install_decompressed_limit
 from .errors import GraphQLJsonErrors, install_error_handlers
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
 
     app = FastAPI(title="Lineage Graph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.ingest_budget = BodyBudget(settings.ingest_budget, settings.ingest_wait_s)
 
     async def get_context(request: Request) -> Context:
         return Context(store=request.app.state.store, settings=settings)

@@ -29,7 +29,8 @@ from lineagegraph.ingest.bodies import load_json
 from lineagegraph.schema import InvalidId, SchemaError
 from lineagegraph.schema.models import utc
 
-from .content_encoding import TOO_LARGE, InflatingRoute
+from .admission import IngestRoute
+from .content_encoding import TOO_LARGE
 from .deps import ActorDep, StoreDep
 from .errors import (
     bad_parameter,
@@ -39,8 +40,9 @@ from .errors import (
     unavailable_response,
 )
 
-# InflatingRoute: a gzip body is inflated before a route reads it (api/content_encoding.py).
-router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=InflatingRoute)
+# IngestRoute: a write waits its turn by body size (api/admission.py); a gzip body is
+# inflated before a route reads it (api/content_encoding.py).
+router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=IngestRoute)
 
 
 

@@ -22,13 +22,15 @@ from lineagegraph.ingest.manifest_formats import read_json, read_yaml
 from lineagegraph.ingest.manifests import load_manifests
 from lineagegraph.schema import Node
 
+from .admission import IngestRoute
 from .auth import principal_of, require_admin_for
-from .content_encoding import TOO_LARGE, InflatingRoute
+from .content_encoding import TOO_LARGE
 from .deps import ActorDep, StoreDep
 from .errors import problem_response, read_cursor
 
-# InflatingRoute: every body here may come gzip-compressed (api/content_encoding.py).
-router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=InflatingRoute)
+# IngestRoute: a write waits its turn by body size (api/admission.py); every body here
+# may come gzip-compressed (api/content_encoding.py).
+router = APIRouter(prefix="/api/v1", tags=["ingest"], route_class=IngestRoute)
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl",

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     # Access (api/auth.py): tokens live in the store; these bound what a caller may send
     # and how long a token revoked by another process may still be accepted.
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="largest request body")
+    # An ingest request holds ~20-25× its body in memory while it is written (api/admission.py).
+    ingest_budget_bytes: int | None = Field(None, ge=1, description="bytes of request bodies "
+                                            "the ingest routes process at once, the rest "
+                                            "waiting their turn (default: twice the largest "
+                                            "request body)")
+    ingest_wait_s: float = Field(30.0, ge=0, le=3600, description="how long an ingest request "
+                                 "waits for its turn before a 503")
     token_cache_s: float = Field(5.0, ge=0, description="how long token lookups are cached")
     require_auth: bool = Field(False, description="never serve open, even with no token")
 
@@ -190,6 +197,10 @@ class Settings(BaseSettings):
     def store_label(self) -> str:
         return (f"Neo4j at {self.neo4j_uri}" if self.neo4j_uri
                 else f"the embedded store at {self.db}")
+
+    @property
+    def ingest_budget(self) -> int:
+        return self.ingest_budget_bytes or 2 * self.max_body_bytes
 
     @property
     def walk_limits(self) -> WalkLimits:
