@@ -46,6 +46,11 @@ class BodyBudget:
         self._tickets = 0
         self._changed: asyncio.Condition | None = None  # made on the serving loop
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for their turn."""
+        return len(self._waiting)
+
     def _condition(self) -> asyncio.Condition:
         if self._changed is None:
             self._changed = asyncio.Condition()

@@ -137,6 +137,7 @@ def test_an_ingest_post_past_its_wait_is_a_503_naming_the_settings_and_writes_no
         with _held(client, 1000):
             answer = client.post("/api/v1/outcomes", json=[RECORD])
             reads = client.get("/api/v1/deadletter")
+            metrics = client.get("/metrics").text
             query = client.post("/graphql", json={"query": "{ __typename }"})
         assert answer.status_code == 503, answer.text
         assert answer.headers["retry-after"] == "1"
@@ -145,6 +146,9 @@ def test_an_ingest_post_past_its_wait_is_a_503_naming_the_settings_and_writes_no
         assert "LINEAGEGRAPH_INGEST_BUDGET_BYTES" in body["error"]
         assert "LINEAGEGRAPH_INGEST_WAIT_S" in body["error"]
         assert store.get(["outcome:req-admitted"]) == {}
+        assert "lineagegraph_ingest_body_bytes_in_flight 1000" in metrics
+        assert "lineagegraph_ingest_budget_bytes 1000" in metrics
+        assert "lineagegraph_ingest_waiting 0" in metrics  # the 503 left the line
         # Reads and GraphQL never wait for ingest turns.
         assert reads.status_code == 200 and query.status_code == 200
         again = client.post("/api/v1/outcomes", json=[RECORD])
@@ -165,8 +169,10 @@ def test_an_ingest_post_waits_for_its_turn_and_is_then_written(store: GraphStore
             sender = threading.Thread(target=send)
             sender.start()
             time.sleep(0.3)
+            waiting = client.get("/metrics").text
             released = time.monotonic()
             assert answered == []  # still waiting its turn
+        assert "lineagegraph_ingest_waiting 1" in waiting
         sender.join(timeout=30)
         assert len(answered) == 1 and answered[0][0] >= released
         assert answered[0][1] < 500
