@@ -45,6 +45,7 @@ class BodyBudget:
         self._waiting: deque[int] = deque()  # tickets, in arrival order
         self._tickets = 0
         self._changed: asyncio.Condition | None = None  # made on the serving loop
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def waiting(self) -> int:
@@ -52,8 +53,13 @@ class BodyBudget:
         return len(self._waiting)
 
     def _condition(self) -> asyncio.Condition:
-        if self._changed is None:
-            self._changed = asyncio.Condition()
+        # An app served again on another loop (a test client entered twice) starts afresh:
+        # a condition is bound to its loop, and what the old loop held went with it.
+        loop = asyncio.get_running_loop()
+        if self._changed is None or self._loop is not loop:
+            self._changed, self._loop = asyncio.Condition(), loop
+            self.used = 0
+            self._waiting.clear()
         return self._changed
 
     @asynccontextmanager
