@@ -155,10 +155,16 @@ _SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
 _SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
+# One fields set per class, shared by its trusted models: a set of its own was a fifth of
+# what a mapped batch of outcomes holds. They are frozen, and pydantic copies the set
+# before it adds to it (``model_copy``), so no model changes another's.
+_ALL_FIELDS: dict[type[BaseModel], set[str]] = {}
+
+
 def _trusted(cls: type[M], fields: dict[str, Any]) -> M:
     model = object.__new__(cls)
     _SET_DICT(model, fields)
-    _SET_FIELDS_SET(model, set(fields))
+    _SET_FIELDS_SET(model, _ALL_FIELDS.get(cls) or _ALL_FIELDS.setdefault(cls, set(fields)))
     _SET_EXTRA(model, None)
     _SET_PRIVATE(model, None)
     return model

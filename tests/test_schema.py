@@ -109,8 +109,12 @@ def test_trusted_models_are_what_model_construct_builds() -> None:
         assert trusted.model_fields_set == constructed.model_fields_set
         assert trusted.__pydantic_extra__ == constructed.__pydantic_extra__
         assert trusted.__pydantic_private__ == constructed.__pydantic_private__
-        assert trusted.model_copy(update={"properties": {"a": 1}}).properties == {"a": 1}
+        copied = trusted.model_copy(update={"properties": {"a": 1}})
+        assert copied.properties == {"a": 1}
         assert trusted.properties == constructed.properties  # the copy changed neither
+        # Trusted models of a class share one fields set: a copy's must be its own.
+        assert copied.__pydantic_fields_set__ is not trusted.__pydantic_fields_set__
+        assert trusted.model_fields_set == constructed.model_fields_set
     node = pairs[0][0]
     assert node.id == "model:fraud@3"
     assert pickle.loads(pickle.dumps(node)) == node
