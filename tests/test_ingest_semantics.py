@@ -49,7 +49,8 @@ def write_manifest(store: GraphStore, text: str) -> None:
 
 
 def tools_by_version(store: GraphStore) -> dict[str, list[str]]:
-    return {n.version or "": n.properties["tools"] for n in store.versions("Toolset", "t", last=100)}
+    return {n.version or "": n.properties["tools"]
+            for n in store.versions("Toolset", "t", last=100)}
 
 
 def supersedes(store: GraphStore) -> dict[str, str]:

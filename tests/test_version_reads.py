@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from lineagegraph.api.app import create_app
+from lineagegraph.api.settings import Settings
+from lineagegraph.graph import registry
 from lineagegraph.graph.store import (
+    REPLACED_BY,
+    Direction,
     GraphStore,
     VersionFilter,
     version_key,
     version_order,
 )
+from lineagegraph.ingest.manifest_formats import read_yaml
+from lineagegraph.ingest.manifests import map_manifests
 from lineagegraph.schema import Edge, Node
+
+from .ingest_support import client_for
+from .openlineage_support import dataset, run_event
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -104,3 +116,136 @@ def test_store_reads_whole_numbers_and_leaves_excluded_versions_out(
         (n for n in nodes if n.version and n.version.isascii() and n.version.isdigit()),
         key=version_order)]
     assert [n.version for n in newest] == ["x\U0001f600", "run-a"]
+
+
+# -- history: the newest versions, paged back ---------------------------------------------------
+
+HISTORY = ('query($id: ID!, $before: String) { history(id: $id, versionsBefore: $before) '
+           '{ versions { version } versionsCursor } }')
+
+
+def _history(client: TestClient, node_id: str, before: str | None = None) -> dict[str, Any]:
+    answer = client.post("/graphql", json={"query": HISTORY, "variables": {
+        "id": node_id, "before": before}}).json()
+    assert "errors" not in answer, answer
+    return answer
+
+
+def test_history_answers_the_newest_versions_and_pages_back_to_the_rest(
+        store: GraphStore) -> None:
+    store.upsert([Node(kind="Feature", name="f", version=str(v),
+                       created_at=T0 + timedelta(minutes=v)) for v in range(1, 1201)])
+
+    with TestClient(create_app(Settings(neo4j_uri=None), store=store)) as client:
+        first = _history(client, "feature:f@1")
+        cursor = first["data"]["history"]["versionsCursor"]
+        rest = _history(client, "feature:f@1", cursor)
+        refused = client.post("/graphql", json={"query": HISTORY, "variables": {
+            "id": "feature:f@1", "before": "bm90IGEga2V5"}}).json()
+
+    newest = [v["version"] for v in first["data"]["history"]["versions"]]
+    earlier = [v["version"] for v in rest["data"]["history"]["versions"]]
+    assert newest == [str(v) for v in range(201, 1201)]
+    (warning,) = first["extensions"]["warnings"]
+    assert "the newest 1,000 of at most 1,000" in warning["message"]
+    assert earlier + newest == [str(v) for v in range(1, 1201)]
+    assert rest["data"]["history"]["versionsCursor"] is None
+    assert "versionsBefore" in refused["errors"][0]["message"]
+
+
+def test_a_sources_history_pages_its_dataset_versions_in_version_order(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "HISTORY_VERSIONS", 3)
+    versions = [Node(kind="DatasetVersion", name=f"part-{i % 2}", version=v,
+                     created_at=T0 + timedelta(hours=i))
+                for i, v in enumerate(["run-a", "20240101", "run-b", "run-c", "7", "run-d"])]
+    store.upsert([Node.from_id("source:s", created_at=T0), *versions],
+                 [Edge(source=v.id, type="VERSION_OF", target="source:s") for v in versions])
+
+    pages: list[list[str]] = []
+    before = None
+    while True:
+        found = registry.history(store, "source:s", before)
+        assert found is not None
+        pages.insert(0, [v.id for v in found.versions])
+        if found.earlier is None:
+            break
+        before = found.earlier
+
+    assert [len(page) for page in pages] == [3, 3]
+    assert [i for page in pages for i in page] == [
+        v.id for v in sorted(versions, key=version_order)]
+
+
+# -- the ingest callers: one version, or a few, read ------------------------------------------
+
+
+def _load(store: GraphStore, text: str) -> None:
+    map_manifests(read_yaml(text), store, actor="test").write(store)
+
+
+def _supersedes(store: GraphStore, node_id: str) -> set[str]:
+    return {hop.node.id for hop in store.expand([node_id], Direction.UPSTREAM,
+                                                edge_types=["SUPERSEDES"])}
+
+
+def test_a_default_version_follows_the_greatest_whole_number_not_the_latest_version(
+        store: GraphStore) -> None:
+    # 3.1 and beta come after 3 in version order: previous + 1 counts whole numbers.
+    store.upsert([Node(kind="Toolset", name="t", version=v, created_at=T0 + timedelta(hours=i),
+                       properties={"tools": [v]})
+                  for i, v in enumerate([*map(str, range(1, 13)), "3.1", "beta"])])
+
+    _load(store, "kind: Toolset\nname: t\ntools: [new]\n")
+
+    found = store.versions("Toolset", "t", last=3)
+    assert [n.version for n in found] == ["12", "13", "beta"]
+    assert _supersedes(store, "tools:t@13") == {"tools:t@12"}
+
+
+def test_a_new_version_supersedes_the_one_just_before_it_in_version_order(
+        store: GraphStore) -> None:
+    store.upsert([Node(kind="Toolset", name="t", version=v, created_at=T0,
+                       properties={"tools": [v]}) for v in ["1", "2", "3", "3.1", "10"]])
+
+    _load(store, "kind: Toolset\nname: t\nversion: 3.2\ntools: [x]\n---\n"
+                 "kind: Toolset\nname: t\nversion: 3.5\ntools: [y]\n")
+
+    assert _supersedes(store, "tools:t@3.2") == {"tools:t@3.1"}
+    assert _supersedes(store, "tools:t@3.5") == {"tools:t@3.2"}
+
+
+def test_an_event_reading_a_model_unversioned_reads_its_newest_unreplaced_version(
+        store: GraphStore) -> None:
+    # More replaced placeholders (newest in version order) than one read holds.
+    placeholders = [Node(kind="ModelVersion", name="m", version=f"run-{i:02d}",
+                         created_at=T0 + timedelta(days=1, minutes=i),
+                         properties={REPLACED_BY: "model:m@3"}) for i in range(20)]
+    store.upsert([Node.from_id("model:m", created_at=T0), *placeholders,
+                  *(Node(kind="ModelVersion", name="m", version=str(v), created_at=T0)
+                    for v in range(1, 4))])
+    model = dataset("mlflow", "m", datasetType={"datasetType": "MODEL"})
+
+    with TestClient(create_app(Settings(neo4j_uri=None), store=store)) as client:
+        response = client.post("/api/v1/lineage", json=run_event(
+            "COMPLETE", at=T0 + timedelta(days=2), inputs=[model],
+            outputs=[dataset("warehouse", "scores")]))
+
+    assert response.status_code < 300, response.text
+    (run,) = store.find(kinds=["TrainingRun"])
+    assert run.properties["model_inputs"] == ["model:m@3"]
+
+
+def test_an_outcome_naming_a_model_family_is_told_its_latest_version(
+        store: GraphStore) -> None:
+    store.upsert([Node.from_id("model:m", created_at=T0),
+                  *(Node(kind="ModelVersion", name="m", version=v, created_at=T0)
+                    for v in [*map(str, range(1, 13)), "2.5"])])
+
+    with client_for(store) as client:
+        response = client.post("/api/v1/outcomes", json=[{
+            "request_id": "r1", "timestamp": T0.isoformat(), "environment": "production",
+            "model": "m"}])
+
+    assert response.status_code == 400, response.text
+    assert "name one, such as m@12" in response.json()["problems"][0]["message"]
