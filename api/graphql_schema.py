@@ -20,7 +20,7 @@ from strawberry.types import ExecutionContext, Info
 
 from lineagegraph.graph import impact, registry
 from lineagegraph.graph.drift import drift_sources, parse_duration
-from lineagegraph.graph.store import PAGE_CHARS, fitting
+from lineagegraph.graph.store import PAGE_CHARS, fitting, is_version_key
 from lineagegraph.graph.store import Direction as StoreDirection
 from lineagegraph.graph.trace import trace as run_trace
 from lineagegraph.graph.walk import LINEAGE_DEPTH, WALK_CAPS, walk
@@ -120,27 +120,39 @@ class Query(GovernanceQuery):
             page_info=PageInfo(has_next_page=len(found) > len(page),
                                end_cursor=encode_cursor(page[-1].id) if page else after))
 
-    @strawberry.field(description="A node's versions (every version of its name) and, for "
-                      "a bundle, its stage moves, oldest first.")
-    async def history(self, info: Info, id: strawberry.ID) -> History | None:
+    @strawberry.field(description="A node's versions and, for a bundle, its stage moves, "
+                      f"oldest first: the last {registry.HISTORY_VERSIONS:,} versions of its "
+                      "name in version order "
+                      "(numbers by their numbers, the rest by creation time), or fewer that "
+                      "fit in a page; `versionsBefore` (a `versionsCursor`) pages back to "
+                      "the earlier ones.")
+    async def history(self, info: Info, id: strawberry.ID,
+                      versions_before: str | None = None) -> History | None:
         node_id = node_id_arg(id)
+        before = decode_cursor(versions_before, "versionsBefore")
+        if before is not None and not is_version_key(before):  # another query's cursor
+            raise UserError(f"versionsBefore: {versions_before!r} is not a cursor of this "
+                            "query")
         context: Context = info.context
-        result = await context.run(lambda: registry.history(context.store, node_id))
+        result = await context.run(lambda: registry.history(context.store, node_id, before))
         if result is None:
             _not_found(info, f"no node {node_id}")
             return None
-        # A name may have thousands of versions of up to 1 MiB of properties each.
-        shown = fitting([v.props_chars for v in result.versions], PAGE_CHARS)
-        if shown < len(result.versions):
-            context.warn(info, (
-                f"versions: the first {shown:,} of {len(result.versions):,}, oldest first, "
-                f"hold {PAGE_CHARS:,} characters of properties; node(id) reads any other"))
+        if result.earlier is not None:
+            # A name may have thousands of versions of up to 1 MiB of properties each.
+            held = (f"that fit in {PAGE_CHARS:,} characters of properties"
+                    if result.cut_by_chars else f"of at most {registry.HISTORY_VERSIONS:,}")
+            context.warn(info, f"versions: the newest {len(result.versions):,} {held}, oldest "
+                         "first; earlier ones are left out: pass versionsCursor as "
+                         "versionsBefore for them")
         if result.moves_cut:
             context.warn(info, f"stageMoves: the last {registry.HISTORY_MOVES:,}, oldest "
                          "first; earlier moves are left out")
         return History(node=to_gql(result.node),
-                       versions=[to_gql(v) for v in result.versions[:shown]],
-                       stage_moves=[stage_move_type(m) for m in result.stage_moves])
+                       versions=[to_gql(v) for v in result.versions],
+                       stage_moves=[stage_move_type(m) for m in result.stage_moves],
+                       versions_cursor=encode_cursor(result.earlier)
+                       if result.earlier is not None else None)
 
     @strawberry.field(description="Nodes up to `depth` hops from `id`, each with its degree "
                       "(fewest hops). Walks follow lineage edges only (not SUPERSEDES, "

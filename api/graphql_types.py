@@ -270,7 +270,7 @@ def encode_cursor(value: str) -> str:
     return base64.urlsafe_b64encode(value.encode()).decode()
 
 
-def decode_cursor(cursor: str | None) -> str | None:
+def decode_cursor(cursor: str | None, argument: str = "after") -> str | None:
     if cursor is None:
         return None
     try:
@@ -280,7 +280,7 @@ def decode_cursor(cursor: str | None) -> str | None:
     # Decoding skips what is not base64 ("!!!!" read as nothing): only what encodes back
     # to the cursor given is one (an empty one included, which would restart the list).
     if not value or encode_cursor(value) != cursor:
-        raise UserError(f"after: {cursor!r} is not a cursor from this API")
+        raise UserError(f"{argument}: {cursor!r} is not a cursor from this API")
     return value
 
 
@@ -579,6 +579,9 @@ class History:
     node: NodeType
     versions: list[NodeType]
     stage_moves: list[StageMove]
+    versions_cursor: str | None = strawberry.field(
+        default=None, description="Pass as `versionsBefore` for the versions before these; "
+        "null when there are none.")
 
 
 @strawberry.type

@@ -36,11 +36,14 @@ from .store import (
     RequestsStored,
     StoreUnavailable,
     Tally,
+    VersionFilter,
+    VersionRow,
     WriteCounts,
     check_filters,
     elided,
     held,
     newer_format,
+    version_key,
 )
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
 
@@ -159,6 +162,10 @@ def _dt(value: str | None) -> datetime | None:
 
 def _json_list(values: Sequence[str]) -> str:
     return json.dumps(list(values))
+
+
+def _version_key(version: str | None, created_at: str) -> str:
+    return version_key(version, _at(created_at))
 
 
 def _node(row: sqlite3.Row, prefix: str = "") -> Node:
@@ -450,6 +457,8 @@ class EmbeddedStore(GraphStore):
         # SQLite's lower() folds ASCII only: search compares as Python (and Neo4j's
         # toLower) fold, so `café` finds `feature:CAFÉ@1` on both stores.
         self._conn.create_function("unicode_lower", 1, str.lower, deterministic=True)
+        # A name's versions are ordered and cut by SQLite, on the one definition of the order.
+        self._conn.create_function("version_key", 2, _version_key, deterministic=True)
         # A query's budget reaches inside a long statement: SQLite asks every N steps.
         self._conn.set_progress_handler(_past_deadline, _DEADLINE_STEPS)
         self._lock = threading.RLock()
@@ -825,6 +834,35 @@ class EmbeddedStore(GraphStore):
             sql += " AND substr(key, 1, length(?)) = ?"
             params += [where.key_prefix, where.key_prefix]
         return self._query(sql + " ORDER BY seq LIMIT ?", [*params, limit])
+
+    def _versions_sql(self, where: VersionFilter, last: int) -> tuple[str, list[Any]]:
+        """The IDs and keys of the versions ``where`` selects, the last ``last`` by key:
+        the inner read takes no properties, so a name's other versions' are not read."""
+        check_filters(None, where.kinds)
+        chosen = "kind IN (SELECT value FROM json_each(?)) AND name = ?"
+        params: list[Any] = [_json_list(where.kinds), where.name]
+        if where.family is not None:
+            chosen += " OR id IN (SELECT source FROM edges WHERE target = ? AND type = ?)"
+            params += [where.family, "VERSION_OF"]
+        sql = (f"SELECT id, k FROM (SELECT id, version, version_key(version, created_at) AS k "
+               f"FROM nodes WHERE ({chosen}) AND id NOT IN (SELECT value FROM json_each(?))) "
+               "WHERE (? IS NULL OR k < ?)")
+        params += [_json_list(sorted(where.exclude)), where.before, where.before]
+        if where.whole_numbers:
+            sql += " AND version <> '' AND version NOT GLOB '*[^0-9]*'"
+        return f"{sql} ORDER BY k DESC LIMIT ?", [*params, last]
+
+    def read_versions(self, where: VersionFilter, last: int) -> list[Node]:
+        sql, params = self._versions_sql(where, last)
+        rows = self._query(f"SELECT n.* FROM ({sql}) AS v JOIN nodes AS n ON n.id = v.id "
+                           "ORDER BY v.k", params)
+        return [_node(row) for row in rows]
+
+    def version_sizes(self, where: VersionFilter, last: int) -> list[VersionRow]:
+        sql, params = self._versions_sql(where, last)
+        rows = self._query(f"SELECT v.id, v.k, length(n.props) AS chars FROM ({sql}) AS v "
+                           "JOIN nodes AS n ON n.id = v.id ORDER BY v.k", params)
+        return [VersionRow(row["id"], row["k"], row["chars"]) for row in rows]
 
     def metadata_seq(self) -> int:
         rows = self._query(_METADATA_SEQ)

@@ -41,8 +41,14 @@ from lineagegraph.schema.models import canonical_json
 from .deadline import DeadlinePassed
 from .deadline import check as check_deadline
 from .store import (
+    ASTRAL,
+    DOTTED_VERSION,
+    HIGH_BMP,
     ORDERED_SCAN,
     ORIGIN,
+    PART_LENGTH_DIGITS,
+    WHOLE_NUMBER,
+    YEAR_ONE_MICROS,
     Direction,
     GraphStore,
     Hop,
@@ -52,6 +58,8 @@ from .store import (
     SideHop,
     StoreUnavailable,
     Tally,
+    VersionFilter,
+    VersionRow,
     WriteCounts,
     check_filters,
     elided,
@@ -81,6 +89,22 @@ _PROPERTY_CHARS = ("coalesce(x.size, reduce(n = 0, k IN keys(x) | n + "
 _MICROS = "{0}.epochMillis * 1000 + {0}.microsecond % 1000"
 _FIELDS = {"id": "n.id", "kind": "n.kind", "name": "n.name", "version": "n.version",
            "created_us": _MICROS.format("n.created_at"), "props": "n.props"}
+# A node ``n``'s ``version_key``, the same text Python's makes (a contract test holds
+# them equal): numeric parts without leading zeros, each after its length; ``!``; the
+# creation time in microseconds from year one, 18 digits; the version, each character of
+# U+E000..U+FFFF and past it after a marker (``version_key``).
+_VERSION_KEY = (
+    "CASE WHEN n.version =~ $dotted THEN '0' + reduce(k = '', part IN [p IN split("
+    "CASE WHEN n.version =~ '[vV].*' THEN substring(n.version, 1) ELSE n.version END, '.') "
+    "| CASE ltrim(p, '0') WHEN '' THEN '0' ELSE ltrim(p, '0') END] "
+    f"| k + right('{'0' * PART_LENGTH_DIGITS}' + toString(size(part)), {PART_LENGTH_DIGITS})"
+    " + part) ELSE '1' END + '!' + right('000000000000000000' + toString("
+    f"{_MICROS.format('n.created_at')} + $year_one), 18) + reduce(t = '', c IN "
+    "[i IN range(0, size(coalesce(n.version, '')) - 1) | substring(n.version, i, 1)] | t + CASE "
+    "WHEN c >= $high THEN $high + c WHEN c > $surrogates THEN $astral + c ELSE c END)")
+# Text compares by UTF-16 units here: what sorts between these is a surrogate pair, the
+# start of a character past U+FFFF (``substring`` and ``size`` count characters).
+_SURROGATES_AFTER = "\ud7ff"
 # A node's fields as map entries, for rows read as one collected list (``Neo4jStore._rows``).
 _NODE_MAP = ", ".join(f"{key}: {value}" for key, value in _FIELDS.items())
 # An edge ``r``'s fields.
@@ -1006,6 +1030,34 @@ class Neo4jStore(GraphStore):
         records = self._read(f"MATCH (c:{COUNTER_LABEL} {{name: $name}}) "
                              "RETURN c[$field] AS value", name=name, field=field)
         return records[0]["value"] if records else None
+
+    def _versions_query(self, where: VersionFilter, last: int,
+                        returned: str) -> list[dict[str, Any]]:
+        """``returned`` of the versions ``where`` selects, the last ``last`` by key, oldest
+        first: sorted and cut in Neo4j (a top-``last`` sort), properties read for those
+        only."""
+        check_filters(None, where.kinds)
+        chosen = f"MATCH (n:{NODE_LABEL}) WHERE n.kind IN $kinds AND n.name = $name RETURN n"
+        if where.family is not None:
+            chosen += (f" UNION MATCH (n:{NODE_LABEL})-[:VERSION_OF]->"
+                       f"(:{NODE_LABEL} {{id: $family}}) RETURN n")
+        whole = " AND n.version =~ $whole" if where.whole_numbers else ""
+        rows = self._rows(
+            f"CALL () {{ {chosen} }} WITH n WHERE NOT n.id IN $exclude{whole} "
+            f"WITH n, {_VERSION_KEY} AS key WHERE $before IS NULL OR key < $before "
+            f"WITH n, key ORDER BY key DESC LIMIT $last RETURN collect({{{returned}}}) AS rows",
+            kinds=list(where.kinds), name=where.name, family=where.family,
+            exclude=sorted(where.exclude), whole=WHOLE_NUMBER, dotted=DOTTED_VERSION,
+            year_one=YEAR_ONE_MICROS, high=HIGH_BMP, astral=ASTRAL,
+            surrogates=_SURROGATES_AFTER, before=where.before, last=last)
+        return rows[::-1]
+
+    def read_versions(self, where: VersionFilter, last: int) -> list[Node]:
+        return [_node(r) for r in self._versions_query(where, last, _NODE_MAP)]
+
+    def version_sizes(self, where: VersionFilter, last: int) -> list[VersionRow]:
+        rows = self._versions_query(where, last, "id: n.id, key: key, chars: size(n.props)")
+        return [VersionRow(r["id"], r["key"], r["chars"]) for r in rows]
 
     def metadata_seq(self) -> int:
         return self._counter(_METADATA_COUNTER, "value") or 0

@@ -20,12 +20,13 @@ from lineagegraph.schema.models import check_environment
 
 from .store import (
     ORIGIN,
+    PAGE_CHARS,
     RETIRED,
     Direction,
     GraphStore,
     Hop,
+    VersionFilter,
     replaced,
-    version_order,
 )
 from .traffic import OUTCOME_EDGES
 from .walk import DEFAULT_LIMITS, INLINE_CHARS, Budget, filled
@@ -148,9 +149,12 @@ def resolve(store: GraphStore, name: str, environment: str,
 @dataclass(slots=True)
 class History:
     node: Node
-    versions: list[Node]
+    versions: list[Node]  # the newest ``HISTORY_VERSIONS`` before the cursor that fit
     stage_moves: list[StageMove]
     moves_cut: bool = False  # more moves than ``HISTORY_MOVES``: the last are kept
+    # The key to read the versions before these from (``version_key``); None: none are.
+    earlier: str | None = None
+    cut_by_chars: bool = False  # fewer versions than HISTORY_VERSIONS: PAGE_CHARS ran out
 
 
 # What a bundle version is, besides its pins: fixed once registered, like them. ``model``
@@ -253,31 +257,35 @@ def stage_name(node: Node) -> str:
 
 # Stage moves ``history`` answers, the last: a name promoted hourly has thousands.
 HISTORY_MOVES = 1000
+# Versions ``history`` answers, the last in ``version_order`` before its cursor: an hourly
+# dataset has ~9k a year.
+HISTORY_VERSIONS = 1000
 
 
-def history(store: GraphStore, node_id: str) -> History | None:
-    """All versions of the node's name (of its kind) and its stage moves: a bundle's under
-    its bare name, a model's or prompt's under its family ID (``model:{name}``), as the
-    importers log them."""
+def history(store: GraphStore, node_id: str, before: str | None = None,
+            max_chars: int = PAGE_CHARS) -> History | None:
+    """The last ``HISTORY_VERSIONS`` versions of the node's name (of its kind) before the
+    version key ``before``, within ``max_chars`` of properties, and its stage moves: a
+    bundle's under its bare name, a model's or prompt's under its family ID
+    (``model:{name}``), as the importers log them."""
     node = store.get([node_id]).get(node_id)
     if node is None:
         return None
     prefix = parse_id(node_id).prefix
     if NODE_KINDS_BY_LABEL[node.kind].versioned:
-        versions = store.versions(node.kind, node.name)
+        where = VersionFilter((node.kind,), node.name, before=before)
     else:
         # A family node (Model, Prompt): its versions are the versioned kind of its prefix;
         # and whatever is a VERSION_OF it (a DataSource's dataset versions, which may be
         # named apart from their source).
-        versioned = [k.label for k in NODE_KINDS_BY_LABEL.values()
-                     if k.prefix == prefix and k.versioned]
-        found = {v.id: v for label in versioned for v in store.versions(label, node.name)}
-        found |= {hop.node.id: hop.node for hop in store.expand(
-            [node_id], Direction.DOWNSTREAM, edge_types=["VERSION_OF"])}
-        versions = sorted(found.values(), key=version_order)
+        versioned = tuple(k.label for k in NODE_KINDS_BY_LABEL.values()
+                          if k.prefix == prefix and k.versioned)
+        where = VersionFilter(versioned, node.name, family=node_id, before=before)
+    page = store.version_page(where, last=HISTORY_VERSIONS, max_chars=max_chars)
     moves = store.stage_history(name=stage_name(node), last=HISTORY_MOVES + 1)
-    return History(node=node, versions=[v for v in versions if not replaced(v)],
-                   stage_moves=moves[-HISTORY_MOVES:], moves_cut=len(moves) > HISTORY_MOVES)
+    return History(node=node, versions=[v for v in page.versions if not replaced(v)],
+                   stage_moves=moves[-HISTORY_MOVES:], moves_cut=len(moves) > HISTORY_MOVES,
+                   earlier=page.earlier, cut_by_chars=page.cut_by_chars)
 
 
 @dataclass(slots=True)

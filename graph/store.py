@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -34,7 +34,7 @@ from lineagegraph.schema import (
     check_edge_endpoints,
 )
 from lineagegraph.schema.kinds import STORE_FORMAT
-from lineagegraph.schema.models import now
+from lineagegraph.schema.models import now, utc
 
 from .traffic import (
     OUTCOME_EDGES,
@@ -135,6 +135,37 @@ class RecordPage:
     records: list[Record]
     sizes: list[int]  # each record's characters of JSON
     more: bool  # records past these match the filters too
+
+@dataclass(frozen=True, slots=True)
+class VersionFilter:
+    """Which versions a read takes (``GraphStore.read_versions``): those of ``name`` of
+    any of ``kinds``, and those that are a ``VERSION_OF`` the node ``family`` (a source's
+    dataset versions, which may be named apart from it); only those before ``before`` in
+    ``version_order`` (a ``version_key``), only whole numbers, not ``exclude``."""
+
+    kinds: tuple[str, ...]
+    name: str
+    family: str | None = None
+    before: str | None = None
+    whole_numbers: bool = False
+    exclude: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """A version as ``GraphStore.version_sizes`` reads it: no properties, their size."""
+
+    id: str
+    key: str  # its ``version_key``, computed by the store
+    chars: int  # its properties' characters of JSON
+
+
+@dataclass(frozen=True, slots=True)
+class VersionPage:
+    versions: list[Node]  # oldest first
+    earlier: str | None  # the key to read the versions before these from; None: none
+    cut_by_chars: bool  # fewer than asked for: the page's characters ran out
+
 
 # ``group_by`` value for tallies keyed by the frontier node each neighbour was reached from.
 ORIGIN = "@origin"
@@ -1056,11 +1087,48 @@ class GraphStore(ABC):
         latest = self.stage_latest(environment, until=at or now(), names=[name])
         return latest[0].to_version if latest else None
 
-    def versions(self, kind: str, name: str) -> list[Node]:
-        """Every version of ``name`` of a versioned kind, oldest first (numeric versions
-        in numeric order, others by creation time)."""
-        found = self.find(kinds=[kind], name=name, first=100_000)
-        return sorted(found, key=version_order)
+    def versions(self, kind: str, name: str, *, last: int, before: str | None = None,
+                 whole_numbers: bool = False,
+                 exclude: Collection[str] = frozenset()) -> list[Node]:
+        """The last ``last`` versions of ``name`` of a versioned kind in ``version_order``
+        (before the key ``before``; only whole numbers; not ``exclude``), oldest first."""
+        return self.read_versions(VersionFilter((kind,), name, before=before,
+                                                whole_numbers=whole_numbers,
+                                                exclude=frozenset(exclude)), last)
+
+    def all_versions(self, kind: str, name: str, page: int = 1000) -> Iterator[Node]:
+        """Every version of ``name`` of a versioned kind, newest first, a page at a time:
+        for a caller that compares them all with a list that names them all anyway."""
+        before: str | None = None
+        while True:
+            found = self.versions(kind, name, last=page, before=before)
+            yield from reversed(found)
+            if len(found) < page:
+                return
+            before = version_order(found[0])
+
+    def version_page(self, where: VersionFilter, *, last: int,
+                     max_chars: int = PAGE_CHARS) -> VersionPage:
+        """The newest of the last ``last`` versions ``where`` selects that fit in
+        ``max_chars`` of properties (at least one), oldest first: a name may have tens of
+        thousands of versions of up to 1 MiB of properties each. Their sizes are read
+        first; then the versions kept, by ID."""
+        rows = self.version_sizes(where, last + 1)
+        newest = rows[-last:][::-1]
+        kept = newest[:fitting([row.chars for row in newest], max_chars)][::-1]
+        found = self.get([row.id for row in kept]) if kept else {}
+        return VersionPage(versions=[found[row.id] for row in kept if row.id in found],
+                           earlier=kept[0].key if len(rows) > len(kept) else None,
+                           cut_by_chars=len(kept) < len(newest))
+
+    @abstractmethod
+    def read_versions(self, where: VersionFilter, last: int) -> list[Node]:
+        """The last ``last`` versions ``where`` selects in ``version_order``, oldest first:
+        ordered and cut by the store, so only those reach Python."""
+
+    @abstractmethod
+    def version_sizes(self, where: VersionFilter, last: int) -> list[VersionRow]:
+        """The versions ``read_versions`` would return, without their properties."""
 
     @abstractmethod
     def metadata_seq(self) -> int:
@@ -1174,18 +1242,65 @@ def retired_versions(moves: Iterable[StageMove]) -> set[str]:
     return retired
 
 
-_DOTTED = re.compile(r"[vV]?(\d+(?:\.\d+)*)")
+# Integer and dotted numeric versions, as Python's ``re`` and Java's (Neo4j's ``=~``) read
+# it alike: ASCII digits only (Java's ``\d`` is ASCII; Python's took ``٣`` too).
+DOTTED_VERSION = r"[vV]?([0-9]+(?:\.[0-9]+)*)"
+_DOTTED = re.compile(DOTTED_VERSION)
+# The versions "previous + 1" counts from (a manifest's default version).
+WHOLE_NUMBER = r"[0-9]+"
+_WHOLE = re.compile(WHOLE_NUMBER)
+# Microseconds from 0001-01-01 to the epoch: a version key's time is counted from there, so
+# it is never negative and 18 digits always hold it.
+YEAR_ONE_MICROS = 62_135_596_800_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+# A numeric part's length, in this many digits: an ID part holds at most 1,000 bytes.
+PART_LENGTH_DIGITS = 4
 
 
-def version_order(node: Node) -> tuple[int, tuple[int, ...], float, str]:
+def whole_number(version: str | None) -> bool:
+    return version is not None and _WHOLE.fullmatch(version) is not None
+
+
+# Neo4j compares text by UTF-16 units, which put U+E000..U+FFFF after the characters past
+# U+FFFF; Python and SQLite by code points. A key's version is written with each character
+# of those two ranges after a marker of its range (``HIGH_BMP`` below ``ASTRAL``), so the
+# key sorts the same either way — in code-point order of the version.
+HIGH_BMP, ASTRAL = "\ue000", "\ue001"
+
+
+def _sortable_anywhere(text: str) -> str:
+    return "".join(ASTRAL + c if c > "\uffff" else HIGH_BMP + c if c >= HIGH_BMP else c
+                   for c in text)
+
+
+def version_key(version: str | None, created_at: datetime) -> str:
+    """The text that sorts versions in ``version_order`` — by code points, as the stores
+    sort text — so the stores order a name's versions themselves (Neo4j computes it in
+    Cypher, the embedded store calls this). Numeric versions first, part by part: each
+    part without leading zeros, after its length (so 9 < 10, 1.9.0 < 1.10.0, and numbers
+    of any size); ``!`` ends the parts (below any digit: 1 < 1.0); then the creation time
+    (fixed-width microseconds), then the version itself (``_sortable_anywhere``)."""
+    dotted = _DOTTED.fullmatch(version or "")
+    numbers = "".join(f"{len(part):0{PART_LENGTH_DIGITS}d}{part}" for part in (
+        digits.lstrip("0") or "0" for digits in dotted.group(1).split("."))) if dotted else ""
+    micros = (utc(created_at) - _EPOCH) // _MICRO + YEAR_ONE_MICROS
+    return f"{0 if dotted else 1}{numbers}!{micros:018d}{_sortable_anywhere(version or '')}"
+
+
+_VERSION_KEY = re.compile(r"[01][0-9]*![0-9]{18}.*", re.DOTALL)
+
+
+def is_version_key(text: str) -> bool:
+    """Whether ``text`` has the shape of a ``version_key`` (a cursor read back)."""
+    return _VERSION_KEY.fullmatch(text) is not None
+
+
+def version_order(node: Node) -> str:
     """Sort key: integer and dotted numeric versions (``7``, ``1.10.0``) by their numbers —
-    as text ``1.9.0`` would come after ``1.10.0`` — then the rest by creation time."""
-    version = node.version or ""
-    dotted = _DOTTED.fullmatch(version)
-    if dotted:
-        numbers = tuple(int(part) for part in dotted.group(1).split("."))
-        return (0, numbers, node.created_at.timestamp(), version)
-    return (1, (), node.created_at.timestamp(), version)
+    as text ``1.9.0`` would come after ``1.10.0`` — then the rest by creation time; ties
+    by creation time, then the version (``version_key``)."""
+    return version_key(node.version, node.created_at)
 
 
 # A version the graph made up (OpenLineage's placeholder for a version no facet named) and

@@ -52,7 +52,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from lineagegraph.graph.registry import pin_change_message, pin_changes, pins_of
-from lineagegraph.graph.store import RETIRED, GraphStore, NodesStored, version_order
+from lineagegraph.graph.store import (
+    RETIRED,
+    GraphStore,
+    NodesStored,
+    version_order,
+    whole_number,
+)
 from lineagegraph.schema import (
     NODE_KINDS_BY_LABEL,
     AuditEntry,
@@ -214,7 +220,7 @@ class _ManifestLoad:
         self.referenced: set[str] = set()
         self.existing: dict[str, Node] = {}  # the graph's nodes this load touches
         self._fetched: set[str] = set()
-        self._versions: dict[tuple[str, str], list[Node]] = {}
+        self._versions: dict[tuple[str, str, bool], list[Node]] = {}
         self.fresh: dict[str, int | str] = {}  # node ID → record, of the previous + 1 versions
         self.warnings: list[Problem] = []  # declarations not applied (``ManifestSummary``)
 
@@ -298,10 +304,13 @@ class _ManifestLoad:
 
     # -- versions -------------------------------------------------------------------------
 
-    def versions(self, label: str, name: str) -> list[Node]:
-        key = (label, name)
+    def stored_last(self, label: str, name: str, *, whole_numbers: bool = False) -> list[Node]:
+        """The graph's last version of a name in version order (of the whole numbers
+        ``whole_numbers``): [] or one, read once a load."""
+        key = (label, name, whole_numbers)
         if key not in self._versions:
-            self._versions[key] = self.store.versions(label, name)
+            self._versions[key] = self.store.versions(label, name, last=1,
+                                                      whole_numbers=whole_numbers)
         return self._versions[key]
 
     def _assign_versions(self, entries: list[_Entry]) -> None:
@@ -318,12 +327,15 @@ class _ManifestLoad:
                 defaults.append(entry)
         for entry in defaults:
             key = (entry.doc.LABEL, entry.doc.node_name())
-            known = [*self.versions(*key), *in_load[key]]
+            known = [*self.stored_last(*key), *in_load[key]]
             latest = max(known, key=version_order, default=None)
             if latest is not None and latest.properties.get(DIGEST) == entry.doc.digest():
                 entry.version = latest.version  # a re-send of the latest version
             else:
-                numbers = [int(n.version) for n in known if n.version and n.version.isdigit()]
+                # The greatest whole number need not be the latest version: 3.1 follows 3.
+                numbers = [int(n.version) for n in [*self.stored_last(*key, whole_numbers=True),
+                                                    *in_load[key]]
+                           if n.version and whole_number(n.version)]
                 if known and not numbers:
                     self.problem(entry.record, "version", f"required: the versions of "
                                  f"{key[1]} are not numbers, so there is no previous + 1")
@@ -502,10 +514,12 @@ class _ManifestLoad:
 
     def _previous(self, node: Node) -> str | None:
         own = [n for n in self.nodes.values() if n.kind == node.kind and n.name == node.name]
-        known = {n.id: n for n in [*self.versions(node.kind, node.name), *own]}
-        ordered = sorted(known.values(), key=version_order)
-        index = [n.id for n in ordered].index(node.id)
-        return ordered[index - 1].id if index > 0 else None
+        # The load's versions stand for their stored twins (their created_at may differ).
+        at = version_order(node)
+        stored = self.store.versions(node.kind, node.name, last=1, before=at,
+                                     exclude={n.id for n in own})
+        earlier = [*stored, *(n for n in own if version_order(n) < at)]
+        return max(earlier, key=version_order).id if earlier else None
 
     def _bundle_annotations(self, entry: _Entry, doc: BundleDoc) -> None:
         bundle = entry.node

@@ -586,7 +586,7 @@ def deleted_versions(listed: Sequence[Family], store: GraphStore) -> list[Node]:
     are no registered, ready version any more, and walks and rollbacks pass them by."""
     gone = []
     for family in listed:
-        for node in store.versions(f"{family.kind}Version", family.name):
+        for node in store.all_versions(f"{family.kind}Version", family.name):
             props = node.properties
             if (node.version not in family.versions and _imported(node)
                     and not props.get("deleted_in_mlflow")):

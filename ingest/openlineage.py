@@ -110,6 +110,7 @@ from lineagegraph.graph.store import (
     StoreUnavailable,
     UpsertResult,
     replaced,
+    version_order,
 )
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, Record, SchemaError, format_id
 from lineagegraph.schema.bounds import ID_PART
@@ -933,10 +934,22 @@ class _RunMapping:
             if version is not None:
                 resolved[dataset.qualified] = _model_version_id(dataset, version)
                 continue
-            known = [v for v in self.store.versions("ModelVersion", escape_at(dataset.name))
-                     if not replaced(v)]
-            resolved[dataset.qualified] = known[-1].id if known else _model_family(dataset)
+            newest = self._newest_model(escape_at(dataset.name))
+            resolved[dataset.qualified] = newest.id if newest else _model_family(dataset)
         return resolved
+
+    def _newest_model(self, name: str) -> Node | None:
+        """The newest version of a model in version order that no real version replaced:
+        read a few at a time, newest first, as ``_nearest_versions`` reads a source's."""
+        before: str | None = None
+        while True:
+            read = self.store.versions("ModelVersion", name, last=_NEAREST, before=before)
+            for node in reversed(read):
+                if not replaced(node):
+                    return node
+            if len(read) < _NEAREST:
+                return None
+            before = version_order(read[0])
 
     def _derived_from(self, outputs: list[Dataset], out_ids: dict[str, str],
                       in_ids: dict[str, str], lineage: dict[str, dict[tuple[str, str], Any]],

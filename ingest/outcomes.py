@@ -409,7 +409,7 @@ class OutcomeMapper:
         may name the family a million times."""
         if family not in self._latest:
             name = parse_id(family).name
-            versions = self.store.versions(kind, name)
+            versions = self.store.versions(kind, name, last=1)
             self._latest[family] = f"{name}@{versions[-1].version}" if versions else None
         return self._latest[family]
 

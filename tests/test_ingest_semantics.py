@@ -49,11 +49,12 @@ def write_manifest(store: GraphStore, text: str) -> None:
 
 
 def tools_by_version(store: GraphStore) -> dict[str, list[str]]:
-    return {n.version or "": n.properties["tools"] for n in store.versions("Toolset", "t")}
+    return {n.version or "": n.properties["tools"]
+            for n in store.versions("Toolset", "t", last=100)}
 
 
 def supersedes(store: GraphStore) -> dict[str, str]:
-    ids = [n.id for n in store.versions("Toolset", "t")]
+    ids = [n.id for n in store.versions("Toolset", "t", last=100)]
     return {h.origin: h.node.id for h in store.expand(ids, Direction.UPSTREAM,
                                                         edge_types=["SUPERSEDES"])}
 

@@ -195,17 +195,25 @@ def test_a_page_stops_at_its_characters_of_properties_and_the_next_goes_on(
     assert pages[0]["pageInfo"]["endCursor"] in warning["message"]
 
 
-def test_history_lists_versions_up_to_a_page_of_properties_and_says_so(
+def test_history_keeps_the_newest_versions_that_fit_a_page_and_pages_back_to_the_rest(
     store: GraphStore,
 ) -> None:
     blob = "x" * 600_000
     store.upsert([Node.from_id(f"feature:f@{v}", created_at=T0 + timedelta(minutes=v),
                                properties={"blob": blob}) for v in range(1, 21)])
-    query = '{ history(id: "feature:f@1") { versions { version } } }'
+    query = ('query($before: String) { history(id: "feature:f@1", versionsBefore: $before) '
+             '{ versions { version } versionsCursor } }')
     with _client(store) as client:
         answer = client.post("/graphql", json={"query": query}).json()
+        cursor = answer["data"]["history"]["versionsCursor"]
+        rest = client.post("/graphql", json={"query": query,
+                                             "variables": {"before": cursor}}).json()
 
     versions = [v["version"] for v in answer["data"]["history"]["versions"]]
-    assert versions == [str(v) for v in range(1, 14)]  # 13 × 600 kB fit in 8 Mi, oldest first
+    assert versions == [str(v) for v in range(8, 21)]  # the newest 13 × 600 kB fit in 8 Mi
     (warning,) = answer["extensions"]["warnings"]
-    assert "the first 13 of 20" in warning["message"] and warning["path"] == ["history"]
+    assert "the newest 13 that fit" in warning["message"] and warning["path"] == ["history"]
+    assert [v["version"] for v in rest["data"]["history"]["versions"]] == [
+        str(v) for v in range(1, 8)]
+    assert rest["data"]["history"]["versionsCursor"] is None
+    assert "warnings" not in rest.get("extensions", {})

@@ -958,7 +958,7 @@ def test_find_filters_by_kind_name_text_and_indexed_property_with_keyset_pages(
                   node("model:shadow-llm", kind="ModelVersion", registered=False),
                   node("prompt:fraud-explainer@1")])
 
-    versions = store.versions("ModelVersion", "fraud-detector")
+    versions = store.versions("ModelVersion", "fraud-detector", last=100)
     fraud = store.find(text="FRAUD", first=2)
     rest = store.find(text="fraud", first=10, after=fraud[-1].id)
     unregistered = store.find(kinds=["ModelVersion"], where={"registered": False})
