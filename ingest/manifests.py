@@ -43,6 +43,7 @@ Rules beyond the document formats (see ``manifest_formats``):
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -56,6 +57,8 @@ from lineagegraph.graph.store import (
     RETIRED,
     GraphStore,
     NodesStored,
+    VersionFilter,
+    VersionRow,
     version_order,
     whole_number,
 )
@@ -96,6 +99,9 @@ from .manifest_stages import StagePlanner, Status
 from .refs import ref_id
 
 DIGEST = "manifest_digest"
+# A name's stored versions a load reads at once (IDs and keys), for the version before each
+# one it writes: a load of thousands of versions of one name asked the store for each.
+VERSION_WINDOW = 1000
 # One load at a time in this process: loads racing for a version then meet only across
 # processes, where the store refuses the one that comes second.
 _LOADS = threading.Lock()
@@ -221,6 +227,10 @@ class _ManifestLoad:
         self.existing: dict[str, Node] = {}  # the graph's nodes this load touches
         self._fetched: set[str] = set()
         self._versions: dict[tuple[str, str, bool], list[Node]] = {}
+        self._windows: dict[tuple[str, str], tuple[list[VersionRow], bool]] = {}
+        # The load's nodes by (kind, name), and their version order (``_own_order``).
+        self._named: defaultdict[tuple[str, str], dict[str, Node]] = defaultdict(dict)
+        self._ordered: dict[tuple[str, str], tuple[int, list[tuple[str, str]]]] = {}
         self.fresh: dict[str, int | str] = {}  # node ID → record, of the previous + 1 versions
         self.warnings: list[Problem] = []  # declarations not applied (``ManifestSummary``)
 
@@ -427,12 +437,15 @@ class _ManifestLoad:
                 return False
             if node.id in self.referenced and node.created_at < self.nodes[node.id].created_at:
                 self.nodes[node.id] = node
+                self._named[(node.kind, node.name)][node.id] = node
+                self._ordered.pop((node.kind, node.name), None)  # its key moved
             return True
         if not document and node.id in self.existing:
             return True  # referenced, not redefined: leave the graph's copy alone
         if not document:
             self.referenced.add(node.id)
         self.nodes[node.id] = node
+        self._named[(node.kind, node.name)][node.id] = node
         self.origin[node.id] = record
         return True
 
@@ -512,14 +525,41 @@ class _ManifestLoad:
         if target is not None:
             self.edge(node.id, "SUPERSEDES", target)
 
+    def _stored_window(self, kind: str, name: str) -> tuple[list[VersionRow], bool]:
+        """The name's last ``VERSION_WINDOW`` stored versions but the load's own (IDs and
+        keys only), read once a load, and whether they are all it has."""
+        key = (kind, name)
+        if key not in self._windows:
+            rows = self.store.version_sizes(VersionFilter(
+                (kind,), name, exclude=frozenset(self._named[key])), VERSION_WINDOW)
+            self._windows[key] = (rows, len(rows) < VERSION_WINDOW)
+        return self._windows[key]
+
+    def _own_order(self, kind: str, name: str) -> list[tuple[str, str]]:
+        """(version key, ID) of the load's nodes of a name, sorted: made again only when
+        the load added one (a load of thousands of versions of one name asks for each)."""
+        named = self._named[(kind, name)]
+        cached = self._ordered.get((kind, name))
+        if cached is None or cached[0] != len(named):
+            cached = (len(named), sorted((version_order(n), n.id) for n in named.values()))
+            self._ordered[(kind, name)] = cached
+        return cached[1]
+
     def _previous(self, node: Node) -> str | None:
-        own = [n for n in self.nodes.values() if n.kind == node.kind and n.name == node.name]
-        # The load's versions stand for their stored twins (their created_at may differ).
+        own = self._own_order(node.kind, node.name)
         at = version_order(node)
-        stored = self.store.versions(node.kind, node.name, last=1, before=at,
-                                     exclude={n.id for n in own})
-        earlier = [*stored, *(n for n in own if version_order(n) < at)]
-        return max(earlier, key=version_order).id if earlier else None
+        below = own[bisect_left(own, (at,)) - 1] if bisect_left(own, (at,)) else None
+        # The load's versions stand for their stored twins (their created_at may differ).
+        own_ids = self._named[(node.kind, node.name)].keys()
+        window, whole = self._stored_window(node.kind, node.name)
+        stored = next(((row.key, row.id) for row in reversed(window)
+                       if row.key < at and row.id not in own_ids), None)
+        if stored is None and not whole:  # the one before is older than the window
+            rows = self.store.version_sizes(VersionFilter(
+                (node.kind,), node.name, before=at, exclude=frozenset(own_ids)), 1)
+            stored = (rows[0].key, rows[0].id) if rows else None
+        earlier = [pair for pair in (below, stored) if pair is not None]
+        return max(earlier)[1] if earlier else None
 
     def _bundle_annotations(self, entry: _Entry, doc: BundleDoc) -> None:
         bundle = entry.node

@@ -21,6 +21,7 @@ from lineagegraph.graph.store import (
     version_key,
     version_order,
 )
+from lineagegraph.ingest import manifests
 from lineagegraph.ingest.manifest_formats import read_yaml
 from lineagegraph.ingest.manifests import map_manifests
 from lineagegraph.schema import Edge, Node
@@ -213,6 +214,27 @@ def test_a_new_version_supersedes_the_one_just_before_it_in_version_order(
 
     assert _supersedes(store, "tools:t@3.2") == {"tools:t@3.1"}
     assert _supersedes(store, "tools:t@3.5") == {"tools:t@3.2"}
+
+
+@pytest.mark.parametrize("window", [3, manifests.VERSION_WINDOW])
+def test_the_version_before_is_found_in_and_past_the_stored_window(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch, window: int) -> None:
+    # A load reads a name's last VERSION_WINDOW stored versions once; one before them all
+    # is asked for apart. The load's own versions stand for their stored twins.
+    monkeypatch.setattr(manifests, "VERSION_WINDOW", window)
+    store.upsert([Node(kind="Toolset", name="t", version=str(v), created_at=T0,
+                       properties={"tools": [str(v)]}) for v in range(1, 11)])
+
+    _load(store, "kind: Toolset\nname: t\nversion: 2.5\ntools: [a]\n---\n"
+                 "kind: Toolset\nname: t\nversion: 9.5\ntools: [b]\n---\n"
+                 "kind: Toolset\nname: t\nversion: 10\ntools: ['10']\n---\n"
+                 "kind: Toolset\nname: t\nversion: 9\ntools: ['9']\n---\n"
+                 "kind: Toolset\nname: t\nversion: 11\ntools: [c]\n")
+
+    assert _supersedes(store, "tools:t@2.5") == {"tools:t@2"}  # past a window of 3
+    assert _supersedes(store, "tools:t@9.5") == {"tools:t@9"}  # the load's own 9
+    assert _supersedes(store, "tools:t@10") == {"tools:t@9.5"}
+    assert _supersedes(store, "tools:t@11") == {"tools:t@10"}
 
 
 def test_an_event_reading_a_model_unversioned_reads_its_newest_unreplaced_version(
