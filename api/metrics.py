@@ -139,13 +139,14 @@ def install_metrics(app: FastAPI) -> Metrics:
     async def metrics_route(request: Request) -> PlainTextResponse:
         """Prometheus text format: requests, latency, store readiness, ingest turns."""
         ready = 1.0 if await run_in_threadpool(request.app.state.store.ready) else 0.0
-        budget = request.app.state.ingest_budget  # api/admission.py: is ingest queueing?
-        return PlainTextResponse(metrics.render({
-            "lineagegraph_store_ready": ready,
-            "lineagegraph_uptime_seconds": round(time.time() - started, 3),
-            "lineagegraph_ingest_body_bytes_in_flight": budget.used,
-            "lineagegraph_ingest_budget_bytes": budget.limit,
-            "lineagegraph_ingest_waiting": budget.waiting,
-        }), media_type="text/plain; version=0.0.4")
+        gauges = {"lineagegraph_store_ready": ready,
+                  "lineagegraph_uptime_seconds": round(time.time() - started, 3)}
+        # Is ingest queueing (api/admission.py)? An app without ingest routes has no budget.
+        budget = getattr(request.app.state, "ingest_budget", None)
+        if budget is not None:
+            gauges |= {"lineagegraph_ingest_body_bytes_in_flight": budget.used,
+                       "lineagegraph_ingest_budget_bytes": budget.limit,
+                       "lineagegraph_ingest_waiting": budget.waiting}
+        return PlainTextResponse(metrics.render(gauges), media_type="text/plain; version=0.0.4")
 
     return metrics
