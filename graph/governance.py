@@ -32,7 +32,7 @@ from .impact import (
     AffectedBundle,
     BlastRadius,
     blast_radius,
-    rollback_plans,
+    bounded_rollback_plans,
 )
 from .registry import (
     BundleParts,
@@ -519,13 +519,12 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
     except ValueError as error:
         raise GovernanceError(str(error)) from None
     when = at or utc_now()
-    # One read: the whole history judges the write, the moves up to ``when`` the rollback.
-    everything = store.stage_history(name=name)
-    judged = {name: latest_seq(everything)}
+    # The write is judged on the name's latest move, read before what the target is chosen
+    # on; the history up to ``when`` is read back only as far as the target.
+    judged = {name: store.last_stage_seq(name)}
     seen = store.metadata_seq()  # what the target is chosen on: archived, registered
-    history = [m for m in everything if m.at <= when]
-    moves = [m for m in history if m.environment == environment]
-    current = moves[-1].to_version if moves else None
+    latest = store.stage_latest(environment, until=when, names=[name])
+    current = latest[0].to_version if latest else None
     if current is None:
         raise GovernanceError(f"nothing of {name} is live in {environment}")
     current_id = bundle_id(name, current)
@@ -535,8 +534,11 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
         # An unregistered or archived current version is still rolled back from: ``get``
         # returns archived nodes, and a bare node stands in for one never registered.
         node = store.get([current_id]).get(current_id) or Node.from_id(current_id)
-        plan = rollback_plans(store, node, [AffectedBundle(node, [environment])],
-                              {name: history})[0]
+        plan = bounded_rollback_plans(store, node, [AffectedBundle(node, [environment])],
+                                      when)[0]
+        if plan.truncated:
+            raise GovernanceError(f"no earlier version of {name} to roll back to in "
+                                  f"{environment}: {plan.warnings[0]}")
         if plan.target is None:
             raise GovernanceError(
                 f"no earlier version of {name} was live in {environment}" if not plan.skipped

@@ -6,9 +6,21 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from lineagegraph.graph.store import RETIRED, GraphStore
-from lineagegraph.schema import StageMove
+import pytest
+
+from lineagegraph.graph import impact
+from lineagegraph.graph.governance import GovernanceError, rollback
+from lineagegraph.graph.impact import (
+    AffectedBundle,
+    RollbackTarget,
+    blast_radius,
+    bounded_rollback_plans,
+    rollback_plans,
+)
+from lineagegraph.graph.store import RETIRED, GraphStore, live_from
+from lineagegraph.schema import Node, StageMove, bundle_id
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ENVS = ["staging", "production", "canary", RETIRED]
@@ -82,3 +94,106 @@ def test_stage_latest_per_version_and_visit_is_the_last_of_each_in_the_whole_his
             assert store.stage_latest("production", until=until, per="version",
                                       before=(middle.at, middle.seq)) == _ordered(
                 list(earlier.values()))
+
+
+# -- rollback plans read back only as far as their target ------------------------------------
+
+
+def _bundles(store: GraphStore, archived: set[str], count: int = 5) -> None:
+    """a@1..count registered (version 6 never is), those in ``archived`` archived."""
+    store.upsert([Node(kind="Bundle", name="a", version=str(v), created_at=T0,
+                       properties={"archived": True} if str(v) in archived else {})
+                  for v in range(1, count + 1)], [])
+
+
+def _plan_view(plans: list[RollbackTarget]) -> list[tuple[Any, ...]]:
+    return [(p.environment, p.current.id, p.target and p.target.id, p.warnings, p.skipped)
+            for p in plans]
+
+
+def test_rollback_plans_read_a_page_at_a_time_are_those_of_the_whole_history(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    for seed in range(4):
+        store.wipe()
+        _random_history(store, 10 + seed, n=80, names=("a",))
+        _bundles(store, archived={str(seed % 5 + 1), "4"})
+        for hours in (3, 7, 12):
+            when = T0 + timedelta(hours=hours)
+            whole = {"a": store.stage_history(name="a", until=when)}
+            live = live_from(whole["a"])
+            nodes = store.get([bundle_id("a", v) for v in live.values()])
+            affected = [AffectedBundle(nodes.get(bundle_id("a", v))
+                                       or Node.from_id(bundle_id("a", v)), [env])
+                        for env, v in sorted(live.items())]
+            for root in {a.bundle.id: a.bundle for a in affected}.values():
+                expected = rollback_plans(store, root, affected, whole)
+                monkeypatch.setattr(impact, "STAGE_PAGE", 3)  # pages of three moves
+                assert _plan_view(bounded_rollback_plans(store, root, affected, when)) == (
+                    _plan_view(expected)), (seed, hours, root.id)
+                monkeypatch.setattr(impact, "STAGE_PAGE", 1000)  # one read of everything
+                assert _plan_view(bounded_rollback_plans(store, root, affected, when)) == (
+                    _plan_view(expected))
+
+
+def _hourly(store: GraphStore, count: int, versions: int = 5) -> None:
+    """``count`` moves in production, one an hour, cycling through a@1..versions."""
+    store.record_stage_moves([
+        StageMove(name="a", environment="production", to_version=str(i % versions + 1),
+                  at=T0 + timedelta(hours=i), actor="ci") for i in range(count)])
+
+
+def _counting_moves(store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    read: list[int] = []
+    for method in ("stage_history", "stage_latest"):
+        original = getattr(store, method)
+
+        def counted(*args: Any, _original: Any = original, **kwargs: Any) -> list[StageMove]:
+            moves = _original(*args, **kwargs)
+            read.append(len(moves))
+            return moves
+
+        monkeypatch.setattr(store, method, counted)
+    return read
+
+
+def test_rollback_reads_back_only_as_far_as_its_target(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundles(store, archived=set())
+    _hourly(store, 3000)
+    read = _counting_moves(store, monkeypatch)
+    done = rollback(store, "a", "production", "oncall", at=T0 + timedelta(days=1000))
+    # The whole history is 3,000 moves: the rollback reads a page of them and a few more.
+    assert (done.move.from_version, done.move.to_version) == ("5", "4")
+    assert sum(read) <= impact.STAGE_PAGE + 20, read
+
+
+def test_a_rollback_with_no_target_in_the_moves_it_may_read_says_so(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Versions 2..5 archived: the only target, a@1, is 40 moves back in production.
+    _bundles(store, archived={"2", "3", "4", "5"})
+    store.record_stage_move(StageMove(name="a", environment="production", to_version="1",
+                                      at=T0 - timedelta(hours=1)))
+    store.record_stage_moves([
+        StageMove(name="a", environment="production", to_version=str(i % 4 + 2),
+                  at=T0 + timedelta(hours=i), actor="ci") for i in range(40)])
+    monkeypatch.setattr(impact, "STAGE_PAGE", 8)
+    monkeypatch.setattr(impact, "ROLLBACK_MOVES", 24)
+    with pytest.raises(GovernanceError, match="in its last 24 moves there .*earlier ones "
+                                              "were not read"):
+        rollback(store, "a", "production", "oncall", at=T0 + timedelta(days=10))
+    monkeypatch.setattr(impact, "ROLLBACK_MOVES", 48)  # far enough back: found
+    done = rollback(store, "a", "production", "oncall", at=T0 + timedelta(days=10))
+    assert done.move.to_version == "1"
+    assert any("skipped bundle:a@2: archived" in w for w in done.warnings)
+
+
+def test_blast_radius_reads_what_is_live_and_its_rollback_target_not_the_history(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundles(store, archived=set())
+    _hourly(store, 3000)
+    read = _counting_moves(store, monkeypatch)
+    radius = blast_radius(store, "bundle:a@5", now=T0 + timedelta(days=1000))
+    assert radius is not None
+    assert [(p.environment, p.target and p.target.id) for p in radius.rollbacks] == [
+        ("production", "bundle:a@4")]
+    assert sum(read) <= impact.STAGE_PAGE + 20, read
