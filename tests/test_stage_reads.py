@@ -10,8 +10,14 @@ from typing import Any
 
 import pytest
 
+from lineagegraph.api.report_render import evidence_sections
 from lineagegraph.graph import impact
-from lineagegraph.graph.governance import GovernanceError, rollback
+from lineagegraph.graph.governance import (
+    GovernanceError,
+    evidence_pack,
+    promotion_report,
+    rollback,
+)
 from lineagegraph.graph.impact import (
     AffectedBundle,
     RollbackTarget,
@@ -19,7 +25,8 @@ from lineagegraph.graph.impact import (
     bounded_rollback_plans,
     rollback_plans,
 )
-from lineagegraph.graph.store import RETIRED, GraphStore, live_from
+from lineagegraph.graph.registry import HISTORY_MOVES
+from lineagegraph.graph.store import RETIRED, GraphStore, live_from, retired_versions
 from lineagegraph.schema import Node, StageMove, bundle_id
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -196,4 +203,52 @@ def test_blast_radius_reads_what_is_live_and_its_rollback_target_not_the_history
     assert radius is not None
     assert [(p.environment, p.target and p.target.id) for p in radius.rollbacks] == [
         ("production", "bundle:a@4")]
+    assert sum(read) <= impact.STAGE_PAGE + 20, read
+
+
+# -- the retirement report and the evidence pack -----------------------------------------
+
+
+def test_a_retirement_report_answers_as_the_whole_history_does(store: GraphStore) -> None:
+    for seed in range(3):
+        store.wipe()
+        whole = _random_history(store, 20 + seed, n=80, names=("a",))
+        _bundles(store, archived=set(), count=6)
+        for hours in (0, 5, 12):
+            when = T0 + timedelta(hours=hours)
+            upto = [m for m in whole if m.at <= when]
+            upto.sort(key=lambda m: (m.at, m.seq or 0))
+            for version in "123456":
+                report = promotion_report(store, "a", version, RETIRED, at=when)
+                assert report.leaves == sorted(
+                    env for env, v in live_from(upto).items() if v == version)
+                assert report.already_retired == (version in retired_versions(upto))
+
+
+def test_an_evidence_pack_holds_the_last_moves_and_says_when_earlier_ones_are_left_out(
+        store: GraphStore) -> None:
+    _bundles(store, archived=set())
+    _hourly(store, HISTORY_MOVES + 5)
+    pack = evidence_pack(store, "a", "1")
+    assert pack.moves_cut
+    assert pack.stage_moves == store.stage_history(name="a")[-HISTORY_MOVES:]
+    sections = evidence_sections(pack.bundle, {}, pack.upstream, [], [], pack.stage_moves,
+                                 [], moves_cut=pack.moves_cut)
+    history = next(s for s in sections if s.title == "Stage history")
+    assert history.note == f"the last {HISTORY_MOVES:,}: earlier moves are left out"
+
+    store.wipe()
+    _bundles(store, archived=set())
+    _hourly(store, 10)
+    pack = evidence_pack(store, "a", "1")
+    assert not pack.moves_cut and pack.stage_moves == store.stage_history(name="a")
+
+
+def test_a_retirement_report_reads_no_history_whole(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundles(store, archived=set())
+    _hourly(store, 3000)
+    read = _counting_moves(store, monkeypatch)
+    report = promotion_report(store, "a", "5", RETIRED, at=T0 + timedelta(days=1000))
+    assert report.leaves == ["production"] and not report.already_retired
     assert sum(read) <= impact.STAGE_PAGE + 20, read
