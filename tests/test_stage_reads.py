@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from lineagegraph.api.report_render import evidence_sections
-from lineagegraph.graph import impact
+from lineagegraph.graph import impact, retention
 from lineagegraph.graph.governance import (
     GovernanceError,
     evidence_pack,
@@ -252,3 +252,50 @@ def test_a_retirement_report_reads_no_history_whole(
     report = promotion_report(store, "a", "5", RETIRED, at=T0 + timedelta(days=1000))
     assert report.leaves == ["production"] and not report.already_retired
     assert sum(read) <= impact.STAGE_PAGE + 20, read
+
+
+# -- retention ------------------------------------------------------------------------------
+
+
+def _archivable_from_history(moves: list[StageMove], times: list[datetime],
+                             version: str) -> tuple[str, ...] | None:
+    """Retention's rule over the whole history: where the version ever went, if only
+    pre-release environments and it is live at none of ``times``."""
+    ever = {m.environment for m in moves if m.to_version == version}
+    live = {v for when in times for v in live_from(
+        sorted((m for m in moves if m.at <= when), key=lambda m: (m.at, m.seq or 0))).values()}
+    if ever <= retention.PRE_RELEASE and version not in live:
+        return tuple(sorted(ever))
+    return None
+
+
+def test_a_retention_plan_is_the_one_of_the_whole_history(store: GraphStore) -> None:
+    for seed in range(3):
+        store.wipe()
+        whole = _random_history(store, 30 + seed, n=50, names=("a", "b"))
+        store.upsert([Node(kind="Bundle", name=name, version=str(v),
+                           created_at=T0 - timedelta(days=400))
+                      for name in "ab" for v in range(1, 8)], [])
+        for hours in (2, 6, 12):
+            at = T0 + timedelta(hours=hours)
+            planned = {c.node.id: c.environments
+                       for c in retention.plan(store, timedelta(days=1), at=at, page=3)}
+            expected = {}
+            for name in "ab":
+                moves = [m for m in whole if m.name == name]
+                for v in range(1, 8):
+                    where = _archivable_from_history(moves, [at, datetime.now(UTC)], str(v))
+                    if where is not None:
+                        expected[bundle_id(name, str(v))] = where
+            assert planned == expected, (seed, hours)
+
+
+def test_a_retention_plan_reads_no_history_whole(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundles(store, archived=set())
+    store.upsert([Node(kind="Bundle", name="a", version="9", created_at=T0)], [])
+    _hourly(store, 3000)
+    read = _counting_moves(store, monkeypatch)
+    planned = retention.plan(store, timedelta(days=1), at=T0 + timedelta(days=1000))
+    assert [c.node.id for c in planned] == ["bundle:a@9"]  # never moved anywhere
+    assert sum(read) <= 20, read
