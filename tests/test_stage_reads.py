@@ -27,6 +27,8 @@ from lineagegraph.graph.impact import (
 )
 from lineagegraph.graph.registry import HISTORY_MOVES
 from lineagegraph.graph.store import RETIRED, GraphStore, live_from, retired_versions
+from lineagegraph.ingest import outcomes
+from lineagegraph.ingest.outcomes import OutcomeMapper
 from lineagegraph.schema import Node, StageMove, bundle_id
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -299,3 +301,50 @@ def test_a_retention_plan_reads_no_history_whole(
     planned = retention.plan(store, timedelta(days=1), at=T0 + timedelta(days=1000))
     assert [c.node.id for c in planned] == ["bundle:a@9"]  # never moved anywhere
     assert sum(read) <= 20, read
+
+
+# -- outcome records naming a bare bundle name ----------------------------------------------
+
+
+def _outcomes(times: list[datetime], env: str = "production") -> list[tuple[int, Any]]:
+    return [(i, {"request_id": f"r{i}", "timestamp": at.isoformat(), "environment": env,
+                 "bundle": "a"}) for i, at in enumerate(times)]
+
+
+def test_outcomes_naming_a_bare_bundle_get_the_version_the_whole_history_has_live(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = _random_history(store, 40, n=80, names=("a",))
+    _bundles(store, archived=set(), count=6)
+    monkeypatch.setattr(outcomes, "STAGE_SPAN", 3)  # a page of three moves at a time
+    rng = random.Random(4)
+    # Times on the moves themselves (equal timestamps), between them, before the first.
+    times = [T0 - timedelta(hours=1), *(m.at for m in whole),
+             *(T0 + timedelta(minutes=rng.randint(0, 13 * 60)) for _ in range(40))]
+    rng.shuffle(times)
+    mapper = OutcomeMapper(store)
+    for batch in (times[:30], times[30:]):  # the second batch starts from what the first read
+        mapped = mapper.map(_outcomes(batch))
+        sent = {served.record: served.refs["bundle"][0] for served in mapped.sent.values()}
+        rejected = {record for record, _, _ in mapped.rejected}
+        for i, at in enumerate(batch):
+            upto = sorted((m for m in whole if m.environment == "production" and m.at <= at),
+                          key=lambda m: (m.at, m.seq or 0))
+            version = upto[-1].to_version if upto else None
+            if version is None:
+                assert i in rejected
+            else:
+                assert sent[i] == bundle_id("a", version), at
+
+
+def test_outcomes_naming_a_bare_bundle_read_only_the_moves_up_to_their_times(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundles(store, archived=set())
+    _hourly(store, 5000)
+    read = _counting_moves(store, monkeypatch)
+    # 300 records over the 1,500 hours before hour 2,000: the 3,000 moves after are not
+    # read, and the 1,500 in the window a page at a time.
+    times = [T0 + timedelta(hours=500 + 5 * i, minutes=30) for i in range(300)]
+    mapped = OutcomeMapper(store).map(_outcomes(times))
+    assert not mapped.rejected
+    assert sum(read) <= 2 * outcomes.STAGE_SPAN, read
+    assert len(read) <= 3, read
