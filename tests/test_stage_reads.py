@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,8 +29,11 @@ from lineagegraph.graph.impact import (
 from lineagegraph.graph.registry import HISTORY_MOVES
 from lineagegraph.graph.store import RETIRED, GraphStore, live_from, retired_versions
 from lineagegraph.ingest import outcomes
+from lineagegraph.ingest.mlflow_import import ACTOR, import_mlflow
 from lineagegraph.ingest.outcomes import OutcomeMapper
 from lineagegraph.schema import Node, StageMove, bundle_id
+
+from .test_mlflow_import_hardening import Registry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ENVS = ["staging", "production", "canary", RETIRED]
@@ -348,3 +352,22 @@ def test_outcomes_naming_a_bare_bundle_read_only_the_moves_up_to_their_times(
     assert not mapped.rejected
     assert sum(read) <= 2 * outcomes.STAGE_SPAN, read
     assert len(read) <= 3, read
+
+
+# -- MLflow aliases -------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+def test_an_mlflow_import_reads_what_each_alias_points_at_not_the_history(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "mlflow.db")
+    registry.model("m", 2, champion=2)
+    # Imports every hour for years: champion went back and forth, and is at 1 now.
+    store.record_stage_moves([
+        StageMove(name="model:m", environment="champion", to_version=str(2 - i % 2),
+                  at=T0 + timedelta(hours=i), actor=ACTOR) for i in range(3000)])
+    read = _counting_moves(store, monkeypatch)
+    import_mlflow(store, registry.uri)
+    assert [(m.from_version, m.to_version) for m in
+            store.stage_history(name="model:m", last=1)] == [("1", "2")]
+    assert sum(read) <= 20, read
