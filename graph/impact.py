@@ -308,7 +308,7 @@ def bounded_rollback_plans(store: GraphStore, root: Node, affected: list[Affecte
     complete: set[tuple[str, str]] = set()
     found: dict[tuple[str, str], RollbackTarget] = {}
     while True:
-        pending = [key for key in tails if key not in found]
+        pending = dict.fromkeys(key for key in tails if key not in found)  # ordered, a set
         subset = [AffectedBundle(e.bundle, [env for env in e.environments
                                             if (e.bundle.name, env) in pending])
                   for e in affected]
