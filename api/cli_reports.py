@@ -149,7 +149,7 @@ def evidence(bundle: str, version: str, fmt: Format = "html", output: Output = N
         "retrieves from": parts.retrieves_from}
     sections = evidence_sections(pack.bundle, pins, pack.upstream, pack.evaluations,
                                  pack.approvals, pack.stage_moves, pack.audit,
-                                 pack.annotations_cut, pack.audit_cut)
+                                 pack.annotations_cut, pack.audit_cut, pack.moves_cut)
     title = f"Evidence pack: {pack.bundle.id}"
     svg = subgraph_svg(pack.upstream, highlight=pack.bundle.id)
     target = output or default_path(f"evidence-{bundle}-{version}", fmt)

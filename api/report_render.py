@@ -163,7 +163,7 @@ def evidence_sections(bundle: Node, pins: dict[str, Sequence[Node]], upstream: S
                       evaluations: list[Node], approvals: list[Node],
                       moves: list[StageMove], audit: list[AuditEntry],
                       annotations_cut: bool = False, audit_cut: bool = False,
-                      ) -> list[Section]:
+                      moves_cut: bool = False) -> list[Section]:
     """``pins``: what the bundle pins, by what it is (the data it retrieves from may be
     several sources)."""
     cut = f"some are left out: {annotations_read()}" if annotations_cut else None
@@ -185,7 +185,9 @@ def evidence_sections(bundle: Node, pins: dict[str, Sequence[Node]], upstream: S
         Section("Stage history", [(_cell(m.at), m.environment, _cell(m.from_version),
                                    _cell(m.to_version), m.actor, _cell(m.reason))
                                   for m in moves],
-                ("at", "environment", "from", "to", "actor", "reason")),
+                ("at", "environment", "from", "to", "actor", "reason"),
+                note=f"the last {len(moves):,}: earlier moves are left out" if moves_cut
+                else None),
         Section("Audit entries", [(_cell(e.at), e.actor, e.action, e.target, _cell(e.after))
                                   for e in audit], ("at", "actor", "action", "target",
                                                     "after"),

@@ -34,6 +34,7 @@ from .store import (
     Hop,
     RecordFilter,
     RequestsStored,
+    StageKey,
     StoreUnavailable,
     Tally,
     VersionFilter,
@@ -199,18 +200,29 @@ _LAST_SEQ = "SELECT max(seq) FROM stage_moves WHERE name = ?"
 
 
 def _stage_where(name: str | None, environment: str | None, until: datetime | None,
-                 names: Sequence[str] | None) -> tuple[str, list[Any]]:
+                 names: Sequence[str] | None, versions: Sequence[str] | None = None,
+                 before: tuple[datetime, int] | None = None) -> tuple[str, list[Any]]:
     """The filters of ``stage_history`` and ``stage_latest``: a WHERE clause and its
     parameters."""
     where, params = "1 = 1", []
     for clause, value in (("name = ?", name), ("environment = ?", environment),
                           ("name IN (SELECT value FROM json_each(?))",
                            None if names is None else _json_list(names)),
+                          ("to_version IN (SELECT value FROM json_each(?))",
+                           None if versions is None else _json_list(versions)),
                           ("at <= ?", _ts(until))):
         if value is not None:
             where += f" AND {clause}"
             params.append(value)
+    if before is not None:  # keyset: ordered by (at, seq), strictly before that move
+        where += " AND (at < ? OR (at = ? AND seq < ?))"
+        params += [_ts(before[0]), _ts(before[0]), before[1]]
     return where, params
+
+
+# ``stage_latest``'s groups (``StageKey``), besides the name.
+_STAGE_KEYS = {"environment": "environment", "version": "to_version",
+               "visit": "environment, to_version"}
 
 
 def _stage_move(r: sqlite3.Row) -> StageMove:
@@ -742,8 +754,10 @@ class EmbeddedStore(GraphStore):
         *,
         names: Sequence[str] | None = None,
         last: int | None = None,
+        before: tuple[datetime, int] | None = None,
+        versions: Sequence[str] | None = None,
     ) -> list[StageMove]:
-        where, params = _stage_where(name, environment, until, names)
+        where, params = _stage_where(name, environment, until, names, versions, before)
         sql = f"SELECT * FROM stage_moves WHERE {where}"
         if last is not None:
             sql = (f"SELECT * FROM ({sql} ORDER BY at DESC, seq DESC LIMIT ?)")
@@ -759,14 +773,18 @@ class EmbeddedStore(GraphStore):
         until: datetime | None = None,
         *,
         names: Sequence[str] | None = None,
+        versions: Sequence[str] | None = None,
+        before: tuple[datetime, int] | None = None,
+        per: StageKey = "environment",
     ) -> list[StageMove]:
-        where, params = _stage_where(None, environment, until, names)
-        if names is not None and len(names) == 1 and environment is not None:
+        where, params = _stage_where(None, environment, until, names, versions, before)
+        if (names is not None and len(names) == 1 and environment is not None
+                and per == "environment"):
             # One key: the index (name, environment, at; seq as the rowid) seeks the row.
             sql = f"SELECT * FROM stage_moves WHERE {where} ORDER BY at DESC, seq DESC LIMIT 1"
         else:
             sql = ("SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY name, "
-                   "environment ORDER BY at DESC, seq DESC) AS nth FROM stage_moves WHERE "
+                   f"{_STAGE_KEYS[per]} ORDER BY at DESC, seq DESC) AS nth FROM stage_moves WHERE "
                    f"{where}) WHERE nth = 1 ORDER BY at, seq")
         rows = self._query(sql, params)
         return [_stage_move(r) for r in rows]

@@ -32,9 +32,10 @@ from .impact import (
     AffectedBundle,
     BlastRadius,
     blast_radius,
-    rollback_plans,
+    bounded_rollback_plans,
 )
 from .registry import (
+    HISTORY_MOVES,
     BundleParts,
     annotations,
     annotations_read,
@@ -373,10 +374,12 @@ def _retirement_report(store: GraphStore, candidate: Node, when: datetime,
                        limits: WalkLimits) -> PromotionReport:
     # Retiring takes a version out of service: the gates guard what goes into service, so
     # none applies (a version failing its eval must be retirable without an override).
-    history = store.stage_history(name=candidate.name, until=when)
-    leaves = sorted(env for env, version in live_from(history).items()
-                    if version == candidate.version)
-    already = candidate.version in retired_versions(history)
+    # What is in effect and the version's own last move, not the name's history.
+    name, version = candidate.name or "", candidate.version or ""
+    leaves = sorted(env for env, live in store.live_environments(name, when).items()
+                    if live == version)
+    already = version in retired_versions(store.stage_latest(
+        until=when, names=[name], versions=[version], per="version"))
     note = (f"retiring {candidate.id}: no promotion gate applies; it leaves "
             + (", ".join(leaves) if leaves else "no environment (it is live nowhere)"))
     return PromotionReport(
@@ -519,13 +522,12 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
     except ValueError as error:
         raise GovernanceError(str(error)) from None
     when = at or utc_now()
-    # One read: the whole history judges the write, the moves up to ``when`` the rollback.
-    everything = store.stage_history(name=name)
-    judged = {name: latest_seq(everything)}
+    # The write is judged on the name's latest move, read before what the target is chosen
+    # on; the history up to ``when`` is read back only as far as the target.
+    judged = {name: store.last_stage_seq(name)}
     seen = store.metadata_seq()  # what the target is chosen on: archived, registered
-    history = [m for m in everything if m.at <= when]
-    moves = [m for m in history if m.environment == environment]
-    current = moves[-1].to_version if moves else None
+    latest = store.stage_latest(environment, until=when, names=[name])
+    current = latest[0].to_version if latest else None
     if current is None:
         raise GovernanceError(f"nothing of {name} is live in {environment}")
     current_id = bundle_id(name, current)
@@ -535,8 +537,11 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
         # An unregistered or archived current version is still rolled back from: ``get``
         # returns archived nodes, and a bare node stands in for one never registered.
         node = store.get([current_id]).get(current_id) or Node.from_id(current_id)
-        plan = rollback_plans(store, node, [AffectedBundle(node, [environment])],
-                              {name: history})[0]
+        plan = bounded_rollback_plans(store, node, [AffectedBundle(node, [environment])],
+                                      when)[0]
+        if plan.truncated:
+            raise GovernanceError(f"no earlier version of {name} to roll back to in "
+                                  f"{environment}: {plan.warnings[0]}")
         if plan.target is None:
             raise GovernanceError(
                 f"no earlier version of {name} was live in {environment}" if not plan.skipped
@@ -684,6 +689,7 @@ class EvidencePack:
     audit: list[AuditEntry]
     annotations_cut: bool = False  # older evaluations or approvals left out (registry)
     audit_cut: bool = False  # more audit entries than ``EVIDENCE_AUDIT``: the oldest kept
+    moves_cut: bool = False  # more stage moves than ``HISTORY_MOVES``: the last kept
 
 
 # Audit entries an evidence pack holds at most: `auditLog(target:)` pages through the rest.
@@ -693,7 +699,9 @@ EVIDENCE_AUDIT = 10_000
 def evidence_pack(store: GraphStore, name: str, version: str,
                   limits: WalkLimits = DEFAULT_LIMITS) -> EvidencePack:
     """The bundle and what it pins, its upstream lineage to data, evaluations, approvals,
-    stage history and every audit entry that touched the bundle or its annotations."""
+    stage history (its last ``HISTORY_MOVES`` moves, as ``history``: a name CI promotes
+    hourly has tens of thousands) and every audit entry that touched the bundle or its
+    annotations."""
     target = bundle_id(name, version)
     bundle = store.get([target]).get(target)
     if bundle is None:
@@ -705,13 +713,14 @@ def evidence_pack(store: GraphStore, name: str, version: str,
     # capped at 1,000 entries left later ones out without saying so).
     entries = store.audit_log(targets=touched, limit=EVIDENCE_AUDIT + 1)
     audit = sorted(entries[:EVIDENCE_AUDIT], key=lambda e: (e.at, e.seq or 0))
+    moves = store.stage_history(name=name, last=HISTORY_MOVES + 1)
     return EvidencePack(
         bundle=bundle, parts=bundle_parts(store, [target])[target],
         upstream=walk(store, target, Direction.UPSTREAM, FULL_DEPTH, limits=limits),
         evaluations=sorted(evaluations, key=lambda n: (n.created_at, n.id)),
         approvals=sorted(approvals, key=lambda n: (n.created_at, n.id)),
-        stage_moves=store.stage_history(name=name), audit=audit, annotations_cut=found.cut,
-        audit_cut=len(entries) > EVIDENCE_AUDIT)
+        stage_moves=moves[-HISTORY_MOVES:], audit=audit, annotations_cut=found.cut,
+        audit_cut=len(entries) > EVIDENCE_AUDIT, moves_cut=len(moves) > HISTORY_MOVES)
 
 
 def report_picture(store: GraphStore, report: PromotionReport, depth: int = 4) -> Subgraph:

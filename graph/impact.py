@@ -65,6 +65,9 @@ class RollbackTarget:
     warnings: list[str] = field(default_factory=list)
     # The versions live there before that a rollback passes over: "<bundle ID>: why".
     skipped: list[str] = field(default_factory=list)
+    # No target among the last ``ROLLBACK_MOVES`` moves there, and earlier ones were not
+    # read: one may be further back.
+    truncated: bool = False
 
 
 def plan_key(plan: RollbackTarget) -> str:
@@ -242,25 +245,26 @@ def blast_radius(
     counted = [n.id for n in walked.nodes.values() if n.kind in DIRECT_TRAFFIC_KINDS]
     plans_rollback = action is not Action.CHANGE and root.kind in ROLLBACK_KINDS
     when = now or utc_now()
-    # Independent reads at once: the stage history of every affected name up to now
-    # (versions of a name share it; one read for all, its retirements included), the
-    # traffic and whether it is complete.
-    histories, traffic_by_env, counted_through = concurrently(
-        lambda: store.stage_histories((b.name for b in bundles), until=when),
+    # Independent reads at once: what is in effect of every affected name now (its last
+    # move in each environment, not its history: one read for all), the traffic and
+    # whether it is complete.
+    names = sorted({b.name or "" for b in bundles})
+    latest, traffic_by_env, counted_through = concurrently(
+        lambda: store.stage_latest(until=when, names=names) if names else [],
         lambda: store.traffic(counted, since, until),
         store.traffic_rebuild_position)
-    # What is live is read once per name, not once per version: a name with thousands of
-    # versions and a long history would cost versions × moves of pure Python, which no
-    # deadline check interrupts.
+    by_name: dict[str, list[StageMove]] = {}
+    for move in latest:
+        by_name.setdefault(move.name, []).append(move)
     live_in: dict[tuple[str, str], list[str]] = {}
-    for name, history in histories.items():
-        for env, version in live_from(history).items():
+    for name, moves in by_name.items():
+        for env, version in live_from(moves).items():
             live_in.setdefault((name, version), []).append(env)
     affected = [AffectedBundle(bundle, sorted(live_in.get((bundle.name, bundle.version or ""), [])))
                 for bundle in sorted(bundles, key=lambda n: n.id)]
 
     traffic = {env or "unknown": count for env, count in traffic_by_env.items()}
-    rollbacks = rollback_plans(store, root, affected, histories) if plans_rollback else []
+    rollbacks = bounded_rollback_plans(store, root, affected, when) if plans_rollback else []
     return BlastRadius(root=root, action=action, downstream=downstream, bundles=affected,
                        traffic=dict(sorted(traffic.items())), rollbacks=rollbacks,
                        traffic_counted_through=counted_through)
@@ -269,6 +273,105 @@ def blast_radius(
 def _pins(parts: BundleParts) -> set[str]:
     pinned = [parts.model, parts.prompt, parts.toolset, parts.policy, *parts.retrieves_from]
     return {node.id for node in pinned if node is not None}
+
+
+# A rollback plan reads the affected names' histories whole, in one read, up to this many
+# moves; past it, each environment's moves a page of this many at a time, latest first,
+# until a version to return to is found (a name CI promotes hourly has tens of thousands).
+STAGE_PAGE = 1000
+# The moves of one environment a plan reads back at most looking for a version to return
+# to: past them the plan has no target and says so (``truncated``).
+ROLLBACK_MOVES = 10_000
+
+
+def bounded_rollback_plans(store: GraphStore, root: Node, affected: list[AffectedBundle],
+                           when: datetime) -> list[RollbackTarget]:
+    """``rollback_plans`` as of ``when`` (moves dated later do not count), reading no
+    history whole past ``STAGE_PAGE`` moves: each environment's moves are read back a page
+    at a time until a target is found, up to ``ROLLBACK_MOVES``. The plans are those of
+    the whole history wherever that bound is not hit."""
+    names = sorted({e.bundle.name or "" for e in affected if e.environments})
+    if not names:
+        return []
+    first = store.stage_history(names=names, until=when, last=STAGE_PAGE + 1)
+    if len(first) <= STAGE_PAGE:  # every move: as the whole histories answer
+        histories: dict[str, list[StageMove]] = {name: [] for name in names}
+        for move in first:
+            histories[move.name].append(move)
+        return rollback_plans(store, root, affected, histories)
+    # The last moves of all names are the last ones of each environment, read already.
+    tails: dict[tuple[str, str], list[StageMove]] = {
+        (e.bundle.name or "", env): [] for e in affected for env in e.environments}
+    for move in first[1:]:  # the first: one more than a page, to tell if there were more
+        if (move.name, move.environment) in tails:
+            tails[(move.name, move.environment)].append(move)
+    complete: set[tuple[str, str]] = set()
+    found: dict[tuple[str, str], RollbackTarget] = {}
+    while True:
+        pending = dict.fromkeys(key for key in tails if key not in found)  # ordered, a set
+        subset = [AffectedBundle(e.bundle, [env for env in e.environments
+                                            if (e.bundle.name, env) in pending])
+                  for e in affected]
+        facts = _tail_facts(store, {key: tails[key] for key in pending}, complete, when)
+        for plan in _plans(store, root, [e for e in subset if e.environments], *facts):
+            key = (plan.current.name or "", plan.environment)
+            if plan.target is not None or key in complete:
+                found[key] = plan
+            elif len(tails[key]) >= ROLLBACK_MOVES:
+                found[key] = _cut(plan, len(tails[key]))
+        if len(found) == len(tails):
+            break
+        for name, env in (key for key in pending if key not in found):
+            tail = tails[(name, env)]
+            page = store.stage_history(name=name, environment=env, until=when,
+                                       last=STAGE_PAGE, before=_start(tail))
+            tails[(name, env)] = page + tail
+            if len(page) < STAGE_PAGE:
+                complete.add((name, env))
+    return [found[(e.bundle.name or "", env)] for e in affected for env in e.environments]
+
+
+def _start(tail: list[StageMove]) -> tuple[datetime, int] | None:
+    """Where the moves read so far begin, to read the page before them."""
+    return (tail[0].at, tail[0].seq or 0) if tail else None
+
+
+def _cut(plan: RollbackTarget, read: int) -> RollbackTarget:
+    why = "; ".join(plan.skipped)
+    plan.truncated = True
+    plan.warnings = [f"nothing fit to return to in {plan.environment} before "
+                     f"{plan.current.id} in its last {read:,} moves there ({why}); earlier "
+                     "ones were not read: promote the version to return to"]
+    return plan
+
+
+def _tail_facts(store: GraphStore, tails: dict[tuple[str, str], list[StageMove]],
+                complete: set[tuple[str, str]], when: datetime
+                ) -> tuple[dict[tuple[str, str], list[StageMove]], dict[str, set[str]],
+                           dict[str, dict[str, datetime]]]:
+    """What ``_plans`` reads of the histories, for the versions the last moves of each
+    environment (``tails``) name — all a plan looks at before it reads further back:
+    each environment's moves, the versions retired now and when each was last retired.
+
+    Before a tail that is not the whole history go, for each version in it, its last move
+    there before the tail: ``rolled_back_from`` asks whether a version was live there
+    before, and versions the tail already lists change no ``earlier_live``."""
+    by_env = {}
+    for (name, env), tail in tails.items():
+        named = sorted({m.to_version for m in tail if m.to_version is not None})
+        before = [] if (name, env) in complete or not named else store.stage_latest(
+            env, until=when, names=[name], versions=named, before=_start(tail), per="version")
+        by_env[(name, env)] = before + tail
+    names = sorted({name for name, _ in tails})
+    versions = sorted({m.to_version for tail in tails.values() for m in tail
+                       if m.to_version is not None})
+    last, into_retired = concurrently(
+        lambda: store.stage_latest(until=when, names=names, versions=versions, per="version"),
+        lambda: store.stage_latest(RETIRED, until=when, names=names, versions=versions,
+                                   per="version"))
+    return (by_env,
+            {name: retired_versions(m for m in last if m.name == name) for name in names},
+            {name: retired_at([m for m in into_retired if m.name == name]) for name in names})
 
 
 def rollback_plans(store: GraphStore, root: Node, affected: list[AffectedBundle],
@@ -294,6 +397,17 @@ def rollback_plans(store: GraphStore, root: Node, affected: list[AffectedBundle]
     for name, history in histories.items():
         for move in history:
             by_env.setdefault((name, move.environment), []).append(move)
+    return _plans(store, root, affected, by_env,
+                  {name: retired_versions(moves) for name, moves in histories.items()},
+                  {name: retired_at(moves) for name, moves in histories.items()})
+
+
+def _plans(store: GraphStore, root: Node, affected: list[AffectedBundle],
+           by_env: dict[tuple[str, str], list[StageMove]], retired: dict[str, set[str]],
+           retired_when: dict[str, dict[str, datetime]]) -> list[RollbackTarget]:
+    """``rollback_plans`` from what it reads of the histories: each environment's moves
+    (oldest first), the versions of each name retired now and when each was last retired
+    (those a plan looks at, at least)."""
     plans: list[tuple[str, Node, list[str], dict[str, datetime]]] = []
     for entry in affected:
         for env in entry.environments:
@@ -307,10 +421,10 @@ def rollback_plans(store: GraphStore, root: Node, affected: list[AffectedBundle]
     nodes, parts = concurrently(
         lambda: store.get(candidate_ids),
         lambda: bundle_parts(store, sorted({b.id for _, b, _, _ in plans} | set(candidate_ids))))
-    retired_now = {name: {bundle_id(name, v) for v in retired_versions(moves)}
-                   for name, moves in histories.items()}
-    ever_retired = {name: {bundle_id(name, v): at for v, at in retired_at(moves).items()}
-                    for name, moves in histories.items()}
+    retired_now = {name: {bundle_id(name, v) for v in versions}
+                   for name, versions in retired.items()}
+    ever_retired = {name: {bundle_id(name, v): at for v, at in when.items()}
+                    for name, when in retired_when.items()}
 
     chosen: list[tuple[str, Node, Node | None, list[str], dict[str, datetime]]] = []
     for env, bundle, versions, rolled in plans:

@@ -56,6 +56,7 @@ from .store import (
     RecordFilter,
     RequestsStored,
     SideHop,
+    StageKey,
     StoreUnavailable,
     Tally,
     VersionFilter,
@@ -202,6 +203,28 @@ def _where(*conditions: tuple[str, Any]) -> str:
     form would hide indexes from the planner (PROFILE showed label scans)."""
     given = [clause for clause, value in conditions if value is not None]
     return f"WHERE {' AND '.join(given)} " if given else ""
+
+
+def _stage_where(name: str | None, environment: str | None, until: datetime | None,
+                 names: Sequence[str] | None, versions: Sequence[str] | None,
+                 before: tuple[datetime, int] | None) -> tuple[str, dict[str, Any]]:
+    """The filters of ``stage_history`` and ``stage_latest``: a WHERE clause and its
+    parameters."""
+    where = _where(("m.name = $name", name), ("m.name IN $names", names),
+                   ("m.environment = $env", environment),
+                   ("m.to_version IN $versions", versions), ("m.at <= $until", until),
+                   # keyset: ordered by (at, seq), strictly before that move
+                   ("(m.at < $before_at OR (m.at = $before_at AND m.seq < $before_seq))",
+                    before))
+    return where, {"name": name, "names": None if names is None else list(names),
+                   "env": environment, "versions": None if versions is None else list(versions),
+                   "until": until, "before_at": before and before[0],
+                   "before_seq": before and before[1]}
+
+
+# ``stage_latest``'s groups (``StageKey``) besides the name, as grouping keys.
+_STAGE_KEYS = {"environment": "m.environment AS env", "version": "m.to_version AS version",
+               "visit": "m.environment AS env, m.to_version AS version"}
 
 
 def _counts(record: dict[str, Any], total: int) -> WriteCounts:
@@ -918,16 +941,14 @@ class Neo4jStore(GraphStore):
         *,
         names: Sequence[str] | None = None,
         last: int | None = None,
+        before: tuple[datetime, int] | None = None,
+        versions: Sequence[str] | None = None,
     ) -> list[StageMove]:
-        where = _where(("m.name = $name", name), ("m.name IN $names", names),
-                       ("m.environment = $env", environment), ("m.at <= $until", until))
+        where, params = _stage_where(name, environment, until, names, versions, before)
         cut = "" if last is None else "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT $last "
         rows = self._rows(
             f"MATCH (m:StageMove) {where}{cut}WITH {_logged('m')} ORDER BY m.at, m.seq "
-            "RETURN collect(m) AS rows",
-            name=name, names=list(names) if names is not None else None, env=environment,
-            until=until, last=last,
-        )
+            "RETURN collect(m) AS rows", last=last, **params)
         return [_stage_move(props) for props in rows]
 
     def last_stage_seq(self, name: str) -> int | None:
@@ -939,14 +960,15 @@ class Neo4jStore(GraphStore):
         until: datetime | None = None,
         *,
         names: Sequence[str] | None = None,
+        versions: Sequence[str] | None = None,
+        before: tuple[datetime, int] | None = None,
+        per: StageKey = "environment",
     ) -> list[StageMove]:
-        where = _where(("m.name IN $names", names), ("m.environment = $env", environment),
-                       ("m.at <= $until", until))
+        where, params = _stage_where(None, environment, until, names, versions, before)
         rows = self._rows(
             f"MATCH (m:StageMove) {where}WITH m ORDER BY m.at DESC, m.seq DESC "
-            "WITH m.name AS name, m.environment AS env, head(collect(m)) AS m "
-            f"WITH {_logged('m')} ORDER BY m.at, m.seq RETURN collect(m) AS rows",
-            names=list(names) if names is not None else None, env=environment, until=until)
+            f"WITH m.name AS name, {_STAGE_KEYS[per]}, head(collect(m)) AS m "
+            f"WITH {_logged('m')} ORDER BY m.at, m.seq RETURN collect(m) AS rows", **params)
         return [_stage_move(props) for props in rows]
 
     def live_bundles(self, environment: str, at: datetime | None = None) -> list[Node]:

@@ -6,15 +6,15 @@ walks skip archived nodes unless asked, and rollbacks never return to them."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from lineagegraph.schema import AuditEntry, Node, StageMove
+from lineagegraph.schema import AuditEntry, Node
 from lineagegraph.schema.models import now as utc_now
 
 from .drift import MAX_LOOKBACK, parse_duration
-from .store import RETIRED, GraphStore, live_from
+from .store import RETIRED, GraphStore, concurrently
 
 # Environments a version may have visited and still be archived (``retired`` is a record
 # that it left service, no environment it served in).
@@ -48,25 +48,36 @@ class Candidate:
     environments: tuple[str, ...]  # where it ever was (all pre-release, none now)
 
 
-def _archivable(moves: Sequence[StageMove],
-                times: Iterable[datetime]) -> Callable[[Node], tuple[str, ...] | None]:
-    """For the versions of one name, from its history: where a version ever was, if
-    retention may archive it — never moved into an environment past staging, and live
-    nowhere at any of ``times`` — else None. The history is read once for all of them (a
-    name with thousands of versions would otherwise cost versions × moves)."""
-    visited: dict[str | None, set[str]] = {}
-    for move in moves:
-        visited.setdefault(move.to_version, set()).add(move.environment)
-    live = {version for when in set(times)
-            for version in live_from(m for m in moves if m.at <= when).values()}
+def _archivable(store: GraphStore, names: Iterable[str], times: Iterable[datetime]
+                ) -> dict[str, Callable[[Node], tuple[str, ...] | None]]:
+    """For the versions of each name: where a version ever was, if retention may archive
+    it — never moved into an environment past staging, and live nowhere at any of
+    ``times`` — else None. Read for all the names at once, from the last move of each
+    version into each environment and the last move in each environment at each time:
+    never a name's history (a name CI promotes hourly has tens of thousands of moves)."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return {}
+    visits, *in_effect = concurrently(
+        lambda: store.stage_latest(names=wanted, per="visit"),
+        *(lambda when=when: store.stage_latest(until=when, names=wanted)
+          for when in sorted(set(times))))
+    visited: dict[tuple[str, str | None], set[str]] = {}
+    for move in visits:
+        visited.setdefault((move.name, move.to_version), set()).add(move.environment)
+    live = {(move.name, move.to_version) for moves in in_effect for move in moves
+            if move.environment != RETIRED and move.to_version is not None}
 
-    def where(bundle: Node) -> tuple[str, ...] | None:
-        ever = visited.get(bundle.version, set())
-        if ever <= PRE_RELEASE and bundle.version not in live:
-            return tuple(sorted(ever))
-        return None
+    def judge(name: str) -> Callable[[Node], tuple[str, ...] | None]:
+        def where(bundle: Node) -> tuple[str, ...] | None:
+            ever = visited.get((name, bundle.version), set())
+            if ever <= PRE_RELEASE and (name, bundle.version) not in live:
+                return tuple(sorted(ever))
+            return None
 
-    return where
+        return where
+
+    return {name: judge(name) for name in wanted}
 
 
 def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
@@ -77,16 +88,24 @@ def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
     clock = utc_now()
     cutoff = (at or clock) - older_than
     candidates: list[Candidate] = []
-    judges: dict[str, Callable[[Node], tuple[str, ...] | None]] = {}
+    old: list[Node] = []
+
+    def judged() -> None:
+        # The names of a page of bundles judged in one read for them all.
+        judges = _archivable(store, (b.name or "" for b in old), (at or clock, clock))
+        for bundle in old:
+            visited = judges[bundle.name or ""](bundle)
+            if visited is not None:
+                candidates.append(Candidate(bundle, visited))
+        old.clear()
+
     for bundle in store.all_nodes(["Bundle"], page):
         if bundle.created_at >= cutoff or bundle.properties.get("archived"):
             continue
-        if bundle.name not in judges:
-            judges[bundle.name] = _archivable(store.stage_history(name=bundle.name),
-                                              (at or clock, clock))
-        visited = judges[bundle.name](bundle)
-        if visited is not None:
-            candidates.append(Candidate(bundle, visited))
+        old.append(bundle)
+        if len(old) == page:
+            judged()
+    judged()
     return candidates
 
 
@@ -103,9 +122,8 @@ def apply(store: GraphStore, candidates: list[Candidate], actor: str,
 
     def judged() -> list[Node]:
         nodes = store.get([c.node.id for c in candidates])
-        histories = store.stage_histories(c.node.name for c in candidates if c.node.name)
-        clock = utc_now()
-        judges = {name: _archivable(moves, (clock,)) for name, moves in histories.items()}
+        judges = _archivable(store, (c.node.name for c in candidates if c.node.name),
+                             (utc_now(),))
         return [marked(node) for c in candidates if (node := nodes.get(c.node.id)) is not None
                 and not node.properties.get("archived")
                 and judges[node.name or ""](node) is not None]

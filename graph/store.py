@@ -48,6 +48,10 @@ from .traffic import (
 
 T = TypeVar("T")
 
+# What ``stage_latest`` keeps the last move of, besides the name: each environment (what is
+# in effect), each version (where it went last), or each environment and version.
+StageKey = Literal["environment", "version", "visit"]
+
 
 class Direction(StrEnum):
     UPSTREAM = "UPSTREAM"  # follow out-edges: towards what a node depends on
@@ -953,10 +957,14 @@ class GraphStore(ABC):
         *,
         names: Sequence[str] | None = None,
         last: int | None = None,
+        before: tuple[datetime, int] | None = None,
+        versions: Sequence[str] | None = None,
     ) -> list[StageMove]:
         """Stage moves, oldest first (by ``at``, then append order); ``names`` keeps the
         moves of any of those names (one read for many); ``last``: only the last that
-        many."""
+        many; ``before`` (``at``, ``seq``): only moves ordered before that one (with
+        ``last``, the page before it: a history read backwards a page at a time);
+        ``versions``: only moves to one of those versions."""
 
     @abstractmethod
     def last_stage_seq(self, name: str) -> int | None:
@@ -970,10 +978,16 @@ class GraphStore(ABC):
         until: datetime | None = None,
         *,
         names: Sequence[str] | None = None,
+        versions: Sequence[str] | None = None,
+        before: tuple[datetime, int] | None = None,
+        per: StageKey = "environment",
     ) -> list[StageMove]:
         """The last move (by ``at``, then append order) of each name in each environment,
         as ``stage_history`` filters them: what is in effect, read without the history
-        before it (a name promoted hourly for years has tens of thousands of moves)."""
+        before it (a name promoted hourly for years has tens of thousands of moves).
+        ``per="version"``: the last move to each version of each name instead (whether
+        it is retired now: ``retired_versions``); ``per="visit"``: the last of each name,
+        environment and version (where a version ever went). Oldest first."""
 
     @abstractmethod
     def audit_log(

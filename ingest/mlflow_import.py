@@ -61,7 +61,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 
-from lineagegraph.graph.store import GraphStore, UpsertResult, latest_seq
+from lineagegraph.graph.store import GraphStore, UpsertResult
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, StageMove, format_id
 from lineagegraph.schema.ids import escape_at
 from lineagegraph.schema.kinds import NODE_KINDS_BY_LABEL
@@ -504,13 +504,14 @@ def families(snap: MlflowSnapshot, store: GraphStore, registry: str) -> list[Fam
 
 def alias_moves(
     listed: Sequence[Family],
-    history: Callable[[str], list[StageMove]],
+    in_effect: Callable[[str], list[StageMove]],
     at: datetime,
     warnings: list[str],
 ) -> list[StageMove]:
     """Stage moves for aliases that changed since the stage log last saw them.
 
-    ``history(name)`` is the stage log of one name, oldest first. A model's stages are
+    ``in_effect(name)`` is the last move of one name in each environment, oldest first
+    (``GraphStore.stage_latest``). A model's stages are
     logged under its family ID (``model:{name}``), a prompt's under ``prompt:{name}``, so
     they never mix with a bundle of the same name (bundles log under their bare name). An
     alias is an environment; a move is appended only when the version in effect there
@@ -523,7 +524,7 @@ def alias_moves(
     for family in listed:
         stage_name = family.id
         current: dict[str, StageMove] = {}
-        for move in history(stage_name):
+        for move in in_effect(stage_name):
             current[move.environment] = move
         for environment, version in sorted(family.aliases.items()):
             try:
@@ -617,11 +618,13 @@ def to_batch(snap: MlflowSnapshot, store: GraphStore, source: str,
     # between the read and the write (a promotion of an aliased name, a manifest's
     # version) sends the snapshot back to be mapped again (``Batch.remap``).
     seen = store.metadata_seq()
-    histories: dict[str, list[StageMove]] = {}
+    judged: dict[str, int | None] = {}
 
-    def history(name: str) -> list[StageMove]:
-        histories[name] = store.stage_history(name=name)
-        return histories[name]
+    def in_effect(name: str) -> list[StageMove]:
+        # The seq first: a move landing after it refuses the write, even one the last
+        # moves read next already hold. Not the history: imports append to it each time.
+        judged[name] = store.last_stage_seq(name)
+        return store.stage_latest(names=[name])
 
     graph = _Graph(registry)
     _add_runs(graph, snap)
@@ -630,13 +633,12 @@ def to_batch(snap: MlflowSnapshot, store: GraphStore, source: str,
     _add_prompt_links(graph, snap)
     listed = families(snap, store, registry)
     nodes = list(graph.nodes.values()) + deleted_versions(listed, store)
-    moves = alias_moves(listed, history, at, graph.warnings)
+    moves = alias_moves(listed, in_effect, at, graph.warnings)
     audit = audit_entries(source, nodes, store.get([n.id for n in nodes]), moves, at, actor)
     batch = Batch(nodes=nodes, edges=graph.edges, stage_moves=moves, audit=audit,
                   size=snap.size, metadata_seen=seen,
                   remap=lambda: to_batch(snap, store, source, given_at, actor, registry)[0],
-                  judged={name: latest_seq(h) for name, h in histories.items()} if moves
-                  else {})
+                  judged=judged if moves else {})
     return batch, snap.warnings + graph.warnings
 
 

@@ -59,6 +59,7 @@ from lineagegraph.schema import (
     Edge,
     Node,
     NodeId,
+    StageMove,
     bundle_id,
     parse_id,
 )
@@ -267,6 +268,29 @@ _FIELD_OF = {"bundle": "bundle", "model": "model", "prompt": "prompt", "policy":
              "feature": "features"}
 
 
+# Moves of a (bundle name, environment) a bare bundle name reads at once.
+STAGE_SPAN = 1000
+
+
+class _Span:
+    """The last moves up to ``until`` of one name in one environment (``complete``: every
+    move up to then): the version in effect at any time from the first of them, or from
+    the start if complete, to ``until``."""
+
+    def __init__(self, moves: list[StageMove], until: datetime, complete: bool) -> None:
+        self.times = [m.at for m in moves]
+        self.versions = [m.to_version for m in moves]
+        self.until = until
+        self.since = None if complete or not moves else moves[0].at
+
+    def covers(self, at: datetime) -> bool:
+        return at <= self.until and (self.since is None or self.since <= at)
+
+    def at(self, at: datetime) -> str | None:
+        index = bisect_right(self.times, at)
+        return self.versions[index - 1] if index else None
+
+
 class OutcomeMapper:
     """Maps chunks of records, remembering across chunks what it found in the graph (one
     lookup per bundle or model, not per record)."""
@@ -278,8 +302,10 @@ class OutcomeMapper:
         # Of those, models traffic created unregistered, with their creation: written again
         # (if absent, so only dated back) when a request older than that names them.
         self._unregistered: dict[str, datetime] = {}
-        # (bundle name, environment) → its moves' times and versions, oldest first
-        self._stages: dict[tuple[str, str], tuple[list[datetime], list[str | None]]] = {}
+        # (bundle name, environment) → the last span of its moves read
+        self._stages: dict[tuple[str, str], _Span] = {}
+        # ((bundle name, environment), time) → the version in effect: the batch's answers
+        self._effective: dict[tuple[tuple[str, str], datetime], str | None] = {}
         self._latest: dict[str, str | None] = {}  # family ID → ``_latest_version``
         # The earliest request so far naming each model the graph did not know. Every
         # batch's placeholder for it carries that time, so whichever batch commits first
@@ -289,11 +315,16 @@ class OutcomeMapper:
     def map(self, items: Sequence[Item], source: str = SOURCE) -> Mapped:
         mapped = Mapped(Batch(size=len(items)))
         valid: list[tuple[int | str, Any, OutcomeRecord, dict[str, tuple[str, str]]]] = []
+        checked: list[tuple[int | str, Any, OutcomeRecord | IngestError]] = []
         for record, payload in items:
             try:
-                payload, outcome = _validate(record, payload)
+                checked.append((record, *_validate(record, payload)))
             except IngestError as error:
-                mapped.rejected.append((record, keepable(payload), error.problems))
+                checked.append((record, payload, error))
+        self._resolve(o for *_, o in checked if isinstance(o, OutcomeRecord))
+        for record, payload, outcome in checked:
+            if isinstance(outcome, IngestError):
+                mapped.rejected.append((record, keepable(payload), outcome.problems))
                 continue
             try:
                 valid.append((record, payload, outcome, self._references(record, outcome)))
@@ -360,21 +391,48 @@ class OutcomeMapper:
 
     def _bundle_id(self, text: str, outcome: OutcomeRecord) -> str:
         """A bundle with a version, or the version live in the record's environment then."""
-        parsed = _parse(text if text.startswith("bundle:") else f"bundle:{text}")
+        parsed = _bundle_ref(text)
         if parsed.version is not None:
             return str(parsed)
-        key = (parsed.name, outcome.environment)
-        if key not in self._stages:
-            moves = self.store.stage_history(name=key[0], environment=key[1])
-            self._stages[key] = ([m.at for m in moves], [m.to_version for m in moves])
-        times, versions = self._stages[key]  # listed once: logs name a bundle millions of times
         at = utc(outcome.timestamp)  # a time without a zone is UTC, as when it is stored
-        index = bisect_right(times, at)
-        version = versions[index - 1] if index else None
+        version = self._in_effect(parsed.name, outcome.environment, at)
         if version is None:
             raise ValueError(f"no version of bundle {parsed.name} was live in "
                              f"{outcome.environment} at {at.isoformat()}")
         return bundle_id(parsed.name, version)
+
+    def _in_effect(self, name: str, environment: str, at: datetime) -> str | None:
+        """The version of ``name`` in effect in ``environment`` at ``at``: the batch's
+        answer (``_resolve``), or read from the last ``STAGE_SPAN`` moves up to then."""
+        key = (name, environment)
+        if (key, at) in self._effective:
+            return self._effective[(key, at)]
+        span = self._stages.get(key)
+        if span is None or not span.covers(at):
+            moves = self.store.stage_history(name=name, environment=environment, until=at,
+                                             last=STAGE_SPAN)
+            span = self._stages[key] = _Span(moves, at, complete=len(moves) < STAGE_SPAN)
+        return span.at(at)
+
+    def _resolve(self, outcomes: Iterable[OutcomeRecord]) -> None:
+        """What a batch's bare bundle names resolve to, latest time first: each read of
+        ``STAGE_SPAN`` moves up to a time answers every earlier time back to its first
+        move, so a batch spanning a long history reads it a page at a time, and only the
+        moves up to its latest time — never a name's whole history, which CI promoting
+        hourly makes long. The last span read of each name stays for the next batch."""
+        wanted: dict[tuple[str, str], set[datetime]] = {}
+        for outcome in outcomes:
+            try:
+                parsed = _bundle_ref(outcome.bundle) if outcome.bundle is not None else None
+            except ValueError:
+                continue  # said by _references, record by record
+            if parsed is not None and parsed.version is None:
+                wanted.setdefault((parsed.name, outcome.environment), set()).add(
+                    utc(outcome.timestamp))
+        self._effective = {}
+        for key, times in wanted.items():
+            for at in sorted(times, reverse=True):
+                self._effective[(key, at)] = self._in_effect(*key, at)
 
     def _lookup(self, ids: Iterable[str]) -> None:
         unknown = sorted(set(ids) - self._known.keys())
@@ -449,6 +507,11 @@ def _ref_id(text: str, kind: str, prefix: str) -> str:
 
 
 @cache
+def _bundle_ref(text: str) -> NodeId:
+    """A record's ``bundle``: an ID, or a name and version without the ``bundle:``."""
+    return _parse(text if text.startswith("bundle:") else f"bundle:{text}")
+
+
 def _parse(text: str) -> NodeId:
     return parse_id(text)
 

@@ -68,8 +68,9 @@ def test_blast_radius_reads_what_is_live_once_per_name_not_once_per_version(
     monkeypatch.setattr(impact, "live_from", counting)
     radius = impact.blast_radius(store, "model:m@1")
     assert radius is not None and len(radius.bundles) == 6
-    # One pass over each name's history (9 moves of a, 5 of c), not one per version.
-    assert sorted(read) == [5, 9]
+    # One pass for each name, not one per version, over its last move in each environment
+    # (3 of a, 2 of c), not its history.
+    assert sorted(read) == [2, 3]
 
 
 def test_blast_radius_of_several_names_and_environments_is_as_before(

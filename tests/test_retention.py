@@ -151,18 +151,18 @@ def test_retention_reads_a_names_history_once_for_all_its_versions(
 ) -> None:
     # Once per version, a name with thousands of versions and moves cost versions × moves.
     _load(store)
-    moves_read: list[int] = []
-    live_from = retention.live_from
+    reads: list[str] = []
+    for method in ("stage_history", "stage_latest"):
+        original = getattr(store, method)
 
-    def counted(moves):  # type: ignore[no-untyped-def]
-        listed = list(moves)
-        moves_read.append(len(listed))
-        return live_from(listed)
+        def counted(*args, _method=method, _original=original, **kwargs):  # type: ignore[no-untyped-def]
+            reads.append(_method)
+            return _original(*args, **kwargs)
 
-    monkeypatch.setattr(retention, "live_from", counted)
+        monkeypatch.setattr(store, method, counted)
     planned = retention.plan(store, timedelta(days=90), at=NOW)
+    assert len(planned) == 2
+    assert len(reads) == 3  # plan: where each version went, what is live at `at` and now
     retention.apply(store, planned, actor="ops")
-
-    # plan: the history as of `at` and as of now (4 moves each), for three old versions;
-    # apply: as of now, for the two planned.
-    assert moves_read == [4, 4, 4]
+    # apply: where each went and what is live now; never a history, never once per version.
+    assert reads == ["stage_latest"] * 5

@@ -1,0 +1,373 @@
+"""Stage-history reads that do not grow with a name's number of moves: each answer equals
+the one computed from the whole history, on random histories (equal timestamps, moves to
+nothing, ``retired``), on both stores; where a bound is hit, the answer says so."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lineagegraph.api.report_render import evidence_sections
+from lineagegraph.graph import impact, retention
+from lineagegraph.graph.governance import (
+    GovernanceError,
+    evidence_pack,
+    promotion_report,
+    rollback,
+)
+from lineagegraph.graph.impact import (
+    AffectedBundle,
+    RollbackTarget,
+    blast_radius,
+    bounded_rollback_plans,
+    rollback_plans,
+)
+from lineagegraph.graph.registry import HISTORY_MOVES
+from lineagegraph.graph.store import RETIRED, GraphStore, live_from, retired_versions
+from lineagegraph.ingest import outcomes
+from lineagegraph.ingest.mlflow_import import ACTOR, import_mlflow
+from lineagegraph.ingest.outcomes import OutcomeMapper
+from lineagegraph.schema import Node, StageMove, bundle_id
+
+from .test_mlflow_import_hardening import Registry
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+ENVS = ["staging", "production", "canary", RETIRED]
+
+
+def _random_history(store: GraphStore, seed: int, n: int = 60,
+                    names: tuple[str, ...] = ("a", "b")) -> list[StageMove]:
+    """``n`` moves appended in one transaction, often several at one instant, some to no
+    version, some into ``retired``, some dated before earlier ones (a backfill)."""
+    rng = random.Random(seed)
+    moves = []
+    for _ in range(n):
+        env = rng.choice(ENVS)
+        version = None if env != RETIRED and rng.random() < 0.15 else str(rng.randint(1, 6))
+        moves.append(StageMove(name=rng.choice(names), environment=env, to_version=version,
+                               at=T0 + timedelta(hours=rng.randint(0, 12)), actor="ci"))
+    return store.record_stage_moves(moves)
+
+
+def _ordered(moves: list[StageMove]) -> list[StageMove]:
+    return sorted(moves, key=lambda m: (m.at, m.seq or 0))
+
+
+def test_stage_history_pages_backwards_before_a_move_as_the_whole_history_does(
+        store: GraphStore) -> None:
+    _random_history(store, 1)
+    whole = store.stage_history(name="a")
+    assert len(whole) > 10
+    # Read backwards three moves at a time from the end: the pages, put together, are the
+    # whole history, equal timestamps split across pages included.
+    pages: list[StageMove] = []
+    before = None
+    while True:
+        page = store.stage_history(name="a", last=3, before=before)
+        pages[:0] = page
+        if len(page) < 3:
+            break
+        before = (page[0].at, page[0].seq)
+    assert pages == whole
+    for i, move in enumerate(whole):
+        assert move.seq is not None
+        assert store.stage_history(name="a", before=(move.at, move.seq)) == whole[:i]
+
+
+def test_stage_history_keeps_the_moves_to_the_versions_asked(store: GraphStore) -> None:
+    _random_history(store, 2)
+    whole = store.stage_history(name="a")
+    assert store.stage_history(name="a", versions=["1", "3"]) == [
+        m for m in whole if m.to_version in ("1", "3")]
+    assert store.stage_history(name="a", versions=[]) == []
+
+
+def test_stage_latest_per_version_and_visit_is_the_last_of_each_in_the_whole_history(
+        store: GraphStore) -> None:
+    _random_history(store, 3)
+    whole = store.stage_history(names=["a", "b"])
+    for until in (T0 + timedelta(hours=h) for h in (0, 3, 6, 12)):
+        upto = [m for m in whole if m.at <= until]
+        for per, key in (("version", lambda m: (m.name, m.to_version)),
+                         ("visit", lambda m: (m.name, m.environment, m.to_version)),
+                         ("environment", lambda m: (m.name, m.environment))):
+            last = {key(m): m for m in upto}
+            assert store.stage_latest(until=until, per=per) == _ordered(list(last.values()))
+            wanted = {key(m): m for m in upto if m.to_version in ("2", "5")}
+            assert store.stage_latest(until=until, per=per, versions=["2", "5"]) == _ordered(
+                list(wanted.values()))
+        middle = upto[len(upto) // 2] if upto else None
+        if middle is not None and middle.seq is not None:
+            earlier = {(m.name, m.to_version): m for m in upto[:len(upto) // 2]
+                       if m.environment == "production"}
+            assert store.stage_latest("production", until=until, per="version",
+                                      before=(middle.at, middle.seq)) == _ordered(
+                list(earlier.values()))
+
+
+# -- rollback plans read back only as far as their target ------------------------------------
+
+
+def _bundles(store: GraphStore, archived: set[str], count: int = 5) -> None:
+    """a@1..count registered (version 6 never is), those in ``archived`` archived."""
+    store.upsert([Node(kind="Bundle", name="a", version=str(v), created_at=T0,
+                       properties={"archived": True} if str(v) in archived else {})
+                  for v in range(1, count + 1)], [])
+
+
+def _plan_view(plans: list[RollbackTarget]) -> list[tuple[Any, ...]]:
+    return [(p.environment, p.current.id, p.target and p.target.id, p.warnings, p.skipped)
+            for p in plans]
+
+
+def test_rollback_plans_read_a_page_at_a_time_are_those_of_the_whole_history(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    for seed in range(4):
+        store.wipe()
+        _random_history(store, 10 + seed, n=80, names=("a",))
+        _bundles(store, archived={str(seed % 5 + 1), "4"})
+        for hours in (3, 7, 12):
+            when = T0 + timedelta(hours=hours)
+            whole = {"a": store.stage_history(name="a", until=when)}
+            live = live_from(whole["a"])
+            nodes = store.get([bundle_id("a", v) for v in live.values()])
+            affected = [AffectedBundle(nodes.get(bundle_id("a", v))
+                                       or Node.from_id(bundle_id("a", v)), [env])
+                        for env, v in sorted(live.items())]
+            for root in {a.bundle.id: a.bundle for a in affected}.values():
+                expected = rollback_plans(store, root, affected, whole)
+                monkeypatch.setattr(impact, "STAGE_PAGE", 3)  # pages of three moves
+                assert _plan_view(bounded_rollback_plans(store, root, affected, when)) == (
+                    _plan_view(expected)), (seed, hours, root.id)
+                monkeypatch.setattr(impact, "STAGE_PAGE", 1000)  # one read of everything
+                assert _plan_view(bounded_rollback_plans(store, root, affected, when)) == (
+                    _plan_view(expected))
+
+
+def _hourly(store: GraphStore, count: int, versions: int = 5) -> None:
+    """``count`` moves in production, one an hour, cycling through a@1..versions."""
+    store.record_stage_moves([
+        StageMove(name="a", environment="production", to_version=str(i % versions + 1),
+                  at=T0 + timedelta(hours=i), actor="ci") for i in range(count)])
+
+
+def _counting_moves(store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    read: list[int] = []
+    for method in ("stage_history", "stage_latest"):
+        original = getattr(store, method)
+
+        def counted(*args: Any, _original: Any = original, **kwargs: Any) -> list[StageMove]:
+            moves = _original(*args, **kwargs)
+            read.append(len(moves))
+            return moves
+
+        monkeypatch.setattr(store, method, counted)
+    return read
+
+
+def test_rollback_reads_back_only_as_far_as_its_target(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundles(store, archived=set())
+    _hourly(store, 3000)
+    read = _counting_moves(store, monkeypatch)
+    done = rollback(store, "a", "production", "oncall", at=T0 + timedelta(days=1000))
+    # The whole history is 3,000 moves: the rollback reads a page of them and a few more.
+    assert (done.move.from_version, done.move.to_version) == ("5", "4")
+    assert sum(read) <= impact.STAGE_PAGE + 20, read
+
+
+def test_a_rollback_with_no_target_in_the_moves_it_may_read_says_so(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Versions 2..5 archived: the only target, a@1, is 40 moves back in production.
+    _bundles(store, archived={"2", "3", "4", "5"})
+    store.record_stage_move(StageMove(name="a", environment="production", to_version="1",
+                                      at=T0 - timedelta(hours=1)))
+    store.record_stage_moves([
+        StageMove(name="a", environment="production", to_version=str(i % 4 + 2),
+                  at=T0 + timedelta(hours=i), actor="ci") for i in range(40)])
+    monkeypatch.setattr(impact, "STAGE_PAGE", 8)
+    monkeypatch.setattr(impact, "ROLLBACK_MOVES", 24)
+    with pytest.raises(GovernanceError, match="in its last 24 moves there .*earlier ones "
+                                              "were not read"):
+        rollback(store, "a", "production", "oncall", at=T0 + timedelta(days=10))
+    monkeypatch.setattr(impact, "ROLLBACK_MOVES", 48)  # far enough back: found
+    done = rollback(store, "a", "production", "oncall", at=T0 + timedelta(days=10))
+    assert done.move.to_version == "1"
+    assert any("skipped bundle:a@2: archived" in w for w in done.warnings)
+
+
+def test_blast_radius_reads_what_is_live_and_its_rollback_target_not_the_history(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundles(store, archived=set())
+    _hourly(store, 3000)
+    read = _counting_moves(store, monkeypatch)
+    radius = blast_radius(store, "bundle:a@5", now=T0 + timedelta(days=1000))
+    assert radius is not None
+    assert [(p.environment, p.target and p.target.id) for p in radius.rollbacks] == [
+        ("production", "bundle:a@4")]
+    assert sum(read) <= impact.STAGE_PAGE + 20, read
+
+
+# -- the retirement report and the evidence pack -----------------------------------------
+
+
+def test_a_retirement_report_answers_as_the_whole_history_does(store: GraphStore) -> None:
+    for seed in range(3):
+        store.wipe()
+        whole = _random_history(store, 20 + seed, n=80, names=("a",))
+        _bundles(store, archived=set(), count=6)
+        for hours in (0, 5, 12):
+            when = T0 + timedelta(hours=hours)
+            upto = [m for m in whole if m.at <= when]
+            upto.sort(key=lambda m: (m.at, m.seq or 0))
+            for version in "123456":
+                report = promotion_report(store, "a", version, RETIRED, at=when)
+                assert report.leaves == sorted(
+                    env for env, v in live_from(upto).items() if v == version)
+                assert report.already_retired == (version in retired_versions(upto))
+
+
+def test_an_evidence_pack_holds_the_last_moves_and_says_when_earlier_ones_are_left_out(
+        store: GraphStore) -> None:
+    _bundles(store, archived=set())
+    _hourly(store, HISTORY_MOVES + 5)
+    pack = evidence_pack(store, "a", "1")
+    assert pack.moves_cut
+    assert pack.stage_moves == store.stage_history(name="a")[-HISTORY_MOVES:]
+    sections = evidence_sections(pack.bundle, {}, pack.upstream, [], [], pack.stage_moves,
+                                 [], moves_cut=pack.moves_cut)
+    history = next(s for s in sections if s.title == "Stage history")
+    assert history.note == f"the last {HISTORY_MOVES:,}: earlier moves are left out"
+
+    store.wipe()
+    _bundles(store, archived=set())
+    _hourly(store, 10)
+    pack = evidence_pack(store, "a", "1")
+    assert not pack.moves_cut and pack.stage_moves == store.stage_history(name="a")
+
+
+def test_a_retirement_report_reads_no_history_whole(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundles(store, archived=set())
+    _hourly(store, 3000)
+    read = _counting_moves(store, monkeypatch)
+    report = promotion_report(store, "a", "5", RETIRED, at=T0 + timedelta(days=1000))
+    assert report.leaves == ["production"] and not report.already_retired
+    assert sum(read) <= impact.STAGE_PAGE + 20, read
+
+
+# -- retention ------------------------------------------------------------------------------
+
+
+def _archivable_from_history(moves: list[StageMove], times: list[datetime],
+                             version: str) -> tuple[str, ...] | None:
+    """Retention's rule over the whole history: where the version ever went, if only
+    pre-release environments and it is live at none of ``times``."""
+    ever = {m.environment for m in moves if m.to_version == version}
+    live = {v for when in times for v in live_from(
+        sorted((m for m in moves if m.at <= when), key=lambda m: (m.at, m.seq or 0))).values()}
+    if ever <= retention.PRE_RELEASE and version not in live:
+        return tuple(sorted(ever))
+    return None
+
+
+def test_a_retention_plan_is_the_one_of_the_whole_history(store: GraphStore) -> None:
+    for seed in range(3):
+        store.wipe()
+        whole = _random_history(store, 30 + seed, n=50, names=("a", "b"))
+        store.upsert([Node(kind="Bundle", name=name, version=str(v),
+                           created_at=T0 - timedelta(days=400))
+                      for name in "ab" for v in range(1, 8)], [])
+        for hours in (2, 6, 12):
+            at = T0 + timedelta(hours=hours)
+            planned = {c.node.id: c.environments
+                       for c in retention.plan(store, timedelta(days=1), at=at, page=3)}
+            expected = {}
+            for name in "ab":
+                moves = [m for m in whole if m.name == name]
+                for v in range(1, 8):
+                    where = _archivable_from_history(moves, [at, datetime.now(UTC)], str(v))
+                    if where is not None:
+                        expected[bundle_id(name, str(v))] = where
+            assert planned == expected, (seed, hours)
+
+
+def test_a_retention_plan_reads_no_history_whole(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundles(store, archived=set())
+    store.upsert([Node(kind="Bundle", name="a", version="9", created_at=T0)], [])
+    _hourly(store, 3000)
+    read = _counting_moves(store, monkeypatch)
+    planned = retention.plan(store, timedelta(days=1), at=T0 + timedelta(days=1000))
+    assert [c.node.id for c in planned] == ["bundle:a@9"]  # never moved anywhere
+    assert sum(read) <= 20, read
+
+
+# -- outcome records naming a bare bundle name ----------------------------------------------
+
+
+def _outcomes(times: list[datetime], env: str = "production") -> list[tuple[int, Any]]:
+    return [(i, {"request_id": f"r{i}", "timestamp": at.isoformat(), "environment": env,
+                 "bundle": "a"}) for i, at in enumerate(times)]
+
+
+def test_outcomes_naming_a_bare_bundle_get_the_version_the_whole_history_has_live(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    whole = _random_history(store, 40, n=80, names=("a",))
+    _bundles(store, archived=set(), count=6)
+    monkeypatch.setattr(outcomes, "STAGE_SPAN", 3)  # a page of three moves at a time
+    rng = random.Random(4)
+    # Times on the moves themselves (equal timestamps), between them, before the first.
+    times = [T0 - timedelta(hours=1), *(m.at for m in whole),
+             *(T0 + timedelta(minutes=rng.randint(0, 13 * 60)) for _ in range(40))]
+    rng.shuffle(times)
+    mapper = OutcomeMapper(store)
+    for batch in (times[:30], times[30:]):  # the second batch starts from what the first read
+        mapped = mapper.map(_outcomes(batch))
+        sent = {served.record: served.refs["bundle"][0] for served in mapped.sent.values()}
+        rejected = {record for record, _, _ in mapped.rejected}
+        for i, at in enumerate(batch):
+            upto = sorted((m for m in whole if m.environment == "production" and m.at <= at),
+                          key=lambda m: (m.at, m.seq or 0))
+            version = upto[-1].to_version if upto else None
+            if version is None:
+                assert i in rejected
+            else:
+                assert sent[i] == bundle_id("a", version), at
+
+
+def test_outcomes_naming_a_bare_bundle_read_only_the_moves_up_to_their_times(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundles(store, archived=set())
+    _hourly(store, 5000)
+    read = _counting_moves(store, monkeypatch)
+    # 300 records over the 1,500 hours before hour 2,000: the 3,000 moves after are not
+    # read, and the 1,500 in the window a page at a time.
+    times = [T0 + timedelta(hours=500 + 5 * i, minutes=30) for i in range(300)]
+    mapped = OutcomeMapper(store).map(_outcomes(times))
+    assert not mapped.rejected
+    assert sum(read) <= 2 * outcomes.STAGE_SPAN, read
+    assert len(read) <= 3, read
+
+
+# -- MLflow aliases -------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+def test_an_mlflow_import_reads_what_each_alias_points_at_not_the_history(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "mlflow.db")
+    registry.model("m", 2, champion=2)
+    # Imports every hour for years: champion went back and forth, and is at 1 now.
+    store.record_stage_moves([
+        StageMove(name="model:m", environment="champion", to_version=str(2 - i % 2),
+                  at=T0 + timedelta(hours=i), actor=ACTOR) for i in range(3000)])
+    read = _counting_moves(store, monkeypatch)
+    import_mlflow(store, registry.uri)
+    assert [(m.from_version, m.to_version) for m in
+            store.stage_history(name="model:m", last=1)] == [("1", "2")]
+    assert sum(read) <= 20, read
