@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache, partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, ClassVar, TextIO
 
@@ -501,19 +501,19 @@ class OutcomeMapper:
 
 
 # Logs name the same few bundles and models millions of times: read each spelling once.
-@cache
+# Bounded: a long-running server sees any number of spellings over its life.
+SPELLINGS = 4096
+
+
+@lru_cache(maxsize=SPELLINGS)
 def _ref_id(text: str, kind: str, prefix: str) -> str:
     return ref_id(text, (kind,), prefix)[0]
 
 
-@cache
+@lru_cache(maxsize=SPELLINGS)
 def _bundle_ref(text: str) -> NodeId:
     """A record's ``bundle``: an ID, or a name and version without the ``bundle:``."""
-    return _parse(text if text.startswith("bundle:") else f"bundle:{text}")
-
-
-def _parse(text: str) -> NodeId:
-    return parse_id(text)
+    return parse_id(text if text.startswith("bundle:") else f"bundle:{text}")
 
 
 EDGE_FOR = {"Bundle": "SERVED_BY", "ModelVersion": "USED_MODEL", "PromptVersion": "USED_PROMPT",

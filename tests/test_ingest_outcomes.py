@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from lineagegraph.graph.store import Direction, GraphStore
+from lineagegraph.ingest import outcomes
 from lineagegraph.ingest.deadletter import pending
 from lineagegraph.ingest.manifest_formats import read_directory
 from lineagegraph.ingest.manifests import map_manifests
@@ -383,3 +384,12 @@ def test_outcomes_and_manifests_may_come_gzipped_within_the_body_limit(
     assert loaded.status_code == 200, loaded.text
     assert too_large.status_code == 413 and too_large.json()["code"] == "PAYLOAD_TOO_LARGE"
     assert not_gzip.status_code == 400 and "not gzip" in not_gzip.text
+
+
+def test_the_spellings_remembered_of_references_are_bounded() -> None:
+    # A long-running server sees any number of spellings: each remembered one is memory.
+    for n in range(outcomes.SPELLINGS + 5):
+        outcomes._bundle_ref(f"hub-{n}@1")
+        outcomes._ref_id(f"m-{n}@1", "ModelVersion", "model")
+    assert outcomes._bundle_ref.cache_info().currsize <= outcomes.SPELLINGS
+    assert outcomes._ref_id.cache_info().currsize <= outcomes.SPELLINGS
