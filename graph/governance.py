@@ -53,7 +53,6 @@ from .store import (
     Rejudged,
     StageMoved,
     UpsertResult,
-    latest_seq,
     live_from,
     retired_versions,
 )
@@ -663,8 +662,14 @@ def _archiving_live(store: GraphStore, nodes: list[Node], existing: Mapping[str,
               and not (n.id in existing and existing[n.id].properties.get("archived"))]
     if not wanted:
         return [], {}
-    moves = store.stage_histories(stage_name(n) for n in wanted)
-    live_now = {name: live_from(history) for name, history in moves.items()}  # once a name
+    names = sorted({stage_name(n) for n in wanted})
+    # Judged first: a move landing after this read refuses the write, whatever the next
+    # read saw. Then what is live: each name's last move per environment, not its history.
+    judged = {name: store.last_stage_seq(name) for name in names}
+    last_moves: dict[str, list[StageMove]] = {name: [] for name in names}
+    for move in store.stage_latest(names=names):
+        last_moves[move.name].append(move)
+    live_now = {name: live_from(moves) for name, moves in last_moves.items()}
     refused = []
     for node in wanted:
         live = sorted(env for env, version in live_now[stage_name(node)].items()
@@ -673,7 +678,7 @@ def _archiving_live(store: GraphStore, nodes: list[Node], existing: Mapping[str,
             refused.append(f"{node.id} is live in {', '.join(live)}: archived, it would serve "
                            "while walks hide it (missing from every blast radius); retire it "
                            "first (promote it into retired), then archive it")
-    return refused, {name: latest_seq(history) for name, history in moves.items()}
+    return refused, judged
 
 
 @dataclass(slots=True)

@@ -15,6 +15,7 @@ from lineagegraph.api.report_render import evidence_sections
 from lineagegraph.graph import impact, retention
 from lineagegraph.graph.governance import (
     GovernanceError,
+    audited_upsert,
     evidence_pack,
     promotion_report,
     rollback,
@@ -258,6 +259,20 @@ def test_a_retirement_report_reads_no_history_whole(
     report = promotion_report(store, "a", "5", RETIRED, at=T0 + timedelta(days=1000))
     assert report.leaves == ["production"] and not report.already_retired
     assert sum(read) <= impact.STAGE_PAGE + 20, read
+
+
+def test_archiving_through_an_upsert_reads_what_is_live_not_the_history(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _bundles(store, archived=set())
+    _hourly(store, 3000)  # a@5 is live in production at the end, a@1 is not
+    read = _counting_moves(store, monkeypatch)
+    with pytest.raises(GovernanceError, match="bundle:a@5 is live in production"):
+        audited_upsert(store, [Node.from_id("bundle:a@5", properties={"archived": True})], [],
+                       "oncall")
+    audited_upsert(store, [Node.from_id("bundle:a@1", properties={"archived": True})], [],
+                   "oncall")
+    assert store.get(["bundle:a@1"])["bundle:a@1"].properties["archived"] is True
+    assert sum(read) <= 20, read
 
 
 # -- retention ------------------------------------------------------------------------------
