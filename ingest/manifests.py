@@ -547,6 +547,9 @@ class _ManifestLoad:
 
     def _previous(self, node: Node) -> str | None:
         own = self._own_order(node.kind, node.name)
+        # The load's copy of a version it names twice (one entry dated, one not) is the one
+        # written: its place in the order is that copy's.
+        node = self._named[(node.kind, node.name)].get(node.id, node)
         at = version_order(node)
         below = own[bisect_left(own, (at,)) - 1] if bisect_left(own, (at,)) else None
         # The load's versions stand for their stored twins (their created_at may differ).

@@ -216,6 +216,26 @@ def test_a_new_version_supersedes_the_one_just_before_it_in_version_order(
     assert _supersedes(store, "tools:t@3.5") == {"tools:t@3.2"}
 
 
+def test_a_version_a_load_names_twice_supersedes_the_one_before_its_written_copy(
+        store: GraphStore) -> None:
+    # Two entries of one version, one dated and one not: the dated copy is written, and
+    # the version before it is found from there — never the version itself.
+    store.upsert([Node(kind="Toolset", name="t", version="1", created_at=T0,
+                       properties={"tools": ["1"]}),
+                  Node(kind="Toolset", name="n", version="a", created_at=T0 + timedelta(days=1),
+                       properties={"tools": ["a"]})])
+
+    _load(store, "kind: Toolset\nname: t\nversion: 2\ntools: [x]\n"
+                 "created_at: 2024-01-05T00:00:00Z\n---\n"
+                 "kind: Toolset\nname: t\nversion: 2\ntools: [x]\n---\n"
+                 "kind: Toolset\nname: n\nversion: c\ntools: [y]\n"
+                 "created_at: 2023-12-01T00:00:00Z\n---\n"
+                 "kind: Toolset\nname: n\nversion: c\ntools: [y]\n")
+
+    assert _supersedes(store, "tools:t@2") == {"tools:t@1"}
+    assert _supersedes(store, "tools:n@c") == set()  # dated before n@a
+
+
 @pytest.mark.parametrize("window", [3, manifests.VERSION_WINDOW])
 def test_the_version_before_is_found_in_and_past_the_stored_window(
         store: GraphStore, monkeypatch: pytest.MonkeyPatch, window: int) -> None:
