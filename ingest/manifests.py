@@ -212,6 +212,29 @@ def _mapping(store: GraphStore, raws: Sequence[RawDoc], source: str, actor: str,
     return mapped
 
 
+class _StoredSuffix:
+    """The last of a name's stored versions read so far (IDs and version keys, oldest
+    first, a load's own left out), and whether they are all it has."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self.ids: list[str] = []
+        self.complete = False
+
+    def prepend(self, rows: list[VersionRow], *, complete: bool) -> None:
+        self.keys[:0] = [row.key for row in rows]
+        self.ids[:0] = [row.id for row in rows]
+        self.complete = complete
+
+    def last_before(self, at: str, own: Mapping[str, Node]) -> tuple[str, str] | None:
+        """The last read before ``at`` that is not one of ``own`` (added to the load since
+        they were read)."""
+        for index in range(bisect_left(self.keys, at) - 1, -1, -1):
+            if self.ids[index] not in own:
+                return self.keys[index], self.ids[index]
+        return None
+
+
 class _ManifestLoad:
     def __init__(self, store: GraphStore, actor: str, now: datetime) -> None:
         self.store = store
@@ -227,7 +250,7 @@ class _ManifestLoad:
         self.existing: dict[str, Node] = {}  # the graph's nodes this load touches
         self._fetched: set[str] = set()
         self._versions: dict[tuple[str, str, bool], list[Node]] = {}
-        self._windows: dict[tuple[str, str], tuple[list[VersionRow], bool]] = {}
+        self._windows: dict[tuple[str, str], _StoredSuffix] = {}  # ``_stored_before``
         # The load's nodes by (kind, name), and their version order (``_own_order``).
         self._named: defaultdict[tuple[str, str], dict[str, Node]] = defaultdict(dict)
         self._ordered: dict[tuple[str, str], tuple[int, list[tuple[str, str]]]] = {}
@@ -525,15 +548,22 @@ class _ManifestLoad:
         if target is not None:
             self.edge(node.id, "SUPERSEDES", target)
 
-    def _stored_window(self, kind: str, name: str) -> tuple[list[VersionRow], bool]:
-        """The name's last ``VERSION_WINDOW`` stored versions but the load's own (IDs and
-        keys only), read once a load, and whether they are all it has."""
+    def _stored_before(self, kind: str, name: str, at: str) -> tuple[str, str] | None:
+        """(key, ID) of the name's last stored version before the version key ``at``, the
+        load's own left out: from its stored versions read newest first, ``VERSION_WINDOW``
+        IDs and keys at a time, as far back as the load has asked (each read sorts all the
+        name's versions in the store: one a version made a load among thousands slow)."""
         key = (kind, name)
-        if key not in self._windows:
-            rows = self.store.version_sizes(VersionFilter(
-                (kind,), name, exclude=frozenset(self._named[key])), VERSION_WINDOW)
-            self._windows[key] = (rows, len(rows) < VERSION_WINDOW)
-        return self._windows[key]
+        read = self._windows.setdefault(key, _StoredSuffix())
+        own = self._named[key]
+        while True:
+            found = read.last_before(at, own)
+            if found is not None or read.complete:
+                return found
+            page = self.store.version_sizes(VersionFilter(
+                (kind,), name, before=read.keys[0] if read.keys else None,
+                exclude=frozenset(own)), VERSION_WINDOW)
+            read.prepend(page, complete=len(page) < VERSION_WINDOW)
 
     def _own_order(self, kind: str, name: str) -> list[tuple[str, str]]:
         """(version key, ID) of the load's nodes of a name, sorted: made again only when
@@ -553,14 +583,7 @@ class _ManifestLoad:
         at = version_order(node)
         below = own[bisect_left(own, (at,)) - 1] if bisect_left(own, (at,)) else None
         # The load's versions stand for their stored twins (their created_at may differ).
-        own_ids = self._named[(node.kind, node.name)].keys()
-        window, whole = self._stored_window(node.kind, node.name)
-        stored = next(((row.key, row.id) for row in reversed(window)
-                       if row.key < at and row.id not in own_ids), None)
-        if stored is None and not whole:  # the one before is older than the window
-            rows = self.store.version_sizes(VersionFilter(
-                (node.kind,), node.name, before=at, exclude=frozenset(own_ids)), 1)
-            stored = (rows[0].key, rows[0].id) if rows else None
+        stored = self._stored_before(node.kind, node.name, at)
         earlier = [pair for pair in (below, stored) if pair is not None]
         return max(earlier)[1] if earlier else None
 
