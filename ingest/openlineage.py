@@ -84,7 +84,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -109,8 +109,8 @@ from lineagegraph.graph.store import (
     StageMoved,
     StoreUnavailable,
     UpsertResult,
+    VersionFilter,
     replaced,
-    version_order,
 )
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, Record, SchemaError, format_id
 from lineagegraph.schema.bounds import ID_PART
@@ -170,6 +170,8 @@ _OPEN = ConfigDict(extra="allow")  # a TypedDict drops unknown keys unless told 
 # Versions of a source read at a time, nearest first (``_nearest_versions``): past the
 # newest, only ones this event wrote itself or replaced placeholders are passed over.
 _NEAREST = 8
+# A model's versions read at once looking for its newest one no real version replaced.
+_MODEL_PAGE = 1000
 
 
 @with_config(_OPEN)
@@ -939,17 +941,19 @@ class _RunMapping:
         return resolved
 
     def _newest_model(self, name: str) -> Node | None:
-        """The newest version of a model in version order that no real version replaced:
-        read a few at a time, newest first, as ``_nearest_versions`` reads a source's."""
-        before: str | None = None
+        """The newest version of a model in version order that no real version replaced,
+        read back a page at a time (``version_page``: each read sorts all the name's
+        versions in the store). Placeholders are named after run IDs, which sort after
+        every number: a model trained thousands of times has thousands of them on top."""
+        where = VersionFilter(("ModelVersion",), name)
         while True:
-            read = self.store.versions("ModelVersion", name, last=_NEAREST, before=before)
-            for node in reversed(read):
+            page = self.store.version_page(where, last=_MODEL_PAGE)
+            for node in reversed(page.versions):
                 if not replaced(node):
                     return node
-            if len(read) < _NEAREST:
+            if page.earlier is None:
                 return None
-            before = version_order(read[0])
+            where = replace(where, before=page.earlier)
 
     def _derived_from(self, outputs: list[Dataset], out_ids: dict[str, str],
                       in_ids: dict[str, str], lineage: dict[str, dict[tuple[str, str], Any]],

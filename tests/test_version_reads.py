@@ -21,7 +21,7 @@ from lineagegraph.graph.store import (
     version_key,
     version_order,
 )
-from lineagegraph.ingest import manifests
+from lineagegraph.ingest import manifests, openlineage
 from lineagegraph.ingest.manifest_formats import read_yaml
 from lineagegraph.ingest.manifests import map_manifests
 from lineagegraph.schema import Edge, Node
@@ -257,9 +257,12 @@ def test_the_version_before_is_found_in_and_past_the_stored_window(
     assert _supersedes(store, "tools:t@11") == {"tools:t@10"}
 
 
+@pytest.mark.parametrize("page", [3, openlineage._MODEL_PAGE])
 def test_an_event_reading_a_model_unversioned_reads_its_newest_unreplaced_version(
-        store: GraphStore) -> None:
-    # More replaced placeholders (newest in version order) than one read holds.
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch, page: int) -> None:
+    # Replaced placeholders are newest in version order (run IDs sort after numbers): more
+    # of them than one read holds, at a page of 3; at the default page, one sorting read.
+    monkeypatch.setattr(openlineage, "_MODEL_PAGE", page)
     placeholders = [Node(kind="ModelVersion", name="m", version=f"run-{i:02d}",
                          created_at=T0 + timedelta(days=1, minutes=i),
                          properties={REPLACED_BY: "model:m@3"}) for i in range(20)]
@@ -267,7 +270,14 @@ def test_an_event_reading_a_model_unversioned_reads_its_newest_unreplaced_versio
                   *(Node(kind="ModelVersion", name="m", version=str(v), created_at=T0)
                     for v in range(1, 4))])
     model = dataset("mlflow", "m", datasetType={"datasetType": "MODEL"})
+    sorts: list[int] = []
+    sizes = store.version_sizes
 
+    def counted(where: VersionFilter, last: int) -> Any:
+        sorts.append(last)
+        return sizes(where, last)
+
+    monkeypatch.setattr(store, "version_sizes", counted)
     with TestClient(create_app(Settings(neo4j_uri=None), store=store)) as client:
         response = client.post("/api/v1/lineage", json=run_event(
             "COMPLETE", at=T0 + timedelta(days=2), inputs=[model],
@@ -276,6 +286,7 @@ def test_an_event_reading_a_model_unversioned_reads_its_newest_unreplaced_versio
     assert response.status_code < 300, response.text
     (run,) = store.find(kinds=["TrainingRun"])
     assert run.properties["model_inputs"] == ["model:m@3"]
+    assert len(sorts) == -(-21 // page), sorts  # pages to reach m@3 past 20 placeholders
 
 
 def test_an_outcome_naming_a_model_family_is_told_its_latest_version(
