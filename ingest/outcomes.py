@@ -39,7 +39,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache, partial
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, ClassVar, TextIO
@@ -302,7 +302,9 @@ class OutcomeMapper:
         # Of those, models traffic created unregistered, with their creation: written again
         # (if absent, so only dated back) when a request older than that names them.
         self._unregistered: dict[str, datetime] = {}
-        # (bundle name, environment) → the last span of its moves read
+        # (bundle name, environment) → its last moves, and the last span read back from a
+        # time before those
+        self._latest_moves: dict[tuple[str, str], _Span] = {}
         self._stages: dict[tuple[str, str], _Span] = {}
         # ((bundle name, environment), time) → the version in effect: the batch's answers
         self._effective: dict[tuple[tuple[str, str], datetime], str | None] = {}
@@ -403,23 +405,33 @@ class OutcomeMapper:
 
     def _in_effect(self, name: str, environment: str, at: datetime) -> str | None:
         """The version of ``name`` in effect in ``environment`` at ``at``: the batch's
-        answer (``_resolve``), or read from the last ``STAGE_SPAN`` moves up to then."""
+        answer (``_resolve``), or read from the name's last ``STAGE_SPAN`` moves there, or
+        for a time before those, from the last ``STAGE_SPAN`` up to then."""
         key = (name, environment)
         if (key, at) in self._effective:
             return self._effective[(key, at)]
-        span = self._stages.get(key)
-        if span is None or not span.covers(at):
-            moves = self.store.stage_history(name=name, environment=environment, until=at,
+        # First the name's last moves there, whatever their time: they answer every later
+        # record of the load (logs arrive in time order), as the whole history did.
+        span = self._latest_moves.get(key)
+        if span is None:
+            moves = self.store.stage_history(name=name, environment=environment,
                                              last=STAGE_SPAN)
-            span = self._stages[key] = _Span(moves, at, complete=len(moves) < STAGE_SPAN)
+            span = self._latest_moves[key] = _Span(moves, datetime.max.replace(tzinfo=UTC),
+                                                   complete=len(moves) < STAGE_SPAN)
+        if not span.covers(at):  # older than those: read back from its time
+            span = self._stages.get(key)
+            if span is None or not span.covers(at):
+                moves = self.store.stage_history(name=name, environment=environment, until=at,
+                                                 last=STAGE_SPAN)
+                span = self._stages[key] = _Span(moves, at, complete=len(moves) < STAGE_SPAN)
         return span.at(at)
 
     def _resolve(self, outcomes: Iterable[OutcomeRecord]) -> None:
         """What a batch's bare bundle names resolve to, latest time first: each read of
         ``STAGE_SPAN`` moves up to a time answers every earlier time back to its first
-        move, so a batch spanning a long history reads it a page at a time, and only the
-        moves up to its latest time — never a name's whole history, which CI promoting
-        hourly makes long. The last span read of each name stays for the next batch."""
+        move, so a batch reaching far back reads the history a page at a time — never a
+        name's whole history, which CI promoting hourly makes long. A name's last moves
+        stay for the load's later batches, and so does the last page read back."""
         wanted: dict[tuple[str, str], set[datetime]] = {}
         for outcome in outcomes:
             try:

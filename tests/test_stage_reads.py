@@ -360,13 +360,28 @@ def test_outcomes_naming_a_bare_bundle_read_only_the_moves_up_to_their_times(
     _bundles(store, archived=set())
     _hourly(store, 5000)
     read = _counting_moves(store, monkeypatch)
-    # 300 records over the 1,500 hours before hour 2,000: the 3,000 moves after are not
-    # read, and the 1,500 in the window a page at a time.
+    # 300 records over the 1,500 hours before hour 2,000: the name's last moves are read
+    # (a page), the 2,000 after those records' times and before the last page are not,
+    # and the 1,500 in the window a page at a time.
     times = [T0 + timedelta(hours=500 + 5 * i, minutes=30) for i in range(300)]
     mapped = OutcomeMapper(store).map(_outcomes(times))
     assert not mapped.rejected
-    assert sum(read) <= 2 * outcomes.STAGE_SPAN, read
-    assert len(read) <= 3, read
+    assert sum(read) <= 3 * outcomes.STAGE_SPAN, read
+    assert len(read) <= 4, read
+
+
+def test_outcomes_naming_a_bare_bundle_in_time_order_read_its_moves_once_a_load(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Logs arrive in time order: each batch of a load is later than the one before, and
+    # the name's last moves, read for the first, answer them all.
+    _bundles(store, archived=set())
+    _hourly(store, 50)
+    read = _counting_moves(store, monkeypatch)
+    mapper = OutcomeMapper(store)
+    for batch in range(3):
+        times = [T0 + timedelta(hours=60 + 10 * batch, minutes=i) for i in range(5)]
+        assert not mapper.map(_outcomes(times)).rejected
+    assert read == [50], read
 
 
 # -- MLflow aliases -------------------------------------------------------------------------
