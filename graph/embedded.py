@@ -776,17 +776,19 @@ class EmbeddedStore(GraphStore):
         versions: Sequence[str] | None = None,
         before: tuple[datetime, int] | None = None,
         per: StageKey = "environment",
+        count: int = 1,
     ) -> list[StageMove]:
         where, params = _stage_where(None, environment, until, names, versions, before)
         if (names is not None and len(names) == 1 and environment is not None
                 and per == "environment"):
-            # One key: the index (name, environment, at; seq as the rowid) seeks the row.
-            sql = f"SELECT * FROM stage_moves WHERE {where} ORDER BY at DESC, seq DESC LIMIT 1"
+            # One key: the index (name, environment, at; seq as the rowid) seeks the rows.
+            sql = (f"SELECT * FROM (SELECT * FROM stage_moves WHERE {where} "
+                   "ORDER BY at DESC, seq DESC LIMIT ?) ORDER BY at, seq")
         else:
             sql = ("SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY name, "
                    f"{_STAGE_KEYS[per]} ORDER BY at DESC, seq DESC) AS nth FROM stage_moves WHERE "
-                   f"{where}) WHERE nth = 1 ORDER BY at, seq")
-        rows = self._query(sql, params)
+                   f"{where}) WHERE nth <= ? ORDER BY at, seq")
+        rows = self._query(sql, [*params, count])
         return [_stage_move(r) for r in rows]
 
     def audit_log(

@@ -282,6 +282,8 @@ STAGE_PAGE = 1000
 # The moves of one environment a plan reads back at most looking for a version to return
 # to: past them the plan has no target and says so (``truncated``).
 ROLLBACK_MOVES = 10_000
+# Moves the first read of a plan's affected names holds at most, whatever their number.
+STAGE_READ = 100_000
 
 
 def bounded_rollback_plans(store: GraphStore, root: Node, affected: list[AffectedBundle],
@@ -293,19 +295,25 @@ def bounded_rollback_plans(store: GraphStore, root: Node, affected: list[Affecte
     names = sorted({e.bundle.name or "" for e in affected if e.environments})
     if not names:
         return []
-    first = store.stage_history(names=names, until=when, last=STAGE_PAGE + 1)
-    if len(first) <= STAGE_PAGE:  # every move: as the whole histories answer
+    keys = list(dict.fromkeys((e.bundle.name or "", env) for e in affected
+                              for env in e.environments))
+    # One read for every name: the last moves of each environment, one more than are kept
+    # (to tell whether there were more), as many as fit ``STAGE_READ`` for all of them. A
+    # model thousands of names pin, each with a short history, is one read, not a read per
+    # name and environment.
+    count = max(2, min(STAGE_PAGE + 1, STAGE_READ // len(keys)))
+    by_key: dict[tuple[str, str], list[StageMove]] = {}
+    first = store.stage_latest(until=when, names=names, count=count)
+    for move in first:
+        by_key.setdefault((move.name, move.environment), []).append(move)
+    if all(len(moves) < count for moves in by_key.values()):
+        # every move: as the whole histories answer
         histories: dict[str, list[StageMove]] = {name: [] for name in names}
         for move in first:
             histories[move.name].append(move)
         return rollback_plans(store, root, affected, histories)
-    # The last moves of all names are the last ones of each environment, read already.
-    tails: dict[tuple[str, str], list[StageMove]] = {
-        (e.bundle.name or "", env): [] for e in affected for env in e.environments}
-    for move in first[1:]:  # the first: one more than a page, to tell if there were more
-        if (move.name, move.environment) in tails:
-            tails[(move.name, move.environment)].append(move)
-    complete: set[tuple[str, str]] = set()
+    tails = {key: by_key.get(key, [])[-(count - 1):] for key in keys}
+    complete = {key for key in keys if len(by_key.get(key, [])) < count}
     found: dict[tuple[str, str], RollbackTarget] = {}
     while True:
         pending = dict.fromkeys(key for key in tails if key not in found)  # ordered, a set

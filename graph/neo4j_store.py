@@ -963,12 +963,14 @@ class Neo4jStore(GraphStore):
         versions: Sequence[str] | None = None,
         before: tuple[datetime, int] | None = None,
         per: StageKey = "environment",
+        count: int = 1,
     ) -> list[StageMove]:
         where, params = _stage_where(None, environment, until, names, versions, before)
         rows = self._rows(
             f"MATCH (m:StageMove) {where}WITH m ORDER BY m.at DESC, m.seq DESC "
-            f"WITH m.name AS name, {_STAGE_KEYS[per]}, head(collect(m)) AS m "
-            f"WITH {_logged('m')} ORDER BY m.at, m.seq RETURN collect(m) AS rows", **params)
+            f"WITH m.name AS name, {_STAGE_KEYS[per]}, collect(m)[..$count] AS last "
+            f"UNWIND last AS m WITH {_logged('m')} ORDER BY m.at, m.seq "
+            "RETURN collect(m) AS rows", **params, count=count)
         return [_stage_move(props) for props in rows]
 
     def live_bundles(self, environment: str, at: datetime | None = None) -> list[Node]:

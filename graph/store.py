@@ -981,13 +981,16 @@ class GraphStore(ABC):
         versions: Sequence[str] | None = None,
         before: tuple[datetime, int] | None = None,
         per: StageKey = "environment",
+        count: int = 1,
     ) -> list[StageMove]:
         """The last move (by ``at``, then append order) of each name in each environment,
         as ``stage_history`` filters them: what is in effect, read without the history
         before it (a name promoted hourly for years has tens of thousands of moves).
         ``per="version"``: the last move to each version of each name instead (whether
         it is retired now: ``retired_versions``); ``per="visit"``: the last of each name,
-        environment and version (where a version ever went). Oldest first."""
+        environment and version (where a version ever went). ``count``: the last that
+        many of each (the tail of each environment's history, for many names in one
+        read). Oldest first."""
 
     @abstractmethod
     def audit_log(

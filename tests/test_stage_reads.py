@@ -32,7 +32,7 @@ from lineagegraph.graph.store import RETIRED, GraphStore, live_from, retired_ver
 from lineagegraph.ingest import outcomes
 from lineagegraph.ingest.mlflow_import import ACTOR, import_mlflow
 from lineagegraph.ingest.outcomes import OutcomeMapper
-from lineagegraph.schema import Node, StageMove, bundle_id
+from lineagegraph.schema import Edge, Node, StageMove, bundle_id
 
 from .test_mlflow_import_hardening import Registry
 
@@ -108,6 +108,23 @@ def test_stage_latest_per_version_and_visit_is_the_last_of_each_in_the_whole_his
             assert store.stage_latest("production", until=until, per="version",
                                       before=(middle.at, middle.seq)) == _ordered(
                 list(earlier.values()))
+
+
+def test_stage_latest_with_a_count_keeps_the_last_moves_of_each_environment(
+        store: GraphStore) -> None:
+    _random_history(store, 5, n=80)
+    whole = store.stage_history(names=["a", "b"])
+    for until in (T0 + timedelta(hours=h) for h in (3, 12)):
+        upto = [m for m in whole if m.at <= until]
+        for count in (1, 2, 5):
+            tails: dict[tuple[str, str], list[StageMove]] = {}
+            for move in upto:
+                tails.setdefault((move.name, move.environment), []).append(move)
+            wanted = _ordered([m for tail in tails.values() for m in tail[-count:]])
+            assert store.stage_latest(until=until, names=["a", "b"], count=count) == wanted
+            one = [m for m in wanted if (m.name, m.environment) == ("a", "production")]
+            assert store.stage_latest("production", until=until, names=["a"],
+                                      count=count) == one
 
 
 # -- rollback plans read back only as far as their target ------------------------------------
@@ -211,6 +228,36 @@ def test_blast_radius_reads_what_is_live_and_its_rollback_target_not_the_history
     assert [(p.environment, p.target and p.target.id) for p in radius.rollbacks] == [
         ("production", "bundle:a@4")]
     assert sum(read) <= impact.STAGE_PAGE + 20, read
+
+
+def test_blast_radius_of_a_model_many_names_pin_reads_their_short_histories_at_once(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 40 names pin one model, each with two versions and a short history in two
+    # environments: more moves in all than a page, few in each environment.
+    monkeypatch.setattr(impact, "STAGE_PAGE", 10)
+    names = [f"n{i:02d}" for i in range(40)]
+    store.upsert([Node.from_id("model:shared@1", created_at=T0),
+                  Node.from_id("model:shared@2", created_at=T0),
+                  *(Node(kind="Bundle", name=n, version=v, created_at=T0)
+                    for n in names for v in ("1", "2"))],
+                 [Edge(source=bundle_id(n, v), type="USES_MODEL", target=f"model:shared@{m}")
+                  for n in names for v, m in (("1", "1"), ("2", "2"))])
+    store.record_stage_moves([
+        StageMove(name=n, environment=env, to_version=v, at=T0 + timedelta(hours=h),
+                  actor="ci")
+        for n in names for env in ("staging", "production")
+        for h, v in ((1, "1"), (2, "2"))])
+    whole = rollback_plans(store, store.get(["model:shared@2"])["model:shared@2"], [
+        AffectedBundle(store.get([bundle_id(n, "2")])[bundle_id(n, "2")],
+                       ["production", "staging"]) for n in names],
+        store.stage_histories(names))
+    read = _counting_moves(store, monkeypatch)
+    radius = blast_radius(store, "model:shared@2", now=T0 + timedelta(days=1))
+    assert radius is not None
+    assert _plan_view(radius.rollbacks) == _plan_view(whole)
+    assert {p.target and p.target.id for p in radius.rollbacks} == {
+        bundle_id(n, "1") for n in names}
+    assert len(read) <= 4, read  # not a read per name and environment
 
 
 # -- the retirement report and the evidence pack -----------------------------------------
