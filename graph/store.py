@@ -1287,6 +1287,8 @@ HIGH_BMP, ASTRAL = "\ue000", "\ue001"
 
 
 def _sortable_anywhere(text: str) -> str:
+    if not text or max(text) < HIGH_BMP:  # nearly every version: nothing to mark
+        return text
     return "".join(ASTRAL + c if c > "\uffff" else HIGH_BMP + c if c >= HIGH_BMP else c
                    for c in text)
 
