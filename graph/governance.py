@@ -53,6 +53,7 @@ from .store import (
     Rejudged,
     StageMoved,
     UpsertResult,
+    by_name,
     live_from,
     retired_versions,
 )
@@ -525,8 +526,7 @@ def rollback(store: GraphStore, name: str, environment: str, actor: str,
     # on; the history up to ``when`` is read back only as far as the target.
     judged = {name: store.last_stage_seq(name)}
     seen = store.metadata_seq()  # what the target is chosen on: archived, registered
-    latest = store.stage_latest(environment, until=when, names=[name])
-    current = latest[0].to_version if latest else None
+    current = store.stage_at(name, environment, when)
     if current is None:
         raise GovernanceError(f"nothing of {name} is live in {environment}")
     current_id = bundle_id(name, current)
@@ -666,10 +666,8 @@ def _archiving_live(store: GraphStore, nodes: list[Node], existing: Mapping[str,
     # Judged first: a move landing after this read refuses the write, whatever the next
     # read saw. Then what is live: each name's last move per environment, not its history.
     judged = {name: store.last_stage_seq(name) for name in names}
-    last_moves: dict[str, list[StageMove]] = {name: [] for name in names}
-    for move in store.stage_latest(names=names):
-        last_moves[move.name].append(move)
-    live_now = {name: live_from(moves) for name, moves in last_moves.items()}
+    live_now = {name: live_from(moves)
+                for name, moves in by_name(store.stage_latest(names=names), names).items()}
     refused = []
     for node in wanted:
         live = sorted(env for env, version in live_now[stage_name(node)].items()

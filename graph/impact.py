@@ -17,6 +17,7 @@ from .store import (
     RETIRED,
     Direction,
     GraphStore,
+    by_name,
     concurrently,
     fitting,
     live_from,
@@ -253,11 +254,8 @@ def blast_radius(
         lambda: store.stage_latest(until=when, names=names) if names else [],
         lambda: store.traffic(counted, since, until),
         store.traffic_rebuild_position)
-    by_name: dict[str, list[StageMove]] = {}
-    for move in latest:
-        by_name.setdefault(move.name, []).append(move)
     live_in: dict[tuple[str, str], list[str]] = {}
-    for name, moves in by_name.items():
+    for name, moves in by_name(latest, names).items():
         for env, version in live_from(moves).items():
             live_in.setdefault((name, version), []).append(env)
     affected = [AffectedBundle(bundle, sorted(live_in.get((bundle.name, bundle.version or ""), [])))
@@ -308,10 +306,7 @@ def bounded_rollback_plans(store: GraphStore, root: Node, affected: list[Affecte
         by_key.setdefault((move.name, move.environment), []).append(move)
     if all(len(moves) < count for moves in by_key.values()):
         # every move: as the whole histories answer
-        histories: dict[str, list[StageMove]] = {name: [] for name in names}
-        for move in first:
-            histories[move.name].append(move)
-        return rollback_plans(store, root, affected, histories)
+        return rollback_plans(store, root, affected, by_name(first, names))
     tails = {key: by_key.get(key, [])[-(count - 1):] for key in keys}
     complete = {key for key in keys if len(by_key.get(key, [])) < count}
     found: dict[tuple[str, str], RollbackTarget] = {}
@@ -378,8 +373,8 @@ def _tail_facts(store: GraphStore, tails: dict[tuple[str, str], list[StageMove]]
         lambda: store.stage_latest(RETIRED, until=when, names=names, versions=versions,
                                    per="version"))
     return (by_env,
-            {name: retired_versions(m for m in last if m.name == name) for name in names},
-            {name: retired_at([m for m in into_retired if m.name == name]) for name in names})
+            {name: retired_versions(moves) for name, moves in by_name(last, names).items()},
+            {name: retired_at(moves) for name, moves in by_name(into_retired, names).items()})
 
 
 def rollback_plans(store: GraphStore, root: Node, affected: list[AffectedBundle],

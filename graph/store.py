@@ -1114,15 +1114,17 @@ class GraphStore(ABC):
                                                 exclude=frozenset(exclude)), last)
 
     def all_versions(self, kind: str, name: str, page: int = 1000) -> Iterator[Node]:
-        """Every version of ``name`` of a versioned kind, newest first, a page at a time:
-        for a caller that compares them all with a list that names them all anyway."""
-        before: str | None = None
+        """Every version of ``name`` of a versioned kind, newest first, a ``version_page``
+        at a time (each read sorts all the name's versions in the store): for a caller
+        that stops at the first it wants, or compares them all with a list that names them
+        all anyway."""
+        where = VersionFilter((kind,), name)
         while True:
-            found = self.versions(kind, name, last=page, before=before)
-            yield from reversed(found)
-            if len(found) < page:
+            found = self.version_page(where, last=page)
+            yield from reversed(found.versions)
+            if found.earlier is None:
                 return
-            before = version_order(found[0])
+            where = replace(where, before=found.earlier)
 
     def version_page(self, where: VersionFilter, *, last: int,
                      max_chars: int = PAGE_CHARS) -> VersionPage:
@@ -1186,10 +1188,8 @@ class GraphStore(ABC):
                         until: datetime | None = None) -> dict[str, list[StageMove]]:
         """Each name's stage history (``stage_history``) in one read, by name: [] for a
         name with no move."""
-        histories: dict[str, list[StageMove]] = {name: [] for name in sorted(set(names))}
-        for move in self.stage_history(names=list(histories), until=until) if histories else ():
-            histories[move.name].append(move)
-        return histories
+        wanted = sorted(set(names))
+        return by_name(self.stage_history(names=wanted, until=until) if wanted else [], wanted)
 
     def live_environments(self, name: str, at: datetime | None = None) -> dict[str, str]:
         """environment → version of ``name`` live there at ``at`` (default: now)."""
@@ -1243,6 +1243,15 @@ def live_from(moves: Iterable[StageMove],
             continue
         live[getattr(move, by)] = move.to_version
     return {key: version for key, version in live.items() if version is not None}
+
+
+def by_name(moves: Iterable[StageMove], names: Iterable[str]) -> dict[str, list[StageMove]]:
+    """Moves read for many names at once, by name, in the order read: [] for a name
+    with none."""
+    grouped: dict[str, list[StageMove]] = {name: [] for name in names}
+    for move in moves:
+        grouped.setdefault(move.name, []).append(move)
+    return grouped
 
 
 def retired_versions(moves: Iterable[StageMove]) -> set[str]:

@@ -581,7 +581,8 @@ class _ManifestLoad:
         # written: its place in the order is that copy's.
         node = self._named[(node.kind, node.name)].get(node.id, node)
         at = version_order(node)
-        below = own[bisect_left(own, (at,)) - 1] if bisect_left(own, (at,)) else None
+        place = bisect_left(own, (at,))
+        below = own[place - 1] if place else None
         # The load's versions stand for their stored twins (their created_at may differ).
         stored = self._stored_before(node.kind, node.name, at)
         earlier = [pair for pair in (below, stored) if pair is not None]

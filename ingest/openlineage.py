@@ -84,7 +84,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -109,7 +109,6 @@ from lineagegraph.graph.store import (
     StageMoved,
     StoreUnavailable,
     UpsertResult,
-    VersionFilter,
     replaced,
 )
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, Record, SchemaError, format_id
@@ -942,18 +941,11 @@ class _RunMapping:
 
     def _newest_model(self, name: str) -> Node | None:
         """The newest version of a model in version order that no real version replaced,
-        read back a page at a time (``version_page``: each read sorts all the name's
-        versions in the store). Placeholders are named after run IDs, which sort after
+        read back a page at a time. Placeholders are named after run IDs, which sort after
         every number: a model trained thousands of times has thousands of them on top."""
-        where = VersionFilter(("ModelVersion",), name)
-        while True:
-            page = self.store.version_page(where, last=_MODEL_PAGE)
-            for node in reversed(page.versions):
-                if not replaced(node):
-                    return node
-            if page.earlier is None:
-                return None
-            where = replace(where, before=page.earlier)
+        return next((node for node in self.store.all_versions("ModelVersion", name,
+                                                              page=_MODEL_PAGE)
+                     if not replaced(node)), None)
 
     def _derived_from(self, outputs: list[Dataset], out_ids: dict[str, str],
                       in_ids: dict[str, str], lineage: dict[str, dict[tuple[str, str], Any]],
