@@ -26,6 +26,7 @@ from .errors import GraphQLJsonErrors, install_error_handlers
 from .graphql_schema import build_schema
 from .graphql_types import Context
 from .metrics import install_metrics
+from .query_workers import QueryWorkers
 from .request_ids import install_request_ids
 from .settings import Settings
 
@@ -61,15 +62,18 @@ def create_app(settings: Settings | None = None, store: GraphStore | None = None
         finally:
             if rewarm is not None:
                 rewarm.cancel()
+            app.state.query_workers.close()
             if owned:
                 app.state.store.close()
 
     app = FastAPI(title="Lineage Graph", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.ingest_budget = BodyBudget(settings.ingest_budget, settings.ingest_wait_s)
+    app.state.query_workers = QueryWorkers(settings.query_worker_count)
 
     async def get_context(request: Request) -> Context:
-        return Context(store=request.app.state.store, settings=settings)
+        return Context(store=request.app.state.store, settings=settings,
+                       workers=request.app.state.query_workers)
 
     # strawberry's router with JSON transport errors (api/errors.py)
     graphql = GraphQLJsonErrors(build_schema(settings), context_getter=get_context,

@@ -18,7 +18,7 @@ from strawberry.fastapi import BaseContext
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
-from lineagegraph.graph import deadline, impact, registry
+from lineagegraph.graph import impact, registry
 from lineagegraph.graph.deadline import DeadlinePassed
 from lineagegraph.graph.drift import DriftCandidate as DriftResult
 from lineagegraph.graph.store import PAGE_CHARS, GraphStore, StoreUnavailable, fitting
@@ -32,6 +32,7 @@ from lineagegraph.schema.bounds import MAX_ID_PART_BYTES, id_flaw
 from lineagegraph.schema.models import utc
 
 from .errors import timed_out, unavailable_message
+from .query_workers import NotStarted, QueryWorkers
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -111,10 +112,13 @@ class Context(BaseContext):
     """Per request: the store, the settings, and DataLoaders (new each request, so nothing
     is cached across requests) that batch nested lookups into one store call."""
 
-    def __init__(self, store: GraphStore, settings: Settings) -> None:
+    def __init__(self, store: GraphStore, settings: Settings,
+                 workers: QueryWorkers | None = None) -> None:
         super().__init__()
         self.store = store
         self.settings = settings
+        # The app's, shared by its requests; a query run alone (CLI) gets its own.
+        self.workers = workers or QueryWorkers(settings.query_worker_count)
         # One budget for the whole query, however many fields run store work.
         self.deadline = time.monotonic() + settings.query_timeout_s
         # What a field's type has no place to say (``ResponseWarnings``).
@@ -135,11 +139,13 @@ class Context(BaseContext):
         The stores see the deadline too, so work that runs past it stops in its thread
         rather than holding a worker that the next queries need."""
         try:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
+            if self.deadline <= time.monotonic():
                 raise DeadlinePassed
-            return await asyncio.wait_for(
-                asyncio.to_thread(deadline.within, self.deadline, work), left)
+            return await self.workers.run(self.deadline, work)
+        except NotStarted:
+            raise QueryTimeout(timed_out(self.settings.query_timeout_s) + (
+                f": no query worker was free (LINEAGEGRAPH_QUERY_WORKERS, "
+                f"{self.workers.count} here, all busy)")) from None
         except (TimeoutError, DeadlinePassed):
             raise QueryTimeout(timed_out(self.settings.query_timeout_s)) from None
         except StoreUnavailable as error:

@@ -137,7 +137,8 @@ def install_metrics(app: FastAPI) -> Metrics:
 
     @app.get("/metrics", tags=["probes"], response_class=PlainTextResponse)
     async def metrics_route(request: Request) -> PlainTextResponse:
-        """Prometheus text format: requests, latency, store readiness, ingest turns."""
+        """Prometheus text format: requests, latency, store readiness, ingest turns, query
+        threads."""
         ready = 1.0 if await run_in_threadpool(request.app.state.store.ready) else 0.0
         gauges = {"lineagegraph_store_ready": ready,
                   "lineagegraph_uptime_seconds": round(time.time() - started, 3)}
@@ -147,6 +148,12 @@ def install_metrics(app: FastAPI) -> Metrics:
             gauges |= {"lineagegraph_ingest_body_bytes_in_flight": budget.used,
                        "lineagegraph_ingest_budget_bytes": budget.limit,
                        "lineagegraph_ingest_waiting": budget.waiting}
+        # Are queries waiting for a thread (api/query_workers.py)?
+        workers = getattr(request.app.state, "query_workers", None)
+        if workers is not None:
+            gauges |= {"lineagegraph_query_workers": workers.count,
+                       "lineagegraph_query_work_running": workers.running,
+                       "lineagegraph_query_work_waiting": workers.waiting}
         return PlainTextResponse(metrics.render(gauges), media_type="text/plain; version=0.0.4")
 
     return metrics

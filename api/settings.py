@@ -4,6 +4,7 @@ the CLI (``lineagegraph serve --neo4j-uri …`` overrides ``NEO4J_URI``)."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from typing import TYPE_CHECKING, Annotated
 
@@ -68,6 +69,11 @@ class Settings(BaseSettings):
                           "Neo4j has planned their statements before the first caller")
     warm_up_check_s: float = Field(15.0, ge=0, description="how often to check whether "
                                    "Neo4j restarted, to warm it up again (0: never)")
+    # Each running query holds up to one walk's caps: this many at once bounds their sum.
+    query_workers: int | None = Field(None, ge=1, le=256, description="threads running "
+                                      "GraphQL store work at once, the rest waiting within "
+                                      "their query's time budget (default: CPUs + 4, at "
+                                      "most 32)")
     graphql_max_depth: int = Field(12, ge=1, description="GraphQL query depth limit")
     graphql_max_tokens: int = Field(5_000, ge=10, description="GraphQL document token limit")
     graphql_max_aliases: int = Field(50, ge=1, description="GraphQL aliases per document")
@@ -201,6 +207,11 @@ class Settings(BaseSettings):
     @property
     def ingest_budget(self) -> int:
         return self.ingest_budget_bytes or 2 * self.max_body_bytes
+
+    @property
+    def query_worker_count(self) -> int:
+        # The default is the thread pool's own default, which this work used before.
+        return self.query_workers or min(32, (os.cpu_count() or 1) + 4)
 
     @property
     def walk_limits(self) -> WalkLimits:

@@ -573,15 +573,17 @@ def graphql_in_process(store: GraphStore) -> Callable[[str, dict], dict]:
 
     from lineagegraph.api.graphql_schema import build_schema
     from lineagegraph.api.graphql_types import Context
+    from lineagegraph.api.query_workers import QueryWorkers
     from lineagegraph.api.settings import Settings
 
     settings = Settings()
     schema = build_schema(settings)
+    workers = QueryWorkers(settings.query_worker_count)  # as the app's: shared by queries
     loop = asyncio.new_event_loop()
 
     def execute(query: str, variables: dict) -> dict:
         result = loop.run_until_complete(schema.execute(
-            query, variable_values=variables, context_value=Context(store, settings)))
+            query, variable_values=variables, context_value=Context(store, settings, workers)))
         if result.errors:
             raise RuntimeError(f"GraphQL errors: {result.errors}")
         return result.data or {}

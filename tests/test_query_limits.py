@@ -3,13 +3,19 @@ internal errors, and batched nested lookups."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
 from lineagegraph.api.app import create_app
+from lineagegraph.api.auth import create_token
+from lineagegraph.api.query_workers import QueryWorkers
 from lineagegraph.api.settings import Settings
 from lineagegraph.graph.store import GraphStore
 
@@ -229,3 +235,67 @@ def test_history_counts_as_a_large_read_against_the_walk_limit(store: GraphStore
     assert set(two["data"]) == {"h0", "h1"}
     assert three["data"] is None
     assert "asks for 3 graph walks" in three["errors"][0]["message"]
+
+
+@contextmanager
+def busy(workers: QueryWorkers) -> Iterator[threading.Event]:
+    """Every query thread held until the event is set (set on leaving, too)."""
+    release = threading.Event()
+    held = [workers._executor().submit(release.wait, 30) for _ in range(workers.count)]
+    try:
+        yield release
+    finally:
+        release.set()
+        for future in held:
+            future.result()
+
+
+def test_a_query_with_no_free_worker_within_its_budget_says_so_and_a_mutation_writes_nothing(
+    store: GraphStore,
+) -> None:
+    load_story(store)
+    secret = create_token(store, "release-eng", "admin", actor="test")[1]
+    app = create_app(Settings(neo4j_uri=None, query_workers=1, query_timeout_s=0.5),
+                     store=store)
+    moves = store.stage_history()
+    with TestClient(app, headers={"Authorization": f"Bearer {secret}"}) as client:
+        with busy(app.state.query_workers):
+            read = post(client, '{ node(id: "run:r-fraud-7") { id } }')
+            write = post(client, 'mutation { promote(bundle: "fraud-scoring", version: "2", '
+                                 'environment: "staging", overrideReason: "t") { promoted } }')
+        after = post(client, '{ node(id: "run:r-fraud-7") { id } }')
+        waiting = metric(client, "lineagegraph_query_work_waiting")
+
+    for body in (read, write):
+        assert body["errors"][0]["extensions"] == {"code": "QUERY_TIMEOUT"}
+        assert "no query worker was free (LINEAGEGRAPH_QUERY_WORKERS, 1 here" in \
+            body["errors"][0]["message"]
+    assert store.stage_history() == moves  # the unstarted promotion never ran
+    assert after["data"] == {"node": {"id": "run:r-fraud-7"}}
+    assert waiting == 0  # work dropped unstarted counts as waiting no more
+
+
+def test_queries_beyond_the_workers_wait_their_turn_and_metrics_show_them(
+    store: GraphStore,
+) -> None:
+    load_story(store)
+    app = create_app(Settings(neo4j_uri=None, query_workers=1), store=store)
+    with TestClient(app) as client, ThreadPoolExecutor(1) as caller:
+        with busy(app.state.query_workers):
+            answer = caller.submit(post, client, '{ node(id: "run:r-fraud-7") { id } }')
+            deadline = time.monotonic() + 5
+            while (waiting := metric(client, "lineagegraph_query_work_waiting")) == 0 \
+                    and time.monotonic() < deadline:
+                time.sleep(0.01)
+            workers = metric(client, "lineagegraph_query_workers")
+        body = answer.result(timeout=10)
+
+    assert (waiting, workers) == (1, 1)
+    assert body == {"data": {"node": {"id": "run:r-fraud-7"}}}
+
+
+def metric(client: TestClient, name: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
