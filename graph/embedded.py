@@ -200,7 +200,7 @@ _LAST_SEQ = "SELECT max(seq) FROM stage_moves WHERE name = ?"
 
 
 def _stage_where(name: str | None, environment: str | None, until: datetime | None,
-                 names: Sequence[str] | None, versions: Sequence[str] | None = None,
+                 names: Sequence[str] | None, versions: Sequence[str | None] | None = None,
                  before: tuple[datetime, int] | None = None) -> tuple[str, list[Any]]:
     """The filters of ``stage_history`` and ``stage_latest``: a WHERE clause and its
     parameters."""
@@ -208,12 +208,14 @@ def _stage_where(name: str | None, environment: str | None, until: datetime | No
     for clause, value in (("name = ?", name), ("environment = ?", environment),
                           ("name IN (SELECT value FROM json_each(?))",
                            None if names is None else _json_list(names)),
-                          ("to_version IN (SELECT value FROM json_each(?))",
-                           None if versions is None else _json_list(versions)),
                           ("at <= ?", _ts(until))):
         if value is not None:
             where += f" AND {clause}"
             params.append(value)
+    if versions is not None:  # NULL is in no list: a move to no version is asked apart
+        where += (" AND (to_version IN (SELECT value FROM json_each(?))"
+                  " OR (to_version IS NULL AND ?))")
+        params += [_json_list([v for v in versions if v is not None]), None in versions]
     if before is not None:  # keyset: ordered by (at, seq), strictly before that move
         where += " AND (at < ? OR (at = ? AND seq < ?))"
         params += [_ts(before[0]), _ts(before[0]), before[1]]
@@ -755,7 +757,7 @@ class EmbeddedStore(GraphStore):
         names: Sequence[str] | None = None,
         last: int | None = None,
         before: tuple[datetime, int] | None = None,
-        versions: Sequence[str] | None = None,
+        versions: Sequence[str | None] | None = None,
     ) -> list[StageMove]:
         where, params = _stage_where(name, environment, until, names, versions, before)
         sql = f"SELECT * FROM stage_moves WHERE {where}"
@@ -773,7 +775,7 @@ class EmbeddedStore(GraphStore):
         until: datetime | None = None,
         *,
         names: Sequence[str] | None = None,
-        versions: Sequence[str] | None = None,
+        versions: Sequence[str | None] | None = None,
         before: tuple[datetime, int] | None = None,
         per: StageKey = "environment",
         count: int = 1,

@@ -206,18 +206,22 @@ def _where(*conditions: tuple[str, Any]) -> str:
 
 
 def _stage_where(name: str | None, environment: str | None, until: datetime | None,
-                 names: Sequence[str] | None, versions: Sequence[str] | None,
+                 names: Sequence[str] | None, versions: Sequence[str | None] | None,
                  before: tuple[datetime, int] | None) -> tuple[str, dict[str, Any]]:
     """The filters of ``stage_history`` and ``stage_latest``: a WHERE clause and its
     parameters."""
     where = _where(("m.name = $name", name), ("m.name IN $names", names),
                    ("m.environment = $env", environment),
-                   ("m.to_version IN $versions", versions), ("m.at <= $until", until),
+                   # null is in no list: a move to no version is asked apart
+                   ("(m.to_version IN $versions OR (m.to_version IS NULL AND $to_nothing))",
+                    versions), ("m.at <= $until", until),
                    # keyset: ordered by (at, seq), strictly before that move
                    ("(m.at < $before_at OR (m.at = $before_at AND m.seq < $before_seq))",
                     before))
     return where, {"name": name, "names": None if names is None else list(names),
-                   "env": environment, "versions": None if versions is None else list(versions),
+                   "env": environment,
+                   "versions": None if versions is None else [v for v in versions if v is not None],
+                   "to_nothing": versions is not None and None in versions,
                    "until": until, "before_at": before and before[0],
                    "before_seq": before and before[1]}
 
@@ -942,7 +946,7 @@ class Neo4jStore(GraphStore):
         names: Sequence[str] | None = None,
         last: int | None = None,
         before: tuple[datetime, int] | None = None,
-        versions: Sequence[str] | None = None,
+        versions: Sequence[str | None] | None = None,
     ) -> list[StageMove]:
         where, params = _stage_where(name, environment, until, names, versions, before)
         cut = "" if last is None else "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT $last "
@@ -960,7 +964,7 @@ class Neo4jStore(GraphStore):
         until: datetime | None = None,
         *,
         names: Sequence[str] | None = None,
-        versions: Sequence[str] | None = None,
+        versions: Sequence[str | None] | None = None,
         before: tuple[datetime, int] | None = None,
         per: StageKey = "environment",
         count: int = 1,

@@ -958,13 +958,13 @@ class GraphStore(ABC):
         names: Sequence[str] | None = None,
         last: int | None = None,
         before: tuple[datetime, int] | None = None,
-        versions: Sequence[str] | None = None,
+        versions: Sequence[str | None] | None = None,
     ) -> list[StageMove]:
         """Stage moves, oldest first (by ``at``, then append order); ``names`` keeps the
         moves of any of those names (one read for many); ``last``: only the last that
         many; ``before`` (``at``, ``seq``): only moves ordered before that one (with
         ``last``, the page before it: a history read backwards a page at a time);
-        ``versions``: only moves to one of those versions."""
+        ``versions``: only moves to one of those versions (None: moves to no version)."""
 
     @abstractmethod
     def last_stage_seq(self, name: str) -> int | None:
@@ -978,7 +978,7 @@ class GraphStore(ABC):
         until: datetime | None = None,
         *,
         names: Sequence[str] | None = None,
-        versions: Sequence[str] | None = None,
+        versions: Sequence[str | None] | None = None,
         before: tuple[datetime, int] | None = None,
         per: StageKey = "environment",
         count: int = 1,

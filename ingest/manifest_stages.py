@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from lineagegraph.graph.store import RETIRED, GraphStore, latest_seq, live_from, version_order
+from lineagegraph.graph.store import RETIRED, GraphStore, by_name, version_order
 from lineagegraph.schema import Node, StageMove
 
 from .batch import Problem
@@ -66,6 +66,11 @@ class Status:
 
 
 class StagePlanner:
+    """Plans a load's moves from bounded reads of each name's stored history — what is live
+    in each environment, the last move before a time, whether a version was ever moved
+    somewhere — not the whole of it: a bundle CI promotes hourly has tens of thousands of
+    moves. Moves planned so far count with the stored ones, after them at equal times."""
+
     def __init__(self, store: GraphStore, actor: str, now: datetime) -> None:
         self.store = store
         self.actor = actor
@@ -73,29 +78,86 @@ class StagePlanner:
         self.planned: list[StageMove] = []
         # Declarations the load did not apply, with why: answered with the load's summary.
         self.warnings: list[Problem] = []
-        self._history: dict[str, list[StageMove]] = {}
+        self._judged: dict[str, int | None] = {}  # name → its last seq, read before the rest
+        self._latest: dict[str, dict[str, StageMove]] = {}  # name → environment → last move
+        self._planned_in: dict[tuple[str, str], list[int]] = {}  # → indices into planned
+        # (name, environment, version) → whether a move there is stored; and the (name,
+        # version) pairs whose every environment was read at once
+        self._visited: dict[tuple[str, str, str | None], bool] = {}
+        self._read_all: set[tuple[str, str | None]] = set()
+        self._before: dict[tuple[str, str, datetime], StageMove | None] = {}
+        self._to_nothing: dict[str, list[StageMove]] = {}
 
-    def history(self, name: str) -> list[StageMove]:
-        """The stored moves of ``name`` and those planned so far, in time order."""
-        if name not in self._history:
-            self._history[name] = self.store.stage_history(name=name)
-        return sorted(self._history[name], key=lambda m: m.at)  # stable: append order kept
+    def _read(self, names: Sequence[str]) -> None:
+        """Each name's last seq, then its last move in each environment, once a load. The
+        seq comes first: a move landing after it refuses the write (``judged``), so the
+        reads after it need not be one snapshot."""
+        new = [name for name in dict.fromkeys(names) if name not in self._judged]
+        if not new:
+            return
+        for name in new:
+            self._judged[name] = self.store.last_stage_seq(name)
+        for name, moves in by_name(self.store.stage_latest(names=new), new).items():
+            self._latest[name] = {m.environment: m for m in moves}
 
     def judged(self) -> dict[str, int | None]:
         """The names whose stored history the plan read, each with its latest move's seq:
         a move of one landing before the load is written refuses it (``StagesMoved``)."""
-        return {name: latest_seq(moves) for name, moves in self._history.items()}
+        return dict(self._judged)
+
+    def _planned(self, name: str, environment: str) -> list[StageMove]:
+        return [self.planned[i] for i in self._planned_in.get((name, environment), [])]
+
+    def _environments(self, name: str) -> set[str]:
+        """Where ``name`` has moved, stored or planned (``retired`` too)."""
+        self._read([name])
+        return {*self._latest[name], *(env for n, env in self._planned_in if n == name)}
+
+    def _stored_until(self, name: str, environment: str, at: datetime | None) -> StageMove | None:
+        """The last stored move of ``name`` in ``environment`` at or before ``at``."""
+        self._read([name])
+        last = self._latest[name].get(environment)
+        if at is None or last is None or last.at <= at:
+            return last
+        key = (name, environment, at)
+        if key not in self._before:
+            found = self.store.stage_latest(environment, at, names=[name])
+            self._before[key] = found[-1] if found else None
+        return self._before[key]
+
+    def _recorded(self, name: str, environment: str, version: str | None) -> bool:
+        """Whether a move of ``name`` into ``environment`` to ``version`` is stored or
+        planned, at any time."""
+        if any(m.to_version == version for m in self._planned(name, environment)):
+            return True
+        key = (name, environment, version)
+        if key not in self._visited:
+            self._visited[key] = (name, version) not in self._read_all and bool(
+                self.store.stage_latest(environment, names=[name], versions=[version]))
+        return self._visited[key]
+
+    def _read_visits(self, statuses: Sequence[Status]) -> None:
+        """Where the versions ``statuses`` name ever went, one read for all of them."""
+        pairs = {(s.bundle.name, s.bundle.version) for s in statuses
+                 if s.bundle.version is not None} - self._read_all
+        if not pairs:
+            return
+        visits = self.store.stage_latest(names=sorted({n for n, _ in pairs}),
+                                         versions=sorted({v for _, v in pairs}), per="visit")
+        self._read_all |= pairs
+        for move in visits:
+            if (move.name, move.to_version) in pairs:
+                self._visited[(move.name, move.environment, move.to_version)] = True
 
     def in_effect(self, name: str, environment: str, at: datetime | None = None) -> str | None:
-        version = None
-        for move in self.history(name):
-            if move.environment == environment and (at is None or move.at <= at):
-                version = move.to_version
-        return version
+        stored = self._stored_until(name, environment, at)
+        planned = [m for m in self._planned(name, environment) if at is None or m.at <= at]
+        last = _last([stored] if stored else [], planned)
+        return last.to_version if last else None
 
     def _append(self, move: StageMove) -> None:
-        self.history(move.name)
-        self._history[move.name].append(move)
+        self._planned_in.setdefault((move.name, move.environment), []).append(
+            len(self.planned))
         self.planned.append(move)
         self._relink(move.name, move.environment)
 
@@ -104,25 +166,24 @@ class StagePlanner:
         every move planned so far. A load plans declarations before explicit moves, and an
         explicit move may be dated before a declared one (the history a registry entry's
         status alone cannot tell)."""
-        previous: str | None = None
-        for move in self.history(name):
-            if move.environment != environment:
-                continue
-            if move in self.planned and move.from_version != previous:
-                fixed = move.model_copy(update={"from_version": previous})
-                self.planned[self.planned.index(move)] = fixed
-                moves = self._history[name]
-                moves[moves.index(move)] = fixed
-            previous = move.to_version
+        earlier: StageMove | None = None  # the planned move before, in time order
+        indices = self._planned_in[(name, environment)]
+        for i in sorted(indices, key=lambda i: self.planned[i].at):  # stable: append order
+            move = self.planned[i]
+            stored = self._stored_until(name, environment, move.at)
+            previous = _last([stored] if stored else [], [earlier] if earlier else [])
+            version = previous.to_version if previous else None
+            if move.from_version != version:
+                move = self.planned[i] = move.model_copy(update={"from_version": version})
+            earlier = move
 
     def _now_in(self, name: str, environment: str) -> datetime:
         """When an undated move of the load happens: the load's time, or just after the
         latest stored move there if that is later — one landed after the load began and
         before it read the history (a promotion at once). Dated before it, the load's move
         would be written under a move already made, from the version that move replaced."""
-        latest = max((m.at for m in self.history(name)
-                      if m.environment == environment and m.seq is not None), default=None)
-        return self.now if latest is None or latest < self.now else latest + _TICK
+        latest = self._stored_until(name, environment, None)
+        return self.now if latest is None or latest.at < self.now else latest.at + _TICK
 
     def _move(self, name: str, environment: str, version: str | None, at: datetime,
               actor: str | None = None, reason: str | None = None) -> None:
@@ -135,6 +196,8 @@ class StagePlanner:
 
     def apply_statuses(self, statuses: Sequence[Status]) -> None:
         """The ``status`` of a load's bundle entries."""
+        self._read([status.bundle.name for status in statuses])
+        self._read_visits(statuses)
         groups: dict[tuple[str, str], dict[str, Status]] = {}
         retirements: list[Status] = []
         for status in statuses:
@@ -160,8 +223,7 @@ class StagePlanner:
         chosen, bound = [highest], highest.dated or self.now
         for status in ordered[1:]:
             bundle, environment = status.bundle, status.status
-            if any(m.environment == environment and m.to_version == bundle.version
-                   for m in self.history(bundle.name)):
+            if self._recorded(bundle.name, environment, bundle.version):
                 continue  # an old entry a registry keeps with its old status: recorded
             if status.dated is None:
                 self._warn(status, f"status: {environment} of {bundle.id} not applied: "
@@ -183,8 +245,7 @@ class StagePlanner:
     def _declare(self, status: Status) -> None:
         bundle, environment = status.bundle, status.status
         name, version = bundle.name, bundle.version
-        moves = [m for m in self.history(name) if m.environment == environment]
-        if any(m.to_version == version for m in moves):
+        if self._recorded(name, environment, version):
             live = self.in_effect(name, environment)
             if live != version:  # the registry and the graph disagree: say so
                 serves = f"@{live}" if live else "nothing"
@@ -194,7 +255,9 @@ class StagePlanner:
                            "or roll back through the API, or send a StageMove")
             return
         dated = status.dated
-        latest = max((m.at for m in moves), default=None)
+        stored = self._stored_until(name, environment, None)
+        latest = max([m.at for m in self._planned(name, environment)]
+                     + ([stored.at] if stored else []), default=None)
         if dated is not None and latest is not None and latest > dated:
             # History older than what is recorded: dated then, it would change what
             # ``resolve(asOf)`` answered; dated now, an old entry would displace the
@@ -211,25 +274,35 @@ class StagePlanner:
 
     def _retire(self, status: Status) -> None:
         name, version = status.bundle.name, status.bundle.version
-        history = self.history(name)
-        if any(_is_retirement(m, version) for m in history):
-            live = sorted(env for env, v in live_from(history).items() if v == version)
+        if self._retired(name, version):
+            live = sorted(env for env in self._environments(name) - {RETIRED}
+                          if self.in_effect(name, env) == version)
             if live:
                 self._warn(status, f"status: retired of {status.bundle.id} not applied again: "
                            f"it was retired before and moved into {', '.join(live)} since, "
                            "and a load does not undo the moves made since")
             return
         self._move(name, RETIRED, version, self._now_in(name, RETIRED), reason=RETIRED_REASON)
-        self._out_of_service(name, version, history)
+        self._out_of_service(name, version)
 
-    def _out_of_service(self, name: str, version: str | None, history: Sequence[StageMove],
-                        as_of: datetime | None = None, dated: datetime | None = None,
-                        actor: str | None = None, reason: str = RETIRED_REASON) -> None:
-        """A retirement's moves to no version, in every environment of ``history`` where
-        ``version`` is in effect ``as_of`` (default: last), each dated ``dated`` or that
-        environment's now (``_now_in``): ``retired`` is no environment a version serves
-        in."""
-        for environment in sorted({m.environment for m in history} - {RETIRED}):
+    def _retired(self, name: str, version: str | None) -> bool:
+        """Whether a retirement of ``version`` is stored or planned (``_is_retirement``)."""
+        if self._recorded(name, RETIRED, version):
+            return True
+        if name not in self._to_nothing:  # few: retirements and rollbacks to nothing
+            self._to_nothing[name] = self.store.stage_history(name=name, versions=[None])
+        planned = (m for (n, _), indices in self._planned_in.items() if n == name
+                   for m in (self.planned[i] for i in indices))
+        return any(_is_retirement(m, version) for m in (*self._to_nothing[name], *planned))
+
+    def _out_of_service(self, name: str, version: str | None, as_of: datetime | None = None,
+                        dated: datetime | None = None, actor: str | None = None,
+                        reason: str = RETIRED_REASON) -> None:
+        """A retirement's moves to no version, in every environment ``name`` moved in
+        where ``version`` is in effect ``as_of`` (default: last), each dated ``dated`` or
+        that environment's now (``_now_in``): ``retired`` is no environment a version
+        serves in."""
+        for environment in sorted(self._environments(name) - {RETIRED}):
             if self.in_effect(name, environment, as_of) == version:
                 self._move(name, environment, None, dated or self._now_in(name, environment),
                            actor, reason)
@@ -245,14 +318,19 @@ class StagePlanner:
         """``latest``: the load's last move document for this name and environment — what
         it says is live there; when it is not applied again and something else is live
         now, the load says so (``warnings``)."""
-        history = self.history(name)
+        self._read([name])
         actor = self.stated_actor(doc.actor)
+        environment = doc.environment
         if doc.at is None:
             # applied once: recognised by what the document states, whatever is live now
-            recorded = [m for m in history
-                        if m.environment == doc.environment and m.to_version == doc.version
-                        and (doc.reason is None or m.reason == doc.reason)
-                        and (doc.actor is None or m.actor in (doc.actor, actor))]
+            moves = [*self.store.stage_history(name=name, environment=environment,
+                                               versions=[doc.version]),
+                     *self._planned(name, environment)] if self._recorded(
+                         name, environment, doc.version) else []
+            recorded = sorted((m for m in moves if m.to_version == doc.version
+                               and (doc.reason is None or m.reason == doc.reason)
+                               and (doc.actor is None or m.actor in (doc.actor, actor))),
+                              key=lambda m: m.at)  # stable: stored before planned
             if recorded:
                 live = self.in_effect(name, doc.environment)
                 if latest and live != doc.version:  # the registry and the graph disagree
@@ -268,14 +346,26 @@ class StagePlanner:
             at = self._now_in(name, doc.environment)
         else:
             at = doc.at
-            if any(m.environment == doc.environment and m.to_version == doc.version
-                   and m.at == at for m in history):
+            stored = self.store.stage_latest(environment, at, names=[name],
+                                             versions=[doc.version])
+            if any(m.to_version == doc.version and m.at == at
+                   for m in (*stored, *self._planned(name, environment))):
                 return
         self._move(name, doc.environment, doc.version, at, actor, doc.reason)
         if doc.environment == RETIRED and doc.version is not None:
             # Into ``retired``, as a retirement anywhere: out of where it is in effect then.
-            self._out_of_service(name, doc.version, history, at, doc.at, actor,
+            self._out_of_service(name, doc.version, at, doc.at, actor,
                                  doc.reason or RETIRED_REASON)
+
+
+def _last(stored: Sequence[StageMove], planned: Sequence[StageMove]) -> StageMove | None:
+    """The last of these moves in a history's order: by time, and at equal times planned
+    after stored, each as listed (stored as read, planned as appended)."""
+    last = None
+    for move in (*stored, *planned):
+        if last is None or move.at >= last.at:
+            last = move
+    return last
 
 
 def _is_retirement(move: StageMove, version: str | None) -> bool:

@@ -418,3 +418,35 @@ def test_an_entry_editing_a_stored_node_past_the_bounds_is_refused_naming_it(
     assert [p.record for p in refused.value.problems] == [1]
     assert "eval:s/r9 as stored" in str(refused.value)
     assert store.get(["eval:s/r9"])["eval:s/r9"].properties["score"] == 0.5
+
+
+def test_a_load_on_a_long_stage_history_reads_the_last_moves_not_all_of_them(
+    store: GraphStore, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bundle CI promotes hourly has tens of thousands of moves: a load's statuses and
+    moves are planned from what is live and where the load's versions went."""
+    load(store, docs(entry(1), entry(2), entry(3), entry(4)))
+    store.upsert(stage_moves=[
+        StageMove(name="b", environment=("production", "staging")[i % 2],
+                  to_version=str(1 + i % 2), at=T0 + timedelta(minutes=i), actor="ci")
+        for i in range(2000)])
+    read: list[int] = []
+    for method in ("stage_history", "stage_latest"):
+        real = getattr(store, method)
+
+        def counted(*args: Any, real: Any = real, **kwargs: Any) -> Any:
+            moves = real(*args, **kwargs)
+            read.append(len(moves))
+            return moves
+
+        monkeypatch.setattr(store, method, counted)
+
+    load(store, docs(entry(3, "production"), entry(4, "retired"), move_doc(3, "staging"),
+                     move_doc(2, "canary", reason="backfill")),
+         now=T0 + timedelta(days=30))
+
+    assert sum(read) < 20, read
+    assert moves_of(store, "production")[-1] == ("production", "1", "3")
+    assert moves_of(store, "staging")[-1] == ("staging", "2", "3")
+    assert moves_of(store, "canary") == [("canary", None, "2")]
+    assert moves_of(store, RETIRED) == [(RETIRED, None, "4")]

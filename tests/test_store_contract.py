@@ -814,6 +814,27 @@ def test_stage_latest_is_the_last_move_of_each_name_in_each_environment(
     assert latest(names=["nothing"]) == []
 
 
+def test_stage_reads_by_version_take_none_for_moves_to_no_version(store: GraphStore) -> None:
+    for env, version, hours in [("production", "1", 0), ("production", None, 1),
+                                ("staging", "1", 2), ("staging", None, 3),
+                                ("production", "2", 4)]:
+        store.record_stage_move(StageMove(name="a", environment=env, to_version=version,
+                                          at=T0 + timedelta(hours=hours), actor="ci"))
+
+    def versions(moves: list[StageMove]) -> list[tuple[str, str | None]]:
+        return [(m.environment, m.to_version) for m in moves]
+
+    assert versions(store.stage_history(name="a", versions=[None])) == [
+        ("production", None), ("staging", None)]
+    assert versions(store.stage_history(name="a", versions=[None, "2"])) == [
+        ("production", None), ("staging", None), ("production", "2")]
+    assert versions(store.stage_history(name="a", versions=["1"])) == [
+        ("production", "1"), ("staging", "1")]
+    assert versions(store.stage_latest(names=["a"], versions=[None])) == [
+        ("production", None), ("staging", None)]
+    assert store.stage_history(name="a", versions=[]) == []
+
+
 def test_last_stage_seq_is_the_name_s_last_move_appended_whatever_its_time(
         store: GraphStore) -> None:
     assert store.last_stage_seq("a") is None
