@@ -29,6 +29,10 @@ def indexes() -> list[str]:
         f"CREATE INDEX lineagegraph_node_created IF NOT EXISTS FOR (n:{NODE_LABEL}) "
         "ON (n.created_at)",
         f"CREATE INDEX lineagegraph_node_name IF NOT EXISTS FOR (n:{NODE_LABEL}) ON (n.name)",
+        # A name's versions in ``version_key`` order (GraphStore.read_versions): read from
+        # the newest end and cut there, not sorted whole on every read.
+        f"CREATE INDEX lineagegraph_node_version IF NOT EXISTS FOR (n:{NODE_LABEL}) "
+        "ON (n.name, n.version_key)",
         # Single-property indexes: lookups filter by name, by environment, or by both, and
         # a composite index only serves predicates on all of its properties.
         "CREATE INDEX lineagegraph_stagemove_name IF NOT EXISTS FOR (m:StageMove) ON (m.name)",
