@@ -85,6 +85,8 @@ CREATE TABLE IF NOT EXISTS stage_moves (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS stage_moves_key ON stage_moves (name, environment, at);
+-- A name's last moves in every environment, in order (seq, the rowid, ends each entry).
+CREATE INDEX IF NOT EXISTS stage_moves_name ON stage_moves (name, at);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,

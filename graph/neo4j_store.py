@@ -194,8 +194,10 @@ def _stage_where(name: str | None, environment: str | None, until: datetime | No
     where = _where(("m.name = $name", name), ("m.name IN $names", names),
                    ("m.environment = $env", environment),
                    ("m.to_version IN $versions", versions), ("m.at <= $until", until),
-                   # keyset: ordered by (at, seq), strictly before that move
-                   ("(m.at < $before_at OR (m.at = $before_at AND m.seq < $before_seq))",
+                   # keyset: ordered by (at, seq), strictly before that move. Not as ``at <
+                   # $before_at OR (...)``: the planner made that two seeks and a union, and
+                   # sorted what they found (PROFILE), where a range on ``at`` reads in order.
+                   ("m.at <= $before_at AND NOT (m.at = $before_at AND m.seq >= $before_seq)",
                     before))
     return where, {"name": name, "names": None if names is None else list(names),
                    "env": environment, "versions": None if versions is None else list(versions),
@@ -967,6 +969,13 @@ class Neo4jStore(GraphStore):
     ) -> list[StageMove]:
         where, params = _stage_where(name, environment, until, names, versions, before)
         cut = "" if last is None else "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT $last "
+        if last is not None and name is not None:
+            # The last moves of a name (in an environment) from the end of the index on
+            # (name, [environment,] at, seq), cut there: ordered by each of its properties,
+            # each with a predicate (PROFILE: one name's 50,000 moves were sorted whole).
+            where += "AND m.at IS NOT NULL AND m.seq IS NOT NULL "
+            by_env = "" if environment is None else "m.environment DESC, "
+            cut = f"WITH m ORDER BY m.name DESC, {by_env}m.at DESC, m.seq DESC LIMIT $last "
         rows = self._rows(
             f"MATCH (m:StageMove) {where}{cut}WITH {_logged('m')} ORDER BY m.at, m.seq "
             "RETURN collect(m) AS rows", last=last, **params)
@@ -986,6 +995,10 @@ class Neo4jStore(GraphStore):
         per: StageKey = "environment",
         count: int = 1,
     ) -> list[StageMove]:
+        if (names is not None and len(names) == 1 and environment is not None
+                and per == "environment"):  # one key: its last moves, read from the index
+            return self.stage_history(names[0], environment, until, versions=versions,
+                                      before=before, last=count)
         where, params = _stage_where(None, environment, until, names, versions, before)
         rows = self._rows(
             f"MATCH (m:StageMove) {where}WITH m ORDER BY m.at DESC, m.seq DESC "

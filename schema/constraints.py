@@ -38,6 +38,12 @@ def indexes() -> list[str]:
         "CREATE INDEX lineagegraph_stagemove_name IF NOT EXISTS FOR (m:StageMove) ON (m.name)",
         "CREATE INDEX lineagegraph_stagemove_environment IF NOT EXISTS FOR (m:StageMove) "
         "ON (m.environment)",
+        # A name's last moves (in an environment), in order: read from the index's end
+        # (Neo4jStore.stage_history), not sorted whole.
+        "CREATE INDEX lineagegraph_stagemove_order IF NOT EXISTS FOR (m:StageMove) "
+        "ON (m.name, m.at, m.seq)",
+        "CREATE INDEX lineagegraph_stagemove_key IF NOT EXISTS FOR (m:StageMove) "
+        "ON (m.name, m.environment, m.at, m.seq)",
         "CREATE INDEX lineagegraph_record_collection IF NOT EXISTS FOR (r:Record) "
         "ON (r.collection)",
         # auditLog(target:) and the evidence pack: one target's entries among every
