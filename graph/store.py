@@ -1115,9 +1115,9 @@ class GraphStore(ABC):
 
     def all_versions(self, kind: str, name: str, page: int = 1000) -> Iterator[Node]:
         """Every version of ``name`` of a versioned kind, newest first, a ``version_page``
-        at a time (each read sorts all the name's versions in the store): for a caller
-        that stops at the first it wants, or compares them all with a list that names them
-        all anyway."""
+        at a time (each read costs the versions it reads, from the store's index on the
+        name and key): for a caller that stops at the first it wants, or compares them all
+        with a list that names them all anyway."""
         where = VersionFilter((kind,), name)
         while True:
             found = self.version_page(where, last=page)
