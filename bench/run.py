@@ -359,7 +359,7 @@ def raw_rows(records: list[dict], store_kind: str) -> tuple[list, list]:
                               "bundle": bundle})
             else:
                 node = (oid, "InferenceOutcome", r["request_id"], None,
-                        _ts_sqlite(r["timestamp"]), props_json)
+                        _ts_sqlite(r["timestamp"]), None, props_json)  # no version_key
                 edge = (oid, "SERVED_BY", bundle, "{}")
                 nodes.append(node)
                 edges.append(edge)

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from lineagegraph.schema import (
     LINEAGE_EDGE_TYPES,
+    NODE_KINDS,
     AuditEntry,
     Edge,
     Node,
@@ -44,23 +45,27 @@ from .store import (
     elided,
     held,
     newer_format,
-    version_key,
+    stored_version_key,
 )
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
 
 T = TypeVar("T")
 
 _SCHEMA = """
+-- version_key: a versioned node's (graph/store.py stored_version_key), else NULL. Last: where
+-- a file from before it gains it (EmbeddedStore._key_versions).
 CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
     version TEXT,
     created_at TEXT NOT NULL,
-    props TEXT NOT NULL
+    props TEXT NOT NULL,
+    version_key TEXT
 );
 CREATE INDEX IF NOT EXISTS nodes_kind_created ON nodes (kind, created_at);
-CREATE INDEX IF NOT EXISTS nodes_name ON nodes (name, kind);
+-- A name's versions in order, read from the newest end (and what reads by name and kind).
+CREATE INDEX IF NOT EXISTS nodes_version ON nodes (name, kind, version_key);
 CREATE TABLE IF NOT EXISTS edges (
     source TEXT NOT NULL REFERENCES nodes (id),
     type TEXT NOT NULL,
@@ -80,6 +85,8 @@ CREATE TABLE IF NOT EXISTS stage_moves (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS stage_moves_key ON stage_moves (name, environment, at);
+-- A name's last moves in every environment, in order (seq, the rowid, ends each entry).
+CREATE INDEX IF NOT EXISTS stage_moves_name ON stage_moves (name, at);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -165,8 +172,8 @@ def _json_list(values: Sequence[str]) -> str:
     return json.dumps(list(values))
 
 
-def _version_key(version: str | None, created_at: str) -> str:
-    return version_key(version, _at(created_at))
+def _version_key(kind: str, version: str | None, created_at: str) -> str | None:
+    return stored_version_key(kind, version, _at(created_at))
 
 
 def _node(row: sqlite3.Row, prefix: str = "") -> Node:
@@ -239,8 +246,8 @@ _INLINE = "CASE WHEN length({0}) <= ? THEN {0} ELSE length({0}) END"
 
 # A batch's new requests and the edges from them go in with a plain INSERT (a stored twin
 # fails the key); everything else is upserted: created_at is kept from the first write.
-INSERT_NODE = ("INSERT INTO nodes (id, kind, name, version, created_at, props) "
-               "VALUES (?, ?, ?, ?, ?, ?)")
+INSERT_NODE = ("INSERT INTO nodes (id, kind, name, version, created_at, version_key, props) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)")
 INSERT_EDGE = "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, ?)"
 UPSERT_NODE = INSERT_NODE + " ON CONFLICT (id) DO UPDATE SET props = excluded.props"
 UPSERT_EDGE = (INSERT_EDGE + " ON CONFLICT (source, type, target) "
@@ -298,9 +305,11 @@ class _SqliteTransaction:
         stored = self._stored("nodes", "id", keys, "kind, props")
         before = {row["k"]: row["props"] for row in stored}
         kept = keep_stored & before.keys()
-        if kept:  # as if unchanged: what is stored stays, but for an earlier time
-            self.conn.executemany("UPDATE nodes SET created_at = min(created_at, ?) WHERE id = ?",
-                                  [(row[4], row[0]) for row in rows if row[0] in kept])
+        if kept:  # as if unchanged: what is stored stays, but for an earlier time (and
+            # its version's key at that time)
+            self.conn.executemany(
+                "UPDATE nodes SET created_at = ?, version_key = ? WHERE id = ? AND created_at > ?",
+                [(row[4], row[5], row[0], row[4]) for row in rows if row[0] in kept])
             rows = [row[:-1] + (before[row[0]],) if row[0] in kept else row for row in rows]
         counts, changed = self._to_write(rows, keys, before)
         self.conn.executemany(UPSERT_NODE, changed)
@@ -471,8 +480,8 @@ class EmbeddedStore(GraphStore):
         # SQLite's lower() folds ASCII only: search compares as Python (and Neo4j's
         # toLower) fold, so `café` finds `feature:CAFÉ@1` on both stores.
         self._conn.create_function("unicode_lower", 1, str.lower, deterministic=True)
-        # A name's versions are ordered and cut by SQLite, on the one definition of the order.
-        self._conn.create_function("version_key", 2, _version_key, deterministic=True)
+        # The step to format 2 (``_key_versions``) keys stored nodes by the one definition.
+        self._conn.create_function("stored_version_key", 3, _version_key, deterministic=True)
         # A query's budget reaches inside a long statement: SQLite asks every N steps.
         self._conn.set_progress_handler(_past_deadline, _DEADLINE_STEPS)
         self._lock = threading.RLock()
@@ -489,6 +498,8 @@ class EmbeddedStore(GraphStore):
             self._conn.execute("PRAGMA foreign_keys = ON")
             tables = {row[0] for row in self._conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "nodes" in tables and stamped < 2:  # before the schema's index on the key
+                self._key_versions()
             self._conn.executescript(_WIPE_MARKER + _SCHEMA)
             if "nodes" in tables and "traffic" not in tables and self._conn.execute(
                     "SELECT 1 FROM nodes WHERE id >= ? AND id < ? LIMIT 1",
@@ -509,6 +520,26 @@ class EmbeddedStore(GraphStore):
         # The file opened: SQLite goes on writing to it once deleted or replaced (its WAL
         # too), and every write from then on would vanish with the process.
         self._file = None if self.path == ":memory:" else _file_id(self.path)
+
+    def _key_versions(self) -> None:
+        """Format 2: each stored versioned node gains its ``version_key``. In one write
+        transaction, and a no-op once done: processes opening the file at once take turns,
+        and the later finds nothing to do. The index on (name, kind) becomes the schema's
+        on (name, kind, version_key), which serves its reads too."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            if "version_key" not in {row["name"] for row in self._conn.execute(
+                    "PRAGMA table_info(nodes)")}:
+                self._conn.execute("ALTER TABLE nodes ADD COLUMN version_key TEXT")
+            self._conn.execute(
+                "UPDATE nodes SET version_key = stored_version_key(kind, version, created_at) "
+                "WHERE version_key IS NULL AND kind IN (SELECT value FROM json_each(?))",
+                (_json_list([k.label for k in NODE_KINDS if k.versioned]),))
+            self._conn.execute("DROP INDEX IF EXISTS nodes_name")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def _check_file(self) -> None:
         if self._file is not None and _file_id(self.path) != self._file:
@@ -536,7 +567,8 @@ class EmbeddedStore(GraphStore):
                 raise
 
     def _node_rows(self, nodes: Sequence[Node]) -> list[tuple[Any, ...]]:
-        return [(n.id, n.kind, n.name, n.version, _ts(n.created_at), n.props_json)
+        return [(n.id, n.kind, n.name, n.version, _ts(n.created_at),
+                 stored_version_key(n.kind, n.version, n.created_at), n.props_json)
                 for n in nodes]
 
     def _edge_rows(self, edges: Sequence[Edge]) -> list[tuple[Any, ...]]:
@@ -859,20 +891,30 @@ class EmbeddedStore(GraphStore):
 
     def _versions_sql(self, where: VersionFilter, last: int) -> tuple[str, list[Any]]:
         """The IDs and keys of the versions ``where`` selects, the last ``last`` by key:
-        the inner read takes no properties, so a name's other versions' are not read."""
+        the name's read from the (name, kind, version_key) index's newest end and cut
+        there; the family's (linked VERSION_OF it, named apart) found by their links,
+        every one of them, and sorted."""
         check_filters(None, where.kinds)
-        chosen = "kind IN (SELECT value FROM json_each(?)) AND name = ?"
-        params: list[Any] = [_json_list(where.kinds), where.name]
-        if where.family is not None:
-            chosen += " OR id IN (SELECT source FROM edges WHERE target = ? AND type = ?)"
-            params += [where.family, "VERSION_OF"]
-        sql = (f"SELECT id, k FROM (SELECT id, version, version_key(version, created_at) AS k "
-               f"FROM nodes WHERE ({chosen}) AND id NOT IN (SELECT value FROM json_each(?))) "
-               "WHERE (? IS NULL OR k < ?)")
-        params += [_json_list(sorted(where.exclude)), where.before, where.before]
+        # A range the index answers; ``? IS NULL OR ...`` it would not.
+        keyed = "version_key < ?" if where.before is not None else "version_key IS NOT NULL"
+        kept = f"{keyed} AND id NOT IN (SELECT value FROM json_each(?))"
         if where.whole_numbers:
-            sql += " AND version <> '' AND version NOT GLOB '*[^0-9]*'"
-        return f"{sql} ORDER BY k DESC LIMIT ?", [*params, last]
+            kept += " AND version <> '' AND version NOT GLOB '*[^0-9]*'"
+        kept_params = [*([where.before] if where.before is not None else []),
+                       _json_list(sorted(where.exclude))]
+        # One kind, as every caller asks: an equality, so the index gives the order.
+        kinds = "kind = ?" if len(where.kinds) == 1 else (
+            "kind IN (SELECT value FROM json_each(?))")
+        sql = (f"SELECT id, version_key AS k FROM nodes WHERE name = ? AND {kinds} "
+               f"AND {kept} ORDER BY version_key DESC LIMIT ?")
+        params: list[Any] = [where.name, where.kinds[0] if len(where.kinds) == 1
+                             else _json_list(where.kinds), *kept_params, last]
+        if where.family is not None:
+            sql = (f"SELECT * FROM ({sql}) UNION SELECT id, version_key FROM nodes WHERE id IN "
+                   f"(SELECT source FROM edges WHERE target = ? AND type = ?) AND {kept} "
+                   "ORDER BY k DESC LIMIT ?")
+            params += [where.family, "VERSION_OF", *kept_params, last]
+        return sql, params
 
     def read_versions(self, where: VersionFilter, last: int) -> list[Node]:
         sql, params = self._versions_sql(where, last)

@@ -20,6 +20,7 @@ from neo4j import GraphDatabase, ManagedTransaction, NotificationMinimumSeverity
 from lineagegraph.schema import (
     EDGE_KINDS_BY_TYPE,
     LINEAGE_EDGE_TYPES,
+    NODE_KINDS,
     NODE_KINDS_BY_LABEL,
     AuditEntry,
     Edge,
@@ -41,14 +42,9 @@ from lineagegraph.schema.models import canonical_json
 from .deadline import DeadlinePassed
 from .deadline import check as check_deadline
 from .store import (
-    ASTRAL,
-    DOTTED_VERSION,
-    HIGH_BMP,
     ORDERED_SCAN,
     ORIGIN,
-    PART_LENGTH_DIGITS,
     WHOLE_NUMBER,
-    YEAR_ONE_MICROS,
     Direction,
     GraphStore,
     Hop,
@@ -66,6 +62,7 @@ from .store import (
     elided,
     held,
     newer_format,
+    stored_version_key,
 )
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
 
@@ -90,22 +87,6 @@ _PROPERTY_CHARS = ("coalesce(x.size, reduce(n = 0, k IN keys(x) | n + "
 _MICROS = "{0}.epochMillis * 1000 + {0}.microsecond % 1000"
 _FIELDS = {"id": "n.id", "kind": "n.kind", "name": "n.name", "version": "n.version",
            "created_us": _MICROS.format("n.created_at"), "props": "n.props"}
-# A node ``n``'s ``version_key``, the same text Python's makes (a contract test holds
-# them equal): numeric parts without leading zeros, each after its length; ``!``; the
-# creation time in microseconds from year one, 18 digits; the version, each character of
-# U+E000..U+FFFF and past it after a marker (``version_key``).
-_VERSION_KEY = (
-    "CASE WHEN n.version =~ $dotted THEN '0' + reduce(k = '', part IN [p IN split("
-    "CASE WHEN n.version =~ '[vV].*' THEN substring(n.version, 1) ELSE n.version END, '.') "
-    "| CASE ltrim(p, '0') WHEN '' THEN '0' ELSE ltrim(p, '0') END] "
-    f"| k + right('{'0' * PART_LENGTH_DIGITS}' + toString(size(part)), {PART_LENGTH_DIGITS})"
-    " + part) ELSE '1' END + '!' + right('000000000000000000' + toString("
-    f"{_MICROS.format('n.created_at')} + $year_one), 18) + reduce(t = '', c IN "
-    "[i IN range(0, size(coalesce(n.version, '')) - 1) | substring(n.version, i, 1)] | t + CASE "
-    "WHEN c >= $high THEN $high + c WHEN c > $surrogates THEN $astral + c ELSE c END)")
-# Text compares by UTF-16 units here: what sorts between these is a surrogate pair, the
-# start of a character past U+FFFF (``substring`` and ``size`` count characters).
-_SURROGATES_AFTER = "\ud7ff"
 # A node's fields as map entries, for rows read as one collected list (``Neo4jStore._rows``).
 _NODE_MAP = ", ".join(f"{key}: {value}" for key, value in _FIELDS.items())
 # An edge ``r``'s fields.
@@ -215,12 +196,15 @@ def _stage_where(name: str | None, environment: str | None, until: datetime | No
                    # null is in no list: a move to no version is asked apart
                    ("(m.to_version IN $versions OR (m.to_version IS NULL AND $to_nothing))",
                     versions), ("m.at <= $until", until),
-                   # keyset: ordered by (at, seq), strictly before that move
-                   ("(m.at < $before_at OR (m.at = $before_at AND m.seq < $before_seq))",
+                   # keyset: ordered by (at, seq), strictly before that move. Not as ``at <
+                   # $before_at OR (...)``: the planner made that two seeks and a union, and
+                   # sorted what they found (PROFILE), where a range on ``at`` reads in order.
+                   ("m.at <= $before_at AND NOT (m.at = $before_at AND m.seq >= $before_seq)",
                     before))
     return where, {"name": name, "names": None if names is None else list(names),
                    "env": environment,
-                   "versions": None if versions is None else [v for v in versions if v is not None],
+                   "versions": None if versions is None else [
+                       v for v in versions if v is not None],
                    "to_nothing": versions is not None and None in versions,
                    "until": until, "before_at": before and before[0],
                    "before_seq": before and before[1]}
@@ -240,6 +224,8 @@ _TRAFFIC_COUNTER = "traffic"
 _METADATA_COUNTER = "metadata"
 # The store format (schema/kinds.py STORE_FORMAT) this database was written in, as ``value``.
 _FORMAT_COUNTER = "format"
+# Nodes a transaction of the step to format 2 keys (``Neo4jStore._key_versions``).
+_KEY_FILL = 10_000
 # A named counter (``$counter``) as ``c``, and the same counter moved on: its write lock is
 # held to the end of the transaction, so writers that bump one take turns.
 _COUNTER = f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) "
@@ -253,7 +239,8 @@ def created_nodes_query(label: str) -> str:
         UNWIND $rows AS row
         CREATE (n:{NODE_LABEL}:{label} {{
             id: row.id, kind: row.kind, name: row.name, version: row.version,
-            created_at: {_FROM_EPOCH.format("created_at")}, props: row.props}})
+            created_at: {_FROM_EPOCH.format("created_at")}, version_key: row.version_key,
+            props: row.props}})
         SET n += row.indexed
         RETURN count(*) AS created, 0 AS updated
     """
@@ -306,10 +293,12 @@ class _Neo4jTransaction:
                 if new:
                     counts += self._create_nodes(label, chunk)
                     continue
-                # created_at is set on create only: the first write's time is kept. The
-                # OPTIONAL MATCH is a locking seek on the unique ID (EXPLAIN:
-                # NodeUniqueIndexSeek(Locking)): it waits for another writer creating the
-                # same node to commit, and then sees it, so ``found`` is never short.
+                # created_at is set on create only: the first write's time is kept, but
+                # for a kept one dated back (``keep_stored``), and its version_key with it
+                # (the row's is the key of its version at its time). The OPTIONAL MATCH
+                # is a locking seek on the unique ID (EXPLAIN: NodeUniqueIndexSeek(Locking)):
+                # it waits for another writer creating the same node to commit, and then
+                # sees it, so ``found`` is never short.
                 record = self.tx.run(
                     f"""
                     UNWIND $rows AS row
@@ -318,13 +307,17 @@ class _Neo4jTransaction:
                     MERGE (n:{NODE_LABEL} {{id: row.id}})
                     ON CREATE SET n:{label}, n.kind = row.kind, n.name = row.name,
                                   n.version = row.version,
-                                  n.created_at = {_FROM_EPOCH.format("created_at")}
+                                  n.created_at = {_FROM_EPOCH.format("created_at")},
+                                  n.version_key = row.version_key
                     WITH row, is_new, before, was, n, is_new OR row.keep IS NULL AS written,
                          {_FROM_EPOCH.format("created_at")} AS at
+                    WITH row, is_new, before, was, n, written, at,
+                         NOT written AND at < n.created_at AS earlier
                     SET n.props = CASE WHEN written THEN row.props ELSE before END,
                         n += CASE WHEN written THEN row.indexed ELSE {{}} END,
-                        n.created_at = CASE WHEN NOT written AND at < n.created_at
-                                       THEN at ELSE n.created_at END
+                        n.created_at = CASE WHEN earlier THEN at ELSE n.created_at END,
+                        n.version_key = CASE WHEN earlier THEN row.version_key
+                                        ELSE n.version_key END
                     RETURN count(CASE WHEN is_new THEN 1 END) AS created,
                            count(CASE WHEN written AND NOT is_new AND before <> row.props
                                       THEN 1 END) AS updated,
@@ -604,8 +597,38 @@ class Neo4jStore(GraphStore):
             counter=_TRAFFIC_COUNTER, database_=database)
         # The step above finds the layout it mends itself (databases from before the
         # stamp); a step to a later format runs where ``stamped`` is below it.
+        if stamped is None or stamped < 2:
+            self._key_versions()
         if stamped != STORE_FORMAT:
             self._stamp_format()
+
+    def _key_versions(self) -> None:
+        """Format 2: the ``version_key`` of every stored versioned node without one, made
+        by Python's ``stored_version_key`` (its one definition), ``_KEY_FILL`` nodes a
+        transaction in each label's ID order: bounded, and safe to run twice or from
+        replicas opening the store at once (each writes the same keys, in one order, and
+        none over a key a writer has set since)."""
+        for kind in NODE_KINDS:
+            if not kind.versioned:
+                continue
+            after = ""
+            while True:
+                rows = self._rows(
+                    f"MATCH (n:{kind.label}) WHERE n.id > $after AND n.version_key IS NULL "
+                    f"WITH n ORDER BY n.id LIMIT $limit RETURN collect([n.id, n.version, "
+                    f"{_MICROS.format('n.created_at')}]) AS rows", after=after, limit=_KEY_FILL)
+                if not rows:
+                    break
+                keys = [{"id": node_id, "key": stored_version_key(
+                    kind.label, version, _from_micros(micros))}
+                    for node_id, version, micros in rows]
+                self._driver.execute_query(
+                    f"UNWIND $rows AS row MATCH (n:{kind.label} {{id: row.id}}) "
+                    "WHERE n.version_key IS NULL SET n.version_key = row.key",
+                    rows=keys, database_=self._database)
+                if len(rows) < _KEY_FILL:
+                    break
+                after = rows[-1][0]
 
     def _stamp_format(self) -> None:
         """Stamp ``STORE_FORMAT``. A MERGE under the counters' uniqueness constraint:
@@ -622,6 +645,7 @@ class Neo4jStore(GraphStore):
             by_label[node.kind].append({
                 "id": node.id, "kind": node.kind, "name": node.name, "version": node.version,
                 "created_at": _epoch(node.created_at), "props": node.props_json,
+                "version_key": stored_version_key(node.kind, node.version, node.created_at),
                 "indexed": node.indexed(),
             })
         return by_label
@@ -950,6 +974,13 @@ class Neo4jStore(GraphStore):
     ) -> list[StageMove]:
         where, params = _stage_where(name, environment, until, names, versions, before)
         cut = "" if last is None else "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT $last "
+        if last is not None and name is not None:
+            # The last moves of a name (in an environment) from the end of the index on
+            # (name, [environment,] at, seq), cut there: ordered by each of its properties,
+            # each with a predicate (PROFILE: one name's 50,000 moves were sorted whole).
+            where += "AND m.at IS NOT NULL AND m.seq IS NOT NULL "
+            by_env = "" if environment is None else "m.environment DESC, "
+            cut = f"WITH m ORDER BY m.name DESC, {by_env}m.at DESC, m.seq DESC LIMIT $last "
         rows = self._rows(
             f"MATCH (m:StageMove) {where}{cut}WITH {_logged('m')} ORDER BY m.at, m.seq "
             "RETURN collect(m) AS rows", last=last, **params)
@@ -969,6 +1000,10 @@ class Neo4jStore(GraphStore):
         per: StageKey = "environment",
         count: int = 1,
     ) -> list[StageMove]:
+        if (names is not None and len(names) == 1 and environment is not None
+                and per == "environment"):  # one key: its last moves, read from the index
+            return self.stage_history(names[0], environment, until, versions=versions,
+                                      before=before, last=count)
         where, params = _stage_where(None, environment, until, names, versions, before)
         rows = self._rows(
             f"MATCH (m:StageMove) {where}WITH m ORDER BY m.at DESC, m.seq DESC "
@@ -1062,29 +1097,36 @@ class Neo4jStore(GraphStore):
     def _versions_query(self, where: VersionFilter, last: int,
                         returned: str) -> list[dict[str, Any]]:
         """``returned`` of the versions ``where`` selects, the last ``last`` by key, oldest
-        first: sorted and cut in Neo4j (a top-``last`` sort), properties read for those
-        only."""
+        first: the name's read from the (name, version_key) index's newest end and cut
+        there, properties read for those only. The family's (linked VERSION_OF it, named
+        apart) are found by their links, every one of them, and sorted."""
         check_filters(None, where.kinds)
-        chosen = f"MATCH (n:{NODE_LABEL}) WHERE n.kind IN $kinds AND n.name = $name RETURN n"
+        # A range the index answers in order; ``$before IS NULL OR ...`` it would not.
+        keyed = ("n.version_key < $before" if where.before is not None
+                 else "n.version_key IS NOT NULL")
+        kept = keyed + " AND NOT n.id IN $exclude" + (
+            " AND n.version =~ $whole" if where.whole_numbers else "")
+        last_first = "WITH n ORDER BY n.version_key DESC LIMIT $last"
+        # Ordered by the index's properties, both: by version_key alone, the planner read
+        # the name's every version and took the top (PROFILE: Top over 20,600 rows).
+        chosen = (f"MATCH (n:{NODE_LABEL}) WHERE n.name = $name AND {kept} "
+                  "AND n.kind IN $kinds WITH n ORDER BY n.name DESC, n.version_key DESC "
+                  "LIMIT $last")
         if where.family is not None:
-            chosen += (f" UNION MATCH (n:{NODE_LABEL})-[:VERSION_OF]->"
-                       f"(:{NODE_LABEL} {{id: $family}}) RETURN n")
-        whole = " AND n.version =~ $whole" if where.whole_numbers else ""
+            chosen = (f"CALL () {{ {chosen} RETURN n UNION MATCH (n:{NODE_LABEL})-[:VERSION_OF]->"
+                      f"(:{NODE_LABEL} {{id: $family}}) WHERE {kept} RETURN n }} {last_first}")
         rows = self._rows(
-            f"CALL () {{ {chosen} }} WITH n WHERE NOT n.id IN $exclude{whole} "
-            f"WITH n, {_VERSION_KEY} AS key WHERE $before IS NULL OR key < $before "
-            f"WITH n, key ORDER BY key DESC LIMIT $last RETURN collect({{{returned}}}) AS rows",
+            f"{chosen} RETURN collect({{{returned}}}) AS rows",
             kinds=list(where.kinds), name=where.name, family=where.family,
-            exclude=sorted(where.exclude), whole=WHOLE_NUMBER, dotted=DOTTED_VERSION,
-            year_one=YEAR_ONE_MICROS, high=HIGH_BMP, astral=ASTRAL,
-            surrogates=_SURROGATES_AFTER, before=where.before, last=last)
+            exclude=sorted(where.exclude), whole=WHOLE_NUMBER, before=where.before, last=last)
         return rows[::-1]
 
     def read_versions(self, where: VersionFilter, last: int) -> list[Node]:
         return [_node(r) for r in self._versions_query(where, last, _NODE_MAP)]
 
     def version_sizes(self, where: VersionFilter, last: int) -> list[VersionRow]:
-        rows = self._versions_query(where, last, "id: n.id, key: key, chars: size(n.props)")
+        rows = self._versions_query(where, last,
+                                    "id: n.id, key: n.version_key, chars: size(n.props)")
         return [VersionRow(r["id"], r["key"], r["chars"]) for r in rows]
 
     def metadata_seq(self) -> int:

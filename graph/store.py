@@ -1115,9 +1115,9 @@ class GraphStore(ABC):
 
     def all_versions(self, kind: str, name: str, page: int = 1000) -> Iterator[Node]:
         """Every version of ``name`` of a versioned kind, newest first, a ``version_page``
-        at a time (each read sorts all the name's versions in the store): for a caller
-        that stops at the first it wants, or compares them all with a list that names them
-        all anyway."""
+        at a time (each read costs the versions it reads, from the store's index on the
+        name and key): for a caller that stops at the first it wants, or compares them all
+        with a list that names them all anyway."""
         where = VersionFilter((kind,), name)
         while True:
             found = self.version_page(where, last=page)
@@ -1304,16 +1304,25 @@ def _sortable_anywhere(text: str) -> str:
 
 def version_key(version: str | None, created_at: datetime) -> str:
     """The text that sorts versions in ``version_order`` — by code points, as the stores
-    sort text — so the stores order a name's versions themselves (Neo4j computes it in
-    Cypher, the embedded store calls this). Numeric versions first, part by part: each
-    part without leading zeros, after its length (so 9 < 10, 1.9.0 < 1.10.0, and numbers
-    of any size); ``!`` ends the parts (below any digit: 1 < 1.0); then the creation time
-    (fixed-width microseconds), then the version itself (``_sortable_anywhere``)."""
+    sort text — so the stores order a name's versions themselves: each keeps it with the
+    versioned node (``stored_version_key``) in an index with the name. Numeric versions
+    first, part by part: each part without leading zeros, after its length (so 9 < 10,
+    1.9.0 < 1.10.0, and numbers of any size); ``!`` ends the parts (below any digit:
+    1 < 1.0); then the creation time (fixed-width microseconds), then the version itself
+    (``_sortable_anywhere``)."""
     dotted = _DOTTED.fullmatch(version or "")
     numbers = "".join(f"{len(part):0{PART_LENGTH_DIGITS}d}{part}" for part in (
         digits.lstrip("0") or "0" for digits in dotted.group(1).split("."))) if dotted else ""
     micros = (utc(created_at) - _EPOCH) // _MICRO + YEAR_ONE_MICROS
     return f"{0 if dotted else 1}{numbers}!{micros:018d}{_sortable_anywhere(version or '')}"
+
+
+def stored_version_key(kind: str, version: str | None, created_at: datetime) -> str | None:
+    """The ``version_key`` a store keeps with a node, None for a kind without versions
+    (the version reads take versioned kinds only). Stored, not computed per read: a
+    name's last versions are then read from the index's newest end, at the cost of what
+    is read, not of all the name's versions. Written wherever ``created_at`` is."""
+    return version_key(version, created_at) if NODE_KINDS_BY_LABEL[kind].versioned else None
 
 
 _VERSION_KEY = re.compile(r"[01][0-9]*![0-9]{18}.*", re.DOTALL)

@@ -551,8 +551,8 @@ class _ManifestLoad:
     def _stored_before(self, kind: str, name: str, at: str) -> tuple[str, str] | None:
         """(key, ID) of the name's last stored version before the version key ``at``, the
         load's own left out: from its stored versions read newest first, ``VERSION_WINDOW``
-        IDs and keys at a time, as far back as the load has asked (each read sorts all the
-        name's versions in the store: one a version made a load among thousands slow)."""
+        IDs and keys at a time, as far back as the load has asked (a read a version, when
+        each sorted all the name's versions, made a load among thousands slow)."""
         key = (kind, name)
         read = self._windows.setdefault(key, _StoredSuffix())
         own = self._named[key]

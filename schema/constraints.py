@@ -29,11 +29,21 @@ def indexes() -> list[str]:
         f"CREATE INDEX lineagegraph_node_created IF NOT EXISTS FOR (n:{NODE_LABEL}) "
         "ON (n.created_at)",
         f"CREATE INDEX lineagegraph_node_name IF NOT EXISTS FOR (n:{NODE_LABEL}) ON (n.name)",
+        # A name's versions in ``version_key`` order (GraphStore.read_versions): read from
+        # the newest end and cut there, not sorted whole on every read.
+        f"CREATE INDEX lineagegraph_node_version IF NOT EXISTS FOR (n:{NODE_LABEL}) "
+        "ON (n.name, n.version_key)",
         # Single-property indexes: lookups filter by name, by environment, or by both, and
         # a composite index only serves predicates on all of its properties.
         "CREATE INDEX lineagegraph_stagemove_name IF NOT EXISTS FOR (m:StageMove) ON (m.name)",
         "CREATE INDEX lineagegraph_stagemove_environment IF NOT EXISTS FOR (m:StageMove) "
         "ON (m.environment)",
+        # A name's last moves (in an environment), in order: read from the index's end
+        # (Neo4jStore.stage_history), not sorted whole.
+        "CREATE INDEX lineagegraph_stagemove_order IF NOT EXISTS FOR (m:StageMove) "
+        "ON (m.name, m.at, m.seq)",
+        "CREATE INDEX lineagegraph_stagemove_key IF NOT EXISTS FOR (m:StageMove) "
+        "ON (m.name, m.environment, m.at, m.seq)",
         "CREATE INDEX lineagegraph_record_collection IF NOT EXISTS FOR (r:Record) "
         "ON (r.collection)",
         # auditLog(target:) and the evidence pack: one target's entries among every

@@ -279,6 +279,8 @@ COUNTER_LABEL = "LineagegraphCounter"
 # in each store (SQLite's user_version; Neo4j: the "format" counter). A version refuses a
 # store stamped higher than this: raise it with any change an older version would misread,
 # and add the step that upgrades a store stamped lower (graph/embedded.py, neo4j_store.py).
-STORE_FORMAT = 1
+# 2: each versioned node keeps its ``version_key``, indexed with its name (an older version
+# would write nodes without one, which the version reads then miss).
+STORE_FORMAT = 2
 # A label every node carries, so a lookup by ID alone uses one uniqueness index.
 NODE_LABEL = "Node"

@@ -13,6 +13,7 @@ import pytest
 
 from lineagegraph.api.report_render import evidence_sections
 from lineagegraph.graph import impact, retention
+from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.governance import (
     GovernanceError,
     audited_upsert,
@@ -77,6 +78,55 @@ def test_stage_history_pages_backwards_before_a_move_as_the_whole_history_does(
     for i, move in enumerate(whole):
         assert move.seq is not None
         assert store.stage_history(name="a", before=(move.at, move.seq)) == whole[:i]
+
+
+def _plan(store: GraphStore, read: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The steps the store plans for the last statement ``read`` sends, root first: SQLite's
+    query plan (each step after its parent's ID), or the operators of Neo4j's plan."""
+    sent: list[tuple[str, Any]] = []
+    if isinstance(store, EmbeddedStore):
+        query = store._query
+        monkeypatch.setattr(store, "_query", lambda sql, params=(): (
+            sent.append((sql, params)), query(sql, params))[1])
+        read()
+        sql, params = sent[-1]
+        return [f"{row[1]} {row[3]}"
+                for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    rows = store._rows  # type: ignore[attr-defined]
+    monkeypatch.setattr(store, "_rows", lambda query, **params: (
+        sent.append((query, params)), rows(query, **params))[1])
+    read()
+    query, params = sent[-1]
+    plan = store._driver.execute_query(  # type: ignore[attr-defined]
+        "EXPLAIN " + query, **params).summary.plan
+
+    def steps(operator: dict[str, Any]) -> list[str]:
+        return [operator["operatorType"].split("@")[0],
+                *(s for child in operator.get("children", []) for s in steps(child))]
+    return steps(plan)
+
+
+@pytest.mark.parametrize("env", [None, "production"])
+@pytest.mark.parametrize("bound", ["last", "until", "before"])
+def test_a_names_last_moves_are_read_from_an_index_in_order_not_sorted_whole(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch, env: str | None, bound: str) -> None:
+    whole = _random_history(store, 5)
+    asked: dict[str, Any] = {"until": {"until": T0 + timedelta(hours=6)},
+                             "before": {"before": (whole[30].at, whole[30].seq)},
+                             "last": {}}[bound]
+
+    steps = _plan(store, lambda: store.stage_history(name="a", environment=env, last=3,
+                                                     **asked), monkeypatch)
+
+    if isinstance(store, EmbeddedStore):  # a sort of the kept moves only, the outer query's
+        assert [s for s in steps if "TEMP B-TREE" in s] == ["0 USE TEMP B-TREE FOR ORDER BY"]
+    else:  # no Top; a Sort only above the cut (of what it kept)
+        assert "Top" not in steps and "Limit" in steps, steps
+        assert "Sort" not in steps[steps.index("Limit"):], steps
+    assert store.stage_history(name="a", environment=env, last=3, **asked) == [
+        m for m in _ordered(whole) if m.name == "a" and env in (None, m.environment) and (
+            bound != "until" or m.at <= asked["until"]) and (
+            bound != "before" or (m.at, m.seq) < asked["before"])][-3:]
 
 
 def test_stage_history_keeps_the_moves_to_the_versions_asked(store: GraphStore) -> None:

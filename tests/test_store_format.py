@@ -20,13 +20,15 @@ from lineagegraph.api.app import create_app
 from lineagegraph.api.auth import TOKENS, TokenCache, create_token, list_tokens
 from lineagegraph.api.cli import token_state
 from lineagegraph.api.settings import Settings, StoreUnreachable
+from lineagegraph.graph import neo4j_store
 from lineagegraph.graph.embedded import EmbeddedStore
-from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.store import GraphStore, VersionFilter, version_order
 from lineagegraph.schema import Node, Record
 from lineagegraph.schema.kinds import COUNTER_LABEL, STORE_FORMAT
 
 from .ingest_support import cli_args, run_cli
 from .servers import EMBEDDED_ENV, cli
+from .test_version_reads import tricky_nodes
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
 NEWER = STORE_FORMAT + 1
@@ -148,6 +150,48 @@ def test_a_wiped_store_is_still_stamped_and_opens_again(
     assert _stamp(store) == STORE_FORMAT
     assert store.get(["bundle:b@1"]) == {}
     _settings(store, request).open_store().close()
+
+
+# -- format 2: each versioned node keeps its version key ------------------------------------------
+
+def _as_format_1(store: GraphStore) -> None:
+    """The store as format 1 left it: no node keeps a version key (embedded: no column for
+    it, and the index on (name, kind) in place of the one with the key); stamped 1."""
+    if isinstance(store, EmbeddedStore):
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("DROP INDEX nodes_version")
+            conn.execute("ALTER TABLE nodes DROP COLUMN version_key")
+            conn.execute("CREATE INDEX nodes_name ON nodes (name, kind)")
+    else:
+        store._driver.execute_query(  # type: ignore[attr-defined]
+            "MATCH (n:Node) WHERE n.version_key IS NOT NULL REMOVE n.version_key")
+    _set_stamp(store, 1)
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_a_format_1_store_gains_version_keys_on_open_and_reads_versions_in_order(
+    store: GraphStore, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+    replicas: int,
+) -> None:
+    monkeypatch.setattr(neo4j_store, "_KEY_FILL", 4)  # Neo4j keys them a few at a time
+    nodes = tricky_nodes()
+    store.upsert([*nodes, Node.from_id("model:m", created_at=T0)])  # unversioned: no key
+    expected = [version_order(n) for n in sorted(nodes, key=version_order)]
+    _as_format_1(store)
+    settings = _settings(store, request)
+
+    with ThreadPoolExecutor(replicas) as pool:  # replicas opening it at once
+        opened = list(pool.map(lambda _: settings.open_store(), range(replicas)))
+    try:
+        for each in opened:
+            rows = each.version_sizes(VersionFilter(("Toolset",), "t"), len(nodes) + 1)
+            assert [row.key for row in rows] == expected
+            assert ([n.version for n in each.versions("Toolset", "t", last=3)]
+                    == [n.version for n in sorted(nodes, key=version_order)[-3:]])
+        assert _stamp(store) == STORE_FORMAT
+    finally:
+        for each in opened:
+            each.close()
 
 
 # -- tokens an older version let have a reserved name ------------------------------------------

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from lineagegraph.api.app import create_app
 from lineagegraph.api.settings import Settings
 from lineagegraph.graph import registry
+from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.store import (
     REPLACED_BY,
     Direction,
@@ -117,6 +118,60 @@ def test_store_reads_whole_numbers_and_leaves_excluded_versions_out(
         (n for n in nodes if n.version and n.version.isascii() and n.version.isdigit()),
         key=version_order)]
     assert [n.version for n in newest] == ["x\U0001f600", "run-a"]
+
+
+def _plan_steps(store: GraphStore, where: VersionFilter, monkeypatch: pytest.MonkeyPatch
+                ) -> list[str]:
+    """The steps the store plans for ``version_sizes(where)``: SQLite's query plan, or the
+    operators of Neo4j's plan for the statement the store sends."""
+    if isinstance(store, EmbeddedStore):
+        sql, params = store._versions_sql(where, 3)
+        return [row[3] for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    sent: list[tuple[str, dict[str, Any]]] = []
+    rows = store._rows  # type: ignore[attr-defined]
+    monkeypatch.setattr(store, "_rows", lambda query, **params: (
+        sent.append((query, params)), rows(query, **params))[1])
+    store.version_sizes(where, 3)
+    query, params = sent[-1]
+    plan = store._driver.execute_query(  # type: ignore[attr-defined]
+        "EXPLAIN " + query, **params).summary.plan
+
+    def steps(operator: dict[str, Any]) -> list[str]:
+        return [f"{operator['operatorType']} {operator.get('args', {}).get('Details', '')}",
+                *(s for child in operator.get("children", []) for s in steps(child))]
+    return steps(plan)
+
+
+@pytest.mark.parametrize("before", [None, "0"])
+def test_a_names_last_versions_are_read_from_the_key_index_not_sorted_whole(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch, before: str | None) -> None:
+    store.upsert(tricky_nodes())
+    where = VersionFilter(("Toolset",), "t", before=before and version_key("9", T0))
+
+    steps = _plan_steps(store, where, monkeypatch)
+
+    assert any("nodes_version" in s or "(name, version_key)" in s for s in steps), steps
+    assert not [s for s in steps if "TEMP B-TREE" in s or s.split("@")[0].endswith(
+        ("Sort", "Top"))], steps
+
+
+def test_a_kept_version_dated_back_takes_its_place_in_version_order(
+        store: GraphStore) -> None:
+    # A model first seen in traffic (kept if stored: ``keep_stored``) at a time before the
+    # stored one: its version's key goes back with it; a later time changes nothing.
+    day = timedelta(days=1)
+    store.upsert([Node(kind="ModelVersion", name="m", version=v, created_at=T0 + at * day)
+                  for v, at in [("a", 2), ("b", 1), ("c", 3)]])
+
+    store.write(store.prepare([Node(kind="ModelVersion", name="m", version="a", created_at=T0),
+                               Node(kind="ModelVersion", name="m", version="b",
+                                    created_at=T0 + 5 * day)],
+                              keep_stored=["model:m@a", "model:m@b"]))
+
+    rows = store.version_sizes(VersionFilter(("ModelVersion",), "m"), 5)
+    assert [n.version for n in store.versions("ModelVersion", "m", last=5)] == ["a", "b", "c"]
+    assert [row.key for row in rows] == [version_key("a", T0), version_key("b", T0 + day),
+                                         version_key("c", T0 + 3 * day)]
 
 
 # -- history: the newest versions, paged back ---------------------------------------------------
