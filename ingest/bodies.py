@@ -205,7 +205,7 @@ def ndjson_lines(text: str | Iterable[str]) -> Iterator[tuple[int, str]]:
 
 
 def _split(text: str) -> Iterator[str]:
-    """``text.split("\n")``, a line at a time: a list of every line is a second copy of a
+    """``text.split("\\n")``, a line at a time: a list of every line is a second copy of a
     body, in as many objects, held while all its records are mapped."""
     start = 0
     while (end := text.find("\n", start)) >= 0:
