@@ -516,3 +516,23 @@ def test_a_strict_batch_keeps_no_record_payload(registry: GraphStore, small_chun
     assert len(batch.nodes) == 5 and batch.on_conflict is not None
     assert not [o for o in gc.get_objects() if type(o) is dict and "request_id" in o
                 and o.get("marker") == ["kept"]]
+
+
+def test_a_json_array_body_lets_go_of_each_record_once_mapped(
+    registry: GraphStore, small_chunks: int,
+) -> None:
+    body = json.dumps([{**outcome(f"req-{i}"), "marker": ["kept"]} for i in range(1, 9)])
+    alive: list[int] = []
+
+    def watched() -> Any:
+        for item in outcomes.read_body(body.encode(), json_array=True):
+            gc.collect()
+            alive.append(sum(1 for o in gc.get_objects() if type(o) is dict
+                             and "request_id" in o and o.get("marker") == ["kept"]))
+            yield item
+
+    batch = outcomes.strict_batch(watched(), registry, actor="test")
+
+    assert len(batch.nodes) == 8
+    # As the last is read, the chunk mapped before it and the one being read: not all 8.
+    assert alive[-1] <= 2 * small_chunks
