@@ -199,9 +199,19 @@ def ndjson_lines(text: str | Iterable[str]) -> Iterator[tuple[int, str]]:
     stream opened with ``newline="\\n"``. A line ends at "\\n" only ("\\r" before it is JSON
     whitespace): ``str.splitlines`` also ends one at U+2028, U+2029, U+0085, \\x0b, \\x0c
     and \\x1c-\\x1e, which a JSON string may hold raw."""
-    for number, line in enumerate(text.split("\n") if isinstance(text, str) else text, 1):
+    for number, line in enumerate(_split(text) if isinstance(text, str) else text, 1):
         if line.strip(_JSON_SPACE):  # a line of other spaces is a record: not JSON
             yield number, line
+
+
+def _split(text: str) -> Iterator[str]:
+    """``text.split("\\n")``, a line at a time: a list of every line is a second copy of a
+    body, in as many objects, held while all its records are mapped."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:]
 
 
 _JSON_SPACE = " \t\r\n"

@@ -131,6 +131,17 @@ class Mapped:
     rejected: list[tuple[int | str, Any, list[Problem]]] = field(default_factory=list)
     # node ID → what each record written said served it: what a conflict names
     sent: dict[str, _Served] = field(default_factory=dict)
+    # A rejected record's payload is kept for its dead letter; a caller refusing the whole
+    # batch lists only the problems, and holds no parsed copy of every bad record.
+    keep_payloads: bool = True
+    # Across the chunks one batch is mapped in (``OutcomeMapper.add``): each request's first
+    # record written, the unknown models named (in order), and the records refused once
+    # their references were looked up, listed after the others as one pass lists them.
+    first: dict[str, _Served] = field(default_factory=dict)
+    shadows: dict[str, None] = field(default_factory=dict)
+    unserved: list[tuple[int | str, Any, list[Problem]]] = field(default_factory=list)
+    refs: dict[tuple[tuple[str, tuple[str, str]], ...], dict[str, tuple[str, str]]] = field(
+        default_factory=dict)
 
     @property
     def problems(self) -> list[Problem]:
@@ -315,7 +326,16 @@ class OutcomeMapper:
         self._first_seen: dict[str, datetime] = {}
 
     def map(self, items: Sequence[Item], source: str = SOURCE) -> Mapped:
-        mapped = Mapped(Batch(size=len(items)))
+        mapped = Mapped(Batch())
+        self.add(mapped, items)
+        return self.done(mapped, source)
+
+    def add(self, mapped: Mapped, items: Sequence[Item]) -> None:
+        """Map ``items`` into ``mapped``: a batch mapped a chunk at a time holds only one
+        chunk's validated records at once (each several times its line's size), the
+        batch its nodes and edges."""
+        mapped.batch.size += len(items)
+        keep = mapped.keep_payloads
         valid: list[tuple[int | str, Any, OutcomeRecord, dict[str, tuple[str, str]]]] = []
         checked: list[tuple[int | str, Any, OutcomeRecord | IngestError]] = []
         for record, payload in items:
@@ -326,16 +346,21 @@ class OutcomeMapper:
         self._resolve(o for *_, o in checked if isinstance(o, OutcomeRecord))
         for record, payload, outcome in checked:
             if isinstance(outcome, IngestError):
-                mapped.rejected.append((record, keepable(payload), outcome.problems))
+                mapped.rejected.append((record, keepable(payload) if keep else None,
+                                        outcome.problems))
                 continue
             try:
-                valid.append((record, payload, outcome, self._references(record, outcome)))
+                refs = self._references(record, outcome)
+                # Records of a batch mostly name the same few things: one dict for each
+                # set, shared by its records' ``_Served``, which the batch keeps.
+                refs = mapped.refs.setdefault(tuple(refs.items()), refs)
+                valid.append((record, payload, outcome, refs))
             except IngestError as error:
-                mapped.rejected.append((record, _value(payload), error.problems))
+                mapped.rejected.append((record, _value(payload) if keep else None,
+                                        error.problems))
+        del checked  # its records are in ``valid``, its rejections listed
         self._lookup({target for *_, refs in valid for target, _ in refs.values()})
-        shadows: dict[str, None] = {}  # unknown models this batch names, in order
-        sent = mapped.sent
-        first: dict[str, _Served] = {}  # request ID → its first record written in the batch
+        sent, first = mapped.sent, mapped.first
         for record, payload, outcome, refs in valid:
             problems = self._check(record, refs)
             twin = first.get(outcome.request_id)
@@ -346,22 +371,30 @@ class OutcomeMapper:
                     problems = [this.refused(twin.targets, twin.at, where,
                                              f"is also record {twin.record},")]
             if problems:
-                mapped.rejected.append((record, _value(payload), problems))
+                mapped.unserved.append((record, _value(payload) if keep else None, problems))
                 continue
-            node = self._write(mapped.batch, outcome, refs, shadows)
-            sent[node.id] = _Served(node.id, record, payload, node.created_at, refs)
+            node = self._write(mapped.batch, outcome, refs, mapped.shadows)
+            sent[node.id] = _Served(node.id, record, payload if keep else None,
+                                    node.created_at, refs)
             if twin is None:
                 first[outcome.request_id] = sent[node.id]
+
+    def done(self, mapped: Mapped, source: str = SOURCE) -> Mapped:
+        """``mapped`` made whole once every chunk is added: its rejections in one list,
+        the unknown models' placeholders (dated by the earliest request of them all) and
+        its audit entry."""
+        mapped.rejected += mapped.unserved
+        mapped.unserved = []
         mapped.batch.whole_requests = True
         mapped.batch.nodes += [
             Node.from_id(model, kind="ModelVersion", created_at=self._first_seen[model],
-                         properties={"registered": False}) for model in shadows]
+                         properties={"registered": False}) for model in mapped.shadows]
         # Unknown when mapped, maybe registered (by a manifest) by the time it is written:
         # created if absent, never written over.
-        mapped.batch.keep_stored = frozenset(shadows)
+        mapped.batch.keep_stored = frozenset(mapped.shadows)
         mapped.batch.audit.append(AuditEntry(
             action="ingest.outcomes", target=source, actor=self.actor,
-            after={"records": len(items) - len(mapped.rejected),
+            after={"records": mapped.batch.size - len(mapped.rejected),
                    "rejected": len(mapped.rejected)}))
         return mapped
 
@@ -532,11 +565,17 @@ EDGE_FOR = {"Bundle": "SERVED_BY", "ModelVersion": "USED_MODEL", "PromptVersion"
             "PolicyPack": "USED_POLICY", "Feature": "USED_FEATURE"}
 
 
-def strict_batch(items: Sequence[Item], store: GraphStore, *, actor: str,
+def strict_batch(items: Iterable[Item], store: GraphStore, *, actor: str,
                  source: str = SOURCE) -> Batch:
     """All records as one batch, or ``IngestError`` listing every problem of every record
-    (when it is written too: a stored request sent again with other references)."""
-    mapped = OutcomeMapper(store, actor).map(items, source)
+    (when it is written too: a stored request sent again with other references). Mapped
+    ``BATCH_SIZE`` records at a time, as a file load is, and holding no record's payload:
+    a body of 50,000 records peaked at ~20 times its size mapped whole."""
+    mapper = OutcomeMapper(store, actor)
+    mapped = Mapped(Batch(), keep_payloads=False)
+    for chunk in _chunks(items, BATCH_SIZE):
+        mapper.add(mapped, chunk)
+    mapper.done(mapped, source)
     if mapped.rejected:
         raise IngestError(mapped.problems)
 
@@ -713,13 +752,23 @@ def count_records(path: Path) -> int:
     return sum(1 for _ in read_file(path))
 
 
-def read_body(body: bytes, json_array: bool) -> list[Item]:
-    """Records of a request body: a JSON array (numbered from 1) or NDJSON (by line)."""
+def read_body(body: bytes, json_array: bool) -> Iterator[Item]:
+    """Records of a request body: a JSON array (numbered from 1) or NDJSON (by line). The
+    body is decoded (or parsed) at once, for an ``IngestError`` before any record is
+    mapped; NDJSON lines are cut as they are read (``strict_batch`` holds a chunk of them)."""
     text = decode(body)
     if not json_array:
-        return list(ndjson_lines(text))
+        return ndjson_lines(text)
     data = parse_json(text)
-    return list(enumerate(data if isinstance(data, list) else [data], 1))
+    return _taken(data if isinstance(data, list) else [data])
+
+
+def _taken(values: list[Any]) -> Iterator[Item]:
+    """(number from 1, value) of each of ``values``, let go of once read: held whole, a
+    parsed array outlived the records mapped from it (~4 times its text)."""
+    for index in range(len(values)):
+        value, values[index] = values[index], None
+        yield index + 1, value
 
 
 def _replay(payload: Any, store: GraphStore) -> Batch:

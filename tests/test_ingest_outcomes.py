@@ -3,6 +3,7 @@ bad lines dead-lettered), on both stores."""
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 from datetime import UTC, datetime, timedelta
@@ -393,3 +394,145 @@ def test_the_spellings_remembered_of_references_are_bounded() -> None:
         outcomes._ref_id(f"m-{n}@1", "ModelVersion", "model")
     assert outcomes._bundle_ref.cache_info().currsize <= outcomes.SPELLINGS
     assert outcomes._ref_id.cache_info().currsize <= outcomes.SPELLINGS
+
+
+# -- a body mapped a chunk at a time ------------------------------------------------------------
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """A POST maps ``BATCH_SIZE`` records at a time: two here, so a few records span chunks."""
+    monkeypatch.setattr(outcomes, "BATCH_SIZE", 2)
+    return 2
+
+
+def test_a_request_twice_across_chunks_is_held_to_its_first_record(
+    registry: GraphStore, small_chunks: int,
+) -> None:
+    with client_for(registry) as client:
+        other = post(client, ndjson(outcome("req-1"), outcome("req-2"), outcome("req-3"),
+                                    outcome("req-1", bundle="support-triage@15")))
+        same = post(client, ndjson(outcome("req-1", quality=0.1), outcome("req-2"),
+                                   outcome("req-3"), outcome("req-1", quality=0.9)))
+
+    assert other.status_code == 400
+    assert other.json()["problems"] == [{
+        "record": 4, "field": "bundle",
+        "message": f"outcome:req-1 is also record 1, served by bundle:support-triage@14 at "
+                   f"{T0.isoformat()}: a record sent again cannot change what served it, "
+                   "or when"}]
+    assert same.status_code == 200, same.text
+    assert registry.get(["outcome:req-1"])["outcome:req-1"].properties["quality"] == 0.9
+
+
+def test_a_bad_record_in_the_last_chunk_refuses_the_whole_body_listing_problems_as_before(
+    registry: GraphStore, small_chunks: int,
+) -> None:
+    before = snapshot(registry)
+    with client_for(registry) as client:
+        response = post(client, ndjson(outcome("req-1", bundle="nope@1"), outcome("req-2"),
+                                       outcome("req-3"), {"request_id": "req-4"}))
+
+    assert response.status_code == 400
+    # As one pass over the body lists them: records that are not records first, then those
+    # naming what the graph does not hold — whichever chunk each is in.
+    assert [(p["record"], p.get("field")) for p in response.json()["problems"]] == [
+        (4, "environment"), (4, "timestamp"), (1, "bundle")]
+    assert snapshot(registry) == before
+    assert pending(registry) == []
+
+
+def test_a_conflict_with_a_stored_request_in_a_later_chunk_names_its_record(
+    registry: GraphStore, small_chunks: int,
+) -> None:
+    with client_for(registry) as client:
+        first = post(client, ndjson(outcome("req-3")))
+        before = snapshot(registry)
+        moved = post(client, ndjson(outcome("req-1"), outcome("req-2"),
+                                    outcome("req-3", bundle="support-triage@15"),
+                                    outcome("req-4")))
+
+    assert first.status_code == 200, first.text
+    assert moved.status_code == 400
+    assert moved.json()["problems"] == [{
+        "record": 3, "field": "bundle",
+        "message": f"outcome:req-3 was stored as served by bundle:support-triage@14 at "
+                   f"{T0.isoformat()}: a record sent again cannot change what served it, "
+                   "or when"}]
+    assert snapshot(registry) == before
+
+
+def test_a_body_in_chunks_dates_an_unknown_model_by_its_earliest_request_and_audits_once(
+    registry: GraphStore, small_chunks: int,
+) -> None:
+    body = ndjson(*(outcome(f"req-{i}", T0 + timedelta(minutes=10 - i), bundle=None,
+                            model="shadow-llm-9") for i in range(5)))
+    with client_for(registry) as client:
+        response = post(client, body)
+        again = post(client, body)
+
+    assert response.status_code == 200, response.text
+    shadow = registry.get(["model:shadow-llm-9"])["model:shadow-llm-9"]
+    assert (shadow.created_at, shadow.properties["registered"]) == (
+        T0 + timedelta(minutes=6), False)
+    assert again.status_code == 200 and again.json()["created"] == 0
+    audit = [e.after for e in registry.audit_log() if e.action == "ingest.outcomes"]
+    assert audit[-2:] == [{"records": 5, "rejected": 0}] * 2
+
+
+class _Watched(list[tuple[int, Any]]):
+    """Items that count, as each is read, the validated records alive then."""
+
+    def __iter__(self) -> Any:
+        for item in super().__iter__():
+            gc.collect()
+            self.alive.append(sum(isinstance(o, outcomes.OutcomeRecord) for o in gc.get_objects()))
+            yield item
+
+    alive: list[int]
+
+
+def test_a_strict_batch_holds_one_chunk_of_validated_records_at_a_time(
+    registry: GraphStore, small_chunks: int,
+) -> None:
+    items = _Watched((i, json.dumps(outcome(f"req-{i}"))) for i in range(1, 9))
+    items.alive = []
+
+    batch = outcomes.strict_batch(items, registry, actor="test")
+
+    assert len(batch.nodes) == 8
+    assert max(items.alive) <= small_chunks  # mapped whole: all 7 before the last
+
+
+def test_a_strict_batch_keeps_no_record_payload(registry: GraphStore, small_chunks: int) -> None:
+    # Its conflicts name record and field only: a payload kept for each record written
+    # would hold the whole body until the write ends.
+    # (A list in each payload keeps it in the collector's view: a dict of strings is not.)
+    items = [(i, {**outcome(f"req-{i}"), "marker": ["kept"]}) for i in range(1, 6)]
+    batch = outcomes.strict_batch(items, registry, actor="test")
+    del items
+    gc.collect()
+
+    assert len(batch.nodes) == 5 and batch.on_conflict is not None
+    assert not [o for o in gc.get_objects() if type(o) is dict and "request_id" in o
+                and o.get("marker") == ["kept"]]
+
+
+def test_a_json_array_body_lets_go_of_each_record_once_mapped(
+    registry: GraphStore, small_chunks: int,
+) -> None:
+    body = json.dumps([{**outcome(f"req-{i}"), "marker": ["kept"]} for i in range(1, 9)])
+    alive: list[int] = []
+
+    def watched() -> Any:
+        for item in outcomes.read_body(body.encode(), json_array=True):
+            gc.collect()
+            alive.append(sum(1 for o in gc.get_objects() if type(o) is dict
+                             and "request_id" in o and o.get("marker") == ["kept"]))
+            yield item
+
+    batch = outcomes.strict_batch(watched(), registry, actor="test")
+
+    assert len(batch.nodes) == 8
+    # As the last is read, the chunk mapped before it and the one being read: not all 8.
+    assert alive[-1] <= 2 * small_chunks
