@@ -1,7 +1,7 @@
 """Admission to the ingest routes by the bytes of the bodies they hold at once.
 
 A request's body is held, parsed and mapped whole while it is written in one transaction:
-an outcomes POST holds ~25 times its body in memory until it commits (README,
+an outcomes POST holds ~12 times its body in memory until it commits (README,
 settings). The body limit bounds one request, not how many arrive together. So the ingest
 routes' writes take turns by body size: those whose bodies fit together in
 ``LINEAGEGRAPH_INGEST_BUDGET_BYTES`` (default twice the body limit) go at once, the rest
