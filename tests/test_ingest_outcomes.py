@@ -311,11 +311,7 @@ def test_a_request_sent_again_with_another_bundle_is_refused_naming_what_served_
 
     assert first.status_code == 200, first.text
     assert moved.status_code == 400
-    assert moved.json()["problems"] == [{
-        "record": 2, "field": "bundle",
-        "message": f"outcome:req-9 was stored as served by bundle:support-triage@14 at "
-                   f"{T0.isoformat()}: a record sent again cannot change what served it, "
-                   "or when"}]
+    assert moved.json()["problems"] == [stored_elsewhere(2, "outcome:req-9")]
     assert after == before  # nothing of the refused request was written
     assert again.status_code == 200, again.text
     assert edges_of(registry, "outcome:req-9") == {("SERVED_BY", "bundle:support-triage@14")}
@@ -454,11 +450,7 @@ def test_a_conflict_with_a_stored_request_in_a_later_chunk_names_its_record(
 
     assert first.status_code == 200, first.text
     assert moved.status_code == 400
-    assert moved.json()["problems"] == [{
-        "record": 3, "field": "bundle",
-        "message": f"outcome:req-3 was stored as served by bundle:support-triage@14 at "
-                   f"{T0.isoformat()}: a record sent again cannot change what served it, "
-                   "or when"}]
+    assert moved.json()["problems"] == [stored_elsewhere(3, "outcome:req-3")]
     assert snapshot(registry) == before
 
 
@@ -536,3 +528,12 @@ def test_a_json_array_body_lets_go_of_each_record_once_mapped(
     assert len(batch.nodes) == 8
     # As the last is read, the chunk mapped before it and the one being read: not all 8.
     assert alive[-1] <= 2 * small_chunks
+
+
+def stored_elsewhere(record: int, request: str) -> dict[str, object]:
+    """The problem of a record re-sending a stored request (served by
+    bundle:support-triage@14 at T0) with another bundle."""
+    return {"record": record, "field": "bundle",
+            "message": f"{request} was stored as served by bundle:support-triage@14 at "
+                       f"{T0.isoformat()}: a record sent again cannot change what served it, "
+                       "or when"}
