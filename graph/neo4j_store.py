@@ -224,6 +224,8 @@ _TRAFFIC_COUNTER = "traffic"
 _METADATA_COUNTER = "metadata"
 # The store format (schema/kinds.py STORE_FORMAT) this database was written in, as ``value``.
 _FORMAT_COUNTER = "format"
+# How long opening a store waits for an index it created to be populated.
+_INDEXES_WAIT_S = 600
 # Nodes a transaction of the step to format 2 keys (``Neo4jStore._key_versions``).
 _KEY_FILL = 10_000
 # A named counter (``$counter``) as ``c``, and the same counter moved on: its write lock is
@@ -587,6 +589,10 @@ class Neo4jStore(GraphStore):
             raise ValueError(newer_format(stamped))  # Settings.open_store: one line
         for statement in [*uniqueness_constraints(), *indexes()]:
             self._driver.execute_query(statement, database_=database)
+        # Reads name their indexes (``USING INDEX``), which fails while one is populating:
+        # one created just now (a store upgraded to a format that adds it) is waited for.
+        self._driver.execute_query("CALL db.awaitIndexes($seconds)", seconds=_INDEXES_WAIT_S,
+                                   database_=database)
         # A store from before the traffic rollup: requests but no rollup counter, which
         # every writer of requests creates. Traffic answers said 0; they say partial,
         # naming the rebuild, until one (`lineagegraph traffic rebuild`) has counted them.
@@ -974,15 +980,20 @@ class Neo4jStore(GraphStore):
     ) -> list[StageMove]:
         where, params = _stage_where(name, environment, until, names, versions, before)
         cut = "" if last is None else "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT $last "
+        hint = ""
         if last is not None and name is not None:
             # The last moves of a name (in an environment) from the end of the index on
             # (name, [environment,] at, seq), cut there: ordered by each of its properties,
             # each with a predicate (PROFILE: one name's 50,000 moves were sorted whole).
+            # Named: on a small graph the planner scanned the whole index for its order
+            # and filtered the name, which on a large one reads every move.
             where += "AND m.at IS NOT NULL AND m.seq IS NOT NULL "
             by_env = "" if environment is None else "m.environment DESC, "
             cut = f"WITH m ORDER BY m.name DESC, {by_env}m.at DESC, m.seq DESC LIMIT $last "
+            on = "name, at, seq" if environment is None else "name, environment, at, seq"
+            hint = f"USING INDEX m:StageMove({on}) "
         rows = self._rows(
-            f"MATCH (m:StageMove) {where}{cut}WITH {_logged('m')} ORDER BY m.at, m.seq "
+            f"MATCH (m:StageMove) {hint}{where}{cut}WITH {_logged('m')} ORDER BY m.at, m.seq "
             "RETURN collect(m) AS rows", last=last, **params)
         return [_stage_move(props) for props in rows]
 
@@ -1109,7 +1120,10 @@ class Neo4jStore(GraphStore):
         last_first = "WITH n ORDER BY n.version_key DESC LIMIT $last"
         # Ordered by the index's properties, both: by version_key alone, the planner read
         # the name's every version and took the top (PROFILE: Top over 20,600 rows).
-        chosen = (f"MATCH (n:{NODE_LABEL}) WHERE n.name = $name AND {kept} "
+        # Named: on a small graph the planner scanned the whole name index for its order
+        # and filtered the name (a flaky test caught it), which on a large one reads every node.
+        chosen = (f"MATCH (n:{NODE_LABEL}) USING INDEX n:{NODE_LABEL}(name, version_key) "
+                  f"WHERE n.name = $name AND {kept} "
                   "AND n.kind IN $kinds WITH n ORDER BY n.name DESC, n.version_key DESC "
                   "LIMIT $last")
         if where.family is not None:
