@@ -9,6 +9,7 @@ unstarted when the budget runs out first (a mutation that never started writes n
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -56,7 +57,9 @@ class QueryWorkers:
 
         with self._counts:
             self.waiting += 1
-        submitted = self._executor().submit(begin)
+        # In the caller's context, as asyncio.to_thread runs work: the request ID its log
+        # records carry (api/request_ids.py) is there.
+        submitted = self._executor().submit(contextvars.copy_context().run, begin)
         try:
             # wait_for cancels the wrapper on timeout, which cancels the work if unstarted.
             return await asyncio.wait_for(asyncio.wrap_future(submitted), at - time.monotonic())

@@ -3,6 +3,7 @@ internal errors, and batched nested lookups."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from fastapi.testclient import TestClient
 from lineagegraph.api.app import create_app
 from lineagegraph.api.auth import create_token
 from lineagegraph.api.query_workers import QueryWorkers
+from lineagegraph.api.request_ids import REQUEST_ID
 from lineagegraph.api.settings import Settings
 from lineagegraph.graph.store import GraphStore
 
@@ -299,3 +301,16 @@ def metric(client: TestClient, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} not in /metrics")
+
+
+def test_query_work_runs_with_the_request_s_context_so_its_logs_name_the_request() -> None:
+    workers = QueryWorkers(1)
+
+    async def in_request() -> str | None:
+        REQUEST_ID.set("req-abc")
+        return await workers.run(time.monotonic() + 5, REQUEST_ID.get)
+
+    try:
+        assert asyncio.run(in_request()) == "req-abc"
+    finally:
+        workers.close()
