@@ -21,7 +21,7 @@ from lineagegraph.schema import (
     Record,
     StageMove,
 )
-from lineagegraph.schema.kinds import STORE_FORMAT
+from lineagegraph.schema.kinds import STORE_FORMAT, VERSION_KEYS_FORMAT
 from lineagegraph.schema.models import canonical_json, utc
 
 from .deadline import DeadlinePassed
@@ -498,7 +498,7 @@ class EmbeddedStore(GraphStore):
             self._conn.execute("PRAGMA foreign_keys = ON")
             tables = {row[0] for row in self._conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if "nodes" in tables and stamped < 2:  # before the schema's index on the key
+            if "nodes" in tables and stamped < VERSION_KEYS_FORMAT:  # before the key's index
                 self._key_versions()
             self._conn.executescript(_WIPE_MARKER + _SCHEMA)
             if "nodes" in tables and "traffic" not in tables and self._conn.execute(

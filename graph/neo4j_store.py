@@ -36,6 +36,7 @@ from lineagegraph.schema.kinds import (
     STORE_FORMAT,
     TRAFFIC_EDGE,
     TRAFFIC_LABEL,
+    VERSION_KEYS_FORMAT,
 )
 from lineagegraph.schema.models import canonical_json
 
@@ -603,7 +604,7 @@ class Neo4jStore(GraphStore):
             counter=_TRAFFIC_COUNTER, database_=database)
         # The step above finds the layout it mends itself (databases from before the
         # stamp); a step to a later format runs where ``stamped`` is below it.
-        if stamped is None or stamped < 2:
+        if stamped is None or stamped < VERSION_KEYS_FORMAT:
             self._key_versions()
         if stamped != STORE_FORMAT:
             self._stamp_format()

@@ -108,10 +108,15 @@ class StagePlanner:
     def _planned(self, name: str, environment: str) -> list[StageMove]:
         return [self.planned[i] for i in self._planned_in.get((name, environment), [])]
 
+    def _planned_of(self, name: str) -> list[StageMove]:
+        """The moves of ``name`` planned so far, in every environment."""
+        return [self.planned[i] for (n, _), indices in self._planned_in.items() if n == name
+                for i in indices]
+
     def _environments(self, name: str) -> set[str]:
         """Where ``name`` has moved, stored or planned (``retired`` too)."""
         self._read([name])
-        return {*self._latest[name], *(env for n, env in self._planned_in if n == name)}
+        return {*self._latest[name], *(m.environment for m in self._planned_of(name))}
 
     def _stored_until(self, name: str, environment: str, at: datetime | None) -> StageMove | None:
         """The last stored move of ``name`` in ``environment`` at or before ``at``."""
@@ -291,9 +296,8 @@ class StagePlanner:
             return True
         if name not in self._to_nothing:  # few: retirements and rollbacks to nothing
             self._to_nothing[name] = self.store.stage_history(name=name, versions=[None])
-        planned = (m for (n, _), indices in self._planned_in.items() if n == name
-                   for m in (self.planned[i] for i in indices))
-        return any(_is_retirement(m, version) for m in (*self._to_nothing[name], *planned))
+        return any(_is_retirement(m, version)
+                   for m in (*self._to_nothing[name], *self._planned_of(name)))
 
     def _out_of_service(self, name: str, version: str | None, as_of: datetime | None = None,
                         dated: datetime | None = None, actor: str | None = None,

@@ -282,5 +282,8 @@ COUNTER_LABEL = "LineagegraphCounter"
 # 2: each versioned node keeps its ``version_key``, indexed with its name (an older version
 # would write nodes without one, which the version reads then miss).
 STORE_FORMAT = 2
+# The format from which each versioned node keeps its version key: a store stamped below
+# it gains them as it opens.
+VERSION_KEYS_FORMAT = 2
 # A label every node carries, so a lookup by ID alone uses one uniqueness index.
 NODE_LABEL = "Node"

@@ -36,6 +36,7 @@ from lineagegraph.graph.store import GraphStore, RecordFilter, StoreUnavailable
 from lineagegraph.schema import Node
 from lineagegraph.schema.models import Record
 
+from .conftest import IN_CI
 from .openlineage_support import run_event
 from .servers import EMBEDDED_ENV, cli, error_code, free_port
 from .story import load_story
@@ -103,7 +104,7 @@ class OwnNeo4j:
 def own_neo4j(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnNeo4j]:
     if not (shutil.which("java") and shutil.which("mvn")):
         why = "needs Java 17 and Maven to start a Neo4j of its own (tools/neo4j/start)"
-        if os.environ.get("CI"):  # CI installs both: a Neo4j test never skips there
+        if IN_CI:  # CI installs both: a Neo4j test never skips there
             pytest.fail(why)
         pytest.skip(why)
     neo = OwnNeo4j(tmp_path_factory.mktemp("own-neo4j"))
