@@ -986,13 +986,14 @@ class Neo4jStore(GraphStore):
             # The last moves of a name (in an environment) from the end of the index on
             # (name, [environment,] at, seq), cut there: ordered by each of its properties,
             # each with a predicate (PROFILE: one name's 50,000 moves were sorted whole).
-            # Named: on a small graph the planner scanned the whole index for its order
-            # and filtered the name, which on a large one reads every move.
+            # Named as a seek: on a small graph the planner scanned the whole index for its
+            # order and filtered the name, which on a large one reads every move; a plain
+            # ``USING INDEX`` still let it scan (a flaky test caught both).
             where += "AND m.at IS NOT NULL AND m.seq IS NOT NULL "
             by_env = "" if environment is None else "m.environment DESC, "
             cut = f"WITH m ORDER BY m.name DESC, {by_env}m.at DESC, m.seq DESC LIMIT $last "
             on = "name, at, seq" if environment is None else "name, environment, at, seq"
-            hint = f"USING INDEX m:StageMove({on}) "
+            hint = f"USING INDEX SEEK m:StageMove({on}) "
         rows = self._rows(
             f"MATCH (m:StageMove) {hint}{where}{cut}WITH {_logged('m')} ORDER BY m.at, m.seq "
             "RETURN collect(m) AS rows", last=last, **params)
@@ -1121,9 +1122,10 @@ class Neo4jStore(GraphStore):
         last_first = "WITH n ORDER BY n.version_key DESC LIMIT $last"
         # Ordered by the index's properties, both: by version_key alone, the planner read
         # the name's every version and took the top (PROFILE: Top over 20,600 rows).
-        # Named: on a small graph the planner scanned the whole name index for its order
-        # and filtered the name (a flaky test caught it), which on a large one reads every node.
-        chosen = (f"MATCH (n:{NODE_LABEL}) USING INDEX n:{NODE_LABEL}(name, version_key) "
+        # Named as a seek: on a small graph the planner scanned the whole name index for its
+        # order and filtered the name, which on a large one reads every node; a plain
+        # ``USING INDEX`` still let it scan (a flaky test caught both).
+        chosen = (f"MATCH (n:{NODE_LABEL}) USING INDEX SEEK n:{NODE_LABEL}(name, version_key) "
                   f"WHERE n.name = $name AND {kept} "
                   "AND n.kind IN $kinds WITH n ORDER BY n.name DESC, n.version_key DESC "
                   "LIMIT $last")
