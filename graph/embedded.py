@@ -21,7 +21,7 @@ from lineagegraph.schema import (
     Record,
     StageMove,
 )
-from lineagegraph.schema.kinds import STORE_FORMAT, VERSION_KEYS_FORMAT
+from lineagegraph.schema.kinds import STAGE_SLOTS_FORMAT, STORE_FORMAT, VERSION_KEYS_FORMAT
 from lineagegraph.schema.models import canonical_json, utc
 
 from .deadline import DeadlinePassed
@@ -87,6 +87,15 @@ CREATE TABLE IF NOT EXISTS stage_moves (
 CREATE INDEX IF NOT EXISTS stage_moves_key ON stage_moves (name, environment, at);
 -- A name's last moves in every environment, in order (seq, the rowid, ends each entry).
 CREATE INDEX IF NOT EXISTS stage_moves_name ON stage_moves (name, at);
+-- Each (name, environment) a move went to (schema/kinds.py STAGE_SLOT_LABEL), kept by the
+-- file itself as moves are appended: what is live is each slot's last move.
+CREATE TABLE IF NOT EXISTS stage_slots (
+    name TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    PRIMARY KEY (name, environment)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS stage_moves_slot AFTER INSERT ON stage_moves
+BEGIN INSERT OR IGNORE INTO stage_slots VALUES (new.name, new.environment); END;
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -515,6 +524,10 @@ class EmbeddedStore(GraphStore):
                 self._conn.execute("ALTER TABLE records ADD COLUMN size INTEGER")
             # The steps above find the layouts they mend themselves (files from before the
             # stamp: 0); a step to a later format runs where ``stamped`` is below it.
+            if "stage_moves" in tables and stamped < STAGE_SLOTS_FORMAT:
+                # Format 3: the slots of the moves stored before the table kept them.
+                self._conn.execute("INSERT OR IGNORE INTO stage_slots "
+                                   "SELECT DISTINCT name, environment FROM stage_moves")
             if stamped < STORE_FORMAT:
                 self._conn.execute(f"PRAGMA user_version = {STORE_FORMAT}")
         # The file opened: SQLite goes on writing to it once deleted or replaced (its WAL
@@ -818,6 +831,16 @@ class EmbeddedStore(GraphStore):
             # One key: the index (name, environment, at; seq as the rowid) seeks the rows.
             sql = (f"SELECT * FROM (SELECT * FROM stage_moves WHERE {where} "
                    "ORDER BY at DESC, seq DESC LIMIT ?) ORDER BY at, seq")
+        elif per == "environment" and versions is None and before is None:
+            # Each slot's last moves, from the end of the same index: never every move of
+            # an environment, or of some names, numbered (50,000 moves: 143 → 0.2 ms).
+            slots, params = _stage_where(None, environment, None, names)
+            upto = "AND at <= ? " if until is not None else ""
+            params += [_ts(until)] if until is not None else []
+            sql = (f"SELECT m.* FROM (SELECT * FROM stage_slots WHERE {slots}) AS s "
+                   "JOIN stage_moves AS m ON m.seq IN (SELECT seq FROM stage_moves "
+                   f"WHERE name = s.name AND environment = s.environment {upto}"
+                   "ORDER BY at DESC, seq DESC LIMIT ?) ORDER BY m.at, m.seq")
         else:
             sql = ("SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY name, "
                    f"{_STAGE_KEYS[per]} ORDER BY at DESC, seq DESC) AS nth FROM stage_moves WHERE "
@@ -951,8 +974,8 @@ class EmbeddedStore(GraphStore):
     def wipe(self) -> None:
         with self._transaction() as conn:
             conn.execute("INSERT INTO _wipe VALUES (1)")
-            for table in ("edges", "nodes", "stage_moves", "audit", "records", "traffic",
-                          "traffic_targets", "traffic_rebuild"):
+            for table in ("edges", "nodes", "stage_moves", "stage_slots", "audit", "records",
+                          "traffic", "traffic_targets", "traffic_rebuild"):
                 conn.execute(f"DELETE FROM {table}")
             conn.execute("DELETE FROM _wipe")
 

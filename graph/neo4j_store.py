@@ -33,6 +33,8 @@ from lineagegraph.schema.constraints import indexes, uniqueness_constraints
 from lineagegraph.schema.kinds import (
     COUNTER_LABEL,
     NODE_LABEL,
+    STAGE_SLOT_LABEL,
+    STAGE_SLOTS_FORMAT,
     STORE_FORMAT,
     TRAFFIC_EDGE,
     TRAFFIC_LABEL,
@@ -263,6 +265,27 @@ def created_edges_query(edge_type: str) -> str:
     """
 
 
+def _slots_last(environment: str | None, until: datetime | None,
+                names: Sequence[str] | None) -> str:
+    """Cypher leaving ``m``: the last ``$count`` moves (to ``$until``) of each slot of
+    ``environment`` (``$env``) and ``names`` (``$names``), each read from the end of the
+    index on (name, environment, at, seq) and cut there, named as a seek as in
+    ``stage_history``: a slot's moves are never grouped whole (50,000 moves in one
+    environment: ``live_bundles`` 53 → 1.7 ms)."""
+    slots = _where(("s.name IN $names", names), ("s.environment = $env", environment))
+    upto = "AND m.at <= $until " if until is not None else ""
+    return (f"MATCH (s:{STAGE_SLOT_LABEL}) {slots}CALL (s) {{ MATCH (m:StageMove) "
+            "USING INDEX SEEK m:StageMove(name, environment, at, seq) "
+            "WHERE m.name = s.name AND m.environment = s.environment AND m.at IS NOT NULL "
+            f"AND m.seq IS NOT NULL {upto}WITH m ORDER BY m.name DESC, m.environment DESC, "
+            "m.at DESC, m.seq DESC LIMIT $count RETURN m } ")
+
+
+# A stage move's slot, kept as the move is appended (under the stage log's turn, so two
+# appends never both create it).
+_SLOTTED = f"MERGE (:{STAGE_SLOT_LABEL} {{name: $name, environment: $env}}) WITH seq "
+
+
 def _turn(label: str) -> str:
     """The name of the node whose write lock is the writers' turn at the ``label`` log."""
     return f"{label}.turn"
@@ -372,15 +395,17 @@ class _Neo4jTransaction:
         record = self.tx.run(created_edges_query(edge_type), rows=rows).single(strict=True)
         return _counts(record, len(rows))
 
-    def _append_numbered(self, label: str, fields: str, **params: Any) -> int:
+    def _append_numbered(self, label: str, fields: str, also: str = "",
+                         **params: Any) -> int:
         """Create a ``label`` log entry with the next number of its sequence (``seq`` in
         ``fields``) in one statement: a counter node serialises appends (its write lock), so
         the numbers are gap-free and ordered even under concurrent writers. One round
         trip, not two: every batch a load writes appends its audit entry. The log's turn
-        (``_log_turn``) comes first, in the same statement the first time."""
+        (``_log_turn``) comes first, in the same statement the first time; ``also`` (Cypher
+        ending in ``seq``) follows the entry's creation."""
         record = self.tx.run(
             self._log_turn(label) + _BUMPED
-            + f"WITH c.value AS seq CREATE (:{label} {{{fields}}}) RETURN seq",
+            + f"WITH c.value AS seq CREATE (:{label} {{{fields}}}) {also}RETURN seq",
             counter=label, turn=_turn(label), **params,
         ).single(strict=True)
         return int(record["seq"])
@@ -423,7 +448,7 @@ class _Neo4jTransaction:
         seq = self._append_numbered(
             "StageMove", "id: seq, seq: seq, name: $name, environment: $env, "
             "from_version: $from_version, to_version: $to_version, at: $at, actor: $actor, "
-            "reason: $reason",
+            "reason: $reason", also=_SLOTTED,
             name=move.name, env=move.environment, from_version=move.from_version,
             to_version=move.to_version, at=move.at, actor=move.actor, reason=move.reason,
         )
@@ -606,6 +631,8 @@ class Neo4jStore(GraphStore):
         # stamp); a step to a later format runs where ``stamped`` is below it.
         if stamped is None or stamped < VERSION_KEYS_FORMAT:
             self._key_versions()
+        if stamped is None or stamped < STAGE_SLOTS_FORMAT:
+            self._slot_stages()
         if stamped != STORE_FORMAT:
             self._stamp_format()
 
@@ -636,6 +663,15 @@ class Neo4jStore(GraphStore):
                 if len(rows) < _KEY_FILL:
                     break
                 after = rows[-1][0]
+
+    def _slot_stages(self) -> None:
+        """Format 3: a slot for each (name, environment) the stored moves went to. One
+        statement: the moves are read once, grouped; the slots are few. MERGE under the
+        slots' uniqueness constraint: safe to run twice or from replicas at once."""
+        self._driver.execute_query(
+            "MATCH (m:StageMove) WITH DISTINCT m.name AS name, m.environment AS env "
+            f"MERGE (:{STAGE_SLOT_LABEL} {{name: name, environment: env}})",
+            database_=self._database)
 
     def _stamp_format(self) -> None:
         """Stamp ``STORE_FORMAT``. A MERGE under the counters' uniqueness constraint:
@@ -1017,6 +1053,13 @@ class Neo4jStore(GraphStore):
                 and per == "environment"):  # one key: its last moves, read from the index
             return self.stage_history(names[0], environment, until, versions=versions,
                                       before=before, last=count)
+        if per == "environment" and versions is None and before is None:
+            rows = self._rows(
+                f"{_slots_last(environment, until, names)}WITH {_logged('m')} "
+                "ORDER BY m.at, m.seq RETURN collect(m) AS rows",
+                names=None if names is None else list(names), env=environment, until=until,
+                count=count)
+            return [_stage_move(props) for props in rows]
         where, params = _stage_where(None, environment, until, names, versions, before)
         rows = self._rows(
             f"MATCH (m:StageMove) {where}WITH m ORDER BY m.at DESC, m.seq DESC "
@@ -1026,16 +1069,15 @@ class Neo4jStore(GraphStore):
         return [_stage_move(props) for props in rows]
 
     def live_bundles(self, environment: str, at: datetime | None = None) -> list[Node]:
-        # The latest move per name, folded in the store: one round trip instead of every
-        # move of the environment plus a lookup of the bundles.
-        where = _where(("m.environment = $env", environment), ("m.at <= $until", at))
+        # The last move of each of the environment's slots and its bundle, in one round
+        # trip.
         rows = self._rows(
-            f"MATCH (m:StageMove) {where}WITH m ORDER BY m.at, m.seq "
-            "WITH m.name AS name, last(collect(m)).to_version AS version "
+            f"{_slots_last(environment, at, None)}"
+            "WITH m.name AS name, m.to_version AS version "
             f"WHERE version IS NOT NULL MATCH (n:{NODE_LABEL} {{name: name}}) "
             "WHERE n:Bundle AND n.version = version WITH n ORDER BY n.name "
             f"RETURN collect({{{_NODE_MAP}}}) AS rows",
-            env=environment, until=at,
+            env=environment, until=at, count=1,
         )
         return [_node(r) for r in rows]
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .kinds import COUNTER_LABEL, LOG_LABELS, NODE_KINDS, NODE_LABEL, TRAFFIC_LABEL
+from .kinds import (
+    COUNTER_LABEL,
+    LOG_LABELS,
+    NODE_KINDS,
+    NODE_LABEL,
+    STAGE_SLOT_LABEL,
+    TRAFFIC_LABEL,
+)
 
 
 def constraint_name(label: str) -> str:
@@ -19,7 +26,10 @@ def uniqueness_constraints() -> list[str]:
         # Without it, two writers' first MERGE of a counter could each create one, and
         # every later MERGE would match both.
         f"CREATE CONSTRAINT lineagegraph_counter_name IF NOT EXISTS "
-        f"FOR (n:{COUNTER_LABEL}) REQUIRE n.name IS UNIQUE"
+        f"FOR (n:{COUNTER_LABEL}) REQUIRE n.name IS UNIQUE",
+        # One slot a (name, environment); its index finds a name's slots too.
+        f"CREATE CONSTRAINT lineagegraph_stageslot_key IF NOT EXISTS "
+        f"FOR (s:{STAGE_SLOT_LABEL}) REQUIRE (s.name, s.environment) IS UNIQUE",
     ]
 
 

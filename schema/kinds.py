@@ -281,9 +281,20 @@ COUNTER_LABEL = "LineagegraphCounter"
 # and add the step that upgrades a store stamped lower (graph/embedded.py, neo4j_store.py).
 # 2: each versioned node keeps its ``version_key``, indexed with its name (an older version
 # would write nodes without one, which the version reads then miss).
-STORE_FORMAT = 2
+# 3: each (name, environment) a stage move went to is kept (``STAGE_SLOT_LABEL``): an
+# older version would append a move to a new one without it, which the reads of what is
+# live then miss.
+STORE_FORMAT = 3
 # The format from which each versioned node keeps its version key: a store stamped below
 # it gains them as it opens.
 VERSION_KEYS_FORMAT = 2
+# The format from which each (name, environment) a stage move went to is kept as a slot:
+# a store stamped below it gains them, from its moves, as it opens.
+STAGE_SLOTS_FORMAT = 3
+# The slots (Neo4j label; SQLite table ``stage_slots``): what is live in an environment,
+# or of some names, is each slot's last move, read from the moves' (name, environment, at)
+# index, not every move of the environment grouped (a CI promoting hourly leaves tens of
+# thousands, and every trace asks what else was live).
+STAGE_SLOT_LABEL = "StageSlot"
 # A label every node carries, so a lookup by ID alone uses one uniqueness index.
 NODE_LABEL = "Node"

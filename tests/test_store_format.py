@@ -10,7 +10,7 @@ import secrets
 import sqlite3
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,8 +23,8 @@ from lineagegraph.api.settings import Settings, StoreUnreachable
 from lineagegraph.graph import neo4j_store
 from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.store import GraphStore, VersionFilter, version_order
-from lineagegraph.schema import Node, Record
-from lineagegraph.schema.kinds import COUNTER_LABEL, STORE_FORMAT
+from lineagegraph.schema import Node, Record, StageMove
+from lineagegraph.schema.kinds import COUNTER_LABEL, STAGE_SLOT_LABEL, STORE_FORMAT
 
 from .ingest_support import cli_args, run_cli
 from .servers import EMBEDDED_ENV, cli
@@ -189,6 +189,59 @@ def test_a_format_1_store_gains_version_keys_on_open_and_reads_versions_in_order
             assert ([n.version for n in each.versions("Toolset", "t", last=3)]
                     == [n.version for n in sorted(nodes, key=version_order)[-3:]])
         assert _stamp(store) == STORE_FORMAT
+    finally:
+        for each in opened:
+            each.close()
+
+
+# -- format 3: each (name, environment) a stage move went to is kept as a slot -----------------
+
+def _as_format_2(store: GraphStore) -> None:
+    """The store as format 2 left it: no slots (embedded: no table for them, nor the trigger
+    that keeps it); stamped 2."""
+    if isinstance(store, EmbeddedStore):
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("DROP TRIGGER stage_moves_slot")
+            conn.execute("DROP TABLE stage_slots")
+    else:
+        store._driver.execute_query(  # type: ignore[attr-defined]
+            f"MATCH (s:{STAGE_SLOT_LABEL}) DELETE s")
+    _set_stamp(store, 2)
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_a_format_2_store_gains_stage_slots_on_open_and_says_what_is_live(
+    store: GraphStore, request: pytest.FixtureRequest, replicas: int,
+) -> None:
+    store.upsert([Node.from_id(f"bundle:{name}@{v}", created_at=T0)
+                  for name in ("a", "b", "c") for v in (1, 2)])
+    store.record_stage_moves([
+        StageMove(name=name, environment=env, to_version=version,
+                  at=T0 + timedelta(hours=hours), actor="ci")
+        for name, env, version, hours in (("a", "production", "1", 0),
+                                          ("a", "production", "2", 1),
+                                          ("b", "staging", "1", 0),
+                                          ("b", "production", "2", 2))])
+    at = T0 + timedelta(hours=3)
+    latest = store.stage_latest(until=at)
+    assert [n.id for n in store.live_bundles("production", at)] == ["bundle:a@2", "bundle:b@2"]
+    _as_format_2(store)
+    settings = _settings(store, request)
+
+    with ThreadPoolExecutor(replicas) as pool:  # replicas opening it at once
+        opened = list(pool.map(lambda _: settings.open_store(), range(replicas)))
+    try:
+        for each in opened:
+            assert each.stage_latest(until=at) == latest
+            assert [n.id for n in each.live_bundles("production", at)] == [
+                "bundle:a@2", "bundle:b@2"]
+            assert [n.id for n in each.live_bundles("staging", at)] == ["bundle:b@1"]
+        assert _stamp(store) == STORE_FORMAT
+        # A name's first move into an environment after the step gets its slot too.
+        opened[0].record_stage_moves([StageMove(
+            name="c", environment="staging", to_version="2", at=T0, actor="ci")])
+        assert [n.id for n in opened[-1].live_bundles("staging", at)] == [
+            "bundle:b@1", "bundle:c@2"]
     finally:
         for each in opened:
             each.close()
