@@ -19,7 +19,7 @@ from lineagegraph.graph.store import MetadataMoved, StageMoved, StoreUnavailable
 from . import cli_queries
 from .auth import is_loopback, list_tokens
 from .cli_demo import demo_command
-from .cli_ingest import deadletter_app, ingest_app
+from .cli_ingest import DbPath, NeoUri, deadletter_app, ingest_app
 from .cli_reports import cannot_write, report_app
 from .cli_retention import retention_app
 from .cli_tokens import token_app
@@ -39,11 +39,9 @@ app.command("demo")(demo_command)
 console = Console(stderr=True)
 
 # --flag twins of the settings; None means "not given": the environment (or default) holds.
-NeoUri = Annotated[str | None, typer.Option("--neo4j-uri", help="Neo4j Bolt URI (NEO4J_URI)")]
 NeoUser = Annotated[str | None, typer.Option("--neo4j-user", help="NEO4J_USER")]
 NeoPassword = Annotated[str | None, typer.Option("--neo4j-password", help="NEO4J_PASSWORD")]
 NeoDatabase = Annotated[str | None, typer.Option("--neo4j-database", help="NEO4J_DATABASE")]
-DbPath = Annotated[str | None, typer.Option("--db", help="embedded store file (LINEAGEGRAPH_DB)")]
 
 
 def with_setting_flags(command: Callable[..., None]) -> Callable[..., None]:

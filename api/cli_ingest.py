@@ -3,6 +3,7 @@ bar (records/s) and a closing summary."""
 
 from __future__ import annotations
 
+import shlex
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -320,8 +321,13 @@ def deadletter_list(
                       letter["at"][:19])
     Console().print(table)
     if cursor is not None:
-        console.print(f"more: lineagegraph deadletter list --after {cursor}"
-                      + (f" --source {escape(source)}" if source else ""), soft_wrap=True)
+        # Every option this page was read with: a next page read from another store (the
+        # default file, not --db's) or with another size would not be the next page.
+        given = {"--limit": limit, "--source": source, "--db": db, "--neo4j-uri": neo4j_uri}
+        command = ["lineagegraph", "deadletter", "list", "--after", str(cursor)] + [
+            part for flag, value in given.items() if value is not None
+            for part in (flag, str(value))]
+        console.print(f"more: {escape(shlex.join(command))}", soft_wrap=True)
 
 
 @deadletter_app.command("replay")

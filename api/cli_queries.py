@@ -15,6 +15,7 @@ from rich.table import Table
 
 from lineagegraph.graph.governance import scored
 
+from .cli_ingest import DbPath, NeoUri
 from .graphql_schema import build_schema
 from .graphql_types import Context
 from .settings import Settings
@@ -22,8 +23,6 @@ from .settings import Settings
 console = Console()
 err = Console(stderr=True)
 
-DbPath = Annotated[str | None, typer.Option("--db", help="embedded store file (LINEAGEGRAPH_DB)")]
-NeoUri = Annotated[str | None, typer.Option("--neo4j-uri", help="Neo4j Bolt URI (NEO4J_URI)")]
 AsJson = Annotated[bool, typer.Option("--json", help="print the GraphQL result as JSON")]
 
 NODE = "id kind name version createdAt"

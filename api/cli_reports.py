@@ -22,6 +22,7 @@ from lineagegraph.graph.governance import (
     report_picture,
 )
 
+from .cli_ingest import DbPath, NeoUri
 from .report_render import (
     evidence_sections,
     html_page,
@@ -35,8 +36,6 @@ report_app = typer.Typer(help="Reports for humans: promotion impact, audit evide
                          no_args_is_help=True)
 console = Console(stderr=True)
 
-DbPath = Annotated[str | None, typer.Option("--db", help="embedded store file (LINEAGEGRAPH_DB)")]
-NeoUri = Annotated[str | None, typer.Option("--neo4j-uri", help="Neo4j Bolt URI (NEO4J_URI)")]
 Format = Annotated[str, typer.Option("--format", help="md or html")]
 Output = Annotated[Path | None, typer.Option("--output", "-o", help="file to write")]
 

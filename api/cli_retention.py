@@ -10,6 +10,7 @@ from rich.table import Table
 
 from lineagegraph.graph import retention
 
+from .cli_ingest import DbPath, NeoUri
 from .settings import Settings
 
 retention_app = typer.Typer(help="Archive old versions that never went past staging.",
@@ -17,8 +18,6 @@ retention_app = typer.Typer(help="Archive old versions that never went past stag
 console = Console()
 
 OlderThan = Annotated[str, typer.Option("--older-than", help="age: 90d, 12h, 2w or P90D")]
-DbPath = Annotated[str | None, typer.Option("--db", help="embedded store file (LINEAGEGRAPH_DB)")]
-NeoUri = Annotated[str | None, typer.Option("--neo4j-uri", help="Neo4j Bolt URI (NEO4J_URI)")]
 
 
 def _candidates(older_than: str, db: str | None,

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from .cli_retention import DbPath, NeoUri
+from .cli_ingest import DbPath, NeoUri
 from .settings import Settings
 
 traffic_app = typer.Typer(help="The request-count rollup behind blastRadius traffic.",

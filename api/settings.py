@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     neo4j_database: str = Field("neo4j", validation_alias=_env("NEO4J_DATABASE"))
     db: str = Field("./lineagegraph.db", validation_alias=_env("LINEAGEGRAPH_DB"))
     neo4j_writes_in_flight: int = Field(
-        2, ge=1, le=16, description="batches a bulk load writes at once on Neo4j (two "
+        2, ge=1, le=16, description="batches `ingest outcomes` writes at once on Neo4j (two "
         "keep a two-core box busy: bench/README.md)")
     neo4j_write_retry_s: float = Field(
         5.0, ge=0, le=300, description="how long a Neo4j write is retried through transient "
@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
 
     # Bounds on every walk and query.
-    max_depth: int = Field(20, ge=1, description="cap on lineage depth")
+    max_depth: int = Field(20, ge=1, description="cap on walk depth (lineage, "
+                           "trace, blastRadius, driftSources)")
     max_nodes: int = Field(10_000, ge=1, description="cap on nodes one walk returns")
     max_walk_chars: int = Field(32 * 2**20, ge=0, description="characters of large "
                                 "properties (each over 4,096) one walk reads; past it the "

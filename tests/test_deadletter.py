@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -166,6 +167,30 @@ def test_the_cli_lists_a_page_and_names_the_command_for_the_next(
     assert [k[:12] in first.output for k in (x.key for x in letters)] == [True, True, False]
     assert letters[2].key[:12] in rest.output and letters[0].key[:12] not in rest.output
     assert "--after" not in rest.output  # the last page
+
+
+def test_the_command_the_cli_names_for_the_next_page_lists_it_as_printed(
+    store: GraphStore, request: pytest.FixtureRequest, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Run as printed, with no setting in the environment: the page size and the store the
+    # first page was read from must travel with the command (it named only --after, so the
+    # next page was read from ./lineagegraph.db, 100 letters a page).
+    letters = [dead_letter("outcomes", {"n": n}, [Problem(f"bad {n}")]) for n in range(5)]
+    store.upsert(records=letters)
+    store_flags = cli_args(store, request)
+    monkeypatch.delenv("NEO4J_URI", raising=False)
+    monkeypatch.delenv("LINEAGEGRAPH_DB", raising=False)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # not where the embedded store's file is
+
+    first = run_cli("deadletter", "list", "--limit", "2", "--source", "outcomes", *store_flags)
+    [printed] = re.findall(r"more: lineagegraph (.+)", first.output)
+    second = run_cli(*shlex.split(printed))
+
+    assert first.exit_code == 0 and second.exit_code == 0
+    assert [x.key[:12] in second.output for x in letters] == [False, False, True, True, False]
+    assert "--after" in second.output  # one letter left: a third page
 
 
 def test_replay_of_no_keys_replays_nothing(store: GraphStore) -> None:

@@ -3,7 +3,12 @@ walkthrough as the README says."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 
 from lineagegraph.graph import impact, registry
 from lineagegraph.graph.drift import drift_sources
@@ -11,6 +16,8 @@ from lineagegraph.graph.store import GraphStore
 from lineagegraph.graph.trace import trace
 from lineagegraph.ingest import demo
 from lineagegraph.ingest.batch import load_batches
+
+from .ingest_support import cli_args, run_cli
 
 
 def test_the_demo_loads_once_and_answers_the_readme_walkthrough(store: GraphStore) -> None:
@@ -57,3 +64,25 @@ def test_the_demo_command_says_which_store_it_loaded(tmp_path) -> None:  # type:
 
     assert result.exit_code == 0, result.output
     assert f"demo loaded into the embedded store at {db}" in " ".join(result.output.split())
+
+
+def test_the_commands_the_demo_suggests_answer_from_the_store_it_loaded(
+    store: GraphStore, request: pytest.FixtureRequest, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Run as printed, elsewhere and with no setting in the environment: loaded with --db
+    # or --neo4j-uri, the suggestions named neither and read ./lineagegraph.db.
+    store_flags = cli_args(store, request)
+    monkeypatch.delenv("NEO4J_URI", raising=False)
+    monkeypatch.delenv("LINEAGEGRAPH_DB", raising=False)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+
+    loaded = run_cli("demo", *store_flags)
+    suggested = re.findall(r"^ *lineagegraph (.+)$", loaded.output, re.MULTILINE)
+    answers = [run_cli(*shlex.split(command)) for command in suggested]
+
+    assert loaded.exit_code == 0 and len(suggested) == 4
+    assert [answer.exit_code for answer in answers] == [0, 0, 0, 0]
+    assert "bundle:support-triage@15" in " ".join(answers[0].output.split())  # the trace
+    assert not (tmp_path / "elsewhere" / "lineagegraph.db").exists()
