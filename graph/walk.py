@@ -396,7 +396,7 @@ class SupersedesLoop:
             steps[3:-2] = [f"({len(steps) - 5} more)"]
         way = " → ".join(steps)
         return (f"{edge} would close a cycle: {self.target} already leads back to "
-                f"{self.source} ({way}, in the graph or in this load); a version supersedes "
+                f"{self.source} ({way}, in the graph or in this write); a version supersedes "
                 "older versions only")
 
 
@@ -472,6 +472,16 @@ class SupersedesEdges:
                 return SupersedesLoop(source, target, cut=True)
             frontiers[forward] = step
         return None
+
+
+def supersedes_loops(store: GraphStore, edges: Sequence[Edge], stored: Collection[str]
+                     ) -> list[SupersedesLoop]:
+    """The SUPERSEDES edges of a write (of ``edges``) that would close a cycle; ``stored``:
+    IDs the write read from the graph (the others are new and have no edges yet)."""
+    links = [(e.source, e.target) for e in edges if e.type == "SUPERSEDES"]
+    if not links:
+        return []
+    return SupersedesEdges(store, {s for s, _ in links if s in stored}).loops(links)
 
 
 def _joined(reached: dict[bool, dict[str, str]], meet: str) -> tuple[str, ...]:

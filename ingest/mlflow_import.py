@@ -63,7 +63,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from lineagegraph.graph.store import GraphStore, UpsertResult
-from lineagegraph.graph.walk import SupersedesEdges
+from lineagegraph.graph.walk import supersedes_loops
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, StageMove, format_id
 from lineagegraph.schema.ids import escape_at
 from lineagegraph.schema.kinds import NODE_KINDS_BY_LABEL
@@ -651,8 +651,7 @@ def _refuse_supersedes_loops(store: GraphStore, edges: Sequence[Edge],
     """The registry's order makes each version supersede the one before it; only with
     versions a manifest linked to another name can such an edge close a cycle (``v1``
     supersedes ``other@1``, which supersedes ``v2``): the import is refused then."""
-    links = [(e.source, e.target) for e in edges if e.type == "SUPERSEDES"]
-    loops = SupersedesEdges(store, {s for s, _ in links if s in stored}).loops(links)
+    loops = supersedes_loops(store, edges, stored)
     if loops:
         raise IngestError([Problem(loop.message(), record=loop.source, field="supersedes")
                            for loop in loops])
