@@ -94,7 +94,7 @@ def test_a_cycle_of_two_documents_in_one_load_is_refused(store: GraphStore) -> N
 
     assert problems == [{"record": 2, "field": "supersedes", "message": (
         "model:b@1 SUPERSEDES model:a@1 would close a cycle: model:a@1 already leads back to "
-        "model:b@1 (model:a@1 → model:b@1, in the graph or in this load); a version "
+        "model:b@1 (model:a@1 → model:b@1, in the graph or in this write); a version "
         "supersedes older versions only")}]
 
 
