@@ -57,7 +57,7 @@ from .store import (
     live_from,
     retired_versions,
 )
-from .walk import DEFAULT_LIMITS, FULL_DEPTH, Subgraph, WalkLimits, walk
+from .walk import DEFAULT_LIMITS, FULL_DEPTH, Subgraph, WalkLimits, supersedes_loops, walk
 
 # Approvals a risk tier needs unless its policy pack says otherwise.
 APPROVALS_BY_TIER = {"sandbox": 0, "production": 1, "regulated": 2}
@@ -625,7 +625,8 @@ def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge], acto
     """The upsert mutation: the write with an audit entry for each change it makes, what
     was there before included (read just before, in the same call). ``check`` sees what
     was read of the stored nodes (a scope check: what the write changes of them) and may
-    refuse the write by raising."""
+    refuse the write by raising. A SUPERSEDES edge closing a cycle is refused, as in a
+    manifest load (``walk.supersedes_loops``)."""
     loops = sorted({f"{e.source} -[{e.type}]-> itself" for e in edges if e.source == e.target})
     if loops:  # as a manifest's supersedes, fine_tuned_from or derived_from naming itself
         raise GovernanceError("; ".join(loops) + ": an edge links a node to another")
@@ -633,6 +634,9 @@ def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge], acto
     # One read for the audit's "before" and the registered bundles' pins alike: the nodes
     # and the edge sources, and those sources' edges of the write's types.
     existing = store.get(sorted({n.id for n in nodes} | set(sources)))
+    loops = supersedes_loops(store, edges, existing)
+    if loops:  # as a manifest's or an import's would be
+        raise GovernanceError("; ".join(loop.message() for loop in loops))
     existing_edges = {hop.edge.key: hop.edge for hop in store.expand(
         sources, Direction.UPSTREAM, edge_types=sorted({e.type for e in edges}))
         } if edges else {}

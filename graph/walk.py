@@ -11,7 +11,7 @@ hop, so both stores follow the same rules.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -362,3 +362,173 @@ def _restricted(result: Subgraph, keep: set[str]) -> Subgraph:
         edges={k: e for k, e in result.edges.items() if e.source in keep and e.target in keep},
         truncated=result.truncated, depth_cut=result.depth_cut, side=result.side,
         chars_left=result.chars_left)
+
+
+# -- SUPERSEDES stays acyclic --------------------------------------------------------------
+
+# Versions the check that new SUPERSEDES edges close no cycle may reach, both ways and for
+# all of one write's edges together: each hop is a round trip, and a chain of one name may
+# hold 20,000 versions. Past it an edge is refused, not taken on trust.
+SUPERSEDES_CHECK_NODES = 2000
+# The longest way back a refusal spells out in full: past it, its ends.
+_SHOWN_STEPS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class SupersedesLoop:
+    """A new edge ``source`` SUPERSEDES ``target`` that would close a cycle: ``back`` is
+    the way from ``target`` back to ``source`` (empty where ``cut``: the cap stopped the
+    check before it could tell)."""
+
+    source: str
+    target: str
+    back: tuple[str, ...] = ()
+    cut: bool = False
+
+    def message(self) -> str:
+        edge = f"{self.source} SUPERSEDES {self.target}"
+        if self.cut:
+            return (f"{edge}: the check that it closes no cycle stopped at "
+                    f"{SUPERSEDES_CHECK_NODES:,} versions before it could tell, so it is "
+                    "refused; send the documents that link stored versions in smaller loads")
+        steps = list(self.back)
+        if len(steps) > _SHOWN_STEPS:
+            steps[3:-2] = [f"({len(steps) - 5} more)"]
+        way = " → ".join(steps)
+        return (f"{edge} would close a cycle: {self.target} already leads back to "
+                f"{self.source} ({way}, in the graph or in this write); a version supersedes "
+                "older versions only")
+
+
+class SupersedesEdges:
+    """The stored SUPERSEDES edges at the versions a write links from (``stored``: those
+    of them the graph holds; a new node has none), read at once, and the check that the
+    write's edges keep SUPERSEDES acyclic (``loops``)."""
+
+    def __init__(self, store: GraphStore, stored: Collection[str]) -> None:
+        self.store = store
+        rows = store.expand(sorted(stored), Direction.BOTH, edge_types=["SUPERSEDES"],
+                            inline=0) if stored else []
+        self.out: dict[str, set[str]] = {}  # a stored version → what it supersedes
+        self.superseded: set[str] = set()  # stored versions a stored one supersedes
+        for row in rows:
+            if row.edge.source == row.origin:
+                self.out.setdefault(row.origin, set()).add(row.edge.target)
+            if row.edge.target == row.origin:
+                self.superseded.add(row.origin)
+
+    def loops(self, edges: Sequence[tuple[str, str]]) -> list[SupersedesLoop]:
+        """The edges (source, target) that would close a cycle with the graph's and each
+        other's, or whose check the cap stopped. Bounded without walking a name's chain:
+        a cycle made only of new edges is found among them, in memory; one through stored
+        edges holds a new edge from a stored version that a stored edge supersedes (follow
+        the cycle from a stored edge to the first new one), and only from such edges does
+        the check walk, both ways at once, from the smaller frontier."""
+        new = [e for e in dict.fromkeys(edges) if e[1] not in self.out.get(e[0], ())]
+        ahead: dict[str, list[str]] = {}
+        behind: dict[str, list[str]] = {}
+        for source, target in new:
+            ahead.setdefault(source, []).append(target)
+            behind.setdefault(target, []).append(source)
+        found = _loops_among(new, ahead)
+        budget = [SUPERSEDES_CHECK_NODES]
+        for source, target in new:
+            if source in self.superseded and (source, target) not in found:
+                loop = self._way_back(source, target, ahead, behind, budget)
+                if loop is not None:
+                    found[(source, target)] = loop
+        return list(found.values())
+
+    def _way_back(self, source: str, target: str, ahead: dict[str, list[str]],
+                  behind: dict[str, list[str]], budget: list[int]) -> SupersedesLoop | None:
+        """Whether ``target`` leads back to ``source`` over SUPERSEDES: from both ends,
+        hop by hop, each hop from the smaller frontier, taking turns when they are alike
+        (chains): a chain of thousands on one side is walked no further than the other
+        side goes before it ends."""
+        reached = {True: {target: ""}, False: {source: ""}}  # forward from target; back
+        frontiers = {True: [target], False: [source]}
+        forward = False
+        while frontiers[True] and frontiers[False]:
+            sizes = len(frontiers[True]), len(frontiers[False])
+            forward = sizes[0] < sizes[1] or sizes[0] == sizes[1] and not forward
+            frontier, seen, other = frontiers[forward], reached[forward], reached[not forward]
+            left = budget[0]
+            rows = self.store.expand(
+                frontier, Direction.UPSTREAM if forward else Direction.DOWNSTREAM,
+                edge_types=["SUPERSEDES"], limit=left + 1, inline=0)
+            pairs = [(row.origin, row.node.id) for row in rows]
+            pairs += [(at, to) for at in frontier for to in (ahead if forward else behind)
+                      .get(at, ())]
+            step: list[str] = []
+            for at, to in pairs:
+                if to in seen:
+                    continue
+                seen[to] = at
+                if to in other:
+                    return SupersedesLoop(source, target, _joined(reached, to))
+                step.append(to)
+            budget[0] -= len(step)
+            if len(rows) > left or budget[0] < 0:
+                return SupersedesLoop(source, target, cut=True)
+            frontiers[forward] = step
+        return None
+
+
+def supersedes_loops(store: GraphStore, edges: Sequence[Edge], stored: Collection[str]
+                     ) -> list[SupersedesLoop]:
+    """The SUPERSEDES edges of a write (of ``edges``) that would close a cycle; ``stored``:
+    IDs the write read from the graph (the others are new and have no edges yet)."""
+    links = [(e.source, e.target) for e in edges if e.type == "SUPERSEDES"]
+    if not links:
+        return []
+    return SupersedesEdges(store, {s for s, _ in links if s in stored}).loops(links)
+
+
+def _joined(reached: dict[bool, dict[str, str]], meet: str) -> tuple[str, ...]:
+    """The way from the forward walk's start to the backward walk's, through ``meet``."""
+    way: list[str] = []
+    at = meet
+    while at:
+        way.insert(0, at)
+        at = reached[True].get(at, "")
+    at = reached[False].get(meet, "")
+    while at:
+        way.append(at)
+        at = reached[False][at]
+    return tuple(way)
+
+
+def _loops_among(edges: list[tuple[str, str]], ahead: dict[str, list[str]]
+                 ) -> dict[tuple[str, str], SupersedesLoop]:
+    """The edges that close a cycle of ``edges`` alone, found as a depth-first search's
+    back edges (iterative: a load's chain may be thousands long); of each cycle, the edge
+    given last is the one that closes it (a load's later document, not the default
+    edge the cycle passes)."""
+    rank = {edge: place for place, edge in enumerate(edges)}
+    found: dict[tuple[str, str], SupersedesLoop] = {}
+    done: set[str] = set()
+    for start, _ in edges:
+        if start in done:
+            continue
+        path: list[str] = [start]
+        on_path = {start: 0}
+        todo = [iter(ahead.get(start, ()))]
+        while todo:
+            to = next(todo[-1], None)
+            if to is None:
+                finished = path.pop()
+                del on_path[finished]
+                done.add(finished)
+                todo.pop()
+            elif to in on_path:
+                cycle = path[on_path[to]:]
+                last = max(range(len(cycle)), key=lambda i: rank[
+                    (cycle[i], cycle[(i + 1) % len(cycle)])])
+                back = cycle[last + 1:] + cycle[:last + 1]
+                found[(cycle[last], back[0])] = SupersedesLoop(cycle[last], back[0],
+                                                               tuple(back))
+            elif to not in done:
+                on_path[to] = len(path)
+                path.append(to)
+                todo.append(iter(ahead.get(to, ())))
+    return found

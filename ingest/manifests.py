@@ -22,7 +22,10 @@ Rules beyond the document formats (see ``manifest_formats``):
   re-send of that version. ``status``, ``eval`` and ``approved_by`` annotate a version and
   are not part of the digest: promoting an entry by editing its status is no new version.
 - A new version ``SUPERSEDES`` the one before it (in version order) unless ``supersedes:``
-  says ``false`` or names another version.
+  says ``false`` or names another version: an older one of its name, or any of another
+  name. No edge may close a cycle (``walk.SupersedesEdges``, bounded), and a stored
+  version keeps what it superseded: a document stating another is refused, one stating
+  nothing adds nothing (``_link_supersedes``).
 - Loads may race for a defaulted version (several server processes, the CLI): a version
   given as previous + 1 must still be new when the batch is written, or the load is mapped
   again against what the other load wrote (``load_manifests``).
@@ -62,6 +65,7 @@ from lineagegraph.graph.store import (
     version_order,
     whole_number,
 )
+from lineagegraph.graph.walk import SupersedesEdges
 from lineagegraph.schema import (
     NODE_KINDS_BY_LABEL,
     AuditEntry,
@@ -141,6 +145,17 @@ class _RefUse:
     target: str | None = None
     kind: str | None = None
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Supersedes:
+    """What an entry says its version (``node``, an ID) supersedes: ``target``, None for
+    nothing (``supersedes: false``); ``stated`` by the entry, or the version before."""
+
+    record: int | str
+    node: str
+    target: str | None
+    stated: bool
 
 
 @dataclass(slots=True)
@@ -255,6 +270,7 @@ class _ManifestLoad:
         self._named: defaultdict[tuple[str, str], dict[str, Node]] = defaultdict(dict)
         self._ordered: dict[tuple[str, str], tuple[int, list[tuple[str, str]]]] = {}
         self.fresh: dict[str, int | str] = {}  # node ID → record, of the previous + 1 versions
+        self._supersedes: list[_Supersedes] = []  # what each entry's version supersedes
         self.warnings: list[Problem] = []  # declarations not applied (``ManifestSummary``)
 
     def problem(self, record: int | str, path: str | None, message: str) -> None:
@@ -285,6 +301,7 @@ class _ManifestLoad:
         for entry in entries:
             if entry.node is not None and entry.node.id in self.nodes:
                 self._link(entry)
+        self._link_supersedes()
         if not self.problems:
             self._keep_registered_bundles(entries)
         if not self.problems:
@@ -535,18 +552,72 @@ class _ManifestLoad:
                 node.id) | {"registered": True}}), record, document=True)
 
     def _supersede(self, entry: _Entry) -> None:
+        """What the entry's version supersedes, for ``_link_supersedes`` to judge."""
         node, doc = entry.node, entry.doc
         assert node is not None
-        if node.version is None or getattr(doc, "supersedes", None) is False:
+        if node.version is None:
             return
         named = doc.supersedes_ref() if isinstance(doc, VersionedDoc) else None
+        stated = named is not None or getattr(doc, "supersedes", None) is False
+        target = None
         if named is not None:
             target = self._resolve(entry.record, _read_ref("supersedes", *named),
                                    node.created_at)
-        else:
+            if target is None:
+                return  # the reference's problem is said
+        elif not stated:
             target = self._previous(node)
-        if target is not None:
-            self.edge(node.id, "SUPERSEDES", target)
+        self._supersedes.append(_Supersedes(entry.record, node.id, target, stated))
+
+    def _link_supersedes(self) -> None:
+        """The load's SUPERSEDES edges, keeping the relation forward and acyclic: within a
+        name a version supersedes an older one (version order); a version stored with
+        what it supersedes keeps it (a document stating another is refused; by default
+        nothing is added); and no edge may close a cycle with the graph's or the load's
+        (``SupersedesEdges.loops``, bounded)."""
+        stored = SupersedesEdges(self.store, {one.node for one in self._supersedes
+                                              if one.node in self.existing})
+        said: dict[str, _Supersedes] = {}
+        records: dict[tuple[str, str], int | str] = {}
+        for one in self._supersedes:
+            before = stored.out.get(one.node, set())
+            if before and not one.stated:
+                continue  # its predecessor was set when it was first loaded
+            problem = self._supersedes_problem(one, before, said.get(one.node))
+            if problem is not None:
+                self.problem(one.record, "supersedes", problem)
+                continue
+            said.setdefault(one.node, one)
+            if one.target is not None:
+                records.setdefault((one.node, one.target), one.record)
+        if not self.problems:
+            for loop in stored.loops(list(records)):
+                self.problem(records[(loop.source, loop.target)], "supersedes",
+                             loop.message())
+        for source, target in records:
+            self.edge(source, "SUPERSEDES", target)
+
+    def _supersedes_problem(self, one: _Supersedes, before: set[str],
+                            other: _Supersedes | None) -> str | None:
+        """Why what ``one`` says its version supersedes cannot be: a version of its name
+        not older than it, not what the graph or another entry of the load says."""
+        node = self.nodes[one.node]
+        target = self.nodes.get(one.target or "") or self.existing.get(one.target or "")
+        if target is not None and target.name == node.name and (
+                version_order(target) >= version_order(node)):
+            where = ("is the version itself" if target.id == node.id
+                     else f"is not older than {node.id} in version order")
+            return (f"{target.id} {where}: a version supersedes an older version of its "
+                    "name, or a version of another name")
+        said = f"supersedes {one.target}" if one.target else "supersedes nothing (false)"
+        if before and one.target not in before:
+            return (f"{node.id} already supersedes {', '.join(sorted(before))} in the graph; "
+                    f"this document says it {said}: what a version supersedes is set when "
+                    "it is first loaded")
+        if other is not None and other.target != one.target:
+            return (f"record {other.record} of this load says {node.id} supersedes "
+                    f"{other.target or 'nothing'}; this one says it {said}")
+        return None
 
     def _stored_before(self, kind: str, name: str, at: str) -> tuple[str, str] | None:
         """(key, ID) of the name's last stored version before the version key ``at``, the

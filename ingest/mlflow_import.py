@@ -21,7 +21,8 @@ Mapping (IDs follow design §2):
   URI, without credentials: which registry brought it); version → ``ModelVersion``
   ``model:{name}@{version}``, ``VERSION_OF`` the model, ``PRODUCED_BY`` its run (the
   version's ``run_id``, else its logged model's source run), ``SUPERSEDES`` the previous
-  version. ``@`` in a model or prompt name (MLflow allows it in model names) is written
+  version (an import whose edge would close a cycle with versions manifests linked across
+  names is refused). ``@`` in a model or prompt name (MLflow allows it in model names) is written
   ``%40``, as the OpenLineage mapper does: IDs split the version off at the last ``@``, so
   model ``m@1`` would be read as version 1 of ``m``;
 - alias (of a registered model or a prompt) → a ``StageMove`` of its family ID
@@ -52,7 +53,7 @@ import hashlib
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,6 +63,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import ValidationError
 
 from lineagegraph.graph.store import GraphStore, UpsertResult
+from lineagegraph.graph.walk import supersedes_loops
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, StageMove, format_id
 from lineagegraph.schema.ids import escape_at
 from lineagegraph.schema.kinds import NODE_KINDS_BY_LABEL
@@ -634,12 +636,25 @@ def to_batch(snap: MlflowSnapshot, store: GraphStore, source: str,
     listed = families(snap, store, registry)
     nodes = list(graph.nodes.values()) + deleted_versions(listed, store)
     moves = alias_moves(listed, in_effect, at, graph.warnings)
-    audit = audit_entries(source, nodes, store.get([n.id for n in nodes]), moves, at, actor)
+    stored = store.get([n.id for n in nodes])
+    _refuse_supersedes_loops(store, graph.edges, stored)
+    audit = audit_entries(source, nodes, stored, moves, at, actor)
     batch = Batch(nodes=nodes, edges=graph.edges, stage_moves=moves, audit=audit,
                   size=snap.size, metadata_seen=seen,
                   remap=lambda: to_batch(snap, store, source, given_at, actor, registry)[0],
                   judged=judged if moves else {})
     return batch, snap.warnings + graph.warnings
+
+
+def _refuse_supersedes_loops(store: GraphStore, edges: Sequence[Edge],
+                             stored: Mapping[str, Node]) -> None:
+    """The registry's order makes each version supersede the one before it; only with
+    versions a manifest linked to another name can such an edge close a cycle (``v1``
+    supersedes ``other@1``, which supersedes ``v2``): the import is refused then."""
+    loops = supersedes_loops(store, edges, stored)
+    if loops:
+        raise IngestError([Problem(loop.message(), record=loop.source, field="supersedes")
+                           for loop in loops])
 
 
 # -- load -----------------------------------------------------------------------------------

@@ -224,7 +224,8 @@ EDGE_KINDS: tuple[EdgeKind, ...] = (
                                       ("PromptVersion", "Prompt")}),
              "A version → its family."),
     EdgeKind("SUPERSEDES", frozenset((label, label) for label in _VERSIONED_LABELS),
-             "A version → the previous version.", lineage=False),
+             "A version → the one it replaces: an older version of its name (by default the "
+             "one before it) or a version of another name; never a cycle.", lineage=False),
     EdgeKind("DERIVED_FROM",
              _pairs(("Feature",), ("DatasetVersion", "DataSource", "Feature"))
              | frozenset({("DatasetVersion", "DatasetVersion"), ("DataSource", "DataSource")}),

@@ -191,6 +191,22 @@ def test_an_upsert_linking_a_node_to_itself_is_refused_naming_it(
             if h.node.id == "feature:txn_amount_7d@2"] == []
 
 
+def test_an_upsert_closing_a_supersedes_cycle_is_refused(
+    callers: dict[str, Caller], store: GraphStore,
+) -> None:
+    # The story's @7 supersedes @6: @6 superseding @7 would make each replace the other.
+    body = callers["ci-bot"].gql("""mutation { upsert(nodes: [], edges: [{
+        source: "model:fraud-detector@6", type: "SUPERSEDES",
+        target: "model:fraud-detector@7"}]) { nodes { created } } }""")
+
+    assert body["data"] is None or body["data"]["upsert"] is None
+    assert body["errors"][0]["message"].startswith(
+        "model:fraud-detector@6 SUPERSEDES model:fraud-detector@7 would close a cycle: "
+        "model:fraud-detector@7 already leads back to model:fraud-detector@6")
+    assert store.expand(["model:fraud-detector@6"], Direction.UPSTREAM,
+                        edge_types=["SUPERSEDES"]) == []
+
+
 def test_upserts_are_audited_with_what_was_there_before_and_resends_are_not(
     callers: dict[str, Caller],
 ) -> None:

@@ -20,6 +20,9 @@ from typer.testing import CliRunner
 from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.store import Direction, GraphStore
 from lineagegraph.graph.walk import walk
+from lineagegraph.ingest.batch import IngestError
+from lineagegraph.ingest.manifest_formats import read_yaml
+from lineagegraph.ingest.manifests import load_manifests
 from lineagegraph.ingest.mlflow_import import (
     ACTOR,
     dataset_locator,
@@ -28,6 +31,8 @@ from lineagegraph.ingest.mlflow_import import (
     redact,
 )
 from lineagegraph.schema import EDGE_KINDS_BY_TYPE, Node
+
+from .ingest_support import snapshot
 
 # MLflow's own chatter while building the tracking store, not the importer's.
 pytestmark = [
@@ -351,6 +356,37 @@ def test_reimporting_the_same_mlflow_state_changes_nothing(store: GraphStore,
     assert (second.nodes.created, second.nodes.updated, second.edges.created,
             second.edges.updated, second.stage_moves) == (0, 0, 0, 0, 0)
     assert len(store.stage_history(f"model:{MODEL}")) == 2
+
+
+def test_an_import_closing_a_supersedes_cycle_with_manifest_links_is_refused(
+        store: GraphStore, tracking: Tracking) -> None:
+    # Manifests gave v2 no predecessor and linked v1 → x@1 → v2 across names: the
+    # registry's v2 → v1 would close a cycle.
+    load_manifests(read_yaml(f"""\
+kind: ModelVersion
+name: {MODEL}
+version: 2
+supersedes: false
+---
+kind: ModelVersion
+name: x
+version: 1
+supersedes: model:{MODEL}@2
+---
+kind: ModelVersion
+name: {MODEL}
+version: 1
+supersedes: model:x@1
+"""), store, actor="test")
+    before = snapshot(store)
+
+    with pytest.raises(IngestError) as caught:
+        import_mlflow(store, tracking.uri)
+
+    assert [(p.record, p.field) for p in caught.value.problems] == [
+        (f"model:{MODEL}@2", "supersedes")]
+    assert "would close a cycle" in caught.value.problems[0].message
+    assert snapshot(store) == before
 
 
 def test_a_moved_alias_appends_one_move_and_a_deleted_alias_retires_its_stage(

@@ -122,7 +122,7 @@ version: 1.10
 ---
 kind: PolicyPack
 name: p
-version: 1.2
+version: 1.20
 supersedes: 1.10
 ---
 name: b
@@ -141,7 +141,7 @@ version: 2.10
 environment: production
 """)
 
-    assert edges_of(store, "policy:p@1.2") == {("SUPERSEDES", "policy:p@1.10")}
+    assert edges_of(store, "policy:p@1.20") == {("SUPERSEDES", "policy:p@1.10")}
     assert set(store.get(["eval:s/3.10", "eval:s/4.10"])) == {"eval:s/3.10", "eval:s/4.10"}
     assert store.stage_at("b", "production") == "2.10"
 
