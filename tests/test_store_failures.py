@@ -199,8 +199,14 @@ def test_neo4j_stopped_is_answered_as_unavailable_everywhere_and_then_recovered(
             own_neo4j.start()
             hasty.close()
 
-        # Back, on the same port and data: answered again without a restart.
-        trace = _gql(app, GRAPHQL[0])
+        # Back, on the same port and data: answered again without a restart. The restarted
+        # Neo4j plans every statement anew, cold: on a loaded box its first trace may take
+        # longer than the query limit, which is answered as such (a QUERY_TIMEOUT, not the
+        # store unavailable); the one after it answers.
+        for _ in range(3):
+            trace = _gql(app, GRAPHQL[0])
+            if trace.get("errors", [{}])[0].get("extensions") != {"code": "QUERY_TIMEOUT"}:
+                break
         assert trace == {"data": {"trace": {"environment": "production"}}}, trace
         assert app.post("/api/v1/outcomes", json=[OUTCOME]).status_code == 200
         assert door.get("/readyz").json()["status"] == "ready"
