@@ -6,7 +6,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,15 @@ from lineagegraph.schema import (
     Record,
     StageMove,
 )
-from lineagegraph.schema.kinds import STAGE_SLOTS_FORMAT, STORE_FORMAT, VERSION_KEYS_FORMAT
+from lineagegraph.schema.kinds import (
+    FAMILIES_FORMAT,
+    FAMILY,
+    FAMILY_EDGE,
+    FAMILY_MEMBERS,
+    STAGE_SLOTS_FORMAT,
+    STORE_FORMAT,
+    VERSION_KEYS_FORMAT,
+)
 from lineagegraph.schema.models import canonical_json, utc
 
 from .deadline import DeadlinePassed
@@ -46,14 +54,16 @@ from .store import (
     held,
     newer_format,
     stored_version_key,
+    warn_split_families,
 )
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
 
 T = TypeVar("T")
 
-_SCHEMA = """
+_SCHEMA = f"""
 -- version_key: a versioned node's (graph/store.py stored_version_key), else NULL. Last: where
--- a file from before it gains it (EmbeddedStore._key_versions).
+-- a file from before it gains it (EmbeddedStore._key_versions); and so is {FAMILY}: a
+-- version's family, the target of its {FAMILY_EDGE} edge (EmbeddedStore._keep_families).
 CREATE TABLE IF NOT EXISTS nodes (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -61,11 +71,18 @@ CREATE TABLE IF NOT EXISTS nodes (
     version TEXT,
     created_at TEXT NOT NULL,
     props TEXT NOT NULL,
-    version_key TEXT
+    version_key TEXT,
+    {FAMILY} TEXT
 );
 CREATE INDEX IF NOT EXISTS nodes_kind_created ON nodes (kind, created_at);
 -- A name's versions in order, read from the newest end (and what reads by name and kind).
 CREATE INDEX IF NOT EXISTS nodes_version ON nodes (name, kind, version_key);
+-- A family's versions in time order (ties by ID) and in version order, read from either
+-- end: of versions only, the other nodes keep no family.
+CREATE INDEX IF NOT EXISTS nodes_family_created ON nodes ({FAMILY}, created_at, id)
+WHERE {FAMILY} IS NOT NULL;
+CREATE INDEX IF NOT EXISTS nodes_family_version ON nodes ({FAMILY}, version_key)
+WHERE {FAMILY} IS NOT NULL;
 CREATE TABLE IF NOT EXISTS edges (
     source TEXT NOT NULL REFERENCES nodes (id),
     type TEXT NOT NULL,
@@ -335,6 +352,15 @@ class _SqliteTransaction:
         self.conn.executemany(UPSERT_EDGE, changed)
         return counts
 
+    def keep_families(self, families: Mapping[str, str]) -> dict[str, str]:
+        # BEGIN IMMEDIATE: no other writer links these versions meanwhile.
+        stored = self._stored("nodes", "id", sorted(families), FAMILY)
+        self.conn.executemany(f"UPDATE nodes SET {FAMILY} = ? WHERE id = ? AND {FAMILY} IS NULL",
+                              [(families[row["k"]], row["k"]) for row in stored
+                               if row[FAMILY] is None])
+        return {row["k"]: row[FAMILY] for row in stored
+                if row[FAMILY] not in (None, families[row["k"]])}
+
     def append_stage_move(self, move: StageMove) -> StageMove:
         cursor = self.conn.execute(
             "INSERT INTO stage_moves (name, environment, from_version, to_version, at, actor,"
@@ -509,6 +535,8 @@ class EmbeddedStore(GraphStore):
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
             if "nodes" in tables and stamped < VERSION_KEYS_FORMAT:  # before the key's index
                 self._key_versions()
+            if "nodes" in tables and stamped < FAMILIES_FORMAT:  # before the family's indexes
+                self._keep_families()
             self._conn.executescript(_WIPE_MARKER + _SCHEMA)
             if "nodes" in tables and "traffic" not in tables and self._conn.execute(
                     "SELECT 1 FROM nodes WHERE id >= ? AND id < ? LIMIT 1",
@@ -549,6 +577,32 @@ class EmbeddedStore(GraphStore):
                 "WHERE version_key IS NULL AND kind IN (SELECT value FROM json_each(?))",
                 (_json_list([k.label for k in NODE_KINDS if k.versioned]),))
             self._conn.execute("DROP INDEX IF EXISTS nodes_name")
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+
+    def _keep_families(self) -> None:
+        """Format 3: each stored version keeps its family's ID, the target of its
+        ``VERSION_OF`` edge; of two (linked before a version had one family), the smallest
+        ID, with a warning naming the version. In one write transaction, a no-op once done,
+        as ``_key_versions``."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            if FAMILY not in {row["name"] for row in self._conn.execute(
+                    "PRAGMA table_info(nodes)")}:
+                self._conn.execute(f"ALTER TABLE nodes ADD COLUMN {FAMILY} TEXT")
+            params = (FAMILY_EDGE, _json_list(FAMILY_MEMBERS))
+            # The versions by their kind's index, each one's edges by the edge key.
+            self._conn.execute(
+                f"UPDATE nodes SET {FAMILY} = (SELECT min(target) FROM edges "
+                f"WHERE source = nodes.id AND type = ?1) WHERE {FAMILY} IS NULL "
+                "AND kind IN (SELECT value FROM json_each(?2))", params)
+            warn_split_families({row[0]: json.loads(row[1]) for row in self._conn.execute(
+                "SELECT n.id, json_group_array(e.target) FROM nodes n JOIN edges e "
+                "ON e.source = n.id AND e.type = ? "
+                "WHERE n.kind IN (SELECT value FROM json_each(?)) GROUP BY n.id "
+                "HAVING count(*) > 1", params)})
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
@@ -748,6 +802,38 @@ class EmbeddedStore(GraphStore):
             [*params, count], inline)
         return [_hop(row) for row in self._query(sql, params)]
 
+    def family_versions(
+        self,
+        families: Sequence[str],
+        *,
+        count: int | None,
+        newest: bool,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        exclude: Collection[str] | None = None,
+    ) -> list[Hop]:
+        order = "DESC" if newest else "ASC"
+        where, params = f"n.{FAMILY} = ?", []
+        for clause, value in (("n.created_at >= ?", _ts(since)), ("n.created_at <= ?", _ts(until)),
+                              ("n.id NOT IN (SELECT value FROM json_each(?))",
+                               _json_list(sorted(exclude)) if exclude else None)):
+            if value is not None:
+                where += f" AND {clause}"
+                params.append(value)
+        # Each family's from its end of the (family, created_at, id) index, cut there; the
+        # edge by its key.
+        one = (f"SELECT * FROM (SELECT {_HOP_COLUMNS.format(origin='e.target')} FROM nodes n "
+               f"JOIN edges e ON e.source = n.id AND e.type = ? AND e.target = n.{FAMILY} "
+               f"WHERE {where} ORDER BY n.created_at {order}, n.id {order}"
+               + (" LIMIT ?)" if count is not None else ")"))
+        unique = list(dict.fromkeys(families))
+        sql = " UNION ALL ".join([one] * len(unique))
+        if not sql:
+            return []
+        return [_hop(row) for row in self._query(sql, [
+            value for family in unique
+            for value in (FAMILY_EDGE, family, *params, *([count] if count is not None else []))])]
+
     def tally_neighbours(
         self,
         frontier: Sequence[str],
@@ -915,8 +1001,8 @@ class EmbeddedStore(GraphStore):
     def _versions_sql(self, where: VersionFilter, last: int) -> tuple[str, list[Any]]:
         """The IDs and keys of the versions ``where`` selects, the last ``last`` by key:
         the name's read from the (name, kind, version_key) index's newest end and cut
-        there; the family's (linked VERSION_OF it, named apart) found by their links,
-        every one of them, and sorted."""
+        there, and the family's (linked VERSION_OF it, named apart) from the (family,
+        version_key) index's."""
         check_filters(None, where.kinds)
         # A range the index answers; ``? IS NULL OR ...`` it would not.
         keyed = "version_key < ?" if where.before is not None else "version_key IS NOT NULL"
@@ -933,10 +1019,10 @@ class EmbeddedStore(GraphStore):
         params: list[Any] = [where.name, where.kinds[0] if len(where.kinds) == 1
                              else _json_list(where.kinds), *kept_params, last]
         if where.family is not None:
-            sql = (f"SELECT * FROM ({sql}) UNION SELECT id, version_key FROM nodes WHERE id IN "
-                   f"(SELECT source FROM edges WHERE target = ? AND type = ?) AND {kept} "
+            sql = (f"SELECT * FROM ({sql}) UNION SELECT * FROM (SELECT id, version_key FROM "
+                   f"nodes WHERE {FAMILY} = ? AND {kept} ORDER BY version_key DESC LIMIT ?) "
                    "ORDER BY k DESC LIMIT ?")
-            params += [where.family, "VERSION_OF", *kept_params, last]
+            params += [where.family, *kept_params, last, last]
         return sql, params
 
     def read_versions(self, where: VersionFilter, last: int) -> list[Node]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -32,6 +32,10 @@ from lineagegraph.schema.bounds import NEO4J_INDEX_KEY_BYTES
 from lineagegraph.schema.constraints import indexes, uniqueness_constraints
 from lineagegraph.schema.kinds import (
     COUNTER_LABEL,
+    FAMILIES_FORMAT,
+    FAMILY,
+    FAMILY_EDGE,
+    FAMILY_MEMBERS,
     NODE_LABEL,
     STAGE_SLOT_LABEL,
     STAGE_SLOTS_FORMAT,
@@ -66,6 +70,7 @@ from .store import (
     held,
     newer_format,
     stored_version_key,
+    warn_split_families,
 )
 from .traffic import OUTCOME_EDGES, OUTCOME_KIND, REQUEST_IDS, OutcomeState, TrafficKey
 
@@ -229,7 +234,8 @@ _METADATA_COUNTER = "metadata"
 _FORMAT_COUNTER = "format"
 # How long opening a store waits for an index it created to be populated.
 _INDEXES_WAIT_S = 600
-# Nodes a transaction of the step to format 2 keys (``Neo4jStore._key_versions``).
+# Nodes a transaction of the steps to format 2 and 3 keys (``Neo4jStore._key_versions``,
+# ``_keep_families``).
 _KEY_FILL = 10_000
 # A named counter (``$counter``) as ``c``, and the same counter moved on: its write lock is
 # held to the end of the transaction, so writers that bump one take turns.
@@ -390,6 +396,18 @@ class _Neo4jTransaction:
                 ).single(strict=True)
                 counts += _counts(record, len(chunk))
         return counts
+
+    def keep_families(self, families: Mapping[str, str]) -> dict[str, str]:
+        # The SET reads the stored family in its own expression: Cypher takes the node's
+        # write lock before it reads (a direct dependency, Neo4j's "lost updates"), so of
+        # two writers linking one version at once the second sees the first's family.
+        record = self.tx.run(
+            f"UNWIND $rows AS row MATCH (n:{NODE_LABEL} {{id: row[0]}}) "
+            f"SET n.{FAMILY} = coalesce(n.{FAMILY}, row[1]) "
+            f"WITH n, row WHERE n.{FAMILY} <> row[1] "
+            f"RETURN collect([n.id, n.{FAMILY}]) AS taken",
+            rows=sorted(families.items())).single(strict=True)
+        return dict(record["taken"])
 
     def _create_edges(self, edge_type: str, rows: list[dict[str, Any]]) -> WriteCounts:
         record = self.tx.run(created_edges_query(edge_type), rows=rows).single(strict=True)
@@ -614,7 +632,13 @@ class Neo4jStore(GraphStore):
             self._driver.close()
             raise ValueError(newer_format(stamped))  # Settings.open_store: one line
         for statement in [*uniqueness_constraints(), *indexes()]:
-            self._driver.execute_query(statement, database_=database)
+            try:
+                self._driver.execute_query(statement, database_=database)
+            except neo4j.exceptions.ClientError as error:
+                # IF NOT EXISTS of replicas opening it at once (a store upgraded to a format
+                # adding an index): another created it between the check and the create.
+                if error.code != "Neo.ClientError.Schema.EquivalentSchemaRuleAlreadyExists":
+                    raise
         # Reads name their indexes (``USING INDEX``), which fails while one is populating:
         # one created just now (a store upgraded to a format that adds it) is waited for.
         self._driver.execute_query("CALL db.awaitIndexes($seconds)", seconds=_INDEXES_WAIT_S,
@@ -631,6 +655,8 @@ class Neo4jStore(GraphStore):
         # stamp); a step to a later format runs where ``stamped`` is below it.
         if stamped is None or stamped < VERSION_KEYS_FORMAT:
             self._key_versions()
+        if stamped is None or stamped < FAMILIES_FORMAT:
+            self._keep_families()
         if stamped is None or stamped < STAGE_SLOTS_FORMAT:
             self._slot_stages()
         if stamped != STORE_FORMAT:
@@ -672,6 +698,32 @@ class Neo4jStore(GraphStore):
             "MATCH (m:StageMove) WITH DISTINCT m.name AS name, m.environment AS env "
             f"MERGE (:{STAGE_SLOT_LABEL} {{name: name, environment: env}})",
             database_=self._database)
+
+    def _keep_families(self) -> None:
+        """Format 3: each stored version keeps its family's ID, the target of its
+        ``VERSION_OF`` edge; of two (linked before a version had one family), the smallest
+        ID (by code point, as Python and SQLite compare), with a warning naming the
+        version. ``_KEY_FILL`` versions a transaction in each label's ID order, as
+        ``_key_versions``: bounded, and safe to run twice or from replicas at once (each
+        sets the same family, none over one set since)."""
+        for label in FAMILY_MEMBERS:
+            after = ""
+            while True:
+                rows = self._rows(
+                    f"MATCH (n:{label}) WHERE n.id > $after AND n.{FAMILY} IS NULL "
+                    f"WITH n ORDER BY n.id LIMIT $limit "
+                    f"OPTIONAL MATCH (n)-[:{FAMILY_EDGE}]->(f:{NODE_LABEL}) "
+                    "WITH n, collect(f.id) AS families RETURN collect([n.id, families]) AS rows",
+                    after=after, limit=_KEY_FILL)
+                linked = {version: families for version, families in rows if families}
+                warn_split_families({v: f for v, f in linked.items() if len(f) > 1})
+                self._driver.execute_query(
+                    f"UNWIND $rows AS row MATCH (n:{label} {{id: row[0]}}) "
+                    f"SET n.{FAMILY} = coalesce(n.{FAMILY}, row[1])",
+                    rows=[[v, min(f)] for v, f in linked.items()], database_=self._database)
+                if len(rows) < _KEY_FILL:
+                    break
+                after = max(version for version, _ in rows)
 
     def _stamp_format(self) -> None:
         """Stamp ``STORE_FORMAT``. A MERGE under the counters' uniqueness constraint:
@@ -905,6 +957,35 @@ class Neo4jStore(GraphStore):
             frontier=list(frontier), kinds=list(node_kinds) if node_kinds else None,
             since=since, until=until, exclude=list(exclude or ()), count=count,
             inline=inline)
+        return [_hop(r) for r in rows]
+
+    def family_versions(
+        self,
+        families: Sequence[str],
+        *,
+        count: int | None,
+        newest: bool,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        exclude: Collection[str] | None = None,
+    ) -> list[Hop]:
+        order = "DESC" if newest else "ASC"
+        # Ranges the composite index answers, every property with one (``$since IS NULL
+        # OR ...`` it would not); named as a seek, as the version reads name theirs.
+        created = " AND ".join([*(["n.created_at >= $since"] if since is not None else []),
+                                *(["n.created_at <= $until"] if until is not None else [])]
+                               ) or "n.created_at IS NOT NULL"
+        rows = self._rows(
+            f"UNWIND $families AS fid CALL (fid) {{ MATCH (n:{NODE_LABEL}) "
+            f"USING INDEX SEEK n:{NODE_LABEL}({FAMILY}, created_at, id) "
+            f"WHERE n.{FAMILY} = fid AND {created} AND n.id IS NOT NULL "
+            "AND NOT n.id IN $exclude "
+            f"WITH n ORDER BY n.{FAMILY} {order}, n.created_at {order}, n.id {order}"
+            + (" LIMIT $count" if count is not None else "")
+            + f" MATCH (n)-[r:{FAMILY_EDGE}]->(:{NODE_LABEL} {{id: fid}}) RETURN r, n }} "
+            f"RETURN collect({{origin: fid, {_WALK_EDGE_MAP}, {_WALK_NODE_MAP}}}) AS rows",
+            families=list(dict.fromkeys(families)), since=since, until=until,
+            exclude=sorted(exclude or ()), count=count, inline=None)
         return [_hop(r) for r in rows]
 
     def expand_hops(
@@ -1153,8 +1234,8 @@ class Neo4jStore(GraphStore):
                         returned: str) -> list[dict[str, Any]]:
         """``returned`` of the versions ``where`` selects, the last ``last`` by key, oldest
         first: the name's read from the (name, version_key) index's newest end and cut
-        there, properties read for those only. The family's (linked VERSION_OF it, named
-        apart) are found by their links, every one of them, and sorted."""
+        there, and the family's (linked VERSION_OF it, named apart) from the (family,
+        version_key) index's; properties read for those only."""
         check_filters(None, where.kinds)
         # A range the index answers in order; ``$before IS NULL OR ...`` it would not.
         keyed = ("n.version_key < $before" if where.before is not None
@@ -1172,8 +1253,11 @@ class Neo4jStore(GraphStore):
                   "AND n.kind IN $kinds WITH n ORDER BY n.name DESC, n.version_key DESC "
                   "LIMIT $last")
         if where.family is not None:
-            chosen = (f"CALL () {{ {chosen} RETURN n UNION MATCH (n:{NODE_LABEL})-[:VERSION_OF]->"
-                      f"(:{NODE_LABEL} {{id: $family}}) WHERE {kept} RETURN n }} {last_first}")
+            family = (f"MATCH (n:{NODE_LABEL}) "
+                      f"USING INDEX SEEK n:{NODE_LABEL}({FAMILY}, version_key) "
+                      f"WHERE n.{FAMILY} = $family AND {kept} "
+                      f"WITH n ORDER BY n.{FAMILY} DESC, n.version_key DESC LIMIT $last")
+            chosen = f"CALL () {{ {chosen} RETURN n UNION {family} RETURN n }} {last_first}"
         rows = self._rows(
             f"{chosen} RETURN collect({{{returned}}}) AS rows",
             kinds=list(where.kinds), name=where.name, family=where.family,

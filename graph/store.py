@@ -9,6 +9,7 @@ construction.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -33,7 +34,7 @@ from lineagegraph.schema import (
     bundle_id,
     check_edge_endpoints,
 )
-from lineagegraph.schema.kinds import STORE_FORMAT
+from lineagegraph.schema.kinds import FAMILY_EDGE, STORE_FORMAT
 from lineagegraph.schema.models import now, utc
 
 from .traffic import (
@@ -47,6 +48,8 @@ from .traffic import (
 )
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # What ``stage_latest`` keeps the last move of, besides the name: each environment (what is
 # in effect), each version (where it went last), or each environment and version.
@@ -222,6 +225,10 @@ class StoreTransaction(Protocol):
                     keep_stored: frozenset[str] = frozenset()
                     ) -> tuple[WriteCounts, dict[str, str]]: ...
     def write_edges(self, rows: Any, *, new: bool = False) -> WriteCounts: ...
+    # Each version (key) keeps its family's ID (value) where it keeps none yet; returns
+    # those that keep another one, with it. Under each version's write lock: two writers
+    # linking it at once keep one family, and the second sees it.
+    def keep_families(self, families: Mapping[str, str]) -> dict[str, str]: ...
     def append_stage_move(self, move: StageMove) -> StageMove: ...
     # The latest stored move of ``name`` in ``environment`` dated no later than ``until``
     # (by time, then sequence): its version and time, or None; stage moves of every writer
@@ -295,6 +302,8 @@ class PreparedWrite:
     # Writes nodes or edges other than requests and nodes kept as stored: a mapper that
     # read them before must map again (``metadata_seen``), so the write moves the check on.
     moves_metadata: bool = False
+    # Version ID → the family its ``VERSION_OF`` edge in the batch links it to.
+    families: Mapping[str, str] = field(default_factory=dict)
 
 
 def _dedupe_nodes(nodes: Iterable[Node]) -> list[Node]:
@@ -362,6 +371,29 @@ def _check_one_server(request: str, targets: Iterable[str]) -> None:
         seen[kind] = target
 
 
+def _families(edges: Iterable[Edge]) -> dict[str, str]:
+    """Version ID → the family the batch's ``VERSION_OF`` edges link it to; a version linked
+    to two is refused, as a store keeping one of them is (``_check_one_family``)."""
+    found: dict[str, str] = {}
+    for edge in edges:
+        if edge.type == FAMILY_EDGE:
+            _check_one_family(edge, found.setdefault(edge.source, edge.target))
+    return found
+
+
+def _check_one_family(edge: Edge, family: str | None) -> None:
+    """A version is of one family (it keeps its ID, and the family's reads find it by it):
+    linking one to another is an error, not a second family."""
+    if family is not None and family != edge.target:
+        raise SchemaError(second_family(edge.source, family, edge.target),
+                          where=f"edge {edge.source} -[{edge.type}]-> {edge.target}")
+
+
+def second_family(version: str, family: str, other: str) -> str:
+    """Why ``version``, of ``family``, is not linked to ``other`` too."""
+    return f"{version} is a version of {family}, not of {other}: a version has one family"
+
+
 def _check_kind_conflicts(nodes: Sequence[Node], existing: dict[str, str]) -> None:
     for node in nodes:
         kind = existing.get(node.id)
@@ -382,6 +414,17 @@ class StoreUnavailable(Exception):
         super().__init__(message)
         self.store = store  # ``GraphStore.name`` of the store that failed
         self.detail = " ".join(detail.split())
+
+
+def warn_split_families(split: Mapping[str, Sequence[str]]) -> None:
+    """The upgrade to store format 3 met versions linked to more than one family (before a
+    version had one): each keeps the smallest family ID, and is named here, said alike by
+    both stores. Opening the store goes on: refusing would keep every read from it."""
+    for version, families in sorted(split.items()):
+        kept = min(families)
+        log.warning("%s is VERSION_OF %s: it keeps %s as its family (a version has one); "
+                    "its other links stay, but the family reads find it under %s only",
+                    version, ", ".join(sorted(families)), kept, kept)
 
 
 def newer_format(stamped: int) -> str:
@@ -546,6 +589,7 @@ class GraphStore(ABC):
         node_list = _dedupe_nodes(nodes)
         edge_list = _dedupe_edges(edges)
         _check_served_once(edge_list)
+        families = _families(edge_list)
         batch_kinds = {n.id: n.kind for n in node_list}
         ends = {e for edge in edge_list for e in (edge.source, edge.target)}
         own_requests: list[Node] = []
@@ -577,6 +621,7 @@ class GraphStore(ABC):
             metadata_seen=metadata_seen,
             keep_stored=keep,
             moves_metadata=bool(other_edges) or any(n.id not in keep for n in other_nodes),
+            families=families,
         )
 
     def write(self, batch: PreparedWrite) -> UpsertResult:
@@ -669,6 +714,11 @@ class GraphStore(ABC):
                 raise RequestsStored  # their rollup keys were not read before the write
         # An edge end in the batch has the kind the batch gives it (checked just above).
         _check_edge_kinds(batch.edges, {**stored_kinds, **batch.batch_kinds})
+        if batch.families:  # each version keeps its family, and one only
+            taken = tx.keep_families(batch.families)
+            for edge in batch.edges:
+                if edge.type == FAMILY_EDGE:
+                    _check_one_family(edge, taken.get(edge.source))
         if batch.requests and not lock_early:
             rebuilt_through = tx.lock_traffic()
         # Edges from requests this write created cannot be stored yet.
@@ -884,6 +934,22 @@ class GraphStore(ABC):
         each edge type by its neighbour's (``created_at``, ID), newest first or oldest
         first: which version of a source was the latest at a time, without reading every
         version it has. ``inline`` as for ``expand``."""
+
+    @abstractmethod
+    def family_versions(
+        self,
+        families: Sequence[str],
+        *,
+        count: int | None,
+        newest: bool,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        exclude: Collection[str] | None = None,
+    ) -> list[Hop]:
+        """What ``nearest(families, DOWNSTREAM, edge_types=[FAMILY_EDGE], ...)`` returns
+        (every row with ``count`` None), read from the index of the family ID each version
+        keeps, in order from the nearest end and cut there: at the cost of the rows
+        returned (and of ``exclude``), not of every version a family has."""
 
     def expand_hops(
         self,

@@ -58,10 +58,12 @@ from pydantic import ValidationError
 from lineagegraph.graph.registry import pin_change_message, pin_changes, pins_of
 from lineagegraph.graph.store import (
     RETIRED,
+    Direction,
     GraphStore,
     NodesStored,
     VersionFilter,
     VersionRow,
+    second_family,
     version_order,
     whole_number,
 )
@@ -77,7 +79,7 @@ from lineagegraph.schema import (
     parse_id,
 )
 from lineagegraph.schema.bounds import FUTURE_SKEW
-from lineagegraph.schema.kinds import FAMILY_OF
+from lineagegraph.schema.kinds import FAMILY_EDGE, FAMILY_OF
 from lineagegraph.schema.models import describe_validation_error
 
 from .batch import (
@@ -263,6 +265,7 @@ class _ManifestLoad:
         # a family): each existed by the earliest of those documents' created_at.
         self.referenced: set[str] = set()
         self.existing: dict[str, Node] = {}  # the graph's nodes this load touches
+        self.families: dict[str, str] = {}  # ``_stored_families``
         self._fetched: set[str] = set()
         self._versions: dict[tuple[str, str, bool], list[Node]] = {}
         self._windows: dict[tuple[str, str], _StoredSuffix] = {}  # ``_stored_before``
@@ -298,6 +301,7 @@ class _ManifestLoad:
         self._lookup(entries, moves)
         for entry in entries:
             self._build(entry)
+        self._stored_families(entries)
         for entry in entries:
             if entry.node is not None and entry.node.id in self.nodes:
                 self._link(entry)
@@ -507,7 +511,10 @@ class _ManifestLoad:
         at = (self.existing.get(node.id) or node).created_at
         for use in entry.refs:
             target = self._resolve(entry.record, use, at)
-            if target is not None:
+            family = self.families.get(node.id) if use.ref.edge == FAMILY_EDGE else None
+            if target is not None and family not in (None, target):
+                self.problem(entry.record, use.path, second_family(node.id, family, target))
+            elif target is not None:
                 self.edge(node.id, use.ref.edge, target)
         family = FAMILY_OF.get(node.kind)
         if family is not None and node.version is not None:
@@ -517,6 +524,18 @@ class _ManifestLoad:
         self._supersede(entry)
         if isinstance(entry.doc, BundleDoc):
             self._bundle_annotations(entry, entry.doc)
+
+    def _stored_families(self, entries: list[_Entry]) -> None:
+        """The family of each stored version a document links to one (a dataset version's
+        ``source``): a version has one, and a document giving it another is refused naming
+        its record and field, as the store would refuse the load."""
+        linked = sorted(e.node.id for e in entries if e.node is not None
+                        and e.node.id in self.existing
+                        and any(use.ref.edge == FAMILY_EDGE for use in e.refs))
+        hops = self.store.expand(linked, Direction.UPSTREAM,
+                                 edge_types=[FAMILY_EDGE]) if linked else []
+        for hop in sorted(hops, key=lambda hop: hop.node.id, reverse=True):
+            self.families[hop.origin] = hop.node.id  # of two (older stores): the one kept
 
     def _resolve(self, record: int | str, use: _RefUse, at: datetime) -> str | None:
         """The node ``use`` names; a missing one no document kind declares is created at

@@ -757,9 +757,8 @@ class _RunMapping:
         if not written_at:
             return
         own = set(out_ids.values())
-        candidates = {hop.node.id: (hop.origin, hop.node) for hop in self.store.expand(
-            list(written_at), Direction.DOWNSTREAM, edge_types=["VERSION_OF"],
-            node_kinds=["DatasetVersion"], since=min(written_at.values()))
+        candidates = {hop.node.id: (hop.origin, hop.node) for hop in self.store.family_versions(
+            list(written_at), count=None, newest=False, since=min(written_at.values()))
             if hop.node.id not in own and not replaced(hop.node)
             and hop.node.created_at >= written_at[hop.origin]}
         by_source = {d.source_id: d for d in outputs}
@@ -904,10 +903,8 @@ class _RunMapping:
         passed: set[str] = set()  # read and left out: not read again
         pending = sources
         while pending:
-            rows = self.store.nearest(
-                pending, Direction.DOWNSTREAM, count=_NEAREST, newest=newest,
-                edge_types=["VERSION_OF"], node_kinds=["DatasetVersion"], since=since,
-                until=until, exclude=passed)
+            rows = self.store.family_versions(pending, count=_NEAREST, newest=newest,
+                                              since=since, until=until, exclude=passed)
             read = Counter(row.origin for row in rows)
             rows.sort(key=lambda row: (row.node.created_at, row.node.id), reverse=newest)
             for row in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .kinds import (
     COUNTER_LABEL,
+    FAMILY,
     LOG_LABELS,
     NODE_KINDS,
     NODE_LABEL,
@@ -43,6 +44,13 @@ def indexes() -> list[str]:
         # the newest end and cut there, not sorted whole on every read.
         f"CREATE INDEX lineagegraph_node_version IF NOT EXISTS FOR (n:{NODE_LABEL}) "
         "ON (n.name, n.version_key)",
+        # A family's versions by the family ID each keeps: in time order, ties by ID
+        # (GraphStore.family_versions), and in version order (a family's history); read
+        # from either end and cut there, not by expanding every VERSION_OF edge.
+        f"CREATE INDEX lineagegraph_node_family_created IF NOT EXISTS FOR (n:{NODE_LABEL}) "
+        f"ON (n.{FAMILY}, n.created_at, n.id)",
+        f"CREATE INDEX lineagegraph_node_family_version IF NOT EXISTS FOR (n:{NODE_LABEL}) "
+        f"ON (n.{FAMILY}, n.version_key)",
         # Single-property indexes: lookups filter by name, by environment, or by both, and
         # a composite index only serves predicates on all of its properties.
         "CREATE INDEX lineagegraph_stagemove_name IF NOT EXISTS FOR (m:StageMove) ON (m.name)",

@@ -210,6 +210,10 @@ class EdgeKind:
     # Walks (lineage, trace, blast radius, drift) follow lineage edges only; the others
     # annotate: the data behind model version 7 is not the data behind version 6.
     lineage: bool = True
+    # The property the source node keeps this edge's target's ID in, stored and indexed
+    # (store format 3): a source has one such target, and its neighbours over the edge are
+    # read from the index in order, not by expanding every edge (a source's versions).
+    kept_as: str | None = None
 
 
 def _pairs(sources: tuple[str, ...], targets: tuple[str, ...]) -> frozenset[tuple[str, str]]:
@@ -222,7 +226,8 @@ EDGE_KINDS: tuple[EdgeKind, ...] = (
     EdgeKind("VERSION_OF", frozenset({("DatasetVersion", "DataSource"),
                                       ("ModelVersion", "Model"),
                                       ("PromptVersion", "Prompt")}),
-             "A version → its family."),
+             "A version → its family (one: a version keeps its family's ID).",
+             kept_as="family"),
     EdgeKind("SUPERSEDES", frozenset((label, label) for label in _VERSIONED_LABELS),
              "A version → the one it replaces: an older version of its name (by default the "
              "one before it) or a version of another name; never a cycle.", lineage=False),
@@ -264,6 +269,15 @@ EDGE_KINDS: tuple[EdgeKind, ...] = (
 
 EDGE_KINDS_BY_TYPE: dict[str, EdgeKind] = {e.type: e for e in EDGE_KINDS}
 LINEAGE_EDGE_TYPES: tuple[str, ...] = tuple(e.type for e in EDGE_KINDS if e.lineage)
+# The edge from a version to its family, and the property a version keeps its family's ID
+# in (``EdgeKind.kept_as``): a family's versions are read from that property's indexes.
+FAMILY_EDGE = "VERSION_OF"
+_KEPT_AS = EDGE_KINDS_BY_TYPE[FAMILY_EDGE].kept_as
+assert _KEPT_AS is not None
+FAMILY: str = _KEPT_AS
+# The kinds that are a family's versions.
+FAMILY_MEMBERS: tuple[str, ...] = tuple(sorted(
+    {source for source, _ in EDGE_KINDS_BY_TYPE[FAMILY_EDGE].endpoints}))
 
 # Non-graph records the stores keep beside the graph (append-only logs); their labels are
 # whitelisted like the node kinds so the Neo4j adapter can create constraints for them.
@@ -282,13 +296,17 @@ COUNTER_LABEL = "LineagegraphCounter"
 # and add the step that upgrades a store stamped lower (graph/embedded.py, neo4j_store.py).
 # 2: each versioned node keeps its ``version_key``, indexed with its name (an older version
 # would write nodes without one, which the version reads then miss).
-# 3: each (name, environment) a stage move went to is kept (``STAGE_SLOT_LABEL``): an
-# older version would append a move to a new one without it, which the reads of what is
-# live then miss.
+# 3: a version keeps its family's ID (``FAMILY``), indexed with its time and its version
+# key, and each (name, environment) a stage move went to is kept (``STAGE_SLOT_LABEL``): an
+# older version would link versions without the one, which a family's reads then miss, and
+# append a move to a new slot without the other, which the reads of what is live then miss.
 STORE_FORMAT = 3
 # The format from which each versioned node keeps its version key: a store stamped below
 # it gains them as it opens.
 VERSION_KEYS_FORMAT = 2
+# The format from which each version keeps its family's ID: a store stamped below it gains
+# them, from its VERSION_OF edges, as it opens.
+FAMILIES_FORMAT = 3
 # The format from which each (name, environment) a stage move went to is kept as a slot:
 # a store stamped below it gains them, from its moves, as it opens.
 STAGE_SLOTS_FORMAT = 3

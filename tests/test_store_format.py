@@ -20,7 +20,7 @@ from lineagegraph.api.app import create_app
 from lineagegraph.api.auth import TOKENS, TokenCache, create_token, list_tokens
 from lineagegraph.api.cli import token_state
 from lineagegraph.api.settings import Settings, StoreUnreachable
-from lineagegraph.graph import neo4j_store
+from lineagegraph.graph import neo4j_store, registry
 from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.store import GraphStore, VersionFilter, version_order
 from lineagegraph.schema import Node, Record, StageMove
@@ -28,6 +28,7 @@ from lineagegraph.schema.kinds import COUNTER_LABEL, STAGE_SLOT_LABEL, STORE_FOR
 
 from .ingest_support import cli_args, run_cli
 from .servers import EMBEDDED_ENV, cli
+from .test_family_reads import family_graph, family_rows
 from .test_version_reads import tricky_nodes
 
 T0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
@@ -156,7 +157,9 @@ def test_a_wiped_store_is_still_stamped_and_opens_again(
 
 def _as_format_1(store: GraphStore) -> None:
     """The store as format 1 left it: no node keeps a version key (embedded: no column for
-    it, and the index on (name, kind) in place of the one with the key); stamped 1."""
+    it, and the index on (name, kind) in place of the one with the key), nor a family or
+    stage slots (``_as_format_2``); stamped 1."""
+    _as_format_2(store)
     if isinstance(store, EmbeddedStore):
         with sqlite3.connect(store.path) as conn:
             conn.execute("DROP INDEX nodes_version")
@@ -194,19 +197,79 @@ def test_a_format_1_store_gains_version_keys_on_open_and_reads_versions_in_order
             each.close()
 
 
-# -- format 3: each (name, environment) a stage move went to is kept as a slot -----------------
+# -- format 3: each version keeps its family's ID; each stage slot is kept --------------------
 
 def _as_format_2(store: GraphStore) -> None:
-    """The store as format 2 left it: no slots (embedded: no table for them, nor the trigger
-    that keeps it); stamped 2."""
+    """The store as format 2 left it: no version keeps a family, no index on one (embedded:
+    no column for it); no stage slots (embedded: no table for them, nor the trigger that
+    keeps it); stamped 2."""
     if isinstance(store, EmbeddedStore):
         with sqlite3.connect(store.path) as conn:
+            conn.execute("DROP INDEX nodes_family_created")
+            conn.execute("DROP INDEX nodes_family_version")
+            conn.execute("ALTER TABLE nodes DROP COLUMN family")
             conn.execute("DROP TRIGGER stage_moves_slot")
             conn.execute("DROP TABLE stage_slots")
+    else:  # opening it creates the indexes again, and waits for them
+        driver = store._driver  # type: ignore[attr-defined]
+        driver.execute_query("MATCH (n:Node) WHERE n.family IS NOT NULL REMOVE n.family")
+        for index in ("lineagegraph_node_family_created", "lineagegraph_node_family_version"):
+            driver.execute_query(f"DROP INDEX {index}")
+        driver.execute_query(f"MATCH (s:{STAGE_SLOT_LABEL}) DELETE s")
+    _set_stamp(store, 2)
+
+
+def _link_twice(store: GraphStore, version: str, family: str) -> None:
+    """A second VERSION_OF of ``version``, as a store before format 3 could hold."""
+    if isinstance(store, EmbeddedStore):
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("INSERT INTO edges VALUES (?, 'VERSION_OF', ?, '{}')", (version, family))
     else:
         store._driver.execute_query(  # type: ignore[attr-defined]
-            f"MATCH (s:{STAGE_SLOT_LABEL}) DELETE s")
-    _set_stamp(store, 2)
+            "MATCH (a:Node {id: $a}), (b:Node {id: $b}) "
+            "CREATE (a)-[:VERSION_OF {props: '{}'}]->(b)", a=version, b=family)
+
+
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_a_format_2_store_gains_families_on_open_and_reads_them_from_the_index(
+    store: GraphStore, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, replicas: int,
+) -> None:
+    monkeypatch.setattr(neo4j_store, "_KEY_FILL", 4)  # Neo4j fills them a few at a time
+    nodes, edges = family_graph()
+    store.upsert(nodes, edges)
+    families = ["source:wh/a", "source:wh/b", "model:m"]
+    expected = {f: family_rows(store, f) for f in families}
+    history = registry.history(store, "source:wh/a")
+    assert history is not None
+    # Linked to a second family before a version had one: it keeps the smaller ID.
+    store.upsert([Node.from_id("source:wh/0", created_at=T0)])
+    _link_twice(store, "dataset:wh/a-copy@c2", "source:wh/0")
+    _as_format_2(store)
+    settings = _settings(store, request)
+
+    with caplog.at_level(logging.WARNING, logger="lineagegraph.graph.store"), \
+            ThreadPoolExecutor(replicas) as pool:  # replicas opening it at once
+        opened = list(pool.map(lambda _: settings.open_store(), range(replicas)))
+    try:
+        for each in opened:
+            rows = {f: family_rows(each, f) for f in families}
+            assert rows == {**expected, "source:wh/a": [
+                r for r in expected["source:wh/a"] if r[1] != "dataset:wh/a-copy@c2"]}
+            assert family_rows(each, "source:wh/0") == [
+                ("source:wh/0", "dataset:wh/a-copy@c2")]
+            again = registry.history(each, "source:wh/a")
+            assert again is not None
+            assert [v.id for v in again.versions] == [
+                v.id for v in history.versions if v.id != "dataset:wh/a-copy@c2"]
+        assert _stamp(store) == STORE_FORMAT
+    finally:
+        for each in opened:
+            each.close()
+    warned = {r.getMessage() for r in caplog.records if "dataset:wh/a-copy@c2" in r.getMessage()}
+    assert warned == {"dataset:wh/a-copy@c2 is VERSION_OF source:wh/0, source:wh/a: it keeps "
+                      "source:wh/0 as its family (a version has one); its other links stay, "
+                      "but the family reads find it under source:wh/0 only"}
 
 
 @pytest.mark.parametrize("replicas", [1, 3])
