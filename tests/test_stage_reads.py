@@ -92,13 +92,7 @@ def _plan(store: GraphStore, read: Any, monkeypatch: pytest.MonkeyPatch) -> list
         sql, params = sent[-1]
         return [f"{row[1]} {row[3]}"
                 for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
-    rows = store._rows  # type: ignore[attr-defined]
-    monkeypatch.setattr(store, "_rows", lambda query, **params: (
-        sent.append((query, params)), rows(query, **params))[1])
-    read()
-    query, params = sent[-1]
-    plan = store._driver.execute_query(  # type: ignore[attr-defined]
-        "EXPLAIN " + query, **params).summary.plan
+    plan = _neo4j_summary(store, read, monkeypatch, "EXPLAIN").plan
 
     def steps(operator: dict[str, Any]) -> list[str]:
         return [operator["operatorType"].split("@")[0],
@@ -177,16 +171,23 @@ def test_stage_latest_with_a_count_keeps_the_last_moves_of_each_environment(
                                       count=count) == one
 
 
-def _profiled_hits(store: GraphStore, read: Any, monkeypatch: pytest.MonkeyPatch) -> int:
-    """Neo4j's db hits for the last statement ``read`` sends, profiled."""
+def _neo4j_summary(store: GraphStore, read: Any, monkeypatch: pytest.MonkeyPatch,
+                   how: str) -> Any:
+    """Neo4j's summary of the last statement ``read`` sends, sent again under ``how``
+    (``EXPLAIN`` or ``PROFILE``)."""
     sent: list[tuple[str, Any]] = []
     rows = store._rows  # type: ignore[attr-defined]
     monkeypatch.setattr(store, "_rows", lambda query, **params: (
         sent.append((query, params)), rows(query, **params))[1])
     read()
     query, params = sent[-1]
-    profile = store._driver.execute_query(  # type: ignore[attr-defined]
-        "PROFILE " + query, **params).summary.profile
+    return store._driver.execute_query(  # type: ignore[attr-defined]
+        f"{how} {query}", **params).summary
+
+
+def _profiled_hits(store: GraphStore, read: Any, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Neo4j's db hits for the last statement ``read`` sends, profiled."""
+    profile = _neo4j_summary(store, read, monkeypatch, "PROFILE").profile
 
     def hits(operator: dict[str, Any]) -> int:
         return operator.get("dbHits", 0) + sum(hits(c) for c in operator.get("children", []))

@@ -9,7 +9,9 @@ import re
 import secrets
 import sqlite3
 import subprocess
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -60,6 +62,19 @@ def _set_stamp(store: GraphStore, value: int | None) -> None:
     if value is not None:
         driver.execute_query(f"CREATE (:{COUNTER_LABEL} {{name: 'format', value: $v}})",
                              v=value)
+
+
+@contextmanager
+def _opened_at_once(settings: Settings, replicas: int) -> Iterator[list[GraphStore]]:
+    """``replicas`` stores opened from ``settings`` at once, as replicas of a server start,
+    closed after."""
+    with ThreadPoolExecutor(replicas) as pool:
+        opened = list(pool.map(lambda _: settings.open_store(), range(replicas)))
+    try:
+        yield opened
+    finally:
+        for each in opened:
+            each.close()
 
 
 def _settings(store: GraphStore, request: pytest.FixtureRequest) -> Settings:
@@ -133,10 +148,8 @@ def test_stores_opened_at_once_on_an_unstamped_store_leave_one_stamp(
     _set_stamp(store, None)  # replicas starting together on a store an older version wrote
     settings = _settings(store, request)
 
-    with ThreadPoolExecutor(4) as pool:
-        opened = list(pool.map(lambda _: settings.open_store(), range(4)))
-    for each in opened:
-        each.close()
+    with _opened_at_once(settings, 4):
+        pass
 
     assert _stamp(store) == STORE_FORMAT  # and one stamp node (``_stamp`` checks)
 
@@ -183,18 +196,13 @@ def test_a_format_1_store_gains_version_keys_on_open_and_reads_versions_in_order
     _as_format_1(store)
     settings = _settings(store, request)
 
-    with ThreadPoolExecutor(replicas) as pool:  # replicas opening it at once
-        opened = list(pool.map(lambda _: settings.open_store(), range(replicas)))
-    try:
+    with _opened_at_once(settings, replicas) as opened:
         for each in opened:
             rows = each.version_sizes(VersionFilter(("Toolset",), "t"), len(nodes) + 1)
             assert [row.key for row in rows] == expected
             assert ([n.version for n in each.versions("Toolset", "t", last=3)]
                     == [n.version for n in sorted(nodes, key=version_order)[-3:]])
         assert _stamp(store) == STORE_FORMAT
-    finally:
-        for each in opened:
-            each.close()
 
 
 # -- format 3: each version keeps its family's ID; each stage slot is kept --------------------
@@ -249,9 +257,7 @@ def test_a_format_2_store_gains_families_on_open_and_reads_them_from_the_index(
     settings = _settings(store, request)
 
     with caplog.at_level(logging.WARNING, logger="lineagegraph.graph.store"), \
-            ThreadPoolExecutor(replicas) as pool:  # replicas opening it at once
-        opened = list(pool.map(lambda _: settings.open_store(), range(replicas)))
-    try:
+            _opened_at_once(settings, replicas) as opened:
         for each in opened:
             rows = {f: family_rows(each, f) for f in families}
             assert rows == {**expected, "source:wh/a": [
@@ -263,9 +269,6 @@ def test_a_format_2_store_gains_families_on_open_and_reads_them_from_the_index(
             assert [v.id for v in again.versions] == [
                 v.id for v in history.versions if v.id != "dataset:wh/a-copy@c2"]
         assert _stamp(store) == STORE_FORMAT
-    finally:
-        for each in opened:
-            each.close()
     warned = {r.getMessage() for r in caplog.records if "dataset:wh/a-copy@c2" in r.getMessage()}
     assert warned == {"dataset:wh/a-copy@c2 is VERSION_OF source:wh/0, source:wh/a: it keeps "
                       "source:wh/0 as its family (a version has one); its other links stay, "
@@ -291,9 +294,7 @@ def test_a_format_2_store_gains_stage_slots_on_open_and_says_what_is_live(
     _as_format_2(store)
     settings = _settings(store, request)
 
-    with ThreadPoolExecutor(replicas) as pool:  # replicas opening it at once
-        opened = list(pool.map(lambda _: settings.open_store(), range(replicas)))
-    try:
+    with _opened_at_once(settings, replicas) as opened:
         for each in opened:
             assert each.stage_latest(until=at) == latest
             assert [n.id for n in each.live_bundles("production", at)] == [
@@ -305,9 +306,6 @@ def test_a_format_2_store_gains_stage_slots_on_open_and_says_what_is_live(
             name="c", environment="staging", to_version="2", at=T0, actor="ci")])
         assert [n.id for n in opened[-1].live_bundles("staging", at)] == [
             "bundle:b@1", "bundle:c@2"]
-    finally:
-        for each in opened:
-            each.close()
 
 
 # -- tokens an older version let have a reserved name ------------------------------------------
