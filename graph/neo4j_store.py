@@ -980,13 +980,16 @@ class Neo4jStore(GraphStore):
                                 *(["n.created_at <= $until"] if until is not None else [])]
                                ) or "n.created_at IS NOT NULL"
         rows = self._rows(
-            f"UNWIND $families AS fid CALL (fid) {{ MATCH (n:{NODE_LABEL}) "
+            # The family bound first, by its ID: matched inside, after the versions, the
+            # planner sometimes scanned the whole ID index for it (8,008 db hits for 5).
+            f"UNWIND $families AS fid MATCH (f:{NODE_LABEL} {{id: fid}}) "
+            f"CALL (fid, f) {{ MATCH (n:{NODE_LABEL}) "
             f"USING INDEX SEEK n:{NODE_LABEL}({FAMILY}, created_at, id) "
             f"WHERE n.{FAMILY} = fid AND {created} AND n.id IS NOT NULL "
             "AND NOT n.id IN $exclude "
             f"WITH n ORDER BY n.{FAMILY} {order}, n.created_at {order}, n.id {order}"
             + (" LIMIT $count" if count is not None else "")
-            + f" MATCH (n)-[r:{FAMILY_EDGE}]->(:{NODE_LABEL} {{id: fid}}) RETURN r, n }} "
+            + f" MATCH (n)-[r:{FAMILY_EDGE}]->(f) RETURN r, n }} "
             f"RETURN collect({{origin: fid, {_WALK_EDGE_MAP}, {_WALK_NODE_MAP}}}) AS rows",
             families=list(dict.fromkeys(families)), since=since, until=until,
             exclude=sorted(exclude or ()), count=count, inline=None)
