@@ -567,16 +567,24 @@ class EmbeddedStore(GraphStore):
         transaction, and a no-op once done: processes opening the file at once take turns,
         and the later finds nothing to do. The index on (name, kind) becomes the schema's
         on (name, kind, version_key), which serves its reads too."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            if "version_key" not in {row["name"] for row in self._conn.execute(
-                    "PRAGMA table_info(nodes)")}:
-                self._conn.execute("ALTER TABLE nodes ADD COLUMN version_key TEXT")
+        with self._upgrading("version_key"):
             self._conn.execute(
                 "UPDATE nodes SET version_key = stored_version_key(kind, version, created_at) "
                 "WHERE version_key IS NULL AND kind IN (SELECT value FROM json_each(?))",
                 (_json_list([k.label for k in NODE_KINDS if k.versioned]),))
             self._conn.execute("DROP INDEX IF EXISTS nodes_name")
+
+    @contextmanager
+    def _upgrading(self, column: str) -> Iterator[None]:
+        """A step to a later format: one write transaction (processes opening the file at
+        once take turns) that first gives ``nodes`` the ``column`` it fills, if it lacks
+        it. Not ``_transaction``: the store is not open yet."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            if column not in {row["name"] for row in self._conn.execute(
+                    "PRAGMA table_info(nodes)")}:
+                self._conn.execute(f"ALTER TABLE nodes ADD COLUMN {column} TEXT")
+            yield
             self._conn.execute("COMMIT")
         except BaseException:
             self._conn.execute("ROLLBACK")
@@ -587,11 +595,7 @@ class EmbeddedStore(GraphStore):
         ``VERSION_OF`` edge; of two (linked before a version had one family), the smallest
         ID, with a warning naming the version. In one write transaction, a no-op once done,
         as ``_key_versions``."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            if FAMILY not in {row["name"] for row in self._conn.execute(
-                    "PRAGMA table_info(nodes)")}:
-                self._conn.execute(f"ALTER TABLE nodes ADD COLUMN {FAMILY} TEXT")
+        with self._upgrading(FAMILY):
             params = (FAMILY_EDGE, _json_list(FAMILY_MEMBERS))
             # The versions by their kind's index, each one's edges by the edge key.
             self._conn.execute(
@@ -603,10 +607,6 @@ class EmbeddedStore(GraphStore):
                 "ON e.source = n.id AND e.type = ? "
                 "WHERE n.kind IN (SELECT value FROM json_each(?)) GROUP BY n.id "
                 "HAVING count(*) > 1", params)})
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
 
     def _check_file(self) -> None:
         if self._file is not None and _file_id(self.path) != self._file:

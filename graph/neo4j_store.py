@@ -675,14 +675,9 @@ class Neo4jStore(GraphStore):
         for kind in NODE_KINDS:
             if not kind.versioned:
                 continue
-            after = ""
-            while True:
-                rows = self._rows(
-                    f"MATCH (n:{kind.label}) WHERE n.id > $after AND n.version_key IS NULL "
-                    f"WITH n ORDER BY n.id LIMIT $limit RETURN collect([n.id, n.version, "
-                    f"{_MICROS.format('n.created_at')}]) AS rows", after=after, limit=_KEY_FILL)
-                if not rows:
-                    break
+            for rows in self._unset_pages(kind.label, "version_key", (
+                    f"RETURN collect([n.id, n.version, {_MICROS.format('n.created_at')}]) "
+                    "AS rows")):
                 keys = [{"id": node_id, "key": stored_version_key(
                     kind.label, version, _from_micros(micros))}
                     for node_id, version, micros in rows]
@@ -690,9 +685,21 @@ class Neo4jStore(GraphStore):
                     f"UNWIND $rows AS row MATCH (n:{kind.label} {{id: row.id}}) "
                     "WHERE n.version_key IS NULL SET n.version_key = row.key",
                     rows=keys, database_=self._database)
-                if len(rows) < _KEY_FILL:
-                    break
-                after = rows[-1][0]
+
+    def _unset_pages(self, label: str, prop: str, returned: str) -> Iterator[list[Any]]:
+        """The ``label`` nodes without ``prop``, ``_KEY_FILL`` at a time in ID order, as
+        ``returned`` makes them of each page's ``n`` (rows starting with ``n.id``): a step
+        to a later format fills each page in its own transaction."""
+        after = ""
+        while True:
+            rows = self._rows(
+                f"MATCH (n:{label}) WHERE n.id > $after AND n.{prop} IS NULL "
+                f"WITH n ORDER BY n.id LIMIT $limit {returned}", after=after, limit=_KEY_FILL)
+            if rows:
+                yield rows
+            if len(rows) < _KEY_FILL:
+                return
+            after = max(row[0] for row in rows)  # grouping may have reordered the page
 
     def _slot_stages(self) -> None:
         """Format 3: a slot for each (name, environment) the stored moves went to. One
@@ -711,23 +718,15 @@ class Neo4jStore(GraphStore):
         ``_key_versions``: bounded, and safe to run twice or from replicas at once (each
         sets the same family, none over one set since)."""
         for label in FAMILY_MEMBERS:
-            after = ""
-            while True:
-                rows = self._rows(
-                    f"MATCH (n:{label}) WHERE n.id > $after AND n.{FAMILY} IS NULL "
-                    f"WITH n ORDER BY n.id LIMIT $limit "
+            for rows in self._unset_pages(label, FAMILY, (
                     f"OPTIONAL MATCH (n)-[:{FAMILY_EDGE}]->(f:{NODE_LABEL}) "
-                    "WITH n, collect(f.id) AS families RETURN collect([n.id, families]) AS rows",
-                    after=after, limit=_KEY_FILL)
+                    "WITH n, collect(f.id) AS families RETURN collect([n.id, families]) AS rows")):
                 linked = {version: families for version, families in rows if families}
                 warn_split_families({v: f for v, f in linked.items() if len(f) > 1})
                 self._driver.execute_query(
                     f"UNWIND $rows AS row MATCH (n:{label} {{id: row[0]}}) "
                     f"SET n.{FAMILY} = coalesce(n.{FAMILY}, row[1])",
                     rows=[[v, min(f)] for v, f in linked.items()], database_=self._database)
-                if len(rows) < _KEY_FILL:
-                    break
-                after = max(version for version, _ in rows)
 
     def _stamp_format(self) -> None:
         """Stamp ``STORE_FORMAT``. A MERGE under the counters' uniqueness constraint:
