@@ -49,7 +49,9 @@ from .store import (
     RETIRED,
     Direction,
     GraphStore,
+    MetadataMoved,
     NodesStored,
+    PreparedWrite,
     Rejudged,
     StageMoved,
     UpsertResult,
@@ -626,31 +628,45 @@ def audited_upsert(store: GraphStore, nodes: list[Node], edges: list[Edge], acto
     was there before included (read just before, in the same call). ``check`` sees what
     was read of the stored nodes (a scope check: what the write changes of them) and may
     refuse the write by raising. A SUPERSEDES edge closing a cycle is refused, as in a
-    manifest load (``walk.supersedes_loops``)."""
+    manifest load (``walk.supersedes_loops``).
+
+    Everything the write is judged on is read of the graph: if a write of metadata lands
+    before it (another server process, another upsert), it is judged again inside its write,
+    holding the metadata writers' turn (``GraphStore.write_mapped``). Otherwise two upserts
+    at once could each pass the cycle check and together close a cycle, or audit as
+    "before" what the other one replaced."""
     loops = sorted({f"{e.source} -[{e.type}]-> itself" for e in edges if e.source == e.target})
     if loops:  # as a manifest's supersedes, fine_tuned_from or derived_from naming itself
         raise GovernanceError("; ".join(loops) + ": an edge links a node to another")
-    sources = sorted({e.source for e in edges})
-    # One read for the audit's "before" and the registered bundles' pins alike: the nodes
-    # and the edge sources, and those sources' edges of the write's types.
-    existing = store.get(sorted({n.id for n in nodes} | set(sources)))
-    loops = supersedes_loops(store, edges, existing)
-    if loops:  # as a manifest's or an import's would be
-        raise GovernanceError("; ".join(loop.message() for loop in loops))
-    existing_edges = {hop.edge.key: hop.edge for hop in store.expand(
-        sources, Direction.UPSTREAM, edge_types=sorted({e.type for e in edges}))
-        } if edges else {}
-    if check is not None:
-        check(existing)
-    live, judged = _archiving_live(store, nodes, existing)
-    if live:
-        raise GovernanceError("; ".join(live))
-    changes = pin_changes(nodes, edges, existing, existing_edges.keys())
-    if changes:
-        raise GovernanceError("; ".join(pin_change_message(b, c) for b, c in changes.items()))
-    audit = change_audit(nodes, edges, existing, existing_edges, actor)
+
+    def judged(seen: int | None) -> PreparedWrite:
+        sources = sorted({e.source for e in edges})
+        # One read for the audit's "before" and the registered bundles' pins alike: the
+        # nodes and the edge sources, and those sources' edges of the write's types.
+        existing = store.get(sorted({n.id for n in nodes} | set(sources)))
+        loops = supersedes_loops(store, edges, existing)
+        if loops:  # as a manifest's or an import's would be
+            raise GovernanceError("; ".join(loop.message() for loop in loops))
+        existing_edges = {hop.edge.key: hop.edge for hop in store.expand(
+            sources, Direction.UPSTREAM, edge_types=sorted({e.type for e in edges}))
+            } if edges else {}
+        if check is not None:
+            check(existing)
+        live, stages_seen = _archiving_live(store, nodes, existing)
+        if live:
+            raise GovernanceError("; ".join(live))
+        changes = pin_changes(nodes, edges, existing, existing_edges.keys())
+        if changes:
+            raise GovernanceError("; ".join(pin_change_message(b, c)
+                                            for b, c in changes.items()))
+        audit = change_audit(nodes, edges, existing, existing_edges, actor)
+        return store.prepare(nodes, edges, audit, judged=stages_seen, metadata_seen=seen)
+
     try:
-        return store.upsert(nodes, edges, audit, judged=judged)
+        try:
+            return store.write(judged(store.metadata_seq()))  # read before the graph
+        except MetadataMoved:
+            return store.write_mapped(lambda: judged(None))
     except StageMoved as error:
         raise GovernanceError(str(error)) from None
 

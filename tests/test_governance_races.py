@@ -20,18 +20,21 @@ from lineagegraph.graph.governance import (
     promote,
     rollback,
 )
-from lineagegraph.graph.store import GraphStore
+from lineagegraph.graph.store import Direction, GraphStore
 from lineagegraph.schema import Edge, Node, StageMove
 
 from .test_governance import EU_PRODUCTION, T0, setup_bundle
 
 
 class Landing:
-    """``store``, with ``meanwhile`` run once just before the first call of ``method``: the
-    other writer's commit between a decision's reads and its write."""
+    """``store``, with ``meanwhile`` run once just before the first call of ``method`` (or
+    just after it returns, ``after``): the other writer's commit between a decision's reads
+    and its write."""
 
-    def __init__(self, store: GraphStore, method: str, meanwhile: Callable[[], Any]) -> None:
+    def __init__(self, store: GraphStore, method: str, meanwhile: Callable[[], Any], *,
+                 after: bool = False) -> None:
         self._store, self._method, self._meanwhile = store, method, meanwhile
+        self._after = after
         self.landed = False
 
     def __getattr__(self, attr: str) -> Any:
@@ -41,6 +44,10 @@ class Landing:
 
         def first(*args: Any, **kwargs: Any) -> Any:
             self.landed = True
+            if self._after:
+                result = real(*args, **kwargs)
+                self._meanwhile()
+                return result
             self._meanwhile()
             return real(*args, **kwargs)
 
@@ -217,3 +224,42 @@ def test_an_approver_approving_again_after_withdrawing_counts_again(store: Graph
     assert [e.action for e in store.audit_log()].count("approve") == 2
     report, move = promote(store, "b", "1", "production", "release-eng")
     assert move is not None, report.reasons
+
+
+def _superseding(source: str, target: str) -> list[Edge]:
+    return [Edge(source=source, type="SUPERSEDES", target=target)]
+
+
+def test_two_upserts_at_once_never_close_a_supersedes_cycle(store: GraphStore) -> None:
+    # a@1 and b@1 (two names, so neither edge goes against version order): each upsert
+    # alone is fine; together they are a cycle. The second read the graph before the first
+    # landed, and is judged again in its write's turn.
+    store.upsert([Node.from_id("model:a@1"), Node.from_id("model:b@1")])
+    landing = Landing(store, "expand", lambda: audited_upsert(  # after the check's read
+        store, [], _superseding("model:b@1", "model:a@1"), "admin"), after=True)
+
+    with pytest.raises(GovernanceError, match="would close a cycle"):
+        audited_upsert(landing, [], _superseding("model:a@1", "model:b@1"),  # type: ignore[arg-type]
+                       "admin")
+
+    assert landing.landed
+    assert {(h.edge.source, h.edge.target) for h in store.expand(
+        ["model:a@1", "model:b@1"], Direction.UPSTREAM, edge_types=["SUPERSEDES"])} == {
+        ("model:b@1", "model:a@1")}
+
+
+def test_an_upsert_audits_as_before_what_a_write_landing_meanwhile_left(
+    store: GraphStore,
+) -> None:
+    store.upsert([Node.from_id("model:a@1", properties={"owner": "first"})])
+    landing = Landing(store, "get", _upsert(store, "model:a@1", owner="meanwhile"),
+                      after=True)
+
+    audited_upsert(landing, [Node.from_id("model:a@1", properties={"owner": "last"})],  # type: ignore[arg-type]
+                   [], "admin")
+
+    assert landing.landed
+    changes = [(e.before or {}).get("properties", {}).get("owner")
+               for e in store.audit_log(target="model:a@1")]
+    assert changes == ["first", "meanwhile"]
+    assert store.get(["model:a@1"])["model:a@1"].properties["owner"] == "last"

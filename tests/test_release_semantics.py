@@ -502,8 +502,15 @@ def test_an_upsert_may_not_archive_a_version_while_it_is_live(store: GraphStore)
     assert store.get(["bundle:b@2"])["bundle:b@2"].properties["archived"] is True
 
 
+@pytest.mark.parametrize(("landed", "refusal"), [
+    # A promotion moves the metadata writers' turn on: the upsert is judged again in its
+    # write's turn, and finds the version live.
+    ("promotion", "bundle:b@2 is live in production: archived, it would serve"),
+    # A move recorded without that turn: refused on the stage history it judged.
+    ("move", "b moved meanwhile"),
+])
 def test_an_upsert_archiving_a_version_is_refused_if_it_was_promoted_meanwhile(
-    store: GraphStore, monkeypatch: pytest.MonkeyPatch,
+    store: GraphStore, monkeypatch: pytest.MonkeyPatch, landed: str, refusal: str,
 ) -> None:
     # The upsert read "live nowhere"; a promotion landed before it wrote. Written anyway,
     # the version served production archived, hidden from every blast radius.
@@ -513,15 +520,23 @@ def test_an_upsert_archiving_a_version_is_refused_if_it_was_promoted_meanwhile(
     stored = store.get(["bundle:b@2"])["bundle:b@2"]
     archived = stored.model_copy(update={"properties": {**stored.properties, "archived": True}})
     read = governance._archiving_live
+    landings = []
 
     def promoted_meanwhile(*args: object) -> object:
         judged = read(*args)  # type: ignore[arg-type]
-        promote(store, "b", "2", "production", "release-eng", override_reason="test",
-                at=_hours(0))
+        if not landings:  # once: the other writer's commit
+            landings.append(landed)
+            if landed == "promotion":
+                promote(store, "b", "2", "production", "release-eng", override_reason="test",
+                        at=_hours(0))
+            else:
+                store.record_stage_move(StageMove(name="b", environment="production",
+                                                  to_version="2", at=_hours(0), actor="ci"))
         return judged
 
     monkeypatch.setattr(governance, "_archiving_live", promoted_meanwhile)
-    with pytest.raises(GovernanceError, match="b moved meanwhile"):
+    with pytest.raises(GovernanceError, match=refusal):
         governance.audited_upsert(store, [archived], [], "admin")
+    assert landings == [landed]
     assert not store.get(["bundle:b@2"])["bundle:b@2"].properties.get("archived")
     assert store.stage_at("b", "production") == "2"
