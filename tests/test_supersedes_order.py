@@ -16,6 +16,7 @@ from lineagegraph.graph.store import Direction, GraphStore
 from lineagegraph.ingest.batch import IngestError
 from lineagegraph.ingest.manifest_formats import read_yaml
 from lineagegraph.ingest.manifests import load_manifests
+from lineagegraph.schema import Edge
 
 from .ingest_support import cli_args, client_for, run_cli, snapshot
 
@@ -249,3 +250,23 @@ def test_a_stored_first_version_may_get_a_predecessor_of_another_name(
     load(store, doc("ModelVersion", "new", 1, "model:old@3"))
 
     assert ("model:new@1", "model:old@3") in supersedes(store)
+
+
+def test_a_load_landing_after_the_check_read_is_judged_again_and_refused(
+    store: GraphStore,
+) -> None:
+    # Another process's write lands between this load's read of the stored edges and its
+    # own: each alone is fine, together a cycle. Mapped again in its write's turn. (Loads
+    # of one process take turns: the other process's is its write, as the store gets it.)
+    from .test_governance_races import Landing
+
+    load(store, doc("ModelVersion", "a", 1) + doc("ModelVersion", "b", 1))
+    landing = Landing(store, "expand", lambda: store.upsert(
+        [], [Edge(source="model:b@1", type="SUPERSEDES", target="model:a@1")]), after=True)
+
+    with pytest.raises(IngestError) as caught:
+        load(landing, doc("ModelVersion", "a", 1, "model:b@1"))  # type: ignore[arg-type]
+
+    assert landing.landed
+    assert [(p.record, p.field) for p in caught.value.problems] == [(1, "supersedes")]
+    assert supersedes(store) == {("model:b@1", "model:a@1")}
