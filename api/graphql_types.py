@@ -29,7 +29,7 @@ from lineagegraph.schema import NODE_KINDS, InvalidId, SchemaError, canonical_id
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import StageMove as StageMoveRecord
 from lineagegraph.schema.bounds import MAX_ID_PART_BYTES, id_flaw
-from lineagegraph.schema.models import utc
+from lineagegraph.schema.models import error_message, utc
 
 from .errors import timed_out, unavailable_message
 from .query_workers import NotStarted, QueryWorkers
@@ -151,7 +151,7 @@ class Context(BaseContext):
         except StoreUnavailable as error:
             raise Unavailable(unavailable_message(error, "GraphQL")) from error
         except (InvalidId, SchemaError, ValueError) as error:
-            raise UserError(str(error)) from error
+            raise UserError(error_message(error)) from error
         except OverflowError as error:  # a date argument at the edge of the calendar
             raise UserError(f"a date is out of range: {error}") from error
 
