@@ -25,6 +25,7 @@ from lineagegraph.graph.store import Direction as StoreDirection
 from lineagegraph.graph.trace import trace as run_trace
 from lineagegraph.graph.walk import LINEAGE_DEPTH, WALK_CAPS, walk
 from lineagegraph.schema import InvalidId, parse_id
+from lineagegraph.schema.bounds import shown
 
 from .auth import MutationsNeedWrite
 from .graphql_governance import GovernanceQuery, Mutation
@@ -193,7 +194,7 @@ class Query(GovernanceQuery):
         result = await context.run(lambda: run_trace(context.store, request_id,
                                                      context.settings.walk_limits))
         if result is None:
-            _not_found(info, f"no request {request_id!r}")
+            _not_found(info, f"no request {shown(request_id)}")
             return None
         if result.annotations_cut:
             context.warn(info, "approvals and evaluations: some are left out "
