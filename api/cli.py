@@ -26,8 +26,12 @@ from .cli_tokens import token_app
 from .cli_traffic import traffic_app
 from .settings import Settings, StoreUnreachable
 
+# Help as click writes it (rich_markup_mode None, for every subcommand too): paragraphs
+# rewrapped to the terminal. typer's rich help kept the docstrings' line breaks in a group's
+# list of commands, and at 80 columns cut option names and environment variables short with
+# "…" (LINEAGEGRAPH_MAX_D…).
 app = typer.Typer(help="Lineage Graph: lineage and impact analysis for production AI.",
-                  no_args_is_help=True)
+                  no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(deadletter_app, name="deadletter")
 app.add_typer(token_app, name="token")

@@ -11,9 +11,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from lineagegraph.graph.governance import scored
+from lineagegraph.schema.bounds import shown
 
 from .cli_ingest import DbPath, NeoUri
 from .graphql_schema import build_schema
@@ -39,10 +41,10 @@ def run_query(query: str, variables: dict[str, Any], db: str | None,
         store.close()
     if result.errors:
         for error in result.errors:
-            err.print(f"[red]error:[/red] {error.message}")
+            err.print(f"[red]error:[/red] {escape(error.message)}")
         raise typer.Exit(1)
     for warning in (result.extensions or {}).get("warnings", []):
-        err.print(f"[yellow]warning:[/yellow] {warning['message']}")
+        err.print(f"[yellow]warning:[/yellow] {escape(warning['message'])}")
     return result.data or {}
 
 
@@ -78,7 +80,7 @@ def trace(request_id: str, as_json: AsJson = False, db: DbPath = None,
     """Trace a request back to its data."""
     data = run_query(TRACE, {"requestId": request_id}, db, neo4j_uri)["trace"]
     if data is None:
-        err.print(f"no request {request_id}")
+        err.print(f"no request {escape(shown(request_id))}")
         raise typer.Exit(1)
     if emit(data, as_json):
         return

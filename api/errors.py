@@ -35,6 +35,7 @@ from lineagegraph.graph.store import MetadataMoved, StageMoved, StoreUnavailable
 from lineagegraph.ingest.batch import IngestError, Problem
 from lineagegraph.ingest.bodies import load_json
 from lineagegraph.schema import InvalidId, SchemaError
+from lineagegraph.schema.models import validation_message
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def _validation_problem(error: dict[str, Any]) -> Problem:
     if error.get("type") == "json_invalid":
         reason = (error.get("ctx") or {}).get("error", "")
         return Problem(_printable(f"malformed JSON: {reason}"))
-    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    message = validation_message(error)
     if error.get("type") == "extra_forbidden":  # pydantic: "Extra inputs are not permitted"
         message = "unknown field (misspelled?); nothing was done"
     if not path:  # the whole body or query: say which

@@ -153,7 +153,8 @@ def _policy(info: Info) -> governance.GatePolicy:
 class GovernanceQuery:
     @strawberry.field(description="The report a release engineer reads before promoting "
                       "`bundle@version` into `environment`: gates, diff against what is "
-                      "live, blast radius, verdict.")
+                      "live, blast radius, verdict. A bundle version the graph does not hold "
+                      "is an error naming it.")
     async def promotion_impact(self, info: Info, bundle: str, version: str,
                                environment: str) -> PromotionReport:
         context: Context = info.context

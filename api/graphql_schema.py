@@ -25,6 +25,7 @@ from lineagegraph.graph.store import Direction as StoreDirection
 from lineagegraph.graph.trace import trace as run_trace
 from lineagegraph.graph.walk import LINEAGE_DEPTH, WALK_CAPS, walk
 from lineagegraph.schema import InvalidId, parse_id
+from lineagegraph.schema.bounds import shown
 
 from .auth import MutationsNeedWrite
 from .graphql_governance import GovernanceQuery, Mutation
@@ -64,6 +65,11 @@ from .request_ids import unexpected
 from .settings import Settings
 
 MAX_PAGE = 1000
+# What a field does for an ID the graph does not hold, said in its description (README
+# "Queries"): a lookup answers null, a walk or report from the ID an error.
+NULL_IF_UNKNOWN = ("Null for an ID the graph does not hold, with a warning saying so in the "
+                   "response's `extensions.warnings`.")
+ERROR_IF_UNKNOWN = "An ID the graph does not hold is an error naming it."
 
 
 def _check_kinds(kinds: list[str] | None) -> None:
@@ -87,7 +93,7 @@ def _search_text(text: str | None) -> str | None:
 @strawberry.type
 class Query(GovernanceQuery):
     @strawberry.field(description="One node by its ID (`model:fraud-detector@7`; `@v7` "
-                      "is accepted too).")
+                      f"is accepted too). {NULL_IF_UNKNOWN}")
     async def node(self, info: Info, id: strawberry.ID) -> NodeType | None:
         node_id = node_id_arg(id)
         context: Context = info.context
@@ -125,7 +131,7 @@ class Query(GovernanceQuery):
                       "name in version order "
                       "(numbers by their numbers, the rest by creation time), or fewer that "
                       "fit in a page; `versionsBefore` (a `versionsCursor`) pages back to "
-                      "the earlier ones.")
+                      f"the earlier ones. {NULL_IF_UNKNOWN}")
     async def history(self, info: Info, id: strawberry.ID,
                       versions_before: str | None = None) -> History | None:
         node_id = node_id_arg(id)
@@ -160,7 +166,7 @@ class Query(GovernanceQuery):
                       "lead only to nodes it drops, and nothing past them, are not walked "
                       "(so they spend no node cap). Depth is capped by configuration; "
                       "`truncated` says a cap cut the walk. Pages are keyset pages ordered "
-                      "by (degree, id).")
+                      f"by (degree, id). {ERROR_IF_UNKNOWN}")
     async def lineage(
         self,
         info: Info,
@@ -186,14 +192,16 @@ class Query(GovernanceQuery):
 
     @strawberry.field(description="A request traced back to its data: the bundle that "
                       "served it and what it pins, approvals and evaluations then, the "
-                      "environment and what else was live there, the upstream lineage.")
+                      "environment and what else was live there, the upstream lineage. "
+                      "Null for a request ID the graph does not hold, with a warning saying "
+                      "so in the response's `extensions.warnings`.")
     async def trace(self, info: Info, request_id: str) -> Trace | None:
         id_part_arg("requestId", request_id.strip())
         context: Context = info.context
         result = await context.run(lambda: run_trace(context.store, request_id,
                                                      context.settings.walk_limits))
         if result is None:
-            _not_found(info, f"no request {request_id!r}")
+            _not_found(info, f"no request {shown(request_id)}")
             return None
         if result.annotations_cut:
             context.warn(info, "approvals and evaluations: some are left out "
@@ -213,7 +221,8 @@ class Query(GovernanceQuery):
     @strawberry.field(description="What rolling back, retiring or changing `id` hits: "
                       "everything downstream with degrees, affected bundles and where they "
                       "are live, request traffic in [since, until] by environment, and "
-                      "what a rollback returns to, with compatibility warnings.")
+                      "what a rollback returns to, with compatibility warnings. "
+                      f"{NULL_IF_UNKNOWN}")
     async def blast_radius(
         self,
         info: Info,
@@ -237,7 +246,7 @@ class Query(GovernanceQuery):
                       "recency) / (2 (1 + hops)), recency = 1 - (onset - changedAt) / "
                       "lookback. Where a cap cut the upstream walk, changes past it are "
                       "not candidates, and the response's `extensions.warnings` names this "
-                      "field's path.")
+                      f"field's path. {ERROR_IF_UNKNOWN}")
     async def drift_sources(self, info: Info, id: strawberry.ID, onset: datetime,
                             lookback: str = "P7D") -> list[DriftCandidate]:
         node_id = node_id_arg(id)

@@ -28,8 +28,8 @@ from lineagegraph.graph.walk import Subgraph as WalkResult
 from lineagegraph.schema import NODE_KINDS, InvalidId, SchemaError, canonical_id
 from lineagegraph.schema import Node as NodeRecord
 from lineagegraph.schema import StageMove as StageMoveRecord
-from lineagegraph.schema.bounds import MAX_ID_PART_BYTES, id_flaw
-from lineagegraph.schema.models import utc
+from lineagegraph.schema.bounds import MAX_ID_PART_BYTES, id_flaw, shown
+from lineagegraph.schema.models import error_message, utc
 
 from .errors import timed_out, unavailable_message
 from .query_workers import NotStarted, QueryWorkers
@@ -104,8 +104,8 @@ def id_part_arg(field: str, value: str) -> None:
     node can have is told so, not answered null. (A whole ID's name may be longer: an
     approval's joins a bundle's ID, an approver and a gate.)"""
     flaw = id_flaw(value, MAX_ID_PART_BYTES)
-    if flaw is not None:
-        raise UserError(f"{field}: {flaw}")
+    if flaw is not None:  # quoted and cut short as an ID is (``ids.parse_id``)
+        raise UserError(f"{field}: {shown(value)} {flaw}")
 
 
 class Context(BaseContext):
@@ -151,7 +151,7 @@ class Context(BaseContext):
         except StoreUnavailable as error:
             raise Unavailable(unavailable_message(error, "GraphQL")) from error
         except (InvalidId, SchemaError, ValueError) as error:
-            raise UserError(str(error)) from error
+            raise UserError(error_message(error)) from error
         except OverflowError as error:  # a date argument at the edge of the calendar
             raise UserError(f"a date is out of range: {error}") from error
 

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from lineagegraph.graph.governance import GatePolicy
 from lineagegraph.graph.store import GraphStore
 from lineagegraph.graph.walk import WalkLimits
-from lineagegraph.schema.models import check_environment
+from lineagegraph.schema.models import check_environment, validation_message
 
 if TYPE_CHECKING:
     import neo4j
@@ -185,7 +185,7 @@ class Settings(BaseSettings):
             import typer
 
             raise typer.BadParameter("; ".join(
-                f"{_where(e['loc'])}: {e['msg']}" for e in error.errors())) from None
+                f"{_where(e['loc'])}: {validation_message(e)}" for e in error.errors())) from None
 
     @classmethod
     def env_name(cls, field: str) -> str:

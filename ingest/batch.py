@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
 from lineagegraph.graph.store import (
     GraphStore,
     MetadataMoved,
@@ -26,6 +28,7 @@ from lineagegraph.graph.store import (
 )
 from lineagegraph.graph.traffic import OutcomeState
 from lineagegraph.schema import AuditEntry, Edge, Node, Record, StageMove
+from lineagegraph.schema.models import validation_message
 
 T = TypeVar("T")
 
@@ -60,6 +63,20 @@ class Problem:
             f"record {self.record}" if self.record is not None else None,
             f"field {self.field}" if self.field else None) if p)
         return f"{where}: {self.message}" if where else self.message
+
+
+def dotted(loc: tuple[int | str, ...]) -> str | None:
+    """A pydantic error's location as a field path (``eval.score``), None for the record."""
+    return ".".join(str(part) for part in loc) or None
+
+
+def validation_problems(error: ValidationError, record: int | str | None = None,
+                        field: Callable[[tuple[int | str, ...]], str | None] = dotted,
+                        ) -> list[Problem]:
+    """A record's ValidationError as Problems, one a field, worded by
+    ``validation_message``."""
+    return [Problem(validation_message(item), record, field(item["loc"]))
+            for item in error.errors()]
 
 
 class IngestError(Exception):

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from lineagegraph.graph.store import PAGE_CHARS, GraphStore, RecordFilter
 from lineagegraph.schema import InvalidId, Record, SchemaError
-from lineagegraph.schema.models import canonical_json, now
+from lineagegraph.schema.models import canonical_json, error_message, now
 
 from .batch import Batch, IngestError, Problem
 
@@ -148,7 +148,7 @@ def replay(store: GraphStore, keys: list[str] | None = None, *,
                                         payload={"source": source}))
             batch.write(store)
         except (IngestError, SchemaError, InvalidId, ValidationError) as error:
-            result.still_failing[letter.key] = str(error)
+            result.still_failing[letter.key] = error_message(error)
             continue
         result.replayed.append(letter.key)
     result.unknown = [k for k in keys or () if k not in matched]

@@ -53,7 +53,7 @@ from lineagegraph.schema.models import (
     check_properties_size,
 )
 
-from .batch import IngestError, Problem
+from .batch import IngestError, Problem, validation_problems
 from .bodies import (
     MAX_DEPTH,
     TOO_DEEP,
@@ -786,10 +786,7 @@ def parse_document(raw: RawDoc) -> Doc | StageMoveDoc:
             return model.model_validate(raw.data)
         doc = _validate_doc(model, raw.data)
     except ValidationError as error:
-        raise IngestError([
-            Problem(item["msg"], record=raw.record,
-                    field=".".join(str(p) for p in item["loc"]) or None)
-            for item in error.errors()]) from None
+        raise IngestError(validation_problems(error, raw.record)) from None
     if isinstance(doc, VersionedDoc) and (loops := doc.links_to_itself()):
         raise IngestError([Problem(f"names the document itself, {own}: a version must link "
                                    "to another", record=raw.record, field=field)

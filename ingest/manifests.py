@@ -90,6 +90,7 @@ from .batch import (
     Problem,
     load_batches,
     pause_before,
+    validation_problems,
 )
 from .manifest_formats import (
     BundleDoc,
@@ -434,9 +435,7 @@ class _ManifestLoad:
             entry.node = Node(kind=doc.LABEL, name=doc.node_name(), version=entry.version,
                               created_at=doc.created_at or self.now, properties=props)
         except ValidationError as error:
-            for item in error.errors():
-                self.problem(entry.record, ".".join(str(p) for p in item["loc"]) or None,
-                             item["msg"])
+            self.problems.extend(validation_problems(error, entry.record))
             return
         if self._keeps_target(entry.node, entry.record, "target"):
             self.add(entry.node, entry.record, document=True)

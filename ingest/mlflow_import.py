@@ -67,7 +67,7 @@ from lineagegraph.graph.walk import supersedes_loops
 from lineagegraph.schema import AuditEntry, Edge, InvalidId, Node, StageMove, format_id
 from lineagegraph.schema.ids import escape_at
 from lineagegraph.schema.kinds import NODE_KINDS_BY_LABEL
-from lineagegraph.schema.models import check_environment, describe_validation_error, now
+from lineagegraph.schema.models import check_environment, error_message, now
 
 from .batch import Batch, IngestError, Problem
 
@@ -698,6 +698,4 @@ def read_batch(store: GraphStore, tracking_uri: str, registry_uri: str | None = 
     except (ValidationError, InvalidId) as error:
         # A name, a time or properties no node can hold (``schema.bounds``: too long, a
         # control character, a run dated in the future): refused whole, saying which.
-        raise IngestError(Problem(describe_validation_error(error)
-                                  if isinstance(error, ValidationError) else str(error),
-                                  field="tracking_uri")) from None
+        raise IngestError(Problem(error_message(error), field="tracking_uri")) from None

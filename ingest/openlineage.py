@@ -121,7 +121,7 @@ from lineagegraph.schema.models import (
     utc,
 )
 
-from .batch import Batch, IngestError, Problem
+from .batch import Batch, IngestError, Problem, validation_problems
 from .bodies import (
     check_value,
     has_surrogate_escape,
@@ -371,8 +371,7 @@ def parse_event(raw: Any, record: int | str | None = None) -> Event:
     try:
         return cls.model_validate(raw)
     except ValidationError as error:
-        raise IngestError([Problem(item["msg"], record, _field_path(item["loc"]))
-                           for item in error.errors()]) from None
+        raise IngestError(validation_problems(error, record, _field_path)) from None
 
 
 def event_key(event: Event, raw: Any) -> str:

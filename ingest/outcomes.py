@@ -72,7 +72,7 @@ from lineagegraph.schema.models import (
     utc,
 )
 
-from .batch import Batch, IngestError, Problem
+from .batch import Batch, IngestError, Problem, validation_problems
 from .bodies import (
     check_value,
     decode,
@@ -174,10 +174,7 @@ def _validate(record: int | str, payload: Any) -> tuple[Any, OutcomeRecord]:
     try:
         outcome = OutcomeRecord.model_validate(payload)
     except ValidationError as error:
-        raise IngestError([
-            Problem(item["msg"], record=record,
-                    field=".".join(str(p) for p in item["loc"]) or None)
-            for item in error.errors()]) from None
+        raise IngestError(validation_problems(error, record)) from None
     return payload, _named(record, outcome)
 
 

@@ -413,12 +413,26 @@ class Record(BaseModel):
 
 
 
+def validation_message(item: Mapping[str, Any]) -> str:
+    """One pydantic error's message as a caller reads it: every path that shows a
+    ValidationError to a user (REST, GraphQL, CLI, ingest problems, dead letters) words it
+    here. A validator's ValueError comes back as "Value error, <its text>": the prefix
+    names a Python class, not the input's problem."""
+    return str(item.get("msg", "invalid")).removeprefix("Value error, ")
+
+
 def describe_validation_error(error: ValidationError, where: str | None = None, *,
                               at: str | None = None) -> str:
     """One line per problem, each with its field path (below ``at``: ``nodes.0.kind``)."""
     parts = []
     for item in error.errors():
         path = ".".join(str(p) for p in (*([at] if at else []), *item["loc"])) or "(record)"
-        parts.append(f"{path}: {item['msg']}")
+        parts.append(f"{path}: {validation_message(item)}")
     text = "; ".join(parts)
     return f"{where}: {text}" if where else text
+
+
+def error_message(error: Exception) -> str:
+    """What an error says to a caller: a ValidationError as ``describe_validation_error``
+    words it (its ``str`` is pydantic's multi-line report, with error types and URLs)."""
+    return describe_validation_error(error) if isinstance(error, ValidationError) else str(error)

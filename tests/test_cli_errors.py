@@ -28,11 +28,13 @@ def _embedded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _one_error(result: Any, exit_code: int, *named: str) -> None:
     """Exit ``exit_code``, a few lines at most (click's usage box, wrapped at 80 columns), each of
-    ``named`` said, no traceback."""
+    ``named`` said, no traceback, and no "Value error, " (pydantic's prefix to a validator's
+    own words)."""
     output = result.output if hasattr(result, "output") else result.stdout + result.stderr
     code = result.exit_code if hasattr(result, "exit_code") else result.returncode
     assert code == exit_code, output
     assert "Traceback" not in output
+    assert "Value error" not in output, output
     assert len(output.strip().splitlines()) <= 8, output
     said = " ".join(output.replace("│", " ").split())  # as if unwrapped
     for text in named:
@@ -241,6 +243,18 @@ def test_ingest_manifests_with_a_file_that_is_not_utf8_names_it(tmp_path: Path) 
     result = run_cli("ingest", "manifests", str(registry), "--db", str(tmp_path / "x.db"))
 
     _one_error(result, 1, "bad.yaml", "not UTF-8", "line 2")
+
+
+def test_ingest_manifests_says_a_validators_message_without_pydantics_prefix(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "future.yaml").write_text("kind: DataSource\nname: x\n"
+                                          "created_at: 2999-01-01T00:00:00Z\n")
+    result = run_cli("ingest", "manifests", str(tmp_path / "future.yaml"), "--db",
+                     str(tmp_path / "x.db"))
+
+    _one_error(result, 1, "future.yaml", "created_at",
+               "2999-01-01T00:00:00+00:00 is in the future")
 
 
 # --- other commands -------------------------------------------------------------------------

@@ -94,7 +94,16 @@ def test_an_unknown_request_exits_non_zero_with_a_message(tmp_path: Path) -> Non
     result = runner.invoke(app, ["trace", "req-nope", "--db", story_db(tmp_path)])
 
     assert result.exit_code == 1
-    assert "no request req-nope" in result.output
+    # quoted, as the warning before it (GraphQL's) has it
+    assert result.output.splitlines()[-1] == "no request 'req-nope'"
+
+
+def test_an_over_long_request_id_is_refused_quoted_and_cut_short(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["trace", "r" * 1001, "--db", story_db(tmp_path)])
+
+    assert result.exit_code == 1
+    said = " ".join(result.output.split())
+    assert f"requestId: {'r' * 60!r}… (1,001 characters) is 1,001 bytes" in said, said
 
 
 def test_drift_sources_warn_on_stderr_when_a_cap_cut_their_walk(tmp_path: Path) -> None:

@@ -149,3 +149,31 @@ def test_a_lookup_answering_null_says_what_it_did_not_find(
     assert answer["data"] == {field: None}
     assert answer["extensions"]["warnings"] == [
         {"path": [field], "message": f"{said} in the graph"}]
+
+
+@pytest.mark.parametrize(("field", "query"), [
+    ("node", '{ node(id: "model:nope@1") { id } }'),
+    ("history", '{ history(id: "model:nope@1") { node { id } } }'),
+    ("trace", '{ trace(requestId: "req-typo") { environment } }'),
+    ("blastRadius", '{ blastRadius(id: "model:nope@1") { totalTraffic } }'),
+    ("lineage", '{ lineage(id: "model:nope@1") { truncated } }'),
+    ("driftSources", '{ driftSources(id: "model:nope@1", onset: "2026-11-08T00:00:00Z") '
+     "{ hops } }"),
+    ("promotionImpact", '{ promotionImpact(bundle: "nope", version: "1", '
+     'environment: "production") { verdict } }'),
+])
+def test_each_fields_description_says_what_an_unknown_id_answers(
+    client: TestClient, field: str, query: str,
+) -> None:
+    # Clients are built against the schema: a null and an error are both kept (README
+    # "Queries"), and the field's own description is where a client reads which it gets.
+    answer = client.post("/graphql", json={"query": query}).json()
+    fields = gql(client, "{ __type(name: \"Query\") { fields { name description } } }")
+    described = {f["name"]: f["description"] for f in fields["__type"]["fields"]}[field]
+
+    if "errors" in answer:
+        assert answer["data"] is None or answer["data"] == {field: None}
+        assert "does not hold is an error naming it" in described, described
+    else:
+        assert answer["data"] == {field: None}
+        assert "Null for a" in described and "does not hold" in described, described

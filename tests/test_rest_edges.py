@@ -286,6 +286,42 @@ def test_manifest_and_outcome_refusals_still_say_nothing_was_written(
     assert pending(store) == []
 
 
+# A time no record may hold: the schema's validator refuses it with its own words.
+FUTURE = "2999-01-01T00:00:00Z"
+IN_THE_FUTURE = "2999-01-01T00:00:00+00:00 is in the future"
+
+
+@pytest.mark.parametrize(("route", "body", "content_type", "field"), [
+    ("/api/v1/manifests", f"kind: DataSource\nname: x\ncreated_at: {FUTURE}\n",
+     "application/yaml", "created_at"),
+    ("/api/v1/outcomes", json.dumps({**OUTCOME, "timestamp": FUTURE}), "application/x-ndjson",
+     "timestamp"),
+    ("/api/v1/lineage", json.dumps({**run_event(), "eventTime": FUTURE}), "application/json",
+     "eventTime"),
+])
+def test_a_validators_message_reaches_the_caller_without_pydantics_prefix(
+    client: TestClient, route: str, body: str, content_type: str, field: str,
+) -> None:
+    response = client.post(route, content=body, headers={"Content-Type": content_type})
+
+    (problem,) = refusal(response)["problems"]
+    assert problem["field"] == field
+    assert problem["message"].startswith(IN_THE_FUTURE), problem  # not "Value error, 2999…"
+
+
+def test_a_dead_letters_reason_and_its_replay_say_a_validators_message_without_a_prefix(
+    client: TestClient,
+) -> None:
+    client.post("/api/v1/lineage", json={**run_event(), "eventTime": FUTURE})
+
+    (listed,) = client.get("/api/v1/deadletter").json()["items"]
+    still_failing = client.post("/api/v1/deadletter/replay", json={}).json()["still_failing"]
+
+    assert listed["reason"].startswith(f"field eventTime: {IN_THE_FUTURE}"), listed
+    assert listed["problems"][0]["message"].startswith(IN_THE_FUTURE)
+    assert still_failing[listed["key"]].startswith(f"field eventTime: {IN_THE_FUTURE}")
+
+
 # -- /graphql transport errors ---------------------------------------------------------------
 
 
