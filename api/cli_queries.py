@@ -141,7 +141,7 @@ def blast_radius(
                  "until": until.isoformat() if until else None}
     data = run_query(BLAST, variables, db, neo4j_uri)["blastRadius"]
     if data is None:
-        err.print(f"no node {node_id}")
+        err.print(f"no node {escape(shown(node_id))}")
         raise typer.Exit(1)
     if emit(data, as_json):
         return

@@ -98,6 +98,15 @@ def test_an_unknown_request_exits_non_zero_with_a_message(tmp_path: Path) -> Non
     assert result.output.splitlines()[-1] == "no request 'req-nope'"
 
 
+def test_an_unknown_node_is_named_quoted_and_as_typed(tmp_path: Path) -> None:
+    # Not read as rich markup: "[bold]" is part of the ID the user typed.
+    result = runner.invoke(app, ["blast-radius", "model:[bold]x@1", "--db",
+                                 story_db(tmp_path)])
+
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == "no node 'model:[bold]x@1'"
+
+
 def test_an_over_long_request_id_is_refused_quoted_and_cut_short(tmp_path: Path) -> None:
     result = runner.invoke(app, ["trace", "r" * 1001, "--db", story_db(tmp_path)])
 
