@@ -245,8 +245,10 @@ class Query(GovernanceQuery):
                       "could explain a quality drop at `id`, best first. score = (1 + "
                       "recency) / (2 (1 + hops)), recency = 1 - (onset - changedAt) / "
                       "lookback. Where a cap cut the upstream walk, changes past it are "
-                      "not candidates, and the response's `extensions.warnings` names this "
-                      f"field's path. {ERROR_IF_UNKNOWN}")
+                       "not candidates; of a source's new versions and of a name's stage "
+                       "moves in the window, the node cap's worth of each (the nearest the "
+                       "onset) are. Either way the response's `extensions.warnings` names "
+                       f"this field's path. {ERROR_IF_UNKNOWN}")
     async def drift_sources(self, info: Info, id: strawberry.ID, onset: datetime,
                             lookback: str = "P7D") -> list[DriftCandidate]:
         node_id = node_id_arg(id)
@@ -266,9 +268,9 @@ class Query(GovernanceQuery):
         if result is None:
             raise UserError(f"id: no node {node_id}")
         if result.truncated:
-            context.warn(info, f"a cap ({WALK_CAPS}) cut the upstream walk or a source's "
-                         "new versions (the nearest the onset are kept): changes past it are "
-                         "not candidates")
+            context.warn(info, f"a cap ({WALK_CAPS}) cut the upstream walk, a source's "
+                         "new versions or a name's stage moves in the window (the nearest the "
+                         "onset are kept): changes past it are not candidates")
         return [drift_type(c) for c in result]
 
     @strawberry.field(description="The bundle version in effect for `name` in "

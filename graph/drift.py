@@ -6,7 +6,12 @@ A candidate is a node upstream of the target (lineage edges only) that changed i
 - it was created in the window (a new version, dataset version, feature or run);
 - it is a new dataset version of an upstream data source (a sibling the walk does not
   reach by itself: a bundle retrieving from a source sees every new version of it);
-- it is a bundle upstream of (or equal to) the target with a stage move in the window.
+- it is a bundle upstream of (or equal to) the target with a stage move in the window
+  (or a model or prompt version: a registry alias moving to it).
+
+Of a source's new versions and of a name's stage moves, the node cap's worth (of each
+source, of each name) nearest the onset are candidates; the answer says ``truncated`` when
+there were more.
 
 Score, in (0, 1], prefers closer-in-time and fewer-hops changes::
 
@@ -102,8 +107,9 @@ class DriftCandidate:
 
 class DriftSources(list[DriftCandidate]):
     """Candidates best first; ``truncated``: a cap cut the upstream walk, so changes past
-    it are missing, or a source's new versions (the node cap's worth of each, the nearest
-    the onset, are candidates). A list still, for callers that only rank."""
+    it are missing, or a source's new versions or a staged name's moves in the window (the
+    node cap's worth of each, the nearest the onset, are candidates). A list still, for
+    callers that only rank."""
 
     def __init__(self, candidates: Iterable[DriftCandidate], truncated: bool) -> None:
         super().__init__(candidates)
@@ -153,11 +159,12 @@ def drift_sources(
                if n.kind == "DataSource" and nid in read_whole]
     # A version the walk reached too, through the data behind a model, may be nearer this
     # way: ``add`` keeps the fewer hops. A source versioned every few minutes has
-    # thousands in the window: the node cap's worth per source, the nearest the onset.
+    # thousands in the window: the node cap's worth per source, the nearest the onset,
+    # read from the index of the family each version keeps (not by expanding every
+    # VERSION_OF edge of a source with years of versions).
     cap = limits.max_nodes
-    rows = store.nearest(sources, Direction.DOWNSTREAM, count=cap + 1, newest=True,
-                         edge_types=["VERSION_OF"], node_kinds=["DatasetVersion"],
-                         since=since, until=onset, inline=INLINE_CHARS)
+    rows = store.family_versions(sources, count=cap + 1, newest=True, since=since,
+                                 until=onset, inline=INLINE_CHARS)
     rows.sort(key=lambda hop: (hop.origin, hop.node.created_at, hop.node.id), reverse=True)
     per_source: Counter[str] = Counter()
     newest = []
@@ -182,14 +189,20 @@ def drift_sources(
             [hop.node.id, *_path(graph, upstream.degrees, hop.origin)])
 
     # Stage moves of the bundles upstream, and of model and prompt versions (registry
-    # aliases: MLflow's champion moving to a version is a change of what serves).
+    # aliases: MLflow's champion moving to a version is a change of what serves): only the
+    # window's, and of a name promoted every minute the node cap's worth, the nearest the
+    # onset (its history up to the onset may be tens of thousands of moves).
     staged = {nid: stage_name(node) for nid, node in upstream.nodes.items()
               if node.kind in STAGED_KINDS}
-    moves_of = store.stage_histories(staged.values(), until=onset)
+    moves_of = store.stage_histories(staged.values(), since=since, until=onset, last=cap + 1)
+    for moves in moves_of.values():
+        if len(moves) > cap:
+            truncated = True
+            del moves[0]  # oldest first: the one past the cap is the earliest
     for nid, name in staged.items():
         node = upstream.nodes[nid]
         for move in moves_of.get(name, ()):
-            if move.at >= since and node.version in (move.to_version, move.from_version):
+            if node.version in (move.to_version, move.from_version):
                 change = (f"stage move {move.environment}: {move.from_version or '-'} → "
                           f"{move.to_version or '-'}")
                 add(node, change, move.at, upstream.degrees[nid],

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import neo4j
 from neo4j import GraphDatabase, ManagedTransaction, NotificationMinimumSeverity
@@ -196,14 +196,15 @@ def _where(*conditions: tuple[str, Any]) -> str:
 
 def _stage_where(name: str | None, environment: str | None, until: datetime | None,
                  names: Sequence[str] | None, versions: Sequence[str | None] | None,
-                 before: tuple[datetime, int] | None) -> tuple[str, dict[str, Any]]:
+                 before: tuple[datetime, int] | None,
+                 since: datetime | None = None) -> tuple[str, dict[str, Any]]:
     """The filters of ``stage_history`` and ``stage_latest``: a WHERE clause and its
     parameters."""
     where = _where(("m.name = $name", name), ("m.name IN $names", names),
                    ("m.environment = $env", environment),
                    # null is in no list: a move to no version is asked apart
                    ("(m.to_version IN $versions OR (m.to_version IS NULL AND $to_nothing))",
-                    versions), ("m.at <= $until", until),
+                    versions), ("m.at >= $since", since), ("m.at <= $until", until),
                    # keyset: ordered by (at, seq), strictly before that move. Not as ``at <
                    # $before_at OR (...)``, nor as ``NOT (at = … AND seq >= …)``, which the
                    # planner rewrote into that OR: two seeks and a union, and a sort of what
@@ -216,13 +217,13 @@ def _stage_where(name: str | None, environment: str | None, until: datetime | No
                    "versions": None if versions is None else [
                        v for v in versions if v is not None],
                    "to_nothing": versions is not None and None in versions,
-                   "until": until, "before_at": before and before[0],
+                   "since": since, "until": until, "before_at": before and before[0],
                    "before_seq": before and before[1]}
 
 
 # ``stage_latest``'s groups (``StageKey``) besides the name, as grouping keys.
-_STAGE_KEYS = {"environment": "m.environment AS env", "version": "m.to_version AS version",
-               "visit": "m.environment AS env, m.to_version AS version"}
+_STAGE_KEYS = {"environment": ", m.environment AS env", "version": ", m.to_version AS version",
+               "visit": ", m.environment AS env, m.to_version AS version", "name": ""}
 
 
 def _counts(record: dict[str, Any], total: int) -> WriteCounts:
@@ -273,22 +274,32 @@ def created_edges_query(edge_type: str) -> str:
     """
 
 
-def _slots_last(environment: str | None, until: datetime | None,
-                names: Sequence[str] | None) -> str:
-    """Cypher leaving ``m``: the last ``$count`` moves (to ``$until``) of each slot of
-    ``environment`` (``$env``) and ``names`` (``$names``), each read from the end of the
-    index on (name, environment, at, seq) and cut there, named as a seek as in
-    ``stage_history``: a slot's moves are never grouped whole (50,000 moves in one
-    environment: ``live_bundles`` 53 → 1.7 ms)."""
-    slots = _where(("s.name IN $names", names), ("s.environment = $env", environment))
-    # One predicate on ``at``: given both, the planner sometimes seeked on ``IS NOT NULL``
-    # and filtered the range, reading every move after ``until`` (1,005 db hits for 6).
-    upto = "m.at <= $until" if until is not None else "m.at IS NOT NULL"
-    return (f"MATCH (s:{STAGE_SLOT_LABEL}) {slots}CALL (s) {{ MATCH (m:StageMove) "
-            "USING INDEX SEEK m:StageMove(name, environment, at, seq) "
-            f"WHERE m.name = s.name AND m.environment = s.environment AND {upto} "
-            "AND m.seq IS NOT NULL WITH m ORDER BY m.name DESC, m.environment DESC, "
-            "m.at DESC, m.seq DESC LIMIT $count RETURN m } ")
+def _each_last(per: Literal["environment", "name"], environment: str | None,
+               since: datetime | None, until: datetime | None,
+               names: Sequence[str] | None) -> str:
+    """Cypher leaving ``m``: the last ``$count`` moves (in [``$since``, ``$until``]) of
+    each slot of ``environment`` (``$env``) and ``names`` (``$names``), or with
+    ``per="name"`` of each of ``names``, each read from the end of the index on (name,
+    [environment,] at, seq) and cut there, named as a seek as in ``stage_history``: a
+    slot's or a name's moves are never grouped whole (50,000 moves in one environment:
+    ``live_bundles`` 53 → 1.7 ms)."""
+    if per == "name":
+        each, on = "UNWIND $names AS name CALL (name) ", "name, at, seq"
+        keyed, order = "m.name = name", "m.name DESC, "
+    else:
+        slots = _where(("s.name IN $names", names), ("s.environment = $env", environment))
+        each, on = f"MATCH (s:{STAGE_SLOT_LABEL}) {slots}CALL (s) ", "name, environment, at, seq"
+        keyed = "m.name = s.name AND m.environment = s.environment"
+        order = "m.name DESC, m.environment DESC, "
+    # One predicate on ``at`` (a range, where both ends are given): given a bound and
+    # ``IS NOT NULL``, the planner sometimes seeked on the latter and filtered the bound,
+    # reading every move after ``until`` (1,005 db hits for 6).
+    at = " AND ".join([*(["m.at >= $since"] if since is not None else []),
+                       *(["m.at <= $until"] if until is not None else [])]
+                      ) or "m.at IS NOT NULL"
+    return (f"{each}{{ MATCH (m:StageMove) USING INDEX SEEK m:StageMove({on}) "
+            f"WHERE {keyed} AND {at} AND m.seq IS NOT NULL "
+            f"WITH m ORDER BY {order}m.at DESC, m.seq DESC LIMIT $count RETURN m }} ")
 
 
 # A stage move's slot, kept as the move is appended (under the stage log's turn, so two
@@ -971,6 +982,7 @@ class Neo4jStore(GraphStore):
         since: datetime | None = None,
         until: datetime | None = None,
         exclude: Collection[str] | None = None,
+        inline: int | None = None,
     ) -> list[Hop]:
         order = "DESC" if newest else "ASC"
         # Ranges the composite index answers, every property with one (``$since IS NULL
@@ -991,7 +1003,7 @@ class Neo4jStore(GraphStore):
             + f" MATCH (n)-[r:{FAMILY_EDGE}]->(f) RETURN r, n }} "
             f"RETURN collect({{origin: fid, {_WALK_EDGE_MAP}, {_WALK_NODE_MAP}}}) AS rows",
             families=list(dict.fromkeys(families)), since=since, until=until,
-            exclude=sorted(exclude or ()), count=count, inline=None)
+            exclude=sorted(exclude or ()), count=count, inline=inline)
         return [_hop(r) for r in rows]
 
     def expand_hops(
@@ -1101,8 +1113,9 @@ class Neo4jStore(GraphStore):
         last: int | None = None,
         before: tuple[datetime, int] | None = None,
         versions: Sequence[str | None] | None = None,
+        since: datetime | None = None,
     ) -> list[StageMove]:
-        where, params = _stage_where(name, environment, until, names, versions, before)
+        where, params = _stage_where(name, environment, until, names, versions, before, since)
         cut = "" if last is None else "WITH m ORDER BY m.at DESC, m.seq DESC LIMIT $last "
         hint = ""
         if last is not None and name is not None:
@@ -1115,7 +1128,7 @@ class Neo4jStore(GraphStore):
             # One predicate on ``at``, the bound when one is given: given the bound and
             # ``IS NOT NULL``, the planner sometimes seeked on the latter and filtered the
             # bound (reading every move after it), or sorted (a Top).
-            where += ("" if until is not None or before is not None
+            where += ("" if until is not None or before is not None or since is not None
                       else "AND m.at IS NOT NULL ") + "AND m.seq IS NOT NULL "
             by_env = "" if environment is None else "m.environment DESC, "
             cut = f"WITH m ORDER BY m.name DESC, {by_env}m.at DESC, m.seq DESC LIMIT $last "
@@ -1129,32 +1142,30 @@ class Neo4jStore(GraphStore):
     def last_stage_seq(self, name: str) -> int | None:
         return self._read(_LAST_SEQ, name=name)[0]["seq"]
 
-    def stage_latest(
+    def _stage_latest(
         self,
-        environment: str | None = None,
-        until: datetime | None = None,
+        environment: str | None,
+        until: datetime | None,
         *,
-        names: Sequence[str] | None = None,
-        versions: Sequence[str | None] | None = None,
-        before: tuple[datetime, int] | None = None,
-        per: StageKey = "environment",
-        count: int = 1,
+        names: Sequence[str] | None,
+        versions: Sequence[str | None] | None,
+        before: tuple[datetime, int] | None,
+        per: StageKey,
+        count: int,
+        since: datetime | None,
     ) -> list[StageMove]:
-        if (names is not None and len(names) == 1 and environment is not None
-                and per == "environment"):  # one key: its last moves, read from the index
-            return self.stage_history(names[0], environment, until, versions=versions,
-                                      before=before, last=count)
-        if per == "environment" and versions is None and before is None:
+        if (per == "environment" or per == "name" and names is not None) and (
+                versions is None and before is None):
             rows = self._rows(
-                f"{_slots_last(environment, until, names)}WITH {_logged('m')} "
+                f"{_each_last(per, environment, since, until, names)}WITH {_logged('m')} "
                 "ORDER BY m.at, m.seq RETURN collect(m) AS rows",
-                names=None if names is None else list(names), env=environment, until=until,
-                count=count)
+                names=None if names is None else list(dict.fromkeys(names)), env=environment,
+                since=since, until=until, count=count)
             return [_stage_move(props) for props in rows]
-        where, params = _stage_where(None, environment, until, names, versions, before)
+        where, params = _stage_where(None, environment, until, names, versions, before, since)
         rows = self._rows(
             f"MATCH (m:StageMove) {where}WITH m ORDER BY m.at DESC, m.seq DESC "
-            f"WITH m.name AS name, {_STAGE_KEYS[per]}, collect(m)[..$count] AS last "
+            f"WITH m.name AS name{_STAGE_KEYS[per]}, collect(m)[..$count] AS last "
             f"UNWIND last AS m WITH {_logged('m')} ORDER BY m.at, m.seq "
             "RETURN collect(m) AS rows", **params, count=count)
         return [_stage_move(props) for props in rows]
@@ -1163,7 +1174,7 @@ class Neo4jStore(GraphStore):
         # The last move of each of the environment's slots and its bundle, in one round
         # trip.
         rows = self._rows(
-            f"{_slots_last(environment, at, None)}"
+            f"{_each_last('environment', environment, None, at, None)}"
             "WITH m.name AS name, m.to_version AS version "
             f"WHERE version IS NOT NULL MATCH (n:{NODE_LABEL} {{name: name}}) "
             "WHERE n:Bundle AND n.version = version WITH n ORDER BY n.name "

@@ -52,8 +52,9 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 # What ``stage_latest`` keeps the last move of, besides the name: each environment (what is
-# in effect), each version (where it went last), or each environment and version.
-StageKey = Literal["environment", "version", "visit"]
+# in effect), each version (where it went last), each environment and version, or nothing
+# (the name's last moves, wherever they went).
+StageKey = Literal["environment", "version", "visit", "name"]
 
 
 class Direction(StrEnum):
@@ -945,11 +946,13 @@ class GraphStore(ABC):
         since: datetime | None = None,
         until: datetime | None = None,
         exclude: Collection[str] | None = None,
+        inline: int | None = None,
     ) -> list[Hop]:
         """What ``nearest(families, DOWNSTREAM, edge_types=[FAMILY_EDGE], ...)`` returns
         (every row with ``count`` None), read from the index of the family ID each version
         keeps, in order from the nearest end and cut there: at the cost of the rows
-        returned (and of ``exclude``), not of every version a family has."""
+        returned (and of ``exclude``), not of every version a family has. ``inline`` as
+        for ``expand``."""
 
     def expand_hops(
         self,
@@ -1025,19 +1028,20 @@ class GraphStore(ABC):
         last: int | None = None,
         before: tuple[datetime, int] | None = None,
         versions: Sequence[str | None] | None = None,
+        since: datetime | None = None,
     ) -> list[StageMove]:
         """Stage moves, oldest first (by ``at``, then append order); ``names`` keeps the
-        moves of any of those names (one read for many); ``last``: only the last that
-        many; ``before`` (``at``, ``seq``): only moves ordered before that one (with
-        ``last``, the page before it: a history read backwards a page at a time);
-        ``versions``: only moves to one of those versions (None: moves to no version)."""
+        moves of any of those names (one read for many); ``since``/``until``: only moves
+        with ``since <= at <= until``; ``last``: only the last that many; ``before``
+        (``at``, ``seq``): only moves ordered before that one (with ``last``, the page
+        before it: a history read backwards a page at a time); ``versions``: only moves to
+        one of those versions (None: moves to no version)."""
 
     @abstractmethod
     def last_stage_seq(self, name: str) -> int | None:
         """The seq of the latest move of ``name`` appended (None before any): what a write
         judged on its stage history is checked against."""
 
-    @abstractmethod
     def stage_latest(
         self,
         environment: str | None = None,
@@ -1048,15 +1052,41 @@ class GraphStore(ABC):
         before: tuple[datetime, int] | None = None,
         per: StageKey = "environment",
         count: int = 1,
+        since: datetime | None = None,
     ) -> list[StageMove]:
         """The last move (by ``at``, then append order) of each name in each environment,
         as ``stage_history`` filters them: what is in effect, read without the history
         before it (a name promoted hourly for years has tens of thousands of moves).
         ``per="version"``: the last move to each version of each name instead (whether
         it is retired now: ``retired_versions``); ``per="visit"``: the last of each name,
-        environment and version (where a version ever went). ``count``: the last that
-        many of each (the tail of each environment's history, for many names in one
-        read). Oldest first."""
+        environment and version (where a version ever went); ``per="name"``: the last of
+        each name, wherever it went. ``count``: the last that many of each (the tail of
+        each environment's history, for many names in one read). Oldest first."""
+        if per == "name" and environment is not None:
+            per = "environment"  # a name's moves in one environment: those of its slot
+        if names is not None and len(set(names)) == 1 and (
+                per == "name" or per == "environment" and environment is not None):
+            # One key: its last moves, read from the end of its index in order
+            return self.stage_history(names[0], environment, until, versions=versions,
+                                      before=before, last=count, since=since)
+        return self._stage_latest(environment, until, names=names, versions=versions,
+                                  before=before, per=per, count=count, since=since)
+
+    @abstractmethod
+    def _stage_latest(
+        self,
+        environment: str | None,
+        until: datetime | None,
+        *,
+        names: Sequence[str] | None,
+        versions: Sequence[str | None] | None,
+        before: tuple[datetime, int] | None,
+        per: StageKey,
+        count: int,
+        since: datetime | None,
+    ) -> list[StageMove]:
+        """``stage_latest`` of more than one key (a name in one environment, or with
+        ``per="name"``, a name)."""
 
     @abstractmethod
     def audit_log(
@@ -1250,12 +1280,20 @@ class GraphStore(ABC):
         found = self.get(ids)
         return [found[i] for i in ids if i in found]
 
-    def stage_histories(self, names: Iterable[str],
-                        until: datetime | None = None) -> dict[str, list[StageMove]]:
-        """Each name's stage history (``stage_history``) in one read, by name: [] for a
-        name with no move."""
+    def stage_histories(self, names: Iterable[str], until: datetime | None = None, *,
+                        since: datetime | None = None,
+                        last: int | None = None) -> dict[str, list[StageMove]]:
+        """Each name's stage history (``stage_history``) with ``since <= at <= until`` in
+        one read, by name: [] for a name with no move. ``last``: only each name's last that
+        many, read from the end of its moves up to ``until`` (``stage_latest``), not the
+        whole window: a name promoted every minute has thousands in a week."""
         wanted = sorted(set(names))
-        return by_name(self.stage_history(names=wanted, until=until) if wanted else [], wanted)
+        if not wanted:
+            return by_name([], wanted)
+        return by_name(self.stage_history(names=wanted, since=since, until=until)
+                       if last is None else self.stage_latest(
+                           until=until, since=since, names=wanted, per="name", count=last),
+                       wanted)
 
     def live_environments(self, name: str, at: datetime | None = None) -> dict[str, str]:
         """environment → version of ``name`` live there at ``at`` (default: now)."""

@@ -17,6 +17,7 @@ from lineagegraph.api.settings import Settings
 from lineagegraph.graph import registry
 from lineagegraph.graph.embedded import EmbeddedStore
 from lineagegraph.graph.store import Direction, GraphStore, Hop, VersionFilter
+from lineagegraph.graph.walk import INLINE_CHARS
 from lineagegraph.ingest.manifest_formats import read_yaml
 from lineagegraph.ingest.manifests import load_manifests
 from lineagegraph.schema import Edge, Node, SchemaError
@@ -95,6 +96,33 @@ def test_a_familys_versions_are_read_nearest_first_ties_by_id_as_nearest_read_th
     assert [(h.origin, h.node.id) for h in twice] == [("model:m", "model:m@3")]
 
 
+def test_a_familys_versions_leave_large_properties_out_of_their_rows_as_nearest_does(
+        store: GraphStore) -> None:
+    # Versions and their edges with properties past the inline limit, and small ones.
+    large = "x" * (2 * INLINE_CHARS)
+    versions = [Node.from_id(f"dataset:wh/a@{i}", created_at=T0 + i * HOUR,
+                             properties={"schema": large} if i % 2 else {"n": i})
+                for i in range(6)]
+    store.upsert([Node.from_id("source:wh/a", created_at=T0), *versions],
+                 [Edge(source=v.id, type="VERSION_OF", target="source:wh/a",
+                       properties={"note": large} if i % 3 == 0 else {})
+                  for i, v in enumerate(versions)])
+
+    def view(hops: list[Hop]) -> list[tuple[Any, ...]]:
+        return sorted((h.origin, h.node.id, h.node_elided, h.edge_elided, h.node.properties,
+                       h.edge.properties) for h in hops)
+
+    for inline in (INLINE_CHARS, None):
+        asked: dict[str, Any] = {"count": 4, "newest": True, "until": T0 + 4 * HOUR,
+                                 "inline": inline}
+        read = view(store.family_versions(["source:wh/a"], **asked))
+        assert read == view(store.nearest(["source:wh/a"], Direction.DOWNSTREAM,
+                                          edge_types=["VERSION_OF"], **asked))
+        elided = {(row[1], bool(row[2]), bool(row[3])) for row in read}
+        assert elided == {(f"dataset:wh/a@{i}", bool(inline and i % 2),
+                           bool(inline and i % 3 == 0)) for i in range(1, 5)}
+
+
 def _big_family(store: GraphStore, n: int) -> None:
     """``n`` versions of source:big, named apart from it, an hour apart."""
     versions = [Node(kind="DatasetVersion", name=f"big/{i % 7}", version=f"{i:05d}",
@@ -104,17 +132,23 @@ def _big_family(store: GraphStore, n: int) -> None:
                         for v in versions])
 
 
-def _sent(store: GraphStore, read: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
-    """The last statement (and its parameters) ``read`` sends to the store."""
+def statements(store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """Every statement (and its parameters) the store is sent from here on."""
     sent: list[tuple[str, Any]] = []
     if isinstance(store, EmbeddedStore):
         query = store._query
         monkeypatch.setattr(store, "_query", lambda sql, params=(): (
             sent.append((sql, params)), query(sql, params))[1])
     else:
-        rows = store._rows  # type: ignore[attr-defined]
-        monkeypatch.setattr(store, "_rows", lambda query, **params: (
-            sent.append((query, params)), rows(query, **params))[1])
+        read = store._read  # type: ignore[attr-defined]
+        monkeypatch.setattr(store, "_read", lambda query, **params: (
+            sent.append((query, params)), read(query, **params))[1])
+    return sent
+
+
+def _sent(store: GraphStore, read: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[str, Any]:
+    """The last statement (and its parameters) ``read`` sends to the store."""
+    sent = statements(store, monkeypatch)
     read()
     return sent[-1]
 

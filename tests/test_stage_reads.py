@@ -171,6 +171,44 @@ def test_stage_latest_with_a_count_keeps_the_last_moves_of_each_environment(
                                       count=count) == one
 
 
+def test_each_names_last_moves_in_a_window_are_those_of_the_whole_history(
+        store: GraphStore) -> None:
+    _random_history(store, 6, n=80, names=("a", "b", "c"))
+    whole = store.stage_history(names=["a", "b", "c"])
+    for since, until in ((None, None), (T0 + timedelta(hours=3), None),
+                         (None, T0 + timedelta(hours=9)),
+                         (T0 + timedelta(hours=3), T0 + timedelta(hours=9))):
+        window = [m for m in whole if (since is None or m.at >= since)
+                  and (until is None or m.at <= until)]
+        for count in (1, 4, 100):
+            wanted = _ordered([m for name in ("a", "b") for m in [
+                m for m in window if m.name == name][-count:]])
+            assert store.stage_latest(since=since, until=until, names=["a", "b", "a"],
+                                      per="name", count=count) == wanted, (since, until)
+            assert store.stage_latest(since=since, until=until, names=["b"], per="name",
+                                      count=count) == [m for m in wanted if m.name == "b"]
+            # Of each name in one environment: that slot's last moves.
+            assert store.stage_latest("production", since=since, until=until,
+                                      names=["a", "b"], per="name", count=count) == _ordered(
+                [m for name in ("a", "b") for m in [m for m in window if m.name == name and
+                                                    m.environment == "production"][-count:]])
+            assert store.stage_histories(["a", "b", "none"], until, since=since,
+                                         last=count) == {
+                "a": [m for m in wanted if m.name == "a"],
+                "b": [m for m in wanted if m.name == "b"], "none": []}
+        assert store.stage_histories(["a", "b"], until, since=since) == {
+            name: [m for m in window if m.name == name] for name in ("a", "b")}
+        # The last of each name among all names, and each slot's in a window.
+        assert store.stage_latest(since=since, until=until, per="name", count=2) == _ordered(
+            [m for name in "abc" for m in [m for m in window if m.name == name][-2:]])
+        tails: dict[tuple[str, str], list[StageMove]] = {}
+        for move in window:
+            tails.setdefault((move.name, move.environment), []).append(move)
+        assert store.stage_latest(since=since, until=until, names=["a", "c"], count=2) == (
+            _ordered([m for (name, _), tail in tails.items() if name != "b"
+                      for m in tail[-2:]]))
+
+
 def _neo4j_summary(store: GraphStore, read: Any, monkeypatch: pytest.MonkeyPatch,
                    how: str) -> Any:
     """Neo4j's summary of the last statement ``read`` sends, sent again under ``how``
@@ -226,6 +264,31 @@ def test_what_is_live_is_each_slots_last_move_read_from_the_index_not_every_move
         assert any("stage_moves_key" in s for s in steps), steps
     else:  # grouping a's 3,000 moves cost 3,000 and more; a seek per slot, a few each
         assert _profiled_hits(store, asked, monkeypatch) < 300
+
+
+@pytest.mark.parametrize("names", [["a"], ["a", "b"]])
+def test_a_names_moves_in_a_window_are_read_from_the_index_not_its_history(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch, names: list[str]) -> None:
+    # 5,000 moves of "a", an hour apart, and a few of "b": the window of ten hours at hour
+    # 4,000 holds ten of a's, the last three of which are asked for.
+    _hourly(store, 5000)
+    store.record_stage_moves([
+        StageMove(name="b", environment=env, to_version="1", at=T0 + timedelta(hours=h),
+                  actor="ci") for env, h in (("staging", 3995), ("production", 4003))])
+    since, until = T0 + timedelta(hours=3995), T0 + timedelta(hours=4004, minutes=30)
+    whole = store.stage_history(names=["a", "b"])
+    asked = lambda: store.stage_histories(names, until, since=since, last=3)  # noqa: E731
+
+    assert asked() == {name: [m for m in whole if m.name == name and since <= m.at <= until][-3:]
+                       for name in names}
+    if isinstance(store, EmbeddedStore):
+        steps = _plan(store, asked, monkeypatch)
+        assert not [s for s in steps if "SCAN stage_moves" in s], steps
+        assert any("stage_moves_name (name=? AND at>? AND at<?)" in s for s in steps), steps
+        # A sort of the moves kept only, the outer query's.
+        assert [s for s in steps if "TEMP B-TREE" in s] == ["0 USE TEMP B-TREE FOR ORDER BY"]
+    else:  # the 4,000 moves before the window cost nothing, nor the 1,000 after it
+        assert _profiled_hits(store, asked, monkeypatch) < 100
 
 
 # -- rollback plans read back only as far as their target ------------------------------------
