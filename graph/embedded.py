@@ -104,6 +104,9 @@ CREATE TABLE IF NOT EXISTS stage_moves (
 CREATE INDEX IF NOT EXISTS stage_moves_key ON stage_moves (name, environment, at);
 -- A name's last moves in every environment, in order (seq, the rowid, ends each entry).
 CREATE INDEX IF NOT EXISTS stage_moves_name ON stage_moves (name, at);
+-- A slot's last moves to a version (stage_latest with versions): where a version went,
+-- never every move of its name.
+CREATE INDEX IF NOT EXISTS stage_moves_version ON stage_moves (name, environment, to_version, at);
 -- Each (name, environment) a move went to (schema/kinds.py STAGE_SLOT_LABEL), kept by the
 -- file itself as moves are appended: what is live is each slot's last move.
 CREATE TABLE IF NOT EXISTS stage_slots (
@@ -194,7 +197,7 @@ def _dt(value: str | None) -> datetime | None:
     return None if value is None else _at(value)
 
 
-def _json_list(values: Sequence[str]) -> str:
+def _json_list(values: Sequence[str | None]) -> str:
     return json.dumps(list(values))
 
 
@@ -916,29 +919,44 @@ class EmbeddedStore(GraphStore):
         count: int,
         since: datetime | None,
     ) -> list[StageMove]:
-        where, params = _stage_where(None, environment, until, names, versions, before, since)
-        if (per == "environment" or per == "name" and names is not None) and (
-                versions is None and before is None):
-            # Each slot's (or name's) last moves, from the end of the same index: never
-            # every move of an environment, or of some names, numbered (50,000 moves: 143 →
-            # 0.2 ms).
-            if per == "name":
-                each, keyed = "SELECT value AS name FROM json_each(?)", "name = s.name"
-                params = [_json_list(list(dict.fromkeys(names or ())))]
-            else:
-                slots, params = _stage_where(None, environment, None, names)
-                each = f"SELECT * FROM stage_slots WHERE {slots}"
-                keyed = "name = s.name AND environment = s.environment"
-            window, bounds = _stage_where(None, None, until, None, since=since)
-            sql = (f"SELECT m.* FROM ({each}) AS s "
+        # The last ``count`` of each group among the moves ``{}`` selects, oldest first.
+        grouped = ("SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY name"
+                   f"{_STAGE_KEYS[per]} ORDER BY at DESC, seq DESC) AS nth FROM ({{}})) "
+                   "WHERE nth <= ? ORDER BY at, seq")
+        # The moves in the window and before the keyset, by one key's index.
+        upto, bounds = _stage_where(None, None, until, None, None, before, since)
+        if per == "name" and names is not None and versions is None:
+            # Each name's last moves, from the end of the index on (name, at): each name
+            # one group, so no grouping but the cut.
+            sql = ("SELECT m.* FROM (SELECT value AS name FROM json_each(?)) AS s "
                    "JOIN stage_moves AS m ON m.seq IN (SELECT seq FROM stage_moves "
-                   f"WHERE {keyed} AND {window} "
-                   "ORDER BY at DESC, seq DESC LIMIT ?) ORDER BY m.at, m.seq")
-            params += bounds
-        else:
-            sql = ("SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY name"
-                   f"{_STAGE_KEYS[per]} ORDER BY at DESC, seq DESC) AS nth FROM stage_moves WHERE "
-                   f"{where}) WHERE nth <= ? ORDER BY at, seq")
+                   f"WHERE name = s.name AND {upto} ORDER BY at DESC, seq DESC LIMIT ?) "
+                   "ORDER BY m.at, m.seq")
+            params = [_json_list(list(dict.fromkeys(names))), *bounds]
+        elif versions is not None or per == "environment":
+            # Each slot's last moves, from the end of the index on (name, environment, at):
+            # never every move of an environment, or of some names, numbered (50,000 moves:
+            # 143 → 0.2 ms). Of some versions: each slot's last moves to each, from the end
+            # of the index on (name, environment, to_version, at), ``IS`` for a move to no
+            # version; each group, whatever ``per``, is the union of some slots' moves to
+            # some versions, its last moves among theirs (50,000 moves of 20 names, 3
+            # versions, per version: 13.2 → 1.0 ms).
+            slots, params = _stage_where(None, environment, None, names)
+            each, to = "", ""
+            if versions is not None:
+                each = "CROSS JOIN (SELECT DISTINCT value FROM json_each(?)) AS v "
+                to = "AND to_version IS v.value "
+                params.append(_json_list(versions))
+            sql = grouped.format(
+                f"SELECT m.* FROM (SELECT * FROM stage_slots WHERE {slots}) AS s {each}"
+                "JOIN stage_moves AS m ON m.seq IN (SELECT seq FROM stage_moves "
+                f"WHERE name = s.name AND environment = s.environment {to}AND {upto} "
+                "ORDER BY at DESC, seq DESC LIMIT ?)")
+            params += [*bounds, count]
+        else:  # every name's last moves
+            where, params = _stage_where(None, environment, until, names, versions, before,
+                                         since)
+            sql = grouped.format(f"SELECT * FROM stage_moves WHERE {where}")
         rows = self._query(sql, [*params, count])
         return [_stage_move(r) for r in rows]
 

@@ -1064,9 +1064,10 @@ class GraphStore(ABC):
         each environment's history, for many names in one read). Oldest first."""
         if per == "name" and environment is not None:
             per = "environment"  # a name's moves in one environment: those of its slot
-        if names is not None and len(set(names)) == 1 and (
+        if versions is None and names is not None and len(set(names)) == 1 and (
                 per == "name" or per == "environment" and environment is not None):
-            # One key: its last moves, read from the end of its index in order
+            # One key: its last moves, read from the end of its index in order (of some
+            # versions, from the end of each slot's moves to each: the adapters')
             return self.stage_history(names[0], environment, until, versions=versions,
                                       before=before, last=count, since=since)
         return self._stage_latest(environment, until, names=names, versions=versions,

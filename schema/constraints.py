@@ -62,6 +62,11 @@ def indexes() -> list[str]:
         "ON (m.name, m.at, m.seq)",
         "CREATE INDEX lineagegraph_stagemove_key IF NOT EXISTS FOR (m:StageMove) "
         "ON (m.name, m.environment, m.at, m.seq)",
+        # A slot's last moves to a version (Neo4jStore.stage_latest with ``versions``):
+        # where a version went, never every move of its name. No entry for a move to no
+        # version: a composite index holds only nodes with each of its properties.
+        "CREATE INDEX lineagegraph_stagemove_version IF NOT EXISTS FOR (m:StageMove) "
+        "ON (m.name, m.environment, m.to_version, m.at, m.seq)",
         "CREATE INDEX lineagegraph_record_collection IF NOT EXISTS FOR (r:Record) "
         "ON (r.collection)",
         # auditLog(target:) and the evidence pack: one target's entries among every

@@ -209,6 +209,36 @@ def test_each_names_last_moves_in_a_window_are_those_of_the_whole_history(
                       for m in tail[-2:]]))
 
 
+@pytest.mark.parametrize("per", ["version", "visit", "environment"])
+def test_stage_latest_of_some_versions_is_the_last_of_each_in_the_whole_history(
+        store: GraphStore, per: str) -> None:
+    # Random questions: some names ("d" never moved), one environment or all, versions
+    # repeated or to no version (None), a time bound, a keyset, a count.
+    whole = _ordered(_random_history(store, 7, n=120, names=("a", "b", "c")))
+    key = {"version": lambda m: (m.name, m.to_version),
+           "visit": lambda m: (m.name, m.environment, m.to_version),
+           "environment": lambda m: (m.name, m.environment)}[per]
+    rng = random.Random(8)
+    for _ in range(40):
+        names = rng.sample(["a", "b", "c", "d"], rng.randint(1, 3))
+        env = rng.choice([None, *ENVS])
+        versions = rng.choices([None, *"1234567"], k=rng.randint(1, 4))
+        until = rng.choice([None, T0 + timedelta(hours=rng.randint(0, 12))])
+        middle = rng.choice(whole)
+        before = rng.choice([None, (middle.at, middle.seq)])
+        count = rng.choice([1, 2, 3])
+        groups: dict[tuple[str | None, ...], list[StageMove]] = {}
+        for m in whole:
+            if (m.name in names and env in (None, m.environment) and m.to_version in versions
+                    and (until is None or m.at <= until)
+                    and (before is None or (m.at, m.seq) < before)):
+                groups.setdefault(key(m), []).append(m)
+        asked = (env, until, names, versions, before, count)
+        assert store.stage_latest(env, until, names=names, versions=versions, before=before,
+                                  per=per, count=count) == _ordered(  # type: ignore[arg-type]
+            [m for group in groups.values() for m in group[-count:]]), asked
+
+
 def _neo4j_summary(store: GraphStore, read: Any, monkeypatch: pytest.MonkeyPatch,
                    how: str) -> Any:
     """Neo4j's summary of the last statement ``read`` sends, sent again under ``how``
@@ -289,6 +319,56 @@ def test_a_names_moves_in_a_window_are_read_from_the_index_not_its_history(
         assert [s for s in steps if "TEMP B-TREE" in s] == ["0 USE TEMP B-TREE FOR ORDER BY"]
     else:  # the 4,000 moves before the window cost nothing, nor the 1,000 after it
         assert _profiled_hits(store, asked, monkeypatch) < 100
+
+
+@pytest.mark.parametrize("read", ["version", "visit", "before", "one environment"])
+def test_the_last_moves_to_some_versions_are_read_from_an_index_not_every_move(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch, read: str) -> None:
+    # 3,000 moves of "a" in production, cycling through a@1..5; a few of a@2 and a@7 in
+    # staging, one of a@3 into retired; "b" a few.
+    _hourly(store, 3000)
+    store.record_stage_moves([
+        StageMove(name=name, environment=env, to_version=version,
+                  at=T0 + timedelta(hours=h), actor="ci")
+        for name, env, version, h in (("a", "staging", "2", 5), ("a", "staging", "7", 9),
+                                      ("a", "staging", "2", 2500), ("a", RETIRED, "3", 2600),
+                                      ("b", "production", "2", 3), ("b", "staging", "7", 4))])
+    until = T0 + timedelta(hours=2000)
+    last = store.stage_history(name="a", environment="production", until=until, last=1)[0]
+    tail = (last.at, last.seq)
+    asked = {
+        # rollback plans, the retirement report: where each version went last
+        "version": lambda: store.stage_latest(until=until, names=["a", "b"],
+                                              versions=["2", "7"], per="version"),
+        # a manifest load: where the versions it names ever went
+        "visit": lambda: store.stage_latest(names=["a", "b"], versions=["2", "7"],
+                                            per="visit", count=2),
+        # a rollback plan: each version's last move before the environment's tail
+        "before": lambda: store.stage_latest("production", until, names=["a"],
+                                             versions=["2", "3"], before=tail, per="version"),
+        # a manifest load: whether a version was ever in an environment (never, here)
+        "one environment": lambda: store.stage_latest("production", names=["a"],
+                                                      versions=["7"]),
+    }[read]
+    expected = {  # (name, environment, version, hour), oldest first
+        "version": [("b", "production", "2", 3), ("b", "staging", "7", 4),
+                    ("a", "staging", "7", 9), ("a", "production", "2", 1996)],
+        "visit": [("b", "production", "2", 3), ("b", "staging", "7", 4),
+                  ("a", "staging", "2", 5), ("a", "staging", "7", 9),
+                  ("a", "staging", "2", 2500), ("a", "production", "2", 2991),
+                  ("a", "production", "2", 2996)],
+        "before": [("a", "production", "2", 1996), ("a", "production", "3", 1997)],
+        "one environment": [],
+    }[read]
+
+    assert [(m.name, m.environment, m.to_version, (m.at - T0) // timedelta(hours=1))
+            for m in asked()] == expected
+    if isinstance(store, EmbeddedStore):
+        steps = _plan(store, asked, monkeypatch)
+        assert not [s for s in steps if "SCAN stage_moves" in s], steps
+        assert any("stage_moves_version" in s for s in steps), steps
+    else:  # grouping a's 3,000 moves cost 3,000 and more; a seek per slot and version
+        assert _profiled_hits(store, asked, monkeypatch) < 150
 
 
 # -- rollback plans read back only as far as their target ------------------------------------
