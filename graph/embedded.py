@@ -953,7 +953,7 @@ class EmbeddedStore(GraphStore):
                 f"WHERE name = s.name AND environment = s.environment {to}AND {upto} "
                 "ORDER BY at DESC, seq DESC LIMIT ?)")
             params += [*bounds, count]
-        else:  # every name's last moves
+        else:  # grouped whole: of every name (per name), of each version or visit of some names
             where, params = _stage_where(None, environment, until, names, versions, before,
                                          since)
             sql = grouped.format(f"SELECT * FROM stage_moves WHERE {where}")
