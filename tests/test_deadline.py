@@ -62,7 +62,8 @@ def test_a_long_cypher_statement_is_stopped_by_the_server_at_the_deadline(
 
 
 class SlowUpserts:
-    """The real store, whose upserts first wait: store work slower than the budget."""
+    """The real store, whose writes of a batch (what the upsert mutation writes through)
+    first wait: store work slower than the budget."""
 
     def __init__(self, inner: GraphStore, seconds: float) -> None:
         self._inner, self._seconds = inner, seconds
@@ -70,9 +71,9 @@ class SlowUpserts:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def upsert(self, *args: Any, **kwargs: Any) -> Any:
+    def write(self, *args: Any, **kwargs: Any) -> Any:
         time.sleep(self._seconds)
-        return self._inner.upsert(*args, **kwargs)
+        return self._inner.write(*args, **kwargs)
 
 
 def test_one_budget_covers_every_field_of_a_query_and_late_work_writes_nothing(
