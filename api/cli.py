@@ -14,7 +14,12 @@ from rich.console import Console
 from rich.markup import escape
 
 import lineagegraph.schema
-from lineagegraph.graph.store import MetadataMoved, StageMoved, StoreUnavailable
+from lineagegraph.graph.store import (
+    MetadataMoved,
+    StageMoved,
+    StoreUnavailable,
+    StoreUpgraded,
+)
 
 from . import cli_queries
 from .auth import is_loopback, list_tokens
@@ -204,6 +209,9 @@ def main() -> None:
         app()
     except StoreUnreachable as error:
         console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)  # one line, unbroken
+        raise SystemExit(1) from None
+    except StoreUpgraded as error:  # not back by running it again: said as it is
+        console.print(f"[red]{escape(str(error))}[/red]", soft_wrap=True)
         raise SystemExit(1) from None
     except StoreUnavailable as error:
         setting = Settings.env_name("neo4j_uri" if error.store == "neo4j" else "db")

@@ -31,7 +31,7 @@ from strawberry.schema.base import BaseSchema
 from strawberry.types.unset import UNSET
 
 from lineagegraph.graph.deadline import DeadlinePassed
-from lineagegraph.graph.store import MetadataMoved, StageMoved, StoreUnavailable
+from lineagegraph.graph.store import MetadataMoved, StageMoved, StoreUnavailable, StoreUpgraded
 from lineagegraph.ingest.batch import IngestError, Problem
 from lineagegraph.ingest.bodies import load_json
 from lineagegraph.schema import InvalidId, SchemaError
@@ -81,6 +81,8 @@ def unavailable_message(error: StoreUnavailable, where: str) -> str:
     """What a caller is told when the store cannot answer; the log gets one line with
     the underlying error (no traceback: it is the store's state, not a bug here)."""
     log.warning("store unavailable (%s): %s", where, error.detail or error)
+    if isinstance(error, StoreUpgraded):  # this server's to restart: said as it is
+        return str(error)
     return f"the store is unavailable ({error}); try again shortly"
 
 

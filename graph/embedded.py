@@ -50,6 +50,7 @@ from .store import (
     VersionRow,
     WriteCounts,
     check_filters,
+    check_format,
     elided,
     held,
     newer_format,
@@ -173,6 +174,21 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 WHEN (SELECT count(*) FROM _wipe) = 0
 BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
 """
+
+
+def _statements(script: str) -> list[str]:
+    """A script's statements, to run one at a time: ``executescript`` commits the
+    transaction it is called in first."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    return statements
+
+
+_SCHEMA_STATEMENTS = _statements(_SCHEMA)
 _METADATA_SEQ = "SELECT seq FROM metadata_writes"
 # How far a rebuild of the rollup has counted (no row: none under way).
 _REBUILD_POSITION = "SELECT counted_through FROM traffic_rebuild"
@@ -525,92 +541,108 @@ class EmbeddedStore(GraphStore):
         self._conn.set_progress_handler(_past_deadline, _DEADLINE_STEPS)
         self._lock = threading.RLock()
         with self._lock:
-            # Read before anything is written: a newer layout (a kind or a column this
-            # version lacks) would open and then fail request by request as internal errors.
-            stamped = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if stamped > STORE_FORMAT:
+            try:
+                # Read before anything is written: a newer layout (a kind or a column this
+                # version lacks) would open and then fail request by request as internal
+                # errors.
+                stamped = self._stamped()
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self._conn.execute("PRAGMA foreign_keys = ON")  # outside a transaction only
+                # The steps to this format and the stamp in one write transaction:
+                # processes opening the file at once take turns, the later finding nothing
+                # to do, and a writer of an older version (from this one on) waiting on the
+                # file's lock reads the new stamp as it gets in (``_transaction``) and
+                # writes nothing.
+                upgrading = stamped < STORE_FORMAT
+                if upgrading:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    stamped = self._stamped()  # another process may have upgraded it since
+                self._open(stamped)
+                if upgrading:
+                    self._conn.execute(f"PRAGMA user_version = {STORE_FORMAT}")
+                    self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
                 self._conn.close()
-                # The error type Settings.open_store already says on one line.
-                raise sqlite3.DatabaseError(newer_format(stamped))
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            self._conn.execute("PRAGMA foreign_keys = ON")
-            tables = {row[0] for row in self._conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if "nodes" in tables and stamped < VERSION_KEYS_FORMAT:  # before the key's index
-                self._key_versions()
-            if "nodes" in tables and stamped < FAMILIES_FORMAT:  # before the family's indexes
-                self._keep_families()
-            self._conn.executescript(_WIPE_MARKER + _SCHEMA)
-            if "nodes" in tables and "traffic" not in tables and self._conn.execute(
-                    "SELECT 1 FROM nodes WHERE id >= ? AND id < ? LIMIT 1",
-                    REQUEST_IDS).fetchone():
-                # A file from before the traffic rollup: no counter holds its requests, and
-                # traffic answers said 0. They say partial, naming the rebuild, until one
-                # (`lineagegraph traffic rebuild`) has counted them.
-                self._conn.execute("INSERT OR REPLACE INTO traffic_rebuild VALUES (1, '')")
-            # A file made before records kept their size: the column goes last there,
-            # and its rows' sizes are measured when read (record_sizes).
-            if "size" not in {row["name"] for row in self._conn.execute(
-                    "PRAGMA table_info(records)")}:
-                self._conn.execute("ALTER TABLE records ADD COLUMN size INTEGER")
-            # The steps above find the layouts they mend themselves (files from before the
-            # stamp: 0); a step to a later format runs where ``stamped`` is below it.
-            if "stage_moves" in tables and stamped < STAGE_SLOTS_FORMAT:
-                # Format 3: the slots of the moves stored before the table kept them.
-                self._conn.execute("INSERT OR IGNORE INTO stage_slots "
-                                   "SELECT DISTINCT name, environment FROM stage_moves")
-            if stamped < STORE_FORMAT:
-                self._conn.execute(f"PRAGMA user_version = {STORE_FORMAT}")
+                raise
         # The file opened: SQLite goes on writing to it once deleted or replaced (its WAL
         # too), and every write from then on would vanish with the process.
         self._file = None if self.path == ":memory:" else _file_id(self.path)
 
-    def _key_versions(self) -> None:
-        """Format 2: each stored versioned node gains its ``version_key``. In one write
-        transaction, and a no-op once done: processes opening the file at once take turns,
-        and the later finds nothing to do. The index on (name, kind) becomes the schema's
-        on (name, kind, version_key), which serves its reads too."""
-        with self._upgrading("version_key"):
-            self._conn.execute(
-                "UPDATE nodes SET version_key = stored_version_key(kind, version, created_at) "
-                "WHERE version_key IS NULL AND kind IN (SELECT value FROM json_each(?))",
-                (_json_list([k.label for k in NODE_KINDS if k.versioned]),))
-            self._conn.execute("DROP INDEX IF EXISTS nodes_name")
+    def _stamped(self) -> int:
+        """The format the file was written in (0: none, from before the stamp); a newer
+        one than this version's is refused, with the error type Settings.open_store
+        already says on one line."""
+        stamped = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+        if stamped > STORE_FORMAT:
+            raise sqlite3.DatabaseError(newer_format(stamped))
+        return stamped
 
-    @contextmanager
-    def _upgrading(self, column: str) -> Iterator[None]:
-        """A step to a later format: one write transaction (processes opening the file at
-        once take turns) that first gives ``nodes`` the ``column`` it fills, if it lacks
-        it. Not ``_transaction``: the store is not open yet."""
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            if column not in {row["name"] for row in self._conn.execute(
-                    "PRAGMA table_info(nodes)")}:
-                self._conn.execute(f"ALTER TABLE nodes ADD COLUMN {column} TEXT")
-            yield
-            self._conn.execute("COMMIT")
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
+    def _open(self, stamped: int) -> None:
+        """The tables and indexes of this version, and the steps to them from a file
+        ``stamped`` lower."""
+        tables = {row[0] for row in self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "nodes" in tables and stamped < VERSION_KEYS_FORMAT:  # before the key's index
+            self._key_versions()
+        if "nodes" in tables and stamped < FAMILIES_FORMAT:  # before the family's indexes
+            self._keep_families()
+        for statement in [_WIPE_MARKER, *_SCHEMA_STATEMENTS]:
+            self._conn.execute(statement)
+        if "nodes" in tables and "traffic" not in tables and self._conn.execute(
+                "SELECT 1 FROM nodes WHERE id >= ? AND id < ? LIMIT 1",
+                REQUEST_IDS).fetchone():
+            # A file from before the traffic rollup: no counter holds its requests, and
+            # traffic answers said 0. They say partial, naming the rebuild, until one
+            # (`lineagegraph traffic rebuild`) has counted them.
+            self._conn.execute("INSERT OR REPLACE INTO traffic_rebuild VALUES (1, '')")
+        # A file made before records kept their size: the column goes last there,
+        # and its rows' sizes are measured when read (record_sizes).
+        if "size" not in {row["name"] for row in self._conn.execute(
+                "PRAGMA table_info(records)")}:
+            self._conn.execute("ALTER TABLE records ADD COLUMN size INTEGER")
+        # The steps above find the layouts they mend themselves (files from before the
+        # stamp: 0); a step to a later format runs where ``stamped`` is below it.
+        if "stage_moves" in tables and stamped < STAGE_SLOTS_FORMAT:
+            # Format 3: the slots of the moves stored before the table kept them.
+            self._conn.execute("INSERT OR IGNORE INTO stage_slots "
+                               "SELECT DISTINCT name, environment FROM stage_moves")
+
+    def _key_versions(self) -> None:
+        """Format 2: each stored versioned node gains its ``version_key``, in the opening's
+        write transaction. The index on (name, kind) becomes the schema's on (name, kind,
+        version_key), which serves its reads too."""
+        self._add_column("version_key")
+        self._conn.execute(
+            "UPDATE nodes SET version_key = stored_version_key(kind, version, created_at) "
+            "WHERE version_key IS NULL AND kind IN (SELECT value FROM json_each(?))",
+            (_json_list([k.label for k in NODE_KINDS if k.versioned]),))
+        self._conn.execute("DROP INDEX IF EXISTS nodes_name")
+
+    def _add_column(self, column: str) -> None:
+        """A step to a later format gives ``nodes`` the ``column`` it fills first."""
+        if column not in {row["name"] for row in self._conn.execute("PRAGMA table_info(nodes)")}:
+            self._conn.execute(f"ALTER TABLE nodes ADD COLUMN {column} TEXT")
 
     def _keep_families(self) -> None:
         """Format 3: each stored version keeps its family's ID, the target of its
         ``VERSION_OF`` edge; of two (linked before a version had one family), the smallest
-        ID, with a warning naming the version. In one write transaction, a no-op once done,
-        as ``_key_versions``."""
-        with self._upgrading(FAMILY):
-            params = (FAMILY_EDGE, _json_list(FAMILY_MEMBERS))
-            # The versions by their kind's index, each one's edges by the edge key.
-            self._conn.execute(
-                f"UPDATE nodes SET {FAMILY} = (SELECT min(target) FROM edges "
-                f"WHERE source = nodes.id AND type = ?1) WHERE {FAMILY} IS NULL "
-                "AND kind IN (SELECT value FROM json_each(?2))", params)
-            warn_split_families({row[0]: json.loads(row[1]) for row in self._conn.execute(
-                "SELECT n.id, json_group_array(e.target) FROM nodes n JOIN edges e "
-                "ON e.source = n.id AND e.type = ? "
-                "WHERE n.kind IN (SELECT value FROM json_each(?)) GROUP BY n.id "
-                "HAVING count(*) > 1", params)})
+        ID, with a warning naming the version. In the opening's write transaction, as
+        ``_key_versions``."""
+        self._add_column(FAMILY)
+        params = (FAMILY_EDGE, _json_list(FAMILY_MEMBERS))
+        # The versions by their kind's index, each one's edges by the edge key.
+        self._conn.execute(
+            f"UPDATE nodes SET {FAMILY} = (SELECT min(target) FROM edges "
+            f"WHERE source = nodes.id AND type = ?1) WHERE {FAMILY} IS NULL "
+            "AND kind IN (SELECT value FROM json_each(?2))", params)
+        warn_split_families({row[0]: json.loads(row[1]) for row in self._conn.execute(
+            "SELECT n.id, json_group_array(e.target) FROM nodes n JOIN edges e "
+            "ON e.source = n.id AND e.type = ? "
+            "WHERE n.kind IN (SELECT value FROM json_each(?)) GROUP BY n.id "
+            "HAVING count(*) > 1", params)})
 
     def _check_file(self) -> None:
         if self._file is not None and _file_id(self.path) != self._file:
@@ -625,6 +657,9 @@ class EmbeddedStore(GraphStore):
             self._check_file()
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                # Under the file's write lock, which an upgrade holds through its steps and
+                # stamp: a newer version's stamp refuses the write (``StoreUpgraded``).
+                check_format(self.name, self._conn.execute("PRAGMA user_version").fetchone()[0])
                 yield self._conn
                 self._conn.execute("COMMIT")
             except BaseException as error:

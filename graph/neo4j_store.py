@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import neo4j
 from neo4j import GraphDatabase, ManagedTransaction, NotificationMinimumSeverity
@@ -61,11 +61,13 @@ from .store import (
     SideHop,
     StageKey,
     StoreUnavailable,
+    StoreUpgraded,
     Tally,
     VersionFilter,
     VersionRow,
     WriteCounts,
     check_filters,
+    check_format,
     elided,
     held,
     newer_format,
@@ -244,6 +246,15 @@ _KEY_FILL = 10_000
 # held to the end of the transaction, so writers that bump one take turns.
 _COUNTER = f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) "
 _BUMPED = _COUNTER + "SET c.value = coalesce(c.value, 0) + 1 "
+# Follows a writers' turn in its statement: the store's format and the one a newer version
+# is upgrading it to (``Neo4jStore._mark_upgrade``), as ``format``, read after the turn's
+# lock is granted, so as committed before it (``_Neo4jTransaction._in_turn`` checks them).
+# A read by the unique name in the statement the writer sends anyway: no round trip more.
+_FORMAT_READ = (f"WITH * OPTIONAL MATCH (stamp:{COUNTER_LABEL} {{name: $format_counter}}) "
+                "WITH *, [stamp.value, stamp.next] AS format ")
+# The logs numbered by a counter (``_append_numbered``), in the order writers take their
+# turns: a batch appends its stage moves, then its records, then its audit entries.
+_NUMBERED_LOGS = ("StageMove", "Record", "AuditEntry")
 
 
 def created_nodes_query(label: str) -> str:
@@ -331,7 +342,7 @@ def _each_last(per: Literal["environment", "name"], environment: str | None,
 
 # A stage move's slot, kept as the move is appended (under the stage log's turn, so two
 # appends never both create it).
-_SLOTTED = f"MERGE (:{STAGE_SLOT_LABEL} {{name: $name, environment: $env}}) WITH seq "
+_SLOTTED = f"MERGE (:{STAGE_SLOT_LABEL} {{name: $name, environment: $env}}) WITH seq, format "
 
 
 def _turn(label: str) -> str:
@@ -343,6 +354,24 @@ class _Neo4jTransaction:
     def __init__(self, tx: ManagedTransaction) -> None:
         self.tx = tx
         self._logs_held: set[str] = set()  # numbered logs whose turn this transaction has
+        self.format_checked = False  # by a statement taking a turn (``_in_turn``)
+
+    def _in_turn(self, query: str, **params: Any) -> neo4j.Record:
+        """Run a statement taking a writers' turn and reading the format after it
+        (``_FORMAT_READ``): refused (``StoreUpgraded``, which rolls the transaction back) in
+        a store a newer version marked, before this transaction writes more."""
+        record = self.tx.run(query, format_counter=_FORMAT_COUNTER, **params
+                             ).single(strict=True)
+        check_format(Neo4jStore.name, *record["format"])
+        self.format_checked = True
+        return record
+
+    def check_format(self) -> None:
+        """The format, read under the format counter's own lock, which an upgrade's mark
+        takes after every turn: for a transaction that took no turn (``Neo4jStore._write``).
+        Setting a property takes the node's lock before it reads it (as ``keep_families``)."""
+        self._in_turn(_COUNTER + "SET c.value = c.value " + _FORMAT_READ + "RETURN format",
+                      counter=_FORMAT_COUNTER)
 
     def kinds(self, ids: Sequence[str]) -> dict[str, str]:
         # Collected into one record: a record apiece costs the driver ~30 µs (a batch's
@@ -461,13 +490,13 @@ class _Neo4jTransaction:
         ``fields``) in one statement: a counter node serialises appends (its write lock), so
         the numbers are gap-free and ordered even under concurrent writers. One round
         trip, not two: every batch a load writes appends its audit entry. The log's turn
-        (``_log_turn``) comes first, in the same statement the first time; ``also`` (Cypher
-        ending in ``seq``) follows the entry's creation."""
-        record = self.tx.run(
-            self._log_turn(label) + _BUMPED
-            + f"WITH c.value AS seq CREATE (:{label} {{{fields}}}) {also}RETURN seq",
-            counter=label, turn=_turn(label), **params,
-        ).single(strict=True)
+        (``_log_turn``) comes first, in the same statement the first time, and the format
+        read after it (``_FORMAT_READ``); ``also`` (Cypher ending in ``WITH seq, format``)
+        follows the entry's creation."""
+        record = self._in_turn(
+            self._log_turn(label) + _BUMPED + _FORMAT_READ
+            + f"WITH c.value AS seq, format CREATE (:{label} {{{fields}}}) {also}"
+            "RETURN seq, format", counter=label, turn=_turn(label), **params)
         return int(record["seq"])
 
     def _log_turn(self, label: str) -> str:
@@ -486,8 +515,9 @@ class _Neo4jTransaction:
     def lock_traffic(self) -> str | None:
         # A counter's write lock, held to the end of the transaction; the counter node
         # also keeps how far a rebuild of the rollup has counted.
-        record = self.tx.run(_BUMPED + "RETURN c.rebuilt_through AS through",
-                             counter=_TRAFFIC_COUNTER).single(strict=True)
+        record = self._in_turn(_BUMPED + _FORMAT_READ
+                               + "RETURN c.rebuilt_through AS through, format",
+                               counter=_TRAFFIC_COUNTER)
         return record["through"]
 
     def set_traffic_rebuild(self, counted_through: str | None) -> None:
@@ -518,13 +548,17 @@ class _Neo4jTransaction:
         # The stage log's turn (``_log_turn``), which every append of a move takes too. Its
         # own statement: in one with a read, the planner may read the moves before the
         # turn is held.
-        turn = self._log_turn("StageMove")
+        self.lock_log("StageMove")
+
+    def lock_log(self, label: str) -> None:
+        """The writers' turn at the numbered ``label`` log, held to the commit."""
+        turn = self._log_turn(label)
         if turn:
-            self.tx.run(turn + "RETURN 1", turn=_turn("StageMove")).consume()
+            self._in_turn(turn + _FORMAT_READ + "RETURN format", turn=_turn(label))
 
     def bump_metadata(self) -> int:
-        record = self.tx.run(_BUMPED + "RETURN c.value AS seq",
-                             counter=_METADATA_COUNTER).single(strict=True)
+        record = self._in_turn(_BUMPED + _FORMAT_READ + "RETURN c.value AS seq, format",
+                               counter=_METADATA_COUNTER)
         return record["seq"] - 1
 
     def lock_stage(self, name: str, environment: str,
@@ -669,10 +703,14 @@ class Neo4jStore(GraphStore):
         self._driver.verify_connectivity()
         # Read before anything is written: a newer layout (a kind or a property this
         # version lacks) would open and then fail request by request as internal errors.
-        stamped = self._counter(_FORMAT_COUNTER, "value")
+        # Or one a newer version is upgrading (``_mark_upgrade``): its steps are under way.
+        stamped, marked = self._read(
+            f"OPTIONAL MATCH (c:{COUNTER_LABEL} {{name: $name}}) "
+            "RETURN c.value AS value, c.next AS next", name=_FORMAT_COUNTER)[0]
+        if (marked or 0) > max(stamped or 0, STORE_FORMAT):
+            self._refuse(newer_format(marked, marked=True))
         if stamped is not None and stamped > STORE_FORMAT:
-            self._driver.close()
-            raise ValueError(newer_format(stamped))  # Settings.open_store: one line
+            self._refuse(newer_format(stamped))
         for statement in [*uniqueness_constraints(), *indexes()]:
             try:
                 self._driver.execute_query(statement, database_=database)
@@ -694,7 +732,13 @@ class Neo4jStore(GraphStore):
             f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) SET c.rebuilt_through = ''",
             counter=_TRAFFIC_COUNTER, database_=database)
         # The step above finds the layout it mends itself (databases from before the
-        # stamp); a step to a later format runs where ``stamped`` is below it.
+        # stamp); a step to a later format runs where ``stamped`` is below it, once the
+        # store is marked: an older server (from this version on) writes nothing after.
+        if stamped != STORE_FORMAT:
+            try:
+                self._mark_upgrade()
+            except StoreUpgraded as error:  # a newer version marked it since it was read
+                self._refuse(newer_format(error.format, marked=True))
         if stamped is None or stamped < VERSION_KEYS_FORMAT:
             self._key_versions()
         if stamped is None or stamped < FAMILIES_FORMAT:
@@ -703,6 +747,31 @@ class Neo4jStore(GraphStore):
             self._slot_stages()
         if stamped != STORE_FORMAT:
             self._stamp_format()
+
+    def _refuse(self, why: str) -> NoReturn:
+        self._driver.close()
+        raise ValueError(why)  # Settings.open_store: one line
+
+    def _mark_upgrade(self) -> None:
+        """Mark the store with the format this version takes it to (``next`` on the format
+        counter, never lowered) before the first step, in one transaction taking every
+        writers' turn in the order writers take them (traffic, metadata, then the numbered
+        logs, as ``GraphStore._write_batch``): a writer holding one commits before the mark,
+        and any taking one after reads it (``_FORMAT_READ``) and writes nothing. So an older
+        server still running (from this version on) writes nothing in the layout the steps
+        are changing, nor after. The metadata counter moves on, as under any writer of
+        metadata: a write of this version mapped before it is mapped again."""
+
+        def mark(tx: _Neo4jTransaction) -> None:
+            tx.lock_traffic()
+            tx.bump_metadata()
+            for label in _NUMBERED_LOGS:
+                tx.lock_log(label)
+            tx.tx.run(_COUNTER + "SET c.next = CASE WHEN c.next >= $format THEN c.next "
+                      "ELSE $format END", counter=_FORMAT_COUNTER, format=STORE_FORMAT
+                      ).consume()
+
+        self._write(mark)
 
     def _key_versions(self) -> None:
         """Format 2: the ``version_key`` of every stored versioned node without one, made
@@ -804,7 +873,11 @@ class Neo4jStore(GraphStore):
 
         def unit(tx: ManagedTransaction) -> T:
             try:
-                return work(_Neo4jTransaction(tx))
+                ours = _Neo4jTransaction(tx)
+                done = work(ours)
+                if not ours.format_checked:  # no writers' turn taken: no format read yet
+                    ours.check_format()
+                return done
             except Exception as error:
                 raised.append(error)
                 raise

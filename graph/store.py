@@ -428,11 +428,38 @@ def warn_split_families(split: Mapping[str, Sequence[str]]) -> None:
                     version, ", ".join(sorted(families)), kept, kept)
 
 
-def newer_format(stamped: int) -> str:
-    """Why a store stamped by a newer version (``STORE_FORMAT``) is not opened, said alike
-    by both stores."""
-    return (f"written by a newer lineagegraph (store format {stamped}; this version reads "
-            f"format {STORE_FORMAT}): upgrade lineagegraph, or point it at another store")
+def newer_format(stamped: int, *, marked: bool = False) -> str:
+    """Why a store stamped by a newer version (``STORE_FORMAT``), or ``marked`` by one
+    upgrading it (``StoreUpgraded``), is not opened, said alike by both stores."""
+    how = "being upgraded by a newer lineagegraph (to " if marked else (
+        "written by a newer lineagegraph (")
+    return (f"{how}store format {stamped}; this version reads format {STORE_FORMAT}): "
+            "upgrade lineagegraph, or point it at another store")
+
+
+class StoreUpgraded(StoreUnavailable):
+    """A newer version upgraded the store, or is upgrading it (it marks the format it goes
+    to before its first step): what this one writes would be in the older layout, which
+    the newer one misreads, so it refuses every write from then on; reads go on. Each write
+    transaction reads the format under a lock the mark takes (``check_format``), so a
+    write either commits before the mark or sees it and writes nothing. A 503 and one CLI
+    line, as ``StoreUnavailable``: a request sent again reaches a newer server."""
+
+    def __init__(self, store: str, newer: int) -> None:
+        super().__init__(store, f"the store was upgraded (or is being upgraded) to format "
+                         f"{newer} by a newer lineagegraph; this lineagegraph (format "
+                         f"{STORE_FORMAT}) no longer writes to it; restart it with the newer "
+                         "version")
+        self.format = newer
+
+
+def check_format(store: str, *formats: int | None) -> None:
+    """Refuse a write (``StoreUpgraded``) in a store whose format, or the one a newer
+    version is upgrading it to, is past ``STORE_FORMAT``: read in the write's transaction,
+    after a lock every upgrade takes first."""
+    newest = max((f for f in formats if f is not None), default=STORE_FORMAT)
+    if newest > STORE_FORMAT:
+        raise StoreUpgraded(store, newest)
 
 
 class RequestsStored(Exception):

@@ -294,6 +294,9 @@ COUNTER_LABEL = "LineagegraphCounter"
 # in each store (SQLite's user_version; Neo4j: the "format" counter). A version refuses a
 # store stamped higher than this: raise it with any change an older version would misread,
 # and add the step that upgrades a store stamped lower (graph/embedded.py, neo4j_store.py).
+# Upgrading, a version marks the store first (Neo4j: the counter's ``next``), and a server
+# of an older version still running (format 3 on) refuses to write from then on
+# (graph/store.py ``StoreUpgraded``): a rolling deploy needs nothing more.
 # 2: each versioned node keeps its ``version_key``, indexed with its name (an older version
 # would write nodes without one, which the version reads then miss).
 # 3: a version keeps its family's ID (``FAMILY``), indexed with its time and its version
