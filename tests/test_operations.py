@@ -142,16 +142,23 @@ def test_ctrl_c_mid_openlineage_load_says_in_one_line_what_was_written(
 def test_ctrl_c_inside_an_embedded_statement_is_a_keyboard_interrupt_that_writes_nothing(
         tmp_path: Path) -> None:
     store = EmbeddedStore(tmp_path / "lineagegraph.db")
+    # Ctrl-C as a terminal's foreground job gets it, whatever the tests' own SIGINT
+    # disposition is: a run a shell without job control started in the background ignores
+    # SIGINT, and interrupt_main then does nothing (the statement ran to its end).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     # SQLite's progress handler (the query deadline's) runs in the statement: Ctrl-C lands
     # there, where sqlite3 would turn it into OperationalError("interrupted").
     timer = threading.Timer(0.3, _thread.interrupt_main)
-    timer.start()
-    with pytest.raises(KeyboardInterrupt), store._transaction() as conn:
-        conn.execute("INSERT INTO nodes (id, kind, name, version, created_at, props) "
-                     "VALUES ('feature:f@1', 'Feature', 'f', '1', '2026-11-01', '{}')")
-        conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
-                     "WHERE i < 1000000000) SELECT count(*) FROM n").fetchone()
-    timer.join()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt), store._transaction() as conn:
+            conn.execute("INSERT INTO nodes (id, kind, name, version, created_at, props) "
+                         "VALUES ('feature:f@1', 'Feature', 'f', '1', '2026-11-01', '{}')")
+            conn.execute("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                         "WHERE i < 1000000000) SELECT count(*) FROM n").fetchone()
+        timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
     assert store.get(["feature:f@1"]) == {}  # rolled back
     store.close()
