@@ -67,8 +67,12 @@ from .settings import Settings
 MAX_PAGE = 1000
 # What a field does for an ID the graph does not hold, said in its description (README
 # "Queries"): a lookup answers null, a walk or report from the ID an error.
-NULL_IF_UNKNOWN = ("Null for an ID the graph does not hold, with a warning saying so in the "
-                   "response's `extensions.warnings`.")
+def null_if_unknown(what: str = "an ID") -> str:
+    return (f"Null for {what} the graph does not hold, with a warning saying so in the "
+            "response's `extensions.warnings`.")
+
+
+NULL_IF_UNKNOWN = null_if_unknown()
 ERROR_IF_UNKNOWN = "An ID the graph does not hold is an error naming it."
 
 
@@ -193,8 +197,7 @@ class Query(GovernanceQuery):
     @strawberry.field(description="A request traced back to its data: the bundle that "
                       "served it and what it pins, approvals and evaluations then, the "
                       "environment and what else was live there, the upstream lineage. "
-                      "Null for a request ID the graph does not hold, with a warning saying "
-                      "so in the response's `extensions.warnings`.")
+                      f"{null_if_unknown('a request ID')}")
     async def trace(self, info: Info, request_id: str) -> Trace | None:
         id_part_arg("requestId", request_id.strip())
         context: Context = info.context

@@ -248,7 +248,7 @@ _COUNTER = f"MERGE (c:{COUNTER_LABEL} {{name: $counter}}) "
 _BUMPED = _COUNTER + "SET c.value = coalesce(c.value, 0) + 1 "
 # Follows a writers' turn in its statement: the store's format and the one a newer version
 # is upgrading it to (``Neo4jStore._mark_upgrade``), as ``format``, read after the turn's
-# lock is granted, so as committed before it (``_Neo4jTransaction._in_turn`` checks them).
+# lock is granted, so as committed before it (``_Neo4jTransaction._taking_turn`` checks them).
 # A read by the unique name in the statement the writer sends anyway: no round trip more.
 _FORMAT_READ = (f"WITH * OPTIONAL MATCH (stamp:{COUNTER_LABEL} {{name: $format_counter}}) "
                 "WITH *, [stamp.value, stamp.next] AS format ")
@@ -354,9 +354,9 @@ class _Neo4jTransaction:
     def __init__(self, tx: ManagedTransaction) -> None:
         self.tx = tx
         self._logs_held: set[str] = set()  # numbered logs whose turn this transaction has
-        self.format_checked = False  # by a statement taking a turn (``_in_turn``)
+        self.format_checked = False  # by a statement taking a turn (``_taking_turn``)
 
-    def _in_turn(self, query: str, **params: Any) -> neo4j.Record:
+    def _taking_turn(self, query: str, **params: Any) -> neo4j.Record:
         """Run a statement taking a writers' turn and reading the format after it
         (``_FORMAT_READ``): refused (``StoreUpgraded``, which rolls the transaction back) in
         a store a newer version marked, before this transaction writes more."""
@@ -370,7 +370,7 @@ class _Neo4jTransaction:
         """The format, read under the format counter's own lock, which an upgrade's mark
         takes after every turn: for a transaction that took no turn (``Neo4jStore._write``).
         Setting a property takes the node's lock before it reads it (as ``keep_families``)."""
-        self._in_turn(_COUNTER + "SET c.value = c.value " + _FORMAT_READ + "RETURN format",
+        self._taking_turn(_COUNTER + "SET c.value = c.value " + _FORMAT_READ + "RETURN format",
                       counter=_FORMAT_COUNTER)
 
     def kinds(self, ids: Sequence[str]) -> dict[str, str]:
@@ -493,7 +493,7 @@ class _Neo4jTransaction:
         (``_log_turn``) comes first, in the same statement the first time, and the format
         read after it (``_FORMAT_READ``); ``also`` (Cypher ending in ``WITH seq, format``)
         follows the entry's creation."""
-        record = self._in_turn(
+        record = self._taking_turn(
             self._log_turn(label) + _BUMPED + _FORMAT_READ
             + f"WITH c.value AS seq, format CREATE (:{label} {{{fields}}}) {also}"
             "RETURN seq, format", counter=label, turn=_turn(label), **params)
@@ -515,7 +515,7 @@ class _Neo4jTransaction:
     def lock_traffic(self) -> str | None:
         # A counter's write lock, held to the end of the transaction; the counter node
         # also keeps how far a rebuild of the rollup has counted.
-        record = self._in_turn(_BUMPED + _FORMAT_READ
+        record = self._taking_turn(_BUMPED + _FORMAT_READ
                                + "RETURN c.rebuilt_through AS through, format",
                                counter=_TRAFFIC_COUNTER)
         return record["through"]
@@ -554,10 +554,10 @@ class _Neo4jTransaction:
         """The writers' turn at the numbered ``label`` log, held to the commit."""
         turn = self._log_turn(label)
         if turn:
-            self._in_turn(turn + _FORMAT_READ + "RETURN format", turn=_turn(label))
+            self._taking_turn(turn + _FORMAT_READ + "RETURN format", turn=_turn(label))
 
     def bump_metadata(self) -> int:
-        record = self._in_turn(_BUMPED + _FORMAT_READ + "RETURN c.value AS seq, format",
+        record = self._taking_turn(_BUMPED + _FORMAT_READ + "RETURN c.value AS seq, format",
                                counter=_METADATA_COUNTER)
         return record["seq"] - 1
 
@@ -1258,15 +1258,13 @@ class Neo4jStore(GraphStore):
         grouped = (f"WITH m ORDER BY m.at DESC, m.seq DESC WITH m.name AS name"
                    f"{_STAGE_KEYS[per]}, collect(m)[..$count] AS last UNWIND last AS m "
                    f"WITH {_logged('m')} ORDER BY m.at, m.seq RETURN collect(m) AS rows")
-        if versions is not None and not versions:
-            return []
+        where, params = _stage_where(None, environment, until, names, versions, before, since)
         name_read = per == "name" and names is not None and versions is None
         if name_read or versions is not None or per == "environment":
             # Each group, whatever ``per``, is the union of some slots' (or names') moves
             # (to some versions): its last moves are among their last ones, read from an
             # index's end (50,000 moves of 20 names, 3 versions, per version: 148,741 → 980
             # db hits).
-            _, params = _stage_where(None, environment, until, names, versions, before, since)
             upto = until if before is None else min(until or before[0], before[0])
             rows = self._rows(
                 _each_last("name" if name_read else "environment", environment, since, upto,
@@ -1275,7 +1273,6 @@ class Neo4jStore(GraphStore):
                    "versions": sorted(set(params["versions"] or [])), "until": upto},
                 count=count)
             return [_stage_move(props) for props in rows]
-        where, params = _stage_where(None, environment, until, names, versions, before, since)
         rows = self._rows(f"MATCH (m:StageMove) {where}{grouped}", **params, count=count)
         return [_stage_move(props) for props in rows]
 

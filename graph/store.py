@@ -1089,14 +1089,16 @@ class GraphStore(ABC):
         environment and version (where a version ever went); ``per="name"``: the last of
         each name, wherever it went. ``count``: the last that many of each (the tail of
         each environment's history, for many names in one read). Oldest first."""
+        if versions is not None and not versions:
+            return []  # moves to none of no versions
         if per == "name" and environment is not None:
             per = "environment"  # a name's moves in one environment: those of its slot
         if versions is None and names is not None and len(set(names)) == 1 and (
                 per == "name" or per == "environment" and environment is not None):
             # One key: its last moves, read from the end of its index in order (of some
             # versions, from the end of each slot's moves to each: the adapters')
-            return self.stage_history(names[0], environment, until, versions=versions,
-                                      before=before, last=count, since=since)
+            return self.stage_history(names[0], environment, until, before=before,
+                                      last=count, since=since)
         return self._stage_latest(environment, until, names=names, versions=versions,
                                   before=before, per=per, count=count, since=since)
 
