@@ -67,7 +67,13 @@ class ResponseWarnings(SchemaExtension):
     def get_results(self) -> dict[str, Any]:
         context = self.execution_context.context
         warnings = getattr(context, "warnings", None)
-        return {"warnings": warnings} if warnings else {}
+        if not warnings:
+            return {}
+        # In the order of the fields in the document, not of the fields' work finishing
+        # (they run at once): the same query gets the same answer.
+        order = context.warning_order
+        return {"warnings": [w for _, w in sorted(zip(order, warnings, strict=True),
+                                                  key=lambda pair: pair[0])]}
 
 
 def utc_arg(name: str, value: datetime | None) -> datetime | None:
@@ -123,6 +129,7 @@ class Context(BaseContext):
         self.deadline = time.monotonic() + settings.query_timeout_s
         # What a field's type has no place to say (``ResponseWarnings``).
         self.warnings: list[dict[str, Any]] = []
+        self.warning_order: list[tuple[int, list[tuple[int, int | str]]]] = []
         self.bundle_parts = DataLoader(load_fn=self._load_bundle_parts)
 
     async def _load_bundle_parts(self, ids: list[str]) -> list[registry.BundleParts]:
@@ -132,7 +139,13 @@ class Context(BaseContext):
     def warn(self, info: Info, message: str) -> None:
         """A warning about the field ``info`` resolves, in the response's
         ``extensions.warnings`` with the field's path."""
-        self.warnings.append({"path": info.path.as_list(), "message": message})
+        path = info.path.as_list()
+        self.warnings.append({"path": path, "message": message})
+        # Where the field is written, then its path (list items by index; one field of a
+        # fragment is reached by several paths).
+        written = info._raw_info.field_nodes[0].loc  # graphql-core's; strawberry hides it
+        self.warning_order.append((written.start if written else 0, [
+            (0, part) if isinstance(part, int) else (1, part) for part in path]))
 
     async def run(self, work: Callable[[], T]) -> T:
         """Run store work in a thread, within what is left of the query's time budget.
