@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +33,7 @@ from lineagegraph.schema.models import error_message, utc
 
 from .errors import timed_out, unavailable_message
 from .query_workers import NotStarted, QueryWorkers
+from .response_order import document_order, in_document_order
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -65,15 +66,25 @@ class ResponseWarnings(SchemaExtension):
     a list answer (``driftSources``) has no field of its own to say a cap cut it."""
 
     def get_results(self) -> dict[str, Any]:
-        context = self.execution_context.context
-        warnings = getattr(context, "warnings", None)
+        context = self.execution_context
+        warnings = getattr(context.context, "warnings", None)
         if not warnings:
             return {}
-        # In the order of the fields in the document, not of the fields' work finishing
-        # (they run at once): the same query gets the same answer.
-        order = context.warning_order
-        return {"warnings": [w for _, w in sorted(zip(order, warnings, strict=True),
-                                                  key=lambda pair: pair[0])]}
+        place = document_order(context.graphql_document, context.operation_name)
+        return {"warnings": in_document_order(warnings, lambda w: w["path"], place)}
+
+
+class ErrorsInDocumentOrder(SchemaExtension):
+    """The response's errors in the order their fields are written, as warnings are:
+    graphql-core lists them as the fields' work fails, and fields run at once."""
+
+    def on_execute(self) -> Iterator[None]:
+        yield
+        context = self.execution_context
+        result = context.result
+        if result is not None and result.errors and len(result.errors) > 1:
+            place = document_order(context.graphql_document, context.operation_name)
+            result.errors = in_document_order(result.errors, lambda e: e.path, place)
 
 
 def utc_arg(name: str, value: datetime | None) -> datetime | None:
@@ -129,7 +140,6 @@ class Context(BaseContext):
         self.deadline = time.monotonic() + settings.query_timeout_s
         # What a field's type has no place to say (``ResponseWarnings``).
         self.warnings: list[dict[str, Any]] = []
-        self.warning_order: list[tuple[int, list[tuple[int, int | str]]]] = []
         self.bundle_parts = DataLoader(load_fn=self._load_bundle_parts)
 
     async def _load_bundle_parts(self, ids: list[str]) -> list[registry.BundleParts]:
@@ -139,13 +149,7 @@ class Context(BaseContext):
     def warn(self, info: Info, message: str) -> None:
         """A warning about the field ``info`` resolves, in the response's
         ``extensions.warnings`` with the field's path."""
-        path = info.path.as_list()
-        self.warnings.append({"path": path, "message": message})
-        # Where the field is written, then its path (list items by index; one field of a
-        # fragment is reached by several paths).
-        written = info._raw_info.field_nodes[0].loc  # graphql-core's; strawberry hides it
-        self.warning_order.append((written.start if written else 0, [
-            (0, part) if isinstance(part, int) else (1, part) for part in path]))
+        self.warnings.append({"path": info.path.as_list(), "message": message})
 
     async def run(self, work: Callable[[], T]) -> T:
         """Run store work in a thread, within what is left of the query's time budget.
