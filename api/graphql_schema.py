@@ -37,6 +37,7 @@ from .graphql_types import (
     Context,
     Direction,
     DriftCandidate,
+    ErrorsInDocumentOrder,
     History,
     LiveThen,
     NodeConnection,
@@ -358,6 +359,7 @@ def build_schema(settings: Settings) -> strawberry.Schema:
             MutationsNeedWrite,
             OperationNamed,
             ResponseWarnings,
+            ErrorsInDocumentOrder,
             # Dashboards send the same few documents over and over: parse and validate
             # each once (module-level LRU caches shared by every request).
             lambda: ParserCache(maxsize=256),

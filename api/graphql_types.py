@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +33,7 @@ from lineagegraph.schema.models import error_message, utc
 
 from .errors import timed_out, unavailable_message
 from .query_workers import NotStarted, QueryWorkers
+from .response_order import document_order, in_document_order
 
 if TYPE_CHECKING:
     from .settings import Settings
@@ -65,9 +66,25 @@ class ResponseWarnings(SchemaExtension):
     a list answer (``driftSources``) has no field of its own to say a cap cut it."""
 
     def get_results(self) -> dict[str, Any]:
-        context = self.execution_context.context
-        warnings = getattr(context, "warnings", None)
-        return {"warnings": warnings} if warnings else {}
+        context = self.execution_context
+        warnings = getattr(context.context, "warnings", None)
+        if not warnings:
+            return {}
+        place = document_order(context.graphql_document, context.operation_name)
+        return {"warnings": in_document_order(warnings, lambda w: w["path"], place)}
+
+
+class ErrorsInDocumentOrder(SchemaExtension):
+    """The response's errors in the order their fields are written, as warnings are:
+    graphql-core lists them as the fields' work fails, and fields run at once."""
+
+    def on_execute(self) -> Iterator[None]:
+        yield
+        context = self.execution_context
+        result = context.result
+        if result is not None and result.errors and len(result.errors) > 1:
+            place = document_order(context.graphql_document, context.operation_name)
+            result.errors = in_document_order(result.errors, lambda e: e.path, place)
 
 
 def utc_arg(name: str, value: datetime | None) -> datetime | None:

@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from graphql import parse
 
 from lineagegraph.api.app import create_app
+from lineagegraph.api.response_order import document_order
 from lineagegraph.api.settings import Settings
 from lineagegraph.graph.store import Direction, GraphStore
 
@@ -177,3 +179,57 @@ def test_each_fields_description_says_what_an_unknown_id_answers(
     else:
         assert answer["data"] == {field: None}
         assert "Null for a" in described and "does not hold" in described, described
+
+
+def test_warnings_come_in_the_order_of_the_fields_not_of_their_work_finishing(
+    store: GraphStore,
+) -> None:
+    # The fields run at once: a slow walk's warning was listed after the quick lookups'
+    # after it, and the same query got its warnings in another order run to run.
+    load_story(store)
+    drift = ('{}: driftSources(id: "bundle:support-triage@15", '
+             'onset: "2026-11-08T00:00:00Z") {{ hops }}')
+    lookups = [f'n{i}: node(id: "model:nope@{i}") {{ id }}' for i in range(16)]
+    query = " ".join(["{", drift.format("d0"), *lookups[:8], drift.format("d1"), *lookups[8:],
+                      "}"])
+    with client_for(store, max_nodes=2) as capped:
+        answer = capped.post("/graphql", json={"query": query}).json()
+
+    assert [w["path"] for w in answer["extensions"]["warnings"]] == [
+        ["d0"], *([f"n{i}"] for i in range(8)), ["d1"], *([f"n{i}"] for i in range(8, 16))]
+
+
+def test_errors_come_in_the_order_of_the_fields_not_of_their_work_failing(
+    store: GraphStore,
+) -> None:
+    # graphql-core lists errors as the fields' work fails: a slow walk's error came after
+    # the quick lookups' written after it.
+    load_story(store)
+    blast = ('{}: blastRadius(id: "bundle:support-triage@15") '
+             '{{ downstream(after: "YQ=") {{ truncated }} }}')
+    lookups = [f'l{i}: node(id: "nope{i}") {{ id }}' for i in range(16)]
+    query = " ".join(["{", blast.format("b0"), *lookups[:8], blast.format("b1"), *lookups[8:],
+                      "}"])
+    with client_for(store) as client:
+        answer = client.post("/graphql", json={"query": query}).json()
+
+    assert [e["path"][0] for e in answer["errors"]] == [
+        "b0", *(f"l{i}" for i in range(8)), "b1", *(f"l{i}" for i in range(8, 16))]
+
+
+def test_document_order_follows_aliases_fragments_and_list_items() -> None:
+    document = parse("""
+        query Other { z: node(id: "a") { id } }
+        query Asked { b: search(text: "x") { id } ...Top a: node(id: "b") { id } }
+        fragment Top on Query { c: lineage(id: "c") { nodes { degree node { id } } } }
+    """)
+    place = document_order(document, "Asked")
+    paths: list[list[str | int]] = [
+        ["a", "id"], ["c", "nodes", 1, "node"], ["c", "nodes", 0, "degree"], ["b"], ["z"],
+        ["c", "nodes", 0, "node"]]
+
+    # "z" is no field of the operation asked (first); the fragment's field is placed where
+    # the fragment is spread, its own fields as written in the fragment.
+    assert sorted(paths, key=place) == [
+        ["z"], ["b"], ["c", "nodes", 0, "degree"], ["c", "nodes", 0, "node"],
+        ["c", "nodes", 1, "node"], ["a", "id"]]
