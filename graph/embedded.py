@@ -948,7 +948,7 @@ class EmbeddedStore(GraphStore):
         until: datetime | None,
         *,
         names: Sequence[str] | None,
-        versions: Sequence[str | None] | None,
+        pairs: Sequence[tuple[str, str | None]] | None,
         before: tuple[datetime, int] | None,
         per: StageKey,
         count: int,
@@ -960,7 +960,7 @@ class EmbeddedStore(GraphStore):
                    "WHERE nth <= ? ORDER BY at, seq")
         # The moves in the window and before the keyset, by one key's index.
         upto, bounds = _stage_where(None, None, until, None, None, before, since)
-        if per == "name" and names is not None and versions is None:
+        if per == "name" and names is not None and pairs is None:
             # Each name's last moves, from the end of the index on (name, at): each name
             # one group, so no grouping but the cut.
             sql = ("SELECT m.* FROM (SELECT value AS name FROM json_each(?)) AS s "
@@ -968,20 +968,22 @@ class EmbeddedStore(GraphStore):
                    f"WHERE name = s.name AND {upto} ORDER BY at DESC, seq DESC LIMIT ?) "
                    "ORDER BY m.at, m.seq")
             params = [_json_list(list(dict.fromkeys(names))), *bounds]
-        elif versions is not None or per == "environment":
+        elif pairs is not None or per == "environment":
             # Each slot's last moves, from the end of the index on (name, environment, at):
             # never every move of an environment, or of some names, numbered (50,000 moves:
-            # 143 → 0.2 ms). Of some versions: each slot's last moves to each, from the end
-            # of the index on (name, environment, to_version, at), ``IS`` for a move to no
-            # version; each group, whatever ``per``, is the union of some slots' moves to
-            # some versions, its last moves among theirs (50,000 moves of 20 names, 3
-            # versions, per version: 13.2 → 1.0 ms).
+            # 143 → 0.2 ms). Of some pairs: each slot's last moves to each version paired
+            # with its name, from the end of the index on (name, environment, to_version,
+            # at), ``IS`` for a move to no version; each group, whatever ``per``, is the
+            # union of some slots' moves to some versions, its last moves among theirs
+            # (50,000 moves of 20 names, 3 versions, per version: 13.2 → 1.0 ms).
             slots, params = _stage_where(None, environment, None, names)
             each, to = "", ""
-            if versions is not None:
-                each = "CROSS JOIN (SELECT DISTINCT value FROM json_each(?)) AS v "
-                to = "AND to_version IS v.value "
-                params.append(_json_list(versions))
+            if pairs is not None:
+                each = ("JOIN (SELECT json_extract(value, '$[0]') AS name, "
+                        "json_extract(value, '$[1]') AS version FROM json_each(?)) AS v "
+                        "ON v.name = s.name ")
+                to = "AND to_version IS v.version "
+                params.append(json.dumps(pairs))
             sql = grouped.format(
                 f"SELECT m.* FROM (SELECT * FROM stage_slots WHERE {slots}) AS s {each}"
                 "JOIN stage_moves AS m ON m.seq IN (SELECT seq FROM stage_moves "
@@ -989,8 +991,7 @@ class EmbeddedStore(GraphStore):
                 "ORDER BY at DESC, seq DESC LIMIT ?)")
             params += [*bounds, count]
         else:  # grouped whole: of every name (per name), of each version or visit of some names
-            where, params = _stage_where(None, environment, until, names, versions, before,
-                                         since)
+            where, params = _stage_where(None, environment, until, names, None, before, since)
             sql = grouped.format(f"SELECT * FROM stage_moves WHERE {where}")
         rows = self._query(sql, [*params, count])
         return [_stage_move(r) for r in rows]

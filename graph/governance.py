@@ -381,7 +381,7 @@ def _retirement_report(store: GraphStore, candidate: Node, when: datetime,
     leaves = sorted(env for env, live in store.live_environments(name, when).items()
                     if live == version)
     already = version in retired_versions(store.stage_latest(
-        until=when, names=[name], versions=[version], per="version"))
+        until=when, pairs=[(name, version)], per="version"))
     note = (f"retiring {candidate.id}: no promotion gate applies; it leaves "
             + (", ".join(leaves) if leaves else "no environment (it is live nowhere)"))
     return PromotionReport(

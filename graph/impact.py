@@ -363,15 +363,17 @@ def _tail_facts(store: GraphStore, tails: dict[tuple[str, str], list[StageMove]]
     for (name, env), tail in tails.items():
         named = sorted({m.to_version for m in tail if m.to_version is not None})
         before = [] if (name, env) in complete or not named else store.stage_latest(
-            env, until=when, names=[name], versions=named, before=_start(tail), per="version")
+            env, until=when, pairs=[(name, v) for v in named], before=_start(tail),
+            per="version")
         by_env[(name, env)] = before + tail
     names = sorted({name for name, _ in tails})
-    versions = sorted({m.to_version for tail in tails.values() for m in tail
-                       if m.to_version is not None})
+    # Each name's own versions: a plan returns only to a version its environment's moves
+    # name, never to one another name's tail holds.
+    pairs = sorted({(name, m.to_version) for (name, _), tail in tails.items() for m in tail
+                    if m.to_version is not None})
     last, into_retired = concurrently(
-        lambda: store.stage_latest(until=when, names=names, versions=versions, per="version"),
-        lambda: store.stage_latest(RETIRED, until=when, names=names, versions=versions,
-                                   per="version"))
+        lambda: store.stage_latest(until=when, pairs=pairs, per="version"),
+        lambda: store.stage_latest(RETIRED, until=when, pairs=pairs, per="version"))
     return (by_env,
             {name: retired_versions(moves) for name, moves in by_name(last, names).items()},
             {name: retired_at(moves) for name, moves in by_name(into_retired, names).items()})

@@ -287,16 +287,17 @@ def created_edges_query(edge_type: str) -> str:
 
 def _each_last(per: Literal["environment", "name"], environment: str | None,
                since: datetime | None, until: datetime | None,
-               names: Sequence[str] | None, versions: Sequence[str | None] | None = None,
+               names: Sequence[str] | None,
+               pairs: Sequence[tuple[str, str | None]] | None = None,
                before: bool = False) -> str:
     """Cypher leaving ``m``: the last ``$count`` moves (in [``$since``, ``$until``]) of
     each slot of ``environment`` (``$env``) and ``names`` (``$names``), or with
     ``per="name"`` of each of ``names``, each read from the end of the index on (name,
     [environment,] at, seq) and cut there, named as a seek as in ``stage_history``: a
     slot's or a name's moves are never grouped whole (50,000 moves in one environment:
-    ``live_bundles`` 53 → 1.7 ms). ``versions`` (slots only): the last ``$count`` of each
-    slot to each version, from the end of the index on (name, environment, to_version, at,
-    seq): to those of ``$versions`` and, if ``versions`` holds None, to no version;
+    ``live_bundles`` 53 → 1.7 ms). ``pairs`` (slots only, ``names`` theirs): the last
+    ``$count`` of each slot to each version paired with its name (``_paired``), from the
+    end of the index on (name, environment, to_version, at, seq), and to no version;
     ``before``: only moves ordered before (``$before_at``, ``$before_seq``), with ``$until``
     at most ``$before_at``."""
     # One predicate on ``at`` (a range, where both ends are given): given a bound and
@@ -315,7 +316,7 @@ def _each_last(per: Literal["environment", "name"], environment: str | None,
                 f"WITH m ORDER BY {order} LIMIT $count RETURN m")
 
     if per == "name":
-        assert versions is None, "a name's moves to some versions are read by slot"
+        assert pairs is None, "a name's moves to some versions are read by slot"
         moves = seek("name, at, seq", "m.name = name AND ")
         return f"UNWIND $names AS name CALL (name) {{ {moves} }} "
     slots = _where(("s.name IN $names", names), ("s.environment = $env", environment))
@@ -325,19 +326,32 @@ def _each_last(per: Literal["environment", "name"], environment: str | None,
         slots = (f"USING INDEX SEEK s:{STAGE_SLOT_LABEL}(name, environment) " + slots
                  + ("AND s.environment IS NOT NULL " if environment is None else ""))
     slot = "m.name = s.name AND m.environment = s.environment AND "
-    if versions is None:
+    if pairs is None:
         moves = seek("name, environment, at, seq", slot)
     else:
-        # Each version its own seek, bound before it (``UNWIND``, then ``CALL``); a move to
-        # no version has no ``to_version``, so no entry in the index on it: the slot's
-        # moves are read from their end until ``$count`` of those are found.
+        # Each version of the slot's name its own seek, bound before it (``UNWIND``, then
+        # ``CALL``); a move to no version has no ``to_version``, so no entry in the index
+        # on it: the slot's moves are read from their end until ``$count`` of those are
+        # found.
         moves = " UNION ".join([
-            *(["UNWIND $versions AS v CALL (s, v) { "
+            *(["UNWIND $versions[s.name] AS v CALL (s, v) { "
                f"{seek('name, environment, to_version, at, seq', slot + 'm.to_version = v AND ')}"
-               " } RETURN m"] if any(v is not None for v in versions) else []),
-            *([seek("name, environment, at, seq", slot + "m.to_version IS NULL AND ")]
-              if None in versions else [])])
+               " } RETURN m"] if any(v is not None for _, v in pairs) else []),
+            *(["WITH s WHERE s.name IN $to_nothing "
+               + seek("name, environment, at, seq", slot + "m.to_version IS NULL AND ")]
+              if any(v is None for _, v in pairs) else [])])
     return f"MATCH (s:{STAGE_SLOT_LABEL}) {slots}CALL (s) {{ {moves} }} "
+
+
+def _paired(pairs: Sequence[tuple[str, str | None]]) -> dict[str, Any]:
+    """``_each_last``'s parameters of ``pairs``: each name's versions (``$versions``), and
+    the names asked to no version (``$to_nothing``)."""
+    versions: dict[str, list[str]] = {}
+    for name, version in pairs:
+        if version is not None:
+            versions.setdefault(name, []).append(version)
+    return {"versions": versions,
+            "to_nothing": sorted({name for name, version in pairs if version is None})}
 
 
 # A stage move's slot, kept as the move is appended (under the stage log's turn, so two
@@ -1248,7 +1262,7 @@ class Neo4jStore(GraphStore):
         until: datetime | None,
         *,
         names: Sequence[str] | None,
-        versions: Sequence[str | None] | None,
+        pairs: Sequence[tuple[str, str | None]] | None,
         before: tuple[datetime, int] | None,
         per: StageKey,
         count: int,
@@ -1258,9 +1272,9 @@ class Neo4jStore(GraphStore):
         grouped = (f"WITH m ORDER BY m.at DESC, m.seq DESC WITH m.name AS name"
                    f"{_STAGE_KEYS[per]}, collect(m)[..$count] AS last UNWIND last AS m "
                    f"WITH {_logged('m')} ORDER BY m.at, m.seq RETURN collect(m) AS rows")
-        where, params = _stage_where(None, environment, until, names, versions, before, since)
-        name_read = per == "name" and names is not None and versions is None
-        if name_read or versions is not None or per == "environment":
+        where, params = _stage_where(None, environment, until, names, None, before, since)
+        name_read = per == "name" and names is not None and pairs is None
+        if name_read or pairs is not None or per == "environment":
             # Each group, whatever ``per``, is the union of some slots' (or names') moves
             # (to some versions): its last moves are among their last ones, read from an
             # index's end (50,000 moves of 20 names, 3 versions, per version: 148,741 → 980
@@ -1268,9 +1282,9 @@ class Neo4jStore(GraphStore):
             upto = until if before is None else min(until or before[0], before[0])
             rows = self._rows(
                 _each_last("name" if name_read else "environment", environment, since, upto,
-                           names, versions, before is not None) + grouped,
+                           names, pairs, before is not None) + grouped,
                 **{**params, "names": None if names is None else list(dict.fromkeys(names)),
-                   "versions": sorted(set(params["versions"] or [])), "until": upto},
+                   "until": upto, **(_paired(pairs) if pairs is not None else {})},
                 count=count)
             return [_stage_move(props) for props in rows]
         rows = self._rows(f"MATCH (m:StageMove) {where}{grouped}", **params, count=count)

@@ -48,18 +48,20 @@ class Candidate:
     environments: tuple[str, ...]  # where it ever was (all pre-release, none now)
 
 
-def _archivable(store: GraphStore, names: Iterable[str], times: Iterable[datetime]
+def _archivable(store: GraphStore, bundles: Iterable[Node], times: Iterable[datetime]
                 ) -> dict[str, Callable[[Node], tuple[str, ...] | None]]:
-    """For the versions of each name: where a version ever was, if retention may archive
-    it — never moved into an environment past staging, and live nowhere at any of
-    ``times`` — else None. Read for all the names at once, from the last move of each
-    version into each environment and the last move in each environment at each time:
-    never a name's history (a name CI promotes hourly has tens of thousands of moves)."""
-    wanted = sorted(set(names))
+    """For the versions of each name of ``bundles``: where a version ever was, if
+    retention may archive it — never moved into an environment past staging, and live
+    nowhere at any of ``times`` — else None. Read for all the bundles at once, from the
+    last move of each of their versions into each environment and the last move in each
+    environment at each time: never a name's history (a name CI promotes hourly has tens of
+    thousands of moves), nor its moves to versions other than theirs."""
+    pairs = list(dict.fromkeys((b.name or "", b.version) for b in bundles))
+    wanted = sorted({name for name, _ in pairs})
     if not wanted:
         return {}
     visits, *in_effect = concurrently(
-        lambda: store.stage_latest(names=wanted, per="visit"),
+        lambda: store.stage_latest(pairs=pairs, per="visit"),
         *(lambda when=when: store.stage_latest(until=when, names=wanted)
           for when in sorted(set(times))))
     visited: dict[tuple[str, str | None], set[str]] = {}
@@ -92,7 +94,7 @@ def plan(store: GraphStore, older_than: timedelta, at: datetime | None = None,
 
     def judged() -> None:
         # The names of a page of bundles judged in one read for them all.
-        judges = _archivable(store, (b.name or "" for b in old), (at or clock, clock))
+        judges = _archivable(store, old, (at or clock, clock))
         for bundle in old:
             visited = judges[bundle.name or ""](bundle)
             if visited is not None:
@@ -122,8 +124,7 @@ def apply(store: GraphStore, candidates: list[Candidate], actor: str,
 
     def judged() -> list[Node]:
         nodes = store.get([c.node.id for c in candidates])
-        judges = _archivable(store, (c.node.name for c in candidates if c.node.name),
-                             (utc_now(),))
+        judges = _archivable(store, nodes.values(), (utc_now(),))
         return [marked(node) for c in candidates if (node := nodes.get(c.node.id)) is not None
                 and not node.properties.get("archived")
                 and judges[node.name or ""](node) is not None]

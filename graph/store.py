@@ -1075,7 +1075,7 @@ class GraphStore(ABC):
         until: datetime | None = None,
         *,
         names: Sequence[str] | None = None,
-        versions: Sequence[str | None] | None = None,
+        pairs: Collection[tuple[str, str | None]] | None = None,
         before: tuple[datetime, int] | None = None,
         per: StageKey = "environment",
         count: int = 1,
@@ -1088,18 +1088,27 @@ class GraphStore(ABC):
         it is retired now: ``retired_versions``); ``per="visit"``: the last of each name,
         environment and version (where a version ever went); ``per="name"``: the last of
         each name, wherever it went. ``count``: the last that many of each (the tail of
-        each environment's history, for many names in one read). Oldest first."""
-        if versions is not None and not versions:
-            return []  # moves to none of no versions
+        each environment's history, for many names in one read). ``pairs`` (name, version),
+        in place of ``names``: only the moves of each name to the versions paired with it
+        (None: to no version), each slot's last to each read from the end of an index — a
+        page of versions of many names, where each name's versions with every other's would
+        ask names × versions. Oldest first."""
+        if pairs is not None:
+            if names is not None:
+                raise ValueError("stage_latest takes names or pairs, not both")
+            if not pairs:
+                return []  # moves to none of no versions
+            pairs = list(dict.fromkeys(pairs))
+            names = list(dict.fromkeys(name for name, _ in pairs))
         if per == "name" and environment is not None:
             per = "environment"  # a name's moves in one environment: those of its slot
-        if versions is None and names is not None and len(set(names)) == 1 and (
+        if pairs is None and names is not None and len(set(names)) == 1 and (
                 per == "name" or per == "environment" and environment is not None):
             # One key: its last moves, read from the end of its index in order (of some
             # versions, from the end of each slot's moves to each: the adapters')
             return self.stage_history(names[0], environment, until, before=before,
                                       last=count, since=since)
-        return self._stage_latest(environment, until, names=names, versions=versions,
+        return self._stage_latest(environment, until, names=names, pairs=pairs,
                                   before=before, per=per, count=count, since=since)
 
     @abstractmethod
@@ -1109,14 +1118,14 @@ class GraphStore(ABC):
         until: datetime | None,
         *,
         names: Sequence[str] | None,
-        versions: Sequence[str | None] | None,
+        pairs: Sequence[tuple[str, str | None]] | None,
         before: tuple[datetime, int] | None,
         per: StageKey,
         count: int,
         since: datetime | None,
     ) -> list[StageMove]:
         """``stage_latest`` of more than one key (a name in one environment, or with
-        ``per="name"``, a name)."""
+        ``per="name"``, a name); with ``pairs`` (distinct), ``names`` are theirs."""
 
     @abstractmethod
     def audit_log(

@@ -138,7 +138,7 @@ class StagePlanner:
         key = (name, environment, version)
         if key not in self._visited:
             self._visited[key] = (name, version) not in self._read_all and bool(
-                self.store.stage_latest(environment, names=[name], versions=[version]))
+                self.store.stage_latest(environment, pairs=[(name, version)]))
         return self._visited[key]
 
     def _read_visits(self, statuses: Sequence[Status]) -> None:
@@ -147,12 +147,10 @@ class StagePlanner:
                  if s.bundle.version is not None} - self._read_all
         if not pairs:
             return
-        visits = self.store.stage_latest(names=sorted({n for n, _ in pairs}),
-                                         versions=sorted({v for _, v in pairs}), per="visit")
+        visits = self.store.stage_latest(pairs=sorted(pairs), per="visit")
         self._read_all |= pairs
         for move in visits:
-            if (move.name, move.to_version) in pairs:
-                self._visited[(move.name, move.environment, move.to_version)] = True
+            self._visited[(move.name, move.environment, move.to_version)] = True
 
     def in_effect(self, name: str, environment: str, at: datetime | None = None) -> str | None:
         stored = self._stored_until(name, environment, at)
@@ -350,8 +348,7 @@ class StagePlanner:
             at = self._now_in(name, doc.environment)
         else:
             at = doc.at
-            stored = self.store.stage_latest(environment, at, names=[name],
-                                             versions=[doc.version])
+            stored = self.store.stage_latest(environment, at, pairs=[(name, doc.version)])
             if any(m.to_version == doc.version and m.at == at
                    for m in (*stored, *self._planned(name, environment))):
                 return

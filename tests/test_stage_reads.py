@@ -35,6 +35,7 @@ from lineagegraph.ingest.mlflow_import import ACTOR, import_mlflow
 from lineagegraph.ingest.outcomes import OutcomeMapper
 from lineagegraph.schema import Edge, Node, StageMove, bundle_id
 
+from .test_family_reads import statements
 from .test_mlflow_import_hardening import Registry
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -143,7 +144,8 @@ def test_stage_latest_per_version_and_visit_is_the_last_of_each_in_the_whole_his
             last = {key(m): m for m in upto}
             assert store.stage_latest(until=until, per=per) == _ordered(list(last.values()))
             wanted = {key(m): m for m in upto if m.to_version in ("2", "5")}
-            assert store.stage_latest(until=until, per=per, versions=["2", "5"]) == _ordered(
+            assert store.stage_latest(until=until, per=per, pairs=[
+                (name, v) for name in "ab" for v in "25"]) == _ordered(
                 list(wanted.values()))
         middle = upto[len(upto) // 2] if upto else None
         if middle is not None and middle.seq is not None:
@@ -210,31 +212,32 @@ def test_each_names_last_moves_in_a_window_are_those_of_the_whole_history(
 
 
 @pytest.mark.parametrize("per", ["version", "visit", "environment"])
-def test_stage_latest_of_some_versions_is_the_last_of_each_in_the_whole_history(
+def test_stage_latest_of_some_pairs_is_the_last_of_each_in_the_whole_history(
         store: GraphStore, per: str) -> None:
-    # Random questions: some names ("d" never moved), one environment or all, versions
-    # repeated or to no version (None), a time bound, a keyset, a count.
+    # Random questions: pairs of some names ("d" never moved) each with its own versions
+    # (not every name with every version), repeated or to no version (None), one
+    # environment or all, a time bound, a keyset, a count.
     whole = _ordered(_random_history(store, 7, n=120, names=("a", "b", "c")))
     key = {"version": lambda m: (m.name, m.to_version),
            "visit": lambda m: (m.name, m.environment, m.to_version),
            "environment": lambda m: (m.name, m.environment)}[per]
     rng = random.Random(8)
-    for _ in range(40):
-        names = rng.sample(["a", "b", "c", "d"], rng.randint(1, 3))
+    for _ in range(60):
+        pairs = [(rng.choice("abcd"), rng.choice([None, *"1234567"]))
+                 for _ in range(rng.randint(1, 6))]
         env = rng.choice([None, *ENVS])
-        versions = rng.choices([None, *"1234567"], k=rng.randint(1, 4))
         until = rng.choice([None, T0 + timedelta(hours=rng.randint(0, 12))])
         middle = rng.choice(whole)
         before = rng.choice([None, (middle.at, middle.seq)])
         count = rng.choice([1, 2, 3])
         groups: dict[tuple[str | None, ...], list[StageMove]] = {}
         for m in whole:
-            if (m.name in names and env in (None, m.environment) and m.to_version in versions
+            if ((m.name, m.to_version) in pairs and env in (None, m.environment)
                     and (until is None or m.at <= until)
                     and (before is None or (m.at, m.seq) < before)):
                 groups.setdefault(key(m), []).append(m)
-        asked = (env, until, names, versions, before, count)
-        assert store.stage_latest(env, until, names=names, versions=versions, before=before,
+        asked = (env, until, pairs, before, count)
+        assert store.stage_latest(env, until, pairs=pairs, before=before,
                                   per=per, count=count) == _ordered(  # type: ignore[arg-type]
             [m for group in groups.values() for m in group[-count:]]), asked
 
@@ -255,11 +258,13 @@ def _neo4j_summary(store: GraphStore, read: Any, monkeypatch: pytest.MonkeyPatch
 
 def _profiled_hits(store: GraphStore, read: Any, monkeypatch: pytest.MonkeyPatch) -> int:
     """Neo4j's db hits for the last statement ``read`` sends, profiled."""
-    profile = _neo4j_summary(store, read, monkeypatch, "PROFILE").profile
+    return _operator_hits(_neo4j_summary(store, read, monkeypatch, "PROFILE").profile)
 
-    def hits(operator: dict[str, Any]) -> int:
-        return operator.get("dbHits", 0) + sum(hits(c) for c in operator.get("children", []))
-    return hits(profile)
+
+def _operator_hits(operator: dict[str, Any]) -> int:
+    """The db hits of a profiled plan's operator and those under it."""
+    return operator.get("dbHits", 0) + sum(_operator_hits(c)
+                                           for c in operator.get("children", []))
 
 
 @pytest.mark.parametrize("read", ["environment", "names", "live"])
@@ -338,17 +343,16 @@ def test_the_last_moves_to_some_versions_are_read_from_an_index_not_every_move(
     tail = (last.at, last.seq)
     asked = {
         # rollback plans, the retirement report: where each version went last
-        "version": lambda: store.stage_latest(until=until, names=["a", "b"],
-                                              versions=["2", "7"], per="version"),
+        "version": lambda: store.stage_latest(until=until, pairs=[
+            (name, v) for name in "ab" for v in "27"], per="version"),
         # a manifest load: where the versions it names ever went
-        "visit": lambda: store.stage_latest(names=["a", "b"], versions=["2", "7"],
-                                            per="visit", count=2),
+        "visit": lambda: store.stage_latest(pairs=[("a", "2"), ("a", "7"), ("b", "2"),
+                                                   ("b", "7")], per="visit", count=2),
         # a rollback plan: each version's last move before the environment's tail
-        "before": lambda: store.stage_latest("production", until, names=["a"],
-                                             versions=["2", "3"], before=tail, per="version"),
+        "before": lambda: store.stage_latest("production", until, pairs=[("a", "2"), ("a", "3")],
+                                             before=tail, per="version"),
         # a manifest load: whether a version was ever in an environment (never, here)
-        "one environment": lambda: store.stage_latest("production", names=["a"],
-                                                      versions=["7"]),
+        "one environment": lambda: store.stage_latest("production", pairs=[("a", "7")]),
     }[read]
     expected = {  # (name, environment, version, hour), oldest first
         "version": [("b", "production", "2", 3), ("b", "staging", "7", 4),
@@ -611,6 +615,45 @@ def test_a_retention_plan_reads_no_history_whole(
     planned = retention.plan(store, timedelta(days=1), at=T0 + timedelta(days=1000))
     assert [c.node.id for c in planned] == ["bundle:a@9"]  # never moved anywhere
     assert sum(read) <= 20, read
+
+
+def test_a_retention_plan_reads_each_old_versions_moves_from_an_index_not_its_names_moves(
+        store: GraphStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 3,000 moves of "a" in production, cycling through a@1..5, and a few of a@1..3 in
+    # draft and staging: retention asks where a page of old versions of "a" (1..5, and 9,
+    # which never moved) ever went, which is the last move of each into each environment.
+    _bundles(store, archived=set())
+    store.upsert([Node(kind="Bundle", name="a", version="9", created_at=T0)], [])
+    _hourly(store, 3000)
+    store.record_stage_moves([
+        StageMove(name="a", environment=env, to_version=version, at=T0 + timedelta(hours=h),
+                  actor="ci") for env, version, h in (("draft", "1", 1), ("staging", "2", 2),
+                                                      ("draft", "3", 4000))])
+    at = T0 + timedelta(days=1000)
+    asked = lambda: retention.plan(store, timedelta(days=1), at=at)  # noqa: E731
+
+    assert [c.node.id for c in asked()] == ["bundle:a@9"]
+    sent = statements(store, monkeypatch)
+    asked()
+    monkeypatch.undo()
+    stage_reads = [(query, params) for query, params in sent
+                   if "stage_moves" in query or "StageMove" in query]
+    assert stage_reads  # the visits and what is live, read
+    if isinstance(store, EmbeddedStore):
+        steps = [row[3] for sql, params in stage_reads
+                 for row in store._conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+        # Each read of moves is a slot's (a name's every move: the visits grouped whole)
+        moves = [s for s in steps if "stage_moves" in s and "stage_slots" not in s]
+        assert moves and all("SEARCH" in s and "environment=?" in s for s in moves), moves
+        assert any("stage_moves_version (name=? AND environment=? AND to_version=?)" in s
+                   for s in moves), moves
+    else:  # the visits grouped a's 3,000 moves whole: 15,162 db hits
+        hits = 0
+        for query, params in stage_reads:
+            profile = store._driver.execute_query(  # type: ignore[attr-defined]
+                f"PROFILE {query}", **params).summary.profile
+            hits += _operator_hits(profile)
+        assert hits < 400, hits
 
 
 # -- outcome records naming a bare bundle name ----------------------------------------------

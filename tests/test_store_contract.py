@@ -830,7 +830,7 @@ def test_stage_reads_by_version_take_none_for_moves_to_no_version(store: GraphSt
         ("production", None), ("staging", None), ("production", "2")]
     assert versions(store.stage_history(name="a", versions=["1"])) == [
         ("production", "1"), ("staging", "1")]
-    assert versions(store.stage_latest(names=["a"], versions=[None])) == [
+    assert versions(store.stage_latest(pairs=[("a", None)])) == [
         ("production", None), ("staging", None)]
     assert store.stage_history(name="a", versions=[]) == []
 
