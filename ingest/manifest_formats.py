@@ -14,6 +14,7 @@ takes its kind's default (an empty list).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -660,12 +661,34 @@ def _malformed(error: yaml.YAMLError, record: int | str) -> IngestError:
     return IngestError(Problem(f"malformed YAML{at}: {problem}", record=record))
 
 
+_DOCUMENT_START = re.compile(r"^---(?=[ \t\r\n]|$)", re.MULTILINE)
+_NOT_CONTENT = re.compile(r"^[ \t]*(?:[#%].*)?$")  # blank, a comment, a directive
+
+
+def _unprintable(text: str, error: yaml.reader.ReaderError, where: str | None) -> IngestError:
+    """A character YAML does not allow, by line and column, and the document it is in
+    (counted by ``---`` lines, as the reader refused the text before parsing any)."""
+    at = error.position
+    line_start = text.rfind("\n", 0, at) + 1
+    starts = [m.start() for m in _DOCUMENT_START.finditer(text, 0, line_start)]
+    first = starts[0] if starts else line_start
+    implicit = any(not _NOT_CONTENT.match(line) for line in text[:first].splitlines())
+    document = len(starts) + implicit if starts else 1
+    return IngestError(Problem(
+        f"malformed YAML at line {text.count(chr(10), 0, at) + 1}, column "
+        f"{at - line_start + 1}: the character U+{error.character:04X}, which YAML does "
+        "not allow", record=_record(where, document)))
+
+
 def read_yaml(text: str, where: str | None = None) -> list[RawDoc]:
     """Every document of a (multi-document) YAML text. Records are positions in the stream as
     its reader counts them — empty documents too, and ``N item M`` for the items of a
     document that is a list — or ``where#N``. Malformed YAML, or a document too deep or too
     large once aliases are expanded, is an ``IngestError`` naming the document."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # its reader first checks every character of the text
+    except yaml.reader.ReaderError as error:  # NUL, another control character: was a 500
+        raise _unprintable(text, error, where) from None
     budget = _AliasBudget(text)
     docs: list[RawDoc] = []
     position = 0  # documents read so far

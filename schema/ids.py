@@ -33,7 +33,8 @@ def escape_at(text: str) -> str:
 def normalize_version(version: str | int | float | None) -> str | None:
     """``v7``/``V7``/``7``/7 → ``"7"``; other strings (dates, tags) are kept as written. A
     JSON number is its value (1.10 → ``"1.1"``). Anything else — true, a list, a mapping —
-    is ``InvalidId``: its Python spelling (``@True``, ``@{'a': 1}``) was made the version."""
+    is ``InvalidId``: its Python spelling (``@True``, ``@{'a': 1}``) was made the version;
+    so is a version holding ``@``, which no ID could be parsed back into."""
     if version is None:
         return None
     if type(version) is not str and type(version) is not int and type(version) is not float:
@@ -42,6 +43,9 @@ def normalize_version(version: str | int | float | None) -> str | None:
     text = str(version).strip()
     if not text:
         return None
+    if "@" in text:  # the ID would split it there: "x@1@2" is version 2 of "x@1"
+        raise InvalidId(f"a version cannot hold '@' (an ID splits its version off at the "
+                        f"last '@'): {shown(text)}")
     match = _V_NUMBER.match(text)
     return match.group(1) if match else text
 

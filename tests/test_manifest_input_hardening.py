@@ -167,6 +167,26 @@ def test_a_json_version_that_is_not_text_or_a_number_is_refused(
     assert store.find() == []
 
 
+@pytest.mark.parametrize("document", [
+    {"name": "support-triage", "version": "15@", "model": "gpt-5-mini-2026-08"},
+    {"kind": "ModelVersion", "name": "m", "version": "1@2"},
+    {"kind": "StageMove", "bundle": "b", "version": "@3", "environment": "staging"},
+])
+def test_a_version_holding_an_at_sign_is_refused_naming_the_field(
+    store: GraphStore, document: dict[str, Any],
+) -> None:
+    # An ID splits its version off at the last "@": "15@" made an ID with no version that
+    # its own edges refused (a 500), "1@2" version 2 of "m@1".
+    with client_for(store) as client:
+        response = client.post("/api/v1/manifests", content=json.dumps(document),
+                               headers={"content-type": "application/json"})
+
+    [problem] = _problems(response)
+    assert (problem["record"], problem["field"]) == (1, "version")
+    assert "a version cannot hold '@'" in problem["message"]
+    assert store.find() == []
+
+
 def test_a_yaml_version_read_as_true_is_refused_asking_for_quotes(store: GraphStore) -> None:
     with client_for(store) as client:
         response = post_yaml(client, "kind: ModelVersion\nname: m\nversion: yes\n")

@@ -249,6 +249,23 @@ def test_malformed_yaml_after_an_empty_document_names_its_position() -> None:
     assert caught.value.problems[0].record == 3
 
 
+@pytest.mark.parametrize("character", ["\x00", "\x01", "\x1b", "\ufffe"])
+def test_a_character_yaml_does_not_allow_is_refused_naming_document_and_line(
+    store: GraphStore, character: str,
+) -> None:
+    # PyYAML's reader refuses the text before parsing it, outside the parser's errors:
+    # a 500, and a traceback from the CLI.
+    text = f"kind: DataSource\nname: a\n---\nkind: DataSource\nname: b{character}\n"
+    with client_for(store) as client:
+        response = post_yaml(client, text)
+
+    [problem] = _problems(response)
+    assert problem["record"] == 2
+    assert problem["message"].startswith("malformed YAML at line 5, column 8: the character "
+                                         f"U+{ord(character):04X}")
+    assert store.find() == []
+
+
 def test_the_cli_names_a_file_and_document_position(
     store: GraphStore, request: pytest.FixtureRequest, tmp_path: Path,
 ) -> None:
