@@ -9,7 +9,8 @@ through the ingest path, starts a real ``lineagegraph serve`` (with a token unle
 ``--open``), and runs ``--clients`` threads of a mixed load against it: outcome batches
 (NDJSON), OpenLineage events (the real ones under ``--openlineage`` with fresh run IDs),
 manifest documents (new bundle versions), GraphQL queries and mutations, a share of bad
-requests (4xx expected) and of clients that give up mid-request or hang up mid-body.
+requests (4xx expected) and of clients that give up mid-request or hang up mid-body, and
+one more client that declares a body, sends part of it and goes quiet (a 408 expected).
 
 Every ``--interval`` seconds it samples the server: RSS, threads, open fds and sockets
 (/proc), the number of series ``/metrics`` answers, its log's size and error lines, the
@@ -459,6 +460,31 @@ class Workload:
                 time.sleep(rng.random() * 0.2)
         return Answer("abort", time.perf_counter() - started, "aborted")
 
+    def stall(self, stop: threading.Event, tally: Tally) -> None:
+        """One client at a time that declares an outcomes body, sends part of it and goes
+        quiet: the server should answer 408 after LINEAGEGRAPH_BODY_TIMEOUT_S (30 s) and
+        hand its ingest turn back, not hold both for as long as the socket is open."""
+        host, port = httpx.URL(self.url).host, httpx.URL(self.url).port
+        auth = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
+        while not stop.is_set():
+            started = time.perf_counter()
+            status = "aborted"
+            with contextlib.suppress(OSError), socket.create_connection((host, port), 5) as sock:
+                sock.sendall((f"POST /api/v1/outcomes HTTP/1.1\r\nHost: x\r\n{auth}"
+                              "Content-Type: application/x-ndjson\r\n"
+                              "Content-Length: 100000\r\n\r\n{\"request_id\"").encode())
+                sock.settimeout(1)
+                head = ""
+                while not head and not stop.is_set() and time.perf_counter() - started < 60:
+                    with contextlib.suppress(TimeoutError):
+                        head = sock.recv(64).decode(errors="replace") or "closed"
+                status = head.split(" ")[1] if head.startswith("HTTP/") else "aborted"
+            if stop.is_set():
+                break  # the run ended while it waited: no answer to judge
+            tally.add(Answer("stall", time.perf_counter() - started, status,
+                             None if status == "408" else f"stall: answered {status}"))
+            stop.wait(5)
+
     def client_loop(self, index: int, stop: threading.Event, tally: Tally) -> None:
         rng = random.Random(self.seed * 1009 + index)
         names = [op for op, _, _ in self.ops]
@@ -682,6 +708,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     workload = Workload(platform, url, headers, read_headers, args.seed)
     threads = [threading.Thread(target=workload.client_loop, args=(i, stop, tally),
                                 daemon=True) for i in range(args.clients)]
+    threads.append(threading.Thread(target=workload.stall, args=(stop, tally), daemon=True))
     samples: list[dict[str, Any]] = []
     unexpected: Counter[str] = Counter()
     begun = time.monotonic()
