@@ -570,15 +570,29 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body larger than {limit} bytes")
 
 
+class BodyStalled(HTTPException):
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(408, f"request body paused over {timeout_s:g} s")
+
+
 class BodySizeLimit:
     """413 for bodies over ``max_bytes``: at once when Content-Length says so, else as
-    soon as the streamed chunks pass it — the body is never buffered here."""
+    soon as the streamed chunks pass it — the body is never buffered here. 408 for a body
+    that pauses over ``timeout_s`` between two chunks: a client that declared a body and
+    went quiet (crashed mid-send behind a half-open connection, or trickling on purpose)
+    would otherwise hold its connection, and on an ingest route its turn in the body
+    budget, for as long as the socket stays open — two of them held every ingest turn."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
-    def _refusal(self, path: str) -> JSONResponse:
+    def _refusal(self, path: str, error: HTTPException) -> JSONResponse:
+        if isinstance(error, BodyStalled):
+            return problem_response(f"{error.detail} (LINEAGEGRAPH_BODY_TIMEOUT_S); nothing "
+                                    "was written", None, 408, path=path,
+                                    headers={"Connection": "close"})
         return problem_response(f"request body larger than {self.max_bytes} bytes "
                                 "(LINEAGEGRAPH_MAX_BODY_BYTES)", None, 413, path=path)
 
@@ -588,37 +602,49 @@ class BodySizeLimit:
             return
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refusal(scope["path"])(scope, receive, send)
+            await self._refusal(scope["path"], BodyTooLarge(self.max_bytes))(
+                scope, receive, send)
             return
         received = 0
-        exceeded = started = replaced = False
+        body_done = started = replaced = False
+        refused: HTTPException | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
+            nonlocal received, body_done, refused
+            if body_done or not self.timeout_s:  # past the body: waiting for a disconnect
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), self.timeout_s)
+                except TimeoutError:
+                    refused = BodyStalled(self.timeout_s)
+                    log.info("request body paused over %g s: %s %s answered 408",
+                             self.timeout_s, scope["method"], scope["path"])
+                    raise refused from None
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    exceeded = True
-                    raise BodyTooLarge(self.max_bytes)
+                    refused = BodyTooLarge(self.max_bytes)
+                    raise refused
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started, replaced
-            if exceeded and not started:
-                # Whatever the app made of the error (a 400, a 500), the answer is 413.
+            if refused is not None and not started:
+                # Whatever the app made of the error (a 400, a 500), the answer is ours.
                 started = replaced = True
-                await self._refusal(scope["path"])(scope, receive, send)
+                await self._refusal(scope["path"], refused)(scope, receive, send)
             if replaced:
                 return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         # The error is answered just below, unless a response was already under way.
-        with contextlib.suppress(BodyTooLarge):
+        with contextlib.suppress(BodyTooLarge, BodyStalled):
             await self.app(scope, limited_receive, guarded_send)
-        if exceeded and not started:
-            await self._refusal(scope["path"])(scope, receive, send)
+        if refused is not None and not started:
+            await self._refusal(scope["path"], refused)(scope, receive, send)
 
 
 # -- installing -------------------------------------------------------------------------
@@ -627,7 +653,8 @@ class BodySizeLimit:
 def install_auth(app: FastAPI, settings: Settings) -> None:
     """Bearer auth outermost (a caller without a token never gets a body read), then the
     body size limit; 401/403 from ``require_scope``; the scheme in OpenAPI."""
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes,
+                       timeout_s=settings.body_timeout_s)
     app.add_middleware(BearerAuth, settings=settings)
 
     async def auth_error(_: Request, error: Exception) -> JSONResponse:

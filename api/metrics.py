@@ -6,7 +6,9 @@ Every label a request sets comes from a fixed set, so no caller (none needs a to
 counted) can grow the label sets, the process's memory and the ``/metrics`` answer without
 bound: the route is one of the app's route templates (``/api/v1/lineage``), never a raw
 path, else ``unmatched``; the method one of HTTP's, else ``OTHER``; the status is the one
-the app answered with."""
+the app answered with, or 499 where the caller hung up before its request had
+arrived (nginx's "client closed request": no answer was sent, and it is not the
+server's error)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 from starlette.routing import compile_path
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -27,6 +30,7 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
                      "CONNECT"})
 OTHER_METHOD = "OTHER"
 UNMATCHED = "unmatched"
+CLIENT_CLOSED_REQUEST = 499
 
 
 def method_label(method: str) -> str:
@@ -114,7 +118,7 @@ class _Measure:
             await self.app(scope, receive, send)
             return
         begun = time.perf_counter()
-        status = 500
+        status: int | None = None
 
         async def record_status(message: Any) -> None:
             nonlocal status
@@ -124,9 +128,12 @@ class _Measure:
 
         try:
             await self.app(scope, receive, record_status)
+        except ClientDisconnect:
+            status = status or CLIENT_CLOSED_REQUEST
+            raise
         finally:
             self.metrics.observe(method_label(scope["method"]), self.templates.of(scope),
-                                 status, time.perf_counter() - begun)
+                                 status or 500, time.perf_counter() - begun)
 
 
 def install_metrics(app: FastAPI) -> Metrics:

@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
 
 from .errors import problem_response
 
@@ -65,6 +66,11 @@ class RequestIds:
         token = REQUEST_ID.set(request_id)
         try:
             await self.app(scope, receive, with_id)
+        except ClientDisconnect:
+            # The caller hung up before its body arrived: nothing was written and nobody
+            # is left to answer. Not a server error (a traceback and a 500 each time).
+            log.info("client hung up before sending its whole request: %s %s",
+                     scope["method"], scope["path"])
         except Exception:
             # The error boundary, while the ID is still set: logged once with it, and a
             # JSON 500 naming it (Starlette's own would be plain text, outside the ID).

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # Access (api/auth.py): tokens live in the store; these bound what a caller may send
     # and how long a token revoked by another process may still be accepted.
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1, description="largest request body")
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="how long a request body "
+                                  "may pause between two chunks before a 408")
     # An ingest request holds ~12× its body in memory while it is written (api/admission.py).
     ingest_budget_bytes: int | None = Field(None, ge=1, description="bytes of request bodies "
                                             "the ingest routes process at once, the rest "

@@ -446,31 +446,39 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http_get(host: str, port: int | None, path: str, timeout: float) -> tuple[int, bytes]:
+def http_get(host: str, port: int | None, path: str, timeout: float,
+             headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     """(status, body) of one GET on a connection of its own."""
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     with contextlib.closing(connection):
-        connection.request("GET", path)
+        connection.request("GET", path, headers=headers or {})
         response = connection.getresponse()
         return response.status, response.read()
 
 
-def start_server(store_kind: str, db: str | None, uri: str | None) -> tuple[subprocess.Popen,
-                                                                              str]:
+def start_server(store_kind: str, db: str | None, uri: str | None,
+                 log: Any = subprocess.PIPE, token: str | None = None,
+                 ) -> tuple[subprocess.Popen, str]:
+    """``lineagegraph serve`` on a free loopback port, once ready (asked with ``token``
+    where the store holds tokens); its stderr to ``log`` (a file, for a run long enough
+    to fill a pipe nobody reads)."""
+    ready_headers = {"Authorization": f"Bearer {token}"} if token else None
     port = free_port()
     exe = Path(sys.executable).parent / "lineagegraph"
     cmd = [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--neo4j-uri", uri] if store_kind == "neo4j" else ["--db", db]
     env = {k: v for k, v in os.environ.items() if k != "NEO4J_URI"} \
         if store_kind != "neo4j" else dict(os.environ)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+            said = proc.stderr.read().decode()[-2000:] if proc.stderr else "see its log"
+            raise SystemExit(f"server exited: {said}")
         with contextlib.suppress(OSError, http.client.HTTPException):
-            if http_get("127.0.0.1", port, "/readyz", timeout=2)[0] == 200:
+            if http_get("127.0.0.1", port, "/readyz", timeout=2,
+                        headers=ready_headers)[0] == 200:
                 return proc, url
         time.sleep(0.2)
     proc.terminate()

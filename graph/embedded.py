@@ -298,6 +298,14 @@ INSERT_EDGE = "INSERT INTO edges (source, type, target, props) VALUES (?, ?, ?, 
 UPSERT_NODE = INSERT_NODE + " ON CONFLICT (id) DO UPDATE SET props = excluded.props"
 UPSERT_EDGE = (INSERT_EDGE + " ON CONFLICT (source, type, target) "
                "DO UPDATE SET props = excluded.props")
+# The stored edges (as ``e``) of a JSON list of [source, type, target] keys: the list
+# drives the loop (CROSS JOIN fixes the order), one primary-key seek per key. A match on an
+# expression of the key's columns would read every edge of the store.
+# json_extract, not ->> (SQLite 3.38+): the json_each the store uses elsewhere.
+EDGES_OF_KEYS = ("FROM json_each(?) k CROSS JOIN edges e "
+                 "ON e.source = json_extract(k.value, '$[0]') "
+                 "AND e.type = json_extract(k.value, '$[1]') "
+                 "AND e.target = json_extract(k.value, '$[2]')")
 
 
 class _SqliteTransaction:
@@ -365,10 +373,10 @@ class _SqliteTransaction:
         if new:  # from nodes created in this transaction: none can be stored
             self.conn.executemany(INSERT_EDGE, rows)
             return WriteCounts(created=len(rows))
-        key_sql = "source || char(31) || type || char(31) || target"
-        keys = ["\x1f".join(row[:3]) for row in rows]
-        stored = self._stored("edges", key_sql, keys)
-        counts, changed = self._to_write(rows, keys, {row["k"]: row["props"] for row in stored})
+        keys = [tuple(row[:3]) for row in rows]
+        stored = self.conn.execute(f"SELECT e.source, e.type, e.target, e.props {EDGES_OF_KEYS}",
+                                   (json.dumps(keys),)).fetchall()
+        counts, changed = self._to_write(rows, keys, {tuple(row[:3]): row[3] for row in stored})
         self.conn.executemany(UPSERT_EDGE, changed)
         return counts
 
@@ -705,12 +713,7 @@ class EmbeddedStore(GraphStore):
 
     def get_edges(self, keys: Sequence[tuple[str, str, str]]) -> dict[tuple[str, str, str], Edge]:
         rows = self._query(
-            # json_extract, not ->> (SQLite 3.38+): the json_each the store uses elsewhere.
-            "SELECT e.* FROM json_each(?) k JOIN edges e "
-            "ON e.source = json_extract(k.value, '$[0]') "
-            "AND e.type = json_extract(k.value, '$[1]') "
-            "AND e.target = json_extract(k.value, '$[2]')",
-            (json.dumps([list(key) for key in keys]),),
+            f"SELECT e.* {EDGES_OF_KEYS}", (json.dumps([list(key) for key in keys]),),
         )
         edges = (Edge.stored(r["source"], r["type"], r["target"], r["props"]) for r in rows)
         return {edge.key: edge for edge in edges}

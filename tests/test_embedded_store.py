@@ -63,3 +63,30 @@ def test_a_file_from_before_record_sizes_were_kept_is_read_and_kept_alike(
     assert [r.key for r in store.record_page(RecordFilter("c"), limit=10,
                                              max_chars=120).records] == ["old"]
     store.close()
+
+
+def test_writing_edges_looks_up_the_stored_ones_by_key_not_by_scanning_every_edge(
+        tmp_path: Path) -> None:
+    """Found by the soak run (bench/soak.py): the write's read of the edges already
+    stored matched an expression over the key's columns, which no index serves, so each
+    OpenLineage event or manifest read every edge of the store (72 ms an event at 24k
+    nodes, growing with the store) under the store's one lock, and every other request
+    waited behind it."""
+    store = EmbeddedStore(tmp_path / "graph.db")
+    store.upsert([Node.from_id("source:wh.a"), Node.from_id("dataset:wh.a@1")], [])
+    edge = Edge(source="dataset:wh.a@1", type="VERSION_OF", target="source:wh.a")
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    first = store.upsert([], [edge])
+    again = store.upsert([], [edge])
+    store._conn.set_trace_callback(None)
+
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")
+             and " edges " in f" {s} "]
+    assert reads
+    for read in reads:
+        plan = " | ".join(row[3] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {read}"))
+        assert "SCAN e " not in f"{plan} " and "SCAN edges" not in plan, (read, plan)
+    # The lookup still finds what is stored: a re-sent edge changes nothing.
+    assert (first.edges.created, again.edges.created, again.edges.unchanged) == (1, 0, 1)
+    store.close()
