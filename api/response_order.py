@@ -20,9 +20,10 @@ from graphql import (
     SelectionSetNode,
 )
 
-# A path's place: a list item by its index, a field by where it is written (its offset in
-# the document), then its response key; what has no path (a document's error) comes first.
-Place = tuple[tuple[int, int, str], ...]
+# A path's place: a list item by its index, a field by where it is written (offsets in the
+# document: of the fragment spreads that reach it, then its own), then its response key;
+# what has no path (a document's error) comes first.
+Place = tuple[tuple[int, tuple[int, ...], str], ...]
 Path = Sequence[str | int]
 
 
@@ -43,13 +44,13 @@ def document_order(document: DocumentNode | None,
         if not path:
             return ()
         selections = operation.selection_set if operation is not None else None
-        key: list[tuple[int, int, str]] = []
+        key: list[tuple[int, tuple[int, ...], str]] = []
         for part in path:
             if isinstance(part, int):
-                key.append((0, part, ""))
+                key.append((0, (part,), ""))
                 continue
-            field, offset = _field(selections, part, fragments, set())
-            key.append((1, offset, part))
+            field, offsets = _field(selections, part, fragments, set())
+            key.append((1, offsets, part))
             selections = field.selection_set if field is not None else None
         return tuple(key)
 
@@ -58,13 +59,14 @@ def document_order(document: DocumentNode | None,
 
 def _field(selections: SelectionSetNode | None, key: str,
            fragments: dict[str, FragmentDefinitionNode], seen: set[str],
-           ) -> tuple[FieldNode | None, int]:
+           ) -> tuple[FieldNode | None, tuple[int, ...]]:
     """The first field answering to response key ``key``, through fragments, and where it
-    is written: a fragment's field where the fragment is spread. -1 if none does."""
+    is written: a fragment's field where the fragment is spread, then where in the
+    fragment. (-1,) if none does."""
     for selection in selections.selections if selections is not None else ():
         if isinstance(selection, FieldNode):
             if (selection.alias or selection.name).value == key:
-                return selection, _offset(selection)
+                return selection, (_offset(selection),)
             continue
         if isinstance(selection, InlineFragmentNode):
             inner = selection.selection_set
@@ -76,10 +78,10 @@ def _field(selections: SelectionSetNode | None, key: str,
             inner = fragments[name].selection_set
         else:
             continue
-        found, _ = _field(inner, key, fragments, seen)
+        found, offsets = _field(inner, key, fragments, seen)
         if found is not None:
-            return found, _offset(selection)
-    return None, -1
+            return found, (_offset(selection), *offsets)
+    return None, (-1,)
 
 
 def _offset(node: FieldNode | InlineFragmentNode | FragmentSpreadNode) -> int:

@@ -181,22 +181,27 @@ def test_each_fields_description_says_what_an_unknown_id_answers(
         assert "Null for a" in described and "does not hold" in described, described
 
 
+def _slow_among_quick(slow: str, quick: str) -> tuple[str, list[str]]:
+    """A query of two slow fields among sixteen quick ones, and its response keys in the
+    order they are written: the quick ones after the first slow one finish before it."""
+    keys = ["s0", *(f"q{i}" for i in range(8)), "s1", *(f"q{i}" for i in range(8, 16))]
+    fields = [(slow if key[0] == "s" else quick).format(key=key, n=key[1:]) for key in keys]
+    return "{ " + " ".join(fields) + " }", keys
+
+
 def test_warnings_come_in_the_order_of_the_fields_not_of_their_work_finishing(
     store: GraphStore,
 ) -> None:
     # The fields run at once: a slow walk's warning was listed after the quick lookups'
     # after it, and the same query got its warnings in another order run to run.
     load_story(store)
-    drift = ('{}: driftSources(id: "bundle:support-triage@15", '
-             'onset: "2026-11-08T00:00:00Z") {{ hops }}')
-    lookups = [f'n{i}: node(id: "model:nope@{i}") {{ id }}' for i in range(16)]
-    query = " ".join(["{", drift.format("d0"), *lookups[:8], drift.format("d1"), *lookups[8:],
-                      "}"])
+    query, keys = _slow_among_quick(
+        '{key}: driftSources(id: "bundle:support-triage@15", onset: "2026-11-08T00:00:00Z") '
+        "{{ hops }}", '{key}: node(id: "model:nope@{n}") {{ id }}')
     with client_for(store, max_nodes=2) as capped:
         answer = capped.post("/graphql", json={"query": query}).json()
 
-    assert [w["path"] for w in answer["extensions"]["warnings"]] == [
-        ["d0"], *([f"n{i}"] for i in range(8)), ["d1"], *([f"n{i}"] for i in range(8, 16))]
+    assert [w["path"] for w in answer["extensions"]["warnings"]] == [[key] for key in keys]
 
 
 def test_errors_come_in_the_order_of_the_fields_not_of_their_work_failing(
@@ -205,31 +210,29 @@ def test_errors_come_in_the_order_of_the_fields_not_of_their_work_failing(
     # graphql-core lists errors as the fields' work fails: a slow walk's error came after
     # the quick lookups' written after it.
     load_story(store)
-    blast = ('{}: blastRadius(id: "bundle:support-triage@15") '
-             '{{ downstream(after: "YQ=") {{ truncated }} }}')
-    lookups = [f'l{i}: node(id: "nope{i}") {{ id }}' for i in range(16)]
-    query = " ".join(["{", blast.format("b0"), *lookups[:8], blast.format("b1"), *lookups[8:],
-                      "}"])
+    query, keys = _slow_among_quick(
+        '{key}: blastRadius(id: "bundle:support-triage@15") '
+        '{{ downstream(after: "YQ=") {{ truncated }} }}', '{key}: node(id: "nope{n}") {{ id }}')
     with client_for(store) as client:
         answer = client.post("/graphql", json={"query": query}).json()
 
-    assert [e["path"][0] for e in answer["errors"]] == [
-        "b0", *(f"l{i}" for i in range(8)), "b1", *(f"l{i}" for i in range(8, 16))]
+    assert [e["path"][0] for e in answer["errors"]] == keys
 
 
 def test_document_order_follows_aliases_fragments_and_list_items() -> None:
     document = parse("""
         query Other { z: node(id: "a") { id } }
         query Asked { b: search(text: "x") { id } ...Top a: node(id: "b") { id } }
-        fragment Top on Query { c: lineage(id: "c") { nodes { degree node { id } } } }
+        fragment Top on Query { d: node(id: "d") { id } c: lineage(id: "c") {
+            nodes { degree node { id } } } }
     """)
     place = document_order(document, "Asked")
     paths: list[list[str | int]] = [
         ["a", "id"], ["c", "nodes", 1, "node"], ["c", "nodes", 0, "degree"], ["b"], ["z"],
-        ["c", "nodes", 0, "node"]]
+        ["c", "nodes", 0, "node"], ["d"]]
 
     # "z" is no field of the operation asked (first); the fragment's field is placed where
-    # the fragment is spread, its own fields as written in the fragment.
+    # the fragment is spread, in the order written there ("d" before "c").
     assert sorted(paths, key=place) == [
-        ["z"], ["b"], ["c", "nodes", 0, "degree"], ["c", "nodes", 0, "node"],
+        ["z"], ["b"], ["d"], ["c", "nodes", 0, "degree"], ["c", "nodes", 0, "node"],
         ["c", "nodes", 1, "node"], ["a", "id"]]
