@@ -70,10 +70,13 @@ def load_json(text: str, record: int | str | None = None,
     except json.JSONDecodeError:
         raise
     except (RecursionError, ValueError) as error:
-        where = unreadable_item(text)
-        if where is not None and first_record is not None:
-            record = where + first_record
-        raise IngestError(Problem(unreadable(error), record)) from None
+        path = unreadable_path(text)
+        if first_record is not None:  # as check_json numbers records
+            if path and type(path[0]) is int:
+                record, path = path[0] + first_record, path[1:]
+            elif not text.lstrip(_JSON_SPACE).startswith("["):
+                record = first_record
+        raise IngestError(Problem(unreadable(error), record, field_path(path))) from None
     check_json(value, text, record, first_record)
     return value
 
@@ -171,22 +174,50 @@ def _scalar_flaw(value: Any, strings: bool) -> str | None:
     return None
 
 
-def unreadable_item(text: str) -> int | None:
-    """Which item of a top-level array ``json.loads`` cannot read (see ``unreadable``;
-    each is parsed alone until one fails), or None when the text is no array or none is."""
+def unreadable_path(text: str) -> Path:
+    """Where in well-formed JSON text ``json.loads`` cannot read (see ``unreadable``): the
+    path of members, each parsed alone until one fails, down to the value that does, or
+    ``_SHOWN_LEVELS`` levels then "…" (a value nested too deeply). Empty when the top
+    value is no object or array, or the text is malformed (the caller's own message)."""
+    path: list[str | int] = []
     index = _SPACE.match(text).end()  # type: ignore[union-attr]
-    if not text.startswith("[", index):
+    while (found := _unreadable_member(text, index)) is not None:
+        if len(path) == _SHOWN_LEVELS:
+            path.append("…")
+            break
+        key, index = found
+        path.append(key)
+    return tuple(path)
+
+
+def _unreadable_member(text: str, index: int) -> tuple[str | int, int] | None:
+    """(key or position, where its value starts) of the first member of the object or
+    array at ``index`` that ``json.loads`` cannot read; None if there is no container
+    there or every member reads."""
+    opening = text[index:index + 1]
+    if opening not in ("[", "{"):
         return None
+    closing = "]" if opening == "[" else "}"
     index += 1
     number = 0
     while True:
         index = _SPACE.match(text, index).end()  # type: ignore[union-attr]
+        if text.startswith(closing, index):
+            return None
+        key: str | int = number
         try:
+            if opening == "{":
+                key, index = _DECODER.raw_decode(text, index)
+                index = _SPACE.match(text, index).end()  # type: ignore[union-attr]
+                if not text.startswith(":", index):
+                    return None
+                index = _SPACE.match(text, index + 1).end()  # type: ignore[union-attr]
+            start = index
             _, index = _DECODER.raw_decode(text, index)
         except json.JSONDecodeError:
             return None
         except (RecursionError, ValueError):
-            return number
+            return key, start
         index = _SPACE.match(text, index).end()  # type: ignore[union-attr]
         if not text.startswith(",", index):
             return None

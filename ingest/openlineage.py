@@ -124,12 +124,13 @@ from lineagegraph.schema.models import (
 from .batch import Batch, IngestError, Problem, validation_problems
 from .bodies import (
     check_value,
+    field_path,
     has_surrogate_escape,
     keepable,
     load_json,
     ndjson_lines,
     unreadable,
-    unreadable_item,
+    unreadable_path,
 )
 from .deadletter import dead_letter, register_mapper
 from .outcomes import read_text
@@ -1210,9 +1211,12 @@ def read_events(path: Path) -> list[FileEvent]:
     except (RecursionError, ValueError) as error:
         # Too deep, or a number too long to read: that item's text cannot be cut out of the
         # file, so the file is refused, naming the item.
-        index = unreadable_item(text)
-        where = path.name if index is None else f"{path.name}[{index}]"
-        return [FileEvent(path.name, text, [Problem(unreadable(error), where)])]
+        at = unreadable_path(text)
+        if at and type(at[0]) is int:  # an item of a top-level array
+            where, at = f"{path.name}[{at[0]}]", at[1:]
+        else:
+            where = path.name
+        return [FileEvent(path.name, text, [Problem(unreadable(error), where, field_path(at))])]
     strings = has_surrogate_escape(text)  # once a file, not once an event
     if isinstance(whole, list):
         return [_value_event(f"{path.name}[{i}]", event, strings)

@@ -141,25 +141,39 @@ def test_facets_nested_within_the_limit_are_kept_as_sent(client: TestClient) -> 
 LONG = "1" * 5000  # more digits than Python converts to an int (sys.get_int_max_str_digits)
 
 
-@pytest.mark.parametrize(("route", "headers", "body", "record"), [
+@pytest.mark.parametrize(("route", "headers", "body", "record", "field"), [
     pytest.param("/api/v1/lineage", JSON, text(run_event(run_facets={"c": {"n": 0}})).replace(
-        '"n": 0', f'"n": {LONG}'), None, id="lineage"),
+        '"n": 0', f'"n": {LONG}'), None, "run.facets.c.n", id="lineage"),
     pytest.param("/api/v1/lineage/batch", JSON, f'[{text(run_event())}, {{"n": {LONG}}}]', 1,
-                 id="lineage-batch"),
+                 "n", id="lineage-batch"),
     pytest.param("/api/v1/outcomes", NDJSON, ndjson(outcome()) + text(outcome("r2")).replace(
-        '"environment"', f'"tokens_in": {LONG}, "environment"'), 2, id="outcomes-ndjson"),
-    pytest.param("/api/v1/outcomes", JSON, f'[{text(outcome())}, {{"x": {LONG}}}]', 2,
+        '"environment"', f'"tokens_in": {LONG}, "environment"'), 2, "tokens_in",
+        id="outcomes-ndjson"),
+    pytest.param("/api/v1/outcomes", JSON, f'[{text(outcome())}, {{"x": {LONG}}}]', 2, "x",
                  id="outcomes-array"),
 ])
-def test_an_integer_longer_than_python_reads_is_400_naming_the_record(
+def test_an_integer_longer_than_python_reads_is_400_naming_the_record_and_field(
     client: TestClient, store: GraphStore, route: str, headers: dict[str, str], body: str,
-    record: int | None,
+    record: int | None, field: str,
 ) -> None:
     found = problem(client.post(route, content=body, headers=headers))
 
     assert "a number longer than Python reads" in found["message"]
-    assert found.get("record") == record
+    assert (found.get("record"), found.get("field")) == (record, field)
     assert_nothing_kept(store)
+
+
+def test_an_event_nested_too_deeply_for_the_parser_is_400_naming_the_field_it_is_under(
+    client: TestClient, store: GraphStore,
+) -> None:
+    # Past json.loads' stack, not only past the limit checked after parsing (300 levels).
+    body = text(run_event(run_facets={"deep": []})).replace(
+        '"deep": []', f'"deep": {"[" * 3000}{"]" * 3000}')
+
+    found = problem(client.post("/api/v1/lineage", content=body, headers=JSON))
+
+    assert "nested too deeply" in found["message"]
+    assert found["field"] == "run.facets.deep.0.0.0.0.0.0.0.0.0.…", found
 
 
 def test_the_cli_refuses_a_file_it_cannot_read_naming_the_event_and_loads_the_others(
@@ -176,7 +190,8 @@ def test_the_cli_refuses_a_file_it_cannot_read_naming_the_event_and_loads_the_ot
     assert result.exit_code == 1, result.output
     assert set(store.get([f"run:{RUN}", f"run:{OTHER}"])) == {f"run:{RUN}"}
     (letter,) = deadletter.pending(store)
-    assert letter.payload["reason"].startswith("record unreadable.json[1]: a number longer")
+    assert letter.payload["reason"].startswith(
+        "record unreadable.json[1], field n: a number longer")
 
 
 # -- OpenLineage facet shapes ---------------------------------------------------------------
