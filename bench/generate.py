@@ -114,7 +114,7 @@ class Platform:
                 fh.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
-def _iso(at: datetime) -> str:
+def iso(at: datetime) -> str:
     return at.isoformat().replace("+00:00", "Z")
 
 
@@ -125,7 +125,7 @@ def generate(scale: str | Scale, seed: int = 42) -> Platform:
     docs = p.manifests
 
     def at(day: float) -> str:
-        return _iso(START + timedelta(days=day))
+        return iso(START + timedelta(days=day))
 
     # Data: sources, their dated versions (weekly snapshots), features over them.
     regions = ["eu", "eu", "us", "us", "apac"]
@@ -257,7 +257,7 @@ def generate(scale: str | Scale, seed: int = 42) -> Platform:
             prev: str | None = None
             for when, version in moves:
                 docs.append({"kind": "StageMove", "bundle": name, "version": version,
-                             "environment": env, "at": _iso(when), "actor": "release-bot",
+                             "environment": env, "at": iso(when), "actor": "release-bot",
                              "reason": "rollback" if prev and int(version) < int(prev)
                              else "promotion"})
                 prev = version

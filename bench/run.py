@@ -61,6 +61,7 @@ from lineagegraph.graph.neo4j_store import (  # noqa: E402
     _epoch,
     created_edges_query,
     created_nodes_query,
+    driver_auth,
 )
 from lineagegraph.graph.store import Direction, GraphStore  # noqa: E402
 from lineagegraph.graph.trace import trace as run_trace  # noqa: E402
@@ -152,9 +153,8 @@ class RawNeo4j:
         import neo4j
 
         self.neo4j = neo4j
-        auth = (user or "neo4j", password) if password else None
         self.driver = neo4j.GraphDatabase.driver(
-            uri, auth=auth,
+            uri, auth=driver_auth(user, password),
             notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF)
         self.database = database
 
@@ -787,12 +787,16 @@ def main() -> None:
         run_benchmarks(args, Path(scratch))
 
 
+def neo4j_env() -> tuple[str, str | None, str | None, str]:
+    """The Neo4j a run measures: NEO4J_URI, NEO4J_USER, NEO4J_PASSWORD, NEO4J_DATABASE."""
+    return (os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687"), os.environ.get("NEO4J_USER"),
+            os.environ.get("NEO4J_PASSWORD"), os.environ.get("NEO4J_DATABASE", "neo4j"))
+
+
 def run_benchmarks(args: argparse.Namespace, tmp: Path) -> None:
     spec = SCALES[args.scale]
     f = Figures()
-    uri = os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687")
-    user, password = os.environ.get("NEO4J_USER"), os.environ.get("NEO4J_PASSWORD")
-    database = os.environ.get("NEO4J_DATABASE", "neo4j")
+    uri, user, password, database = neo4j_env()
     store: GraphStore
     raw: RawNeo4j | RawSqlite
     db = None

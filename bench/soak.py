@@ -49,8 +49,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from generate import SCALES, Platform, generate  # noqa: E402
-from run import load_outcomes, load_registry, machine, pct, start_server  # noqa: E402
+from generate import SCALES, Platform, generate, iso  # noqa: E402
+from run import (  # noqa: E402
+    load_outcomes,
+    load_registry,
+    machine,
+    neo4j_env,
+    pct,
+    start_server,
+)
 
 from lineagegraph.api.auth import create_token  # noqa: E402
 from lineagegraph.graph.store import GraphStore  # noqa: E402
@@ -101,10 +108,6 @@ M_APPROVE = """mutation($t: ID!) { approve(target: $t, gate: "soak") { id } }"""
 # rollback with nothing earlier, a promotion another overtook, a bundle it does not
 # know), never INTERNAL, a missing code or STORE_UNAVAILABLE.
 MEANT_CODES = frozenset({"BAD_USER_INPUT", "NOT_FOUND", "CONFLICT", "FORBIDDEN"})
-
-
-def iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -512,8 +515,11 @@ class StoreProbe:
         if kind == "neo4j":
             import neo4j
 
+            from lineagegraph.graph.neo4j_store import driver_auth
+
+            _, user, password, _ = neo4j_env()
             self.driver = neo4j.GraphDatabase.driver(
-                uri, auth=_neo4j_auth(), user_agent=self.AGENT,
+                uri, auth=driver_auth(user, password), user_agent=self.AGENT,
                 notifications_min_severity=neo4j.NotificationMinimumSeverity.OFF)
 
     def sample(self) -> dict[str, float | None]:
@@ -535,11 +541,6 @@ class StoreProbe:
     def close(self) -> None:
         if self.driver is not None:
             self.driver.close()
-
-
-def _neo4j_auth() -> tuple[str, str] | None:
-    password = os.environ.get("NEO4J_PASSWORD")
-    return (os.environ.get("NEO4J_USER") or "neo4j", password) if password else None
 
 
 def _size_mb(path: str) -> float:
@@ -671,10 +672,8 @@ def prepare_store(args: argparse.Namespace, tmp: Path) -> tuple[Platform, str | 
     if args.store == "neo4j":
         from lineagegraph.graph.neo4j_store import Neo4jStore
 
-        uri = os.environ.get("NEO4J_URI", "bolt://127.0.0.1:7687")
-        auth = _neo4j_auth()
-        store = Neo4jStore(uri, auth[0] if auth else None, auth[1] if auth else None,
-                           os.environ.get("NEO4J_DATABASE", "neo4j"))
+        uri, user, password, database = neo4j_env()
+        store = Neo4jStore(uri, user, password, database)
         store.wipe()
     else:
         from lineagegraph.graph.embedded import EmbeddedStore

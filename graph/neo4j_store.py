@@ -285,6 +285,12 @@ def created_edges_query(edge_type: str) -> str:
     """
 
 
+def driver_auth(user: str | None, password: str | None) -> tuple[str, str] | None:
+    """The driver's ``auth`` for NEO4J_USER and NEO4J_PASSWORD: none without a password
+    (authentication off), the user ``neo4j`` when only the password is given."""
+    return (user or "neo4j", password) if password else None
+
+
 def _each_last(per: Literal["environment", "name"], environment: str | None,
                since: datetime | None, until: datetime | None,
                names: Sequence[str] | None,
@@ -700,7 +706,7 @@ class Neo4jStore(GraphStore):
         parallel_writes: int = 2,
         write_retry_s: float = 5.0,
     ) -> None:
-        auth = (user or "neo4j", password) if password else None
+        auth = driver_auth(user, password)
         # A batch's node write runs while the one before it links, counts and commits:
         # Neo4j works on both at once (raw batches of 5,000 outcomes at medium, two in
         # flight against one: ×1.3, bench/README.md).

@@ -56,7 +56,7 @@ def _archivable(store: GraphStore, bundles: Iterable[Node], times: Iterable[date
     last move of each of their versions into each environment and the last move in each
     environment at each time: never a name's history (a name CI promotes hourly has tens of
     thousands of moves), nor its moves to versions other than theirs."""
-    pairs = list(dict.fromkeys((b.name or "", b.version) for b in bundles))
+    pairs = {(b.name or "", b.version) for b in bundles}
     wanted = sorted({name for name, _ in pairs})
     if not wanted:
         return {}

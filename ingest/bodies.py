@@ -70,12 +70,8 @@ def load_json(text: str, record: int | str | None = None,
     except json.JSONDecodeError:
         raise
     except (RecursionError, ValueError) as error:
-        path = unreadable_path(text)
-        if first_record is not None:  # as check_json numbers records
-            if path and type(path[0]) is int:
-                record, path = path[0] + first_record, path[1:]
-            elif not text.lstrip(_JSON_SPACE).startswith("["):
-                record = first_record
+        array = text.lstrip(_JSON_SPACE).startswith("[")
+        record, path = _located(unreadable_path(text), array, record, first_record)
         raise IngestError(Problem(unreadable(error), record, field_path(path))) from None
     check_json(value, text, record, first_record)
     return value
@@ -96,12 +92,21 @@ def check_json(value: Any, text: str, record: int | str | None = None,
     if found is None:
         return
     path, message = found
-    if first_record is not None:
-        if isinstance(value, list) and path:
-            record, path = int(path[0]) + first_record, path[1:]
-        elif not isinstance(value, list):
-            record = first_record
+    record, path = _located(path, isinstance(value, list), record, first_record)
     raise IngestError(Problem(message, record, field_path(path)))
+
+
+def _located(path: Path, array: bool, record: int | str | None,
+             first_record: int | None) -> tuple[int | str | None, Path]:
+    """A flaw's record and its path within it, records numbered from ``first_record``: a
+    top-level ``array``'s items (the path's first part), else the value itself."""
+    if first_record is None:
+        return record, path
+    if not array:
+        return first_record, path
+    if path:
+        return int(path[0]) + first_record, path[1:]
+    return record, path
 
 
 def check_value(value: Any, record: int | str | None = None, strings: bool = True) -> None:
